@@ -1,0 +1,1 @@
+"""aggregator stage of logging-apm."""

@@ -1,0 +1,65 @@
+"""``logapm``: the command line. Each command lives in its own module, which registers its parser.
+
+A command module defines ``register(subparsers) -> None`` and sets ``func`` (``args -> int`` exit status)
+as the parser default. The table below is the one list of commands; a module that is not part of this
+installation (an optional part) is left out of ``--help`` rather than breaking the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# command module, in the order --help lists them
+COMMAND_MODULES: tuple[str, ...] = (
+    "aggregator.commands.demo",
+    "aggregator.commands.run",
+    "aggregator.commands.metrics",
+    "aggregator.commands.trace",
+    "aggregator.commands.report",
+    "alerting.commands",
+    "aggregator.commands.export",
+    "aggregator.commands.sample",
+    "aggregator.commands.schema",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="logapm",
+        description="APM-grade metrics for Django and Celery from their own JSON logs.",
+    )
+    from logging_apm import __version__
+
+    parser.add_argument("--version", action="version", version=f"logapm {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            # Only the command module itself may be absent; a missing dependency inside it is a real error.
+            if exc.name != name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``logapm`` command (see ``aggregator.cli``)."""

@@ -1,0 +1,1 @@
+"""alerting stage of logging-apm."""

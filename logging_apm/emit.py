@@ -1,0 +1,139 @@
+"""The one way an event leaves the app: ``emit()`` builds a schema-1 dict and hands it to a logger.
+
+The event dict is passed as the log record's ``msg``; the formatters of ``logging_apm.logging_config``
+serialise it as one JSON line. The logger is ``logging_apm.events`` so that users can route it like any
+other logger. Nothing here touches the disk: the handler configured for that logger is a queue handler
+whose listener thread formats and writes.
+
+Cost model: building the dict and the timestamp is about 1-2 microseconds; the rest is the logging call.
+With ``APM_ENABLED=false`` (or before ``configure``), ``emit`` returns after one attribute read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+from logging_apm import tracing
+from logging_apm.conf import AppSettings
+from logging_apm.schema import KIND_FIELD, SCHEMA_FIELD, SCHEMA_VERSION
+
+EVENT_LOGGER: Final = "logging_apm.events"
+INTERNAL_LOGGER: Final = "logging_apm.internal"
+
+Event = dict[str, Any]
+
+
+class _Clock:
+    """RFC 3339 timestamps with milliseconds, re-formatting the seconds part only when it changes."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def format(self, epoch: float) -> str:
+        second = int(epoch)
+        if second != self._second:
+            # Benign race: two threads may both rebuild the prefix for the same second.
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        millis = int((epoch - second) * 1000)
+        return f"{self._prefix}.{millis:03d}Z"
+
+
+class Emitter:
+    """Builds events with the service tags and trace context, and logs them."""
+
+    __slots__ = ("_clock", "_logger", "enabled", "resource", "settings")
+
+    def __init__(self, settings: AppSettings, logger: logging.Logger | None = None) -> None:
+        self.settings = settings
+        self.enabled = settings.enabled
+        self.resource = dict(settings.resource)
+        self._logger = logger or logging.getLogger(EVENT_LOGGER)
+        self._clock = _Clock()
+
+    def event(
+        self,
+        kind: str,
+        duration_ms: float | None,
+        outcome: str,
+        attrs: Mapping[str, Any],
+        *,
+        span: tracing.TraceContext | None = None,
+        end_time: float | None = None,
+    ) -> Event:
+        """The event dict, without logging it.
+
+        ``span`` is the operation's own span; by default a child of the current span (so each DB query in a
+        request gets its own span id pointing at the request's span). Outside any trace, no ids are set.
+        """
+        event: Event = {
+            "timestamp": self._clock.format(time.time() if end_time is None else end_time),
+            SCHEMA_FIELD: SCHEMA_VERSION,
+            KIND_FIELD: kind,
+        }
+        if duration_ms is not None:
+            event["duration_ms"] = round(duration_ms, 3)
+        event["outcome"] = outcome
+        event.update(self.resource)
+        if span is None:
+            parent = tracing.current()
+            if parent is not None:
+                span = parent.child()
+        if span is not None:
+            event["trace_id"] = span.trace_id
+            event["span_id"] = span.span_id
+            if span.parent_span_id is not None:
+                event["parent_span_id"] = span.parent_span_id
+        event.update(attrs)
+        return event
+
+    def emit(
+        self,
+        kind: str,
+        duration_ms: float | None,
+        outcome: str,
+        attrs: Mapping[str, Any],
+        *,
+        span: tracing.TraceContext | None = None,
+        end_time: float | None = None,
+    ) -> None:
+        if not self.enabled:
+            return
+        self._logger.info(self.event(kind, duration_ms, outcome, attrs, span=span, end_time=end_time))
+
+
+# The process-wide emitter: disabled until ``configure()`` runs (the Django app config calls it), so that
+# importing logging_apm in a process that never configured it costs nothing and writes nothing.
+_emitter = Emitter(AppSettings(enabled=False))
+
+
+def configure(settings: AppSettings | None = None, **overrides: Any) -> Emitter:
+    """Set the process-wide emitter from ``settings`` or from the environment plus ``overrides``."""
+    global _emitter
+    _emitter = Emitter(settings if settings is not None else AppSettings.from_env(**overrides))
+    return _emitter
+
+
+def get_emitter() -> Emitter:
+    return _emitter
+
+
+def emit(
+    kind: str,
+    duration_ms: float | None,
+    outcome: str,
+    attrs: Mapping[str, Any],
+    *,
+    span: tracing.TraceContext | None = None,
+    end_time: float | None = None,
+) -> None:
+    """Emit one timing event through the process-wide emitter (a no-op when disabled)."""
+    emitter = _emitter
+    if emitter.enabled:
+        emitter.emit(kind, duration_ms, outcome, attrs, span=span, end_time=end_time)

@@ -1,0 +1,135 @@
+"""W3C Trace Context: the trace and span that every event emitted inside an operation carries.
+
+The current span lives in a ``contextvars.ContextVar``, so it follows the request through sync views,
+async views and threads started with ``contextvars.copy_context()``. The request middleware opens the
+root span (continuing an incoming ``traceparent`` when there is a valid one); each timed operation inside
+it gets a fresh span id whose parent is the current span.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "TraceContext",
+    "current",
+    "format_traceparent",
+    "new_span_id",
+    "new_trace_id",
+    "parse_traceparent",
+    "start_span",
+    "use",
+]
+
+# version "-" trace-id "-" parent-id "-" trace-flags, then (for versions above 00 only) "-" anything.
+_TRACEPARENT = re.compile(
+    r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$"
+)
+_ZERO_TRACE: Final = "0" * 32
+_ZERO_SPAN: Final = "0" * 16
+
+
+@dataclass(frozen=True, slots=True)
+class TraceContext:
+    """A position in a trace: the trace, this span, and the span it descends from."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None = None
+    sampled: bool = True
+
+    def child(self) -> TraceContext:
+        """A new span in the same trace whose parent is this one."""
+        return TraceContext(self.trace_id, new_span_id(), self.span_id, self.sampled)
+
+    @property
+    def traceparent(self) -> str:
+        return format_traceparent(self)
+
+
+def new_trace_id() -> str:
+    # os.urandom is ~4x faster than secrets/uuid4 and equally random; an all-zero id is invalid in W3C.
+    while True:
+        value = os.urandom(16).hex()
+        if value != _ZERO_TRACE:
+            return value
+
+
+def new_span_id() -> str:
+    while True:
+        value = os.urandom(8).hex()
+        if value != _ZERO_SPAN:
+            return value
+
+
+def parse_traceparent(value: str | bytes | None) -> TraceContext | None:
+    """Parse a ``traceparent`` header per W3C Trace Context level 1; ``None`` when it must be ignored.
+
+    The returned context's ``span_id`` is the caller's span (the header's parent-id): a server continuing
+    the trace opens its own span as ``ctx.child()``. Rules: version ``ff`` is invalid; version ``00`` has
+    exactly four fields; a higher version may append ``-``-separated fields; ids are lowercase hex and not
+    all zero. Surrounding whitespace (optional whitespace of HTTP header values) is ignored.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    value = value.strip(" \t")
+    if len(value) > 512:  # no valid header is that long; refuse before running the regex
+        return None
+    match = _TRACEPARENT.match(value)
+    if match is None:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff":
+        return None
+    if version == "00" and rest is not None:
+        return None
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return None
+    return TraceContext(trace_id=trace_id, span_id=span_id, sampled=bool(int(flags, 16) & 1))
+
+
+def format_traceparent(ctx: TraceContext) -> str:
+    return f"00-{ctx.trace_id}-{ctx.span_id}-{'01' if ctx.sampled else '00'}"
+
+
+_current: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar(
+    "logging_apm_trace", default=None
+)
+
+
+def current() -> TraceContext | None:
+    """The span of the operation in progress, or ``None`` outside any traced operation."""
+    return _current.get()
+
+
+@contextmanager
+def use(ctx: TraceContext | None) -> Iterator[TraceContext | None]:
+    """Make ``ctx`` the current span for the duration of the block."""
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def start_span(parent: TraceContext | None = None) -> Iterator[TraceContext]:
+    """Open a child span of ``parent`` (default: the current span), or a new trace when there is none."""
+    parent = parent if parent is not None else _current.get()
+    ctx = parent.child() if parent is not None else TraceContext(new_trace_id(), new_span_id())
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
