@@ -1,0 +1,176 @@
+"""The embedded state store: one SQLite file (WAL) holding windows, checkpoints, outboxes and alert state.
+
+Each component owns its tables and declares their migrations under its own name with
+``register_migrations(component, [sql, ...])``; opening the store applies the ones not yet applied, in
+order, each in its own transaction, and records them in ``schema_migrations``. A migration is never edited
+once released: changes are new entries at the end of the component's list.
+
+All writes of a run that must be atomic (new window aggregates, advanced checkpoints, outbox entries) go
+through one ``with store.transaction():`` block.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Final
+
+STORE_APPLICATION_ID: Final = 0x4C41504D  # "LAPM": tells our file from a foreign SQLite database
+
+_MIGRATIONS: dict[str, list[str]] = {}
+
+
+class StoreError(RuntimeError):
+    """The state store cannot be used: the message says which file and why."""
+
+
+class LockedError(StoreError):
+    """Another run holds the run lock."""
+
+
+def register_migrations(component: str, statements: Sequence[str]) -> None:
+    """Declare ``component``'s migrations (each entry is one migration, possibly several statements).
+
+    Calling it again for the same component replaces the list (modules may be re-imported in tests); the
+    list must only ever grow.
+    """
+    _MIGRATIONS[component] = list(statements)
+
+
+class Store:
+    """An open state store. Not thread-safe: one run, one thread, one connection."""
+
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._depth = 0
+        if readonly:
+            if not self.path.exists():
+                raise StoreError(f"state store {self.path} does not exist")
+            uri = f"file:{self.path}?mode=ro"
+            self.conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        else:
+            parent = self.path.parent
+            if not parent.exists():
+                raise StoreError(f"state directory {parent} does not exist")
+            if not os.access(parent, os.W_OK):
+                raise StoreError(f"state directory {parent} is not writable")
+            try:
+                self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open state store {self.path}: {exc}") from None
+        try:
+            self._check_identity()
+            if not readonly:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                self.conn.execute("PRAGMA foreign_keys=ON")
+                self.migrate()
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise StoreError(f"state store {self.path} is not a usable SQLite database: {exc}") from None
+
+    def _check_identity(self) -> None:
+        app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
+        if app_id == STORE_APPLICATION_ID:
+            return
+        tables = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app_id == 0 and tables == 0 and not self.readonly:
+            self.conn.execute(f"PRAGMA application_id={STORE_APPLICATION_ID}")
+            return
+        raise StoreError(
+            f"{self.path} is a SQLite database that logging-apm did not create "
+            f"(application_id={app_id:#x}, {tables} objects); refusing to write to it"
+        )
+
+    def migrate(self) -> None:
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " component TEXT NOT NULL, version INTEGER NOT NULL, applied_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),"
+            " PRIMARY KEY (component, version))"
+        )
+        applied = {
+            (c, v) for c, v in self.conn.execute("SELECT component, version FROM schema_migrations")
+        }
+        for component in sorted(_MIGRATIONS):
+            for version, sql in enumerate(_MIGRATIONS[component], start=1):
+                if (component, version) in applied:
+                    continue
+                with self.transaction():
+                    for statement in _split(sql):
+                        self.conn.execute(statement)
+                    self.conn.execute(
+                        "INSERT INTO schema_migrations (component, version) VALUES (?, ?)", (component, version)
+                    )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``); nested uses join the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.conn
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self.conn
+        except BaseException:
+            self._depth = 0
+            self.conn.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            self.conn.execute("ROLLBACK")
+            raise StoreError(f"cannot commit to state store {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _split(sql: str) -> list[str]:
+    return [s.strip() for s in sql.split(";") if s.strip()]
+
+
+@contextmanager
+def run_lock(state_path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the run lock of a state store (a ``.lock`` file beside it) or raise ``LockedError`` at once.
+
+    An ``flock`` is released by the kernel when the process dies, so a killed run never leaves a stale lock.
+    """
+    lock_path = Path(str(state_path) + ".lock")
+    try:
+        handle: IO[str] = open(lock_path, "a+")  # noqa: SIM115 - held for the block
+    except OSError as exc:
+        raise StoreError(f"cannot create run lock {lock_path}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise LockedError(
+                    f"another logapm run holds the lock on {state_path}; this run exits without doing anything"
+                ) from None
+            raise
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
