@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 MetricType = Literal["gauge", "count"]
 Tags = tuple[tuple[str, str], ...]  # sorted (key, value) pairs: hashable and canonical
@@ -189,3 +189,36 @@ class Sink(Protocol):
     def send(self, points: Sequence[MetricPoint]) -> SinkReport: ...
 
     def close(self) -> None: ...
+
+
+# --- The run's stages after the commit (delivery, alerting) ---------------------------------------------
+
+
+@dataclass(slots=True)
+class StageResult:
+    """What a post-commit stage did, for the run summary. A stage reports failures here; it never raises
+    for a failure of its destination (a vendor, an SMTP server), so one stage cannot block another."""
+
+    name: str
+    lines: list[str] = field(default_factory=list)  # human summary lines
+    counters: dict[str, int] = field(default_factory=dict)
+    ok: bool = True
+
+
+@dataclass(slots=True)
+class RunContext:
+    """Handed to each post-commit stage: the open store, the resolved config and the run's clock.
+
+    ``now`` is wall-clock time (retry schedules, vendor age limits); alert rules judge in event time, from
+    the windows' own timestamps. ``changed_windows`` are the window starts this run's commit touched.
+    """
+
+    store: Any  # aggregator.store.Store (Any: model imports nothing that runs)
+    config: Any  # aggregator.config.Config
+    now: float
+    changed_windows: set[int] = field(default_factory=set)
+    interactive: bool = False
+
+
+class RunStage(Protocol):
+    def __call__(self, ctx: RunContext) -> StageResult: ...
