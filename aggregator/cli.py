@@ -20,7 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "aggregator.commands.trace",
     "aggregator.commands.report",
     "alerting.commands",
-    "aggregator.commands.export",
+    "alerting.export_commands",
     "aggregator.commands.sample",
     "aggregator.commands.schema",
 )
