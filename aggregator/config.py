@@ -148,6 +148,10 @@ SETTINGS: tuple[Setting, ...] = (
 
 SETTINGS_BY_PATH: dict[str, Setting] = {s.path: s for s in SETTINGS}
 
+# Config-file entries that are not plain settings but belong to a component, which validates them itself
+# (for example the custom alert rules, ``[[alerting.rules]]``). Anything else unknown is an error.
+EXTRA_KEYS: frozenset[str] = frozenset({"alerting.rules"})
+
 
 def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -215,12 +219,10 @@ def load_config(
         for key, value in _flatten(doc).items():
             if key in SETTINGS_BY_PATH:
                 file_values[key] = value
-            elif any(key.startswith(s.path.rsplit(".", 1)[0] + ".") for s in SETTINGS) and not isinstance(
-                value, list
-            ):
-                raise ConfigError(f"config file {file_path}: unknown setting {key!r}")
-            else:
+            elif key in EXTRA_KEYS:
                 extra[key] = value
+            else:
+                raise ConfigError(f"config file {file_path}: unknown setting {key!r}")
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for s in SETTINGS:

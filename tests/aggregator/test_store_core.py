@@ -1,0 +1,84 @@
+"""aggregator.store: per-component migrations, atomic transactions, identity check, and the run lock."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aggregator.store import LockedError, Store, StoreError, register_migrations, run_lock
+
+register_migrations("test_core", ["CREATE TABLE tc_items (k TEXT PRIMARY KEY, v INTEGER)"])
+
+
+def test_migrations_apply_once(tmp_path: Path) -> None:
+    """Opening a store twice applies each migration exactly once."""
+    path = tmp_path / "s.db"
+    Store(path).close()
+    with Store(path) as store:
+        rows = store.conn.execute(
+            "SELECT count(*) FROM schema_migrations WHERE component='test_core'"
+        ).fetchone()
+    assert rows == (1,)
+
+
+def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
+    """A failed transaction leaves no trace; nested blocks join the outer one."""
+    with Store(tmp_path / "s.db") as store:
+        with pytest.raises(RuntimeError):
+            with store.transaction() as conn:
+                conn.execute("INSERT INTO tc_items VALUES ('a', 1)")
+                with store.transaction() as inner:
+                    inner.execute("INSERT INTO tc_items VALUES ('b', 2)")
+                raise RuntimeError("boom")
+        assert store.conn.execute("SELECT count(*) FROM tc_items").fetchone() == (0,)
+
+
+def test_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
+    """A SQLite database that logging-apm did not create is refused, and left unchanged."""
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE customers (id INTEGER)")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="did not create"):
+        Store(path)
+    assert path.read_bytes() == before
+
+
+def test_garbage_file_is_refused(tmp_path: Path) -> None:
+    """A corrupted state file gives a clear StoreError naming the file."""
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match=str(path)):
+        Store(path)
+
+
+def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    """A state path in a directory that does not exist names the directory."""
+    with pytest.raises(StoreError, match="does not exist"):
+        Store(tmp_path / "nope" / "s.db")
+
+
+def test_second_run_lock_fails_at_once_and_lock_dies_with_process(tmp_path: Path) -> None:
+    """The run lock excludes a second holder at once, and is released when its process is killed."""
+    state = tmp_path / "s.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys,time; from aggregator.store import run_lock\n"
+         f"with run_lock({str(state)!r}):\n print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockedError, match="another logapm run"), run_lock(state):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(state):
+        pass
