@@ -47,6 +47,14 @@ def _before_call(model: Any = None, context: Any = None, **_: Any) -> None:
         instrumentation_failed("aws.before_call", exc)
 
 
+def _take(context: Any) -> tuple[float, tracing.TraceContext | None] | None:
+    """The start time and span that ``before-call`` left in the request context (each used once)."""
+    if context is None:
+        return None
+    started = context.pop(_CONTEXT_KEY, None)
+    return started if _active else None
+
+
 def _service(model: Any) -> str:
     service_model = model.service_model
     return str(getattr(service_model, "service_name", None) or service_model.endpoint_prefix)
@@ -54,10 +62,8 @@ def _service(model: Any) -> str:
 
 def _after_call(http_response: Any = None, parsed: Any = None, model: Any = None, context: Any = None,
                 **_: Any) -> None:
-    if context is None:
-        return
-    started = context.pop(_CONTEXT_KEY, None)
-    if started is None or not _active:
+    started = _take(context)
+    if started is None:
         return
     try:
         start, span = started
@@ -72,15 +78,13 @@ def _after_call(http_response: Any = None, parsed: Any = None, model: Any = None
 
 def _after_call_error(exception: BaseException | None = None, context: Any = None, event_name: str = "",
                       **_: Any) -> None:
-    if context is None:
-        return
-    started = context.pop(_CONTEXT_KEY, None)
-    if started is None or not _active:
+    started = _take(context)
+    if started is None:
         return
     try:
         start, span = started
         # event_name is "after-call-error.<service-id>.<Operation>"; the model is not passed here.
-        _, service_id, operation = (event_name.split(".", 2) + ["", ""])[:3]
+        _, service_id, operation = [*event_name.split(".", 2), "", ""][:3]
         service = context.get("logging_apm_service") or service_id or "aws"
         record(service, operation or None, (time.perf_counter() - start) * 1000.0,
                error=exception or RuntimeError("aws call failed"), span=span)

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import requests
-
 from _b_servers import RecordingHTTPServer
+
 from logging_apm import http, tracing
 from logging_apm.external import external_call
 from logging_apm.testing import capture_events
