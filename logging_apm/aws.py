@@ -84,7 +84,7 @@ def _after_call_error(exception: BaseException | None = None, context: Any = Non
     try:
         start, span = started
         # event_name is "after-call-error.<service-id>.<Operation>"; the model is not passed here.
-        _, service_id, operation = [*event_name.split(".", 2), "", ""][:3]
+        _event, service_id, operation = [*event_name.split(".", 2), "", ""][:3]
         service = context.get("logging_apm_service") or service_id or "aws"
         record(service, operation or None, (time.perf_counter() - start) * 1000.0,
                error=exception or RuntimeError("aws call failed"), span=span)
