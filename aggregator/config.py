@@ -84,6 +84,11 @@ SETTINGS: tuple[Setting, ...] = (
             "A query slower than this counts in apm.db.query.slow (and feeds the slow-query alert)."),
     Setting("run.n_plus_one_threshold", "N_PLUS_ONE_THRESHOLD", 5, _int,
             "Executions of one query fingerprint in one trace that make an N+1 finding."),
+    Setting("run.trace_pending_seconds", "LOGAPM_TRACE_PENDING_SECONDS", 1800, _int,
+            "How long (event time) the events of a trace wait in the store for their request event."),
+    Setting("run.trace_pending_max_events", "LOGAPM_TRACE_PENDING_MAX_EVENTS", 200_000, _int,
+            "Cap on events of traces waiting for their request; beyond it the oldest traces are dropped "
+            "(counted)."),
     Setting("run.workers", "LOGAPM_WORKERS", 0, _int, "Decoder processes (0: one per core)."),
     Setting("run.engine", "LOGAPM_ENGINE", "local", _str, "`local` or `dask`."),
     Setting("run.dask_scheduler", "LOGAPM_DASK_SCHEDULER", None, lambda v: None if v is None else str(v),
