@@ -1,0 +1,182 @@
+"""Window aggregates in the state store: the ``windows`` table, the series register, and a ``WindowReader``.
+
+A row per (family, tags, window start) holds the aggregate's exact fields, its family counters (JSON) and
+its sketch (``aggregator.sketch`` bytes). A run reads the rows its new events touch, merges, and writes them
+back inside the run's single transaction (``aggregator.run``). The ``series`` table remembers every series
+ever admitted per family: the series cap (``run.max_series_per_metric``) counts it, so a folded tag stays
+folded and a kill-and-rerun folds exactly the same way.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Final
+
+import orjson
+
+from aggregator.model import SeriesKey, Tags, WindowAggregate
+from aggregator.sketch import DDSketch
+from aggregator.store import Store, register_migrations
+
+register_migrations("windows", [
+    """
+    CREATE TABLE windows (
+        family TEXT NOT NULL,
+        tags TEXT NOT NULL,            -- JSON array of [key, value] pairs, sorted: canonical
+        start INTEGER NOT NULL,        -- window start, epoch seconds
+        width INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        total REAL NOT NULL,
+        min REAL,                      -- NULL when count = 0
+        max REAL,
+        counters TEXT NOT NULL,        -- JSON object of the family's exact counters
+        sketch BLOB,                   -- aggregator.sketch.DDSketch.to_bytes(), NULL for count-only series
+        updated_at REAL NOT NULL,      -- wall clock of the run that last changed it
+        PRIMARY KEY (family, tags, start)
+    ) WITHOUT ROWID;
+    CREATE INDEX windows_by_start ON windows (start);
+    CREATE TABLE series (
+        family TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        first_window INTEGER NOT NULL,
+        PRIMARY KEY (family, tags)
+    ) WITHOUT ROWID;
+    CREATE TABLE window_state (
+        key TEXT PRIMARY KEY,
+        value REAL NOT NULL
+    );
+    """,
+])
+
+OTHER: Final = "other"  # the tag value excess series fold into
+
+
+def encode_tags(tags: Tags) -> str:
+    return orjson.dumps([list(p) for p in tags]).decode()
+
+
+def decode_tags(text: str) -> Tags:
+    return tuple((str(k), str(v)) for k, v in orjson.loads(text))
+
+
+def fold_tags(tags: Tags) -> Tags:
+    """The series an over-the-cap series folds into: same tag keys, every value ``other``."""
+    return tuple((k, OTHER) for k, _ in tags)
+
+
+_COLUMNS = "family, tags, start, width, count, errors, total, min, max, counters, sketch"
+
+
+def _row_to_agg(row: tuple) -> WindowAggregate:  # type: ignore[type-arg]
+    family, tags, start, width, count, errors, total, mn, mx, counters, blob = row
+    return WindowAggregate(
+        series=SeriesKey(family, decode_tags(tags)),
+        start=int(start),
+        width=int(width),
+        count=int(count),
+        errors=int(errors),
+        total=float(total),
+        min=float("inf") if mn is None else float(mn),
+        max=float("-inf") if mx is None else float(mx),
+        counters={str(k): float(v) for k, v in orjson.loads(counters).items()},
+        sketch=None if blob is None else DDSketch.from_bytes(blob),
+    )
+
+
+class WindowsStore:
+    """Read and write window aggregates through an open ``Store``; also the ``WindowReader`` that
+    alerting, the report and the insights use."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.conn: sqlite3.Connection = store.conn
+
+    # --- WindowReader ------------------------------------------------------------------------------
+
+    def windows(
+        self, family: str, start: int, end: int, *, match: Mapping[str, str] | None = None
+    ) -> Iterator[WindowAggregate]:
+        cur = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM windows WHERE family = ? AND start >= ? AND start < ? ORDER BY start, tags",
+            (family, start, end),
+        )
+        for row in cur:
+            agg = _row_to_agg(row)
+            if match and any(agg.series.tag(k, "\0") != v for k, v in match.items()):
+                continue
+            yield agg
+
+    def latest_window_start(self) -> int | None:
+        row = self.conn.execute(
+            "SELECT max(start) FROM windows WHERE family != 'pipeline'"
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    # --- for the run, the outbox and `logapm metrics` -------------------------------------------------
+
+    def all_windows(self, start: int | None = None, end: int | None = None,
+                    families: Iterable[str] | None = None) -> Iterator[WindowAggregate]:
+        """Every stored aggregate with a start in ``[start, end)``, by start then family and tags."""
+        sql = f"SELECT {_COLUMNS} FROM windows WHERE start >= ? AND start < ?"
+        args: list[object] = [start if start is not None else -(2**62), end if end is not None else 2**62]
+        fams = list(families) if families is not None else None
+        if fams:
+            sql += f" AND family IN ({','.join('?' * len(fams))})"
+            args.extend(fams)
+        sql += " ORDER BY start, family, tags"
+        for row in self.conn.execute(sql, args):
+            yield _row_to_agg(row)
+
+    def families(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT family FROM windows ORDER BY family")]
+
+    def get(self, family: str, tags: Tags, start: int) -> WindowAggregate | None:
+        row = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM windows WHERE family = ? AND tags = ? AND start = ?",
+            (family, encode_tags(tags), start),
+        ).fetchone()
+        return None if row is None else _row_to_agg(row)
+
+    def put(self, aggs: Iterable[WindowAggregate], now: float) -> int:
+        """Insert or replace aggregates (call inside the run's transaction). Returns how many."""
+        rows = [
+            (a.series.family, encode_tags(a.series.tags), a.start, a.width, a.count, a.errors, a.total,
+             a.min if a.count else None, a.max if a.count else None,
+             orjson.dumps(a.counters).decode(),
+             None if a.sketch is None else a.sketch.to_bytes(), now)
+            for a in aggs
+        ]
+        self.conn.executemany(
+            f"INSERT OR REPLACE INTO windows ({_COLUMNS}, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows
+        )
+        return len(rows)
+
+    # --- series register (the cap) -----------------------------------------------------------------
+
+    def known_series(self) -> dict[str, set[Tags]]:
+        out: dict[str, set[Tags]] = {}
+        for family, tags in self.conn.execute("SELECT family, tags FROM series"):
+            out.setdefault(family, set()).add(decode_tags(tags))
+        return out
+
+    def add_series(self, items: Iterable[tuple[str, Tags, int]]) -> None:
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO series (family, tags, first_window) VALUES (?, ?, ?)",
+            [(f, encode_tags(t), s) for f, t, s in items],
+        )
+
+    # --- watermark ---------------------------------------------------------------------------------
+
+    def watermark(self) -> float | None:
+        """The newest event time ever committed (lateness is judged against it)."""
+        row = self.conn.execute("SELECT value FROM window_state WHERE key = 'watermark'").fetchone()
+        return None if row is None else float(row[0])
+
+    def set_watermark(self, value: float) -> None:
+        self.conn.execute(
+            "INSERT INTO window_state (key, value) VALUES ('watermark', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+            (value,),
+        )
