@@ -1,0 +1,11 @@
+"""What the logs reveal beyond per-series percentiles: the insights computed from events that share a trace.
+
+- ``traces``: the run's trace analyzer (N+1 findings, time breakdown per route, queries per request),
+  including traces that cross the boundary between two runs (pending traces kept in the store).
+- ``profile``: the pure per-request analysis (what one complete trace says).
+- ``findings``: the insights' tables in the state store and the read side used by summaries and the report.
+- ``metrics``: how the ``trace`` family's window aggregates become metric points.
+- ``waterfall``: one trace drawn as a waterfall in the terminal (``logapm trace``).
+
+See ``docs/insights.md``.
+"""
