@@ -1,0 +1,125 @@
+"""What every notifier shares: the message (all due alerts of one rule), its wording, and the protocol.
+
+One ``AlertMessage`` per rule per send: Alertmanager's grouping by alert name, so a p95 rule breaching on
+twelve routes is one email, not twelve.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from alerting.rules import format_duration, format_value
+
+SEVERITY_MARK = {"critical": "\N{LARGE RED CIRCLE}", "warning": "\N{LARGE ORANGE CIRCLE}", "info": "\N{LARGE BLUE CIRCLE}"}
+RESOLVED_MARK = "\N{LARGE GREEN CIRCLE}"
+KIND_WORD = {"firing": "FIRING", "repeat": "STILL FIRING", "resolved": "RESOLVED"}
+MAX_ITEMS = 20  # listed per message; the rest are counted ("and 7 more")
+
+
+class NotifyError(Exception):
+    """A notifier could not deliver. The message never contains a secret (URL, password)."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class AlertMessage:
+    """The due notifications of one rule (``items`` are the log's alert snapshots, oldest first)."""
+
+    rule: str
+    severity: str
+    items: Sequence[dict[str, Any]]
+    dashboard_url: str | None = None
+    test: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for item in self.items:
+            word = "firing" if item["kind"] in ("firing", "repeat") else "resolved"
+            out[word] = out.get(word, 0) + 1
+        return out
+
+    @property
+    def all_resolved(self) -> bool:
+        return all(i["kind"] == "resolved" for i in self.items)
+
+    def title(self) -> str:
+        if self.test:
+            return "[TEST] logging-apm alert notifications work"
+        counts = self.counts
+        parts = [f"{'FIRING' if k == 'firing' else 'RESOLVED'} {n}" for k, n in sorted(counts.items())]
+        return f"[{', '.join(parts)}] {self.rule} ({self.severity})"
+
+    def shown(self) -> list[dict[str, Any]]:
+        return list(self.items[:MAX_ITEMS])
+
+    @property
+    def hidden(self) -> int:
+        return max(0, len(self.items) - MAX_ITEMS)
+
+
+def utc(ts: float | int | None) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
+def item_value(item: dict[str, Any]) -> str:
+    return format_value(item.get("value"), item.get("unit", ""))
+
+
+def item_threshold(item: dict[str, Any]) -> str:
+    return f"{item['op']} {format_value(item['threshold'], item.get('unit', ''))}"
+
+
+def item_series(item: dict[str, Any]) -> str:
+    series = item.get("series") or {}
+    return ", ".join(f"{k}={v or '(none)'}" for k, v in sorted(series.items())) if series else "overall"
+
+
+def item_when(item: dict[str, Any]) -> str:
+    if item["kind"] == "resolved":
+        since = item.get("since")
+        lasted = f" after {format_duration(int(item['at'] - since))}" if since is not None else ""
+        return f"resolved {utc(item['at'])}{lasted}"
+    return f"since {utc(item.get('since'))}"
+
+
+def plain_text(message: AlertMessage) -> str:
+    """The message as plain text (email's text part, Slack's fallback ``text``)."""
+    if message.test:
+        return ("This is a test message from logging-apm (`logapm alerts test`).\n"
+                "If you can read it, alert notifications reach you through this channel.\n")
+    lines = [message.title(), ""]
+    for item in message.shown():
+        lines.append(f"{KIND_WORD[item['kind']]}: {item['message']}")
+        lines.append(f"  value {item_value(item)} (threshold {item_threshold(item)}) over "
+                     f"{format_duration(int(item.get('span_seconds') or 0))}, {item.get('samples', 0)} samples")
+        lines.append(f"  series: {item_series(item)}")
+        lines.append(f"  {item_when(item)}; metric {item['metric']}")
+        lines.append("")
+    if message.hidden:
+        lines.append(f"... and {message.hidden} more")
+    description = message.items[0].get("description") if message.items else ""
+    if description:
+        lines.append(str(description))
+    if message.dashboard_url:
+        lines.append(f"Dashboard: {message.dashboard_url}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """A channel for alert messages. ``send`` raises ``NotifyError``; it never swallows a failure, and
+    never blocks longer than its configured timeout."""
+
+    name: str
+
+    def send(self, message: AlertMessage) -> None: ...
