@@ -1,0 +1,133 @@
+"""A state store with something in every part of the report, filled through the owners' own write APIs:
+
+- windows of every family through ``WindowsStore.put`` (real aggregates: exact fields and real sketches of
+  generated latencies);
+- traces (time shares, queries per request, N+1 findings) through the insights' ``TraceAnalyzer``;
+- alert transitions and notifications through alerting's ``AlertStore``.
+
+Deterministic (seeded), 30 one-minute windows ending a few minutes before now.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from aggregator.config import load_config
+from aggregator.insights.records import TraceRecord
+from aggregator.insights.traces import TraceAnalyzer
+from aggregator.model import SeriesKey, WindowAggregate, make_tags
+from aggregator.sketch import sketch_of
+from aggregator.store import Store
+from aggregator.windows_store import WindowsStore
+from alerting.state import AlertStore, Notification, Transition  # registers alerting's tables
+
+ROUTES: tuple[str, ...] = ("api/stories/<int:story_id>/", "api/feed/", "api/search/")
+EVIL_ROUTES: tuple[str, ...] = (
+    "<script>window.__pwned=1;alert(1)</script>",
+    '"><img src=x onerror="window.__pwned=2">',
+    "</script><script>window.__pwned=3</script><!--",
+    "api/\u2028line\u2029sep/&amp;/<b>bold</b>",
+)
+WINDOWS = 30
+
+
+def _agg(family: str, tags: dict[str, str], start: int, values: np.ndarray, *, errors: int = 0,
+         counters: dict[str, float] | None = None) -> WindowAggregate:
+    v = np.asarray(values, dtype=float)
+    return WindowAggregate(
+        SeriesKey(family, make_tags(tags)), start, 60, count=int(v.size), errors=errors, total=float(v.sum()),
+        min=float(v.min()), max=float(v.max()), counters=dict(counters or {}), sketch=sketch_of(v),
+    )
+
+
+def _hex(rng: np.random.Generator, n: int) -> str:
+    return bytes(rng.integers(0, 256, n, dtype=np.uint8)).hex()
+
+
+def build_store(tmp_path: Path, *, routes: Sequence[str] = ROUTES, alerts: bool = True, seed: int = 7) -> Path:
+    """Fill ``tmp_path/state.db`` and return its path."""
+    rng = np.random.default_rng(seed)
+    path = tmp_path / "state.db"
+    config = load_config(environ={})
+    end = (int(time.time()) // 60 - 3) * 60
+    t0 = end - WINDOWS * 60
+    aggs: list[WindowAggregate] = []
+    records: list[TraceRecord] = []
+    slow_route = routes[0]
+    for w in range(WINDOWS):
+        start = t0 + w * 60
+        for i, route in enumerate(routes):
+            mu = 6.4 if route == slow_route and w >= WINDOWS // 2 else 3.8 + 0.3 * i
+            n = int(rng.integers(40, 80))
+            durations = rng.lognormal(mu, 0.45, n)
+            errors = int(rng.binomial(n, 0.08 if i == 1 else 0.01))
+            aggs.append(_agg("request", {"route": route, "method": "GET", "service": "demo"}, start, durations,
+                             errors=errors, counters={"satisfied": float((durations <= 500).sum()),
+                                                      "tolerating": float(((durations > 500) &
+                                                                           (durations <= 2000)).sum())}))
+            # A few traced requests per window and route; the first route loops over a query (N+1).
+            for k in range(3):
+                trace = _hex(rng, 16)
+                root = _hex(rng, 8)
+                req_end = start + 5 + k * 15 + i
+                req_ms = float(durations[k])
+                loops = 8 if i == 0 else 1
+                for q in range(loops):
+                    records.append(TraceRecord(trace, _hex(rng, 8), root, "db", req_end - 0.002 * (loops - q),
+                                               req_ms * 0.4 / loops, f"fp{i}",
+                                               f"SELECT * FROM chapters WHERE story_id = ? -- {route}",
+                                               "chapters", 0, False))
+                records.append(TraceRecord(trace, _hex(rng, 8), root, "cache", req_end - 0.001, 0.3, "get",
+                                           "default", "hit", 0, False))
+                records.append(TraceRecord(trace, _hex(rng, 8), root, "external", req_end - 0.0005,
+                                           req_ms * 0.2, "clerk", "GET", "127.0.0.1", 200, False))
+                records.append(TraceRecord(trace, root, "", "request", req_end, req_ms, route, "GET", "", 200,
+                                           False))
+        aggs.append(_agg("db", {"db": "default", "operation": "SELECT", "table": "chapters"}, start,
+                         rng.lognormal(1.0, 1.0, 300), counters={"slow": 4.0}))
+        aggs.append(_agg("db", {"db": "default", "operation": "INSERT", "table": routes[-1][:60]}, start,
+                         rng.lognormal(2.5, 0.8, 30), counters={"slow": 1.0}))
+        hits = int(rng.integers(50, 90))
+        aggs.append(_agg("cache", {"cache": "default", "operation": "get"}, start, rng.lognormal(-1, 0.3, 100),
+                         counters={"hits": float(hits), "misses": float(100 - hits)}))
+        aggs.append(_agg("external", {"peer_service": "clerk", "operation": "GET"}, start,
+                         rng.lognormal(5.0, 0.4, 12), errors=int(rng.integers(0, 2))))
+        aggs.append(_agg("external", {"peer_service": routes[-1][:40], "operation": "POST"}, start,
+                         rng.lognormal(4.0, 0.4, 6)))
+        aggs.append(_agg("task", {"task": "stories.tasks.send_digest", "queue": "celery"}, start,
+                         rng.lognormal(5.5, 0.5, 10), counters={"failures": 1.0, "retries": 0.0}))
+        aggs.append(_agg("task.queue_wait", {"task": "stories.tasks.send_digest", "queue": "celery"}, start,
+                         rng.lognormal(3.0, 0.5, 10)))
+        aggs.append(_agg("metric:celery.queue.depth", {"queue": "celery"}, start,
+                         rng.integers(0, 40, 4).astype(float)))
+    with Store(path) as store:
+        ws = WindowsStore(store)
+        analyzer = TraceAnalyzer(store, config)
+        analyzer.feed(records)
+        trace_aggs = analyzer.finish()
+        with store.transaction():
+            ws.put(aggs, time.time())
+            ws.put(trace_aggs, time.time())
+        if alerts:
+            _alert_history(store, routes[0], t0)
+    return path
+
+
+def _alert_history(store: Store, route: str, t0: int) -> None:
+    alert_store = AlertStore(store)
+    key = (("route", route),)
+    now = time.time()
+    steps = [(16, "inactive", "pending", 520.0), (18, "pending", "firing", 640.0),
+             (27, "firing", "resolved", 180.0)]
+    with store.transaction():
+        for minute, frm, to, value in steps:
+            alert_store.record_transition(
+                Transition("api_p95_latency", key, t0 + minute * 60, frm, to, value), now)
+        alert_store.enqueue(Notification("api_p95_latency", key, "firing", t0 + 18 * 60, {"value": 640.0}),
+                            [], now)
+        alert_store.enqueue(Notification("api_p95_latency", key, "resolved", t0 + 27 * 60, {"value": 180.0}),
+                            [], now)
