@@ -40,6 +40,54 @@ def _first(env: Mapping[str, str], *names: str) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class EnvVar:
+    """One app-side environment variable: the README's configuration table is checked against these."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+# Every environment variable the app side reads, strongest source first where several feed one setting.
+ENV_VARS: tuple[EnvVar, ...] = (
+    EnvVar("APM_ENABLED", "true", "`false` turns emission off (events cost one attribute read)."),
+    EnvVar("APM_SERVICE_NAME", "unset", "`service.name`; else `DATADOG_SERVICE_NAME`, `NEW_RELIC_APP_NAME`, "
+           "`OTEL_SERVICE_NAME`."),
+    EnvVar("DATADOG_SERVICE_NAME", "unset", "`service.name` when `APM_SERVICE_NAME` is unset."),
+    EnvVar("NEW_RELIC_APP_NAME", "unset", "`service.name` when neither of the above is set."),
+    EnvVar("APM_ENVIRONMENT", "unset", "`deployment.environment`; else `DATADOG_ENVIRONMENT`, "
+           "`NEW_RELIC_ENVIRONMENT`, `DD_ENV`."),
+    EnvVar("DATADOG_ENVIRONMENT", "unset", "`deployment.environment` when `APM_ENVIRONMENT` is unset."),
+    EnvVar("NEW_RELIC_ENVIRONMENT", "unset", "`deployment.environment` when the two above are unset."),
+    EnvVar("APM_SERVICE_VERSION", "unset", "`service.version`; else `DD_VERSION`."),
+    EnvVar("APM_HOST_NAME", "the host name", "`host.name`; else `HOSTNAME`, else `socket.gethostname()`."),
+    EnvVar("APM_LOG_FILE", "unset", "`build_logging()`: the JSON-lines file for events (logrotate-safe)."),
+    EnvVar("APM_LOG_STDOUT", "true when no file", "`build_logging()`: also (or only) write events to stdout."),
+    EnvVar("APM_LOG_FORMAT", "orjson", "`build_logging()`: `orjson`, `json` (python-json-logger) or "
+           "`structlog`."),
+    EnvVar("APM_LOG_QUEUE_SIZE", "100000", "`build_logging()`: records queued before new ones are dropped "
+           "(and counted) when the disk stalls."),
+    EnvVar("APM_INSTRUMENT_DB", "true", "The app config installs the database instrumentation."),
+    EnvVar("APM_INSTRUMENT_CACHE", "true", "The app config installs the cache instrumentation."),
+)
+
+
+def env_str(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    value = (os.environ if environ is None else environ).get(name)
+    return value if value else None
+
+
+def env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
+    raw = env_str(name, environ)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+
+
+@dataclass(frozen=True, slots=True)
 class AppSettings:
     """What the in-app instrumentation needs to know."""
 

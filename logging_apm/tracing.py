@@ -9,7 +9,7 @@ it gets a fresh span id whose parent is the current span.
 from __future__ import annotations
 
 import contextvars
-import os
+import random
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,10 +29,11 @@ __all__ = [
 
 # version "-" trace-id "-" parent-id "-" trace-flags, then (for versions above 00 only) "-" anything.
 _TRACEPARENT = re.compile(
-    r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$"
+    r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL
 )
 _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
+_getrandbits = random.getrandbits
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,18 +55,13 @@ class TraceContext:
 
 
 def new_trace_id() -> str:
-    # os.urandom is ~4x faster than secrets/uuid4 and equally random; an all-zero id is invalid in W3C.
-    while True:
-        value = os.urandom(16).hex()
-        if value != _ZERO_TRACE:
-            return value
+    # random.getrandbits, as OpenTelemetry's RandomIdGenerator: ids need to be unique, not secret, and the
+    # random module re-seeds itself in a forked child. An all-zero id is invalid in W3C.
+    return f"{_getrandbits(128) or 1:032x}"
 
 
 def new_span_id() -> str:
-    while True:
-        value = os.urandom(8).hex()
-        if value != _ZERO_SPAN:
-            return value
+    return f"{_getrandbits(64) or 1:016x}"
 
 
 def parse_traceparent(value: str | bytes | None) -> TraceContext | None:
@@ -86,7 +82,7 @@ def parse_traceparent(value: str | bytes | None) -> TraceContext | None:
     value = value.strip(" \t")
     if len(value) > 512:  # no valid header is that long; refuse before running the regex
         return None
-    match = _TRACEPARENT.match(value)
+    match = _TRACEPARENT.fullmatch(value)
     if match is None:
         return None
     version, trace_id, span_id, flags, rest = match.groups()

@@ -1,0 +1,140 @@
+"""SQL obfuscation and fingerprints: the statement of a ``db`` event with every literal replaced by ``?``.
+
+The approach is New Relic's cross-agent one (its conformance cases are the test suite): one regular
+expression per dialect, the alternation of the literal forms that dialect has (strings, dollar-quoted
+strings, numbers, hex, booleans, UUIDs, comments), replaced by ``?``. If a quote or comment delimiter is
+left over afterwards the statement was malformed (or the regex was fooled), and the whole text becomes
+``?``: a leaked literal is worse than a lost statement.
+
+Both functions are cached by SQL text in a bounded LRU: Django builds its statements with ``%s``
+placeholders, so an app has few distinct texts and a cache hit costs a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+from typing import Final
+
+__all__ = ["DIALECTS", "fingerprint", "normalise", "obfuscate", "operation_and_table"]
+
+_SINGLE_QUOTES = r"'(?:[^']|'')*?(?:\\'.*|'(?!'))"
+_DOUBLE_QUOTES = r'"(?:[^"]|"")*?(?:\\".*|"(?!"))'
+_DOLLAR_QUOTES = r"(\$(?!\d)[^$]*?\$)(?s:.*?)(?:\1|\Z)"
+_UUIDS = r"\{?(?:[0-9a-fA-F]-*){32}\}?"
+_NUMBERS = r"-?\b(?:[0-9]+\.)?[0-9]+(?:[eE][+-]?[0-9]+)?\b"
+_BOOLEANS = r"\b(?:true|false|null)\b"
+_HEX = r"0x[0-9a-fA-F]+"
+_LINE_COMMENTS = r"(?:#|--).*?(?=\r|\n|$)"
+_BLOCK_COMMENTS = r"/\*(?:[^/]|/[^*])*?(?:\*/|/\*.*)"
+
+# Order matters where two forms could start at the same position: the first alternative wins.
+_COMPONENTS: Final[dict[str, tuple[str, ...]]] = {
+    "mysql": (_SINGLE_QUOTES, _DOUBLE_QUOTES, _NUMBERS, _BOOLEANS, _HEX, _LINE_COMMENTS, _BLOCK_COMMENTS),
+    "postgres": (_SINGLE_QUOTES, _DOLLAR_QUOTES, _UUIDS, _NUMBERS, _BOOLEANS, _LINE_COMMENTS,
+                 _BLOCK_COMMENTS),
+    "sqlite": (_SINGLE_QUOTES, _NUMBERS, _BOOLEANS, _HEX, _LINE_COMMENTS, _BLOCK_COMMENTS),
+    "oracle": (r"q'\[.*?(?:\]'|$)|q'\{.*?(?:\}'|$)|q'\<.*?(?:\>'|$)|q'\(.*?(?:\)'|$)", _SINGLE_QUOTES,
+               _NUMBERS, _LINE_COMMENTS, _BLOCK_COMMENTS),
+}
+# What must not survive obfuscation: an unbalanced quote or comment delimiter means a literal may remain.
+_LEFTOVERS: Final[dict[str, str]] = {
+    "mysql": r"'|\"|/\*|\*/",
+    "postgres": r"'|/\*|\*/|\$(?!\?)",
+    "sqlite": r"'|/\*|\*/",
+    "oracle": r"'|/\*|\*/",
+}
+# Django's vendor names and common aliases -> the dialect above.
+_ALIASES: Final[dict[str, str]] = {
+    "postgresql": "postgres", "postgis": "postgres", "psql": "postgres", "pg": "postgres",
+    "sqlite3": "sqlite", "mariadb": "mysql",
+}
+DIALECTS: Final = tuple(_COMPONENTS)
+
+_REGEX = {d: re.compile("|".join(parts), re.IGNORECASE | re.MULTILINE) for d, parts in _COMPONENTS.items()}
+_LEFTOVER = {d: re.compile(p) for d, p in _LEFTOVERS.items()}
+
+
+def _dialect(dialect: str) -> str:
+    d = dialect.lower()
+    d = _ALIASES.get(d, d)
+    if d not in _COMPONENTS:
+        raise ValueError(f"unknown SQL dialect {dialect!r}: use one of {', '.join(DIALECTS)}")
+    return d
+
+
+@lru_cache(maxsize=4096)
+def obfuscate(sql: str, dialect: str) -> str:
+    """``sql`` with every literal replaced by ``?`` (``?`` alone when that cannot be done safely)."""
+    d = _dialect(dialect)
+    out = _REGEX[d].sub("?", sql)
+    if _LEFTOVER[d].search(out):
+        return "?"
+    return out
+
+
+_PLACEHOLDER = re.compile(r"%s|%\([^)]*\)s|\$\?|:\w+|\?")
+_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
+_VALUES_ROWS = re.compile(r"(\(\?\))(?:\s*,\s*\(\?\))+")
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(obfuscated: str) -> str:
+    """The obfuscated text in the form fingerprints are taken of.
+
+    Placeholders of any style become ``?``; a list of placeholders ``(?, ?, ?)`` becomes ``(?)`` and
+    repeated rows ``(?), (?)`` one row, so that ``IN`` lists and bulk inserts of any length share one
+    fingerprint; whitespace collapses and keywords are upper-cased.
+    """
+    text = _PLACEHOLDER.sub("?", obfuscated)
+    text = _LIST.sub("(?)", text)
+    text = _VALUES_ROWS.sub(r"\1", text)
+    return _SPACE.sub(" ", text).strip().upper()
+
+
+@lru_cache(maxsize=4096)
+def fingerprint(sql: str, dialect: str) -> str:
+    """A stable 16-hex-digit hash of the normalised, obfuscated statement."""
+    return hashlib.blake2b(normalise(obfuscate(sql, dialect)).encode(), digest_size=8).hexdigest()
+
+
+_FIRST_WORD = re.compile(r"[\s(]*([A-Za-z]+)")
+_TABLE_AFTER = {
+    "SELECT": re.compile(r"\bFROM\s+([`\"\[]?[\w.$]+[`\"\]]?(?:\s*\.\s*[`\"\[]?[\w$]+[`\"\]]?)?)", re.I),
+    "DELETE": re.compile(r"\bFROM\s+([`\"\[]?[\w.$]+[`\"\]]?)", re.I),
+    "INSERT": re.compile(r"\bINTO\s+([`\"\[]?[\w.$]+[`\"\]]?)", re.I),
+    "REPLACE": re.compile(r"\bINTO\s+([`\"\[]?[\w.$]+[`\"\]]?)", re.I),
+    "UPDATE": re.compile(r"\bUPDATE\s+(?:ONLY\s+)?([`\"\[]?[\w.$]+[`\"\]]?)", re.I),
+}
+_QUOTES = str.maketrans("", "", "`\"[]")
+
+
+@lru_cache(maxsize=4096)
+def operation_and_table(sql: str) -> tuple[str | None, str | None]:
+    """The statement's operation (``SELECT``, ``INSERT``, ...) and its main table, when they can be told.
+
+    For ``WITH`` queries the operation is the statement after the common table expressions, found as the
+    first top-level SELECT/INSERT/UPDATE/DELETE after them; the table is that statement's.
+    """
+    m = _FIRST_WORD.match(sql)
+    if m is None:
+        return None, None
+    op = m.group(1).upper()
+    body = sql
+    if op == "WITH":
+        main = re.search(r"\)\s*(SELECT|INSERT|UPDATE|DELETE)\b", sql, re.I)
+        if main is None:
+            return op, None
+        op = main.group(1).upper()
+        body = sql[main.start(1):]
+    finder = _TABLE_AFTER.get(op)
+    if finder is None:
+        return op, None
+    t = finder.search(body)
+    if t is None:
+        return op, None
+    table = _SPACE.sub("", t.group(1)).translate(_QUOTES)
+    if table.startswith("(") or not table:
+        return op, None
+    return op, table

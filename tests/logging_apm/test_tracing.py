@@ -1,0 +1,68 @@
+"""Trace context: the W3C traceparent conformance cases, and how spans nest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logging_apm import tracing
+
+
+def _cases(shared: Path) -> list[dict[str, Any]]:
+    return json.loads((shared / "conformance" / "traceparent" / "traceparent_cases.json").read_text())
+
+
+def test_every_conformance_case(shared_dir: Path) -> None:
+    """parse_traceparent accepts and rejects exactly as every case of ../shared/conformance/traceparent says."""
+    cases = _cases(shared_dir)
+    assert len(cases) > 20
+    wrong = []
+    for case in cases:
+        parsed = tracing.parse_traceparent(case["traceparent"])
+        if (parsed is not None) != (case["expect"] == "accept"):
+            wrong.append((case["from"], case["traceparent"], case["expect"]))
+        if parsed is not None:
+            assert parsed.trace_id == case["traceparent"].strip(" \t")[3:35]
+    assert not wrong, wrong
+
+
+@pytest.mark.parametrize("value", [
+    "00-12345678901234567890123456789012-1234567890123456-01\n",
+    "00-ABCDEF78901234567890123456789012-1234567890123456-01",
+    "00-12345678901234567890123456789012-0000000000000000-01",
+    "x" * 600,
+    b"\xff\xfe",
+    None,
+    "",
+])
+def test_more_rejections(value: str | bytes | None) -> None:
+    """Trailing newline, uppercase hex, zero span id, oversize, undecodable bytes, empty: all ignored."""
+    assert tracing.parse_traceparent(value) is None
+
+
+def test_sampled_flag_and_bytes() -> None:
+    """The sampled bit is read from the flags; a bytes header is accepted."""
+    ctx = tracing.parse_traceparent(b"00-12345678901234567890123456789012-1234567890123456-00")
+    assert ctx is not None and ctx.sampled is False
+    assert ctx.traceparent == "00-12345678901234567890123456789012-1234567890123456-00"
+
+
+def test_spans_nest_and_restore() -> None:
+    """start_span opens a child of the current span and restores the previous one after the block."""
+    assert tracing.current() is None
+    with tracing.start_span() as root:
+        assert root.parent_span_id is None and tracing.current() is root
+        with tracing.start_span() as child:
+            assert child.trace_id == root.trace_id and child.parent_span_id == root.span_id
+        assert tracing.current() is root
+    assert tracing.current() is None
+
+
+def test_ids_are_lowercase_hex_of_the_right_length() -> None:
+    """Generated ids are W3C-valid (a round trip through the parser accepts them)."""
+    for _ in range(200):
+        ctx = tracing.TraceContext(tracing.new_trace_id(), tracing.new_span_id())
+        assert tracing.parse_traceparent(ctx.traceparent) == ctx
