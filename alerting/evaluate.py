@@ -246,17 +246,18 @@ def series_label(key: GroupKey) -> str:
 def alert_body(rule: Rule, g: GroupState, kind: str, t: int, value: float | None, samples: int) -> dict[str, Any]:
     """The snapshot a notification carries: enough to write the message without the rule or the store
     (the rule may change before a failed delivery is retried)."""
+    series = tuple(sorted((dict(rule.match) | dict(g.key)).items()))  # the filter's tags describe it too
     fields: dict[str, Any] = {
         "rule": rule.name, "metric": rule.metric, "op": rule.op, "severity": rule.severity,
         "value": Shown(value, rule.unit), "threshold": Shown(rule.threshold, rule.unit),
-        "series": series_label(g.key), "since": g.firing_since, "span": format_duration(rule.span_seconds),
+        "series": series_label(series), "since": g.firing_since, "span": format_duration(rule.span_seconds),
         "unit": rule.unit, "samples": samples,
     }
-    fields.update({k: v for k, v in g.key})
+    fields.update(dict(series))
     return {
         "rule": rule.name, "kind": kind, "at": t, "severity": rule.severity, "metric": rule.metric,
         "op": rule.op, "threshold": rule.threshold, "unit": rule.unit, "value": value, "samples": samples,
-        "series": dict(g.key), "since": g.firing_since, "resolved_at": g.resolved_at if kind == "resolved" else None,
+        "series": dict(series), "since": g.firing_since, "resolved_at": g.resolved_at if kind == "resolved" else None,
         "span_seconds": rule.span_seconds, "message": render_message(rule.message, fields),
         "description": rule.description,
     }
