@@ -303,3 +303,42 @@ def test_a_run_without_trace_events_writes_nothing(tmp_path: Path) -> None:
     assert aggs == [] and findings(tmp_path / "s.db") == []
     assert analyzer.summary_lines()[0].startswith("traces: 0 requests analysed, 0 traces pending")
     assert math.isinf(analyzer._newest)
+
+
+def test_extract_keeps_only_traced_operations_as_small_records() -> None:
+    """extract() keeps request/db/cache/external/task events with a trace id, as picklable records with
+    the kind's names; metric events and untraced events are dropped."""
+    import pickle
+
+    from parsers.event import Event
+
+    tid, sid, pid = "ab" * 16, "cd" * 8, "ef" * 8
+    events = [
+        Event(timestamp="x", schema=1, kind="db", duration_ms=1.5, trace_id=tid, span_id=sid, parent_span_id=pid,
+              db_system="sqlite", db_query_text="SELECT ?", db_query_fingerprint="f1", db_collection_name="t",
+              ts=T0),
+        Event(timestamp="x", schema=1, kind="db", duration_ms=1.0, db_system="sqlite", ts=T0),  # no trace id
+        Event(timestamp="x", schema=1, kind="db", duration_ms=1.0, trace_id=tid, db_system="sqlite",
+              db_query_text="SELECT 2", ts=T0),  # no fingerprint: derived from the text
+        Event(timestamp="x", schema=1, kind="cache", duration_ms=0.2, trace_id=tid, cache_name="default",
+              cache_operation="get", cache_hit=False, ts=T0),
+        Event(timestamp="x", schema=1, kind="external", duration_ms=9.0, trace_id=tid, peer_service="s3",
+              external_operation="PutObject", http_response_status_code=503, outcome="failure", ts=T0),
+        Event(timestamp="x", schema=1, kind="metric", trace_id=tid, metric_name="m", metric_type="count",
+              metric_value=1.0, ts=T0),
+        Event(timestamp="x", schema=1, kind="request", duration_ms=20.0, trace_id=tid, span_id=pid,
+              http_request_method="GET", http_route="api/x/", http_response_status_code=200, ts=T0 + 1),
+    ]
+    from aggregator.insights.traces import extract
+
+    records = extract(events)
+    assert [r.kind for r in records] == ["db", "db", "cache", "external", "request"]
+    db, db2, cache, ext, req = records
+    assert (db.trace_id, db.span_id, db.parent_span_id, db.name, db.detail, db.extra) == (
+        tid, sid, pid, "f1", "SELECT ?", "t")
+    assert db.end == T0 and db.duration_ms == 1.5 and db.start == pytest.approx(T0 - 0.0015)
+    assert db2.name and db2.name != "f1" and db2.detail == "SELECT 2"
+    assert (cache.name, cache.detail, cache.extra) == ("get", "default", "miss")
+    assert (ext.name, ext.detail, ext.status, ext.failed) == ("s3", "PutObject", 503, True)
+    assert (req.name, req.detail, req.status) == ("api/x/", "GET", 200)
+    assert pickle.loads(pickle.dumps(records)) == records
