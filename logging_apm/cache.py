@@ -94,11 +94,17 @@ def _call_read(op: str, original: Callable[..., Any], args: tuple[Any, ...], kwa
         return default if value is _MISSING else value
     result = original(*args, **kwargs)
     if call.hit is None:
-        if op == "get_many":
-            call.hit = len(result) == _keys(_MANY, args, kwargs) and len(result) > 0
-        elif op == "has_key":
-            call.hit = bool(result)
+        call.hit = _hit_of(op, result, args, kwargs)
     return result
+
+
+def _hit_of(op: str, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool | None:
+    """A multi-key or boolean read judged by its result (what its own inner reads said does not count)."""
+    if op == "get_many":
+        return len(result) > 0 and len(result) == _keys(_MANY, args, kwargs)
+    if op == "has_key":
+        return bool(result)
+    return None
 
 
 def _sync_wrapper(alias: str, op: str, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -116,11 +122,13 @@ def _sync_wrapper(alias: str, op: str, original: Callable[..., Any]) -> Callable
         token = _active.set(call)
         start = _perf()
         try:
-            if op == "get_or_set":
-                # get_or_set is get, then add on a miss: the inner get (reported into ``call``) decides.
-                result = original(*args, **kwargs)
+            if op == "get":
+                result = _call_read(op, original, args, kwargs, call)
             else:
-                result = _call_read(op, original, args, kwargs, call) if read else original(*args, **kwargs)
+                # get_or_set is get, then add on a miss: its inner get (reported into ``call``) decides.
+                result = original(*args, **kwargs)
+                if op in ("get_many", "has_key"):
+                    call.hit = _hit_of(op, result, args, kwargs)
         except BaseException as exc:
             _active.reset(token)
             _emit_event(alias, op, kind, args, kwargs, start, None, type(exc).__name__)
@@ -152,12 +160,8 @@ def _async_wrapper(alias: str, op: str, original: Callable[..., Any]) -> Callabl
             _emit_event(alias, op, kind, args, kwargs, start, None, type(exc).__name__)
             raise
         _active.reset(token)
-        if read and call.hit is None:
-            # A backend with native async reads: judge from the result like the sync path would.
-            if op == "has_key":
-                call.hit = bool(result)
-            elif op == "get_many":
-                call.hit = len(result) == _keys(_MANY, args, kwargs) and len(result) > 0
+        if op in ("get_many", "has_key"):
+            call.hit = _hit_of(op, result, args, kwargs)
         _emit_event(alias, op, kind, args, kwargs, start, call.hit, None)
         return result
 

@@ -100,12 +100,13 @@ def fingerprint(sql: str, dialect: str) -> str:
 
 
 _FIRST_WORD = re.compile(r"[\s(]*([A-Za-z]+)")
+_NAME = r"(?:[`\"\[]?[\w$]+[`\"\]]?)(?:\s*\.\s*[`\"\[]?[\w$]+[`\"\]]?)*"
 _TABLE_AFTER = {
-    "SELECT": re.compile(r"\bFROM\s+([`\"\[]?[\w.$]+[`\"\]]?(?:\s*\.\s*[`\"\[]?[\w$]+[`\"\]]?)?)", re.I),
-    "DELETE": re.compile(r"\bFROM\s+([`\"\[]?[\w.$]+[`\"\]]?)", re.I),
-    "INSERT": re.compile(r"\bINTO\s+([`\"\[]?[\w.$]+[`\"\]]?)", re.I),
-    "REPLACE": re.compile(r"\bINTO\s+([`\"\[]?[\w.$]+[`\"\]]?)", re.I),
-    "UPDATE": re.compile(r"\bUPDATE\s+(?:ONLY\s+)?([`\"\[]?[\w.$]+[`\"\]]?)", re.I),
+    "SELECT": re.compile(rf"\bFROM\s+({_NAME})", re.I),
+    "DELETE": re.compile(rf"\bFROM\s+({_NAME})", re.I),
+    "INSERT": re.compile(rf"\bINTO\s+({_NAME})", re.I),
+    "REPLACE": re.compile(rf"\bINTO\s+({_NAME})", re.I),
+    "UPDATE": re.compile(rf"\bUPDATE\s+(?:ONLY\s+)?({_NAME})", re.I),
 }
 _QUOTES = str.maketrans("", "", "`\"[]")
 

@@ -23,6 +23,7 @@ _SESSION_DIR = Path(tempfile.mkdtemp(prefix="logging_apm_tests_"))
 os.environ.setdefault("DJANGOAPP_SQLITE", str(_SESSION_DIR / "db.sqlite3"))
 os.environ.setdefault("APM_LOG_FILE", str(_SESSION_DIR / "events.log"))
 os.environ.setdefault("DJANGOAPP_PG_NAME", f"logging_apm_tests_{os.getpid()}")
+os.environ.setdefault("DJANGOAPP_REDIS_DB", "12")
 os.environ.setdefault("DJANGOAPP_REDIS_PREFIX", f"logging_apm_tests_{os.getpid()}")
 
 import djangoapp  # noqa: E402
