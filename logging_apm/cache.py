@@ -143,7 +143,6 @@ def _sync_wrapper(alias: str, op: str, original: Callable[..., Any]) -> Callable
 
 def _async_wrapper(alias: str, op: str, original: Callable[..., Any]) -> Callable[..., Any]:
     kind = OPERATIONS[op]
-    read = op in _READS
 
     @functools.wraps(original)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
