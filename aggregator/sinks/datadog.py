@@ -108,6 +108,7 @@ class DatadogSink:
     """Series to Datadog's v1 API through the official SDK."""
 
     age_limits = DD_AGE
+    wants_summaries = False  # Datadog has no summary type; the catalog's gauges carry the distribution
 
     def __init__(
         self,

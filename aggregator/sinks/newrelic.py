@@ -150,6 +150,10 @@ class NewRelicSink:
             # A certificate that does not verify is a setting to fix, not a blip to retry.
             raise SinkError(self._clean(f"{self.name}: TLS to {self.host}:{self.port} failed: {exc}"),
                             retryable=False) from None
+        except urllib3.exceptions.NewConnectionError as exc:
+            # Checked first: urllib3 makes it a subclass of ConnectTimeoutError, but it is a refusal.
+            raise SinkError(self._clean(f"{self.name}: cannot reach {self.host}:{self.port}: {exc}"),
+                            retryable=True) from None
         except (urllib3.exceptions.TimeoutError, TimeoutError):
             raise SinkError(f"{self.name}: request to {self.host}:{self.port} timed out after {self.timeout:g} s",
                             retryable=True) from None
