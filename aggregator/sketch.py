@@ -205,6 +205,35 @@ class DDSketch:
         if negative.size:
             self.neg.add_keys(self._keys(-negative))
 
+    def add_bucket_counts(self, key_lo: int, counts: npt.NDArray[np.int64], vmin: float, vmax: float) -> None:
+        """Add positive values already mapped to buckets (``counts[i]`` values in bucket ``key_lo + i``,
+        smallest ``vmin``, largest ``vmax``): the accumulators compute the keys of a whole batch at once
+        with this sketch's mapping (``key_of``)."""
+        if counts.size == 0:
+            return
+        store = self.pos
+        hi = key_lo + counts.size - 1
+        excess = counts.size - MAX_BUCKETS
+        if excess > 0:  # collapse the lowest buckets, as _Store does
+            head = counts[: excess + 1].sum()
+            counts = counts[excess:].copy()
+            counts[0] = head
+            key_lo += excess
+        store._extend(key_lo, hi)
+        start = key_lo - store.offset
+        store.counts[start: start + counts.size] += counts
+        store._collapse()
+        self.min = min(self.min, vmin)
+        self.max = max(self.max, vmax)
+
+    @property
+    def min_indexable(self) -> float:
+        return self._min_indexable
+
+    def key_of(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        """Bucket keys of positive values (above the min indexable value)."""
+        return self._keys(values)
+
     def merge(self, other: Any) -> None:
         if not isinstance(other, DDSketch):
             raise SketchError(f"cannot merge a {type(other).__name__} into a DDSketch")

@@ -1,0 +1,225 @@
+"""The local parallel engine: read + parse + accumulate in worker processes, merge in the parent.
+
+Each source ``ReadTask`` is split into parts of about ``PART_BYTES`` (``FileSource.split`` cuts at line
+boundaries); a pool of forked workers takes one part at a time, reads it in chunks of ``CHUNK_BYTES``,
+parses each chunk and folds its events into a ``WindowAccumulator`` (flushed per chunk), and returns a
+``PartResult``: the part's partial aggregates (sketches and exact counters), its counts, its dead letters,
+the trace records for the insights, and the checkpoint after its last complete line.
+
+Memory does not grow with the input: a worker holds one chunk and its part's aggregates (bounded by the
+number of series), and the parent keeps at most ``2 x workers`` parts in flight, taking results in input
+order (the trace insights need records in input order, and checkpoints advance in order).
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing as mp
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.pool import AsyncResult
+from typing import Any, Final
+
+from aggregator.model import WindowAggregate
+from aggregator.windows import WindowAccumulator
+
+CHUNK_BYTES: Final = 4 << 20
+PART_BYTES: Final = 32 << 20
+TRACE_EXTRACT: Final = ("aggregator.insights.traces", "extract")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    window_seconds: int = 60
+    apdex_t_ms: float = 500.0
+    slow_query_ms: float = 100.0
+    now: float = 0.0
+    max_future_seconds: float = 600.0
+    max_past_seconds: float | None = None
+    chunk_bytes: int = CHUNK_BYTES
+    part_bytes: int = PART_BYTES
+    workers: int = 2
+    traces: bool = True  # run the insights' extract() when the module is installed
+
+
+@dataclass(slots=True)
+class PartResult:
+    """What one worker returns for one part of one read task."""
+
+    task_index: int
+    part_index: int
+    aggregates: list[WindowAggregate] = field(default_factory=list)
+    lines: int = 0
+    skipped: int = 0
+    events: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    invalid: dict[str, int] = field(default_factory=dict)
+    dead_letters: list[Any] = field(default_factory=list)
+    trace_records: list[Any] = field(default_factory=list)
+    max_ts: float | None = None
+    bytes_read: int = 0
+    checkpoint: Any = None  # after the part's last complete line; None when it read nothing
+
+
+def _trace_extractor(enabled: bool) -> Callable[[Sequence[Any]], list[Any]] | None:
+    if not enabled:
+        return None
+    module_name, attr = TRACE_EXTRACT
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            return None
+        raise
+    fn = getattr(module, attr, None)
+    return fn if callable(fn) else None
+
+
+def _make_parser(settings: EngineSettings) -> Any:
+    from parsers import LineParser
+
+    kw: dict[str, Any] = {}
+    if settings.max_past_seconds is not None:  # else the parser's own bound (timestamps that cannot be right)
+        kw["max_past_seconds"] = settings.max_past_seconds
+    return LineParser(now=settings.now, max_future_seconds=settings.max_future_seconds, **kw)
+
+
+def process_part(source: Any, task: Any, settings: EngineSettings, task_index: int = 0, part_index: int = 0,
+                 progress: Any = None) -> PartResult:
+    """Read, parse and accumulate one part (runs in a worker, or in-process for small inputs)."""
+    parser = _make_parser(settings)
+    extract = _trace_extractor(settings.traces)
+    acc = WindowAccumulator(settings.window_seconds, settings.apdex_t_ms, settings.slow_query_ms)
+    out = PartResult(task_index, part_index)
+    invalid = out.invalid
+    for chunk in source.read(task, settings.chunk_bytes):
+        res = parser.parse(chunk.data, chunk.source, chunk.offset)
+        events = res.events
+        acc.add(events)
+        acc.flush()
+        if extract is not None and events:
+            out.trace_records.extend(extract(events))
+        out.lines += res.lines
+        out.skipped += res.skipped
+        for reason, n in res.invalid.items():
+            invalid[reason] = invalid.get(reason, 0) + n
+        out.dead_letters.extend(res.dead_letters)
+        out.bytes_read += len(chunk.data)
+        out.checkpoint = chunk.checkpoint
+        if progress is not None:
+            with progress.get_lock():
+                progress.value += len(chunk.data)
+    out.aggregates = acc.take()
+    out.events = acc.events
+    out.by_kind = dict(acc.by_kind)
+    out.max_ts = acc.max_ts
+    return out
+
+
+# --- worker processes ------------------------------------------------------------------------------
+
+_W: dict[str, Any] = {}
+
+
+def _init_worker(source: Any, settings: EngineSettings, progress: Any, lock_path: str | None) -> None:
+    # The forked worker inherits the run lock's descriptor; dropping our copy means a killed parent's
+    # lock is released at once, not when the orphaned workers finish their part.
+    if lock_path:
+        _close_fds_to(lock_path)
+    _W.update(source=source, settings=settings, progress=progress)
+
+
+def _close_fds_to(path: str) -> None:
+    target = os.path.realpath(path)
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == target:
+                os.close(int(name))
+        except OSError:
+            continue
+
+
+def _work(job: tuple[int, int, Any]) -> PartResult:
+    task_index, part_index, task = job
+    return process_part(_W["source"], task, _W["settings"], task_index, part_index, _W["progress"])
+
+
+def task_size(task: Any) -> int | None:
+    for attr in ("length", "size", "remaining"):
+        v = getattr(task, attr, None)
+        if isinstance(v, int):
+            return v
+    start, end = getattr(task, "start", None), getattr(task, "end", None)
+    if isinstance(start, int) and isinstance(end, int):
+        return end - start
+    return None
+
+
+class LocalEngine:
+    """Runs parts on a fork pool of ``settings.workers`` processes (in-process when one part or worker)."""
+
+    def __init__(self, source: Any, settings: EngineSettings, *, lock_path: str | None = None) -> None:
+        self.source = source
+        self.settings = settings
+        self.lock_path = lock_path
+        self.progress = mp.get_context("fork").Value("q", 0)
+
+    @property
+    def bytes_done(self) -> int:
+        return int(self.progress.value)
+
+    def plan(self, tasks: Sequence[Any]) -> list[tuple[int, int, Any]]:
+        """Split each task into parts of about ``part_bytes`` (compressed files stay whole)."""
+        jobs: list[tuple[int, int, Any]] = []
+        for ti, task in enumerate(tasks):
+            size = task_size(task)
+            n = 1
+            if size is not None and not getattr(task, "compressed", False) and self.settings.workers > 1:
+                n = max(1, -(-size // self.settings.part_bytes))
+            parts = self.source.split(task, n) if n > 1 else [task]
+            jobs.extend((ti, pi, p) for pi, p in enumerate(parts))
+        return jobs
+
+    def run(self, tasks: Sequence[Any], on_wait: Callable[[], None] | None = None) -> Iterator[PartResult]:
+        """Results of every part, in input order."""
+        jobs = self.plan(tasks)
+        workers = max(1, self.settings.workers)
+        if workers == 1 or len(jobs) <= 1:
+            for ti, pi, task in jobs:
+                yield process_part(self.source, task, self.settings, ti, pi, self.progress)
+                if on_wait is not None:
+                    on_wait()
+            return
+        ctx = mp.get_context("fork")
+        pool = ctx.Pool(min(workers, len(jobs)), initializer=_init_worker,
+                        initargs=(self.source, self.settings, self.progress, self.lock_path))
+        try:
+            inflight: deque[AsyncResult[PartResult]] = deque()
+            todo = iter(jobs)
+            limit = 2 * workers
+            for job in todo:
+                inflight.append(pool.apply_async(_work, (job,)))
+                if len(inflight) >= limit:
+                    break
+            while inflight:
+                head = inflight[0]
+                while not head.ready():
+                    head.wait(0.2)
+                    if on_wait is not None:
+                        on_wait()
+                inflight.popleft()
+                result = head.get()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    inflight.append(pool.apply_async(_work, (nxt,)))
+                yield result
+            pool.close()
+            pool.join()
+        finally:
+            pool.terminate()

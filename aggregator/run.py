@@ -1,0 +1,271 @@
+"""One aggregator run (``logapm run``): the steps of the design's "A run of the aggregator".
+
+1. take the run lock (a second concurrent run raises ``LockedError`` at once);
+2. scan the sources from their checkpoints;
+3. read + parse + accumulate in parallel (``aggregator.engine``), merging partial aggregates in the parent;
+   trace records go to the insights' analyzer in input order;
+4. in ONE transaction: merge into the stored windows (lateness, series cap), the trace family's aggregates,
+   the pipeline's own counts, the advanced checkpoints, the dead letters, an outbox entry per changed
+   window and sink, and the run's summary row;
+5. after the commit: export the dead letters to their file, then the post-commit stages
+   (``POST_COMMIT_STAGES``: delivery, then alerting), each resolved lazily; a stage that is not installed
+   is skipped, and one that raises is reported without stopping the next.
+
+A run killed before step 4 commits leaves no trace; one killed after it has counted every line once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from aggregator.checkpoints import CheckpointStore
+from aggregator.config import Config
+from aggregator.dead_letters import DeadLetters
+from aggregator.engine import EngineSettings, LocalEngine, task_size
+from aggregator.model import RunContext, StageResult, WindowAggregate
+from aggregator.outbox import StoreOutbox, configured_sinks
+from aggregator.store import Store, run_lock
+from aggregator.windows import ApplyResult, WindowState, pipeline_aggregate, stderr_warning
+from aggregator.windows_store import WindowsStore
+
+POST_COMMIT_STAGES: Final[tuple[str, ...]] = ("aggregator.delivery:deliver", "alerting.stage:evaluate")
+TRACE_ANALYZER: Final = ("aggregator.insights.traces", "TraceAnalyzer")
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1  # the run could not be done (bad input path, unusable store): nothing committed
+EXIT_USAGE: Final = 2  # bad command line or configuration
+EXIT_STAGE_FAILED: Final = 3  # committed, but a post-commit stage (delivery, alerting) reported a failure
+EXIT_LOCKED: Final = 75  # EX_TEMPFAIL: another run holds the lock; nothing done, try again later
+
+
+@dataclass(slots=True)
+class RunReport:
+    """Everything a run did: the summary prints it, the ``runs`` table stores its counts."""
+
+    started_at: float
+    finished_at: float = 0.0
+    files: int = 0
+    bytes_read: int = 0
+    lines: int = 0
+    events: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    invalid: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    dead_letter_path: str = ""
+    late: int = 0
+    windows_updated: int = 0
+    window_starts: int = 0
+    folded: dict[str, int] = field(default_factory=dict)
+    sinks: list[str] = field(default_factory=list)
+    outbox_entries: int = 0
+    request_windows: list[WindowAggregate] = field(default_factory=list)
+    stages: list[StageResult] = field(default_factory=list)
+    trace_lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.finished_at - self.started_at)
+
+    @property
+    def invalid_total(self) -> int:
+        return sum(self.invalid.values())
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "files": self.files, "bytes": self.bytes_read, "lines": self.lines, "events": self.events,
+            "by_kind": self.by_kind, "skipped": self.skipped, "invalid": self.invalid, "late": self.late,
+            "windows_updated": self.windows_updated, "folded": self.folded,
+            "duration_s": round(self.duration, 3),
+        }
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.stages)
+
+
+def _resolve(spec: str) -> Callable[[RunContext], StageResult] | None:
+    """``module:function`` -> the function, or None when the module is not installed (yet)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            return None
+        raise
+    fn = getattr(module, attr, None)
+    return fn if callable(fn) else None
+
+
+def run_stages(ctx: RunContext, stages: Sequence[str] = POST_COMMIT_STAGES) -> list[StageResult]:
+    """Run each post-commit stage; an exception (or an import error) becomes a failed StageResult."""
+    results: list[StageResult] = []
+    for spec in stages:
+        name = spec.partition(":")[0].rsplit(".", 1)[-1]
+        try:
+            fn = _resolve(spec)
+            if fn is None:
+                continue
+            result = fn(ctx)
+            if not isinstance(result, StageResult):
+                result = StageResult(name=name, lines=[f"returned {type(result).__name__}, not a StageResult"],
+                                     ok=False)
+        except Exception as exc:  # one stage must never stop the next: report it
+            tb = traceback.extract_tb(exc.__traceback__)
+            where = f" ({tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+            result = StageResult(name=name, lines=[f"failed: {type(exc).__name__}: {exc}{where}"], ok=False)
+        results.append(result)
+    return results
+
+
+def dead_letter_path(config: Config, state_path: str | os.PathLike[str]) -> Path:
+    configured = config.get("run.dead_letter")
+    return Path(configured) if configured else Path(str(state_path) + ".dead-letters.jsonl")
+
+
+def _trace_analyzer(store: Store, config: Config) -> Any:
+    module_name, attr = TRACE_ANALYZER
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            return None
+        raise
+    cls = getattr(module, attr, None)
+    return None if cls is None else cls(store, config)
+
+
+def execute(
+    config: Config,
+    *,
+    inputs: Sequence[str],
+    state_path: str | os.PathLike[str],
+    now: float | None = None,
+    interactive: bool = False,
+    progress: Any = None,
+    stages: Sequence[str] = POST_COMMIT_STAGES,
+    warn: Callable[[str], None] = stderr_warning,
+) -> RunReport:
+    """Do one run. Raises ``LockedError`` (another run is active), ``StoreError``, ``InputError``."""
+    from aggregator.sources import FileSource
+
+    started = time.time() if now is None else now
+    report = RunReport(started_at=started)
+
+    def _warn(message: str) -> None:
+        report.warnings.append(message)
+        warn(message)
+
+    with run_lock(state_path):
+        store = Store(state_path)
+        try:
+            _execute_locked(store, config, inputs, state_path, started, report, interactive, progress, stages,
+                            _warn, FileSource)
+        finally:
+            store.close()
+    return report
+
+
+def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_path: str | os.PathLike[str],
+                    started: float, report: RunReport, interactive: bool, progress: Any,
+                    stages: Sequence[str], warn: Callable[[str], None], source_cls: Any) -> None:
+    checkpoints = CheckpointStore(store)
+    source = source_cls(list(inputs))
+    tasks = source.scan(checkpoints.load())
+    report.files = len(tasks)
+    workers = int(config.get("run.workers") or 0) or (os.cpu_count() or 2)
+    width = int(config["run.window_seconds"])
+    settings = EngineSettings(
+        window_seconds=width,
+        apdex_t_ms=float(config["run.apdex_t_ms"]),
+        slow_query_ms=float(config["run.slow_query_ms"]),
+        now=started,
+        max_future_seconds=float(config["run.max_future_seconds"]),
+        max_past_seconds=None,
+        workers=workers,
+    )
+    engine = LocalEngine(source, settings, lock_path=str(state_path) + ".lock")
+    analyzer = _trace_analyzer(store, config)
+    state = WindowState()
+    new_checkpoints: dict[int, Any] = {}
+    letters: list[Any] = []
+    if progress is not None:
+        progress.start(sum(max(0, _task_bytes(t)) for t in tasks))
+    on_wait = (lambda: progress.update(engine.bytes_done)) if progress is not None else None
+    for part in engine.run(tasks, on_wait=on_wait):
+        state.merge(part.aggregates, part.max_ts)
+        report.lines += part.lines
+        report.events += part.events
+        report.skipped += part.skipped
+        report.bytes_read += part.bytes_read
+        for k, n in part.by_kind.items():
+            report.by_kind[k] = report.by_kind.get(k, 0) + n
+        for k, n in part.invalid.items():
+            report.invalid[k] = report.invalid.get(k, 0) + n
+        letters.extend(part.dead_letters)
+        if part.checkpoint is not None:
+            new_checkpoints[part.task_index] = part.checkpoint
+        if analyzer is not None and part.trace_records:
+            analyzer.feed(part.trace_records)
+        if on_wait is not None:
+            on_wait()
+    if progress is not None:
+        progress.finish()
+
+    ws = WindowsStore(store)
+    outbox = StoreOutbox(store, str(config["run.metric_prefix"]))
+    sinks = configured_sinks(config)
+    report.sinks = sinks
+    dead = DeadLetters(store)
+    with store.transaction():
+        if analyzer is not None:
+            trace_aggs = analyzer.finish()
+            state.merge(trace_aggs)
+            report.trace_lines = list(getattr(analyzer, "summary_lines", lambda: [])())
+        applied: ApplyResult = state.apply(
+            ws, lateness_seconds=int(config["run.lateness_seconds"]),
+            max_series=int(config["run.max_series_per_metric"]), now=started, warn=warn)
+        report.late = applied.late_events
+        report.folded = applied.folded
+        report.request_windows = applied.request_windows
+        commit_time = time.time()
+        report.finished_at = commit_time
+        pipe = WindowState()
+        pipe.merge([pipeline_aggregate(
+            int(commit_time // width) * width, width, read=report.lines, parsed=report.events,
+            skipped=report.skipped, invalid=report.invalid_total, late=report.late,
+            duration_ms=(commit_time - started) * 1000.0)])
+        piped = pipe.apply(ws, lateness_seconds=10**12, max_series=1, now=started)
+        changed = applied.changed_starts | piped.changed_starts
+        report.windows_updated = applied.windows_updated
+        report.window_starts = len(applied.changed_starts)
+        checkpoints.save(new_checkpoints.values(), started)
+        report.dead_letters = dead.record(letters, started)
+        report.outbox_entries = outbox.enqueue(sinks, changed, started)
+        store.conn.execute("INSERT INTO runs (started_at, finished_at, summary) VALUES (?, ?, ?)",
+                           (started, commit_time, orjson.dumps(report.counts()).decode()))
+
+    dl_path = dead_letter_path(config, state_path)
+    report.dead_letter_path = str(dl_path)
+    try:
+        dead.export(dl_path)
+    except OSError as exc:
+        warn(f"cannot write dead letters to {dl_path}: {exc.strerror or exc} (they stay in the store; "
+             "the next run retries)")
+    ctx = RunContext(store=store, config=config, now=time.time(), changed_windows=set(changed),
+                     interactive=interactive)
+    report.stages = run_stages(ctx, stages)
+    report.finished_at = time.time()
+
+
+def _task_bytes(task: Any) -> int:
+    return task_size(task) or 0

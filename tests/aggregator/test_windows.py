@@ -1,0 +1,131 @@
+"""Window accumulators: exact counts and counters per series and window, lateness and the series cap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aggregator import catalog
+from aggregator.model import make_tags
+from aggregator.store import Store
+from aggregator.windows import WindowAccumulator, WindowState
+from aggregator.windows_store import WindowsStore
+from parsers.event import Event
+
+T0 = 1_764_410_400.0  # a minute boundary
+
+
+def req(ts: float, d: float, route: str = "r/", status: int = 200, outcome: str = "success") -> Event:
+    return Event(timestamp="", schema=1, kind="request", duration_ms=d, outcome=outcome, ts=ts,
+                 http_route=route, http_request_method="GET", http_response_status_code=status,
+                 service_name="svc", deployment_environment="prod")
+
+
+def test_request_series_counts_and_apdex() -> None:
+    """Per window and route: exact count, errors (5xx or failure), Apdex counters, sketch percentiles."""
+    acc = WindowAccumulator(60, apdex_t_ms=100.0)
+    rng = np.random.default_rng(0)
+    durations = rng.lognormal(4, 1, 1000)
+    events = [req(T0 + i * 0.05, float(d), status=503 if i % 100 == 0 else 200) for i, d in enumerate(durations)]
+    events.append(req(T0 + 1, 50.0, outcome="failure"))
+    acc.add(events[:400])
+    acc.flush()
+    acc.add(events[400:])
+    (agg,) = acc.take()
+    every = np.append(durations, 50.0)
+    assert agg.series.family == "request" and agg.start == int(T0)
+    assert agg.series.tags == make_tags(route="r/", method="GET", service="svc", env="prod")
+    assert agg.count == 1001 and agg.errors == 11
+    assert agg.counters["satisfied"] == np.count_nonzero(every <= 100)
+    assert agg.counters["tolerating"] == np.count_nonzero((every > 100) & (every <= 400))
+    assert agg.total == pytest.approx(every.sum())
+    p99 = catalog.value("request.duration.p99", agg)
+    assert p99 is not None and abs(p99 - np.quantile(every, 0.99)) <= 0.01 * np.quantile(every, 0.99)
+
+
+def test_every_kind_goes_to_its_family() -> None:
+    """db, cache, external, task (+ queue wait) and metric events land in their families with counters."""
+    ev = [
+        Event(timestamp="", schema=1, kind="db", duration_ms=150.0, ts=T0, db_system="postgresql",
+              db_namespace="default", db_operation_name="SELECT", db_collection_name="story"),
+        Event(timestamp="", schema=1, kind="db", duration_ms=5.0, ts=T0, db_system="postgresql",
+              db_namespace="default", db_operation_name="SELECT", db_collection_name="story"),
+        Event(timestamp="", schema=1, kind="cache", duration_ms=1.0, ts=T0, cache_name="default",
+              cache_operation="get", cache_hit=True),
+        Event(timestamp="", schema=1, kind="cache", duration_ms=1.0, ts=T0, cache_name="default",
+              cache_operation="get", cache_hit=False),
+        Event(timestamp="", schema=1, kind="external", duration_ms=80.0, ts=T0, peer_service="s3",
+              external_operation="PutObject", http_response_status_code=502),
+        Event(timestamp="", schema=1, kind="task", duration_ms=900.0, ts=T0, task_name="send", task_state="retry",
+              messaging_destination_name="celery", task_queue_wait_ms=12.0),
+        Event(timestamp="", schema=1, kind="task", duration_ms=10.0, ts=T0, task_name="send", task_state="failure",
+              messaging_destination_name="celery"),
+        Event(timestamp="", schema=1, kind="metric", ts=T0, metric_name="orders", metric_type="count",
+              metric_value=3.0, metric_tags={"plan": "pro"}),
+        Event(timestamp="", schema=1, kind="metric", ts=T0, metric_name="db.pool.utilization",
+              metric_type="gauge", metric_value=0.75, metric_tags={"db": "default"}),
+    ]
+    acc = WindowAccumulator(60, slow_query_ms=100.0)
+    acc.add(ev)
+    aggs = {a.series.family: a for a in acc.take()}
+    assert aggs["db"].count == 2 and aggs["db"].counters["slow"] == 1
+    assert aggs["db"].series.tags == make_tags(db="default", operation="SELECT", table="story")
+    assert aggs["cache"].counters == {"hits": 1, "misses": 1}
+    assert aggs["external"].errors == 1
+    assert aggs["task"].counters == {"failures": 1, "retries": 1} and aggs["task"].errors == 1
+    assert aggs["task.queue_wait"].count == 1 and aggs["task.queue_wait"].max == 12.0
+    assert aggs["metric:orders"].series.tags == make_tags(plan="pro")
+    assert catalog.points(aggs["metric:orders"])[0].metric == "apm.business.orders"
+    assert {p.metric for p in catalog.points(aggs["metric:db.pool.utilization"])} == {
+        "apm.db.pool.utilization.avg", "apm.db.pool.utilization.max"}
+    assert acc.by_kind == {"db": 2, "cache": 2, "external": 1, "task": 2, "metric": 2}
+
+
+def test_windows_split_by_time() -> None:
+    """Events fall in the window containing their timestamp; window starts are multiples of the width."""
+    acc = WindowAccumulator(60)
+    acc.add([req(T0 + 59.999, 1.0), req(T0 + 60.0, 1.0), req(T0 + 3600 + 5, 1.0)])
+    starts = sorted(a.start for a in acc.take())
+    assert starts == [int(T0), int(T0) + 60, int(T0) + 3600]
+
+
+def _apply(tmp_path: Path, events: list[Event], *, lateness: int = 3600, cap: int = 100) -> tuple:
+    acc = WindowAccumulator(60)
+    acc.add(events)
+    state = WindowState()
+    state.merge(acc.take(), acc.max_ts)
+    warnings: list[str] = []
+    with Store(tmp_path / "s.db") as store:
+        ws = WindowsStore(store)
+        with store.transaction():
+            res = state.apply(ws, lateness_seconds=lateness, max_series=cap, now=0.0, warn=warnings.append)
+        stored = list(ws.all_windows())
+    return res, stored, warnings
+
+
+def test_late_events_update_or_are_counted(tmp_path: Path) -> None:
+    """Within the lateness a late event merges into its stored window; older ones are counted as late."""
+    res, stored, _ = _apply(tmp_path, [req(T0 + 7200, 10.0)])
+    assert res.watermark == T0 + 7200 and res.late_events == 0
+    res, stored, _ = _apply(tmp_path, [req(T0 + 7200 - 1800, 20.0), req(T0 + 7200 - 1800, 30.0),
+                                       req(T0, 40.0)])
+    assert res.late_events == 1  # 2 hours old with 1 hour of lateness
+    assert res.changed_starts == {int(T0 + 7200 - 1800)}
+    assert sorted(a.count for a in stored) == [1, 2]
+    res, stored, _ = _apply(tmp_path, [req(T0 + 7200 - 1800 + 1, 50.0)])  # republished: merged, not replaced
+    assert sorted(a.count for a in stored) == [1, 3]
+
+
+def test_series_cap_folds_into_other(tmp_path: Path) -> None:
+    """Beyond the cap, new series fold into one `other` series with a single warning; counts stay exact."""
+    events = [req(T0, 1.0, route=f"r{i:03d}/") for i in range(50)]
+    res, stored, warnings = _apply(tmp_path, events, cap=10)
+    assert res.folded == {"request": 40} and len(warnings) == 1
+    by_route = {a.series.tag("route"): a.count for a in stored}
+    assert len(by_route) == 11 and by_route["other"] == 40
+    assert sum(by_route.values()) == 50
+    assert sorted(set(by_route) - {"other"}) == [f"r{i:03d}/" for i in range(10)]  # first in sorted order kept
+    res, stored, _ = _apply(tmp_path, [req(T0 + 60, 1.0, route="r005/"), req(T0 + 60, 1.0, route="new/")], cap=10)
+    assert {a.series.tag("route") for a in stored if a.start == int(T0) + 60} == {"r005/", "other"}
