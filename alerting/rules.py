@@ -354,7 +354,7 @@ def parse_rule(
 
     group_by = entry.get("group_by", [])
     if isinstance(group_by, str):
-        group_by = [group_by]
+        group_by = [g.strip() for g in group_by.split(",") if g.strip()]
     if not isinstance(group_by, list) or not all(isinstance(g, str) and g for g in group_by):
         raise fail("group_by", "group_by must be a list of tag names, e.g. [\"route\"]")
     if len(set(group_by)) != len(group_by):
