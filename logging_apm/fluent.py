@@ -1,0 +1,399 @@
+"""``FluentForwardHandler``: events straight to a Fluent Bit (or Fluentd) ``forward`` input, via fluent-logger,
+with a local spool file so that an input that is down costs a delay, never an event.
+
+    LOGGING = build_logging(filename="/var/log/app/events.log", extra_handlers={
+        "fluent": {"class": "logging_apm.fluent.FluentForwardHandler", "host": "127.0.0.1", "port": 24224,
+                   "tag": "app.events", "spool_path": "/var/spool/app/apm-fluent"}})
+
+How an event travels:
+
+1. ``emit`` (in the app's thread) only puts the event on a bounded queue; a sender thread does the rest.
+   If the queue is full for a second, the event is written to the spool by the calling thread instead
+   (never dropped; only then can its order relative to the queued events change).
+2. The sender thread sends with ``fluent.sender.FluentSender`` (Message mode: ``[tag, EventTime, record]``).
+   When a send fails (connection refused, reset, or the peer closed the connection, which fluent-logger
+   checks before and after each write), the packet fluent-logger kept in ``pendings`` is taken from it and
+   appended to the spool, and so is every later event while the spool is not empty, so the order is kept.
+3. Every ``retry_interval`` seconds (and whenever new events arrive after that), the sender thread resends
+   the spool from its committed offset, in order. Once all of it went out, the offset is reset to 0 and the
+   file truncated. A handler that starts and finds a spool (the previous process died with a backlog)
+   resends it first.
+
+The spool: ``<spool_path>.<pid>`` holds the packets exactly as they would have been sent (a msgpack stream),
+``<spool_path>.<pid>.pos`` the offset sent so far. Each file is held with ``flock`` by its process; at start,
+a handler adopts the spool files of processes that are gone (their lock is free) and resends them too.
+
+fsync policy (``fsync``): ``"interval"`` (default) flushes every append to the OS at once and fsyncs at most
+once a second, so a process crash loses nothing and a machine crash at most the last second of spooled
+events; ``"always"`` fsyncs every append (safest, slowest); ``"never"`` leaves it to the OS. The offset file
+is replaced atomically (write, fsync, rename) after each resend pass, so a crash during resending sends
+some events twice, never skips one (at least once).
+
+Limit, stated plainly: fluent-logger's forward protocol has no acknowledgements, so an event written to a
+socket whose peer vanished without closing it (a host crash) can be lost in the kernel's buffer; a peer that
+stops or restarts closes its connections, which is detected. Counters of what happened are in ``stats()``
+(received, sent, spooled, resent, quarantined), in the manner of Vector's component counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final, Literal
+
+import msgpack
+
+from logging_apm.emit import INTERNAL_LOGGER
+
+__all__ = ["FluentForwardHandler", "Spool"]
+
+FsyncPolicy = Literal["always", "interval", "never"]
+_SENTINEL: Final = object()
+_log = logging.getLogger(INTERNAL_LOGGER)
+
+
+def _packet(tag: str, epoch: float, record: Any) -> bytes:
+    from fluent.sender import EventTime
+
+    return msgpack.packb((tag, EventTime(epoch), record), default=str)  # type: ignore[no-any-return]
+
+
+@dataclass
+class Stats:
+    received: int = 0  # events handed to the handler
+    sent: int = 0  # events written to the forward input on the first try
+    spooled: int = 0  # events written to the spool
+    resent: int = 0  # spooled events sent later
+    quarantined: int = 0  # spool bytes that could not be decoded, moved aside to <spool>.corrupt
+    errors: dict[str, int] = field(default_factory=dict)  # why sends failed, by exception type
+
+
+class Spool:
+    """An append-only file of msgpack packets plus a committed read offset; one process owns it (flock)."""
+
+    def __init__(self, path: Path, fsync: FsyncPolicy = "interval") -> None:
+        self.path = path
+        self.pos_path = path.with_name(path.name + ".pos")
+        self.fsync = fsync
+        self._last_sync = 0.0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh: IO[bytes] = open(path, "ab")  # noqa: SIM115 - held for the spool's life
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise
+        self.pos = self._read_pos()
+        self.repaired = self._repair()
+
+    def _repair(self) -> int:
+        """Quarantine a torn or corrupt tail (a crash in the middle of an append); the bytes moved."""
+        end = self.pos
+        try:
+            for offset, _ in self.packets():
+                end = offset
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            pass
+        return self.quarantine_rest(end) if end < self.size() else 0
+
+    @classmethod
+    def adopt(cls, path: Path, fsync: FsyncPolicy) -> Spool | None:
+        """Open someone else's spool if its owner is gone (its lock is free); ``None`` when it is held."""
+        try:
+            return cls(path, fsync)
+        except BlockingIOError:
+            return None
+
+    def _read_pos(self) -> int:
+        try:
+            pos = int(self.pos_path.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            pos = 0
+        return pos if 0 <= pos <= self.size() else 0
+
+    def size(self) -> int:
+        return os.fstat(self._fh.fileno()).st_size
+
+    def backlog(self) -> bool:
+        return self.size() > self.pos
+
+    def append(self, data: bytes) -> None:
+        self._fh.write(data)
+        self._fh.flush()
+        now = time.monotonic()
+        if self.fsync == "always" or (self.fsync == "interval" and now - self._last_sync >= 1.0):
+            os.fsync(self._fh.fileno())
+            self._last_sync = now
+
+    def sync(self) -> None:
+        self._fh.flush()
+        if self.fsync != "never":
+            os.fsync(self._fh.fileno())
+
+    def commit(self, pos: int) -> None:
+        """Durably record that everything before ``pos`` was sent; truncate when all of it was."""
+        self.sync()
+        done = pos >= self.size()
+        self._write_pos(0 if done else pos)
+        if done:
+            # Offset 0 is durable before the truncate: a crash in between resends, never skips.
+            self._fh.truncate(0)
+            self.sync()
+        self.pos = 0 if done else pos
+
+    def _write_pos(self, pos: int) -> None:
+        tmp = self.pos_path.with_name(self.pos_path.name + ".tmp")
+        with open(tmp, "w") as fh:
+            fh.write(str(pos))
+            fh.flush()
+            if self.fsync != "never":
+                os.fsync(fh.fileno())
+        os.replace(tmp, self.pos_path)
+
+    def packets(self) -> Iterator[tuple[int, Any]]:
+        """(offset after it, decoded packet) from the committed offset on; stops at a torn tail."""
+        self.sync()
+        with open(self.path, "rb") as fh:
+            fh.seek(self.pos)
+            unpacker = msgpack.Unpacker(fh, raw=False, strict_map_key=False)
+            for obj in unpacker:
+                yield self.pos + unpacker.tell(), obj
+
+    def quarantine_rest(self, offset: int) -> int:
+        """Move the bytes from ``offset`` on to ``<spool>.corrupt`` and drop them from the spool."""
+        with open(self.path, "rb") as fh:
+            fh.seek(offset)
+            rest = fh.read()
+        with open(self.path.with_name(self.path.name + ".corrupt"), "ab") as out:
+            out.write(rest)
+        self._fh.truncate(offset)
+        self.sync()
+        return len(rest)
+
+    def close(self, remove_if_empty: bool = True) -> None:
+        empty = not self.backlog()
+        try:
+            self.sync()
+        finally:
+            self._fh.close()  # releases the flock
+        if empty and remove_if_empty:
+            for p in (self.path, self.pos_path):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
+
+class FluentForwardHandler(logging.Handler):
+    """Sends each event dict (``record.msg``) to a forward input; spools when it cannot (module docs)."""
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        tag: str | None = None,
+        spool_path: str | os.PathLike[str] | None = None,
+        *,
+        fsync: FsyncPolicy = "interval",
+        retry_interval: float = 5.0,
+        timeout: float = 3.0,
+        max_queue: int = 100_000,
+        level: int = logging.NOTSET,
+    ) -> None:
+        super().__init__(level)
+        from fluent.sender import FluentSender
+
+        if fsync not in ("always", "interval", "never"):
+            raise ValueError(f"fsync must be always, interval or never, not {fsync!r}")
+        self.host = host or os.environ.get("APM_FLUENT_HOST", "127.0.0.1")
+        self.port = int(port or os.environ.get("APM_FLUENT_PORT") or 24224)
+        self.tag = tag or os.environ.get("APM_FLUENT_TAG", "apm.events")
+        base = Path(spool_path or os.environ.get("APM_FLUENT_SPOOL", "") or
+                    Path(os.environ.get("TMPDIR", "/tmp")) / "logging_apm-fluent")
+        self.spool_base = base
+        self.retry_interval = retry_interval
+        self.fsync: FsyncPolicy = fsync
+        self.stats = Stats()
+        # tag "" so that the label we pass is the whole tag, and a spooled packet's tag can be re-emitted.
+        self._sender = FluentSender("", host=self.host, port=self.port, timeout=timeout,
+                                    nanosecond_precision=True)
+        self._queue: queue.Queue[Any] = queue.Queue(max_queue)
+        self._io = threading.Lock()  # the spool and the sender belong to one thread at a time
+        self._spool = Spool(Path(f"{base}.{os.getpid()}"), fsync)
+        self.stats.quarantined += self._spool.repaired
+        self._orphans = self._find_orphans()
+        self._next_retry = 0.0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="logging_apm-fluent", daemon=True)
+        self._thread.start()
+
+    # -- the app's side ---------------------------------------------------------------------------------
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            event = record.msg if isinstance(record.msg, dict) else {"message": self.format(record)}
+            data = _packet(self.tag, record.created, event)
+            self.stats.received += 1
+            if self._closed:
+                self._spool_now(data)
+                return
+            try:
+                self._queue.put(data, timeout=1.0)
+            except queue.Full:
+                self._spool_now(data)
+        except Exception:
+            self.handleError(record)
+
+    def _spool_now(self, data: bytes) -> None:
+        with self._io:
+            self._spool.append(data)
+            self.stats.spooled += 1
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every queued event was sent or spooled (not until the spool is empty)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_SENTINEL)
+        self._thread.join(30)
+        with self._io:
+            self._sender.close()
+            self._spool.close()
+        super().close()
+
+    def spool_backlog(self) -> int:
+        """Bytes waiting in this process's spool."""
+        return max(0, self._spool.size() - self._spool.pos)
+
+    # -- the sender thread ------------------------------------------------------------------------------
+
+    def _find_orphans(self) -> list[Spool]:
+        found: list[Spool] = []
+        parent = self.spool_base.parent
+        prefix = self.spool_base.name + "."
+        if not parent.is_dir():
+            return found
+        for p in sorted(parent.iterdir()):
+            rest = p.name[len(prefix):] if p.name.startswith(prefix) else ""
+            if rest.isdigit() and p != self._spool.path:
+                spool = Spool.adopt(p, self.fsync)
+                if spool is not None:
+                    self.stats.quarantined += spool.repaired
+                    found.append(spool)
+        return found
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self.retry_interval)
+            except queue.Empty:
+                item = None
+            batch = [] if item is None else [item]
+            while len(batch) < 1000:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(b is _SENTINEL for b in batch)
+            packets = [b for b in batch if b is not _SENTINEL]
+            try:
+                with self._io:
+                    self._resend_if_due(force=stop)
+                    self._send(packets)
+            except Exception as exc:  # the thread must survive anything: spool what we hold
+                self._count_error(exc)
+                with self._io:
+                    for data in packets:
+                        self._spool.append(data)
+                        self.stats.spooled += 1
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+            if stop:
+                return
+
+    def _count_error(self, exc: BaseException) -> None:
+        name = type(exc).__name__
+        first = name not in self.stats.errors
+        self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
+        if first:
+            _log.warning("logging_apm fluent forward %s:%s failed (%s: %s); spooling to %s and retrying "
+                         "every %.0fs", self.host, self.port, name, exc, self._spool.path, self.retry_interval)
+
+    def _send(self, packets: list[bytes]) -> None:
+        for i, data in enumerate(packets):
+            if self._orphans or self._spool.backlog() or not self._send_packet(data):
+                for rest in packets[i:]:
+                    self._spool.append(rest)
+                    self.stats.spooled += 1
+                return
+            self.stats.sent += 1
+
+    def _send_packet(self, data: bytes) -> bool:
+        """One packet through fluent-logger; on failure it is left for the caller (not in fluent-logger)."""
+        tag, ts, record = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        ok = bool(self._sender.emit_with_time(tag, ts, record))
+        if not ok:
+            # fluent-logger keeps a failed packet in ``pendings`` to prepend to the next send; the spool
+            # keeps it instead, so the only copy is the durable, ordered one.
+            self._sender.pendings = None
+            err = self._sender.last_error
+            self._count_error(err if err is not None else OSError("send failed"))
+            self._sender.clear_last_error()
+            self._next_retry = time.monotonic() + self.retry_interval
+        return ok
+
+    def _resend_if_due(self, force: bool = False) -> None:
+        if not (self._orphans or self._spool.backlog()):
+            return
+        if not force and time.monotonic() < self._next_retry:
+            return
+        while self._orphans:
+            if not self._resend(self._orphans[0]):
+                return
+            self._orphans.pop(0).close()
+        self._resend(self._spool)
+
+    def _resend(self, spool: Spool) -> bool:
+        """Send ``spool`` from its offset in order; True when all of it went out."""
+        pos = spool.pos
+        sent_since_commit = 0
+        try:
+            for end, packet in spool.packets():
+                if not (isinstance(packet, list | tuple) and len(packet) == 3):
+                    raise ValueError("not a [tag, time, record] packet")
+                tag, ts, record = packet
+                if not self._sender.emit_with_time(tag, ts, record):
+                    self._sender.pendings = None
+                    err = self._sender.last_error
+                    self._count_error(err if err is not None else OSError("send failed"))
+                    self._sender.clear_last_error()
+                    self._next_retry = time.monotonic() + self.retry_interval
+                    spool.commit(pos)
+                    return False
+                pos = end
+                self.stats.resent += 1
+                sent_since_commit += 1
+                if sent_since_commit >= 1000:
+                    spool.commit(pos)
+                    sent_since_commit = 0
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            moved = spool.quarantine_rest(pos)
+            spool.commit(pos)
+            self.stats.quarantined += moved
+            _log.error("logging_apm fluent spool %s: %d undecodable bytes moved to %s.corrupt (%s)",
+                       spool.path, moved, spool.path.name, exc)
+            return True
+        spool.commit(pos)
+        return not spool.backlog()
