@@ -48,22 +48,26 @@ def _hex(rng: np.random.Generator, n: int) -> str:
     return bytes(rng.integers(0, 256, n, dtype=np.uint8)).hex()
 
 
-def build_store(tmp_path: Path, *, routes: Sequence[str] = ROUTES, alerts: bool = True, seed: int = 7) -> Path:
-    """Fill ``tmp_path/state.db`` and return its path."""
+def build_store(tmp_path: Path, *, routes: Sequence[str] = ROUTES, alerts: bool = True, seed: int = 7,
+                raw: dict[str, list[float]] | None = None, windows: int = WINDOWS) -> Path:
+    """Fill ``tmp_path/state.db`` and return its path; ``raw`` (when given) receives every request
+    duration per route, for checking the report's figures against exact percentiles."""
     rng = np.random.default_rng(seed)
     path = tmp_path / "state.db"
     config = load_config(environ={})
     end = (int(time.time()) // 60 - 3) * 60
-    t0 = end - WINDOWS * 60
+    t0 = end - windows * 60
     aggs: list[WindowAggregate] = []
     records: list[TraceRecord] = []
     slow_route = routes[0]
-    for w in range(WINDOWS):
+    for w in range(windows):
         start = t0 + w * 60
         for i, route in enumerate(routes):
-            mu = 6.4 if route == slow_route and w >= WINDOWS // 2 else 3.8 + 0.3 * i
+            mu = 6.4 if route == slow_route and w >= windows // 2 else 3.8 + 0.3 * i
             n = int(rng.integers(40, 80))
             durations = rng.lognormal(mu, 0.45, n)
+            if raw is not None:
+                raw.setdefault(route, []).extend(durations.tolist())
             errors = int(rng.binomial(n, 0.08 if i == 1 else 0.01))
             aggs.append(_agg("request", {"route": route, "method": "GET", "service": "demo"}, start, durations,
                              errors=errors, counters={"satisfied": float((durations <= 500).sum()),
