@@ -171,5 +171,56 @@ def json_schema_text() -> str:
     return json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"
 
 
+def _markdown_type(f: Field) -> str:
+    text = f.type
+    if f.enum is not None:
+        text += ": " + ", ".join(f"`{v}`" for v in f.enum)
+    if f.pattern is not None:
+        text += f" matching `{f.pattern}`"
+    bounds = []
+    if f.minimum is not None:
+        bounds.append(f">= {f.minimum:g}")
+    if f.maximum is not None:
+        bounds.append(f"<= {f.maximum:g}")
+    if bounds:
+        text += " (" + ", ".join(bounds) + ")"
+    return text.replace("|", "\\|")
+
+
+def markdown() -> str:
+    """The docs page ``docs/schema.md``, generated from ``FIELDS`` (a test checks the file is in step).
+
+    Regenerate with ``python -m logging_apm.schema --markdown > docs/schema.md``.
+    """
+    out = [
+        "# The event line, schema 1",
+        "",
+        "<!-- Generated from logging_apm/schema.py (FIELDS): do not edit by hand. Regenerate with",
+        "     python -m logging_apm.schema --markdown > docs/schema.md -->",
+        "",
+        "One JSON object per line, UTF-8, no embedded newline. A line is a timing event when it carries",
+        f'`"{SCHEMA_FIELD}": {SCHEMA_VERSION}`; other lines in the same stream (the app\'s ordinary logs) are',
+        "counted and skipped by the aggregator. The machine-readable form is the JSON Schema",
+        "`schema/event-v1.schema.json` (draft 2020-12), generated from the same table.",
+        "",
+        f"Kinds: {', '.join(f'`{k}`' for k in KINDS)}. Strings are at most {MAX_STRING_LENGTH} characters.",
+        "A field listed for some kinds only is refused on the others; fields outside these names are allowed",
+        "(an app may add its own attributes).",
+        "",
+    ]
+    groups: list[tuple[str, tuple[Field, ...]]] = [("Every kind", tuple(f for f in FIELDS if not f.kinds))]
+    for kind in KINDS:
+        own = tuple(f for f in FIELDS if f.kinds and kind in f.kinds)
+        groups.append((f"`{kind}`", own))
+    for title, fields in groups:
+        out += [f"## {title}", "", "| field | type | required | meaning |", "|---|---|---|---|"]
+        for f in fields:
+            required = "yes" if f.required else "no"
+            description = f.description.replace("|", "\\|")
+            out.append(f"| `{f.name}` | {_markdown_type(f)} | {required} | {description} |")
+        out.append("")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
-    sys.stdout.write(json_schema_text())
+    sys.stdout.write(markdown() if sys.argv[1:] == ["--markdown"] else json_schema_text())
