@@ -24,8 +24,8 @@ class LoggingAPMConfig(AppConfig):
         from django.conf import settings
 
         from logging_apm.cache import install as install_cache
-        from logging_apm.db import install as install_db
         from logging_apm.conf import env_bool
+        from logging_apm.db import install as install_db
         from logging_apm.emit import configure
 
         options: dict[str, Any] = dict(getattr(settings, "LOGGING_APM", None) or {})
