@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from _b_fluentbit_conf import ConfError, FluentBitConf, parse, tag_matches
+
 from logging_apm.emit import EVENT_LOGGER, emit
 from logging_apm.testing import capture_events
 
