@@ -136,14 +136,24 @@ class Evaluator:
             # First judgement: from the family's earliest window (bounded), so that a replay into a fresh
             # store judges the same points a live run would have.
             floor = watermark - self.max_catchup
-            earliest = min((a.start for a in self.reader.windows(family, floor, watermark, match=match)),
-                           default=None)
+            earliest = self._earliest(family, match, floor, watermark)
             first = (earliest + w) if earliest is not None else watermark
             first = max(first, (floor // w) * w + w)
         else:
             first = last + w
         first = -(-first // w) * w  # align up to a window end
         return list(range(first, watermark + 1, w))
+
+    def _earliest(self, family: str, match: dict[str, str] | None, floor: int, watermark: int) -> int | None:
+        """The earliest window start in ``[floor, watermark]``, reading an hour at a time (a long history
+        is not decoded just to find where it begins)."""
+        step = 3600
+        for lo in range(floor, watermark + 1, step):
+            found = min((a.start for a in self.reader.windows(family, lo, min(lo + step, watermark + 1),
+                                                              match=match)), default=None)
+            if found is not None:
+                return found
+        return None
 
     def _point(
         self,

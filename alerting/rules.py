@@ -324,7 +324,7 @@ def parse_rule(
     if not isinstance(metric, str) or not metric:
         raise fail("metric", "metric must be a metric name such as \"apm.request.duration.p95\"")
     if not known_metric(metric):
-        raise fail("metric", f"unknown metric {metric!r} (see docs/metrics.md for the catalog)")
+        raise fail("metric", f"unknown metric {metric!r}{_suggest(metric, config)}")
     op = entry["op"]
     if op not in OPS:
         raise fail("op", f"op {op!r} is not one of {', '.join(OPS)}")
@@ -389,6 +389,19 @@ def parse_rule(
         min_samples=min_samples, no_data=no_data, message=message, description=entry.get("description", ""),
         unit=unit, source=at(),
     )
+
+
+def _suggest(metric: str, config: Any) -> str:
+    import difflib
+
+    try:
+        from aggregator import catalog
+
+        names = catalog.metric_names(str(config.get("run.metric_prefix", "apm") or "apm"))
+    except Exception:  # the catalog is the aggregator's: a suggestion is a nicety, never a second error
+        return ""
+    close = difflib.get_close_matches(metric, names, n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(close)}?)" if close else " (the catalog's names: `logapm metrics`)"
 
 
 def _guess_unit(metric: str) -> str:

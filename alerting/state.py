@@ -148,6 +148,10 @@ class AlertStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.conn: sqlite3.Connection = store.conn
+        if not store.readonly:
+            # ``logapm run`` opens the store before it imports this stage (stages resolve lazily), so
+            # the migrations registered above may not have been applied yet: apply them now (idempotent).
+            store.migrate()
 
     # --- evaluation progress and group states ---------------------------------------------------------
 
