@@ -42,3 +42,17 @@ def at(event_time: float) -> Iterator[None]:
         yield
     finally:
         _offset.reset(token)
+
+
+def current_offset() -> float:
+    """The shift of the running context (0.0 outside the demo's requests)."""
+    return _offset.get()
+
+
+def set_offset(offset: float) -> contextvars.Token[float]:
+    """Shift this context's clock (a worker thread running a task published at a shifted time)."""
+    return _offset.set(offset)
+
+
+def reset_offset(token: contextvars.Token[float]) -> None:
+    _offset.reset(token)

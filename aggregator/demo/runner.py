@@ -105,7 +105,7 @@ def run_demo(directory: str | os.PathLike[str] = "logapm-demo", *, requests: int
 def _run_app(out: Console, result: DemoResult, *, tmp: Path, start: float, end: float,
              incident: tuple[float, float], requests: int, threads: int, seed: int) -> None:
     from aggregator.demo import app as demo_app
-    from aggregator.demo import clock, traffic
+    from aggregator.demo import clock, tasks, traffic
     from aggregator.demo.standin import PaymentsStandIn
 
     out.step("Starting the demo app")
@@ -113,7 +113,7 @@ def _run_app(out: Console, result: DemoResult, *, tmp: Path, start: float, end: 
     try:
         scenario = {
             "incident": incident, "search_ms": 90.0, "search_incident_ms": 650.0,
-            "payments_url": payments.url, "export_failure_rate": 0.3, "cache_seconds": 120,
+            "payments_url": payments.url, "export_failure_rate": 0.3, "cache_seconds": 120, "celery": True,
         }
         app = demo_app.start_app(log_path=result.log_path, db_path=tmp / "demo.sqlite3", scenario=scenario,
                                  seed=seed)
@@ -122,6 +122,7 @@ def _run_app(out: Console, result: DemoResult, *, tmp: Path, start: float, end: 
         # As a project would in its settings or AppConfig: name the outside service behind a host.
         http.install(services={payments.host_port: "payments"})
         out.detail(f"Django {_django_version()}, SQLite in {tmp}, local-memory cache, logging_apm middleware")
+        out.detail("Celery worker in this process (in-memory broker) for receipts and recommendations")
         out.detail(f"payments API stand-in on {payments.url}   {app.stories} stories seeded")
         out.detail("endpoints: " + "  ".join(p.split("?")[0] for _, _, p in traffic.ENDPOINTS.values()))
         out.print()
@@ -132,12 +133,21 @@ def _run_app(out: Console, result: DemoResult, *, tmp: Path, start: float, end: 
         out.detail(f"scenario: the search index goes cold from {_hhmm(incident[0])} to {_hhmm(incident[1])}; "
                    "the feed has an N+1; exports fail 30% of the time", "dim")
 
-        def progress(done: int, total: int, call: Any, res: Any) -> None:
-            errors = sum(n for s, n in res.statuses.items() if s >= 500)
-            out.bar(done, total, f"{done:,}/{total:,} requests  event time {_hhmm(call.at)}  {errors:,} errors (5xx)")
+        next_sample = start
+        samples = 0
 
-        with clock.shifted_clock():
+        def progress(done: int, total: int, call: Any, res: Any) -> None:
+            nonlocal next_sample, samples
+            if call.at >= next_sample:  # the queue-depth sampler, every 30 s of event time
+                samples += tasks.sample_queue(call.at)
+                next_sample = call.at + 30.0
+            errors = sum(n for s, n in res.statuses.items() if s >= 500)
+            out.bar(done, total, f"{done:,}/{total:,} requests  event time {_hhmm(call.at)}  "
+                                 f"{errors:,} errors (5xx)  {tasks.tally.published:,} tasks")
+
+        with clock.shifted_clock(), tasks.running_worker():
             drive = traffic.drive(calls, threads=threads, on_progress=progress)
+            drained = tasks.wait_idle()
         demo_app.flush_logs()
         result.requests = drive.sent
         result.statuses = dict(drive.statuses)
@@ -146,6 +156,8 @@ def _run_app(out: Console, result: DemoResult, *, tmp: Path, start: float, end: 
         statuses = ", ".join(f"{s}: {n:,}" for s, n in sorted(drive.statuses.items()))
         out.detail(f"sent {drive.sent:,} requests in {drive.elapsed:.1f} s ({drive.sent / max(drive.elapsed, 1e-9):,.0f}"
                    f"/s) -> {statuses}")
+        out.detail(f"Celery worker ran {tasks.tally.finished:,} of {tasks.tally.published:,} tasks"
+                   + ("" if drained else " (gave up waiting for the rest)") + f"; {samples} queue-depth samples")
         out.detail(f"the app wrote {lines:,} log lines ({size / 1e6:.1f} MB) to {result.log_path.name}; "
                    f"payments stand-in answered {payments.calls:,} calls")
         for failure in drive.failures[:5]:

@@ -65,6 +65,7 @@ def checkout(request: HttpRequest) -> JsonResponse:
     if response.status_code >= 500:
         return JsonResponse({"error": "payments unavailable"}, status=502)
     Story.objects.filter(pk=story_id).update(likes=F("likes") + 1)
+    _publish("send_receipt", story_id)
     return JsonResponse({"charged": True, "charge": response.json().get("id")})
 
 
@@ -80,4 +81,14 @@ def like(request: HttpRequest, story_id: int) -> JsonResponse:
     """A write: one UPDATE, and the cached copy dropped."""
     Story.objects.filter(pk=story_id).update(likes=F("likes") + 1)
     cache.delete(f"story:{story_id}")
+    _publish("refresh_recommendations", story_id)
     return JsonResponse({"liked": story_id})
+
+
+def _publish(task: str, story_id: int) -> None:
+    """Hand work to the Celery worker, when the demo runs one."""
+    if not _scenario().get("celery"):
+        return
+    from aggregator.demo import tasks
+
+    getattr(tasks, task).delay(story_id)
