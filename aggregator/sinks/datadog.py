@@ -34,7 +34,7 @@ from aggregator.sinks.base import (
 DD_MAX_WIRE = 3_200_000  # compressed payload (doc)
 DD_MAX_RAW = 62_914_560  # decompressed payload, exclusive (doc)
 DD_AGE = AgeLimits(max_age=3600.0, max_future=600.0)
-SDK_LOGGERS = ("datadog", "datadog.api", "urllib3")
+SDK_LOGGERS = ("datadog", "datadog.api", "urllib3", "urllib3.connectionpool")
 
 
 def api_host_for(site: str | None, host: str | None) -> str:

@@ -32,7 +32,7 @@ NR_MAX_WIRE = 1_000_000  # bytes on the wire (doc)
 NR_MAX_RAW = 64 * 1024 * 1024  # no documented decompressed limit; bounds our memory per request
 NR_AGE = AgeLimits(max_age=48 * 3600.0, max_future=24 * 3600.0)
 HOSTS = {"us": "metric-api.newrelic.com", "eu": "metric-api.eu.newrelic.com"}
-SDK_LOGGERS = ("newrelic_telemetry_sdk", "urllib3")
+SDK_LOGGERS = ("newrelic_telemetry_sdk", "newrelic_telemetry_sdk.client", "urllib3", "urllib3.connectionpool")
 
 
 def metric_host_for(region: str | None, host: str | None) -> tuple[str, int]:
