@@ -44,6 +44,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +191,20 @@ class Spool:
                     p.unlink()
 
 
+_live_handlers: weakref.WeakSet[FluentForwardHandler] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_live_handlers):
+        try:
+            handler._after_fork_in_child()
+        except Exception:  # a handler that cannot restart must not break the forked worker
+            pass
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class FluentForwardHandler(logging.Handler):
     """Sends each event dict (``record.msg``) to a forward input; spools when it cannot (module docs)."""
 
@@ -207,8 +222,6 @@ class FluentForwardHandler(logging.Handler):
         level: int = logging.NOTSET,
     ) -> None:
         super().__init__(level)
-        from fluent.sender import FluentSender
-
         if fsync not in ("always", "interval", "never"):
             raise ValueError(f"fsync must be always, interval or never, not {fsync!r}")
         self.host = host or os.environ.get("APM_FLUENT_HOST", "127.0.0.1")
@@ -221,17 +234,42 @@ class FluentForwardHandler(logging.Handler):
         self.fsync: FsyncPolicy = fsync
         self.stats = Stats()
         # tag "" so that the label we pass is the whole tag, and a spooled packet's tag can be re-emitted.
-        self._sender = FluentSender("", host=self.host, port=self.port, timeout=timeout,
+        self._timeout = timeout
+        self._max_queue = max_queue
+        self._closed = False
+        self._start_process_state()
+        _live_handlers.add(self)
+
+    def _start_process_state(self) -> None:
+        """What belongs to one process: sender, queue, spool file, sender thread (rebuilt after a fork)."""
+        from fluent.sender import FluentSender
+
+        self._sender = FluentSender("", host=self.host, port=self.port, timeout=self._timeout,
                                     nanosecond_precision=True)
-        self._queue: queue.Queue[Any] = queue.Queue(max_queue)
+        self._queue: queue.Queue[Any] = queue.Queue(self._max_queue)
         self._io = threading.Lock()  # the spool and the sender belong to one thread at a time
-        self._spool = Spool(Path(f"{base}.{os.getpid()}"), fsync)
+        self._spool = Spool(Path(f"{self.spool_base}.{os.getpid()}"), self.fsync)
         self.stats.quarantined += self._spool.repaired
         self._orphans = self._find_orphans()
         self._next_retry = 0.0
-        self._closed = False
         self._thread = threading.Thread(target=self._run, name="logging_apm-fluent", daemon=True)
         self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        # The child inherits the parent's queue contents (the parent sends those), its socket and its spool
+        # file and lock. Drop the references without shutdown (a shutdown would cut the parent's
+        # connection too) and start over with a spool of the child's own.
+        if self._closed:
+            return
+        self._sender.socket = None
+        self._sender.pendings = None
+        self.stats = Stats()  # counters are per process
+        with contextlib.suppress(Exception):
+            self._spool._fh.close()  # closes the child's descriptor only; the parent keeps its lock
+        for orphan in self._orphans:
+            with contextlib.suppress(Exception):
+                orphan._fh.close()
+        self._start_process_state()
 
     # -- the app's side ---------------------------------------------------------------------------------
 
@@ -265,6 +303,7 @@ class FluentForwardHandler(logging.Handler):
         if self._closed:
             return
         self._closed = True
+        _live_handlers.discard(self)
         self._queue.put(_SENTINEL)
         self._thread.join(30)
         with self._io:

@@ -227,3 +227,33 @@ def test_configured_through_build_logging_extra_handlers(receiver: ForwardReceiv
         logger.handlers[:], logger.level, logger.propagate = saved
     assert [r["metric.value"] for r in receiver.records()] == [1, 2, 3, 4, 5]
     _wait(lambda: log_file.exists() and len(log_file.read_text().splitlines()) == 5)
+
+
+def test_forked_child_sends_through_its_own_sender_and_spool(receiver: ForwardReceiver, tmp_path: Path) -> None:
+    """After a fork (a prefork Celery or gunicorn worker), the child gets its own sender thread, connection
+    and spool file: its events arrive, and the parent's connection keeps working."""
+    h = _handler(receiver.port, tmp_path)
+    try:
+        h.handle(_record(0))
+        _wait(lambda: len(receiver.received) == 1)
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                for i in range(100, 110):
+                    h.handle(_record(i))
+                h.flush()
+                h.close()
+                code = 0 if h.stats.sent == 10 else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        h.handle(_record(1))
+        _wait(lambda: len(receiver.received) == 12)
+    finally:
+        h.close()
+    values = [r["metric.value"] for r in receiver.records()]
+    assert values[0] == 0 and sorted(values[1:]) == [1, *range(100, 110)]
+    assert h.stats.spooled == 0
+    assert not any(p.name.endswith(str(pid)) for p in (tmp_path / "spool").iterdir())
