@@ -20,7 +20,7 @@ register_migrations("checkpoints", [
     """
     CREATE TABLE checkpoints (
         identity TEXT PRIMARY KEY,     -- the source's identity of the file (device, inode, fingerprint)
-        path TEXT NOT NULL,            -- where it was last seen (for people; identity is what counts)
+        path TEXT NOT NULL,            -- where it was last seen (for people), identity is what counts
         data TEXT NOT NULL,            -- Checkpoint.to_json()
         updated_at REAL NOT NULL
     );

@@ -53,6 +53,7 @@ class RunReport:
     started_at: float
     finished_at: float = 0.0
     files: int = 0
+    parts: int = 0
     bytes_read: int = 0
     lines: int = 0
     events: int = 0
@@ -132,7 +133,7 @@ def dead_letter_path(config: Config, state_path: str | os.PathLike[str]) -> Path
     return Path(configured) if configured else Path(str(state_path) + ".dead-letters.jsonl")
 
 
-def _trace_analyzer(store: Store, config: Config) -> Any:
+def _trace_analyzer_class() -> Any:
     module_name, attr = TRACE_ANALYZER
     try:
         module = importlib.import_module(module_name)
@@ -140,8 +141,7 @@ def _trace_analyzer(store: Store, config: Config) -> Any:
         if exc.name is not None and module_name.startswith(exc.name):
             return None
         raise
-    cls = getattr(module, attr, None)
-    return None if cls is None else cls(store, config)
+    return getattr(module, attr, None)
 
 
 def execute(
@@ -154,6 +154,7 @@ def execute(
     progress: Any = None,
     stages: Sequence[str] = POST_COMMIT_STAGES,
     warn: Callable[[str], None] = stderr_warning,
+    part_bytes: int | None = None,
 ) -> RunReport:
     """Do one run. Raises ``LockedError`` (another run is active), ``StoreError``, ``InputError``."""
     from aggregator.sources import FileSource
@@ -165,11 +166,19 @@ def execute(
         report.warnings.append(message)
         warn(message)
 
+    # Import every component the run touches before opening the store: each registers its tables'
+    # migrations on import, and opening the store applies them.
+    analyzer_cls = _trace_analyzer_class()
+    for spec in stages:
+        try:
+            _resolve(spec)
+        except Exception:  # reported when the stage runs
+            pass
     with run_lock(state_path):
         store = Store(state_path)
         try:
             _execute_locked(store, config, inputs, state_path, started, report, interactive, progress, stages,
-                            _warn, FileSource)
+                            _warn, FileSource, part_bytes, analyzer_cls)
         finally:
             store.close()
     return report
@@ -177,7 +186,8 @@ def execute(
 
 def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_path: str | os.PathLike[str],
                     started: float, report: RunReport, interactive: bool, progress: Any,
-                    stages: Sequence[str], warn: Callable[[str], None], source_cls: Any) -> None:
+                    stages: Sequence[str], warn: Callable[[str], None], source_cls: Any,
+                    part_bytes: int | None, analyzer_cls: Any) -> None:
     checkpoints = CheckpointStore(store)
     source = source_cls(list(inputs))
     tasks = source.scan(checkpoints.load())
@@ -192,9 +202,10 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
         max_future_seconds=float(config["run.max_future_seconds"]),
         max_past_seconds=None,
         workers=workers,
+        **({"part_bytes": part_bytes} if part_bytes else {}),
     )
     engine = LocalEngine(source, settings, lock_path=str(state_path) + ".lock")
-    analyzer = _trace_analyzer(store, config)
+    analyzer = analyzer_cls(store, config) if analyzer_cls is not None else None
     state = WindowState()
     new_checkpoints: dict[int, Any] = {}
     letters: list[Any] = []
@@ -202,6 +213,7 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
         progress.start(sum(max(0, _task_bytes(t)) for t in tasks))
     on_wait = (lambda: progress.update(engine.bytes_done)) if progress is not None else None
     for part in engine.run(tasks, on_wait=on_wait):
+        report.parts += 1
         state.merge(part.aggregates, part.max_ts)
         report.lines += part.lines
         report.events += part.events

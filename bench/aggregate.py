@@ -1,0 +1,192 @@
+"""Benchmark: ``logapm run`` end to end beside a naive baseline, on generated logs of 1M and 5M events.
+
+    python bench/aggregate.py                       # 1M and 5M events, naive baseline at 1M
+    python bench/aggregate.py --events 200000 --repeats 1
+    python bench/aggregate.py --baseline previous.json   # also print the ratios to an earlier run
+
+For each size it writes a realistic log (``aggregator.loggen``: requests, queries, cache, external calls,
+tasks and business metrics with trace context, ~300-400 bytes a line, over 60 minutes of event time), then
+times, as subprocesses with the file in the page cache:
+
+- ``logapm run``: a fresh state store, the default workers, everything a run does (parse, windows,
+  sketches, trace insights, commit; no sinks configured);
+- ``naive``: every line through ``orjson.loads`` into a list of dicts, a pandas DataFrame, then
+  ``groupby([minute, kind, name]).quantile`` for p50/p95/p99 and count (exact, the obvious way).
+
+It reports events/s, MB/s and the peak RSS of the whole process tree (sampled every 20 ms), medians over
+``--repeats``, as a table and as one JSON line (the ``--baseline`` format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+NAIVE = r"""
+import sys, orjson, pandas as pd
+rows = []
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        try:
+            d = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if d.get("apm.schema") != 1:
+            continue
+        kind = d["apm.kind"]
+        name = (d.get("http.route") or d.get("db.collection.name") or d.get("cache.operation")
+                or d.get("peer.service") or d.get("task.name") or d.get("metric.name"))
+        value = d.get("duration_ms", d.get("metric.value"))
+        rows.append({"timestamp": d["timestamp"], "kind": kind, "name": name, "value": value})
+df = pd.DataFrame(rows)
+df["minute"] = pd.to_datetime(df["timestamp"]).dt.floor("60s")
+g = df.groupby(["minute", "kind", "name"])["value"]
+out = g.quantile([0.5, 0.95, 0.99]).unstack()
+out["count"] = g.count()
+print(len(df), len(out))
+"""
+
+
+def write_log(path: Path, events: int, seed: int = 1) -> tuple[int, int]:
+    """Write ``events`` events over 60 minutes ending now, in batches (bounded memory). -> (events, bytes)."""
+    from aggregator.loggen import generate_events
+    from aggregator.loggen import write_log as append
+
+    span = 3600.0
+    start = time.time() - span - 120
+    batch = 200_000
+    written = size = 0
+    path.unlink(missing_ok=True)
+    nb = max(1, -(-events // batch))
+    for i in range(nb):
+        n = min(batch, events - written)
+        sub = span / nb
+        evs = generate_events(n, start=start + i * sub, seconds=sub, seed=seed * 1000 + i)
+        w = append(path, evs, ordinary_every=100)
+        written += n
+        size += w.bytes
+    return written, size
+
+
+def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int, str]:
+    """Wall seconds, peak RSS of the process tree (bytes), exit code, stdout+stderr tail."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    root = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            procs = [root, *root.children(recursive=True)]
+            rss = 0
+            for p in procs:
+                try:
+                    rss += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    wall = time.perf_counter() - t0
+    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    return wall, peak, proc.returncode, out[-2000:]
+
+
+def bench_size(events: int, repeats: int, workdir: Path, naive_max: int, workers: int | None) -> dict[str, object]:
+    log = workdir / f"bench-{events}.log"
+    t = time.perf_counter()
+    n, size = write_log(log, events)
+    gen_s = time.perf_counter() - t
+    with open(log, "rb") as f:  # into the page cache, as a run right after the app wrote would find it
+        while f.read(16 << 20):
+            pass
+    row: dict[str, object] = {"events": n, "bytes": size, "generate_s": round(gen_s, 1)}
+    runs = []
+    for r in range(repeats):
+        state = workdir / f"state-{events}-{r}.db"
+        cmd = [sys.executable, "-m", "aggregator.cli", "run", "--input", str(log), "--state", str(state),
+               "--no-progress", "-q"]
+        if workers:
+            cmd += ["--workers", str(workers)]
+        env = dict(os.environ, APM_PROVIDER="", PERFORMANCE_ALERT_EMAIL_ENABLED="false",
+                   PERFORMANCE_ALERT_SLACK_ENABLED="false")
+        wall, peak, rc, out = measure(cmd, env)
+        if rc != 0:
+            raise SystemExit(f"logapm run failed ({rc}):\n{out}")
+        runs.append((wall, peak))
+        for p in workdir.glob(f"state-{events}-{r}.db*"):
+            p.unlink()
+    wall = statistics.median(w for w, _ in runs)
+    row["logapm"] = {"seconds": round(wall, 3), "events_per_s": round(n / wall), "mb_per_s": round(size / wall / 1e6, 1),
+                     "peak_rss_mb": round(max(p for _, p in runs) / 1e6, 1)}
+    if events <= naive_max:
+        runs = []
+        for _ in range(repeats):
+            wall, peak, rc, out = measure([sys.executable, "-c", NAIVE, str(log)])
+            if rc != 0:
+                raise SystemExit(f"naive baseline failed ({rc}):\n{out}")
+            runs.append((wall, peak))
+        wall = statistics.median(w for w, _ in runs)
+        row["naive"] = {"seconds": round(wall, 3), "events_per_s": round(n / wall),
+                        "mb_per_s": round(size / wall / 1e6, 1),
+                        "peak_rss_mb": round(max(p for _, p in runs) / 1e6, 1)}
+    log.unlink()
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--naive-max", type=int, default=1_000_000,
+                    help="run the naive baseline only up to this many events (it needs ~2 GB per million)")
+    ap.add_argument("--workers", type=int, default=None, help="logapm run --workers (default: one per core)")
+    ap.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
+    ap.add_argument("--baseline", type=Path, help="JSON line of an earlier run to compare with")
+    args = ap.parse_args(argv)
+    workdir = args.dir or Path(tempfile.mkdtemp(prefix="logapm-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        rows = [bench_size(n, args.repeats, workdir, args.naive_max, args.workers) for n in args.events]
+    finally:
+        if args.dir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result = {"bench": "aggregate", "cpus": os.cpu_count(), "repeats": args.repeats, "rows": rows}
+    baseline = json.loads(args.baseline.read_text().strip().splitlines()[-1]) if args.baseline else None
+    base_rows = {r["events"]: r for r in baseline["rows"]} if baseline else {}
+    print(f"{'events':>10} {'MB':>7}  {'engine':<7} {'seconds':>8} {'events/s':>11} {'MB/s':>7} {'peak RSS MB':>12}"
+          + ("  vs baseline" if baseline else ""))
+    for row in rows:
+        for name in ("logapm", "naive"):
+            m = row.get(name)
+            if not isinstance(m, dict):
+                continue
+            line = (f"{row['events']:>10,} {int(row['bytes']) / 1e6:>7,.0f}  {name:<7} {m['seconds']:>8.2f} "  # type: ignore[call-overload]
+                    f"{m['events_per_s']:>11,} {m['mb_per_s']:>7.1f} {m['peak_rss_mb']:>12,.0f}")
+            old = base_rows.get(row["events"], {}).get(name)
+            if old:
+                line += f"  x{m['events_per_s'] / old['events_per_s']:.2f} speed, x{m['peak_rss_mb'] / old['peak_rss_mb']:.2f} memory"
+            print(line)
+        if isinstance(row.get("naive"), dict):
+            lg, nv = row["logapm"], row["naive"]
+            print(f"{'':>10} {'':>7}  logapm/naive: x{lg['events_per_s'] / nv['events_per_s']:.1f} events/s, "  # type: ignore[index]
+                  f"x{nv['peak_rss_mb'] / lg['peak_rss_mb']:.1f} less memory")  # type: ignore[index]
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
