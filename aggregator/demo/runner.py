@@ -14,6 +14,7 @@ import random
 import shutil
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,14 @@ def run_demo(directory: str | os.PathLike[str] = "logapm-demo", *, requests: int
 def _run_app(out: Console, result: DemoResult, *, tmp: Path, start: float, end: float,
              incident: tuple[float, float], requests: int, threads: int, seed: int) -> None:
     from aggregator.demo import app as demo_app
-    from aggregator.demo import clock, tasks, traffic
+    from aggregator.demo import clock, traffic
+
+    try:
+        from aggregator.demo import tasks
+    except ModuleNotFoundError as exc:  # the celery extra is not installed: the demo runs without tasks
+        if exc.name not in ("celery", "kombu"):
+            raise
+        tasks = None  # type: ignore[assignment]
     from aggregator.demo.standin import PaymentsStandIn
 
     out.step("Starting the demo app")
@@ -113,7 +121,8 @@ def _run_app(out: Console, result: DemoResult, *, tmp: Path, start: float, end: 
     try:
         scenario = {
             "incident": incident, "search_ms": 90.0, "search_incident_ms": 650.0,
-            "payments_url": payments.url, "export_failure_rate": 0.3, "cache_seconds": 120, "celery": True,
+            "payments_url": payments.url, "export_failure_rate": 0.3, "cache_seconds": 120,
+            "celery": tasks is not None,
         }
         app = demo_app.start_app(log_path=result.log_path, db_path=tmp / "demo.sqlite3", scenario=scenario,
                                  seed=seed)
@@ -122,7 +131,10 @@ def _run_app(out: Console, result: DemoResult, *, tmp: Path, start: float, end: 
         # As a project would in its settings or AppConfig: name the outside service behind a host.
         http.install(services={payments.host_port: "payments"})
         out.detail(f"Django {_django_version()}, SQLite in {tmp}, local-memory cache, logging_apm middleware")
-        out.detail("Celery worker in this process (in-memory broker) for receipts and recommendations")
+        if tasks is not None:
+            out.detail("Celery worker in this process (in-memory broker) for receipts and recommendations")
+        else:
+            out.detail("Celery is not installed (pip install 'logging-apm[celery]'): no tasks in this demo", "yellow")
         out.detail(f"payments API stand-in on {payments.url}   {app.stories} stories seeded")
         out.detail("endpoints: " + "  ".join(p.split("?")[0] for _, _, p in traffic.ENDPOINTS.values()))
         out.print()
@@ -138,16 +150,17 @@ def _run_app(out: Console, result: DemoResult, *, tmp: Path, start: float, end: 
 
         def progress(done: int, total: int, call: Any, res: Any) -> None:
             nonlocal next_sample, samples
-            if call.at >= next_sample:  # the queue-depth sampler, every 30 s of event time
+            if tasks is not None and call.at >= next_sample:  # the queue-depth sampler, every 30 s
                 samples += tasks.sample_queue(call.at)
                 next_sample = call.at + 30.0
             errors = sum(n for s, n in res.statuses.items() if s >= 500)
+            published = f"  {tasks.tally.published:,} tasks" if tasks is not None else ""
             out.bar(done, total, f"{done:,}/{total:,} requests  event time {_hhmm(call.at)}  "
-                                 f"{errors:,} errors (5xx)  {tasks.tally.published:,} tasks")
+                                 f"{errors:,} errors (5xx){published}")
 
-        with clock.shifted_clock(), tasks.running_worker():
+        with clock.shifted_clock(), (tasks.running_worker() if tasks is not None else nullcontext()):
             drive = traffic.drive(calls, threads=threads, on_progress=progress)
-            drained = tasks.wait_idle()
+            drained = tasks.wait_idle() if tasks is not None else True
         demo_app.flush_logs()
         result.requests = drive.sent
         result.statuses = dict(drive.statuses)
@@ -156,8 +169,9 @@ def _run_app(out: Console, result: DemoResult, *, tmp: Path, start: float, end: 
         statuses = ", ".join(f"{s}: {n:,}" for s, n in sorted(drive.statuses.items()))
         out.detail(f"sent {drive.sent:,} requests in {drive.elapsed:.1f} s ({drive.sent / max(drive.elapsed, 1e-9):,.0f}"
                    f"/s) -> {statuses}")
-        out.detail(f"Celery worker ran {tasks.tally.finished:,} of {tasks.tally.published:,} tasks"
-                   + ("" if drained else " (gave up waiting for the rest)") + f"; {samples} queue-depth samples")
+        if tasks is not None:
+            out.detail(f"Celery worker ran {tasks.tally.finished:,} of {tasks.tally.published:,} tasks"
+                       + ("" if drained else " (gave up waiting for the rest)") + f"; {samples} queue-depth samples")
         out.detail(f"the app wrote {lines:,} log lines ({size / 1e6:.1f} MB) to {result.log_path.name}; "
                    f"payments stand-in answered {payments.calls:,} calls")
         for failure in drive.failures[:5]:

@@ -44,6 +44,19 @@ def _agg(family: str, tags: dict[str, str], start: int, values: np.ndarray, *, e
     )
 
 
+def _record(trace: str, span: str, parent: str, kind: str, end: float, duration_ms: float, name: str,
+            detail: str, extra: object, status: int) -> TraceRecord:
+    """A successful operation's record, by field name (the record's shape belongs to the insights)."""
+    fields: dict[str, object] = {"trace_id": trace, "span_id": span, "parent_span_id": parent, "kind": kind,
+                                 "end": end, "duration_ms": duration_ms, "name": name, "detail": detail,
+                                 "extra": extra, "status": status}
+    if "outcome" in TraceRecord._fields:
+        fields["outcome"] = "success"
+    else:
+        fields["failed"] = False
+    return TraceRecord(**fields)  # type: ignore[arg-type]
+
+
 def _hex(rng: np.random.Generator, n: int) -> str:
     return bytes(rng.integers(0, 256, n, dtype=np.uint8)).hex()
 
@@ -81,16 +94,16 @@ def build_store(tmp_path: Path, *, routes: Sequence[str] = ROUTES, alerts: bool 
                 req_ms = float(durations[k])
                 loops = 8 if i == 0 else 1
                 for q in range(loops):
-                    records.append(TraceRecord(trace, _hex(rng, 8), root, "db", req_end - 0.002 * (loops - q),
-                                               req_ms * 0.4 / loops, f"fp{i}",
-                                               f"SELECT * FROM chapters WHERE story_id = ? -- {route}",
-                                               "chapters", 0, False))
-                records.append(TraceRecord(trace, _hex(rng, 8), root, "cache", req_end - 0.001, 0.3, "get",
-                                           "default", "hit", 0, False))
-                records.append(TraceRecord(trace, _hex(rng, 8), root, "external", req_end - 0.0005,
-                                           req_ms * 0.2, "clerk", "GET", "127.0.0.1", 200, False))
-                records.append(TraceRecord(trace, root, "", "request", req_end, req_ms, route, "GET", "", 200,
-                                           False))
+                    records.append(_record(trace, _hex(rng, 8), root, "db", req_end - 0.002 * (loops - q),
+                                           req_ms * 0.4 / loops, f"fp{i}",
+                                           f"SELECT * FROM chapters WHERE story_id = ? -- {route}",
+                                           "chapters", 0))
+                hit = True if "outcome" in TraceRecord._fields else "hit"
+                records.append(_record(trace, _hex(rng, 8), root, "cache", req_end - 0.001, 0.3, "get",
+                                       "default", hit, 0))
+                records.append(_record(trace, _hex(rng, 8), root, "external", req_end - 0.0005,
+                                       req_ms * 0.2, "clerk", "GET", "127.0.0.1", 200))
+                records.append(_record(trace, root, "", "request", req_end, req_ms, route, "GET", None, 200))
         aggs.append(_agg("db", {"db": "default", "operation": "SELECT", "table": "chapters"}, start,
                          rng.lognormal(1.0, 1.0, 300), counters={"slow": 4.0}))
         aggs.append(_agg("db", {"db": "default", "operation": "INSERT", "table": routes[-1][:60]}, start,

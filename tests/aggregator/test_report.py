@@ -246,3 +246,18 @@ def test_empty_store_gives_a_page_that_says_so(tmp_path: Path) -> None:
     result = write_report(state, tmp_path / "r.html", config=CONFIG)
     assert result.empty
     assert "logapm run" in (tmp_path / "r.html").read_text()
+
+
+def test_n_plus_one_findings_are_listed_with_their_query(tmp_path: Path) -> None:
+    """The insights' N+1 finding (one route looping over a query 8 times per traced request) is a row of
+    the N+1 table with its route, obfuscated query, executions per request and an example trace id."""
+    data, _ = _report(tmp_path)
+    table = _table(data, "table-n-plus-one")
+    cols = table.columns
+    assert len(table.rows) == 1
+    row = table.rows[0]
+    assert row[cols.index("route")].value == ROUTES[0]
+    assert str(row[cols.index("query (obfuscated)")].value).startswith("SELECT * FROM chapters")
+    assert row[cols.index("executions/request")].value == 8
+    assert row[cols.index("requests")].value == 90  # 3 traced requests in each of 30 windows
+    assert re.fullmatch(r"[0-9a-f]{32}", str(row[cols.index("example trace")].value))
