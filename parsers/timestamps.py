@@ -1,0 +1,97 @@
+"""Event timestamps to epoch seconds, fast and strict.
+
+A timestamp is ``YYYY-MM-DDTHH:MM:SS[.fraction]Z``. Instead of a datetime per line, the reader caches the
+epoch of each distinct minute prefix (``YYYY-MM-DDTHH:MM``, a few per run) and each distinct seconds
+suffix (``:SS.mmmZ``, at most 61,000 with millisecond precision): one event costs two slices and two dict
+look-ups. Each prefix and suffix is checked once, on its first sight, with the schema's own strictness.
+
+The plausibility window is folded into the minute cache: a minute lying wholly inside
+``[now - max_past, now + max_future]`` is cached as "good"; the few minutes at the edges are checked per
+event, exactly.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from typing import Final
+
+_MINUTE = re.compile(r"\A(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})\Z")
+_SECONDS = re.compile(r"\A:(\d{2})(\.\d{1,9})?Z\Z")
+_MAX_SECOND_KEYS: Final = 200_000  # sub-millisecond suffixes are unbounded: stop caching beyond this
+
+# Outcomes of a slow-path read, besides a float.
+BAD: Final = "bad_timestamp"
+FUTURE: Final = "future_timestamp"
+PAST: Final = "past_timestamp"
+
+
+def _minute_epoch(prefix: str) -> float | None:
+    m = _MINUTE.match(prefix)
+    if m is None:
+        return None
+    year, month, day, hour, minute = (int(g) for g in m.groups())
+    if not (1 <= month <= 12 and 0 <= hour <= 23 and 0 <= minute <= 59 and year >= 1970):
+        return None
+    if not 1 <= day <= calendar.monthrange(year, month)[1]:
+        return None
+    return float(calendar.timegm((year, month, day, hour, minute, 0, 0, 0, 0)))
+
+
+def _seconds(suffix: str) -> float | None:
+    m = _SECONDS.match(suffix)
+    if m is None:
+        return None
+    whole = int(m.group(1))
+    if whole > 60:  # 60: a leap second, which RFC 3339 allows
+        return None
+    return whole + (float(m.group(2)) if m.group(2) else 0.0)
+
+
+class TimestampReader:
+    """Reads timestamps for one run: ``now`` and the window are fixed at construction."""
+
+    __slots__ = ("_minutes", "_seconds", "future_limit", "past_limit")
+
+    def __init__(self, now: float, max_future_seconds: float, max_past_seconds: float) -> None:
+        self.future_limit = now + max_future_seconds
+        self.past_limit = now - max_past_seconds
+        self._minutes: dict[str, float] = {}  # only minutes wholly inside the window
+        self._seconds: dict[str, float] = {}
+
+    @property
+    def minutes(self) -> dict[str, float]:
+        """The cache of good minutes, for the parser's inlined fast path."""
+        return self._minutes
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return self._seconds
+
+    def read(self, value: str) -> float | str:
+        """Epoch seconds, or the reason code why the timestamp cannot be right (slow path, caches)."""
+        if len(value) < 18 or not value.isascii():
+            return BAD
+        prefix, suffix = value[:16], value[16:]
+        sec = self._seconds.get(suffix)
+        if sec is None:
+            sec = _seconds(suffix)
+            if sec is None:
+                return BAD
+            if len(self._seconds) < _MAX_SECOND_KEYS:
+                self._seconds[suffix] = sec
+        base = self._minutes.get(prefix)
+        if base is not None:
+            return base + sec
+        base = _minute_epoch(prefix)
+        if base is None:
+            return BAD
+        if self.past_limit <= base and base + 61.0 <= self.future_limit:
+            self._minutes[prefix] = base
+            return base + sec
+        ts = base + sec
+        if ts > self.future_limit:
+            return FUTURE
+        if ts < self.past_limit:
+            return PAST
+        return ts
