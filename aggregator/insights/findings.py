@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from aggregator.insights.records import TraceRecord
+from aggregator.insights.records import TraceRecord, as_record
 from aggregator.store import register_migrations
 
 register_migrations("insights", [
@@ -35,16 +35,16 @@ register_migrations("insights", [
     );
     CREATE TABLE insights_pending (
         trace_id TEXT NOT NULL,
-        span_id TEXT NOT NULL,
-        parent_span_id TEXT NOT NULL,
+        span_id TEXT,
+        parent_span_id TEXT,
         kind TEXT NOT NULL,
         end_ts REAL NOT NULL,
         duration_ms REAL NOT NULL,
-        name TEXT NOT NULL,
-        detail TEXT NOT NULL,
-        extra TEXT NOT NULL,
-        status INTEGER NOT NULL,
-        failed INTEGER NOT NULL
+        outcome TEXT,
+        name TEXT,
+        detail TEXT,
+        extra,
+        status INTEGER
     );
     CREATE TABLE insights_counters (
         name TEXT PRIMARY KEY,
@@ -111,19 +111,20 @@ def upsert_findings(conn: sqlite3.Connection, rows: Iterable[tuple[object, ...]]
 
 def load_pending(conn: sqlite3.Connection) -> Iterator[TraceRecord]:
     for row in conn.execute(
-        "SELECT trace_id, span_id, parent_span_id, kind, end_ts, duration_ms, name, detail, extra, status,"
-        " failed FROM insights_pending ORDER BY rowid"
+        "SELECT trace_id, span_id, parent_span_id, kind, end_ts, duration_ms, outcome, name, detail, extra,"
+        " status FROM insights_pending ORDER BY rowid"
     ):
-        trace_id, span_id, parent, kind, end, duration, name, detail, extra, status, failed = row
-        yield TraceRecord(trace_id, span_id, parent, kind, end, duration, name, detail, extra, status,
-                          bool(failed))
+        record = as_record(row)
+        if record.kind == "cache" and record.extra is not None:  # SQLite has no boolean: 0/1 back to bool
+            record = record._replace(extra=bool(record.extra))
+        yield record
 
 
 def replace_pending(conn: sqlite3.Connection, records: Iterable[TraceRecord]) -> None:
     conn.execute("DELETE FROM insights_pending")
     conn.executemany(
         "INSERT INTO insights_pending VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        ((*r[:10], int(r.failed)) for r in records),
+        records,
     )
 
 

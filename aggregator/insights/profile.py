@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aggregator.insights.records import TraceRecord
+from aggregator.insights.records import TraceRecord, query_fingerprint
 
 CHILD_KINDS = ("db", "cache", "external")
 
@@ -56,7 +56,10 @@ def profile_request(request: TraceRecord, children: Iterable[TraceRecord], thres
         raw[kind] += child.duration_ms
         if kind == "db":
             queries += 1
-            by_fingerprint.setdefault(child.name, []).append(child)
+            # Without a fingerprint the text stands in for it; a query with neither cannot be grouped.
+            key = child.name or child.detail
+            if key:
+                by_fingerprint.setdefault(key, []).append(child)
     cap = request.duration_ms
     profile = RequestProfile(request, queries, {k: min(v, cap) for k, v in raw.items()})
     if threshold > 0:
@@ -64,11 +67,11 @@ def profile_request(request: TraceRecord, children: Iterable[TraceRecord], thres
             if len(runs) >= threshold:
                 first = runs[0]
                 profile.findings.append(Finding(
-                    route=request.name,
-                    method=request.detail,
-                    fingerprint=fingerprint,
-                    text=first.detail,
-                    table=first.extra,
+                    route=request.name or "",
+                    method=request.detail or "",
+                    fingerprint=first.name or query_fingerprint(fingerprint),
+                    text=first.detail or "",
+                    table=first.extra or "",
                     executions=len(runs),
                     time_ms=sum(r.duration_ms for r in runs),
                     trace_id=request.trace_id,

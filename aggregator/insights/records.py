@@ -1,18 +1,25 @@
 """The slice of an event that trace analysis needs: small, picklable, the same for every stage.
 
-Worker processes reduce parsed events to ``TraceRecord`` tuples (``extract``) so that only a few dozen
-bytes per event cross to the parent process, and pending traces are stored in the same shape.
+Worker processes reduce parsed events to plain tuples in ``TraceRecord``'s field order (``extract``) so
+that about a hundred bytes per event cross to the parent process; the parent views them as
+``TraceRecord`` (``as_record``), and pending traces are stored in the same shape.
+
+``extract`` runs on every event of a run, so it is built for speed: one C-level ``attrgetter`` per kind
+picks the record's fields in order (absent fields stay ``None``; consumers read them with ``or``). Plain
+tuples, not ``TraceRecord`` instances, cross the process boundary: pickle handles tuples in C, while a
+NamedTuple goes through Python-level ``__reduce__`` and measured 3-5x slower to pickle and unpickle
+(``bench/insights_bench.py`` measures extract and the transfer against the parse itself).
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import Any, NamedTuple
 
-ANALYZED_KINDS = frozenset({"request", "db", "cache", "external"})
-SHOWN_KINDS = frozenset({"request", "db", "cache", "external", "task"})
+ANALYZED_KINDS = frozenset({"request", "db", "cache", "external", "task"})
+SHOWN_KINDS = ANALYZED_KINDS
 
 
 class TraceRecord(NamedTuple):
@@ -20,36 +27,56 @@ class TraceRecord(NamedTuple):
 
     ``name``/``detail``/``extra`` depend on the kind, so that one flat tuple serves every kind:
 
-    ========  ==================  ==================  ===================
+    ========  ==================  ==================  ======================
     kind      name                detail              extra
-    ========  ==================  ==================  ===================
-    request   http.route          method              (empty)
+    ========  ==================  ==================  ======================
+    request   http.route          method              (None)
     db        query fingerprint   query text          table
-    cache     operation           cache alias         ``hit``/``miss``/""
+    cache     operation           cache alias         cache.hit (bool/None)
     external  peer.service        operation           server address
     task      task name           queue               task state
-    ========  ==================  ==================  ===================
+    ========  ==================  ==================  ======================
     """
 
     trace_id: str
-    span_id: str
-    parent_span_id: str
+    span_id: str | None
+    parent_span_id: str | None
     kind: str
     end: float  # epoch seconds: events are written when the operation ends
     duration_ms: float
-    name: str
-    detail: str
-    extra: str
-    status: int  # HTTP status (request, external), 0 when none
-    failed: bool
+    outcome: str | None
+    name: str | None
+    detail: str | None
+    extra: Any
+    status: int | None  # HTTP status (request, external)
 
     @property
     def start(self) -> float:
         return self.end - self.duration_ms / 1000.0
 
+    @property
+    def failed(self) -> bool:
+        return self.outcome == "failure"
 
-def _s(value: Any) -> str:
-    return "" if value is None else str(value)
+
+_COMMON = ("trace_id", "span_id", "parent_span_id", "kind", "ts", "duration_ms", "outcome")
+# Per kind: the getter of the record's fields, and how many trailing fields it lacks (filled with None).
+_GETTERS: dict[str, tuple[attrgetter[Any], tuple[None, ...]]] = {
+    "db": (attrgetter(*_COMMON, "db_query_fingerprint", "db_query_text", "db_collection_name"), (None,)),
+    "cache": (attrgetter(*_COMMON, "cache_operation", "cache_name", "cache_hit"), (None,)),
+    "external": (attrgetter(*_COMMON, "peer_service", "external_operation", "server_address",
+                            "http_response_status_code"), ()),
+    "task": (attrgetter(*_COMMON, "task_name", "messaging_destination_name", "task_state"), (None,)),
+}
+_REQUEST = attrgetter(*_COMMON, "http_route", "http_request_method")
+_new = tuple.__new__
+
+RawRecord = tuple[Any, ...]  # a TraceRecord's fields as a plain tuple (what extract returns)
+
+
+def as_record(raw: RawRecord) -> TraceRecord:
+    """View a plain tuple from ``extract`` as a ``TraceRecord`` (no copy of the fields)."""
+    return raw if type(raw) is TraceRecord else _new(TraceRecord, raw)  # type: ignore[return-value]
 
 
 def query_fingerprint(text: str) -> str:
@@ -58,57 +85,33 @@ def query_fingerprint(text: str) -> str:
 
 
 def to_record(event: Any) -> TraceRecord | None:
-    """The record of one parsed event (``parsers`` Event), or None for kinds a trace view does not show."""
+    """The record of one parsed event (``parsers`` Event), or None for kinds a trace does not show."""
     kind = event.kind
-    if kind not in SHOWN_KINDS:
-        return None
-    status = 0
-    extra = ""
     if kind == "request":
-        name, detail = _s(event.http_route), _s(event.http_request_method)
-        status = event.http_response_status_code or 0
-    elif kind == "db":
-        detail = _s(event.db_query_text)
-        name = _s(event.db_query_fingerprint) or (query_fingerprint(detail) if detail else "")
-        if not name:  # neither text nor fingerprint: the operation and table are all there is
-            name = f"{_s(event.db_operation_name)} {_s(event.db_collection_name)}".strip()
-        extra = _s(event.db_collection_name)
-    elif kind == "cache":
-        name, detail = _s(event.cache_operation), _s(event.cache_name)
-        hit = event.cache_hit
-        extra = "" if hit is None else ("hit" if hit else "miss")
-    elif kind == "external":
-        name, detail = _s(event.peer_service), _s(event.external_operation)
-        extra = _s(getattr(event, "server_address", None))
-        status = event.http_response_status_code or 0
-    else:  # task
-        name = _s(event.task_name)
-        detail = _s(getattr(event, "messaging_destination_name", None))
-        extra = _s(getattr(event, "task_state", None))
-    # Routes, fingerprints, operations repeat across millions of events: share one string object each.
-    intern = sys.intern
-    return TraceRecord(
-        trace_id=_s(event.trace_id),
-        span_id=_s(event.span_id),
-        parent_span_id=_s(event.parent_span_id),
-        kind=kind,
-        end=float(event.ts),
-        duration_ms=float(event.duration_ms or 0.0),
-        name=intern(name),
-        detail=intern(detail) if len(detail) < 512 else detail,
-        extra=intern(extra),
-        status=int(status),
-        failed=event.outcome == "failure",
-    )
+        return as_record((*_REQUEST(event), None, event.http_response_status_code))
+    got = _GETTERS.get(kind)
+    if got is None:
+        return None
+    getter, pad = got
+    return as_record(getter(event) + pad)
 
 
-def extract(events: Iterable[Any]) -> list[TraceRecord]:
-    """Keep what trace analysis needs: request, db, cache and external events that carry a trace id."""
-    out: list[TraceRecord] = []
+def extract(events: Iterable[Any]) -> list[RawRecord]:
+    """Keep what trace analysis needs: request, db, cache, external and task events with a trace id
+    (a task event closes the spans below it; see ``aggregator.insights.traces``), as plain tuples in
+    ``TraceRecord`` field order."""
+    out: list[RawRecord] = []
     append = out.append
+    getters = _GETTERS
+    request = _REQUEST
     for event in events:
-        if event.kind in ANALYZED_KINDS and event.trace_id:
-            record = to_record(event)
-            if record is not None:
-                append(record)
+        if event.trace_id is None:
+            continue
+        kind = event.kind
+        if kind == "request":
+            append((*request(event), None, event.http_response_status_code))
+            continue
+        got = getters.get(kind)
+        if got is not None:
+            append(got[0](event) + got[1])
     return out

@@ -31,7 +31,7 @@ from typing import Any
 from aggregator.insights import findings as store_tables
 from aggregator.insights import metrics as _metrics  # registers the trace metrics with the catalog
 from aggregator.insights.profile import Finding, RequestProfile, descendants, profile_request
-from aggregator.insights.records import TraceRecord, extract
+from aggregator.insights.records import RawRecord, TraceRecord, as_record, extract
 from aggregator.insights.text import printable
 from aggregator.model import SeriesKey, WindowAggregate, make_tags
 
@@ -105,12 +105,14 @@ class TraceAnalyzer:
             self._loaded_pending += 1
             self._add(rec)
 
-    def feed(self, records: Iterable[TraceRecord]) -> None:
+    def feed(self, records: Iterable[RawRecord]) -> None:
+        """Take records from ``extract`` (plain tuples or ``TraceRecord``), in input order."""
         if self._finished:
             raise RuntimeError("TraceAnalyzer.feed after finish")
         self._load_pending()
-        for rec in records:
-            self._add(rec)
+        add = self._add
+        for raw in records:
+            add(as_record(raw))
 
     def _add(self, rec: TraceRecord) -> None:
         if rec.end > self._newest:
@@ -145,11 +147,12 @@ class TraceAnalyzer:
     def _account(self, p: RequestProfile) -> None:
         req = p.request
         window = int(req.end // self.width) * self.width
-        acc = self._windows.get((window, req.name))
+        route = req.name or ""
+        acc = self._windows.get((window, route))
         if acc is None:
-            acc = self._windows[(window, req.name)] = _RouteWindow()
+            acc = self._windows[(window, route)] = _RouteWindow()
         acc.requests += 1
-        acc.failed += req.failed or req.status >= 500
+        acc.failed += req.failed or (req.status or 0) >= 500
         acc.request_ms += req.duration_ms
         acc.db_ms += p.time_ms["db"]
         acc.cache_ms += p.time_ms["cache"]

@@ -28,17 +28,19 @@ class Row:
 
 def label(rec: TraceRecord) -> str:
     """What the operation was, in a few words (raw: escape before printing)."""
+    status = str(rec.status) if rec.status else ""
     if rec.kind == "request":
-        parts = [rec.detail, rec.name, str(rec.status) if rec.status else ""]
+        parts = [rec.detail, rec.name, status]
     elif rec.kind == "db":
-        parts = [rec.detail or rec.name]
+        parts = [rec.detail or rec.name or "(query)"]
     elif rec.kind == "cache":
-        parts = [rec.name, rec.detail, rec.extra]
+        hit = rec.extra
+        parts = [rec.name, rec.detail, "" if hit is None else ("hit" if hit else "miss")]
     elif rec.kind == "external":
-        parts = [rec.name, rec.detail, str(rec.status) if rec.status else ""]
+        parts = [rec.name, rec.detail, status]
     else:
         parts = [rec.name, f"[{rec.detail}]" if rec.detail else "", rec.extra]
-    return " ".join(p for p in parts if p)
+    return " ".join(str(p) for p in parts if p)
 
 
 def order(records: Sequence[TraceRecord]) -> list[Row]:

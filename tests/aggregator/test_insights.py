@@ -26,8 +26,9 @@ def span() -> str:
 
 
 def rec(kind: str, trace: str, end: float, dur: float, name: str, detail: str = "", *, parent: str = "",
-        span_id: str | None = None, extra: str = "", status: int = 0, failed: bool = False) -> TraceRecord:
-    return TraceRecord(trace, span_id or span(), parent, kind, end, dur, name, detail, extra, status, failed)
+        span_id: str | None = None, extra: object = "", status: int = 0, failed: bool = False) -> TraceRecord:
+    return TraceRecord(trace, span_id or span(), parent or None, kind, end, dur,
+                       "failure" if failed else "success", name, detail, None if extra == "" else extra, status or None)
 
 
 def request_trace(trace: str, start: float, route: str, queries: list[tuple[str, float]], *,
@@ -43,7 +44,7 @@ def request_trace(trace: str, start: float, route: str, queries: list[tuple[str,
                        extra="t"))
     for ms in cache:
         t += ms / 1000
-        out.append(rec("cache", trace, t, ms, "get", "default", parent=root, extra="hit"))
+        out.append(rec("cache", trace, t, ms, "get", "default", parent=root, extra=True))
     for ms in external:
         t += ms / 1000
         out.append(rec("external", trace, t, ms, "s3", "PutObject", parent=root, status=200))
@@ -329,16 +330,19 @@ def test_extract_keeps_only_traced_operations_as_small_records() -> None:
         Event(timestamp="x", schema=1, kind="request", duration_ms=20.0, trace_id=tid, span_id=pid,
               http_request_method="GET", http_route="api/x/", http_response_status_code=200, ts=T0 + 1),
     ]
+    from aggregator.insights.records import as_record
     from aggregator.insights.traces import extract
 
-    records = extract(events)
+    raw = extract(events)
+    assert all(type(r) is tuple for r in raw)  # plain tuples: pickled in C on the way to the parent
+    records = [as_record(r) for r in raw]
     assert [r.kind for r in records] == ["db", "db", "cache", "external", "request"]
     db, db2, cache, ext, req = records
     assert (db.trace_id, db.span_id, db.parent_span_id, db.name, db.detail, db.extra) == (
         tid, sid, pid, "f1", "SELECT ?", "t")
     assert db.end == T0 and db.duration_ms == 1.5 and db.start == pytest.approx(T0 - 0.0015)
-    assert db2.name and db2.name != "f1" and db2.detail == "SELECT 2"
-    assert (cache.name, cache.detail, cache.extra) == ("get", "default", "miss")
+    assert db2.name is None and db2.detail == "SELECT 2"
+    assert (cache.name, cache.detail, cache.extra) == ("get", "default", False)
     assert (ext.name, ext.detail, ext.status, ext.failed) == ("s3", "PutObject", 503, True)
     assert (req.name, req.detail, req.status) == ("api/x/", "GET", 200)
-    assert pickle.loads(pickle.dumps(records)) == records
+    assert pickle.loads(pickle.dumps(raw)) == raw

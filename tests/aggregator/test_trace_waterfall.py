@@ -14,9 +14,9 @@ ROOT, EXT, NESTED = "00f067aa0ba902b7", "1111111111111111", "2222222222222222"
 
 
 def r(kind: str, end_ms: float, dur: float, name: str, detail: str = "", *, span: str = "", parent: str = ROOT,
-      extra: str = "", status: int = 0, failed: bool = False) -> TraceRecord:
-    return TraceRecord(TRACE, span or f"{int(end_ms * 1000):016x}", parent, kind, T + end_ms / 1000, dur, name,
-                       detail, extra, status, failed)
+      extra: object = None, status: int = 0, failed: bool = False) -> TraceRecord:
+    return TraceRecord(TRACE, span or f"{int(end_ms * 1000):016x}", parent or None, kind, T + end_ms / 1000, dur,
+                       "failure" if failed else "success", name, detail, None if extra == "" else extra, status or None)
 
 
 def sample() -> list[TraceRecord]:
@@ -24,7 +24,7 @@ def sample() -> list[TraceRecord]:
     return [
         r("db", 12.0, 10.0, "fp1", 'SELECT "story"."id" FROM "story" WHERE "story"."id" = ?', extra="story"),
         r("db", 30.0, 15.0, "fp2", 'SELECT "chapter"."id" FROM "chapter" LIMIT ?', extra="chapter"),
-        r("cache", 32.0, 1.0, "get", "default", extra="miss"),
+        r("cache", 32.0, 1.0, "get", "default", extra=False),
         r("db", 140.0, 20.0, "fp3", 'UPDATE "s3_log" SET ?', parent=EXT, span=NESTED),
         r("external", 150.0, 100.0, "s3", "PutObject", span=EXT, status=200),
         r("request", 200.0, 200.0, "api/stories/<int:story_id>/", "GET", span=ROOT, parent="", status=200),
