@@ -36,7 +36,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import compress, count, repeat
 from operator import attrgetter
 from typing import Any, Final
 
@@ -56,26 +56,31 @@ def is_event_family(family: str) -> bool:
     return family in EVENT_FAMILIES or family.startswith("metric:")
 
 
-class _Group:
-    """One series' values, timestamps and flagged timestamps collected from a batch (before numpy)."""
-
-    __slots__ = ("a", "b", "errors", "ts", "values")
-
-    def __init__(self) -> None:
-        self.values: list[float] = []
-        self.ts: list[float] = []
-        self.errors: list[float] = []  # timestamps of the events that count as errors
-        self.a: list[float] = []  # hits (cache), failures (task), count-typed samples (metric)
-        self.b: list[float] = []  # misses (cache), retries (task)
-
-
 AggKey = tuple[str, Tags, int]  # family, tags, window start
 
-_REQUEST = attrgetter("http_route", "http_request_method", "service_name", "deployment_environment")
-_DB = attrgetter("db_namespace", "db_system", "db_operation_name", "db_collection_name")
-_CACHE = attrgetter("cache_name", "cache_operation")
-_EXTERNAL = attrgetter("peer_service", "external_operation")
-_TASK = attrgetter("task_name", "messaging_destination_name")
+_KIND = attrgetter("kind")
+_TS = attrgetter("ts")
+_DURATION = attrgetter("duration_ms")
+_OUTCOME = attrgetter("outcome")
+_STATUS = attrgetter("http_response_status_code")
+_CACHE_HIT = attrgetter("cache_hit")
+_TASK_STATE = attrgetter("task_state")
+_QUEUE_WAIT = attrgetter("task_queue_wait_ms")
+_KEY_FIELDS: Final[dict[str, attrgetter[Any]]] = {
+    "request": attrgetter("http_route", "http_request_method", "service_name", "deployment_environment"),
+    "db": attrgetter("db_namespace", "db_system", "db_operation_name", "db_collection_name"),
+    "cache": attrgetter("cache_name", "cache_operation"),
+    "external": attrgetter("peer_service", "external_operation"),
+    "task": attrgetter("task_name", "messaging_destination_name"),
+}
+KIND_CODES: Final[dict[str, int]] = {"request": 0, "db": 1, "cache": 2, "external": 3, "task": 4, "metric": 5}
+_KINDS: Final = tuple(KIND_CODES)
+_FAILURE: Final = frozenset({"failure"})
+_RETRY: Final = frozenset({"retry"})
+_COUNT_TYPE: Final = frozenset({"count"})
+_SERVER_ERROR: Final = frozenset(range(500, 600))
+_TRUE: Final = frozenset({True})
+_FALSE: Final = frozenset({False})
 
 
 def _series(family: str, raw: tuple[Any, ...]) -> SeriesKey:
@@ -95,21 +100,20 @@ def _series(family: str, raw: tuple[Any, ...]) -> SeriesKey:
     raise ValueError(f"unknown family {family!r}")
 
 
-# Which family counter each flagged list feeds.
-_FLAG_COUNTERS: Final[dict[str, tuple[str | None, str | None]]] = {
-    "cache": ("hits", "misses"),
-    "task": ("failures", "retries"),
-    "metric": ("count_samples", None),
-}
+def _flags(members: frozenset[Any], values: Iterable[Any], n: int) -> npt.NDArray[np.bool_]:
+    """``value in members`` for each value, in C (``frozenset.__contains__`` mapped)."""
+    return np.fromiter(map(members.__contains__, values), dtype=np.bool_, count=n)
 
 
 class WindowAccumulator:
-    """Per-process accumulator: ``add`` batches of events, ``flush`` into aggregates, ``take`` them.
+    """Per-process accumulator: ``add`` batches of events, ``take`` the aggregates.
 
-    ``add`` costs one ``attrgetter`` call, one dict look-up and two list appends per event: windows are
-    not computed per event but in ``flush``, where all values of the batch are handled as numpy arrays
-    (window index, segment sort, ``reduceat`` sums/min/max/threshold counts, sketch bucket keys for every
-    value at once and one ``bincount`` over (segment, bucket)).
+    Columnar and vectorised: a batch is split by kind with ``itertools.compress``; each kind's fields are
+    pulled out with ``attrgetter`` mapped in C; series ids come from ``dict.setdefault`` mapped over the key
+    tuples (also in C); everything after that is numpy over the whole batch (window index, segment sort,
+    sums, min/max, threshold counts, sketch bucket keys for every value and one ``bincount`` over
+    (segment, bucket)). Python runs once per (series, window) of the batch, never per event (except for
+    ``metric`` events, whose tags are a dict).
     """
 
     def __init__(self, width: int = 60, apdex_t_ms: float = 500.0, slow_query_ms: float = 100.0) -> None:
@@ -118,203 +122,158 @@ class WindowAccumulator:
         self.width = width
         self.apdex_t = apdex_t_ms
         self.slow_ms = slow_query_ms
-        self._groups: dict[str, dict[Any, _Group]] = {f: {} for f in
-                                                       ("request", "db", "cache", "external", "task",
-                                                        "task.queue_wait", "metric")}
         self._aggs: dict[AggKey, WindowAggregate] = {}
         self._series_cache: dict[tuple[str, Any], SeriesKey] = {}
-        self._sketch = DDSketch()  # for its mapping
+        self._mapping = DDSketch()  # its bucket mapping, for whole batches
         self.events = 0
         self.by_kind: dict[str, int] = {}
         self.max_ts: float | None = None
         self.min_ts: float | None = None
 
-    def add(self, events: Sequence[Any]) -> None:
-        """Group one batch of events by series; values stay in lists until ``flush``."""
-        if not events:
-            return
-        gr = self._groups
-        req, db, cache, ext, task, wait, met = (gr["request"], gr["db"], gr["cache"], gr["external"], gr["task"],
-                                                gr["task.queue_wait"], gr["metric"])
-        n_req = n_db = n_cache = n_ext = n_task = n_met = 0
-        key: Any
-        for e in events:
-            kind = e.kind
-            if kind == "request":
-                key = _REQUEST(e)
-                g = req.get(key)
-                if g is None:
-                    g = req[key] = _Group()
-                g.values.append(e.duration_ms)
-                g.ts.append(e.ts)
-                status = e.http_response_status_code
-                if e.outcome == "failure" or (status is not None and status >= 500):
-                    g.errors.append(e.ts)
-                n_req += 1
-            elif kind == "db":
-                key = _DB(e)
-                g = db.get(key)
-                if g is None:
-                    g = db[key] = _Group()
-                g.values.append(e.duration_ms)
-                g.ts.append(e.ts)
-                if e.outcome == "failure":
-                    g.errors.append(e.ts)
-                n_db += 1
-            elif kind == "cache":
-                key = _CACHE(e)
-                g = cache.get(key)
-                if g is None:
-                    g = cache[key] = _Group()
-                g.values.append(e.duration_ms)
-                g.ts.append(e.ts)
-                hit = e.cache_hit
-                if hit is True:
-                    g.a.append(e.ts)
-                elif hit is False:
-                    g.b.append(e.ts)
-                if e.outcome == "failure":
-                    g.errors.append(e.ts)
-                n_cache += 1
-            elif kind == "external":
-                key = _EXTERNAL(e)
-                g = ext.get(key)
-                if g is None:
-                    g = ext[key] = _Group()
-                g.values.append(e.duration_ms)
-                g.ts.append(e.ts)
-                status = e.http_response_status_code
-                if e.outcome == "failure" or (status is not None and status >= 500):
-                    g.errors.append(e.ts)
-                n_ext += 1
-            elif kind == "task":
-                key = _TASK(e)
-                g = task.get(key)
-                if g is None:
-                    g = task[key] = _Group()
-                g.values.append(e.duration_ms)
-                g.ts.append(e.ts)
-                state = e.task_state
-                if state == "failure" or (state is None and e.outcome == "failure"):
-                    g.a.append(e.ts)
-                    g.errors.append(e.ts)
-                elif state == "retry":
-                    g.b.append(e.ts)
-                w = e.task_queue_wait_ms
-                if w is not None:
-                    g = wait.get(key)
-                    if g is None:
-                        g = wait[key] = _Group()
-                    g.values.append(w)
-                    g.ts.append(e.ts)
-                n_task += 1
-            elif kind == "metric":
-                tags = e.metric_tags
-                key = (e.metric_name, tuple(sorted(tags.items())) if tags else ())
-                g = met.get(key)
-                if g is None:
-                    g = met[key] = _Group()
-                g.values.append(e.metric_value)
-                g.ts.append(e.ts)
-                if e.metric_type == "count":
-                    g.a.append(e.ts)
-                n_met += 1
-            # any other kind: the parsers only produce known kinds; a new one is ignored, not a crash
-        kinds = self.by_kind
-        for k, n in (("request", n_req), ("db", n_db), ("cache", n_cache), ("external", n_ext),
-                     ("task", n_task), ("metric", n_met)):
-            if n:
-                kinds[k] = kinds.get(k, 0) + n
-        self.events += n_req + n_db + n_cache + n_ext + n_task + n_met
+    # --- per batch ------------------------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Move the grouped values into the aggregates, with numpy over the whole batch."""
-        series: list[SeriesKey] = []
-        fam_of: list[str] = []
-        groups: list[_Group] = []
-        cache = self._series_cache
-        for family, fam_groups in self._groups.items():
-            for raw, g in fam_groups.items():
-                sk = cache.get((family, raw))
-                if sk is None:
-                    if len(cache) > 100_000:  # a pathological tag explosion must not grow memory unboundedly
-                        cache.clear()
-                    sk = cache[(family, raw)] = _series(family, raw)
-                series.append(sk)
-                fam_of.append(family)
-                groups.append(g)
-            fam_groups.clear()
-        if not groups:
+    def add(self, events: Sequence[Any]) -> None:
+        """Fold one batch of events into the aggregates."""
+        n = len(events)
+        if not n:
             return
-        lens = np.fromiter((len(g.values) for g in groups), dtype=np.int64, count=len(groups))
-        values = np.fromiter(chain.from_iterable(g.values for g in groups), dtype=np.float64, count=int(lens.sum()))
-        ts = np.fromiter(chain.from_iterable(g.ts for g in groups), dtype=np.float64, count=values.size)
-        sid = np.repeat(np.arange(len(groups), dtype=np.int64), lens)
+        codes = np.fromiter(map(KIND_CODES.get, map(_KIND, events), repeat(-1)), dtype=np.int8, count=n)
+        present = np.bincount(codes[codes >= 0], minlength=len(_KINDS))
+        for code, kind in enumerate(_KINDS):
+            m = int(present[code])
+            if not m:
+                continue
+            sub = events if m == n else list(compress(events, (codes == code).tolist()))
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + m
+            self.events += m
+            if kind == "metric":
+                self._add_metrics(sub)
+            else:
+                self._add_kind(kind, sub)
+
+    def _ids(self, family: str, keys: Iterable[Any], n: int) -> tuple[list[SeriesKey], npt.NDArray[np.int64]]:
+        """Series of each key tuple: (the distinct SeriesKeys, the index of each event's series)."""
+        first: dict[Any, int] = {}
+        ids = np.fromiter(map(first.setdefault, keys, count()), dtype=np.int64, count=n)
+        cache = self._series_cache
+        series: list[SeriesKey] = []
+        remap = np.empty(n, dtype=np.int64)  # first position of a key -> its series index
+        for i, (raw, pos) in enumerate(first.items()):
+            sk = cache.get((family, raw))
+            if sk is None:
+                if len(cache) > 100_000:  # a pathological tag explosion must not grow memory unboundedly
+                    cache.clear()
+                sk = cache[(family, raw)] = _series(family, raw)
+            series.append(sk)
+            remap[pos] = i
+        return series, remap[ids]
+
+    def _add_kind(self, kind: str, sub: Sequence[Any]) -> None:
+        m = len(sub)
+        series, sid = self._ids(kind, map(_KEY_FIELDS[kind], sub), m)
+        ts = np.fromiter(map(_TS, sub), dtype=np.float64, count=m)
+        values = np.fromiter(map(_DURATION, sub), dtype=np.float64, count=m)
+        failed = _flags(_FAILURE, map(_OUTCOME, sub), m)
+        flags: dict[str, npt.NDArray[np.bool_]] = {}
+        if kind in ("request", "external"):
+            errors = failed | _flags(_SERVER_ERROR, map(_STATUS, sub), m)
+        elif kind == "task":
+            states = list(map(_TASK_STATE, sub))
+            no_state = _flags(frozenset({None}), states, m)
+            errors = _flags(_FAILURE, states, m) | (no_state & failed)
+            flags["failures"] = errors
+            flags["retries"] = _flags(_RETRY, states, m)
+        else:
+            errors = failed
+        if kind == "cache":
+            hits = list(map(_CACHE_HIT, sub))
+            flags["hits"] = _flags(_TRUE, hits, m)
+            flags["misses"] = _flags(_FALSE, hits, m)
+        self._fold(kind, series, sid, ts, values, errors, flags)
+        if kind == "task":
+            waits = list(map(_QUEUE_WAIT, sub))
+            has = ~_flags(frozenset({None}), waits, m)
+            k = int(has.sum())
+            if k:
+                wv = np.fromiter(compress(waits, has.tolist()), dtype=np.float64, count=k)
+                wseries = [self._series_for("task.queue_wait", s) for s in series]
+                self._fold("task.queue_wait", wseries, sid[has], ts[has], wv, np.zeros(k, dtype=np.bool_), {})
+
+    def _series_for(self, family: str, like: SeriesKey) -> SeriesKey:
+        return SeriesKey(family, like.tags)
+
+    def _add_metrics(self, sub: Sequence[Any]) -> None:
+        m = len(sub)
+        keys = [(e.metric_name, tuple(sorted(e.metric_tags.items())) if e.metric_tags else ()) for e in sub]
+        series, sid = self._ids("metric", keys, m)
+        ts = np.fromiter(map(_TS, sub), dtype=np.float64, count=m)
+        values = np.fromiter((e.metric_value for e in sub), dtype=np.float64, count=m)
+        counted = _flags(_COUNT_TYPE, (e.metric_type for e in sub), m)
+        self._fold("metric", series, sid, ts, values, np.zeros(m, dtype=np.bool_), {"count_samples": counted})
+
+    def _fold(self, family: str, series: list[SeriesKey], sid: npt.NDArray[np.int64], ts: npt.NDArray[np.float64],
+              values: npt.NDArray[np.float64], errors: npt.NDArray[np.bool_],
+              flags: dict[str, npt.NDArray[np.bool_]]) -> None:
+        """Aggregate one family's batch per (series, window) segment and merge into the aggregates."""
         win = np.floor_divide(ts, self.width).astype(np.int64)
         wmin = int(win.min())
         span = int(win.max()) - wmin + 1
-        comp = sid * span + (win - wmin)
-        seg_keys, inv = np.unique(comp, return_inverse=True)
+        seg_keys, inv = np.unique(sid * span + (win - wmin), return_inverse=True)
+        inv = inv.ravel()
         nseg = seg_keys.size
         order = np.argsort(inv, kind="stable")
         v = values[order]
         counts = np.bincount(inv, minlength=nseg)
         starts = np.zeros(nseg, dtype=np.int64)
         np.cumsum(counts[:-1], out=starts[1:])
-        sums = np.add.reduceat(v, starts)
+        sums = np.bincount(inv, weights=values, minlength=nseg)
         mins = np.minimum.reduceat(v, starts)
         maxs = np.maximum.reduceat(v, starts)
-        sat = np.add.reduceat((v <= self.apdex_t).astype(np.int64), starts)
-        tol = np.add.reduceat((v <= 4.0 * self.apdex_t).astype(np.int64), starts) - sat
-        slow = np.add.reduceat((v > self.slow_ms).astype(np.int64), starts)
+        err = np.bincount(inv, weights=errors, minlength=nseg) if errors.any() else np.zeros(nseg)
+        extra: dict[str, list[float]] = {}
+        if family == "request":
+            sat = np.bincount(inv, weights=values <= self.apdex_t, minlength=nseg)
+            extra["satisfied"] = sat.tolist()
+            extra["tolerating"] = (np.bincount(inv, weights=values <= 4.0 * self.apdex_t, minlength=nseg)
+                                   - sat).tolist()
+        elif family == "db":
+            extra["slow"] = np.bincount(inv, weights=values > self.slow_ms, minlength=nseg).tolist()
+        for name, flag in flags.items():
+            extra[name] = np.bincount(inv, weights=flag, minlength=nseg).tolist()
 
-        def flagged(attr: str) -> npt.NDArray[np.int64]:
-            """Per segment, how many of the series' flagged timestamps fall in the segment's window."""
-            fl = np.fromiter((len(getattr(g, attr)) for g in groups), dtype=np.int64, count=len(groups))
-            total = int(fl.sum())
-            if not total:
-                return np.zeros(nseg, dtype=np.int64)
-            fts = np.fromiter(chain.from_iterable(getattr(g, attr) for g in groups), dtype=np.float64,
-                              count=total)
-            fcomp = np.repeat(np.arange(len(groups), dtype=np.int64), fl) * span + (
-                np.floor_divide(fts, self.width).astype(np.int64) - wmin)
-            return np.bincount(np.searchsorted(seg_keys, fcomp), minlength=nseg)
-
-        errors, flag_a, flag_b = flagged("errors"), flagged("a"), flagged("b")
-
-        # Sketch buckets for every positive value at once; segments with zeros or negatives take the
-        # general path (only gauges can have them).
-        mapping = self._sketch
-        positive = mins > mapping.min_indexable
-        keys = mapping.key_of(np.where(v > mapping.min_indexable, v, 1.0))
+        # Sketch buckets for every positive value at once; segments with zeros or negatives (gauges only)
+        # take the sketch's general path.
+        mapping = self._mapping
+        floor = mapping.min_indexable
+        positive = mins > floor
+        keys = mapping.key_of(np.where(v > floor, v, 1.0))
         kmin = np.minimum.reduceat(keys, starts)
         kmax = np.maximum.reduceat(keys, starts)
         widths = np.where(positive, kmax - kmin + 1, 0)
         base = np.zeros(nseg, dtype=np.int64)
         np.cumsum(widths[:-1], out=base[1:])
         seg_of = np.repeat(np.arange(nseg, dtype=np.int64), counts)
-        pos_values = positive[seg_of]
-        flat = (base[seg_of] + keys - kmin[seg_of])[pos_values]
+        flat = (base[seg_of] + keys - kmin[seg_of])[positive[seg_of]]
         binned = np.bincount(flat, minlength=int(widths.sum())) if flat.size else np.zeros(0, dtype=np.int64)
 
         seg_series = (seg_keys // span).tolist()
         seg_start = ((seg_keys % span + wmin) * self.width).tolist()
         counts_l, sums_l, mins_l, maxs_l = counts.tolist(), sums.tolist(), mins.tolist(), maxs.tolist()
-        err_l, a_l, b_l = errors.tolist(), flag_a.tolist(), flag_b.tolist()
-        sat_l, tol_l, slow_l = sat.tolist(), tol.tolist(), slow.tolist()
+        err_l = err.tolist()
         base_l, widths_l, kmin_l, starts_l = base.tolist(), widths.tolist(), kmin.tolist(), starts.tolist()
         positive_l = positive.tolist()
+        extra_items = list(extra.items())
         aggs = self._aggs
+        width = self.width
         for s in range(nseg):
-            i = seg_series[s]
-            sk = series[i]
+            sk = series[seg_series[s]]
             start = seg_start[s]
             k = (sk.family, sk.tags, start)
             agg = aggs.get(k)
             if agg is None:
-                agg = aggs[k] = WindowAggregate(sk, start, self.width, sketch=DDSketch())
+                agg = aggs[k] = WindowAggregate(sk, start, width, sketch=DDSketch())
             agg.count += counts_l[s]
-            agg.errors += err_l[s]
+            agg.errors += int(err_l[s])
             agg.total += sums_l[s]
             if mins_l[s] < agg.min:
                 agg.min = mins_l[s]
@@ -323,29 +282,22 @@ class WindowAccumulator:
             sketch = agg.sketch
             assert isinstance(sketch, DDSketch)
             if positive_l[s]:
-                sketch.add_bucket_counts(kmin_l[s], binned[base_l[s]: base_l[s] + widths_l[s]], mins_l[s], maxs_l[s])
+                b = base_l[s]
+                sketch.add_bucket_counts(kmin_l[s], binned[b: b + widths_l[s]], mins_l[s], maxs_l[s])
             else:
                 sketch.add_many(v[starts_l[s]: starts_l[s] + counts_l[s]])
-            family = fam_of[i]
             c = agg.counters
-            if family == "request":
-                c["satisfied"] = c.get("satisfied", 0.0) + sat_l[s]
-                c["tolerating"] = c.get("tolerating", 0.0) + tol_l[s]
-            elif family == "db":
-                c["slow"] = c.get("slow", 0.0) + slow_l[s]
-            elif family in _FLAG_COUNTERS:
-                name_a, name_b = _FLAG_COUNTERS[family]
-                if name_a:
-                    c[name_a] = c.get(name_a, 0.0) + a_l[s]
-                if name_b:
-                    c[name_b] = c.get(name_b, 0.0) + b_l[s]
+            for name, vals in extra_items:
+                c[name] = c.get(name, 0.0) + vals[s]
         tmin, tmax = float(ts.min()), float(ts.max())
         self.min_ts = tmin if self.min_ts is None else min(self.min_ts, tmin)
         self.max_ts = tmax if self.max_ts is None else max(self.max_ts, tmax)
 
+    def flush(self) -> None:
+        """Kept for callers that batch: ``add`` already folds each batch into the aggregates."""
+
     def take(self) -> list[WindowAggregate]:
-        """The aggregates so far (after a flush), handing them over and starting afresh."""
-        self.flush()
+        """The aggregates so far, handing them over and starting afresh."""
         out = list(self._aggs.values())
         self._aggs = {}
         return out
