@@ -30,7 +30,7 @@ import orjson
 from aggregator.checkpoints import CheckpointStore
 from aggregator.config import Config
 from aggregator.dead_letters import DeadLetters
-from aggregator.engine import EngineSettings, LocalEngine, task_size
+from aggregator.engine import PART_BYTES, EngineSettings, LocalEngine, task_size
 from aggregator.model import RunContext, StageResult, WindowAggregate
 from aggregator.outbox import StoreOutbox, configured_sinks
 from aggregator.store import Store, run_lock
@@ -202,7 +202,7 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
         max_future_seconds=float(config["run.max_future_seconds"]),
         max_past_seconds=None,
         workers=workers,
-        **({"part_bytes": part_bytes} if part_bytes else {}),
+        part_bytes=part_bytes or PART_BYTES,
     )
     engine = LocalEngine(source, settings, lock_path=str(state_path) + ".lock")
     analyzer = analyzer_cls(store, config) if analyzer_cls is not None else None
