@@ -113,6 +113,12 @@ class TraceAnalyzer:
         add = self._add
         for raw in records:
             add(as_record(raw))
+        # Keep a long catch-up run's memory bounded too: orphans (no request will come) would otherwise
+        # pile up until finish(). Checked cheaply by trace count first.
+        if len(self._open) * 8 > self.pending_max_events and (
+            sum(map(len, self._open.values())) > 2 * self.pending_max_events
+        ):
+            self._expire()
 
     def _add(self, rec: TraceRecord) -> None:
         if rec.end > self._newest:

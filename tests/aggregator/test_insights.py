@@ -346,3 +346,17 @@ def test_extract_keeps_only_traced_operations_as_small_records() -> None:
     assert (ext.name, ext.detail, ext.status, ext.failed) == ("s3", "PutObject", 503, True)
     assert (req.name, req.detail, req.status) == ("api/x/", "GET", 200)
     assert pickle.loads(pickle.dumps(raw)) == raw
+
+
+def test_open_traces_stay_bounded_within_a_long_run(tmp_path: Path) -> None:
+    """Orphan events (no request will ever come) are capped during a run too, not only at its end."""
+    store = Store(tmp_path / "s.db")
+    analyzer = TraceAnalyzer(store, config(**{"run.trace_pending_max_events": 100}))
+    for batch in range(50):
+        analyzer.feed([rec("db", f"{batch:08x}{i:024x}", T0 + batch, 1.0, "fp") for i in range(40)])
+        assert sum(map(len, analyzer._open.values())) <= 2 * 100 + 40
+    with store.transaction():
+        analyzer.finish()
+    assert analyzer.pending_events <= 100
+    assert analyzer.counts["pending_evicted_events"] == 50 * 40 - analyzer.pending_events
+    store.close()
