@@ -303,17 +303,21 @@ class DDSketch:
 
     # --- serialisation ----------------------------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, *, compress: bool = True) -> bytes:
+        """The stored form (zlib); ``compress=False`` for a quick hop between processes."""
         body = (_HEADER.pack(_FORMAT_VERSION, 0, self.relative_accuracy, self.min, self.max, self.zero_count)
                 + self.pos.to_bytes() + self.neg.to_bytes())
-        return zlib.compress(body, 6)
+        return zlib.compress(body, 6) if compress else b"\0" + body
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DDSketch:
-        try:
-            raw = zlib.decompress(data)
-        except zlib.error as exc:
-            raise SketchError(f"corrupt sketch: {exc}") from None
+        if data[:1] == b"\0":
+            raw = data[1:]
+        else:
+            try:
+                raw = zlib.decompress(data)
+            except zlib.error as exc:
+                raise SketchError(f"corrupt sketch: {exc}") from None
         buf = memoryview(raw)
         if len(buf) < _HEADER.size:
             raise SketchError("truncated sketch header")
@@ -327,7 +331,7 @@ class DDSketch:
         return sketch
 
     def __getstate__(self) -> bytes:
-        return self.to_bytes()
+        return self.to_bytes(compress=False)
 
     def __setstate__(self, state: bytes) -> None:
         other = DDSketch.from_bytes(state)
