@@ -11,7 +11,6 @@ import argparse
 import glob
 import gzip
 import io
-import os
 import re
 import shutil
 import sys
@@ -168,15 +167,27 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     width = args.width or shutil.get_terminal_size((120, 24)).columns
-    ascii_only = args.ascii or not _can_encode(sys.stdout, "█▏…")
-    sys.stdout.write(render(records, width, ascii_only=ascii_only) + "\n")
+    encoding = _encoding(sys.stdout)
+    ascii_only = args.ascii or not _can_encode(encoding, "█▏…")
+    text = render(records, width, ascii_only=ascii_only) + "\n"
+    if not _can_encode(encoding, text):  # a name the terminal cannot show: escape it rather than crash
+        text = text.encode(encoding, "backslashreplace").decode(encoding)
+    sys.stdout.write(text)
     return 0
 
 
-def _can_encode(stream: IO[str], text: str) -> bool:
-    encoding = getattr(stream, "encoding", None) or os.device_encoding(1) or "ascii"
+def _encoding(stream: IO[str]) -> str:
+    encoding = getattr(stream, "encoding", None) or "ascii"
+    try:
+        "".encode(encoding)
+    except LookupError:
+        return "ascii"
+    return encoding
+
+
+def _can_encode(encoding: str, text: str) -> bool:
     try:
         text.encode(encoding)
         return True
-    except (UnicodeEncodeError, LookupError):
+    except UnicodeEncodeError:
         return False

@@ -121,17 +121,23 @@ def render(records: Sequence[TraceRecord], width: int = 100, *, ascii_only: bool
 
     trace_id = printable(records[0].trace_id)
     if request is not None:
-        head = (f"trace {trace_id}  {printable(label(request), 80)}  {request.duration_ms:.1f} ms  "
-                f"{'FAILED  ' if request.failed else ''}started {_iso(base)}")
+        what = (f"{request.duration_ms:.1f} ms{'  FAILED' if request.failed else ''}  "
+                f"{printable(label(request))}")
     else:
-        head = f"trace {trace_id}  (no request event found)  started {_iso(base)}"
+        what = "(no request event found)"
+    head = f"trace {trace_id}  started {_iso(base)}"
     counts: dict[str, int] = {}
     for r in records:
         counts[r.kind] = counts.get(r.kind, 0) + 1
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+
+    def fit(text: str) -> str:
+        return text if len(text) <= width else text[: max(width - 1, 1)] + "…"
+
     lines = [
-        head,
-        f"{len(records)} operations ({summary}), {span_ms:.1f} ms from first start to last end",
+        head,  # the trace id is never cut: it is what a user copies
+        fit(what),
+        fit(f"{len(records)} operations ({summary}), {span_ms:.1f} ms from first start to last end"),
         "",
         f"{'offset ms':>{OFFSET_W}} {'dur ms':>{DURATION_W}} {'kind':<{KIND_W}} {'operation':<{name_w}} "
         f"{'0':<{bar_w // 2}}{f'{span_ms:.0f} ms':>{bar_w - bar_w // 2}}",

@@ -37,7 +37,8 @@ def test_trace_shows_the_requests_operations(tmp_path: Path, capsys: pytest.Capt
     logs, _, tid = write_logs(tmp_path)
     assert main(["trace", tid, "--input", str(logs), "--width", "140"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith(f"trace {tid}  GET {N_PLUS_ONE_ROUTE} 200")
+    assert out.splitlines()[0].startswith(f"trace {tid}  started ")
+    assert out.splitlines()[1].endswith(f"ms  GET {N_PLUS_ONE_ROUTE} 200")
     body = rows(out)
     kinds = [line.split()[2] for line in body]
     assert kinds == ["request"] + ["db"] * 8 + ["cache", "external"]
