@@ -119,6 +119,7 @@ def render(records: Sequence[TraceRecord], width: int = 100, *, ascii_only: bool
     name_w = max(min(free // 2, 70), MIN_BAR)
     bar_w = max(free - name_w - 1, MIN_BAR)
 
+    ellipsis = "~" if ascii_only else "…"
     trace_id = printable(records[0].trace_id)
     if request is not None:
         what = (f"{request.duration_ms:.1f} ms{'  FAILED' if request.failed else ''}  "
@@ -132,7 +133,7 @@ def render(records: Sequence[TraceRecord], width: int = 100, *, ascii_only: bool
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
 
     def fit(text: str) -> str:
-        return text if len(text) <= width else text[: max(width - 1, 1)] + "…"
+        return text if len(text) <= width else text[: max(width - 1, 1)] + ellipsis
 
     lines = [
         head,  # the trace id is never cut: it is what a user copies
@@ -149,7 +150,7 @@ def render(records: Sequence[TraceRecord], width: int = 100, *, ascii_only: bool
         name = printable(label(r))
         name = (indent + name)
         if len(name) > name_w:
-            name = name[: name_w - 1] + "…"
+            name = name[: name_w - 1] + ellipsis
         kind = r.kind + (" !" if r.failed else "")
         bar = _bar(offset_ms, r.duration_ms, span_ms, bar_w, ascii_only)
         lines.append(f"{offset_ms:>{OFFSET_W}.1f} {r.duration_ms:>{DURATION_W}.1f} {kind:<{KIND_W}} "

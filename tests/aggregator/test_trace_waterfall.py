@@ -73,7 +73,7 @@ def test_offsets_durations_kinds_names_and_bars() -> None:
 def test_bars_fit_narrow_terminals_and_ascii_mode() -> None:
     """At 60 columns every line still fits (names are cut) and --ascii draws with # and | only."""
     text = render(sample(), width=60, ascii_only=True)
-    assert all(ord(ch) < 128 for ch in text.replace("…", ""))
+    assert all(ord(ch) < 128 for ch in text)
     assert "#" in text
     assert all(len(line) <= 60 for line in text.splitlines()[1:])  # the first line keeps the whole id
 
