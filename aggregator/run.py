@@ -27,18 +27,21 @@ from typing import Any, Final
 
 import orjson
 
+from aggregator.catalog import merge_into
 from aggregator.checkpoints import CheckpointStore
 from aggregator.config import Config
 from aggregator.dead_letters import DeadLetters
 from aggregator.engine import PART_BYTES, EngineSettings, LocalEngine, task_size
 from aggregator.model import RunContext, StageResult, WindowAggregate
 from aggregator.outbox import StoreOutbox, configured_sinks
+from aggregator.sketch import DDSketch
 from aggregator.store import Store, run_lock
-from aggregator.windows import ApplyResult, WindowState, pipeline_aggregate, stderr_warning
+from aggregator.windows import WindowState, pipeline_aggregate, stderr_warning
 from aggregator.windows_store import WindowsStore
 
 POST_COMMIT_STAGES: Final[tuple[str, ...]] = ("aggregator.delivery:deliver", "alerting.stage:evaluate")
 TRACE_ANALYZER: Final = ("aggregator.insights.traces", "TraceAnalyzer")
+SPILL_AGGREGATES: Final = 50_000  # run aggregates kept in memory before they are merged into the store
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1  # the run could not be done (bad input path, unusable store): nothing committed
 EXIT_USAGE: Final = 2  # bad command line or configuration
@@ -68,7 +71,7 @@ class RunReport:
     folded: dict[str, int] = field(default_factory=dict)
     sinks: list[str] = field(default_factory=list)
     outbox_entries: int = 0
-    request_windows: list[WindowAggregate] = field(default_factory=list)
+    routes: dict[str, WindowAggregate] = field(default_factory=dict)  # "METHOD route" -> merged windows
     stages: list[StageResult] = field(default_factory=list)
     trace_lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -206,49 +209,68 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
     )
     engine = LocalEngine(source, settings, lock_path=str(state_path) + ".lock")
     analyzer = analyzer_cls(store, config) if analyzer_cls is not None else None
-    state = WindowState()
-    new_checkpoints: dict[int, Any] = {}
-    letters: list[Any] = []
-    if progress is not None:
-        progress.start(sum(max(0, _task_bytes(t)) for t in tasks))
-    on_wait = (lambda: progress.update(engine.bytes_done)) if progress is not None else None
-    for part in engine.run(tasks, on_wait=on_wait):
-        report.parts += 1
-        state.merge(part.aggregates, part.max_ts)
-        report.lines += part.lines
-        report.events += part.events
-        report.skipped += part.skipped
-        report.bytes_read += part.bytes_read
-        for k, n in part.by_kind.items():
-            report.by_kind[k] = report.by_kind.get(k, 0) + n
-        for k, n in part.invalid.items():
-            report.invalid[k] = report.invalid.get(k, 0) + n
-        letters.extend(part.dead_letters)
-        if part.checkpoint is not None:
-            new_checkpoints[part.task_index] = part.checkpoint
-        if analyzer is not None and part.trace_records:
-            analyzer.feed(part.trace_records)
-        if on_wait is not None:
-            on_wait()
-    if progress is not None:
-        progress.finish()
-
     ws = WindowsStore(store)
     outbox = StoreOutbox(store, str(config["run.metric_prefix"]))
     sinks = configured_sinks(config)
     report.sinks = sinks
     dead = DeadLetters(store)
+    lateness = int(config["run.lateness_seconds"])
+    cap = int(config["run.max_series_per_metric"])
+    state = WindowState()
+    changed: set[int] = set()
+    new_checkpoints: dict[int, Any] = {}
+
+    def apply(st: WindowState) -> None:
+        res = st.apply(ws, lateness_seconds=lateness, max_series=cap, now=started, warn=warn)
+        report.late += res.late_events
+        for fam, n in res.folded.items():
+            report.folded[fam] = report.folded.get(fam, 0) + n
+        report.windows_updated += res.windows_updated
+        changed.update(res.changed_starts)
+        for agg in res.request_windows:  # merged per route: the summary's slowest routes
+            label = f"{agg.series.tag('method', '?')} {agg.series.tag('route', '?')}"
+            cur = report.routes.get(label)
+            if cur is None:
+                report.routes[label] = WindowAggregate(agg.series, agg.start, agg.width, agg.count, agg.errors,
+                                                       agg.total, agg.min, agg.max, {}, _copy(agg.sketch))
+            else:
+                merge_into(cur, agg)
+
+    if progress is not None:
+        progress.start(sum(max(0, _task_bytes(t)) for t in tasks))
+    on_wait = (lambda: progress.update(engine.bytes_done)) if progress is not None else None
+    # The whole run is one transaction. Aggregates and dead letters go into it as parts finish once they
+    # are many (a backlog spanning days), so the parent's memory stays bounded by SPILL_AGGREGATES.
     with store.transaction():
+        for part in engine.run(tasks, on_wait=on_wait):
+            report.parts += 1
+            state.merge(part.aggregates, part.max_ts)
+            report.lines += part.lines
+            report.events += part.events
+            report.skipped += part.skipped
+            report.bytes_read += part.bytes_read
+            for k, n in part.by_kind.items():
+                report.by_kind[k] = report.by_kind.get(k, 0) + n
+            for k, n in part.invalid.items():
+                report.invalid[k] = report.invalid.get(k, 0) + n
+            if part.dead_letters:
+                report.dead_letters += dead.record(part.dead_letters, started)
+            if part.checkpoint is not None:
+                new_checkpoints[part.task_index] = part.checkpoint
+            if analyzer is not None and part.trace_records:
+                analyzer.feed(part.trace_records)
+            if len(state.aggs) > SPILL_AGGREGATES:
+                apply(state)
+                state = WindowState(max_ts=state.max_ts)
+            if on_wait is not None:
+                on_wait()
+        if progress is not None:
+            progress.finish()
         if analyzer is not None:
-            trace_aggs = analyzer.finish()
-            state.merge(trace_aggs)
+            state.merge(analyzer.finish())
             report.trace_lines = list(getattr(analyzer, "summary_lines", lambda: [])())
-        applied: ApplyResult = state.apply(
-            ws, lateness_seconds=int(config["run.lateness_seconds"]),
-            max_series=int(config["run.max_series_per_metric"]), now=started, warn=warn)
-        report.late = applied.late_events
-        report.folded = applied.folded
-        report.request_windows = applied.request_windows
+        apply(state)
+        report.window_starts = len(changed)
         commit_time = time.time()
         report.finished_at = commit_time
         pipe = WindowState()
@@ -256,12 +278,8 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
             int(commit_time // width) * width, width, read=report.lines, parsed=report.events,
             skipped=report.skipped, invalid=report.invalid_total, late=report.late,
             duration_ms=(commit_time - started) * 1000.0)])
-        piped = pipe.apply(ws, lateness_seconds=10**12, max_series=1, now=started)
-        changed = applied.changed_starts | piped.changed_starts
-        report.windows_updated = applied.windows_updated
-        report.window_starts = len(applied.changed_starts)
+        changed |= pipe.apply(ws, lateness_seconds=10**12, max_series=1, now=started).changed_starts
         checkpoints.save(new_checkpoints.values(), started)
-        report.dead_letters = dead.record(letters, started)
         report.outbox_entries = outbox.enqueue(sinks, changed, started)
         store.conn.execute("INSERT INTO runs (started_at, finished_at, summary) VALUES (?, ?, ?)",
                            (started, commit_time, orjson.dumps(report.counts()).decode()))
@@ -277,6 +295,10 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
                      interactive=interactive)
     report.stages = run_stages(ctx, stages)
     report.finished_at = time.time()
+
+
+def _copy(sketch: Any) -> Any:
+    return None if sketch is None else DDSketch.from_bytes(sketch.to_bytes(compress=False))
 
 
 def _task_bytes(task: Any) -> int:

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 
-from aggregator.catalog import merge, value
+from aggregator.catalog import value
 from aggregator.model import WindowAggregate
 from aggregator.run import RunReport
 
 
-def slowest_routes(request_windows: Iterable[WindowAggregate], limit: int = 5) -> list[tuple[str, float, int]]:
-    """(``METHOD route``, p95 ms, requests) of the windows a run touched, merged per route, slowest first."""
-    by_route: dict[str, list[WindowAggregate]] = {}
-    for agg in request_windows:
-        label = f"{agg.series.tag('method', '?')} {agg.series.tag('route', '?')}"
-        by_route.setdefault(label, []).append(agg)
+def slowest_routes(routes: Mapping[str, WindowAggregate], limit: int = 5) -> list[tuple[str, float, int]]:
+    """(``METHOD route``, p95 ms, requests) over the windows a run touched (merged per route), slowest first."""
     rows: list[tuple[str, float, int]] = []
-    for label, aggs in by_route.items():
-        span = merge(aggs)
-        if span is None:
-            continue
+    for label, span in routes.items():
         p95 = value("request.duration.p95", span)
         if p95 is not None:
             rows.append((label, p95, span.count))
@@ -49,7 +42,7 @@ def summary_lines(report: RunReport) -> list[str]:
                  + (f"; queued for {', '.join(report.sinks)}" if report.sinks else "; no sinks configured"))
     for family, n in sorted(report.folded.items()):
         lines.append(f"series cap: {_n(n)} new {family} series folded into 'other'")
-    slow = slowest_routes(report.request_windows)
+    slow = slowest_routes(report.routes)
     if slow:
         lines.append("slowest routes by p95 (windows of this run):")
         width = max(len(r[0]) for r in slow)

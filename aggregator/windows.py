@@ -330,9 +330,9 @@ class ApplyResult:
 class WindowState:
     """The run's merged aggregates, keyed by (family, tags, window start)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_ts: float | None = None) -> None:
         self.aggs: dict[AggKey, WindowAggregate] = {}
-        self.max_ts: float | None = None
+        self.max_ts: float | None = max_ts
 
     def merge(self, partials: Iterable[WindowAggregate], max_ts: float | None = None) -> None:
         aggs = self.aggs
