@@ -62,8 +62,9 @@ class _EventRecord(logging.LogRecord):
 def _record_template(logger_name: str) -> dict[str, Any]:
     base = logging.LogRecord(logger_name, logging.INFO, __file__, 0, "", None, None, "emit")
     template = dict(base.__dict__)
-    for volatile in ("msg", "created", "msecs", "relativeCreated", "thread", "threadName", "taskName"):
+    for volatile in ("msg", "created", "msecs", "relativeCreated", "taskName"):
         template.pop(volatile, None)
+    template["thread"] = template["threadName"] = None  # the emitting thread is not part of an event
     return template
 
 
@@ -104,7 +105,8 @@ class Emitter:
             KIND_FIELD: kind,
         }
         if duration_ms is not None:
-            event["duration_ms"] = round(duration_ms, 3)
+            # Microsecond resolution; int() is about three times cheaper than round(x, 3).
+            event["duration_ms"] = int(duration_ms * 1000.0 + 0.5) / 1000.0 if duration_ms >= 0 else 0.0
         event["outcome"] = outcome
         event.update(self.resource)
         if span is not None:
@@ -144,8 +146,6 @@ class Emitter:
         record.created = now
         record.msecs = (now - int(now)) * 1000
         record.relativeCreated = (now - _START) * 1000
-        record.thread = None
-        record.threadName = None
         logger.handle(record)
 
 

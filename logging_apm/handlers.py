@@ -177,7 +177,7 @@ class BackgroundHandler(logging.Handler):
         keep_running = True
         fmt = self.formatter
         format_bytes = getattr(fmt, "format_bytes", None)
-        stats = self.stats
+        received = 0
         for item in batch:
             if item is _STOP:
                 keep_running = False
@@ -185,7 +185,7 @@ class BackgroundHandler(logging.Handler):
             if isinstance(item, threading.Event):
                 waiters.append(item)
                 continue
-            stats["received"] += 1  # counted here, in the one listener thread, so no increment is lost
+            received += 1
             try:
                 line = format_bytes(item) if format_bytes is not None else self.format(item).encode()
             except Exception as exc:
@@ -195,6 +195,7 @@ class BackgroundHandler(logging.Handler):
                 instrumentation_failed("handler.format", exc)
                 continue
             lines.append(line.replace(b"\n", b"\\n") + b"\n" if b"\n" in line else line + b"\n")
+        self.stats["received"] += received  # counted in the one listener thread: no increment is lost
         if lines:
             self._write(b"".join(lines), len(lines))
         for waiter in waiters:

@@ -69,7 +69,7 @@ class APMMiddleware:
     def __call__(self, request: Any) -> Any:
         if self._async:
             return self.__acall__(request)
-        if not _emit.get_emitter().enabled:
+        if not _emit._emitter.enabled:
             return self.get_response(request)
         start, ctx, token = self._begin(request)
         try:
@@ -84,7 +84,7 @@ class APMMiddleware:
 
     async def __acall__(self, request: Any) -> Any:
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
-        if not _emit.get_emitter().enabled:
+        if not _emit._emitter.enabled:
             return await get_response(request)
         start, ctx, token = self._begin(request)
         try:
@@ -134,7 +134,7 @@ class APMMiddleware:
             failed = status >= 500 or error is not None
             if failed:
                 attrs["error.type"] = error or str(status)
-            _emit.emit("request", duration_ms, "failure" if failed else "success", attrs, span=ctx)
+            _emit._emitter.emit("request", duration_ms, "failure" if failed else "success", attrs, span=ctx)
             if response is not None and ctx is not None:
                 response["traceparent"] = ctx.traceparent
         except Exception as err:

@@ -13,8 +13,7 @@ import random
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = [
     "TraceContext",
@@ -36,9 +35,12 @@ _ZERO_SPAN: Final = "0" * 16
 _getrandbits = random.getrandbits
 
 
-@dataclass(frozen=True, slots=True)
-class TraceContext:
-    """A position in a trace: the trace, this span, and the span it descends from."""
+class TraceContext(NamedTuple):
+    """A position in a trace: the trace, this span, and the span it descends from.
+
+    A NamedTuple rather than a frozen dataclass: one is built per request and per traced operation, and a
+    tuple is built about four times faster while being just as immutable.
+    """
 
     trace_id: str
     span_id: str
@@ -47,7 +49,7 @@ class TraceContext:
 
     def child(self) -> TraceContext:
         """A new span in the same trace whose parent is this one."""
-        return TraceContext(self.trace_id, new_span_id(), self.span_id, self.sampled)
+        return TraceContext(self.trace_id, f"{_getrandbits(64) or 1:016x}", self.span_id, self.sampled)
 
     @property
     def traceparent(self) -> str:

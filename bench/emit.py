@@ -1,0 +1,182 @@
+"""What emitting costs the app: CPU per event, and the time instrumentation adds to a minimal request.
+
+    python bench/emit.py [--events 20000] [--requests 3000] [--runs 5] [--baseline FILE] [--json-out FILE]
+
+1. CPU per event, for each formatter of ``build_logging()`` (orjson, python-json-logger, structlog) and for
+   a disabled emitter: ``emit()`` called N times inside a trace, then the handler flushed; the process CPU
+   time (``time.process_time``: every thread, so the listener thread that formats and writes is included)
+   divided by N. Median of ``--runs`` runs. Target: under 10 microseconds.
+2. A minimal request (``/ping/`` of tests/djangoapp: no query, no cache) through Django's WSGI handler,
+   with the APM middleware and the events written to a file, against the same handler without it, in the
+   same process, in many short interleaved rounds; CPU per request (listener thread included), medians,
+   and the ratio; the fastest rounds' ratio is shown too (least disturbed by other load). Target: under
+   10% added.
+
+Prints a table, then one JSON line (``--json-out`` also writes it to a file). With ``--baseline FILE`` (a
+JSON line from an earlier run) each figure is compared with the baseline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import logging.config
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+FORMATS = ("orjson", "json", "structlog")
+TARGET_EVENT_US = 10.0
+TARGET_REQUEST_PCT = 10.0
+
+
+def _events_handler() -> Any:
+    return logging.getLogger("logging_apm.events").handlers[0]
+
+
+def bench_event(fmt: str | None, n: int, runs: int, workdir: Path) -> float:
+    """Median CPU microseconds per emitted event with format ``fmt`` (None: emitter disabled)."""
+    from logging_apm import emit, tracing
+    from logging_apm.logging_config import build_logging
+
+    path = workdir / f"events-{fmt}.log"
+    logging.config.dictConfig(build_logging(path, stdout=False, format=fmt or "orjson"))
+    emit.configure(enabled=fmt is not None, service_name="bench", environment="bench")
+    handler = _events_handler()
+    attrs = {"db.system": "postgresql", "db.namespace": "default", "db.operation.name": "SELECT",
+             "db.collection.name": "stories", "db.query.text": 'SELECT "id" FROM "stories" WHERE "id" = %s',
+             "db.query.fingerprint": "0123456789abcdef", "db.response.returned_rows": 1}
+    samples = []
+    with tracing.start_span():
+        for run in range(runs + 1):
+            t0 = time.process_time()
+            for _ in range(n):
+                emit.emit("db", 1.25, "success", attrs)
+            handler.flush()
+            elapsed = time.process_time() - t0
+            if run:  # the first run warms caches and starts the listener thread
+                samples.append(elapsed / n * 1e6)
+            path.write_bytes(b"")  # keep the file small; the handler appends (O_APPEND)
+    handler.close()
+    return statistics.median(samples)
+
+
+def _environ(path: str) -> dict[str, Any]:
+    return {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "bench",
+            "SERVER_PORT": "80", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""),
+            "wsgi.errors": sys.stderr, "SERVER_PROTOCOL": "HTTP/1.1"}
+
+
+def bench_request(n: int, runs: int, workdir: Path) -> dict[str, float]:
+    """Median CPU microseconds per minimal request, with and without the instrumentation."""
+    os.environ["APM_LOG_FILE"] = str(workdir / "requests.log")
+    os.environ["APM_LOG_STDOUT"] = "false"
+    os.environ["DJANGOAPP_SQLITE"] = str(workdir / "bench.sqlite3")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "djangoapp.settings"
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test import override_settings
+
+    from logging_apm import emit
+    from logging_apm.logging_config import build_logging
+
+    logging.config.dictConfig(settings.LOGGING)
+    instrumented_emitter = emit.configure(service_name="bench")
+    disabled_emitter = emit.configure(enabled=False)
+    with_apm = WSGIHandler()
+    plain_middleware = [m for m in settings.MIDDLEWARE if not m.startswith("logging_apm.")]
+    with override_settings(MIDDLEWARE=plain_middleware):
+        without = WSGIHandler()
+    del build_logging
+
+    def drive(handler: WSGIHandler, count: int) -> None:
+        for _ in range(count):
+            response = handler(_environ("/ping/"), lambda status, headers: None)
+            response.close()
+
+    flush = _events_handler().flush
+    # Many short rounds, the two variants interleaved: on a shared, noisy machine a burst of load then
+    # hits both alike, and the medians compare like with like.
+    rounds = runs * 6
+    per_round = max(50, n // 6)
+    results: dict[str, list[float]] = {"instrumented": [], "plain": []}
+    for run in range(rounds + 1):
+        for name in ("plain", "instrumented") if run % 2 else ("instrumented", "plain"):
+            emit._emitter = instrumented_emitter if name == "instrumented" else disabled_emitter
+            t0 = time.process_time()
+            drive(with_apm if name == "instrumented" else without, per_round)
+            flush()
+            if run:
+                results[name].append((time.process_time() - t0) / per_round * 1e6)
+    lines = (workdir / "requests.log").read_text().splitlines()
+    expected = per_round * (rounds + 1)
+    assert len(lines) == expected, f"expected {expected} request events, found {len(lines)}"
+    plain = statistics.median(results["plain"])
+    instrumented = statistics.median(results["instrumented"])
+    return {"request_plain_us": plain, "request_instrumented_us": instrumented,
+            "request_added_pct": (instrumented - plain) / plain * 100.0,
+            "request_added_pct_min": (min(results["instrumented"]) - min(results["plain"]))
+            / min(results["plain"]) * 100.0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20000, help="events per run (default 20000)")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per run (default 2000)")
+    parser.add_argument("--runs", type=int, default=5, help="measured runs; the median is reported")
+    parser.add_argument("--baseline", type=Path, help="a JSON line from an earlier run to compare with")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON line to this file")
+    args = parser.parse_args(argv)
+
+    result: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-emit-") as tmp:
+        work = Path(tmp)
+        for fmt in FORMATS:
+            result[f"event_{fmt}_us"] = bench_event(fmt, args.events, args.runs, work)
+        result["event_disabled_us"] = bench_event(None, args.events * 5, args.runs, work)
+        result.update(bench_request(args.requests, args.runs, work))
+
+    baseline: dict[str, float] = json.loads(args.baseline.read_text().strip().splitlines()[-1]) \
+        if args.baseline else {}
+    rows = [(f"event, {fmt} formatter (CPU us, all threads)", f"event_{fmt}_us", TARGET_EVENT_US)
+            for fmt in FORMATS]
+    rows += [("event, emitter disabled (CPU us)", "event_disabled_us", None),
+             ("minimal request, not instrumented (CPU us)", "request_plain_us", None),
+             ("minimal request, instrumented (CPU us)", "request_instrumented_us", None),
+             ("added by instrumentation (%, medians)", "request_added_pct", TARGET_REQUEST_PCT),
+             ("added by instrumentation (%, fastest rounds)", "request_added_pct_min", None)]
+    header = f"{'measure':<48} {'median':>9} {'target':>8} {'ok':>4}"
+    if baseline:
+        header += f" {'baseline':>9} {'ratio':>6}"
+    print(header)
+    print("-" * len(header))
+    for label, key, target in rows:
+        value = result[key]
+        line = f"{label:<48} {value:>9.2f} {target if target else '':>8} " \
+               f"{('yes' if value < target else 'NO') if target else '':>4}"
+        if baseline and key in baseline:
+            line += f" {baseline[key]:>9.2f} {value / baseline[key] if baseline[key] else float('nan'):>6.2f}"
+        print(line)
+    print(f"(medians of {args.runs} runs; {args.events} events and {args.requests} requests per run; "
+          f"{os.cpu_count()} CPUs)")
+    doc = json.dumps({k: round(v, 3) for k, v in result.items()})
+    print(doc)
+    if args.json_out:
+        args.json_out.write_text(doc + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
