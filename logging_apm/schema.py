@@ -172,7 +172,7 @@ def json_schema_text() -> str:
 
 
 def _markdown_type(f: Field) -> str:
-    text = f.type
+    text: str = f.type
     if f.enum is not None:
         text += ": " + ", ".join(f"`{v}`" for v in f.enum)
     if f.pattern is not None:
