@@ -2,7 +2,8 @@
 
 Configured from the environment: ``APM_TEST_BROKER`` (broker URL), ``APM_TEST_QUEUE`` and
 ``APM_TEST_QUEUE2`` (unique queue names per test run), ``APM_TEST_EVENTS`` (the file the worker appends its
-events to, one JSON line each), ``APM_TEST_SAMPLE_EVERY`` (seconds between beat-run samples; 0 = none).
+events to, one JSON line each), ``APM_TEST_SAMPLE_EVERY`` (seconds between beat-run samples; 0 = none), ``APM_TEST_WORKER`` (set in the
+worker subprocess only).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ apm_celery.install()
 _every = float(os.environ.get("APM_TEST_SAMPLE_EVERY", "0") or 0)
 apm_celery.register_sampler_task(app, every=_every or None)
 
-_events_file = os.environ.get("APM_TEST_EVENTS")
+# Only the worker subprocess writes events to the file; the test process that imports this module to
+# publish keeps its own emitter and handlers.
+_events_file = os.environ.get("APM_TEST_EVENTS") if os.environ.get("APM_TEST_WORKER") else None
 if _events_file:
     configure(enabled=True, service_name="apmtest-worker")
 

@@ -50,7 +50,11 @@ class Worker:
                "--without-mingle", "--without-heartbeat", "-l", "info", "-n", f"apmtest-{uuid.uuid4().hex[:6]}@%h"]
         if beat:
             cmd += ["-B", "-s", str(tmp / "beat-schedule")]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+               "APM_TEST_WORKER": "1"}
+        # The worker is a plain Celery app: not the Django test project the test session may have set up
+        # (Celery's Django fix-up would try to load it).
+        env.pop("DJANGO_SETTINGS_MODULE", None)
         self.proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=self.log.open("wb"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -201,7 +201,7 @@ def test_torn_spool_tail_is_quarantined_not_sent(tmp_path: Path, receiver: Forwa
 def test_configured_through_build_logging_extra_handlers(receiver: ForwardReceiver, tmp_path: Path) -> None:
     """The handler plugs into engineer A's build_logging by dotted path: events emitted by the app reach both
     the JSON log file and the forward input."""
-    import logging.config
+    from _b_logging import events_logging
 
     from logging_apm.logging_config import build_logging
     from logging_apm.testing import capture_events
@@ -210,21 +210,13 @@ def test_configured_through_build_logging_extra_handlers(receiver: ForwardReceiv
     config = build_logging(filename=log_file, stdout=False, extra_handlers={"fluent": {
         "class": "logging_apm.fluent.FluentForwardHandler", "host": "127.0.0.1", "port": receiver.port,
         "tag": "app.events", "spool_path": str(tmp_path / "spool" / "apm"), "retry_interval": 0.2}})
-    logger = logging.getLogger(EVENT_LOGGER)
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    logging.config.dictConfig(config)
-    try:
-        from logging_apm import metrics
+    from logging_apm import metrics
 
-        with capture_events():
-            for i in range(5):
-                metrics.count("signups", i + 1, plan="free")
+    with events_logging(config) as handlers, capture_events():
+        assert [type(h).__name__ for h in handlers] == ["BackgroundHandler", "FluentForwardHandler"]
+        for i in range(5):
+            metrics.count("signups", i + 1, plan="free")
         _wait(lambda: len(receiver.received) == 5)
-    finally:
-        for h in logger.handlers[:]:
-            h.close()
-            logger.removeHandler(h)
-        logger.handlers[:], logger.level, logger.propagate = saved
     assert [r["metric.value"] for r in receiver.records()] == [1, 2, 3, 4, 5]
     _wait(lambda: log_file.exists() and len(log_file.read_text().splitlines()) == 5)
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import logging
-import logging.config
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _b_fluentbit_conf import ConfError, FluentBitConf, parse, tag_matches
+from _b_logging import events_logging
 
-from logging_apm.emit import EVENT_LOGGER, emit
+from logging_apm.emit import emit
 from logging_apm.testing import capture_events
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,23 +97,14 @@ def test_what_fluent_bit_writes_is_what_the_parsers_read(
     conf = parse(ROOT / "fluent.conf", env)
     tag = _tail(conf)["tag"]
     Path(env["APM_LOG_FILE"]).parent.mkdir(parents=True)
-    logger = logging.getLogger(EVENT_LOGGER)
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    logging.config.dictConfig(build_logging(environ=env))
-    try:
-        with capture_events() as sent:
-            emit("request", 12.5, "success", {"http.request.method": "GET",
-                                               "http.route": "api/stories/<slug:título>/",
-                                               "http.response.status_code": 200})
-            emit("task", 40.0, "failure", {"task.name": "send \"quoted\" mail", "task.state": "failure",
-                                            "error.type": "ValueError"})
-            emit("metric", None, "success", {"metric.name": "signups", "metric.type": "count",
-                                             "metric.value": 3, "metric.tags": {"plan": "frëe"}})
-    finally:
-        for h in logger.handlers[:]:
-            h.close()
-            logger.removeHandler(h)
-        logger.handlers[:], logger.level, logger.propagate = saved
+    with events_logging(build_logging(environ=env)), capture_events() as sent:
+        emit("request", 12.5, "success", {"http.request.method": "GET",
+                                           "http.route": "api/stories/<slug:título>/",
+                                           "http.response.status_code": 200})
+        emit("task", 40.0, "failure", {"task.name": "send \"quoted\" mail", "task.state": "failure",
+                                        "error.type": "ValueError"})
+        emit("metric", None, "success", {"metric.name": "signups", "metric.type": "count",
+                                         "metric.value": 3, "metric.tags": {"plan": "frëe"}})
     app_file = Path(env["APM_LOG_FILE"])
     lines = app_file.read_bytes().splitlines()
     assert len(lines) == 3

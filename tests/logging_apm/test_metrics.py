@@ -87,8 +87,12 @@ def test_long_tag_values_are_cut_to_the_schema_bound() -> None:
     assert len(events[0]["metric.tags"]["note"]) == 4096
 
 
-def test_disabled_emitter_costs_nothing_but_still_validates() -> None:
+def test_disabled_emitter_costs_nothing_but_still_validates(monkeypatch: pytest.MonkeyPatch) -> None:
     """With APM disabled nothing is emitted, but a bad name is still an error (found in development)."""
+    import logging_apm.emit as emit_module
+    from logging_apm.conf import AppSettings
+
+    monkeypatch.setattr(emit_module, "_emitter", emit_module.Emitter(AppSettings(enabled=False)))
     with capture_events(enable=False) as events:
         metrics.count("fine")
         with pytest.raises(ValueError):

@@ -4,6 +4,7 @@ PostgreSQL (Django's psycopg pool under concurrent load), and the ``logapm sampl
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -102,8 +103,9 @@ def test_django_pool_utilization_under_concurrent_load(postgres: tuple[str, int]
     """Django with OPTIONS pool (max 5) on the real PostgreSQL: 4 and 5 connections held read 0.8 and 1.0,
     8 threads of queries drive the sampled peak above 80%, idle reads 0, and the emitted metric event is
     db.pool.utilization tagged db=default."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}  # it configures its own
     proc = subprocess.run([sys.executable, str(HERE / "_b_pool_load.py")], capture_output=True, text=True,
-                          timeout=240, cwd=HERE)
+                          timeout=240, cwd=HERE, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert out["idle"] == 0.0
