@@ -130,7 +130,10 @@ class NewRelicSink:
 
     @staticmethod
     def item_size(item: Any) -> int:
-        return len(json.dumps(item, separators=(",", ":"))) + 1
+        """A cheap estimate of the item's JSON bytes (``plan_requests`` checks the exact size)."""
+        attributes = item["attributes"]
+        size = 80 + len(item["name"]) + sum(len(k) + len(str(v)) + 6 for k, v in attributes.items())
+        return size + (60 if isinstance(item["value"], dict) else 0) + (30 if "interval.ms" in item else 0)
 
     def sizes(self, items: Sequence[Any]) -> tuple[int, int]:
         # The SDK's own encoding (Client._create_payload): compact JSON, gzip (wbits 31).
