@@ -54,7 +54,7 @@ def plan(n: int, start: float, end: float, *, stories: int, seed: int = 7) -> li
     times.sort()
     names = list(ENDPOINTS)
     weights = [ENDPOINTS[k][0] for k in names]
-    popularity = [1.0 / (i + 1) ** 1.1 for i in range(stories)]
+    popularity = [1.0 / (i + 1) ** 1.3 for i in range(stories)]
     ids = list(range(1, stories + 1))
     calls = []
     for t in times:
