@@ -94,40 +94,76 @@ class Evaluator:
         self.notifiers = tuple(notifiers)
         self.catalog = catalog or _default_catalog()
         self.now = now
+        self._earliest_cache: dict[tuple[str, tuple[tuple[str, str], ...], int], int | None] = {}
 
     def run(self, rules: Sequence[Rule]) -> EvaluationReport:
-        """Judge every rule at every point up to the watermark. The caller holds the transaction."""
+        """Judge every rule at every point up to the watermark. The caller holds the transaction.
+
+        Rules over the same family, filter, grouping and span (p95, p99 and error rate by route) form one
+        cluster: its windows are read and decoded once, merged per group and minute once, and merged over
+        the span once per point; each rule then only reads its metric from the merged aggregate."""
         report = EvaluationReport()
         self.alerts.forget_rules_except((r.name for r in rules), self.now)
         watermark = self.reader.latest_window_start()
+        clusters: dict[tuple[str, tuple[tuple[str, str], ...], tuple[str, ...], int], list[Rule]] = {}
         for rule in rules:
             try:
-                self._rule(rule, watermark, report)
-            except Exception as exc:  # one broken rule (a metric an extension lacks) must not stop the rest
+                family = self.catalog.family_of(rule.metric, self.prefix)
+            except Exception as exc:
                 report.errors.append(f"rule {rule.name}: {type(exc).__name__}: {exc}")
+                continue
+            clusters.setdefault((family, rule.match, rule.group_by, rule.span_seconds), []).append(rule)
+        for (family, match, group_by, span), members in clusters.items():
+            try:
+                self._cluster(family, dict(match) or None, group_by, span, members, watermark, report)
+            except Exception as exc:  # one broken rule (a metric an extension lacks) must not stop the rest
+                report.errors.extend(f"rule {r.name}: {type(exc).__name__}: {exc}" for r in members)
         return report
 
-    # --- one rule -----------------------------------------------------------------------------------------
+    # --- a cluster of rules ---------------------------------------------------------------------------------
 
-    def _rule(self, rule: Rule, watermark: int | None, report: EvaluationReport) -> None:
-        states = self.alerts.groups(rule.name)
+    def _cluster(
+        self,
+        family: str,
+        match: dict[str, str] | None,
+        group_by: tuple[str, ...],
+        span: int,
+        rules: list[Rule],
+        watermark: int | None,
+        report: EvaluationReport,
+    ) -> None:
+        states = {r.name: self.alerts.groups(r.name) for r in rules}
+        points: dict[str, set[int]] = {}
         if watermark is not None:
-            family = self.catalog.family_of(rule.metric, self.prefix)
-            match = dict(rule.match) or None
-            points = self._points(rule, family, match, watermark)
-            for chunk_start in range(0, len(points), CHUNK_POINTS):
-                chunk = points[chunk_start:chunk_start + CHUNK_POINTS]
-                by_start: dict[int, list[WindowAggregate]] = defaultdict(list)
-                for agg in self.reader.windows(family, chunk[0] - rule.span_seconds, chunk[-1], match=match):
-                    by_start[agg.start].append(agg)
-                for t in chunk:
-                    self._point(rule, t, by_start, states, report)
-                report.points += len(chunk)
-            if points:
-                self.alerts.set_last_eval(rule.name, points[-1])
-        self.alerts.save_groups(states.values())
-        report.firing += sum(1 for g in states.values() if g.state == "firing")
-        report.pending += sum(1 for g in states.values() if g.state == "pending")
+            points = {r.name: set(self._points(r, family, match, watermark)) for r in rules}
+        every = sorted(set().union(*points.values())) if points else []
+        for chunk_start in range(0, len(every), CHUNK_POINTS):
+            chunk = every[chunk_start:chunk_start + CHUNK_POINTS]
+            # per window start and group: the group's series merged (one aggregate per group and minute)
+            minute: dict[int, dict[GroupKey, list[WindowAggregate]]] = defaultdict(lambda: defaultdict(list))
+            for agg in self.reader.windows(family, chunk[0] - span, chunk[-1], match=match):
+                minute[agg.start][tuple((g, agg.series.tag(g)) for g in group_by)].append(agg)
+            per_minute = {
+                start: {key: m for key, aggs in groups.items() if (m := self.catalog.merge(aggs)) is not None}
+                for start, groups in minute.items()
+            }
+            del minute
+            for t in chunk:
+                spans: dict[GroupKey, list[WindowAggregate]] = defaultdict(list)
+                for start in range(t - span, t, self.width):
+                    for key, agg in per_minute.get(start, {}).items():
+                        spans[key].append(agg)
+                merged = {key: self.catalog.merge(aggs) for key, aggs in spans.items()}
+                for rule in rules:
+                    if t in points[rule.name]:
+                        self._point(rule, t, merged, states[rule.name], report)
+                        report.points += 1
+        for rule in rules:
+            if points.get(rule.name):
+                self.alerts.set_last_eval(rule.name, max(points[rule.name]))
+            self.alerts.save_groups(states[rule.name].values())
+            report.firing += sum(1 for g in states[rule.name].values() if g.state == "firing")
+            report.pending += sum(1 for g in states[rule.name].values() if g.state == "pending")
 
     def _points(self, rule: Rule, family: str, match: dict[str, str] | None, watermark: int) -> list[int]:
         w = self.width
@@ -145,34 +181,34 @@ class Evaluator:
         return list(range(first, watermark + 1, w))
 
     def _earliest(self, family: str, match: dict[str, str] | None, floor: int, watermark: int) -> int | None:
-        """The earliest window start in ``[floor, watermark]``, reading an hour at a time (a long history
-        is not decoded just to find where it begins)."""
-        step = 3600
+        """The earliest window start in ``[floor, watermark]``, reading five windows at a time (a long
+        history is not decoded just to find where it begins; empty stretches cost one query each)."""
+        cache_key = (family, tuple(sorted((match or {}).items())), floor)
+        if cache_key in self._earliest_cache:
+            return self._earliest_cache[cache_key]
+        step = 5 * self.width
+        found: int | None = None
         for lo in range(floor, watermark + 1, step):
             found = min((a.start for a in self.reader.windows(family, lo, min(lo + step, watermark + 1),
                                                               match=match)), default=None)
             if found is not None:
-                return found
-        return None
+                break
+        self._earliest_cache[cache_key] = found
+        return found
 
     def _point(
         self,
         rule: Rule,
         t: int,
-        by_start: dict[int, list[WindowAggregate]],
+        merged: dict[GroupKey, WindowAggregate | None],
         states: dict[GroupKey, GroupState],
         report: EvaluationReport,
     ) -> None:
-        grouped: dict[GroupKey, list[WindowAggregate]] = defaultdict(list)
-        for start in range(t - rule.span_seconds, t, self.width):
-            for agg in by_start.get(start, ()):
-                key = tuple((g, agg.series.tag(g)) for g in rule.group_by)
-                grouped[key].append(agg)
-        keys = set(grouped) | {k for k, g in states.items() if g.state in ("pending", "firing")}
+        keys = set(merged) | {k for k, g in states.items() if g.state in ("pending", "firing")}
         if not rule.group_by:
             keys.add(())
         for key in sorted(keys):
-            judgement = self._judge(rule, grouped.get(key))
+            judgement = self._judge(rule, merged.get(key))
             state = states.get(key)
             if state is None:
                 if not judgement.breach:
@@ -180,8 +216,7 @@ class Evaluator:
                 state = states[key] = GroupState(rule.name, key)
             self._advance(rule, state, t, judgement, report)
 
-    def _judge(self, rule: Rule, aggs: list[WindowAggregate] | None) -> Judgement:
-        merged = self.catalog.merge(aggs) if aggs else None
+    def _judge(self, rule: Rule, merged: WindowAggregate | None) -> Judgement:
         samples = merged.count if merged is not None else 0
         value = self.catalog.value(rule.metric, merged, self.prefix) if merged is not None else None
         if value is None or samples == 0:
