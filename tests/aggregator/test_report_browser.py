@@ -4,7 +4,8 @@ The protocol runs over a pipe (``--remote-debugging-pipe``: commands on fd 3, re
 NUL-terminated JSON), so no port, no websocket library and no driver binary are needed. Each test starts
 its own browser with a fresh profile under ``tmp_path`` and kills it afterwards.
 
-What is proved here, on a report built by the real pipeline (log lines -> ``logapm run`` -> store):
+What is proved here, on a report built by the real pipeline (log lines -> ``logapm run`` -> store, trace
+insights and alerting included):
 the page loads with no console message, exception or CSP violation; it makes no network request at all;
 every chart is a non-empty SVG with data marks of a visible size; a route named like a script tag is shown
 as text and runs nothing. A full-page screenshot is kept under ``test-artifacts/``.
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _report_fixtures import EVIL_ROUTES, build_store
+from _report_fixtures import EVIL_ROUTES, run_pipeline
 from conftest import ROOT, unavailable
 
 from aggregator.commands.report import alert_changes
@@ -257,7 +258,7 @@ _CHART_PROBE = """
 def test_report_renders_in_headless_chromium(tmp_path: Path, browser: Page) -> None:
     """A report of every kind of event loads with no console error and no network request, every chart
     draws data marks of visible size, the interactive script ran, and a screenshot is kept."""
-    state = build_store(tmp_path)
+    state, _ = run_pipeline(tmp_path)
     out = tmp_path / "report.html"
 
     write_report(state, out, config=load_config(environ={}), alerts=alert_changes)
@@ -276,9 +277,10 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, browser: Page) -> N
 
 
 def test_hostile_route_names_show_as_text_and_run_nothing(tmp_path: Path, browser: Page) -> None:
-    """Routes, query text and service names that look like markup or script are shown literally: no
-    script runs, no dialog opens, no element gains an event handler, and the page shows the strings."""
-    state = build_store(tmp_path, routes=EVIL_ROUTES)
+    """Routes, query text, service and task names that look like markup or script, written in log lines
+    and carried through parsing, aggregation and the insights, are shown literally: no script runs, no
+    dialog opens, no element gains an event handler, and the page shows the strings."""
+    state, _ = run_pipeline(tmp_path, routes=EVIL_ROUTES)
     out = tmp_path / "evil.html"
 
     write_report(state, out, config=load_config(environ={}), alerts=alert_changes)
