@@ -25,7 +25,7 @@ transaction (see ``alerting.state``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -307,5 +307,3 @@ def alert_body(rule: Rule, g: GroupState, kind: str, t: int, value: float | None
         "description": rule.description,
     }
 
-
-Clock = Callable[[], float]

@@ -12,7 +12,7 @@ import math
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,9 +66,6 @@ class Rule:
     def breaches(self, value: float) -> bool:
         return OPS[self.op](value, self.threshold)
 
-    def fingerprint(self) -> str:
-        """What identifies the rule's judgement: a change of these starts its groups afresh."""
-        return f"{self.metric}|{self.op}|{self.threshold!r}|{self.span_seconds}|{','.join(self.group_by)}|{self.match}"
 
 
 def format_value(value: float | None, unit: str) -> str:
@@ -464,10 +461,6 @@ class _Fields(dict[str, Any]):
 def render_message(template: str, fields: Mapping[str, Any]) -> str:
     """Render a checked template; unknown names (tags the group lacks) render empty."""
     return string.Formatter().vformat(template, (), _Fields(fields))
-
-
-def with_overrides(rule: Rule, **changes: Any) -> Rule:
-    return replace(rule, **changes)
 
 
 def describe(rules: Sequence[Rule]) -> list[str]:

@@ -106,7 +106,7 @@ def send_due(
                 with alerts.store.transaction():
                     alerts.mark_failed(name, ids, error, now + backoff(max(d.attempts for d in deliveries) + 1))
                 report.failed[name] = error
-                log.exception("alert notifier %s raised", name)
+                log.warning("alert notifier %s raised %s (retried on a later run)", name, error)
                 continue
             with alerts.store.transaction():
                 alerts.mark_sent(name, ids, now)

@@ -8,6 +8,7 @@ mrkdwn-escaped (``&``, ``<``, ``>``: no injected links or ``<!channel>`` mention
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -126,6 +127,10 @@ class SlackNotifier:
             raise NotifyError(f"Slack webhook did not answer within {self.timeout:g}s") from None
         except OSError as exc:
             raise NotifyError(f"Slack webhook failed: {type(exc).__name__}") from None
+        except (ValueError, http.client.InvalidURL):  # a malformed URL: its text would show the secret
+            raise NotifyError("Slack webhook URL is malformed", retryable=False) from None
+        except http.client.HTTPException as exc:  # a broken answer (not HTTP, cut short)
+            raise NotifyError(f"Slack webhook answered badly: {type(exc).__name__}") from None
 
 
 def _reason(reason: object) -> str:

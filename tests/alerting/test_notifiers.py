@@ -149,3 +149,10 @@ def test_mrkdwn_escape_and_test_message() -> None:
     assert escape("a & <b> c") == "a &amp; &lt;b&gt; c"
     test = AlertMessage(rule="test", severity="info", items=[], test=True)
     assert block_kit_problem(build_payload(test)) is None
+
+
+def test_slack_malformed_url_error_has_no_secret() -> None:
+    """A webhook URL with a bad port is refused without echoing the URL (its path is the credential)."""
+    with pytest.raises(NotifyError) as err:
+        SlackNotifier("http://127.0.0.1:notaport/services/T0/B0/SECRETTOKEN").send(message(item()))
+    assert "SECRETTOKEN" not in str(err.value) and not err.value.retryable

@@ -1,0 +1,82 @@
+"""The notification log on its own: expiry of deliveries a channel never took, and a notifier that raises
+something unexpected (a bug) being reported and retried like a failure, without taking the run down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aggregator.store import Store
+from alerting.notify.base import AlertMessage, NotifyError
+from alerting.stage import EXPIRE_AFTER_SECONDS, send_due
+from alerting.state import AlertStore, Notification
+
+BODY = {"rule": "r", "kind": "firing", "at": 600, "severity": "warning", "metric": "apm.request.count", "op": ">",
+        "threshold": 1.0, "unit": "", "value": 5.0, "samples": 30, "series": {}, "since": 600,
+        "resolved_at": None, "span_seconds": 300, "message": "m", "description": ""}
+
+
+class Recorder:
+    def __init__(self, name: str, error: BaseException | None = None) -> None:
+        self.name, self.error, self.sent = name, error, []  # type: ignore[var-annotated]
+
+    def send(self, message: AlertMessage) -> None:
+        if self.error is not None:
+            raise self.error
+        self.sent.append(message)
+
+
+def setup(tmp_path: Path, created: float) -> tuple[Store, AlertStore]:
+    store = Store(tmp_path / "s.db")
+    alerts = AlertStore(store)
+    with store.transaction():
+        alerts.enqueue(Notification("r", (), "firing", 600, BODY), ["email", "slack"], created)
+        # the same notification again (a re-judged point) is logged once
+        assert alerts.enqueue(Notification("r", (), "firing", 600, BODY), ["email", "slack"], created) is None
+    return store, alerts
+
+
+def test_undelivered_notifications_expire_after_a_day(tmp_path: Path) -> None:
+    """A delivery still pending 24 hours after it was due is given up and counted, not sent stale."""
+    store, alerts = setup(tmp_path, created=1000.0)
+    email = Recorder("email")
+    report = send_due(alerts, [email], now=1000.0 + EXPIRE_AFTER_SECONDS + 1)
+    assert report.expired == 2 and email.sent == []
+    assert {d["status"] for n in alerts.notifications() for d in n["deliveries"].values()} == {"expired"}
+    store.close()
+
+
+def test_a_notifier_bug_is_reported_and_retried(tmp_path: Path) -> None:
+    """An unexpected exception in one notifier is recorded as a failure (retry later); the other channel
+    still delivers; a later run delivers the retried one exactly once."""
+    store, alerts = setup(tmp_path, created=1000.0)
+    broken, slack = Recorder("email", KeyError("bug")), Recorder("slack")
+    report = send_due(alerts, [broken, slack], now=1000.0)
+    assert "email" in report.failed and report.sent == {"slack": 1} and report.pending == {"email": 1}
+    fixed = Recorder("email")
+    assert send_due(alerts, [fixed, slack], now=1030.0).sent == {}  # backoff: not yet due
+    assert send_due(alerts, [fixed, slack], now=1061.0).sent == {"email": 1}
+    assert len(fixed.sent) == 1 and len(slack.sent) == 1
+    assert send_due(alerts, [fixed, slack], now=5000.0).sent == {}
+    store.close()
+
+
+def test_one_failing_message_stops_that_channel_for_the_run(tmp_path: Path) -> None:
+    """With messages for two rules due, a channel that fails on the first is not tried again in the same
+    run (one timeout per channel per run, not one per message)."""
+    store = Store(tmp_path / "s.db")
+    alerts = AlertStore(store)
+    with store.transaction():
+        for rule in ("a", "b"):
+            alerts.enqueue(Notification(rule, (), "firing", 600, {**BODY, "rule": rule}), ["slack"], 1000.0)
+    calls = []
+
+    class Down:
+        name = "slack"
+
+        def send(self, message: AlertMessage) -> None:
+            calls.append(message.rule)
+            raise NotifyError("down")
+
+    send_due(alerts, [Down()], now=1000.0)
+    assert calls == ["a"]
+    store.close()
