@@ -60,6 +60,9 @@ class _Cardinality:
 
     def bound(self, metric: str, tag: str, value: str) -> str:
         key = (metric, tag)
+        seen_now = self._seen.get(key)
+        if seen_now is not None and value in seen_now:  # the common case, without the lock (GIL-safe reads)
+            return value
         with self._lock:
             seen = self._seen.setdefault(key, set())
             if value in seen:
@@ -94,20 +97,34 @@ def reset_cardinality() -> None:
     set_tag_cap(_cardinality.cap)
 
 
+# Names and tag keys already checked: they are literals in the app's code, so these sets stay small; the
+# size guard keeps a caller that builds names dynamically from growing them without end.
+_good_names: set[str] = set()
+_good_tag_keys: set[str] = set()
+_CACHE_MAX: Final = 10_000
+
+
 def validate_name(name: str) -> str:
+    if name in _good_names:
+        return name
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(
             f"invalid metric name {name!r}: use letters, digits, '_' and '.', starting with a letter "
             f"(at most 200 characters)"
         )
+    if len(_good_names) < _CACHE_MAX:
+        _good_names.add(name)
     return name
 
 
 def _tags(name: str, tags: dict[str, object]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, raw in tags.items():
-        if not _TAG_NAME.match(key):
-            raise ValueError(f"invalid tag name {key!r} for metric {name!r}")
+        if key not in _good_tag_keys:
+            if not _TAG_NAME.match(key):
+                raise ValueError(f"invalid tag name {key!r} for metric {name!r}")
+            if len(_good_tag_keys) < _CACHE_MAX:
+                _good_tag_keys.add(key)
         value = raw if isinstance(raw, str) else str(raw)
         out[key] = _cardinality.bound(name, key, value[:MAX_STRING_LENGTH])
     return out

@@ -39,6 +39,7 @@ class RecordingHTTPServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
