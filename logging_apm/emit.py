@@ -30,20 +30,18 @@ Event = dict[str, Any]
 class _Clock:
     """RFC 3339 timestamps with milliseconds, re-formatting the seconds part only when it changes."""
 
-    __slots__ = ("_prefix", "_second")
+    __slots__ = ("_cache",)
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self._cache: tuple[int, str] = (-1, "")
 
     def format(self, epoch: float) -> str:
         second = int(epoch)
-        if second != self._second:
-            # Benign race: two threads may both rebuild the prefix for the same second.
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        millis = int((epoch - second) * 1000)
-        return f"{self._prefix}.{millis:03d}Z"
+        cache = self._cache  # one read: (second, prefix) always belong together, whatever other threads do
+        if cache[0] != second:
+            cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._cache = cache
+        return f"{cache[1]}.{int((epoch - second) * 1000):03d}Z"
 
 
 class _EventRecord(logging.LogRecord):
@@ -68,13 +66,32 @@ def _record_template(logger_name: str) -> dict[str, Any]:
     return template
 
 
+_TEMPLATES: dict[str, dict[str, Any]] = {}
+_START = time.time()  # what logging calls relativeCreated is relative to (approximately)
+
+
+def event_record(event: Event, logger_name: str = EVENT_LOGGER, created: float | None = None) -> logging.LogRecord:
+    """A log record carrying ``event`` as its message, built from a per-logger template (see _EventRecord)."""
+    template = _TEMPLATES.get(logger_name)
+    if template is None:
+        template = _TEMPLATES[logger_name] = _record_template(logger_name)
+    now = time.time() if created is None else created
+    record = _EventRecord.__new__(_EventRecord)
+    record.__dict__.update(template)
+    record.msg = event
+    record.created = now
+    record.msecs = (now - int(now)) * 1000
+    record.relativeCreated = (now - _START) * 1000
+    return record
+
+
 _rand64 = random.getrandbits
 
 
 class Emitter:
     """Builds events with the service tags and trace context, and logs them."""
 
-    __slots__ = ("_clock", "_logger", "_template", "enabled", "resource", "settings")
+    __slots__ = ("_base", "_clock", "_logger", "enabled", "resource", "settings")
 
     def __init__(self, settings: AppSettings, logger: logging.Logger | None = None) -> None:
         self.settings = settings
@@ -82,7 +99,8 @@ class Emitter:
         self.resource = dict(settings.resource)
         self._logger = logger or logging.getLogger(EVENT_LOGGER)
         self._clock = _Clock()
-        self._template = _record_template(self._logger.name)
+        self._base: Event = {"timestamp": "", SCHEMA_FIELD: SCHEMA_VERSION, KIND_FIELD: "", "duration_ms": 0.0,
+                             "outcome": "", **self.resource}
 
     def event(
         self,
@@ -99,16 +117,16 @@ class Emitter:
         ``span`` is the operation's own span; by default a child of the current span (so each DB query in a
         request gets its own span id pointing at the request's span). Outside any trace, no ids are set.
         """
-        event: Event = {
-            "timestamp": self._clock.format(time.time() if end_time is None else end_time),
-            SCHEMA_FIELD: SCHEMA_VERSION,
-            KIND_FIELD: kind,
-        }
-        if duration_ms is not None:
+        # Copying a prepared dict is cheaper than building one key by key, and fixes the key order.
+        event: Event = self._base.copy()
+        event["timestamp"] = self._clock.format(time.time() if end_time is None else end_time)
+        event[KIND_FIELD] = kind
+        if duration_ms is None:
+            del event["duration_ms"]
+        else:
             # Microsecond resolution; int() is about three times cheaper than round(x, 3).
             event["duration_ms"] = int(duration_ms * 1000.0 + 0.5) / 1000.0 if duration_ms >= 0 else 0.0
         event["outcome"] = outcome
-        event.update(self.resource)
         if span is not None:
             event["trace_id"] = span.trace_id
             event["span_id"] = span.span_id
@@ -140,16 +158,18 @@ class Emitter:
         if logger.disabled or not logger.isEnabledFor(logging.INFO):
             return
         now = time.time() if end_time is None else end_time
-        record = _EventRecord.__new__(_EventRecord)
-        record.__dict__.update(self._template)
-        record.msg = self.event(kind, duration_ms, outcome, attrs, span=span, end_time=now)
-        record.created = now
-        record.msecs = (now - int(now)) * 1000
-        record.relativeCreated = (now - _START) * 1000
-        logger.handle(record)
+        event = self.event(kind, duration_ms, outcome, attrs, span=span, end_time=now)
+        handlers = logger.handlers
+        if len(handlers) == 1 and not logger.propagate and not logger.filters:
+            # The usual production set-up (build_logging): one background handler. Hand it the event dict
+            # directly; it builds a record only if its formatter needs one. Saves the record and the
+            # logging call chain, about a fifth of an event's cost.
+            enqueue = getattr(handlers[0], "enqueue_event", None)
+            if enqueue is not None and enqueue(event):
+                return
+        logger.handle(event_record(event, logger.name, now))
 
 
-_START = time.time()
 _current_span = tracing.current
 
 

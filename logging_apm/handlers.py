@@ -30,6 +30,8 @@ import weakref
 from collections import Counter
 from typing import IO, Any, Final
 
+from logging_apm.emit import EVENT_LOGGER, event_record
+
 __all__ = ["BackgroundHandler"]
 
 _STOP: Final = object()
@@ -105,6 +107,22 @@ class BackgroundHandler(logging.Handler):
         except Exception:
             self.handleError(record)
 
+    def enqueue_event(self, event: dict[str, Any]) -> bool:
+        """Queue a timing event dict without a log record (``logging_apm.emit``'s fast path).
+
+        Returns False, having done nothing, when this handler has filters or a level above INFO: then the
+        caller must go through ``handle`` with a record so that they apply.
+        """
+        if self.filters or self.level > logging.INFO:
+            return False
+        if self._thread is None:
+            self._start()
+        if self._queue.qsize() >= self.max_queue:
+            self._drop("queue_full")
+        else:
+            self._queue.put(event)
+        return True
+
     def _drop(self, reason: str) -> None:
         key = f"dropped.{reason}"
         self.stats[key] += 1
@@ -177,22 +195,30 @@ class BackgroundHandler(logging.Handler):
         keep_running = True
         fmt = self.formatter
         format_bytes = getattr(fmt, "format_bytes", None)
+        format_event = getattr(fmt, "format_event", None)
         received = 0
         for item in batch:
-            if item is _STOP:
+            if type(item) is dict:  # an event queued without a record (enqueue_event): the common case
+                received += 1
+                if format_event is not None:
+                    try:
+                        lines.append(format_event(item) + b"\n")  # JSON escapes newlines: one line
+                    except Exception as exc:
+                        self._format_failed(exc)
+                    continue
+                item = event_record(item, EVENT_LOGGER)
+            elif item is _STOP:
                 keep_running = False
                 continue
-            if isinstance(item, threading.Event):
+            elif isinstance(item, threading.Event):
                 waiters.append(item)
                 continue
-            received += 1
+            else:
+                received += 1
             try:
                 line = format_bytes(item) if format_bytes is not None else self.format(item).encode()
             except Exception as exc:
-                self._drop("format_error")
-                from logging_apm.errors import instrumentation_failed
-
-                instrumentation_failed("handler.format", exc)
+                self._format_failed(exc)
                 continue
             lines.append(line.replace(b"\n", b"\\n") + b"\n" if b"\n" in line else line + b"\n")
         self.stats["received"] += received  # counted in the one listener thread: no increment is lost
@@ -203,6 +229,12 @@ class BackgroundHandler(logging.Handler):
         if not keep_running:
             self._write_batch(self._drain())  # anything put after the stop marker, e.g. at exit
         return keep_running
+
+    def _format_failed(self, exc: Exception) -> None:
+        self._drop("format_error")
+        from logging_apm.errors import instrumentation_failed
+
+        instrumentation_failed("handler.format", exc)
 
     def _write(self, data: bytes, count: int) -> None:
         try:
