@@ -265,7 +265,7 @@ def _deliver_batch(
         outcome.failed += len(left)
         outcome.error = message
         outcome.next_attempt = now + worst if left else None
-        log.warning("%s", message)
+        log.info("%s", message)  # the stage's summary carries it; a log line would say it twice
         raise _Stop(message) from None
 
 
@@ -294,7 +294,7 @@ def deliver_plain(sink: Sink, outbox: Outbox, *, now: float, policy: RetryPolicy
         outcome.failed = len(entries)
         outcome.error = message
         outcome.next_attempt = now + delay
-        log.warning("%s", message)
+        log.info("%s", message)  # the stage's summary carries it; a log line would say it twice
         return outcome
     outbox.delivered(sink.name, [e.id for e in entries])
     outcome.delivered = len(entries)
@@ -305,12 +305,17 @@ def deliver_plain(sink: Sink, outbox: Outbox, *, now: float, policy: RetryPolicy
     return outcome
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _fmt_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{r.replace('_', ' ')} {n}" for r, n in sorted(counts.items()))
 
 
 def summary_line(o: SinkOutcome) -> str:
-    parts = [f"{o.sink}: sent {o.sent} points in {o.requests} requests, {o.delivered} windows delivered"]
+    parts = [f"{o.sink}: sent {_n(o.sent, 'point')} in {_n(o.requests, 'request')}, "
+             f"{_n(o.delivered, 'window')} delivered"]
     if o.retry.retries:
         parts.append(f"{o.retry.retries} retries")
     if o.splits:
@@ -323,7 +328,7 @@ def summary_line(o: SinkOutcome) -> str:
         parts.append(f"normalised: {_fmt_counts(o.cut)}")
     if o.error:
         when = time.strftime("%H:%M:%S", time.gmtime(o.next_attempt)) + "Z" if o.next_attempt else "next run"
-        parts.append(f"FAILED: {o.error}; {o.failed} windows pending, next attempt at {when}")
+        parts.append(f"not delivered: {o.error}; {_n(o.failed, 'window')} pending, next attempt at {when}")
     elif o.deferred:
         parts.append("time budget used up, the rest waits for the next run")
     return "; ".join(parts)

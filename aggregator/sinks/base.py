@@ -165,6 +165,20 @@ class VendorSink(Protocol):
     def close(self) -> None: ...
 
 
+def connection_problem(exc: BaseException) -> str:
+    """A short reason for a failed connection (the libraries' texts run to several nested reprs)."""
+    text = str(exc)
+    for needle, reason in (("Connection refused", "connection refused"), ("Connection reset", "connection reset"),
+                           ("Name or service not known", "host name not resolved"),
+                           ("Temporary failure in name resolution", "host name not resolved"),
+                           ("timed out", "timed out"), ("CERTIFICATE_VERIFY_FAILED", "certificate not trusted"),
+                           ("RemoteDisconnected", "connection closed by the server"),
+                           ("Connection aborted", "connection closed by the server")):
+        if needle in text:
+            return reason
+    return text[:200]
+
+
 def bump(counter: dict[str, int], key: str, n: int = 1) -> None:
     counter[key] = counter.get(key, 0) + n
 

@@ -25,6 +25,7 @@ from aggregator.sinks.base import (
     Prepared,
     RequestLimits,
     bump,
+    connection_problem,
     error_for_status,
     parse_retry_after,
     scrub,
@@ -240,7 +241,7 @@ class DatadogSink:
             raise SinkError(f"{self.name}: request to {self.api_host} timed out after {self.timeout:g} s",
                             retryable=True) from None
         except (ClientError, HttpBackoff) as exc:
-            raise SinkError(self._clean(f"{self.name}: cannot reach {self.api_host}: {_short(exc)}"),
+            raise SinkError(self._clean(f"{self.name}: cannot reach {self.api_host}: {connection_problem(exc)}"),
                             retryable=True) from None
         except (HTTPError, ApiError, ValueError) as exc:
             response = client.last_response()

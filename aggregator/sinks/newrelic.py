@@ -22,6 +22,7 @@ from aggregator.sinks.base import (
     RequestLimits,
     SummaryPoint,
     bump,
+    connection_problem,
     error_for_status,
     parse_retry_after,
     scrub,
@@ -151,18 +152,19 @@ class NewRelicSink:
                 response = self.client.send_batch(list(items), common=self.common, timeout=self.timeout)
         except urllib3.exceptions.SSLError as exc:
             # A certificate that does not verify is a setting to fix, not a blip to retry.
-            raise SinkError(self._clean(f"{self.name}: TLS to {self.host}:{self.port} failed: {exc}"),
+            raise SinkError(self._clean(f"{self.name}: TLS to {self.host}:{self.port} failed: "
+                                        f"{connection_problem(exc)}"),
                             retryable=False) from None
         except urllib3.exceptions.NewConnectionError as exc:
             # Checked first: urllib3 makes it a subclass of ConnectTimeoutError, but it is a refusal.
-            raise SinkError(self._clean(f"{self.name}: cannot reach {self.host}:{self.port}: {exc}"),
-                            retryable=True) from None
+            raise SinkError(self._clean(f"{self.name}: cannot reach {self.host}:{self.port}: "
+                                        f"{connection_problem(exc)}"), retryable=True) from None
         except (urllib3.exceptions.TimeoutError, TimeoutError):
             raise SinkError(f"{self.name}: request to {self.host}:{self.port} timed out after {self.timeout:g} s",
                             retryable=True) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise SinkError(self._clean(f"{self.name}: cannot reach {self.host}:{self.port}: {type(exc).__name__}: {exc}"),
-                            retryable=True) from None
+            raise SinkError(self._clean(f"{self.name}: cannot reach {self.host}:{self.port}: "
+                                        f"{connection_problem(exc)}"), retryable=True) from None
         if response.ok:
             return
         detail = ""
