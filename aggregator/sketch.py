@@ -307,7 +307,7 @@ class DDSketch:
         """The stored form (zlib); ``compress=False`` for a quick hop between processes."""
         body = (_HEADER.pack(_FORMAT_VERSION, 0, self.relative_accuracy, self.min, self.max, self.zero_count)
                 + self.pos.to_bytes() + self.neg.to_bytes())
-        return zlib.compress(body, 6) if compress else b"\0" + body
+        return zlib.compress(body, 1) if compress else b"\0" + body
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DDSketch:
