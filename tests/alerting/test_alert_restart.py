@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from alert_servers import SlackServer, SmtpServer
-from test_timeline import EXPECTED, HEALTH_RULE, TIMING, log_of, main_scenario, received
-from timeline_kit import Timeline, make_config, notifier_env
+from alert_timeline_kit import Timeline, make_config, notifier_env
+from test_alert_timeline import EXPECTED, HEALTH_RULE, TIMING, log_of, main_scenario, received
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -23,7 +23,7 @@ def killed_run(tl: Timeline, k: int, point: str, env: dict[str, str]) -> int:
     tl.commit_minute(k)
     assert tl.config.config_file is not None
     proc = subprocess.run(
-        [sys.executable, str(HERE / "killed_run.py"), point, str(tl.state), str(tl.config.config_file),
+        [sys.executable, str(HERE / "alert_killed_run.py"), point, str(tl.state), str(tl.config.config_file),
          json.dumps(env), str(tl.wall(k))],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}"}, capture_output=True,
         text=True, timeout=120,

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from alert_servers import SlackServer, SmtpServer
-from timeline_kit import notifier_env
+from alert_timeline_kit import notifier_env
 
 ROOT = Path(__file__).resolve().parents[2]
 

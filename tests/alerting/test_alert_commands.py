@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 from alert_servers import SlackServer, SmtpServer
-from test_timeline import HEALTH_RULE, TIMING, main_scenario
-from timeline_kit import Timeline, make_config, notifier_env
+from alert_timeline_kit import Timeline, make_config, notifier_env
+from test_alert_timeline import HEALTH_RULE, TIMING, main_scenario
 
 from aggregator.cli import main
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from alert_servers import SlackServer, SmtpServer
-from timeline_kit import T0, Timeline, W, make_config, notifier_env, request_window
+from alert_timeline_kit import T0, Timeline, W, make_config, notifier_env, request_window
 
 from aggregator.store import Store
 from alerting.state import AlertStore

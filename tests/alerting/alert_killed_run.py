@@ -1,5 +1,5 @@
 """Child process for the restart tests: one alerting stage, killed (``os._exit``, no cleanup, no commit)
-at a chosen point. Usage: killed_run.py POINT STATE CONFIG ENV_JSON NOW
+at a chosen point. Usage: alert_killed_run.py POINT STATE CONFIG ENV_JSON NOW
 
 POINT: ``evaluation`` (inside the evaluation transaction, before its commit), ``before-send`` (after the
 commit, before any notifier is called), ``during-send`` (a notifier accepted a message, its "sent" not
