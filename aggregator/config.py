@@ -84,6 +84,9 @@ SETTINGS: tuple[Setting, ...] = (
             "A query slower than this counts in apm.db.query.slow (and feeds the slow-query alert)."),
     Setting("run.n_plus_one_threshold", "N_PLUS_ONE_THRESHOLD", 5, _int,
             "Executions of one query fingerprint in one trace that make an N+1 finding."),
+    Setting("run.trace_insights", "LOGAPM_TRACE_INSIGHTS", True, _bool,
+            "Join events by trace (time shares, queries per request, N+1 findings); off saves about a third "
+            "of a run's CPU when the logs carry no trace context."),
     Setting("run.trace_pending_seconds", "LOGAPM_TRACE_PENDING_SECONDS", 1800, _int,
             "How long (event time) the events of a trace wait in the store for their request event."),
     Setting("run.trace_pending_max_events", "LOGAPM_TRACE_PENDING_MAX_EVENTS", 200_000, _int,

@@ -214,9 +214,10 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
         max_past_seconds=None,
         workers=workers,
         part_bytes=part_bytes or PART_BYTES,
+        traces=analyzer_cls is not None and bool(config.get("run.trace_insights", True)),
     )
     engine = LocalEngine(source, settings, lock_path=str(state_path) + ".lock")
-    analyzer = analyzer_cls(store, config) if analyzer_cls is not None else None
+    analyzer = analyzer_cls(store, config) if settings.traces else None
     ws = WindowsStore(store)
     outbox = StoreOutbox(store, str(config["run.metric_prefix"]))
     sinks = configured_sinks(config)

@@ -105,6 +105,15 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, i
     return wall, peak, proc.returncode, out[-2000:]
 
 
+def _logapm(log: Path, state: Path, workers: int | None, extra: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "aggregator.cli", "run", "--input", str(log), "--state", str(state),
+           "--no-progress", "-q", *extra]
+    return cmd + (["--workers", str(workers)] if workers else [])
+
+
+VARIANTS = {"logapm": [], "logapm-no-insights": ["--no-trace-insights"]}
+
+
 def bench_size(events: int, repeats: int, workdir: Path, naive_max: int, workers: int | None) -> dict[str, object]:
     log = workdir / f"bench-{events}.log"
     t = time.perf_counter()
@@ -114,24 +123,21 @@ def bench_size(events: int, repeats: int, workdir: Path, naive_max: int, workers
         while f.read(16 << 20):
             pass
     row: dict[str, object] = {"events": n, "bytes": size, "generate_s": round(gen_s, 1)}
-    runs = []
-    for r in range(repeats):
-        state = workdir / f"state-{events}-{r}.db"
-        cmd = [sys.executable, "-m", "aggregator.cli", "run", "--input", str(log), "--state", str(state),
-               "--no-progress", "-q"]
-        if workers:
-            cmd += ["--workers", str(workers)]
-        env = dict(os.environ, APM_PROVIDER="", PERFORMANCE_ALERT_EMAIL_ENABLED="false",
-                   PERFORMANCE_ALERT_SLACK_ENABLED="false")
-        wall, peak, rc, out = measure(cmd, env)
-        if rc != 0:
-            raise SystemExit(f"logapm run failed ({rc}):\n{out}")
-        runs.append((wall, peak))
-        for p in workdir.glob(f"state-{events}-{r}.db*"):
-            p.unlink()
-    wall = statistics.median(w for w, _ in runs)
-    row["logapm"] = {"seconds": round(wall, 3), "events_per_s": round(n / wall), "mb_per_s": round(size / wall / 1e6, 1),
-                     "peak_rss_mb": round(max(p for _, p in runs) / 1e6, 1)}
+    env = dict(os.environ, APM_PROVIDER="", PERFORMANCE_ALERT_EMAIL_ENABLED="false",
+               PERFORMANCE_ALERT_SLACK_ENABLED="false")
+    for name, extra in VARIANTS.items():
+        runs = []
+        for r in range(repeats):
+            state = workdir / f"state-{events}-{r}.db"
+            wall, peak, rc, out = measure(_logapm(log, state, workers, extra), env)
+            if rc != 0:
+                raise SystemExit(f"logapm run failed ({rc}):\n{out}")
+            runs.append((wall, peak))
+            for p in workdir.glob(f"state-{events}-{r}.db*"):
+                p.unlink()
+        wall = statistics.median(w for w, _ in runs)
+        row[name] = {"seconds": round(wall, 3), "events_per_s": round(n / wall),
+                     "mb_per_s": round(size / wall / 1e6, 1), "peak_rss_mb": round(max(p for _, p in runs) / 1e6, 1)}
     if events <= naive_max:
         runs = []
         for _ in range(repeats):
@@ -167,14 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     result = {"bench": "aggregate", "cpus": os.cpu_count(), "repeats": args.repeats, "rows": rows}
     baseline = json.loads(args.baseline.read_text().strip().splitlines()[-1]) if args.baseline else None
     base_rows = {r["events"]: r for r in baseline["rows"]} if baseline else {}
-    print(f"{'events':>10} {'MB':>7}  {'engine':<7} {'seconds':>8} {'events/s':>11} {'MB/s':>7} {'peak RSS MB':>12}"
+    print(f"{'events':>10} {'MB':>7}  {'engine':<18} {'seconds':>8} {'events/s':>11} {'MB/s':>7} {'peak RSS MB':>12}"
           + ("  vs baseline" if baseline else ""))
     for row in rows:
-        for name in ("logapm", "naive"):
+        for name in (*VARIANTS, "naive"):
             m = row.get(name)
             if not isinstance(m, dict):
                 continue
-            line = (f"{row['events']:>10,} {int(row['bytes']) / 1e6:>7,.0f}  {name:<7} {m['seconds']:>8.2f} "  # type: ignore[call-overload]
+            line = (f"{row['events']:>10,} {int(row['bytes']) / 1e6:>7,.0f}  {name:<18} {m['seconds']:>8.2f} "  # type: ignore[call-overload]
                     f"{m['events_per_s']:>11,} {m['mb_per_s']:>7.1f} {m['peak_rss_mb']:>12,.0f}")
             old = base_rows.get(row["events"], {}).get(name)
             if old:

@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--workers", type=int, metavar="N", help="decoder processes (default: one per core)")
     parser.add_argument("--window-seconds", type=int, metavar="S", help="window width (default 60)")
     parser.add_argument("--dead-letter", metavar="PATH", help="dead-letter file for invalid lines")
+    parser.add_argument("--no-trace-insights", action="store_true",
+                        help="skip joining events by trace (run.trace_insights = false)")
     parser.add_argument("--quiet", "-q", action="store_true", help="print nothing unless something failed")
     parser.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     parser.set_defaults(func=_run)
@@ -41,6 +43,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides = {
         "run.inputs": args.input, "run.state": args.state, "run.workers": args.workers,
         "run.window_seconds": args.window_seconds, "run.dead_letter": args.dead_letter,
+        "run.trace_insights": False if args.no_trace_insights else None,
     }
     try:
         config = load_config(args.config, overrides=overrides)
