@@ -10,7 +10,9 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from aggregator.insights.records import TraceRecord, as_record
+import orjson
+
+from aggregator.insights.partials import OpenTrace
 from aggregator.store import register_migrations
 
 register_migrations("insights", [
@@ -49,6 +51,20 @@ register_migrations("insights", [
     CREATE TABLE insights_counters (
         name TEXT PRIMARY KEY,
         value INTEGER NOT NULL
+    )
+    """,
+    # Open traces are kept as their sums (partials.OpenTrace), one row per trace, not one per event.
+    """
+    DROP TABLE insights_pending;
+    CREATE TABLE insights_open_traces (
+        trace_id TEXT PRIMARY KEY,
+        newest REAL NOT NULL,
+        events INTEGER NOT NULL,
+        queries INTEGER NOT NULL,
+        db_ms REAL NOT NULL,
+        cache_ms REAL NOT NULL,
+        external_ms REAL NOT NULL,
+        fingerprints TEXT NOT NULL
     )
     """,
 ])
@@ -109,22 +125,24 @@ def upsert_findings(conn: sqlite3.Connection, rows: Iterable[tuple[object, ...]]
     )
 
 
-def load_pending(conn: sqlite3.Connection) -> Iterator[TraceRecord]:
-    for row in conn.execute(
-        "SELECT trace_id, span_id, parent_span_id, kind, end_ts, duration_ms, outcome, name, detail, extra,"
-        " status FROM insights_pending ORDER BY rowid"
+def load_open_traces(conn: sqlite3.Connection) -> Iterator[tuple[str, OpenTrace]]:
+    for trace_id, newest, events, queries, db_ms, cache_ms, external_ms, fps in conn.execute(
+        "SELECT trace_id, newest, events, queries, db_ms, cache_ms, external_ms, fingerprints"
+        " FROM insights_open_traces ORDER BY rowid"
     ):
-        record = as_record(row)
-        if record.kind == "cache" and record.extra is not None:  # SQLite has no boolean: 0/1 back to bool
-            record = record._replace(extra=bool(record.extra))
-        yield record
+        ops = OpenTrace()
+        ops.newest, ops.events, ops.queries = newest, events, queries
+        ops.db_ms, ops.cache_ms, ops.external_ms = db_ms, cache_ms, external_ms
+        ops.fingerprints = orjson.loads(fps)
+        yield trace_id, ops
 
 
-def replace_pending(conn: sqlite3.Connection, records: Iterable[TraceRecord]) -> None:
-    conn.execute("DELETE FROM insights_pending")
+def replace_open_traces(conn: sqlite3.Connection, traces: Iterable[tuple[str, OpenTrace]]) -> None:
+    conn.execute("DELETE FROM insights_open_traces")
     conn.executemany(
-        "INSERT INTO insights_pending VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        records,
+        "INSERT INTO insights_open_traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        ((tid, o.newest, o.events, o.queries, o.db_ms, o.cache_ms, o.external_ms,
+          orjson.dumps(o.fingerprints).decode()) for tid, o in traces),
     )
 
 
@@ -140,9 +158,8 @@ def counters(conn: sqlite3.Connection) -> dict[str, int]:
     out = dict.fromkeys(COUNTERS, 0)
     if _has_tables(conn):
         out.update(dict(conn.execute("SELECT name, value FROM insights_counters")))
-        out["pending_events"] = conn.execute("SELECT count(*) FROM insights_pending").fetchone()[0]
-        out["pending_traces"] = conn.execute(
-            "SELECT count(DISTINCT trace_id) FROM insights_pending").fetchone()[0]
+        out["pending_events"], out["pending_traces"] = conn.execute(
+            "SELECT coalesce(sum(events), 0), count(*) FROM insights_open_traces").fetchone()
     return out
 
 

@@ -1,6 +1,7 @@
 """What one complete request says: queries, time in DB/cache/external calls, and N+1 findings.
 
-Pure functions over ``TraceRecord`` values, so that the run's analyzer, the tests and the report agree.
+Pure functions over a request and the summed operations of its trace (``partials.OpenTrace``), so that
+the run's analyzer, the tests and the report agree.
 
 Time in a kind of call is the sum of the durations of the request's calls of that kind, capped at the
 request's own duration. Sequential calls (the normal case in a Django view) are counted exactly; calls
@@ -13,10 +14,9 @@ would look overlapping and be undercounted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aggregator.insights.records import TraceRecord, query_fingerprint
+from aggregator.insights.partials import OpenTrace, RequestInfo
 
 CHILD_KINDS = ("db", "cache", "external")
 
@@ -38,60 +38,32 @@ class Finding:
 
 @dataclass(slots=True)
 class RequestProfile:
-    request: TraceRecord
+    trace_id: str
+    route: str
+    method: str
+    end: float
+    duration_ms: float
+    failed: bool  # failure outcome or a 5xx answer
     queries: int = 0
     time_ms: dict[str, float] = field(default_factory=dict)  # kind -> capped time in that kind of call
     findings: list[Finding] = field(default_factory=list)
 
 
-def profile_request(request: TraceRecord, children: Iterable[TraceRecord], threshold: int) -> RequestProfile:
-    """Analyse one request and the db/cache/external operations of its trace (other kinds are ignored)."""
-    raw = dict.fromkeys(CHILD_KINDS, 0.0)
-    by_fingerprint: dict[str, list[TraceRecord]] = {}
-    queries = 0
-    for child in children:
-        kind = child.kind
-        if kind not in raw:
-            continue
-        raw[kind] += child.duration_ms
-        if kind == "db":
-            queries += 1
-            # Without a fingerprint the text stands in for it; a query with neither cannot be grouped.
-            key = child.name or child.detail
-            if key:
-                by_fingerprint.setdefault(key, []).append(child)
-    cap = request.duration_ms
-    profile = RequestProfile(request, queries, {k: min(v, cap) for k, v in raw.items()})
+def profile_request(trace_id: str, request: RequestInfo, ops: OpenTrace | None, threshold: int
+                    ) -> RequestProfile:
+    """Analyse one request given the summed operations of its trace (None: it had none)."""
+    end, duration, outcome, route, method, status = request
+    profile = RequestProfile(trace_id, route or "", method or "", end, duration,
+                             outcome == "failure" or (status or 0) >= 500)
+    if ops is None:
+        profile.time_ms = dict.fromkeys(CHILD_KINDS, 0.0)
+        return profile
+    profile.queries = ops.queries
+    profile.time_ms = {"db": min(ops.db_ms, duration), "cache": min(ops.cache_ms, duration),
+                       "external": min(ops.external_ms, duration)}
     if threshold > 0:
-        for fingerprint, runs in by_fingerprint.items():
-            if len(runs) >= threshold:
-                first = runs[0]
-                profile.findings.append(Finding(
-                    route=request.name or "",
-                    method=request.detail or "",
-                    fingerprint=first.name or query_fingerprint(fingerprint),
-                    text=first.detail or "",
-                    table=first.extra or "",
-                    executions=len(runs),
-                    time_ms=sum(r.duration_ms for r in runs),
-                    trace_id=request.trace_id,
-                    end=request.end,
-                ))
+        for fingerprint, (executions, time_ms, text, table) in ops.fingerprints.items():
+            if executions >= threshold:
+                profile.findings.append(Finding(profile.route, profile.method, fingerprint, text or "",
+                                                table or "", executions, time_ms, trace_id, end))
     return profile
-
-
-def descendants(root: TraceRecord, records: Iterable[TraceRecord]) -> list[TraceRecord]:
-    """The records below ``root`` by parent-span links (any depth), in their original order."""
-    items = list(records)
-    below = {root.span_id} if root.span_id else set()
-    changed = True
-    claimed = [False] * len(items)
-    while changed:  # a few passes at most: traces are shallow
-        changed = False
-        for i, rec in enumerate(items):
-            if not claimed[i] and rec.parent_span_id and rec.parent_span_id in below:
-                claimed[i] = True
-                if rec.span_id:
-                    below.add(rec.span_id)
-                changed = True
-    return [rec for i, rec in enumerate(items) if claimed[i]]

@@ -1,14 +1,12 @@
 """The slice of an event that trace analysis needs: small, picklable, the same for every stage.
 
-Worker processes reduce parsed events to plain tuples in ``TraceRecord``'s field order (``extract``) so
-that about a hundred bytes per event cross to the parent process; the parent views them as
-``TraceRecord`` (``as_record``), and pending traces are stored in the same shape.
+Decoders reduce parsed events to plain tuples in ``TraceRecord``'s field order (``extract_records``),
+which ``aggregator.insights.partials`` then sums per trace; ``logapm trace`` views one event at a time
+as a ``TraceRecord`` (``to_record``).
 
-``extract`` runs on every event of a run, so it is built for speed: one C-level ``attrgetter`` per kind
-picks the record's fields in order (absent fields stay ``None``; consumers read them with ``or``). Plain
-tuples, not ``TraceRecord`` instances, cross the process boundary: pickle handles tuples in C, while a
-NamedTuple goes through Python-level ``__reduce__`` and measured 3-5x slower to pickle and unpickle
-(``bench/insights_bench.py`` measures extract and the transfer against the parse itself).
+``extract_records`` runs on every event of a run, so it is built for speed: one C-level ``attrgetter``
+per kind picks the record's fields in order (absent fields stay ``None``; consumers read them with
+``or``), and no keyword arguments or NamedTuple constructor run per event.
 """
 
 from __future__ import annotations
@@ -96,10 +94,9 @@ def to_record(event: Any) -> TraceRecord | None:
     return as_record(getter(event) + pad)
 
 
-def extract(events: Iterable[Any]) -> list[RawRecord]:
-    """Keep what trace analysis needs: request, db, cache, external and task events with a trace id
-    (a task event closes the spans below it; see ``aggregator.insights.traces``), as plain tuples in
-    ``TraceRecord`` field order."""
+def extract_records(events: Iterable[Any]) -> list[RawRecord]:
+    """Request, db, cache, external and task events with a trace id, as plain tuples in ``TraceRecord``
+    field order (``aggregator.insights.partials`` sums them per trace)."""
     out: list[RawRecord] = []
     append = out.append
     getters = _GETTERS

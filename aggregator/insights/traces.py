@@ -1,24 +1,24 @@
-"""The run's trace analysis: joins the events of each trace, then measures each request.
+"""The run's trace analysis: joins the operations of each trace, then measures each request.
 
 Contract with the run (``aggregator.run``):
 
-- ``extract(events)`` runs in the decoder processes and keeps only ``TraceRecord`` tuples of request, db,
-  cache and external events that carry a trace id (plus task events, which close their own traces);
-- ``TraceAnalyzer.feed(records)`` is called in the parent, in input order, as often as needed;
+- ``extract(events)`` runs in the decoder processes: it keeps request, db, cache, external and task events
+  that carry a trace id and sums them per trace into a few small parts (``aggregator.insights.partials``);
+- ``TraceAnalyzer.feed(parts)`` is called in the parent, in input order, as often as needed;
 - ``TraceAnalyzer.finish()`` is called inside the run's transaction: it writes the N+1 findings, the
   counters and the still-open traces, and returns the ``trace`` family's window aggregates for the run to
   merge before its commit. A killed run therefore leaves nothing behind, and a committed one has counted
   each trace once.
 
 A trace is complete when its request event arrives: the middleware writes it when the request ends, after
-every query, cache call and external call of the request, so in one log stream the children come first.
-Its children are all the open records of the trace (records of traces that ended earlier were consumed by
-them). A task event closes only its own descendants (by parent span), so a task run inside a request does
-not take the request's queries. Records of a trace whose request has not arrived yet are kept in the store
-(``insights_pending``) for the next run, so that traces crossing the boundary between two runs come out as
-if read in one run. Pending traces expire after ``run.trace_pending_seconds`` of event time without their
-request (a request that never logged, a script with a trace context) and are capped at
-``run.trace_pending_max_events`` (oldest traces dropped first); both are counted, never silent.
+every query, cache call and external call of the request, so in one log stream the operations come first.
+The request takes everything open of its trace (operations of requests that ended earlier were taken by
+them). Operations below a task span belong to the task, not to the request. What is open when a run ends
+(a request cut in half by the run boundary) is kept in the store (``insights_open_traces``) and the next
+run continues from it, so that traces crossing the boundary between two runs come out as if read in one
+run. Open traces expire after ``run.trace_pending_seconds`` of event time without their request (a request
+that never logged, a script with a trace context) and are capped at ``run.trace_pending_max_events``
+(oldest traces dropped first); both are counted, never silent.
 """
 
 from __future__ import annotations
@@ -30,12 +30,18 @@ from typing import Any
 
 from aggregator.insights import findings as store_tables
 from aggregator.insights import metrics as _metrics  # registers the trace metrics with the catalog
-from aggregator.insights.profile import Finding, RequestProfile, descendants, profile_request
-from aggregator.insights.records import RawRecord, TraceRecord, as_record, extract
+from aggregator.insights.partials import PIECE, ROOT_TASK, OpenTrace, TracePart, summarize
+from aggregator.insights.profile import Finding, RequestProfile, profile_request
+from aggregator.insights.records import TraceRecord, extract_records
 from aggregator.insights.text import printable
 from aggregator.model import SeriesKey, WindowAggregate, make_tags
 
 __all__ = ["FAMILY", "TraceAnalyzer", "TraceRecord", "extract", "summary_lines"]
+
+
+def extract(events: Iterable[Any]) -> list[tuple[Any, ...]]:
+    """In a decoder: the trace parts of one chunk's events (plain tuples, in feeding order)."""
+    return summarize(extract_records(events))
 
 FAMILY = "trace"
 
@@ -87,7 +93,7 @@ class TraceAnalyzer:
         self.width = int(config["run.window_seconds"])
         self.pending_seconds = float(config["run.trace_pending_seconds"])
         self.pending_max_events = int(config["run.trace_pending_max_events"])
-        self._open: dict[str, list[TraceRecord]] = {}
+        self._open: dict[str, OpenTrace] = {}
         self._loaded_pending = -1  # rows read from the store; -1 until read
         self._newest = -math.inf  # newest event time seen (the clock pending traces expire by)
         self._windows: dict[tuple[int, str], _RouteWindow] = {}
@@ -101,65 +107,55 @@ class TraceAnalyzer:
         if self._loaded_pending >= 0:
             return
         self._loaded_pending = 0
-        for rec in store_tables.load_pending(self.store.conn):
+        for trace_id, ops in store_tables.load_open_traces(self.store.conn):
             self._loaded_pending += 1
-            self._add(rec)
+            self._open[trace_id] = ops
+            if ops.newest > self._newest:
+                self._newest = ops.newest
 
-    def feed(self, records: Iterable[RawRecord]) -> None:
-        """Take records from ``extract`` (plain tuples or ``TraceRecord``), in input order."""
+    def feed(self, parts: Iterable[tuple[Any, ...]]) -> None:
+        """Take the parts from ``extract`` (or ``partials.summarize``), in input order."""
         if self._finished:
             raise RuntimeError("TraceAnalyzer.feed after finish")
         self._load_pending()
-        add = self._add
-        for raw in records:
-            add(as_record(raw))
+        for raw in parts:
+            self._add(TracePart(*raw))
         # Keep a long catch-up run's memory bounded too: orphans (no request will come) would otherwise
         # pile up until finish(). Checked cheaply by trace count first.
         if len(self._open) * 8 > self.pending_max_events and (
-            sum(map(len, self._open.values())) > 2 * self.pending_max_events
+            sum(t.events for t in self._open.values()) > 2 * self.pending_max_events
         ):
             self._expire()
 
-    def _add(self, rec: TraceRecord) -> None:
-        if rec.end > self._newest:
-            self._newest = rec.end
-        if rec.kind == "request":
-            self._complete_request(rec)
-        elif rec.kind == "task":
-            self._complete_task(rec)
+    def _add(self, part: TracePart) -> None:
+        if part.newest > self._newest:
+            self._newest = part.newest
+        trace_id = part.trace_id
+        if part.tag == PIECE:
+            if part.request is None:
+                ops = self._open.get(trace_id)
+                if ops is None:
+                    ops = self._open[trace_id] = OpenTrace()
+                ops.merge(part)
+                return
+            ops = self._open.pop(trace_id, None)
+            if ops is None:
+                ops = OpenTrace()
+            ops.merge(part)
+            self._account(profile_request(trace_id, part.request, ops, self.threshold))
         else:
-            self._open.setdefault(rec.trace_id, []).append(rec)
-
-    def _complete_task(self, task: TraceRecord) -> None:
-        records = self._open.get(task.trace_id)
-        if not records:
-            return
-        claimed = descendants(task, records)
-        if not claimed:
-            return
-        ids = {id(r) for r in claimed}
-        rest = [r for r in records if id(r) not in ids]
-        if rest:
-            self._open[task.trace_id] = rest
-        else:
-            del self._open[task.trace_id]
-        self.counts["task_traces_completed"] += 1
-
-    def _complete_request(self, request: TraceRecord) -> None:
-        children = self._open.pop(request.trace_id, ())
-        profile = profile_request(request, children, self.threshold)
-        self._account(profile)
+            if part.tag == ROOT_TASK:  # a trace without a request: what is open of it was the task's
+                self._open.pop(trace_id, None)
+            self.counts["task_traces_completed"] += 1
 
     def _account(self, p: RequestProfile) -> None:
-        req = p.request
-        window = int(req.end // self.width) * self.width
-        route = req.name or ""
-        acc = self._windows.get((window, route))
+        window = int(p.end // self.width) * self.width
+        acc = self._windows.get((window, p.route))
         if acc is None:
-            acc = self._windows[(window, route)] = _RouteWindow()
+            acc = self._windows[(window, p.route)] = _RouteWindow()
         acc.requests += 1
-        acc.failed += req.failed or (req.status or 0) >= 500
-        acc.request_ms += req.duration_ms
+        acc.failed += p.failed
+        acc.request_ms += p.duration_ms
         acc.db_ms += p.time_ms["db"]
         acc.cache_ms += p.time_ms["cache"]
         acc.external_ms += p.time_ms["external"]
@@ -176,29 +172,28 @@ class TraceAnalyzer:
 
     # --- the end of the run --------------------------------------------------------------------------
 
-    def _expire(self) -> list[TraceRecord]:
-        """Drop pending traces too old or beyond the cap; return what stays pending, oldest trace first."""
+    def _expire(self) -> list[tuple[str, OpenTrace]]:
+        """Drop open traces too old or beyond the cap; return what stays open, oldest trace first."""
         horizon = self._newest - self.pending_seconds
-        newest_of: list[tuple[float, str]] = []
-        for trace_id, records in list(self._open.items()):
-            newest = max(r.end for r in records)
-            if newest < horizon:
-                self.counts["pending_expired_events"] += len(records)
+        kept: list[tuple[float, str]] = []
+        for trace_id, ops in list(self._open.items()):
+            if ops.newest < horizon:
+                self.counts["pending_expired_events"] += ops.events
                 del self._open[trace_id]
             else:
-                newest_of.append((newest, trace_id))
-        newest_of.sort()
-        total = sum(len(v) for v in self._open.values())
-        for _, trace_id in newest_of:
+                kept.append((ops.newest, trace_id))
+        kept.sort()
+        total = sum(ops.events for ops in self._open.values())
+        for _, trace_id in kept:
             if total <= self.pending_max_events:
                 break
-            n = len(self._open.pop(trace_id))
+            n = self._open.pop(trace_id).events
             total -= n
             self.counts["pending_evicted_events"] += n
-        return [r for _, tid in newest_of if tid in self._open for r in self._open[tid]]
+        return [(tid, self._open[tid]) for _, tid in kept if tid in self._open]
 
     def finish(self) -> list[WindowAggregate]:
-        """Write findings, counters and pending traces (in the caller's transaction); return aggregates."""
+        """Write findings, counters and open traces (in the caller's transaction); return aggregates."""
         if self._finished:
             raise RuntimeError("TraceAnalyzer.finish called twice")
         self._load_pending()
@@ -207,15 +202,15 @@ class TraceAnalyzer:
         conn = self.store.conn
         with self.store.transaction():
             if still_open or self._loaded_pending:
-                store_tables.replace_pending(conn, still_open)
+                store_tables.replace_open_traces(conn, still_open)
             store_tables.upsert_findings(conn, (
                 (w, route, method, fp, s.text, s.table, s.requests, s.executions, s.max_executions,
                  s.time_ms, s.example_trace_id, s.first_seen, s.last_seen)
                 for (w, route, method, fp), s in sorted(self._findings.items())
             ))
             store_tables.add_counters(conn, self.counts)
-        self.pending_events = len(still_open)
-        self.pending_traces = len({r.trace_id for r in still_open})
+        self.pending_events = sum(ops.events for _, ops in still_open)
+        self.pending_traces = len(still_open)
         return [self._aggregate(w, route, acc) for (w, route), acc in sorted(self._windows.items())]
 
     def _aggregate(self, window: int, route: str, acc: _RouteWindow) -> WindowAggregate:

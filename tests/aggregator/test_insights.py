@@ -12,6 +12,7 @@ import pytest
 from aggregator import catalog
 from aggregator.config import Config, load_config
 from aggregator.insights.findings import counters, load_findings
+from aggregator.insights.partials import summarize
 from aggregator.insights.records import TraceRecord
 from aggregator.insights.traces import TraceAnalyzer, summary_lines
 from aggregator.model import WindowAggregate
@@ -64,8 +65,8 @@ def analyse(store_path: Path, batches: list[list[TraceRecord]], cfg: Config | No
     store = Store(store_path)
     try:
         analyzer = TraceAnalyzer(store, cfg or config())
-        for batch in batches:
-            analyzer.feed(batch)
+        for batch in batches:  # each batch is summarised as a decoder summarises one chunk
+            analyzer.feed(summarize(batch))
         with store.transaction():
             aggs = analyzer.finish()
         return aggs, analyzer
@@ -218,7 +219,7 @@ def test_pending_traces_survive_a_run_killed_before_commit(tmp_path: Path) -> No
     analyse(path, [stream[:4]])
     store = Store(path)
     analyzer = TraceAnalyzer(store, config())
-    analyzer.feed(stream[4:])
+    analyzer.feed(summarize(stream[4:]))
     with pytest.raises(RuntimeError), store.transaction():
         analyzer.finish()
         raise RuntimeError("killed before the commit")
@@ -330,10 +331,9 @@ def test_extract_keeps_only_traced_operations_as_small_records() -> None:
         Event(timestamp="x", schema=1, kind="request", duration_ms=20.0, trace_id=tid, span_id=pid,
               http_request_method="GET", http_route="api/x/", http_response_status_code=200, ts=T0 + 1),
     ]
-    from aggregator.insights.records import as_record
-    from aggregator.insights.traces import extract
+    from aggregator.insights.records import as_record, extract_records
 
-    raw = extract(events)
+    raw = extract_records(events)
     assert all(type(r) is tuple for r in raw)  # plain tuples: pickled in C on the way to the parent
     records = [as_record(r) for r in raw]
     assert [r.kind for r in records] == ["db", "db", "cache", "external", "request"]
@@ -353,10 +353,30 @@ def test_open_traces_stay_bounded_within_a_long_run(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     analyzer = TraceAnalyzer(store, config(**{"run.trace_pending_max_events": 100}))
     for batch in range(50):
-        analyzer.feed([rec("db", f"{batch:08x}{i:024x}", T0 + batch, 1.0, "fp") for i in range(40)])
-        assert sum(map(len, analyzer._open.values())) <= 2 * 100 + 40
+        analyzer.feed(summarize([rec("db", f"{batch:08x}{i:024x}", T0 + batch, 1.0, "fp") for i in range(40)]))
+        assert sum(t.events for t in analyzer._open.values()) <= 2 * 100 + 40
     with store.transaction():
         analyzer.finish()
     assert analyzer.pending_events <= 100
     assert analyzer.counts["pending_evicted_events"] == 50 * 40 - analyzer.pending_events
     store.close()
+
+
+def test_a_chunk_becomes_one_small_part_per_trace() -> None:
+    """A decoder sends one plain tuple per trace piece, not one per event; operations written after
+    their trace's request event start a new piece instead of joining the finished request."""
+    import pickle
+
+    from aggregator.insights.partials import TracePart
+
+    stream = request_trace("1" * 32, T0, "api/p/", [("loop", 1.0)] * 6 + [("x", 2.0)], cache=[0.5],
+                           external=[4.0], dur=50.0)
+    late = rec("db", "1" * 32, T0 + 1, 3.0, "late")
+    parts = summarize([*stream, late])
+    assert all(type(p) is tuple for p in parts) and len(parts) == 2
+    done, rest = (TracePart(*p) for p in parts)
+    assert done.request is not None and done.events == len(stream)
+    assert (done.queries, done.db_ms, done.cache_ms, done.external_ms) == (7, 8.0, 0.5, 4.0)
+    assert done.fingerprints["loop"][:2] == [6, 6.0]
+    assert rest.request is None and rest.events == 1 and rest.fingerprints["late"][:2] == [1, 3.0]
+    assert len(pickle.dumps(parts)) < 30 * len(stream) + 400
