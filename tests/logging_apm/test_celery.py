@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _b_brokers import purge_queues
 
 from logging_apm import celery as apm_celery
 from logging_apm import samplers, tracing
@@ -90,21 +91,7 @@ def _wait_for(events: Path, worker: Worker, done: Any, timeout: float = 90.0) ->
 
 
 def _purge(module: Any) -> None:
-    from kombu import Connection
-
-    with Connection(module.app.conf.broker_url) as conn:
-        for q in (module.QUEUE, module.QUEUE2):
-            try:
-                conn.default_channel.queue_delete(q)
-            except Exception:
-                pass
-    if module.app.conf.broker_url.startswith("redis://"):
-        import redis
-
-        client = redis.Redis.from_url(module.app.conf.broker_url)
-        for key in client.scan_iter(match=f"*{module.QUEUE}*"):
-            client.delete(key)
-        client.close()
+    purge_queues(module.app.conf.broker_url, [module.QUEUE, module.QUEUE2])
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _b_brokers import purge_queues
 from kombu import Connection, Exchange, Queue
 
 from aggregator.cli import main as logapm
@@ -44,11 +45,7 @@ def filled_queues(broker_url: str) -> Iterator[dict[str, int]]:
             for i in range(n):
                 producer.publish({"i": i}, exchange=q.exchange, routing_key=name, declare=[q], priority=i * 2)
         yield counts
-        for q in queues:
-            try:
-                q(conn.default_channel).delete()
-            except Exception:
-                pass
+    purge_queues(broker_url, counts)
 
 
 @pytest.mark.services
@@ -76,6 +73,33 @@ def test_sample_command_once_and_every(broker_url: str, filled_queues: dict[str,
     assert logapm(["sample", "--broker", broker_url, *queue_args, "--every", "0.1", "--count", "3",
                    "--output", str(out)]) == 0
     assert len(out.read_text().splitlines()) == 3 * len(filled_queues)
+
+
+@pytest.mark.services
+def test_sample_command_from_a_celery_app(redis_server: tuple[str, int], monkeypatch: pytest.MonkeyPatch,
+                                          capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    """With --celery-app, broker and queues come from the app: one gauge per queue it routes to, with the
+    depth of what was published there."""
+    import sys as _sys
+
+    run = uuid.uuid4().hex[:8]
+    monkeypatch.setenv("APM_TEST_BROKER", BROKERS["redis"])
+    monkeypatch.setenv("APM_TEST_QUEUE", f"apmsample-{run}")
+    monkeypatch.setenv("APM_TEST_QUEUE2", f"apmsample-{run}-2")
+    monkeypatch.syspath_prepend(str(HERE))
+    _sys.modules.pop("_b_celery_app", None)
+    import _b_celery_app as mod
+
+    try:
+        for i in range(3):
+            mod.add.apply_async((i, i), queue=mod.QUEUE2)
+        assert logapm(["sample", "--celery-app", "_b_celery_app:app"]) == 0
+        got = {json.loads(line)["metric.tags"]["queue"]: json.loads(line)["metric.value"]
+               for line in capsysbinary.readouterr().out.splitlines()}
+        assert got == {mod.QUEUE: 0, mod.QUEUE2: 3}
+    finally:
+        purge_queues(BROKERS["redis"], [mod.QUEUE, mod.QUEUE2])
+        _sys.modules.pop("_b_celery_app", None)
 
 
 def test_sample_command_reports_an_unreachable_broker(capsys: pytest.CaptureFixture[str]) -> None:
