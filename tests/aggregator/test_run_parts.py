@@ -1,0 +1,111 @@
+"""Pieces of the run: exactly-once dead-letter export, the progress bar, `--since` times, the summary."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aggregator.commands.metrics import parse_time
+from aggregator.dead_letters import DeadLetters
+from aggregator.model import SeriesKey, StageResult, WindowAggregate, make_tags
+from aggregator.progress import MIN_BYTES, Progress
+from aggregator.run import RunReport
+from aggregator.sketch import sketch_of
+from aggregator.store import Store
+from aggregator.summary import slowest_routes, summary_lines
+from parsers.deadletter import read_dead_letters
+from parsers.lines import DeadLetter
+
+
+def _letters(n: int, start: int = 0) -> list[DeadLetter]:
+    return [DeadLetter("app.log", start + i, "bad_json", b'{"apm.schema":1,' + str(i).encode()) for i in range(n)]
+
+
+def test_dead_letter_export_survives_a_killed_export(tmp_path: Path) -> None:
+    """An export killed after appending but before recording it is cut back and redone: each letter once."""
+    out = tmp_path / "dead.jsonl"
+    with Store(tmp_path / "s.db") as store:
+        dl = DeadLetters(store)
+        with store.transaction():
+            dl.record(_letters(3), now=0)
+        assert dl.export(out) == 3
+        with store.transaction():
+            dl.record(_letters(2, start=100), now=0)
+        with open(out, "ab") as f:  # what a killed export leaves: bytes appended, position not recorded
+            f.write(b'{"source":"app.log","offset":100,"reason":"bad_json","line":"x"}\n{"sourc')
+        assert dl.export(out) == 2
+        assert dl.export(out) == 0
+    got = read_dead_letters(out)
+    assert [d.offset for d in got] == [0, 1, 2, 100, 101]
+    assert got[0].line == b'{"apm.schema":1,0'
+
+
+def test_dead_letter_export_starts_a_fresh_file_after_rotation(tmp_path: Path) -> None:
+    """When the dead-letter file was rotated away, the next export writes only the new letters."""
+    out = tmp_path / "dead.jsonl"
+    with Store(tmp_path / "s.db") as store:
+        dl = DeadLetters(store)
+        with store.transaction():
+            dl.record(_letters(4), now=0)
+        dl.export(out)
+        out.rename(tmp_path / "dead.jsonl.1")
+        with store.transaction():
+            dl.record(_letters(1, start=50), now=0)
+        dl.export(out)
+    assert [d.offset for d in read_dead_letters(out)] == [50]
+
+
+def test_progress_bar_only_on_a_terminal_for_large_inputs() -> None:
+    """The bar draws on a TTY for inputs over MIN_BYTES, never otherwise, and clears itself."""
+    buf = io.StringIO()
+    p = Progress(buf, enabled=True)
+    p.start(MIN_BYTES * 2)
+    p.update(MIN_BYTES)
+    p.finish()
+    assert "50.0%" in buf.getvalue() and buf.getvalue().endswith("\r")
+    quiet = io.StringIO()
+    small = Progress(quiet, enabled=True)
+    small.start(1000)
+    small.update(500)
+    assert quiet.getvalue() == ""
+    not_tty = io.StringIO()  # StringIO.isatty() is False
+    Progress(not_tty).update(1)
+    assert not_tty.getvalue() == ""
+
+
+def test_parse_time_forms() -> None:
+    """--since/--until accept epoch seconds, ISO 8601 (naive = UTC) and durations back from the newest window."""
+    assert parse_time("1764410400", 0) == 1764410400
+    assert parse_time("2025-11-29T10:00:00Z", 0) == parse_time("2025-11-29T10:00:00", 0) == 1764410400
+    assert parse_time("15m", 10_000) == 10_000 - 900
+    assert parse_time("2h", 10_000) == 10_000 - 7200
+    with pytest.raises(ValueError):
+        parse_time("yesterday", 0)
+
+
+def test_summary_lines() -> None:
+    """The summary names lines, events by kind, skipped, invalid by reason, late, windows, the slowest
+    routes by p95 and each stage's outcome."""
+    rng = np.random.default_rng(0)
+
+    def route(name: str, scale: float) -> WindowAggregate:
+        v = rng.lognormal(np.log(scale), 0.5, 500)
+        return WindowAggregate(SeriesKey("request", make_tags(route=name, method="GET")), 0, 60, v.size, 0,
+                               float(v.sum()), float(v.min()), float(v.max()), {}, sketch_of(v))
+
+    report = RunReport(started_at=0.0, finished_at=1.5, files=2, lines=1234, events=1200,
+                       by_kind={"request": 700, "db": 500}, skipped=30, invalid={"bad_json": 3, "bad_duration": 1},
+                       late=7, windows_updated=40, window_starts=5, dead_letter_path="/x/dead.jsonl",
+                       routes={"GET fast/": route("fast/", 10), "GET slow/": route("slow/", 900)},
+                       stages=[StageResult("delivery", ["datadog: 40 points"]),
+                               StageResult("alerting", ["failed: boom"], ok=False)])
+    text = "\n".join(summary_lines(report))
+    for needle in ("1,234 lines", "request 700", "db 500", "skipped (not timing events): 30",
+                   "invalid: 4 (bad_json 3, bad_duration 1)", "late", "7", "windows updated: 40",
+                   "delivery: ok: datadog: 40 points", "alerting: FAILED: failed: boom"):
+        assert needle in text, needle
+    assert [r[0] for r in slowest_routes(report.routes)] == ["GET slow/", "GET fast/"]
+    assert text.index("GET slow/") < text.index("GET fast/")
