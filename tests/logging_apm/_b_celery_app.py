@@ -41,6 +41,9 @@ apm_celery.register_sampler_task(app, every=_every or None)
 _events_file = os.environ.get("APM_TEST_EVENTS") if os.environ.get("APM_TEST_WORKER") else None
 if _events_file:
     configure(enabled=True, service_name="apmtest-worker")
+    from logging_apm import http as apm_http
+
+    apm_http.install(services={"127.0.0.1": "local-api"})
 
     class _JsonLines(logging.Handler):
         """Appends each event as one line and flushes, so the test can read while the worker runs."""
@@ -78,3 +81,11 @@ def fan_out() -> None:
     """Publishes a child task and records a business metric, both inside this task's span."""
     metrics.count("apmtest.fanned", kind="child")
     add.apply_async((1, 1), queue=QUEUE2)
+
+
+@app.task(name="apmtest.call_http")
+def call_http(url: str) -> int:
+    """An outgoing HTTP call inside a task (timed by logging_apm.http in the worker)."""
+    import requests
+
+    return requests.get(url, timeout=10).status_code

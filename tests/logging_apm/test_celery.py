@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from _b_brokers import purge_queues
+from _b_servers import RecordingHTTPServer
 
 from logging_apm import celery as apm_celery
 from logging_apm import samplers, tracing
@@ -242,3 +243,52 @@ def test_a_broken_hook_never_breaks_the_task(monkeypatch: pytest.MonkeyPatch, tm
     finally:
         apm_celery.uninstall()
     assert failures["celery.task_postrun"] == before + 1
+
+
+@pytest.mark.services
+def test_task_published_in_a_django_request_continues_its_trace(
+    redis_server: tuple[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, producer_installed: None
+) -> None:
+    """Through the real request middleware: a view that publishes a task (with an incoming traceparent) gives
+    a request event and, from the worker, a task event with the same trace id whose parent is the request's
+    span; an outgoing instrumented HTTP call inside the task points at the task's span."""
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from logging_apm.middleware import APMMiddleware
+
+    events = tmp_path / "events.jsonl"
+    mod = _load_app(monkeypatch, REDIS_URL, events)
+
+    server = RecordingHTTPServer().start()
+
+    def view(request: Any) -> HttpResponse:
+        mod.call_http.delay(f"{server.url}/v1/verify")
+        return HttpResponse("queued", status=202)
+
+    incoming = "00-" + "4bf92f3577b34da6a3ce929d0e0e4736" + "-00f067aa0ba902b7-01"
+    request = RequestFactory().post("/api/stories/", HTTP_TRACEPARENT=incoming)
+    worker = None
+    try:
+        with capture_events() as captured:
+            response = APMMiddleware(view)(request)
+        assert response.status_code == 202
+        (req,) = captured.of_kind("request")
+        assert req["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+        worker = Worker(mod, tmp_path, pool="solo", beat=False)
+        got = _wait_for(events, worker, lambda ev: any(e["apm.kind"] == "task" for e in ev))
+    finally:
+        if worker is not None:
+            worker.stop()
+        _purge(mod)
+        server.stop()
+    (task,) = [e for e in got if e["apm.kind"] == "task"]
+    (call,) = [e for e in got if e["apm.kind"] == "external"]
+    for e in (task, call):
+        validate_event(e)
+        assert e["trace_id"] == req["trace_id"]
+    assert task["parent_span_id"] == req["span_id"]
+    assert task["task.name"] == "apmtest.call_http" and task["task.state"] == "success"
+    assert call["parent_span_id"] == task["span_id"] and call["peer.service"] == "local-api"
+    sent = tracing.parse_traceparent(server.received[-1].headers["traceparent"])
+    assert sent is not None and (sent.trace_id, sent.span_id) == (req["trace_id"], call["span_id"])
