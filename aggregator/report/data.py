@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -125,19 +125,35 @@ def choose_span(reader: WindowReader, window: int, hours: float, *, until: int |
         return None
     end = (until if until is not None else latest + window)
     start = end - int(hours * 3600)
-    first: int | None = None
-    for family in ("request", "db", "external", "task", "cache"):
-        for agg in reader.windows(family, start, end):
-            first = agg.start if first is None else min(first, agg.start)
-        if first is not None and family == "request":
-            break
+    first = _first_window(reader, "request", start, end, window)
     if first is None:
-        first = latest
+        found = [f for f in (_first_window(reader, fam, start, end, window)
+                             for fam in ("db", "external", "task", "cache")) if f is not None]
+        first = min(found) if found else latest
     start = max(start, first)
     windows = max(math.ceil((end - start) / window), 1)
     step = window * max(math.ceil(windows / MAX_POINTS), 1)
     start = end - math.ceil((end - start) / step) * step
     return Span(start, end, step)
+
+
+def _first_window(reader: WindowReader, family: str, start: int, end: int, window: int) -> int | None:
+    """The earliest window start of ``family`` in ``[start, end)``, found by bisection over window-aligned
+    bounds (each probe reads at most one aggregate, so a day of windows is not decoded to find it)."""
+
+    def any_before(bound: int) -> bool:
+        return next(iter(reader.windows(family, start, bound)), None) is not None
+
+    if not any_before(end):
+        return None
+    lo, hi = start // window, -(-end // window)  # in windows: any_before(hi) holds, find the least such
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if any_before(mid * window):
+            hi = mid
+        else:
+            lo = mid + 1
+    return max((lo - 1) * window, start)
 
 
 def _fresh(family: str, start: int, width: int) -> WindowAggregate:
@@ -161,28 +177,53 @@ class Grouped:
 def group(
     aggs: Iterable[WindowAggregate], span: Span, key: Callable[[SeriesKey], Any]
 ) -> Grouped:
+    """Merge windows per key and bucket; then the buckets into the span totals and the all-keys lines.
+
+    Merging the buckets (at most ``MAX_POINTS`` per key), not the windows, into the totals keeps a long span
+    cheap: each stored window is merged once."""
     out = Grouped()
     for agg in aggs:
         k = key(agg.series)
         b = span.bucket(agg.start)
-        family = agg.series.family
-        total = out.totals.get(k)
-        if total is None:
-            total = out.totals[k] = _fresh(family, span.start, span.end - span.start)
-        catalog.merge_into(total, agg)
         per = out.buckets.setdefault(k, {})
         cell = per.get(b)
         if cell is None:
-            cell = per[b] = _fresh(family, b, span.step)
+            cell = per[b] = _fresh(agg.series.family, b, span.step)
         catalog.merge_into(cell, agg)
+    for k, per in out.buckets.items():
+        for b, cell in per.items():
+            total = out.totals.get(k)
+            if total is None:
+                total = out.totals[k] = _fresh(cell.series.family, span.start, span.end - span.start)
+            catalog.merge_into(total, cell)
+            ob = out.overall_buckets.get(b)
+            if ob is None:
+                ob = out.overall_buckets[b] = _fresh(cell.series.family, b, span.step)
+            catalog.merge_into(ob, cell)
+    for ob in out.overall_buckets.values():
         if out.overall is None:
-            out.overall = _fresh(family, span.start, span.end - span.start)
-        catalog.merge_into(out.overall, agg)
-        ob = out.overall_buckets.get(b)
-        if ob is None:
-            ob = out.overall_buckets[b] = _fresh(family, b, span.step)
-        catalog.merge_into(ob, agg)
+            out.overall = _fresh(ob.series.family, span.start, span.end - span.start)
+        catalog.merge_into(out.overall, ob)
     return out
+
+
+class CachedReader:
+    """A ``WindowReader`` that reads each (family, span, match) once: several sections group one family."""
+
+    def __init__(self, reader: WindowReader) -> None:
+        self.reader = reader
+        self._cache: dict[tuple[str, int, int, tuple[tuple[str, str], ...]], list[WindowAggregate]] = {}
+
+    def windows(self, family: str, start: int, end: int, *, match: Mapping[str, str] | None = None
+                ) -> Iterator[WindowAggregate]:
+        key = (family, start, end, tuple(sorted((match or {}).items())))
+        rows = self._cache.get(key)
+        if rows is None:
+            rows = self._cache[key] = list(self.reader.windows(family, start, end, match=match))
+        return iter(rows)
+
+    def latest_window_start(self) -> int | None:
+        return self.reader.latest_window_start()
 
 
 def _v(metric: str, agg: WindowAggregate | None) -> float | None:
@@ -587,6 +628,7 @@ def gather(
 ) -> ReportData:
     """Everything the report shows, for ``span``."""
     extras = extras or Extras()
+    reader = CachedReader(reader)
     requests, grouped = _requests(reader, span, thresholds, match)
     sections = [
         requests,
