@@ -11,6 +11,10 @@
    same process, in many short interleaved rounds; CPU per request (listener thread included), medians,
    and the ratio; the fastest rounds' ratio is shown too (least disturbed by other load). Target: under
    10% added.
+3. The same over real HTTP: the test project under gunicorn (one sync worker) with logging_apm, and
+   without it at all (``DJANGOAPP_APM=off``), driven alternately; the worker's CPU (/proc, user+system,
+   listener thread included) per request, medians of rounds, and the ratio. This is the request as an
+   app serves it (HTTP parsing, WSGI); item 2 is the strictest possible baseline.
 
 Prints a table, then one JSON line (``--json-out`` also writes it to a file). With ``--baseline FILE`` (a
 JSON line from an earlier run) each figure is compared with the baseline's.
@@ -24,7 +28,9 @@ import json
 import logging
 import logging.config
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -131,6 +137,75 @@ def bench_request(n: int, runs: int, workdir: Path) -> dict[str, float]:
             / min(results["plain"]) * 100.0}
 
 
+def _worker_cpu_seconds(master: int) -> float:
+    """User+system CPU of a gunicorn master's worker processes, from /proc (clock ticks)."""
+    total = 0
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    for pid in children:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _http_get(port: int, path: str) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(f"GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n".encode())
+        while conn.recv(65536):
+            pass
+
+
+def bench_server(n: int, runs: int, workdir: Path) -> dict[str, float]:
+    """Server-side CPU per minimal request over real HTTP: gunicorn (one sync worker) with logging_apm
+    against the same project without it (``DJANGOAPP_APM=off``), driven alternately by a socket client."""
+    servers: dict[str, tuple[subprocess.Popen[bytes], int, socket.socket]] = {}
+    try:
+        for name in ("plain", "instrumented"):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(128)
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
+                   "DJANGO_SETTINGS_MODULE": "djangoapp.settings", "APM_LOG_STDOUT": "false",
+                   "APM_LOG_FILE": str(workdir / f"server-{name}.log"),
+                   "DJANGOAPP_SQLITE": str(workdir / "server.sqlite3"),
+                   "DJANGOAPP_APM": "on" if name == "instrumented" else "off"}
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--bind", f"fd://{sock.fileno()}", "--workers", "1",
+                 "--log-level", "warning", "djangoapp.wsgi:application"],
+                env=env, pass_fds=(sock.fileno(),), cwd=workdir)
+            servers[name] = (proc, sock.getsockname()[1], sock)
+        for name, (proc, port, _) in servers.items():
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    _http_get(port, "/ping/")
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError(f"gunicorn ({name}) did not start") from None
+                    time.sleep(0.2)
+        per_round = max(200, n)
+        results: dict[str, list[float]] = {"instrumented": [], "plain": []}
+        for run in range(runs * 2 + 1):
+            for name in ("plain", "instrumented") if run % 2 else ("instrumented", "plain"):
+                proc, port, _ = servers[name]
+                before = _worker_cpu_seconds(proc.pid)
+                for _ in range(per_round):
+                    _http_get(port, "/ping/")
+                if run:
+                    results[name].append((_worker_cpu_seconds(proc.pid) - before) / per_round * 1e6)
+    finally:
+        for proc, _, sock in servers.values():
+            proc.terminate()
+            proc.wait(30)
+            sock.close()
+    events = (workdir / "server-instrumented.log").read_text().count('"apm.kind":"request"')
+    assert events == per_round * (runs * 2 + 1) + 1, f"instrumented server wrote {events} request events"
+    plain = statistics.median(results["plain"])
+    instrumented = statistics.median(results["instrumented"])
+    return {"server_plain_us": plain, "server_instrumented_us": instrumented,
+            "server_added_pct": (instrumented - plain) / plain * 100.0}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20000, help="events per run (default 20000)")
@@ -146,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         for fmt in FORMATS:
             result[f"event_{fmt}_us"] = bench_event(fmt, args.events, args.runs, work)
         result["event_disabled_us"] = bench_event(None, args.events * 5, args.runs, work)
+        result.update(bench_server(args.requests, args.runs, work))
         result.update(bench_request(args.requests, args.runs, work))
 
     baseline: dict[str, float] = json.loads(args.baseline.read_text().strip().splitlines()[-1]) \
@@ -156,15 +232,18 @@ def main(argv: list[str] | None = None) -> int:
              ("minimal request, not instrumented (CPU us)", "request_plain_us", None),
              ("minimal request, instrumented (CPU us)", "request_instrumented_us", None),
              ("added by instrumentation (%, medians)", "request_added_pct", TARGET_REQUEST_PCT),
-             ("added by instrumentation (%, fastest rounds)", "request_added_pct_min", None)]
-    header = f"{'measure':<48} {'median':>9} {'target':>8} {'ok':>4}"
+             ("added by instrumentation (%, fastest rounds)", "request_added_pct_min", None),
+             ("over HTTP (gunicorn): not instrumented (CPU us)", "server_plain_us", None),
+             ("over HTTP (gunicorn): instrumented (CPU us)", "server_instrumented_us", None),
+             ("over HTTP: added by instrumentation (%)", "server_added_pct", TARGET_REQUEST_PCT)]
+    header = f"{'measure':<50} {'median':>9} {'target':>8} {'ok':>4}"
     if baseline:
         header += f" {'baseline':>9} {'ratio':>6}"
     print(header)
     print("-" * len(header))
     for label, key, target in rows:
         value = result[key]
-        line = f"{label:<48} {value:>9.2f} {target if target else '':>8} " \
+        line = f"{label:<50} {value:>9.2f} {target if target else '':>8} " \
                f"{('yes' if value < target else 'NO') if target else '':>4}"
         if baseline and key in baseline:
             line += f" {baseline[key]:>9.2f} {value / baseline[key] if baseline[key] else float('nan'):>6.2f}"

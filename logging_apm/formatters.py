@@ -90,12 +90,12 @@ class EventJsonFormatter(_pjl_base()):  # type: ignore[misc]
     Ordinary records keep python-json-logger's behaviour (its ``fmt``, renames, static fields).
     """
 
-    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord,
-                   message_dict: dict[str, Any]) -> None:
-        if event_of(record) is not None:
-            log_data.update(message_dict)
-            return
-        super().add_fields(log_data, record, message_dict)
+    def format(self, record: logging.LogRecord) -> str:
+        event = event_of(record)
+        if event is None:
+            return super().format(record)  # type: ignore[no-any-return]
+        # The event is the whole line: skip the record machinery, keep python-json-logger's hooks.
+        return self.serialize_log_record(self.process_log_record(dict(event)))  # type: ignore[no-any-return]
 
 
 def structlog_event(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:

@@ -136,6 +136,19 @@ class APMMiddleware:
                 attrs["error.type"] = error or str(status)
             _emit._emitter.emit("request", duration_ms, "failure" if failed else "success", attrs, span=ctx)
             if response is not None and ctx is not None:
-                response["traceparent"] = ctx.traceparent
+                _set_header(response, "traceparent", ctx.traceparent)
         except Exception as err:
             instrumentation_failed("middleware.finish", err)
+
+
+def _set_header(response: Any, name: str, value: str) -> None:
+    """Set a response header we know to be ASCII without Django's per-call charset checks (a few us).
+
+    ``ResponseHeaders`` keeps ``{lowercased name: (name, value)}`` in ``_store``; when that is not there
+    (another response class, a future Django), the public way is used.
+    """
+    store = getattr(getattr(response, "headers", None), "_store", None)
+    if type(store) is dict:
+        store[name] = (name, value)
+    else:
+        response[name] = value

@@ -6,6 +6,7 @@
 - ``DJANGOAPP_CACHE``: ``locmem`` (default) or ``redis`` (Django's built-in ``RedisCache`` on
   127.0.0.1:6379, database ``DJANGOAPP_REDIS_DB``, default 0). A second alias ``redis`` is always Redis.
 - ``APM_LOG_FILE`` / ``APM_LOG_STDOUT`` / ``APM_LOG_FORMAT``: where ``build_logging()`` writes events.
+- ``DJANGOAPP_APM=off``: the project without logging_apm at all (benchmark baseline).
 """
 
 from __future__ import annotations
@@ -63,3 +64,9 @@ CACHES = {
 
 LOGGING_APM = {"service_name": "djangoapp", "environment": "test"}
 LOGGING = build_logging(stdout=os.environ.get("APM_LOG_FILE") is None)
+
+if os.environ.get("DJANGOAPP_APM", "on") == "off":
+    # The same project without any instrumentation: the benchmark's baseline.
+    INSTALLED_APPS.remove("logging_apm")
+    MIDDLEWARE.remove("logging_apm.middleware.APMMiddleware")
+    LOGGING = {"version": 1, "disable_existing_loggers": False}
