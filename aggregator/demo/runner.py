@@ -148,15 +148,17 @@ def _run_app(out: Console, result: DemoResult, *, tmp: Path, start: float, end: 
 
         next_sample = start
         samples = 0
+        clock_at = start  # the event time reached: requests finish out of order, the clock only advances
 
         def progress(done: int, total: int, call: Any, res: Any) -> None:
-            nonlocal next_sample, samples
+            nonlocal next_sample, samples, clock_at
+            clock_at = max(clock_at, call.at)
             if tasks is not None and call.at >= next_sample:  # the queue-depth sampler, every 30 s
                 samples += tasks.sample_queue(call.at)
                 next_sample = call.at + 30.0
             errors = sum(n for s, n in res.statuses.items() if s >= 500)
             published = f"  {tasks.tally.published:,} tasks" if tasks is not None else ""
-            out.bar(done, total, f"{done:,}/{total:,} requests  event time {_hhmm(call.at)}  "
+            out.bar(done, total, f"{done:,}/{total:,} requests  event time {_hhmm(clock_at)}  "
                                  f"{errors:,} errors (5xx){published}")
 
         with clock.shifted_clock(), (tasks.running_worker() if tasks is not None else nullcontext()):
