@@ -163,13 +163,13 @@ def evaluate(ctx: RunContext) -> StageResult:
         rules = load_rules(config)
     except RuleError as exc:
         result.ok = False
-        result.lines.append(f"alerting: rules refused: {exc}")
+        result.lines.append(f"rules refused: {exc}")
         return result
     try:
         ev = evaluate_rules(ctx.store, config, rules, now=ctx.now)
     except Exception as exc:
         result.ok = False
-        result.lines.append(f"alerting: evaluation failed: {type(exc).__name__}: {exc}")
+        result.lines.append(f"evaluation failed: {type(exc).__name__}: {exc}")
         log.exception("alert evaluation failed")
         return result
     result.counters.update(
@@ -178,11 +178,11 @@ def evaluate(ctx: RunContext) -> StageResult:
     )
     if ev.errors:
         result.ok = False
-        result.lines.extend(f"alerting: {e}" for e in ev.errors)
+        result.lines.extend(ev.errors)
     notifiers, problems = build_notifiers(config)
     for p in problems:
         result.ok = False
-        result.lines.append(f"alerting: notifier not usable: {p}")
+        result.lines.append(f"notifier not usable: {p}")
     sent = send_due(
         AlertStore(ctx.store), notifiers, now=ctx.now, dashboard_url=config.get("alerting.dashboard_url"),
         secrets=config.secrets() if hasattr(config, "secrets") else (),
@@ -192,16 +192,18 @@ def evaluate(ctx: RunContext) -> StageResult:
     result.counters["notifications_delivered"] = sum(sent.notifications.values())
     result.counters["delivery_failures"] = len(sent.failed)
     result.counters["deliveries_expired"] = sent.expired
-    summary = f"alerting: {len(rules)} rules, {ev.points} evaluations, {ev.firing} firing, {ev.pending} pending"
+    summary = f"{len(rules)} rules, {ev.points} evaluations, {ev.firing} firing, {ev.pending} pending"
     if ev.notifications:
-        summary += f"; {len(ev.notifications)} notifications due"
+        enabled = enabled_names(config)
+        summary += f"; {len(ev.notifications)} notifications " + (
+            "due" if enabled else "logged (no notifier enabled: PERFORMANCE_ALERT_*_ENABLED)")
     if sent.sent:
         summary += "; sent " + ", ".join(f"{n} {k} message(s)" for k, n in sorted(sent.sent.items()))
     result.lines.insert(0, summary)
     for name, error in sorted(sent.failed.items()):
         result.ok = False
-        result.lines.append(f"alerting: {name} failed, {sent.pending.get(name, 0)} waiting for a later run: {error}")
+        result.lines.append(f"{name} failed, {sent.pending.get(name, 0)} waiting for a later run: {error}")
     if sent.expired:
         result.ok = False
-        result.lines.append(f"alerting: {sent.expired} deliveries given up after {EXPIRE_AFTER_SECONDS // 3600}h")
+        result.lines.append(f"{sent.expired} deliveries given up after {EXPIRE_AFTER_SECONDS // 3600}h")
     return result
