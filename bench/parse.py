@@ -4,8 +4,8 @@
 
 Generates realistic schema-1 event lines (about 300 bytes, the kinds mixed as a Django app emits them),
 wraps them in each accepted framing, and times ``parse()`` on blocks of ``--block-mb`` (as a source hands
-them over). Prints a table (median and best of the repeats; the machine is shared, so the best is the
-figure least disturbed by neighbours) and one JSON line with the same numbers. Baselines in the same run:
+them over). Times are the process's CPU time (the machine is shared: wall time would measure the
+neighbours too). Prints a table (median and best of the repeats) and one JSON line with the same numbers. Baselines in the same run:
 ``msgspec decode_lines`` alone into the same typed struct (the floor the parser adds its checks to) and
 stdlib ``json.loads`` per line.
 """
@@ -94,9 +94,9 @@ def timed(fn: Callable[[], object], repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
         gc.collect()
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return times
 
 
@@ -139,7 +139,7 @@ def main() -> None:
         run(name, block, parse_all)
 
     print(f"LineParser.parse, {args.lines} lines of ~{avg:.0f} bytes, blocks of {args.block_mb} MB, "
-          f"{args.repeats} repeats (one core)")
+          f"{args.repeats} repeats, CPU time of one core")
     print(f"{'case':40s} {'bytes/line':>10s} {'lines/s med':>12s} {'lines/s best':>13s} {'MB/s med':>9s}")
     base = rows[0]["lines_per_s_median"]
     for r in rows:

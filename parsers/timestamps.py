@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import calendar
 import re
+from operator import add, itemgetter
 from typing import Final
 
 _MINUTE = re.compile(r"\A(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})\Z")
 _SECONDS = re.compile(r"\A:(\d{2})(\.\d{1,9})?Z\Z")
 _MAX_SECOND_KEYS: Final = 200_000  # sub-millisecond suffixes are unbounded: stop caching beyond this
+
+_PREFIX: Final = itemgetter(slice(0, 16))
+_SUFFIX: Final = itemgetter(slice(16, None))
 
 # Outcomes of a slow-path read, besides a float.
 BAD: Final = "bad_timestamp"
@@ -59,14 +63,26 @@ class TimestampReader:
         self._minutes: dict[str, float] = {}  # only minutes wholly inside the window
         self._seconds: dict[str, float] = {}
 
-    @property
-    def minutes(self) -> dict[str, float]:
-        """The cache of good minutes, for the parser's inlined fast path."""
-        return self._minutes
+    def epochs(self, values: list[str]) -> list[float]:
+        """Epoch seconds of each timestamp, all from the caches (C-level maps, no per-value bytecode).
+        Raises KeyError when one of them is not in the caches: new (call ``warm``), or not good."""
+        minutes, seconds = self._minutes, self._seconds
+        return list(map(add, map(minutes.__getitem__, map(_PREFIX, values)),
+                        map(seconds.__getitem__, map(_SUFFIX, values))))
 
-    @property
-    def seconds(self) -> dict[str, float]:
-        return self._seconds
+    def warm(self, values: list[str]) -> None:
+        """Check and cache every new minute prefix and seconds suffix of ``values`` (all at once, so that
+        the caller's vectorised look-ups succeed on the next try)."""
+        minutes, seconds = self._minutes, self._seconds
+        for prefix in set(map(_PREFIX, values)).difference(minutes):
+            base = _minute_epoch(prefix) if prefix.isascii() else None
+            if base is not None and self.past_limit <= base and base + 61.0 <= self.future_limit:
+                minutes[prefix] = base
+        if len(seconds) < _MAX_SECOND_KEYS:
+            for suffix in set(map(_SUFFIX, values)).difference(seconds):
+                sec = _seconds(suffix) if suffix.isascii() else None
+                if sec is not None:
+                    seconds[suffix] = sec
 
     def read(self, value: str) -> float | str:
         """Epoch seconds, or the reason code why the timestamp cannot be right (slow path, caches)."""
