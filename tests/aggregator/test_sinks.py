@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import random
-import string
 import zlib
 from pathlib import Path
 
@@ -153,7 +153,8 @@ def test_newrelic_attribute_limits_enforced_and_counted(nr: NewRelicIntake) -> N
 
 
 def _random_tag(rng: random.Random, n: int) -> str:
-    return "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(n))
+    """Incompressible-ish tag text (base32: 5 bits per character), so payloads are big on the wire."""
+    return base64.b32encode(rng.randbytes(n)).decode().lower()[:n]
 
 
 def test_datadog_batches_chunked_below_the_compressed_limit(dd: DatadogIntake) -> None:
