@@ -96,8 +96,9 @@ def send_due(
             except NotifyError as exc:
                 error = scrub(str(exc), secrets)
                 attempts = max(d.attempts for d in deliveries) + 1
+                wait = max(backoff(attempts), min(float(exc.retry_after or 0.0), MAX_BACKOFF_SECONDS))
                 with alerts.store.transaction():
-                    alerts.mark_failed(name, ids, error, now + backoff(attempts))
+                    alerts.mark_failed(name, ids, error, now + wait)
                 report.failed[name] = error
                 log.warning("alert notifier %s failed: %s (retried on a later run)", name, error)
                 continue

@@ -22,9 +22,10 @@ MAX_ITEMS = 20  # listed per message; the rest are counted ("and 7 more")
 class NotifyError(Exception):
     """A notifier could not deliver. The message never contains a secret (URL, password)."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after  # seconds the channel asked us to wait (HTTP 429 Retry-After)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,13 @@ class AlertMessage:
         counts = self.counts
         parts = [f"{'FIRING' if k == 'firing' else 'RESOLVED'} {n}" for k, n in sorted(counts.items())]
         return f"[{', '.join(parts)}] {self.rule} ({self.severity})"
+
+    @property
+    def link(self) -> str | None:
+        """The dashboard URL when it is a web address (a button or href with another scheme is refused
+        by Slack, or unsafe in an email)."""
+        url = (self.dashboard_url or "").strip()
+        return url if url.lower().startswith(("https://", "http://")) else None
 
     def shown(self) -> list[dict[str, Any]]:
         return list(self.items[:MAX_ITEMS])

@@ -152,8 +152,8 @@ def render_html(message: AlertMessage) -> str:
     more = f"<p>&hellip; and {message.hidden} more</p>" if message.hidden else ""
     description = message.items[0].get("description") if message.items else ""
     desc = f"<p>{e(str(description))}</p>" if description else ""
-    link = (f"<p><a href=\"{e(message.dashboard_url, quote=True)}\">Open the dashboard</a></p>"
-            if message.dashboard_url else "")
+    link = (f"<p><a href=\"{e(message.link, quote=True)}\">Open the dashboard</a></p>" if message.link
+            else f"<p>Dashboard: {e(message.dashboard_url)}</p>" if message.dashboard_url else "")
     return (
         "<html><body style=\"font-family:sans-serif\">"
         f"<h2>{e(message.title())}</h2>"

@@ -83,10 +83,9 @@ def build_payload(message: AlertMessage) -> dict[str, Any]:
             f"{int(item.get('samples') or 0)} samples \u00b7 {escape(item_when(item))}")]})
     if message.hidden:
         blocks.append({"type": "context", "elements": [_mrkdwn(f"\u2026 and {message.hidden} more")]})
-    if message.dashboard_url:
+    if message.link and len(message.link) <= 3000:
         blocks.append({"type": "actions", "elements": [{
-            "type": "button", "text": {"type": "plain_text", "text": "Open dashboard"},
-            "url": _cut(message.dashboard_url, 3000),
+            "type": "button", "text": {"type": "plain_text", "text": "Open dashboard"}, "url": message.link,
         }]})
     return {"text": _cut(plain_text(message).splitlines()[0], 3000), "blocks": blocks[:50]}
 
@@ -120,7 +119,8 @@ class SlackNotifier:
         except urllib.error.HTTPError as exc:
             detail = exc.read(200).decode("utf-8", "replace").strip() if exc.fp else ""
             retryable = exc.code == 429 or exc.code >= 500
-            raise NotifyError(f"Slack webhook answered HTTP {exc.code} {detail!r}", retryable=retryable) from None
+            raise NotifyError(f"Slack webhook answered HTTP {exc.code} {detail!r}", retryable=retryable,
+                              retry_after=_seconds(exc.headers.get("Retry-After"))) from None
         except urllib.error.URLError as exc:
             raise NotifyError(f"Slack webhook unreachable: {_reason(exc.reason)}") from None
         except TimeoutError:
@@ -131,6 +131,13 @@ class SlackNotifier:
             raise NotifyError("Slack webhook URL is malformed", retryable=False) from None
         except http.client.HTTPException as exc:  # a broken answer (not HTTP, cut short)
             raise NotifyError(f"Slack webhook answered badly: {type(exc).__name__}") from None
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _reason(reason: object) -> str:

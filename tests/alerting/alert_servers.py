@@ -207,7 +207,8 @@ def block_kit_problem(payload: Any) -> str | None:
 class SlackServer:
     url: str
     payloads: list[dict[str, Any]] = field(default_factory=list)
-    script: list[tuple[int, str] | float] = field(default_factory=list)  # next answers; float = hang seconds
+    # next answers: (status, body) or (status, body, headers); a float hangs that many seconds, then 200
+    script: list[Any] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     requests: int = 0
 
@@ -249,9 +250,11 @@ def start_slack() -> tuple[SlackServer, ThreadingHTTPServer, threading.Thread]:
             state.payloads.append(payload)
             self._answer(200, "ok")
 
-        def _answer(self, status: int, text: str) -> None:
+        def _answer(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
             data = text.encode()
             self.send_response(status)
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alert_servers import SlackServer, block_kit_problem
+
 from aggregator.store import Store
 from alerting.notify.base import AlertMessage, NotifyError
+from alerting.notify.slack import SlackNotifier
 from alerting.stage import EXPIRE_AFTER_SECONDS, send_due
 from alerting.state import AlertStore, Notification
 
@@ -80,3 +83,31 @@ def test_one_failing_message_stops_that_channel_for_the_run(tmp_path: Path) -> N
     send_due(alerts, [Down()], now=1000.0)
     assert calls == ["a"]
     store.close()
+
+
+def test_slack_retry_after_is_honoured(tmp_path: Path, slack_server: SlackServer) -> None:
+    """Slack answering 429 with Retry-After: 300 is not tried again before five minutes, then delivered."""
+    store, alerts = setup(tmp_path, created=1000.0)
+    slack_server.script.append((429, "rate_limited", {"Retry-After": "300"}))
+    notifier = SlackNotifier(slack_server.url)
+    assert "slack" in send_due(alerts, [notifier], now=1000.0).failed
+    assert send_due(alerts, [notifier], now=1000.0 + 120).sent == {}
+    assert slack_server.requests == 1
+    assert send_due(alerts, [notifier], now=1000.0 + 301).sent == {"slack": 1}
+    assert len(slack_server.take()) == 1
+    store.close()
+
+
+def test_dashboard_link_only_for_web_addresses(slack_server: SlackServer) -> None:
+    """A dashboard setting that is not an http(s) URL is shown as text, never made a button or a link
+    (Slack would refuse the whole message; a javascript: href in an email is unsafe)."""
+    from alerting.notify.email import render_html
+    from alerting.notify.slack import build_payload
+
+    for url, linked in (("https://grafana.example/d/1", True), ("javascript:alert(1)", False),
+                        ("grafana.local/d/1", False)):
+        msg = AlertMessage(rule="r", severity="warning", items=[BODY], dashboard_url=url)
+        payload = build_payload(msg)
+        assert block_kit_problem(payload) is None
+        assert (payload["blocks"][-1]["type"] == "actions") is linked
+        assert ("href=" in render_html(msg)) is linked
