@@ -34,5 +34,11 @@ def _run(args: argparse.Namespace) -> int:
     if not 5 <= args.minutes <= 120:
         print("logapm demo: --minutes must be between 5 and 120", file=sys.stderr)
         return 2
-    result = run_demo(args.dir, requests=args.requests, minutes=args.minutes, seed=args.seed)
+    from aggregator.store import StoreError
+
+    try:
+        result = run_demo(args.dir, requests=args.requests, minutes=args.minutes, seed=args.seed)
+    except (OSError, StoreError) as exc:
+        print(f"logapm demo: {exc}", file=sys.stderr)
+        return 1
     return 0 if result.ok else 1

@@ -255,9 +255,27 @@ _CHART_PROBE = """
 """
 
 
+_HOVER_PROBE = """
+(() => {
+  const svg = document.querySelector("svg.line-chart");
+  const area = svg.querySelector(".hover-area");
+  const box = area.getBoundingClientRect();
+  area.dispatchEvent(new MouseEvent("mousemove", {bubbles: true, clientX: box.left + box.width * 0.6,
+                                                  clientY: box.top + box.height / 2}));
+  const tip = svg.closest("figure").querySelector(".tooltip");
+  const button = svg.closest("figure").querySelector("button.legend-item");
+  button.click();
+  const series = svg.querySelector('.series[data-series="' + button.getAttribute("data-series") + '"]');
+  return {tooltip: tip.style.display, text: tip.textContent,
+          hidden: getComputedStyle(series).display === "none"};
+})()
+"""
+
+
 def test_report_renders_in_headless_chromium(tmp_path: Path, browser: Page) -> None:
     """A report of every kind of event loads with no console error and no network request, every chart
-    draws data marks of visible size, the interactive script ran, and a screenshot is kept."""
+    draws data marks of visible size, a screenshot is kept, and the script works: hovering a chart shows
+    the values of that minute, clicking a legend entry hides its line."""
     state, _ = run_pipeline(tmp_path)
     out = tmp_path / "report.html"
 
@@ -274,6 +292,12 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, browser: Page) -> N
     blank = [c for c in charts if c["marks"] == 0 or c["drawn"] == 0 or c["width"] < 100 or "empty" in c["cls"]]
     assert blank == [], f"charts drew nothing: {blank}"
     assert (ARTIFACTS / "report.png").stat().st_size > 20_000
+
+    # The script works: hovering a line chart shows its values, a legend entry hides its line.
+    hover = browser.evaluate(_HOVER_PROBE)
+    assert hover["tooltip"] == "block" and "p95:" in hover["text"] and "UTC" in hover["text"]
+    assert hover["hidden"] is True
+    assert browser.problems() == []
 
 
 def test_hostile_route_names_show_as_text_and_run_nothing(tmp_path: Path, browser: Page) -> None:
