@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from logging_apm import tracing
@@ -115,8 +115,23 @@ class _Timer:
                error=error, server_address=self.host, span=self.span)
 
 
-def _start(method: str, host: str | None, port: int | None, headers: Any, where: str) -> _Timer | None:
+def _requests_parts(request: Any) -> tuple[str, str | None, int | None, Any]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(request.url)
+    return request.method or "GET", parts.hostname, parts.port, request.headers
+
+
+def _httpx_parts(request: Any) -> tuple[str, str | None, int | None, Any]:
+    return request.method, request.url.host, request.url.port, request.headers
+
+
+Parts = Callable[[Any], tuple[str, str | None, int | None, Any]]
+
+
+def _start(request: Any, parts: Parts, where: str) -> _Timer | None:
     try:
+        method, host, port, headers = parts(request)
         timer = _Timer(method, host or "", port)
         timer.inject(headers)
         return timer
@@ -134,53 +149,30 @@ def _finish(timer: _Timer | None, status: int | None, error: BaseException | Non
         instrumentation_failed(where, exc)
 
 
-def _requests_send(original: Any) -> Any:
-    from urllib.parse import urlsplit
-
+def _wrap_sync(original: Any, parts: Parts, where: str) -> Any:
     def send(self: Any, request: Any, **kwargs: Any) -> Any:
-        timer = None
-        try:
-            parts = urlsplit(request.url)
-            timer = _start(request.method or "GET", parts.hostname, parts.port, request.headers,
-                           "http.requests")
-        except Exception as exc:
-            instrumentation_failed("http.requests", exc)
+        timer = _start(request, parts, where)
         try:
             response = original(self, request, **kwargs)
         except BaseException as exc:
-            _finish(timer, None, exc, "http.requests")
+            _finish(timer, None, exc, where)
             raise
-        _finish(timer, response.status_code, None, "http.requests")
+        _finish(timer, response.status_code, None, where)
         return response
 
     send._logging_apm = True  # type: ignore[attr-defined]
     return send
 
 
-def _httpx_send(original: Any) -> Any:
-    def send(self: Any, request: Any, **kwargs: Any) -> Any:
-        timer = _start(request.method, request.url.host, request.url.port, request.headers, "http.httpx")
-        try:
-            response = original(self, request, **kwargs)
-        except BaseException as exc:
-            _finish(timer, None, exc, "http.httpx")
-            raise
-        _finish(timer, response.status_code, None, "http.httpx")
-        return response
-
-    send._logging_apm = True  # type: ignore[attr-defined]
-    return send
-
-
-def _httpx_async_send(original: Any) -> Any:
+def _wrap_async(original: Any, parts: Parts, where: str) -> Any:
     async def send(self: Any, request: Any, **kwargs: Any) -> Any:
-        timer = _start(request.method, request.url.host, request.url.port, request.headers, "http.httpx")
+        timer = _start(request, parts, where)
         try:
             response = await original(self, request, **kwargs)
         except BaseException as exc:
-            _finish(timer, None, exc, "http.httpx")
+            _finish(timer, None, exc, where)
             raise
-        _finish(timer, response.status_code, None, "http.httpx")
+        _finish(timer, response.status_code, None, where)
         return response
 
     send._logging_apm = True  # type: ignore[attr-defined]
@@ -192,13 +184,16 @@ def _targets() -> list[tuple[str, Any, Any]]:
     out: list[tuple[str, Any, Any]] = []
     try:
         import requests
-        out.append(("requests.Session.send", requests.Session, _requests_send))
+        out.append(("requests.Session.send", requests.Session,
+                    lambda original: _wrap_sync(original, _requests_parts, "http.requests")))
     except ImportError:
         pass
     try:
         import httpx
-        out.append(("httpx.Client.send", httpx.Client, _httpx_send))
-        out.append(("httpx.AsyncClient.send", httpx.AsyncClient, _httpx_async_send))
+        out.append(("httpx.Client.send", httpx.Client,
+                    lambda original: _wrap_sync(original, _httpx_parts, "http.httpx")))
+        out.append(("httpx.AsyncClient.send", httpx.AsyncClient,
+                    lambda original: _wrap_async(original, _httpx_parts, "http.httpx")))
     except ImportError:
         pass
     return out
