@@ -8,6 +8,7 @@
 
 Every captured event is validated against the committed JSON Schema when ``jsonschema`` is installed (it
 is, with the ``dev`` extra), so a test that emits an invalid event fails where it was emitted.
+``read_events(path)`` does the same for the lines a real process wrote to its log file.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from logging_apm.emit import EVENT_LOGGER, Emitter, configure, get_emitter
-from logging_apm.schema import KIND_FIELD, json_schema
+from logging_apm.schema import KIND_FIELD, SCHEMA_FIELD, json_schema
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema" / "event-v1.schema.json"
 
@@ -48,6 +49,26 @@ def validate_event(event: dict[str, Any]) -> None:
     if errors:
         detail = "; ".join(f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors[:5])
         raise AssertionError(f"event does not match schema 1: {detail}\n{doc}")
+
+
+def read_events(source: str | Path | list[str]) -> CapturedEvents:
+    """The timing events of a JSON-lines file (or of its lines), each validated against schema 1.
+
+    Every line must be one JSON object (ordinary log lines are allowed and skipped); an event that does not
+    match the schema raises ``AssertionError``, naming the problem.
+    """
+    lines = source if isinstance(source, list) else Path(source).read_text().splitlines()
+    events = CapturedEvents()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        doc = json.loads(line)
+        if not isinstance(doc, dict):
+            raise AssertionError(f"line {number} is not a JSON object: {line[:200]}")
+        if doc.get(SCHEMA_FIELD) == 1:
+            validate_event(doc)
+            events.append(doc)
+    return events
 
 
 class CapturedEvents(list[dict[str, Any]]):

@@ -18,7 +18,7 @@ import pytest
 
 from logging_apm.handlers import BackgroundHandler
 from logging_apm.logging_config import build_logging
-from logging_apm.testing import validate_event
+from logging_apm.testing import read_events
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,21 +46,12 @@ def _run_child(tmp_path: Path, **kwargs: object) -> subprocess.CompletedProcess[
                           timeout=120, env=env, cwd=tmp_path, check=True)
 
 
-def _events(lines: list[str]) -> list[dict[str, object]]:
-    docs = [json.loads(line) for line in lines if line.strip()]
-    events = [d for d in docs if d.get("apm.schema") == 1]
-    for event in events:
-        validate_event(event)
-    return events
-
-
 @pytest.mark.parametrize("fmt", ["orjson", "json", "structlog"])
 def test_each_format_writes_valid_event_lines_to_a_file(tmp_path: Path, fmt: str) -> None:
     """orjson, python-json-logger and structlog's ProcessorFormatter all write schema-1 lines, all of them."""
     path = tmp_path / "logs" / "events.log"
     _run_child(tmp_path, filename=str(path), stdout=False, format=fmt)
-    lines = path.read_text().splitlines()
-    events = _events(lines)
+    events = read_events(path)
     assert len(events) == 501
     assert [e["db.response.returned_rows"] for e in events[:500]] == list(range(500))
     request = events[-1]
@@ -75,7 +66,7 @@ def test_each_format_writes_valid_event_lines_to_a_file(tmp_path: Path, fmt: str
 def test_stdout_output(tmp_path: Path) -> None:
     """Without a file, events go to stdout as JSON lines (containers)."""
     result = _run_child(tmp_path, format="orjson")
-    assert len(_events(result.stdout.splitlines())) == 501
+    assert len(read_events(result.stdout.splitlines())) == 501
 
 
 def test_events_logger_is_dedicated_and_does_not_propagate() -> None:
@@ -114,7 +105,7 @@ def test_extra_handler_receives_events(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "e.log")], capture_output=True,
                             text=True, timeout=60, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert "'cache.operation': 'get'" in result.stderr  # StreamHandler's default str() of the record
-    assert len(_events((tmp_path / "e.log").read_text().splitlines())) == 1
+    assert len(read_events(tmp_path / "e.log")) == 1
 
 
 def test_environment_drives_the_defaults() -> None:

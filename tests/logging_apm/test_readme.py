@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -11,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 from logging_apm.conf import ENV_VARS
-from logging_apm.testing import validate_event
+from logging_apm.testing import read_events
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,8 +47,7 @@ def test_quick_start_snippet_works_as_printed(tmp_path: Path) -> None:
             "from django.test import Client\n"
             "assert Client().get('/hello/world/').status_code == 200\n")
     subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, check=True, timeout=120)
-    [event] = [json.loads(line) for line in log.read_text().splitlines()]
-    validate_event(event)
+    [event] = read_events(log)
     assert event["apm.kind"] == "request" and event["http.route"] == "hello/<slug:name>/"
     assert event["service.name"] == "quick"
 

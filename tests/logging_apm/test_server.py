@@ -5,7 +5,6 @@ the JSON-lines file the workers wrote.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -14,12 +13,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from logging_apm.testing import validate_event
+from logging_apm.testing import read_events
 
 TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
@@ -99,16 +97,6 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Ser
         srv.stop()
 
 
-def _read_events(path: Path) -> list[dict[str, Any]]:
-    events = []
-    for line in path.read_text().splitlines():
-        doc = json.loads(line)  # every line is one complete JSON object (two workers share the file)
-        if doc.get("apm.schema") == 1:
-            validate_event(doc)
-            events.append(doc)
-    return events
-
-
 def test_real_server_writes_request_db_and_cache_events(server: tuple[Server, Path, str]) -> None:
     """Requests over HTTP give request events with route templates, db events per query, cache hit/miss,
     failures for the failing view, and the caller's trace continued, all as valid lines in the log file."""
@@ -127,7 +115,7 @@ def test_real_server_writes_request_db_and_cache_events(server: tuple[Server, Pa
         assert client.request("BREW", "/ping/").status_code == 200
     srv.stop()
 
-    events = _read_events(log_path)
+    events = read_events(log_path)  # every line one whole JSON object, though 2 workers share it
     requests = [e for e in events if e["apm.kind"] == "request" and e["http.route"] != "ping/"]
     # Two workers append to one file: lines are whole, but their order across workers is not the requests'.
     routes = sorted(e["http.route"] for e in requests)
