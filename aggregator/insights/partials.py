@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from aggregator.insights.records import TraceRecord, query_fingerprint
+from aggregator.insights.records import query_fingerprint
 
 PIECE, ROOT_TASK, TASK = "p", "t", "n"
 RequestInfo = tuple[float, float, Any, Any, Any, Any]  # end, duration_ms, outcome, route, method, status
@@ -81,62 +81,68 @@ class OpenTrace:
                 self.external_ms, self.fingerprints, request)
 
 
-def summarize(records: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The parts of a chunk's records (``TraceRecord`` field order), in the order they must be fed.
+def summarize(events: Iterable[Any]) -> list[tuple[Any, ...]]:
+    """The parts of one chunk's parsed events (``parsers`` Event), in the order they must be fed.
 
-    The hot loop of the decoders' share of trace analysis: written out inline (no method call per event),
-    and strings that repeat (query texts, tables, routes) are shared per chunk so that pickle sends each
-    once per chunk, not once per trace.
+    The decoders' whole share of trace analysis, so one pass written out inline: attribute reads straight
+    from the events (no intermediate record per event, no method call per event), and strings that repeat
+    (query texts, tables, routes) shared per chunk so that pickle sends each once per chunk, not once per
+    trace. Events without a trace id, and metric events, are ignored.
     """
-    records = records if isinstance(records, list) else list(records)
-    task_spans = {r[1] for r in records if r[3] == "task" and r[1]}
-    texts: dict[str, str] = {}
+    events = events if isinstance(events, list) else list(events)
+    task_spans = {e.span_id for e in events if e.kind == "task" and e.span_id is not None}
+    share: dict[str, str] = {}
+    intern = share.setdefault
     open_: dict[str, OpenTrace] = {}
     out: list[tuple[Any, ...]] = []
-    for r in records:
-        trace_id, parent, kind, end, duration = r[0], r[2], r[3], r[4], r[5]
+    for e in events:
+        trace_id = e.trace_id
+        if trace_id is None:
+            continue
+        kind = e.kind
         if kind == "request":
             piece = open_.pop(trace_id, None) or OpenTrace()
             piece.events += 1
+            end = e.ts
             if end > piece.newest:
                 piece.newest = end
-            share = texts.setdefault
-            outcome, route, method = r[6], r[7], r[8]
-            out.append(piece.part(trace_id, (end, duration, outcome and share(outcome, outcome),
-                                             route and share(route, route), method and share(method, method),
-                                             r[10])))
+            outcome, route, method = e.outcome, e.http_route, e.http_request_method
+            out.append(piece.part(trace_id, (
+                end, e.duration_ms, outcome and intern(outcome, outcome), route and intern(route, route),
+                method and intern(method, method), e.http_response_status_code)))
             continue
         if kind == "task":
-            if parent:
-                out.append((trace_id, TASK, end, 1, 0, 0.0, 0.0, 0.0, {}, None))
+            if e.parent_span_id is not None:
+                out.append((trace_id, TASK, e.ts, 1, 0, 0.0, 0.0, 0.0, {}, None))
             else:
                 dropped = open_.pop(trace_id, None)
-                out.append((trace_id, ROOT_TASK, end, 1 + (dropped.events if dropped else 0), 0, 0.0, 0.0,
+                out.append((trace_id, ROOT_TASK, e.ts, 1 + (dropped.events if dropped else 0), 0, 0.0, 0.0,
                             0.0, {}, None))
             continue
+        if kind == "metric":
+            continue
+        parent = e.parent_span_id
         if parent is not None and parent in task_spans:
             continue
         acc = open_.get(trace_id)
         if acc is None:
             acc = open_[trace_id] = OpenTrace()
         acc.events += 1
+        end = e.ts
         if end > acc.newest:
             acc.newest = end
+        duration = e.duration_ms
         if kind == "db":
             acc.queries += 1
             acc.db_ms += duration
-            text = r[8]
-            key = r[7] or (query_fingerprint(text) if text else None)
+            text = e.db_query_text
+            key = e.db_query_fingerprint or (query_fingerprint(text) if text else None)
             if key is None:  # neither fingerprint nor text: counted, but cannot be grouped
                 continue
             entry = acc.fingerprints.get(key)
             if entry is None:
-                table = r[9]
-                if text is not None:
-                    text = texts.setdefault(text, text)
-                if table is not None:
-                    table = texts.setdefault(table, table)
-                acc.fingerprints[key] = [1, duration, text, table]
+                table = e.db_collection_name
+                acc.fingerprints[key] = [1, duration, text and intern(text, text), table and intern(table, table)]
             else:
                 entry[0] += 1
                 entry[1] += duration
@@ -146,8 +152,3 @@ def summarize(records: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
             acc.external_ms += duration
     out.extend(rest.part(trace_id) for trace_id, rest in open_.items())
     return out
-
-
-def parts_of(records: Iterable[TraceRecord]) -> list[tuple[Any, ...]]:
-    """``summarize`` for ``TraceRecord`` values (tests, tools)."""
-    return summarize(list(records))

@@ -32,7 +32,7 @@ from aggregator.insights import findings as store_tables
 from aggregator.insights import metrics as _metrics  # registers the trace metrics with the catalog
 from aggregator.insights.partials import PIECE, ROOT_TASK, OpenTrace, TracePart, summarize
 from aggregator.insights.profile import Finding, RequestProfile, profile_request
-from aggregator.insights.records import TraceRecord, extract_records
+from aggregator.insights.records import TraceRecord
 from aggregator.insights.text import printable
 from aggregator.model import SeriesKey, WindowAggregate, make_tags
 
@@ -41,7 +41,7 @@ __all__ = ["FAMILY", "TraceAnalyzer", "TraceRecord", "extract", "summary_lines"]
 
 def extract(events: Iterable[Any]) -> list[tuple[Any, ...]]:
     """In a decoder: the trace parts of one chunk's events (plain tuples, in feeding order)."""
-    return summarize(extract_records(events))
+    return summarize(events)
 
 FAMILY = "trace"
 

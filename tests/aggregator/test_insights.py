@@ -17,6 +17,7 @@ from aggregator.insights.records import TraceRecord
 from aggregator.insights.traces import TraceAnalyzer, summary_lines
 from aggregator.model import WindowAggregate
 from aggregator.store import Store
+from parsers.event import Event
 
 T0 = 1_764_399_960.0  # a window boundary for 60 s windows (divisible by 60)
 _ids = itertools.count(1)
@@ -55,6 +56,29 @@ def request_trace(trace: str, start: float, route: str, queries: list[tuple[str,
     return out
 
 
+def as_event(r: TraceRecord) -> Event:
+    """The parsed event a record stands for (what the decoders summarise)."""
+    fields: dict[str, object] = {}
+    if r.kind == "request":
+        fields = {"http_route": r.name, "http_request_method": r.detail, "http_response_status_code": r.status}
+    elif r.kind == "db":
+        fields = {"db_system": "sqlite", "db_query_fingerprint": r.name, "db_query_text": r.detail or None,
+                  "db_collection_name": r.extra}
+    elif r.kind == "cache":
+        fields = {"cache_name": r.detail, "cache_operation": r.name, "cache_hit": r.extra}
+    elif r.kind == "external":
+        fields = {"peer_service": r.name, "external_operation": r.detail, "http_response_status_code": r.status}
+    elif r.kind == "task":
+        fields = {"task_name": r.name, "messaging_destination_name": r.detail or None}
+    return Event(timestamp="-", schema=1, kind=r.kind, duration_ms=r.duration_ms, outcome=r.outcome,
+                 trace_id=r.trace_id, span_id=r.span_id, parent_span_id=r.parent_span_id, ts=r.end, **fields)
+
+
+def parts(batch: list[TraceRecord]) -> list[tuple[object, ...]]:
+    """A batch summarised the way a decoder summarises one chunk's events."""
+    return summarize([as_event(r) for r in batch])
+
+
 def config(**overrides: object) -> Config:
     return load_config(environ={}, overrides=overrides)
 
@@ -66,7 +90,7 @@ def analyse(store_path: Path, batches: list[list[TraceRecord]], cfg: Config | No
     try:
         analyzer = TraceAnalyzer(store, cfg or config())
         for batch in batches:  # each batch is summarised as a decoder summarises one chunk
-            analyzer.feed(summarize(batch))
+            analyzer.feed(parts(batch))
         with store.transaction():
             aggs = analyzer.finish()
         return aggs, analyzer
@@ -219,7 +243,7 @@ def test_pending_traces_survive_a_run_killed_before_commit(tmp_path: Path) -> No
     analyse(path, [stream[:4]])
     store = Store(path)
     analyzer = TraceAnalyzer(store, config())
-    analyzer.feed(summarize(stream[4:]))
+    analyzer.feed(parts(stream[4:]))
     with pytest.raises(RuntimeError), store.transaction():
         analyzer.finish()
         raise RuntimeError("killed before the commit")
@@ -353,7 +377,7 @@ def test_open_traces_stay_bounded_within_a_long_run(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     analyzer = TraceAnalyzer(store, config(**{"run.trace_pending_max_events": 100}))
     for batch in range(50):
-        analyzer.feed(summarize([rec("db", f"{batch:08x}{i:024x}", T0 + batch, 1.0, "fp") for i in range(40)]))
+        analyzer.feed(parts([rec("db", f"{batch:08x}{i:024x}", T0 + batch, 1.0, "fp") for i in range(40)]))
         assert sum(t.events for t in analyzer._open.values()) <= 2 * 100 + 40
     with store.transaction():
         analyzer.finish()
@@ -372,11 +396,11 @@ def test_a_chunk_becomes_one_small_part_per_trace() -> None:
     stream = request_trace("1" * 32, T0, "api/p/", [("loop", 1.0)] * 6 + [("x", 2.0)], cache=[0.5],
                            external=[4.0], dur=50.0)
     late = rec("db", "1" * 32, T0 + 1, 3.0, "late")
-    parts = summarize([*stream, late])
-    assert all(type(p) is tuple for p in parts) and len(parts) == 2
-    done, rest = (TracePart(*p) for p in parts)
+    chunk = parts([*stream, late])
+    assert all(type(p) is tuple for p in chunk) and len(chunk) == 2
+    done, rest = (TracePart(*p) for p in chunk)
     assert done.request is not None and done.events == len(stream)
     assert (done.queries, done.db_ms, done.cache_ms, done.external_ms) == (7, 8.0, 0.5, 4.0)
     assert done.fingerprints["loop"][:2] == [6, 6.0]
     assert rest.request is None and rest.events == 1 and rest.fingerprints["late"][:2] == [1, 3.0]
-    assert len(pickle.dumps(parts)) < 30 * len(stream) + 400
+    assert len(pickle.dumps(chunk)) < 30 * len(stream) + 400
