@@ -44,9 +44,10 @@ import orjson
 FINGERPRINT_BYTES: Final = 1024
 _GLOB_CHARS: Final = frozenset("*?[")
 # Directory inputs: the log files directly in the directory (not recursive), rotated ones included:
-# name.log, name.log.1, name.log.1.gz, name.log-20261129(.gz), and the same for .json and .jsonl.
-LOG_FILE_NAME: Final = re.compile(r"^.+\.(?:log|json|jsonl)(?:[.-]\d+)?(?:\.gz)?$")
-_ROTATED_SUFFIX: Final = re.compile(r"^(?:[.-]\d+)(?:\.gz)?$|^\.gz$")
+# name.log, name.log.1, name.log.1.gz, name.log-20261129(.gz), kubelet's name.log.20261129-101500(.gz),
+# and the same for .json and .jsonl.
+LOG_FILE_NAME: Final = re.compile(r"^.+\.(?:log|json|jsonl)(?:[.-]\d+(?:-\d+)?)?(?:\.gz)?$")
+_ROTATED_SUFFIX: Final = re.compile(r"^[.-]\d+(?:-\d+)?(?:\.gz)?$|^\.gz$")
 
 
 class InputError(Exception):
@@ -194,13 +195,29 @@ class FileSource:
             if key not in out or (out[key][0] and not companion):
                 out[key] = (companion, family)
 
+        def add_named(p: str) -> None:
+            # A named (or glob-matched) file's rotated siblings (app.log.1, app.log.2.gz,
+            # app.log-20261129, 0.log.20261129-101500.gz) may hold the end of a file read last run, or a
+            # whole file started and rotated away since: read in those two cases only (see scan), never
+            # as history from before the first run.
+            add(p, family=p)
+            parent, base = os.path.split(p)
+            try:
+                names = os.listdir(parent or ".")
+            except OSError:
+                return
+            for name in sorted(names):
+                if name != base and name.startswith(base) and _ROTATED_SUFFIX.match(name[len(base):]):
+                    sibling = os.path.join(parent, name)
+                    if os.path.isfile(sibling):
+                        add(sibling, companion=True, family=p)
+
         for spec in self.inputs:
             if _GLOB_CHARS & set(spec):
                 for p in sorted(glob.glob(spec)):
                     if os.path.isfile(p):
-                        add(p)
-                continue
-            if os.path.isdir(spec):
+                        add_named(p)
+            elif os.path.isdir(spec):
                 try:
                     names = sorted(os.listdir(spec))
                 except OSError:
@@ -209,21 +226,8 @@ class FileSource:
                     p = os.path.join(spec, name)
                     if LOG_FILE_NAME.match(name) and os.path.isfile(p):
                         add(p)
-                continue
-            add(spec, family=spec)
-            # A named file's rotated siblings (app.log.1, app.log.2.gz, app.log-20261129) may hold the
-            # end of a file read last run, or a whole file that was started and rotated away since then.
-            # They are read in those two cases only (see scan), never as history before the first run.
-            parent, base = os.path.split(spec)
-            try:
-                names = os.listdir(parent or ".")
-            except OSError:
-                continue
-            for name in sorted(names):
-                if name != base and name.startswith(base) and _ROTATED_SUFFIX.match(name[len(base):]):
-                    p = os.path.join(parent, name)
-                    if os.path.isfile(p):
-                        add(p, companion=True, family=spec)
+            else:
+                add_named(spec)
         return [(p, c, fam) for p, (c, fam) in out.items()]
 
     def _open_file(self, path: str, companion: bool, family: str, report: ScanReport) -> _File | None:

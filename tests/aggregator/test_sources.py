@@ -60,6 +60,16 @@ def numbered(prefix: str, n: int, width: int = 60) -> list[str]:
     return [f"{prefix}-{i:05d}-".ljust(width, "x") for i in range(n)]
 
 
+def begin(tmp_path: Path, lines: int, inputs: Sequence[str | Path] | None = None, **kw: int
+          ) -> tuple[Path, Runs, list[bytes]]:
+    """app.log with ``lines`` lines, read once by a first run (of ``inputs``, default the file)."""
+    log = tmp_path / "app.log"
+    expected = write(log, *numbered("a", lines))
+    runs = Runs(inputs or [log], **kw)
+    runs.run()
+    return log, runs, expected
+
+
 def assert_once(seen: list[bytes], expected: list[bytes]) -> None:
     dup = [k for k, v in Counter(seen).items() if v > 1]
     assert not dup, f"read twice: {dup[:3]}"
@@ -93,13 +103,14 @@ def test_partial_last_line_waits_for_the_next_run(tmp_path: Path) -> None:
     assert runs.run() == [b"three", b"four"]
 
 
-@pytest.mark.parametrize("named", ["file", "dir", "glob"])
+@pytest.mark.parametrize("named", ["file", "dir", "glob", "glob of current names"])
 def test_rotation_by_rename(tmp_path: Path, named: str) -> None:
     """app.log renamed to app.log.1 with unread lines, a new app.log started: the rest of the old file and
     the whole new one are read, each line once, however the input was named."""
     log = tmp_path / "app.log"
     expected = write(log, *numbered("a", 30))
-    inputs = {"file": [log], "dir": [tmp_path], "glob": [tmp_path / "*.log*"]}[named]
+    inputs = {"file": [log], "dir": [tmp_path], "glob": [tmp_path / "*.log*"],
+              "glob of current names": [tmp_path / "*.log"]}[named]
     runs = Runs(inputs)
     runs.run()
     expected += write(log, *numbered("b", 5))  # written after the run, before rotation
@@ -113,10 +124,7 @@ def test_rotation_by_rename(tmp_path: Path, named: str) -> None:
 
 def test_two_rotations_between_runs(tmp_path: Path) -> None:
     """Rotated twice between runs (app.log -> .1 -> .2): the oldest unread tail is still found."""
-    log = tmp_path / "app.log"
-    expected = write(log, *numbered("a", 20))
-    runs = Runs([log])
-    runs.run()
+    log, runs, expected = begin(tmp_path, 20)
     expected += write(log, *numbered("b", 4))
     os.rename(log, tmp_path / "app.log.1")
     expected += write(log, *numbered("c", 4))
@@ -142,10 +150,7 @@ def test_named_file_does_not_pull_in_old_rotated_history(tmp_path: Path) -> None
 def test_copytruncate(tmp_path: Path) -> None:
     """copytruncate: the copy carries the old first bytes and is finished from the checkpoint; the
     truncated original starts with new bytes and is read from 0."""
-    log = tmp_path / "app.log"
-    expected = write(log, *numbered("a", 40))
-    runs = Runs([tmp_path])
-    runs.run()
+    log, runs, expected = begin(tmp_path, 40, [tmp_path])
     expected += write(log, *numbered("b", 6))
     shutil.copyfile(log, tmp_path / "app.log.1")
     os.truncate(log, 0)
@@ -157,10 +162,7 @@ def test_copytruncate(tmp_path: Path) -> None:
 def test_copy_present_before_truncation_is_not_read_twice(tmp_path: Path) -> None:
     """A run between copytruncate's copy and its truncation sees two files with the same first bytes:
     it reads one of them (the original), and after the truncation the copy continues from there."""
-    log = tmp_path / "app.log"
-    expected = write(log, *numbered("a", 40))
-    runs = Runs([tmp_path])
-    runs.run()
+    log, runs, expected = begin(tmp_path, 40, [tmp_path])
     expected += write(log, *numbered("b", 6))
     shutil.copyfile(log, tmp_path / "app.log.1")
     runs.run()  # copy made, not yet truncated
@@ -184,10 +186,7 @@ def test_truncated_and_rewritten_in_place(tmp_path: Path) -> None:
 def test_gzip_compressed_rotated_file(tmp_path: Path) -> None:
     """app.log -> app.log.1 -> app.log.1.gz with unread lines: the compressed file is finished from the
     checkpoint (offsets in the decompressed stream) and not decompressed again on later runs."""
-    log = tmp_path / "app.log"
-    expected = write(log, *numbered("a", 300))
-    runs = Runs([tmp_path])
-    runs.run()
+    log, runs, expected = begin(tmp_path, 300, [tmp_path])
     expected += write(log, *numbered("b", 20))
     os.rename(log, tmp_path / "app.log.1")
     with open(tmp_path / "app.log.1", "rb") as src, gzip.open(tmp_path / "app.log.1.gz", "wb") as dst:
@@ -265,8 +264,8 @@ def test_empty_file_is_ignored_until_written(tmp_path: Path) -> None:
 def test_directory_rule(tmp_path: Path) -> None:
     """A directory means its *.log, *.log.N, *.log.N.gz, *.log-DATE, *.json, *.jsonl files, not others,
     and not subdirectories."""
-    names = ["a.log", "a.log.1", "a.log.2.gz", "a.log-20261129", "b.json", "c.jsonl", "c.jsonl.1",
-             "notes.txt", "a.log.bak", "README"]
+    names = ["a.log", "a.log.1", "a.log.2.gz", "a.log-20261129", "0.log.20261129-101500.gz", "b.json",
+             "c.jsonl", "c.jsonl.1", "notes.txt", "a.log.bak", "README"]
     for name in names:
         if name.endswith(".gz"):
             with gzip.open(tmp_path / name, "wb") as f:
@@ -276,7 +275,7 @@ def test_directory_rule(tmp_path: Path) -> None:
     (tmp_path / "sub.log").mkdir()
     (tmp_path / "sub.log" / "x.log").write_text("nested\n")
     got = sorted(Runs([tmp_path]).run())
-    assert got == sorted(n.encode() for n in names[:7])
+    assert got == sorted(n.encode() for n in names[:8])
 
 
 def test_same_file_named_twice_is_read_once(tmp_path: Path) -> None:
@@ -356,10 +355,7 @@ def test_compressed_tasks_are_not_split(tmp_path: Path) -> None:
 
 def test_parallel_runs_through_rotation(tmp_path: Path) -> None:
     """The rotation scenario again, read in 3 parts with tiny chunks."""
-    log = tmp_path / "app.log"
-    expected = write(log, *numbered("a", 200))
-    runs = Runs([tmp_path], parts=3, chunk=17)
-    runs.run()
+    log, runs, expected = begin(tmp_path, 200, [tmp_path], parts=3, chunk=17)
     expected += write(log, *numbered("b", 50))
     os.rename(log, tmp_path / "app.log.1")
     expected += write(log, *numbered("c", 50))
