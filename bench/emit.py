@@ -183,7 +183,8 @@ def bench_server(n: int, runs: int, workdir: Path) -> dict[str, float]:
                     if time.monotonic() > deadline or proc.poll() is not None:
                         raise RuntimeError(f"gunicorn ({name}) did not start") from None
                     time.sleep(0.2)
-        per_round = max(200, n)
+        # /proc counts CPU in clock ticks (10 ms): a round needs ~1000 requests for a 1% resolution.
+        per_round = max(1000, n)
         results: dict[str, list[float]] = {"instrumented": [], "plain": []}
         for run in range(runs * 2 + 1):
             for name in ("plain", "instrumented") if run % 2 else ("instrumented", "plain"):
