@@ -113,11 +113,21 @@ class Evaluator:
                 report.errors.append(f"rule {rule.name}: {type(exc).__name__}: {exc}")
                 continue
             clusters.setdefault((family, rule.match, rule.group_by, rule.span_seconds), []).append(rule)
+        conn = self.alerts.conn
         for (family, match, group_by, span), members in clusters.items():
+            # A savepoint per cluster: a cluster that fails half-way leaves none of its writes behind, and
+            # its rules are judged again (from where they were) by the next run.
+            marks = (len(report.notifications), len(report.transitions), report.points)
+            conn.execute("SAVEPOINT alert_cluster")
             try:
                 self._cluster(family, dict(match) or None, group_by, span, members, watermark, report)
             except Exception as exc:  # one broken rule (a metric an extension lacks) must not stop the rest
+                conn.execute("ROLLBACK TO alert_cluster")
+                del report.notifications[marks[0]:], report.transitions[marks[1]:]
+                report.points = marks[2]
                 report.errors.extend(f"rule {r.name}: {type(exc).__name__}: {exc}" for r in members)
+            finally:
+                conn.execute("RELEASE alert_cluster")
         return report
 
     # --- a cluster of rules ---------------------------------------------------------------------------------

@@ -111,3 +111,45 @@ def test_dashboard_link_only_for_web_addresses(slack_server: SlackServer) -> Non
         assert block_kit_problem(payload) is None
         assert (payload["blocks"][-1]["type"] == "actions") is linked
         assert ("href=" in render_html(msg)) is linked
+
+
+def test_a_failing_rule_leaves_no_partial_writes(tmp_path: Path) -> None:
+    """A rule whose metric computation raises half-way is reported; its cluster's writes are rolled back
+    (no history rows, no notifications, no progress), and the other rules are judged normally."""
+    from alert_timeline_kit import request_window
+
+    from aggregator import catalog
+    from aggregator.config import load_config
+    from aggregator.windows_store import WindowsStore
+    from alerting.rules import default_rules
+    from alerting.stage import evaluate_rules
+
+    store = Store(tmp_path / "s.db")
+    with store.transaction():
+        WindowsStore(store).put([request_window(k, "api/a/", 30, 900) for k in range(10)], now=0.0)
+    config = load_config(environ={"ALERT_FOR_SECONDS": "0"})
+    rules = [r for r in default_rules(config) if r.name in ("api_latency_p95", "slow_queries")]
+
+    class Flaky:
+        calls = 0
+
+        def family_of(self, metric: str, prefix: str | None = None) -> str:
+            return catalog.family_of(metric, prefix)
+
+        def merge(self, aggs):  # type: ignore[no-untyped-def]
+            return catalog.merge(aggs)
+
+        def value(self, metric: str, agg, prefix: str | None = None):  # type: ignore[no-untyped-def]
+            Flaky.calls += 1
+            if Flaky.calls == 5:
+                raise RuntimeError("extension bug")
+            return catalog.value(metric, agg, prefix)
+
+    report = evaluate_rules(store, config, rules, now=0.0, catalog=Flaky())
+    assert report.errors == ["rule api_latency_p95: RuntimeError: extension bug"]
+    alerts = AlertStore(store)
+    assert alerts.history() == [] and alerts.notifications() == [] and alerts.last_eval("api_latency_p95") is None
+    assert alerts.last_eval("slow_queries") is not None  # the other cluster went on
+    report = evaluate_rules(store, config, rules, now=0.0)  # fixed: judged from the start, once
+    assert [n.kind for n in report.notifications] == ["firing"]
+    store.close()
