@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from aggregator.sinks.base import RequestLimits
+from aggregator.model import MetricPoint, SinkReport
+from aggregator.sinks.base import RequestLimits, VendorSink
 
 # Fill to this share of a limit: the exact check then rarely has to halve a request.
 FILL = 0.9
@@ -51,3 +52,15 @@ def plan_requests(
             j = i + max(1, (j - i) // 2)
         yield i, j
         i = j
+
+
+def send_planned(sink: VendorSink, points: Sequence[MetricPoint]) -> SinkReport:
+    """``Sink.send`` for a vendor sink: prepare, cut into requests, send each once (no retry, no split)."""
+    prepared = sink.prepare(points)
+    report = SinkReport(dropped=dict(prepared.dropped))
+    size = getattr(sink, "item_size", None) or (lambda item: len(repr(item)))
+    for lo, hi in plan_requests(prepared.items, sink.sizes, size, sink.request_limits):
+        sink.send_items(prepared.items[lo:hi])
+        report.requests += 1
+        report.sent += hi - lo
+    return report

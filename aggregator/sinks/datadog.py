@@ -22,8 +22,10 @@ from aggregator.model import MetricPoint, SinkError, SinkReport
 from aggregator.sinks import validate
 from aggregator.sinks.base import (
     AgeLimits,
+    AnyPoint,
     Prepared,
     RequestLimits,
+    SummaryPoint,
     bump,
     connection_problem,
     error_for_status,
@@ -146,7 +148,7 @@ class DatadogSink:
 
     # --- what the delivery stage composes ------------------------------------------------------------
 
-    def prepare(self, points: Sequence[MetricPoint]) -> Prepared:
+    def prepare(self, points: Sequence[AnyPoint]) -> Prepared:
         out = Prepared()
         extra: list[tuple[str, str]] = []
         if self.service:
@@ -158,6 +160,9 @@ class DatadogSink:
         names: dict[str, tuple[str | None, dict[str, int]]] = {}
         tag_sets: dict[tuple[tuple[str, str], ...], tuple[list[str], dict[str, int]]] = {}
         for index, point in enumerate(points):
+            if isinstance(point, SummaryPoint):  # never given (wants_summaries is False); no such type here
+                bump(out.dropped, "summary_not_supported")
+                continue
             problem = validate.value_problem(point.value, float32=True)
             if problem:
                 bump(out.dropped, problem)
@@ -271,15 +276,9 @@ class DatadogSink:
     # --- the plain Sink protocol ----------------------------------------------------------------------
 
     def send(self, points: Sequence[MetricPoint]) -> SinkReport:
-        from aggregator.sinks.chunking import plan_requests
+        from aggregator.sinks.chunking import send_planned
 
-        prepared = self.prepare(points)
-        report = SinkReport(dropped=dict(prepared.dropped))
-        for lo, hi in plan_requests(prepared.items, self.sizes, self.item_size, self.request_limits):
-            self.send_items(prepared.items[lo:hi])
-            report.requests += 1
-            report.sent += hi - lo
-        return report
+        return send_planned(self, points)
 
     def close(self) -> None:
         pass

@@ -179,15 +179,9 @@ class NewRelicSink:
         return scrub(text, self.secrets)
 
     def send(self, points: Sequence[MetricPoint]) -> SinkReport:
-        from aggregator.sinks.chunking import plan_requests
+        from aggregator.sinks.chunking import send_planned
 
-        prepared = self.prepare(points)
-        report = SinkReport(dropped=dict(prepared.dropped))
-        for lo, hi in plan_requests(prepared.items, self.sizes, self.item_size, self.request_limits):
-            self.send_items(prepared.items[lo:hi])
-            report.requests += 1
-            report.sent += hi - lo
-        return report
+        return send_planned(self, points)
 
     def close(self) -> None:
         self.client.close()

@@ -9,34 +9,17 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from intakes import DatadogIntake, Fail, NewRelicIntake, make_cert
-from intakes.kit import DD_APP, DD_KEY, NR_LICENSE, config, minute, seed, unset_proxies
+from intakes import DatadogIntake, Fail, NewRelicIntake, kit
+from intakes.kit import NR_LICENSE, config, minute, seed
 
 from aggregator.delivery import deliver
 from aggregator.model import RunContext
 from aggregator.outbox import StoreOutbox
 from aggregator.store import Store
 
-
-@pytest.fixture(autouse=True)
-def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    unset_proxies(monkeypatch)
-
-
-@pytest.fixture
-def dd():
-    intake = DatadogIntake(DD_KEY, DD_APP).start()
-    yield intake
-    intake.stop()
-
-
-@pytest.fixture
-def nr(tmp_path: Path):
-    cert = make_cert(tmp_path)
-    intake = NewRelicIntake(NR_LICENSE, tls=cert).start()
-    intake.cert = cert  # type: ignore[attr-defined]
-    yield intake
-    intake.stop()
+# The intakes, as fixtures (tests/intakes/kit.py); proxies unset for every test.
+dd, nr, no_proxies = kit.dd, kit.nr, kit.no_proxies
+pytestmark = pytest.mark.usefixtures("no_proxies")
 
 
 def _dd_keys(intake: DatadogIntake) -> Counter[tuple[str, int, tuple[str, ...]]]:
@@ -51,7 +34,7 @@ def test_outage_of_several_runs_then_every_window_arrives_once(tmp_path: Path, d
                                                                nr: NewRelicIntake) -> None:
     """Both vendors down for several runs (refused connections, then 503s, then a timeout): entries stay
     pending with a retry time; once the intakes are back every window arrives, each point accepted once."""
-    cfg = config(tmp_path, datadog=dd, newrelic=nr, ca_certs=nr.cert.cert_file,  # type: ignore[attr-defined]
+    cfg = config(tmp_path, datadog=dd, newrelic=nr, ca_certs=nr.tls.cert_file,
                  LOGAPM_SINK_MAX_ATTEMPTS="2", LOGAPM_SINK_TIMEOUT_SECONDS="1",
                  LOGAPM_SINK_RETRY_LATER_SECONDS="1", LOGAPM_SINK_RETRY_LATER_CAP_SECONDS="2")
     base = minute(time.time()) - 20 * 60
@@ -116,7 +99,7 @@ def test_413_splits_the_batch_and_everything_arrives_once(tmp_path: Path, dd: Da
 def test_429_retry_after_is_honoured(tmp_path: Path, nr: NewRelicIntake) -> None:
     """A 429 with Retry-After: 1 delays the retry by at least a second though the backoff alone would be
     milliseconds; a Retry-After beyond this run's budget leaves the entry for a run after that time."""
-    cfg = config(tmp_path, newrelic=nr, ca_certs=nr.cert.cert_file)  # type: ignore[attr-defined]
+    cfg = config(tmp_path, newrelic=nr, ca_certs=nr.tls.cert_file)
     base = minute(time.time()) - 600
     with Store(tmp_path / "state.db") as store:
         seed(store, ["newrelic"], [base])
@@ -142,7 +125,7 @@ def test_points_too_old_for_datadog_are_counted_not_sent(tmp_path: Path, dd: Dat
                                                          nr: NewRelicIntake) -> None:
     """Windows more than an hour old are not sent to Datadog (which would drop them silently): counted,
     reported, and their entries dropped with the reason; New Relic (48 h) still gets them."""
-    cfg = config(tmp_path, datadog=dd, newrelic=nr, ca_certs=nr.cert.cert_file)  # type: ignore[attr-defined]
+    cfg = config(tmp_path, datadog=dd, newrelic=nr, ca_certs=nr.tls.cert_file)
     old = minute(time.time()) - 2 * 3600
     fresh = minute(time.time()) - 120
     with Store(tmp_path / "state.db") as store:
@@ -163,7 +146,7 @@ def test_no_api_key_in_logs_errors_or_store(tmp_path: Path, dd: DatadogIntake, n
                                             caplog: pytest.LogCaptureFixture) -> None:
     """Failures of every kind (403 for a key the intake rejects, 503, refused connections) never put a key
     in a log line (SDK loggers included, at DEBUG), a summary line, the outbox or the store file."""
-    cfg = config(tmp_path, datadog=dd, newrelic=nr, ca_certs=nr.cert.cert_file,  # type: ignore[attr-defined]
+    cfg = config(tmp_path, datadog=dd, newrelic=nr, ca_certs=nr.tls.cert_file,
                  LOGAPM_SINK_MAX_ATTEMPTS="2", LOGAPM_SINK_RETRY_LATER_SECONDS="1",
                  LOGAPM_SINK_RETRY_LATER_CAP_SECONDS="2")
     dd.api_key = "another-key"  # the intake now refuses ours: 403

@@ -10,8 +10,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from intakes import DatadogIntake, NewRelicIntake, make_cert
-from intakes.kit import DD_APP, DD_KEY, NR_LICENSE, unset_proxies
+from intakes import DatadogIntake, NewRelicIntake, kit
+from intakes.kit import DD_APP, DD_KEY, NR_LICENSE
 
 from aggregator.model import MetricPoint, make_tags
 from aggregator.sinks import build_sinks, local_only_note, sink_names
@@ -21,26 +21,9 @@ from aggregator.sinks.datadog import DatadogSink, api_host_for
 from aggregator.sinks.newrelic import NewRelicSink, metric_host_for
 from aggregator.sinks.openmetrics import OpenMetricsSink
 
-
-@pytest.fixture(autouse=True)
-def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    unset_proxies(monkeypatch)
-
-
-@pytest.fixture
-def dd():
-    intake = DatadogIntake(DD_KEY, DD_APP).start()
-    yield intake
-    intake.stop()
-
-
-@pytest.fixture
-def nr(tmp_path: Path):
-    cert = make_cert(tmp_path)
-    intake = NewRelicIntake(NR_LICENSE, tls=cert).start()
-    intake.cert = cert  # type: ignore[attr-defined]
-    yield intake
-    intake.stop()
+# The intakes, as fixtures (tests/intakes/kit.py); proxies unset for every test.
+dd, nr, no_proxies = kit.dd, kit.nr, kit.no_proxies
+pytestmark = pytest.mark.usefixtures("no_proxies")
 
 
 def _dd_sink(intake: DatadogIntake, **kw: object) -> DatadogSink:
@@ -49,7 +32,7 @@ def _dd_sink(intake: DatadogIntake, **kw: object) -> DatadogSink:
 
 def _nr_sink(intake: NewRelicIntake, **kw: object) -> NewRelicSink:
     return NewRelicSink(license_key=NR_LICENSE, host="127.0.0.1", port=intake.port,
-                        ca_certs=str(intake.cert.cert_file), common={"service.name": "svc"}, **kw)  # type: ignore[attr-defined,arg-type]
+                        ca_certs=str(intake.tls.cert_file), common={"service.name": "svc"}, **kw)  # type: ignore[arg-type]
 
 
 def _now_minute() -> int:

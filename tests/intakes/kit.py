@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from aggregator.config import Config, load_config
 from aggregator.model import SeriesKey, WindowAggregate, make_tags
@@ -15,6 +16,10 @@ from aggregator.outbox import StoreOutbox
 from aggregator.sketch import sketch_of
 from aggregator.store import Store
 from aggregator.windows_store import WindowsStore
+
+from .datadog import DatadogIntake
+from .newrelic import NewRelicIntake
+from .tls import make_cert
 
 DD_KEY = "dd-api-key-0123456789abcdef0123456789ab"
 DD_APP = "dd-app-key-fedcba9876543210fedcba9876543210abcdef"
@@ -78,3 +83,28 @@ def seed(store: Store, sinks: list[str], starts: Iterable[int], routes: Iterable
 
 def minute(t: float) -> int:
     return int(t // 60 * 60)
+
+
+# --- pytest fixtures shared by the sink and delivery tests (import them by name) ------------------------
+
+@pytest.fixture
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    unset_proxies(monkeypatch)
+
+
+@pytest.fixture
+def dd() -> Iterator[DatadogIntake]:
+    """A running Datadog intake with the kit's keys."""
+    intake = DatadogIntake(DD_KEY, DD_APP).start()
+    assert isinstance(intake, DatadogIntake)
+    yield intake
+    intake.stop()
+
+
+@pytest.fixture
+def nr(tmp_path: Path) -> Iterator[NewRelicIntake]:
+    """A running New Relic intake on HTTPS; its certificate (the CA to trust) is ``nr.tls``."""
+    intake = NewRelicIntake(NR_LICENSE, tls=make_cert(tmp_path)).start()
+    assert isinstance(intake, NewRelicIntake)
+    yield intake
+    intake.stop()
