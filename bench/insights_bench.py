@@ -3,7 +3,8 @@
     python bench/insights_bench.py [--requests N] [--repeat R]
 
 Baseline, in the same run and on the same bytes: ``LineParser.parse`` (the decode the run does anyway).
-Prints medians over R repeats, events per second, and each step's cost relative to the parse.
+Also measured, for comparison: the design this replaced (one record per event sent to the parent).
+Prints medians over R interleaved rounds, events per second, and each step's cost relative to the parse.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -25,7 +26,7 @@ from aggregator.insights.traces import TraceAnalyzer, extract
 from aggregator.store import Store
 from parsers import LineParser
 
-BLOCK = 8 << 20
+BLOCK = 4 << 20  # the engine's chunk size
 
 
 def make_log(requests: int, seed: int = 1) -> bytes:
@@ -68,72 +69,57 @@ def make_log(requests: int, seed: int = 1) -> bytes:
     return b"\n".join(out) + b"\n"
 
 
-def timed(fn, repeat: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
-    times, result = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     data = make_log(args.requests)
-    # The run's decoders parse 8 MB blocks and extract from each block's events while they are hot.
+    # The run's decoders parse blocks and extract from each block's events while they are hot.
     blocks, pos = [], 0
     while pos < len(data):
         end = data.find(b"\n", min(pos + BLOCK, len(data) - 1)) + 1 or len(data)
         blocks.append(data[pos:end])
         pos = end
     parser = LineParser()
-
-    def parse_only() -> int:
-        return sum(len(parser.parse(b, "bench.log", 0).events) for b in blocks)
-
-    def parse_and_extract() -> list[Any]:
-        out: list[Any] = []
-        for b in blocks:
-            out.extend(extract(parser.parse(b, "bench.log", 0).events))
-        return out
-
-    t_parse, n = timed(parse_only, args.repeat)
-    t_both, records = timed(parse_and_extract, args.repeat)
-    t_extract = t_both - t_parse
-    assert isinstance(records, list)
-    # What crosses from a decoder to the parent (multiprocessing pickles results), and for comparison
-    # what one record per event would have cost (the design extract() replaced).
-    t_transfer, _ = timed(lambda: pickle.loads(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)),
-                          args.repeat)
-    per_event: list[Any] = []
-    for b in blocks:
-        per_event.extend(extract_records(parser.parse(b, "bench.log", 0).events))
-    t_named, _ = timed(lambda: pickle.loads(pickle.dumps(per_event, protocol=pickle.HIGHEST_PROTOCOL)),
-                       args.repeat)
+    parsed = [parser.parse(b, "bench.log", 0).events for b in blocks]
+    n = sum(map(len, parsed))
+    parts = [p for events in parsed for p in extract(events)]
+    per_event = [r for events in parsed for r in extract_records(events)]
+    hp = pickle.HIGHEST_PROTOCOL
 
     def analyse() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             store = Store(Path(tmp) / "s.db")
             analyzer = TraceAnalyzer(store, load_config(environ={}))
-            analyzer.feed(records)  # type: ignore[arg-type]
+            analyzer.feed(parts)
             with store.transaction():
                 aggs = analyzer.finish()
             store.close()
             return len(aggs)
 
-    t_analyse, _ = timed(analyse, args.repeat)
-    assert isinstance(n, int)
-    print(f"{len(records)} parts")
-    print(f"{args.requests} requests, {n} events, {len(data) / 1e6:.1f} MB, median of {args.repeat}")
-    print(f"{'step':<36}{'ms':>10}{'events/s':>14}{'x parse':>10}")
-    for name, t in (("parse (baseline: LineParser.parse)", t_parse), ("extract (parse+extract - parse)", t_extract),
-                    ("transfer: pickle+unpickle the parts", t_transfer),
-                    ("  one record per event instead", t_named),
-                    ("feed + finish (in the parent)", t_analyse)):
-        print(f"{name:<36}{t * 1000:>10.1f}{n / t:>14,.0f}{t / t_parse:>10.2f}")
+    steps: dict[str, Callable[[], object]] = {
+        "parse (baseline: LineParser.parse)": lambda: [parser.parse(b, "bench.log", 0) for b in blocks],
+        "extract: events -> trace parts": lambda: [extract(events) for events in parsed],
+        "transfer: pickle+unpickle the parts": lambda: pickle.loads(pickle.dumps(parts, protocol=hp)),
+        "  per-event records instead: extract": lambda: [extract_records(events) for events in parsed],
+        "  per-event records instead: transfer": lambda: pickle.loads(pickle.dumps(per_event, protocol=hp)),
+        "feed + finish (in the parent)": analyse,
+    }
+    # Interleaved repeats: a noisy neighbour slows every step of a round alike, so the ratios hold.
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.repeat):
+        for name, fn in steps.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    base = med["parse (baseline: LineParser.parse)"]
+    print(f"{args.requests} requests, {n} events, {len(data) / 1e6:.1f} MB in {len(blocks)} blocks; "
+          f"{len(parts)} trace parts; median of {args.repeat} interleaved rounds")
+    print(f"{'step':<40}{'ms':>10}{'events/s':>14}{'x parse':>10}")
+    for name, t in med.items():
+        print(f"{name:<40}{t * 1000:>10.1f}{n / t:>14,.0f}{t / base:>10.2f}")
 
 
 if __name__ == "__main__":
