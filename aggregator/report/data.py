@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal
 
 from aggregator import catalog
 from aggregator.catalog import QUEUE_DEPTH_METRIC
@@ -20,6 +20,7 @@ from aggregator.model import SeriesKey, WindowAggregate, WindowReader
 from aggregator.report.model import (
     BarChart,
     Cell,
+    CellKind,
     Chart,
     LineChart,
     Mark,
@@ -33,8 +34,7 @@ from aggregator.report.model import (
     Timeline,
     TimelineRow,
 )
-
-K = TypeVar("K", bound=Hashable)
+from aggregator.report.svg import fmt
 
 MAX_POINTS = 120  # buckets per chart: beyond it, windows are merged into wider buckets
 TOP_ROUTES = 6  # routes that get their own latency chart
@@ -258,19 +258,17 @@ def _route_label(key: tuple[str, str]) -> str:
     return f"{method} {route}".strip() if method else route
 
 
-def _num(v: float | int | None, kind: str = "num") -> Cell:
-    return Cell(v, kind)  # type: ignore[arg-type]
+def _num(v: float | int | None, kind: CellKind = "num") -> Cell:
+    return Cell(v, kind)
 
 
-def _tone(value: float | None, threshold: float) -> str:
+def _tone(value: float | None, threshold: float) -> Literal["neutral", "good", "bad"]:
     if value is None:
         return "neutral"
     return "bad" if value > threshold else "good"
 
 
 def _fmt_ms(v: float | None) -> str:
-    from aggregator.report.svg import fmt
-
     return fmt(v, "ms")
 
 
@@ -594,13 +592,13 @@ def _tiles(requests: Grouped, th: Thresholds, extras: Extras, span: Span) -> lis
         tiles.append(Tile("Requests", f"{agg.count:,}", f"{agg.count / minutes:,.1f} per minute"))
         rate = _v("request.error_rate", agg)
         tiles.append(Tile("Error rate", f"{(rate or 0) * 100:.2f}%", f"{agg.errors:,} errors",
-                          _tone(rate, th.error_rate)))  # type: ignore[arg-type]
+                          _tone(rate, th.error_rate)))
         p95 = _v("request.duration.p95", agg)
         tiles.append(Tile("p95 latency", _fmt_ms(p95), f"threshold {_fmt_ms(th.api_p95_ms)}",
-                          _tone(p95, th.api_p95_ms)))  # type: ignore[arg-type]
+                          _tone(p95, th.api_p95_ms)))
         p99 = _v("request.duration.p99", agg)
         tiles.append(Tile("p99 latency", _fmt_ms(p99), f"threshold {_fmt_ms(th.api_p99_ms)}",
-                          _tone(p99, th.api_p99_ms)))  # type: ignore[arg-type]
+                          _tone(p99, th.api_p99_ms)))
         apdex = _v("request.apdex", agg)
         tiles.append(Tile("Apdex", "–" if apdex is None else f"{apdex:.2f}", "1.0 = every request satisfied",
                           "neutral" if apdex is None else ("good" if apdex >= 0.85 else "warn")))

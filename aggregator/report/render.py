@@ -28,6 +28,7 @@ from aggregator.report.model import (
     Section,
     StackedBarChart,
     Table,
+    Unit,
 )
 from aggregator.report.svg import esc, fmt
 
@@ -86,8 +87,8 @@ def _cell(cell: Cell) -> tuple[str, str, bool]:
     if cell.kind in ("num", "ms", "ratio", "count"):
         if v is None or isinstance(v, str):
             return "–", "", True
-        unit = {"ms": "ms", "ratio": "ratio", "count": "count"}.get(cell.kind, "count")
-        return esc(fmt(float(v), unit)), repr(float(v)), True  # type: ignore[arg-type]
+        unit: Unit = "ms" if cell.kind == "ms" else "ratio" if cell.kind == "ratio" else "count"
+        return esc(fmt(float(v), unit)), repr(float(v)), True
     text = "" if v is None else str(v)
     if cell.kind == "code":
         return f"<code>{esc(text)}</code>", text, False
