@@ -257,21 +257,23 @@ class TraceAnalyzer:
         ranked = sorted(per_query.items(), key=lambda kv: (-kv[1].time_ms, kv[0]))
         lines.append(f"N+1 queries: {c['n_plus_one_findings']} findings in {len(per_query)} route/query pairs")
         for (route, method, _fp), s in ranked[:limit]:
-            lines.append(_finding_line(route, method, s.text, s.requests, s.executions, s.time_ms,
+            lines.extend(_finding_lines(route, method, s.text, s.requests, s.executions, s.time_ms,
                                        s.example_trace_id))
         if len(ranked) > limit:
             lines.append(f"  ... and {len(ranked) - limit} more (see `logapm report`)")
         return lines
 
 
-def _finding_line(route: str, method: str, text: str, requests: int, executions: int, time_ms: float,
-                  example: str) -> str:
+def _finding_lines(route: str, method: str, text: str, requests: int, executions: int, time_ms: float,
+                   example: str) -> list[str]:
+    """Two lines per finding: where and how much, then the query (escaped, cut to fit a terminal)."""
     per = executions / requests if requests else 0
-    return (
-        f"  {printable(method)} {printable(route, 60)}: {per:.1f} executions/request of "
-        f"{printable(text, 80)!s} ({requests} requests, {time_ms / max(requests, 1):.1f} ms/request; "
-        f"e.g. trace {printable(example)})"
-    )
+    return [
+        f"  {printable(method)} {printable(route, 60)}: {per:.1f} executions/request, "
+        f"{time_ms / max(requests, 1):.1f} ms/request, {requests} request{'s' if requests != 1 else ''}"
+        f" (logapm trace {printable(example)})",
+        f"    {printable(text, 100) or '(no query text)'}",
+    ]
 
 
 def summary_lines(store: Any, start: int | None = None, end: int | None = None, limit: int = 5) -> list[str]:
@@ -281,7 +283,7 @@ def summary_lines(store: Any, start: int | None = None, end: int | None = None, 
         return ["N+1 queries: none found"]
     lines = [f"N+1 queries: {sum(r.requests for r in rows)} findings in {len(rows)} route/query pairs"]
     for r in rows[:limit]:
-        lines.append(_finding_line(r.route, r.method, r.query_text, r.requests, r.executions, r.time_ms,
+        lines.extend(_finding_lines(r.route, r.method, r.query_text, r.requests, r.executions, r.time_ms,
                                    r.example_trace_id))
     if len(rows) > limit:
         lines.append(f"  ... and {len(rows) - limit} more (see `logapm report`)")
