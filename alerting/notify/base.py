@@ -41,21 +41,17 @@ class AlertMessage:
 
     @property
     def counts(self) -> dict[str, int]:
+        """Alerts per kind: firing (new), repeat (still firing, a reminder), resolved."""
         out: dict[str, int] = {}
         for item in self.items:
-            word = "firing" if item["kind"] in ("firing", "repeat") else "resolved"
-            out[word] = out.get(word, 0) + 1
+            out[item["kind"]] = out.get(item["kind"], 0) + 1
         return out
-
-    @property
-    def all_resolved(self) -> bool:
-        return all(i["kind"] == "resolved" for i in self.items)
 
     def title(self) -> str:
         if self.test:
             return "[TEST] logging-apm alert notifications work"
         counts = self.counts
-        parts = [f"{'FIRING' if k == 'firing' else 'RESOLVED'} {n}" for k, n in sorted(counts.items())]
+        parts = [f"{KIND_WORD[k]} {counts[k]}" for k in ("firing", "repeat", "resolved") if k in counts]
         return f"[{', '.join(parts)}] {self.rule} ({self.severity})"
 
     @property

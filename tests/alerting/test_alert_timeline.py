@@ -48,7 +48,7 @@ def main_scenario(k: int) -> list[Any]:
 EXPECTED: dict[int, tuple[str, list[str]]] = {
     16: ("[FIRING 2] api_latency_p95 (warning)", ["FIRING: p95 latency of api/a/", "FIRING: p95 latency of api/d/"]),
     20: ("[RESOLVED 1] api_latency_p95 (warning)", ["RESOLVED: p95 latency of api/d/"]),
-    26: ("[FIRING 1] api_latency_p95 (warning)", ["STILL FIRING: p95 latency of api/a/"]),
+    26: ("[STILL FIRING 1] api_latency_p95 (warning)", ["STILL FIRING: p95 latency of api/a/"]),
     27: ("[FIRING 1] no_health_checks (critical)", ["FIRING: no requests to api/health/ in 5m"]),
     31: ("[RESOLVED 1] no_health_checks (critical)", ["RESOLVED: no requests to api/health/ in 5m"]),
     35: ("[RESOLVED 1] api_latency_p95 (warning)", ["RESOLVED: p95 latency of api/a/"]),
