@@ -10,7 +10,8 @@ How an event travels:
 1. ``emit`` (in the app's thread) only puts the event on a bounded queue; a sender thread does the rest.
    If the queue is full for a second, the event is written to the spool by the calling thread instead
    (never dropped; only then can its order relative to the queued events change).
-2. The sender thread sends with ``fluent.sender.FluentSender`` (Message mode: ``[tag, EventTime, record]``).
+2. The sender thread sends with ``fluent.sender.FluentSender`` (Message mode: ``[tag, EventTime, record]``),
+   or in acknowledged chunks (``require_ack``, below).
    When a send fails (connection refused, reset, or the peer closed the connection, which fluent-logger
    checks before and after each write), the packet fluent-logger kept in ``pendings`` is taken from it and
    appended to the spool, and so is every later event while the spool is not empty, so the order is kept.
@@ -29,19 +30,27 @@ events; ``"always"`` fsyncs every append (safest, slowest); ``"never"`` leaves i
 is replaced atomically (write, fsync, rename) after each resend pass, so a crash during resending sends
 some events twice, never skips one (at least once).
 
-Limit, stated plainly: fluent-logger's forward protocol has no acknowledgements, so an event written to a
-socket whose peer vanished without closing it (a host crash) can be lost in the kernel's buffer; a peer that
-stops or restarts closes its connections, which is detected. Counters of what happened are in ``stats()``
-(received, sent, spooled, resent, quarantined), in the manner of Vector's component counters.
+Acknowledgements: fluent-logger's Message mode has none, so an event written to a socket whose peer vanished
+without closing it (a host crash) can be lost in the kernel's buffer; a peer that stops or restarts closes
+its connections, which is detected. With ``require_ack=True`` the handler sends PackedForward chunks (up to
+500 events) with a ``chunk`` id instead and counts a chunk as sent only when the input answered
+``{"ack": id}`` within ``timeout``; anything else (no answer, a closed connection) spools the chunk. That is
+at least once end to end: a chunk received but not acknowledged is sent again. Fluent Bit's forward input
+acknowledges since 1.5, Fluentd's always.
+
+Counters of what happened are in ``stats`` (received, sent, spooled, resent, quarantined, errors by type),
+in the manner of Vector's component counters.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 import weakref
@@ -191,6 +200,96 @@ class Spool:
                     p.unlink()
 
 
+Packet = tuple[str, Any, Any]  # (tag, EventTime or ext, record)
+
+
+class _MessageTransport:
+    """fluent-logger's FluentSender, Message mode, one packet at a time (no acknowledgements)."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        from fluent.sender import FluentSender
+
+        # tag "" so that the label passed is the whole tag (a spooled packet's tag is re-emitted as is).
+        self.sender = FluentSender("", host=host, port=port, timeout=timeout, nanosecond_precision=True)
+        self.last_error: BaseException | None = None
+
+    def send(self, packets: list[Packet]) -> int:
+        """How many of ``packets`` went out, in order; stops at the first failure."""
+        for i, (tag, ts, record) in enumerate(packets):
+            if not self.sender.emit_with_time(tag, ts, record):
+                # fluent-logger keeps a failed packet in ``pendings`` to prepend to its next send; the
+                # spool keeps it instead, so the only copy is the durable, ordered one.
+                self.sender.pendings = None
+                self.last_error = self.sender.last_error or OSError("send failed")
+                self.sender.clear_last_error()
+                return i
+        return len(packets)
+
+    def forget_after_fork(self) -> None:
+        self.sender.socket = None  # no shutdown: that would cut the parent's connection too
+        self.sender.pendings = None
+
+    def close(self) -> None:
+        self.sender.close()
+
+
+class _AckTransport:
+    """PackedForward chunks with the ``chunk`` option: a chunk counts as sent once the input answered
+    ``{"ack": chunk}`` (Fluent Bit's forward input does since 1.5, Fluentd's always)."""
+
+    def __init__(self, host: str, port: int, timeout: float, chunk_events: int = 500) -> None:
+        self.host, self.port, self.timeout, self.chunk_events = host, port, timeout, chunk_events
+        self.sock: socket.socket | None = None
+        self.last_error: BaseException | None = None
+
+    def _connect(self) -> socket.socket:
+        if self.sock is None:
+            self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self.sock
+
+    def _chunk(self, tag: str, entries: list[Packet]) -> None:
+        chunk = base64.b64encode(os.urandom(16)).decode()
+        body = b"".join(msgpack.packb((ts, record), default=str) for _, ts, record in entries)
+        sock = self._connect()
+        sock.sendall(msgpack.packb((tag, body, {"chunk": chunk, "size": len(entries)})))
+        unpacker = msgpack.Unpacker(raw=False)
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                raise ConnectionError("the forward input closed the connection before acknowledging")
+            unpacker.feed(data)
+            for answer in unpacker:
+                if isinstance(answer, dict) and answer.get("ack") == chunk:
+                    return
+                raise ConnectionError(f"unexpected answer to chunk {chunk}: {answer!r}")
+
+    def send(self, packets: list[Packet]) -> int:
+        done = 0
+        while done < len(packets):
+            tag = packets[done][0]
+            end = done
+            while end < len(packets) and end - done < self.chunk_events and packets[end][0] == tag:
+                end += 1
+            try:
+                self._chunk(tag, packets[done:end])
+            except (OSError, ValueError) as exc:  # socket errors, timeouts, a garbled answer
+                self.last_error = exc
+                self.close()
+                return done
+            done = end
+        return done
+
+    def forget_after_fork(self) -> None:
+        self.sock = None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
+
+
 _live_handlers: weakref.WeakSet[FluentForwardHandler] = weakref.WeakSet()
 
 
@@ -219,6 +318,7 @@ class FluentForwardHandler(logging.Handler):
         retry_interval: float = 5.0,
         timeout: float = 3.0,
         max_queue: int = 100_000,
+        require_ack: bool = False,
         level: int = logging.NOTSET,
     ) -> None:
         super().__init__(level)
@@ -236,16 +336,16 @@ class FluentForwardHandler(logging.Handler):
         # tag "" so that the label we pass is the whole tag, and a spooled packet's tag can be re-emitted.
         self._timeout = timeout
         self._max_queue = max_queue
+        self.require_ack = require_ack
         self._closed = False
         self._start_process_state()
         _live_handlers.add(self)
 
     def _start_process_state(self) -> None:
         """What belongs to one process: sender, queue, spool file, sender thread (rebuilt after a fork)."""
-        from fluent.sender import FluentSender
-
-        self._sender = FluentSender("", host=self.host, port=self.port, timeout=self._timeout,
-                                    nanosecond_precision=True)
+        self._transport: _MessageTransport | _AckTransport = (
+            _AckTransport(self.host, self.port, self._timeout) if self.require_ack
+            else _MessageTransport(self.host, self.port, self._timeout))
         self._queue: queue.Queue[Any] = queue.Queue(self._max_queue)
         self._io = threading.Lock()  # the spool and the sender belong to one thread at a time
         self._spool = Spool(Path(f"{self.spool_base}.{os.getpid()}"), self.fsync)
@@ -261,8 +361,7 @@ class FluentForwardHandler(logging.Handler):
         # connection too) and start over with a spool of the child's own.
         if self._closed:
             return
-        self._sender.socket = None
-        self._sender.pendings = None
+        self._transport.forget_after_fork()
         self.stats = Stats()  # counters are per process
         with contextlib.suppress(Exception):
             self._spool._fh.close()  # closes the child's descriptor only; the parent keeps its lock
@@ -307,7 +406,7 @@ class FluentForwardHandler(logging.Handler):
         self._queue.put(_SENTINEL)
         self._thread.join(30)
         with self._io:
-            self._sender.close()
+            self._transport.close()
             self._spool.close()
         super().close()
 
@@ -371,27 +470,21 @@ class FluentForwardHandler(logging.Handler):
                          "every %.0fs", self.host, self.port, name, exc, self._spool.path, self.retry_interval)
 
     def _send(self, packets: list[bytes]) -> None:
-        for i, data in enumerate(packets):
-            if self._orphans or self._spool.backlog() or not self._send_packet(data):
-                for rest in packets[i:]:
-                    self._spool.append(rest)
-                    self.stats.spooled += 1
-                return
-            self.stats.sent += 1
+        sent = 0
+        if not (self._orphans or self._spool.backlog()):
+            sent = self._transmit([msgpack.unpackb(p, raw=False, strict_map_key=False) for p in packets])
+            self.stats.sent += sent
+        for data in packets[sent:]:
+            self._spool.append(data)
+            self.stats.spooled += 1
 
-    def _send_packet(self, data: bytes) -> bool:
-        """One packet through fluent-logger; on failure it is left for the caller (not in fluent-logger)."""
-        tag, ts, record = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        ok = bool(self._sender.emit_with_time(tag, ts, record))
-        if not ok:
-            # fluent-logger keeps a failed packet in ``pendings`` to prepend to the next send; the spool
-            # keeps it instead, so the only copy is the durable, ordered one.
-            self._sender.pendings = None
-            err = self._sender.last_error
-            self._count_error(err if err is not None else OSError("send failed"))
-            self._sender.clear_last_error()
+    def _transmit(self, packets: list[Packet]) -> int:
+        """Send in order; on a failure count it and schedule the next attempt. How many went out."""
+        sent = self._transport.send(packets)
+        if sent < len(packets):
+            self._count_error(self._transport.last_error or OSError("send failed"))
             self._next_retry = time.monotonic() + self.retry_interval
-        return ok
+        return sent
 
     def _resend_if_due(self, force: bool = False) -> None:
         if not (self._orphans or self._spool.backlog()):
@@ -405,34 +498,43 @@ class FluentForwardHandler(logging.Handler):
         self._resend(self._spool)
 
     def _resend(self, spool: Spool) -> bool:
-        """Send ``spool`` from its offset in order; True when all of it went out."""
+        """Send ``spool`` from its offset in order, in batches; True when all of it went out."""
         pos = spool.pos
-        sent_since_commit = 0
+        batch: list[Packet] = []
+        ends: list[int] = []
         try:
             for end, packet in spool.packets():
-                if not (isinstance(packet, list | tuple) and len(packet) == 3):
+                if not (isinstance(packet, list | tuple) and len(packet) == 3 and isinstance(packet[0], str)):
                     raise ValueError("not a [tag, time, record] packet")
-                tag, ts, record = packet
-                if not self._sender.emit_with_time(tag, ts, record):
-                    self._sender.pendings = None
-                    err = self._sender.last_error
-                    self._count_error(err if err is not None else OSError("send failed"))
-                    self._sender.clear_last_error()
-                    self._next_retry = time.monotonic() + self.retry_interval
-                    spool.commit(pos)
-                    return False
-                pos = end
-                self.stats.resent += 1
-                sent_since_commit += 1
-                if sent_since_commit >= 1000:
-                    spool.commit(pos)
-                    sent_since_commit = 0
+                batch.append((packet[0], packet[1], packet[2]))
+                ends.append(end)
+                if len(batch) >= 500:
+                    pos, ok = self._resend_batch(spool, batch, ends, pos)
+                    if not ok:
+                        return False
+                    batch, ends = [], []
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            if batch:  # send what came before the damage first
+                pos, ok = self._resend_batch(spool, batch, ends, pos)
+                if not ok:
+                    return False
             moved = spool.quarantine_rest(pos)
             spool.commit(pos)
             self.stats.quarantined += moved
             _log.error("logging_apm fluent spool %s: %d undecodable bytes moved to %s.corrupt (%s)",
                        spool.path, moved, spool.path.name, exc)
             return True
+        if batch:
+            pos, ok = self._resend_batch(spool, batch, ends, pos)
+            if not ok:
+                return False
         spool.commit(pos)
         return not spool.backlog()
+
+    def _resend_batch(self, spool: Spool, batch: list[Packet], ends: list[int], pos: int) -> tuple[int, bool]:
+        sent = self._transmit(batch)
+        self.stats.resent += sent
+        if sent:
+            pos = ends[sent - 1]
+        spool.commit(pos)  # durable after every batch: a crash resends at most one batch
+        return pos, sent == len(batch)

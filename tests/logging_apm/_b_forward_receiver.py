@@ -35,6 +35,7 @@ class ForwardReceiver:
     received: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
     modes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    answer_acks: bool = True  # False: a receiver that takes chunks and never acknowledges them
     _sock: socket.socket | None = None
     _conns: list[socket.socket] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -135,5 +136,5 @@ class ForwardReceiver:
         with self._lock:
             self.modes.append(mode)
             self.received.extend((tag, t, r) for t, r in entries)
-        if "chunk" in option:
+        if "chunk" in option and self.answer_acks:
             conn.sendall(msgpack.packb({"ack": option["chunk"]}))

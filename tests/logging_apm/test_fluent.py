@@ -249,3 +249,45 @@ def test_forked_child_sends_through_its_own_sender_and_spool(receiver: ForwardRe
     assert values[0] == 0 and sorted(values[1:]) == [1, *range(100, 110)]
     assert h.stats.spooled == 0
     assert not any(p.name.endswith(str(pid)) for p in (tmp_path / "spool").iterdir())
+
+
+def test_require_ack_sends_packed_forward_chunks(receiver: ForwardReceiver, tmp_path: Path) -> None:
+    """With require_ack, events go as PackedForward chunks with a chunk id, and count as sent once acked."""
+    h = _handler(receiver.port, tmp_path, require_ack=True)
+    try:
+        for i in range(300):
+            h.handle(_record(i))
+        _wait(lambda: len(receiver.received) == 300)
+        h.flush()
+    finally:
+        h.close()
+    assert [r["metric.value"] for r in receiver.records()] == list(range(300))
+    assert set(receiver.modes) == {"PackedForward"}
+    assert h.stats.sent == 300 and h.stats.spooled == 0
+
+
+def test_unacknowledged_chunks_are_spooled_and_resent(tmp_path: Path) -> None:
+    """A forward input that takes chunks but never acknowledges them does not count as delivery: the events
+    are spooled (after the ack timeout) and resent once acks come back. Every event arrives, in order of
+    first arrival; the only repeats are chunks that were never acknowledged (at least once)."""
+    receiver = ForwardReceiver(answer_acks=False).start()
+    h = FluentForwardHandler("127.0.0.1", receiver.port, "app.events", tmp_path / "spool" / "apm",
+                             retry_interval=0.2, timeout=0.5, require_ack=True)
+    try:
+        for i in range(20):
+            h.handle(_record(i))
+        h.flush()
+        assert h.stats.sent == 0 and h.stats.spooled == 20
+        assert h.stats.errors.get("TimeoutError", 0) + h.stats.errors.get("timeout", 0) >= 1
+        unacked = len(receiver.received)
+        receiver.answer_acks = True
+        for i in range(20, 25):
+            h.handle(_record(i))
+        _wait(lambda: h.spool_backlog() == 0 and len(receiver.received) >= unacked + 25)
+    finally:
+        h.close()
+        receiver.stop()
+    values = [r["metric.value"] for r in receiver.records()]
+    first_seen = list(dict.fromkeys(values))
+    assert first_seen == list(range(25))
+    assert values[unacked:] == list(range(25))  # after acks resumed: everything once, in order
