@@ -210,7 +210,14 @@ def locate_rules(text: str) -> list[_Located]:
     found: list[_Located] = []
     current: _Located | None = None
     section = ""
+    in_string: str | None = None  # inside a multi-line string: its lines are text, not keys
     for number, raw in enumerate(text.splitlines(), start=1):
+        starts_inside = in_string is not None
+        for quote in ('"""', "'''"):
+            if (in_string in (None, quote)) and raw.count(quote) % 2:
+                in_string = None if in_string == quote else quote
+        if starts_inside:
+            continue
         header = _HEADER.match(raw)
         if header:
             name = header.group(2).replace(" ", "")

@@ -174,3 +174,11 @@ def test_durations() -> None:
     for bad in ("", "5 min", -1, True, 1.5):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+def test_lines_inside_multiline_strings_are_not_keys(tmp_path: Path) -> None:
+    """A multi-line description that looks like `key = value` does not shift the reported line."""
+    text = ('[[alerting.rules]]\nname = "m"\nmetric = "apm.request.count"\nthreshold = 1\n'
+            'description = """\nsevere = "no"\nop = ">"\n"""\nop = "?"\n')
+    with pytest.raises(RuleError, match=r"line 9: rule 'm': op '\?'"):
+        load(tmp_path, text)
