@@ -79,3 +79,46 @@ def test_datadog_timeouts_are_retried_and_the_sdk_backoff_never_blocks(monkeypat
         call_with_retry(lambda: sink.send_items(items), RetryPolicy(max_attempts=4, base=0.01, cap=0.01),
                         RetryBudget(30.0), rng=random.Random(0), stats=stats)
         assert stats.attempts == 4 and len(intake.series) == 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("vendor", ["datadog", "newrelic"])
+def test_vendor_replies_become_the_right_errors(vendor: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through each real SDK: 429 and 503 are retryable and carry Retry-After, 413 asks for a split, 400
+    isolates refused items, 403 is not retried; refused connections are retryable."""
+    from intakes import NewRelicIntake, make_cert
+    from intakes.kit import NR_LICENSE
+
+    from aggregator.sinks.base import PayloadRejected, PayloadTooLarge
+    from aggregator.sinks.newrelic import NewRelicSink
+
+    unset_proxies(monkeypatch)
+    if vendor == "datadog":
+        intake = DatadogIntake(DD_KEY, DD_APP).start()
+        sink = DatadogSink(api_key=DD_KEY, app_key=DD_APP, api_host=intake.url, host_name="h")
+        path = "/api/v1/series"
+    else:
+        cert = make_cert(tmp_path)
+        intake = NewRelicIntake(NR_LICENSE, tls=cert).start()
+        sink = NewRelicSink(license_key=NR_LICENSE, host="127.0.0.1", port=intake.port,  # type: ignore[assignment]
+                            ca_certs=str(cert.cert_file))
+        path = "/metric/v1"
+    try:
+        items = sink.prepare([MetricPoint("apm.x", (), int(time.time()) // 60 * 60, 1.0)]).items
+        intake.script(path, Fail(429, retry_after="3"), Fail(503, retry_after="2"), Fail(413), Fail(400),
+                      Fail(403))
+        for expected_type, retryable, retry_after in (
+            (SinkError, True, 3.0), (SinkError, True, 2.0), (PayloadTooLarge, False, None),
+            (PayloadRejected, False, None), (SinkError, False, None),
+        ):
+            with pytest.raises(SinkError) as info:
+                sink.send_items(items)
+            assert type(info.value) is expected_type and info.value.retryable is retryable
+            assert info.value.retry_after == retry_after
+        sink.send_items(items)  # the script is used up: accepted
+        intake.stop()
+        with pytest.raises(SinkError) as info:
+            sink.send_items(items)
+        assert info.value.retryable and "connection refused" in str(info.value)
+    finally:
+        intake.stop()
+        sink.close()

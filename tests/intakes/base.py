@@ -67,6 +67,7 @@ class HTTPIntake:
         self.requests: list[Request] = []
         self.server: _Server | None = None
         self.thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
@@ -78,6 +79,19 @@ class HTTPIntake:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with intake._lock:
+                    intake._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with intake._lock:
+                    intake._connections.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass
 
             def _do(self) -> None:
                 intake._dispatch(self)
@@ -96,11 +110,19 @@ class HTTPIntake:
         return self
 
     def stop(self) -> None:
-        """Stop listening: clients now get connection refused. ``start()`` again listens on the same port."""
+        """Stop listening and drop kept-alive connections: clients now get connection refused (or a reset on
+        a pooled connection). ``start()`` again listens on the same port."""
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self.thread is not None:
             self.thread.join(5)
             self.thread = None
