@@ -8,7 +8,6 @@ files compressed with gzip are read too. Nothing is written: the state store is 
 from __future__ import annotations
 
 import argparse
-import glob
 import gzip
 import io
 import re
@@ -48,19 +47,13 @@ class ScanResult:
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Files named by the inputs: files as given, globs expanded, directories' files (sorted)."""
-    out: list[Path] = []
-    seen: set[Path] = set()
-    for item in inputs:
-        matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
-        for m in matches:
-            p = Path(m)
-            candidates = sorted(c for c in p.rglob("*") if c.is_file()) if p.is_dir() else [p]
-            for c in candidates:
-                if c not in seen:
-                    seen.add(c)
-                    out.append(c)
-    return out
+    """The files a run would consider for these inputs, rotated siblings included (``app.log.1``,
+    ``app.log.2.gz``): a trace view wants every log still available, not only what a run has yet to read.
+    Raises ``InputError`` (a clear message) for an input that cannot be read, as ``logapm run`` does."""
+    from aggregator.sources import FileSource
+
+    source = FileSource(list(inputs))
+    return [Path(path) for path, _companion, _family in sorted(source._expand())]
 
 
 def _open(path: Path) -> io.BufferedIOBase:
@@ -154,14 +147,19 @@ def _run(args: argparse.Namespace) -> int:
     if not inputs:
         print("logapm trace: no input: give --input PATH (or set run.inputs / LOGAPM_INPUTS)", file=sys.stderr)
         return 2
-    paths = expand_inputs(inputs)
-    missing = [str(p) for p in paths if not p.exists()]
-    for m in missing:
-        print(f"logapm trace: {printable(m)} does not exist", file=sys.stderr)
-    events, found = find_trace([p for p in paths if p.exists()], trace_id)
+    from aggregator.sources import InputError
+
+    try:
+        paths = expand_inputs(inputs)
+    except InputError as exc:
+        print(f"logapm trace: {printable(str(exc))}", file=sys.stderr)
+        return 2
+    events, found = find_trace(paths, trace_id)
     for problem in found.unreadable or ():
         print(f"logapm trace: cannot read {printable(problem)}", file=sys.stderr)
-    records = [r for r in (to_record(e) for e in events) if r is not None]
+    # A rotated file and its compressed copy (app.log.1 beside app.log.1.gz) hold the same lines: show each
+    # operation once.
+    records = list(dict.fromkeys(r for r in (to_record(e) for e in events) if r is not None))
     if not records:
         print(f"trace {trace_id} not found in {found.files} file(s) ({found.bytes / 1e6:.1f} MB scanned)",
               file=sys.stderr)

@@ -105,3 +105,18 @@ def test_logapm_trace_command_line(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "#" in proc.stdout and "█" not in proc.stdout
     assert len(rows(proc.stdout)) == 11
+
+
+def test_trace_reads_rotated_siblings_once_and_refuses_bad_inputs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Naming app.log also reads its rotated siblings (app.log.1 and its gzip copy hold the same lines:
+    each operation is shown once); a missing input exits 2 with the reason."""
+    logs, _, tid = write_logs(tmp_path)
+    data = (logs / "app.log").read_bytes()
+    (logs / "app.log.1").write_bytes(data)
+    (logs / "app.log.1.gz").write_bytes(gzip.compress(data))
+    (logs / "app.log").write_bytes(b"")
+    assert main(["trace", tid, "--input", str(logs / "app.log")]) == 0
+    assert len(rows(capsys.readouterr().out)) == 11
+    assert main(["trace", tid, "--input", str(tmp_path / "nope.log")]) == 2
+    assert "no such file" in capsys.readouterr().err
