@@ -135,10 +135,11 @@ def evaluate_rules(
     catalog: MetricCatalog | None = None,
 ) -> EvaluationReport:
     """Step 1 alone (the tests and ``logapm alerts`` use it): judge and log, in one transaction."""
-    alerts = AlertStore(store)
+    reader = reader or reader_for(store)  # first: importing it registers the windows' migrations
+    alerts = AlertStore(store)  # applies the registered migrations not applied yet
     evaluator = Evaluator(
         alerts,
-        reader or reader_for(store),
+        reader,
         width=int(config.get("run.window_seconds", 60)),
         prefix=str(config.get("run.metric_prefix", "apm")),
         max_catchup_seconds=int(config.get("alerting.max_catchup_seconds", 6 * 3600)),

@@ -153,3 +153,29 @@ def test_a_failing_rule_leaves_no_partial_writes(tmp_path: Path) -> None:
     report = evaluate_rules(store, config, rules, now=0.0)  # fixed: judged from the start, once
     assert [n.kind for n in report.notifications] == ["firing"]
     store.close()
+
+
+def test_stage_on_a_store_opened_before_alerting_was_imported(tmp_path: Path) -> None:
+    """`logapm run` opens the store, then resolves the alerting stage lazily: in a fresh process, the
+    stage still finds (creates) its tables and judges."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, json\n"
+        "from aggregator.store import Store\n"
+        "from aggregator.config import load_config\n"
+        "from aggregator.model import RunContext\n"
+        "store = Store(sys.argv[1])\n"
+        "import alerting.stage\n"
+        "r = alerting.stage.evaluate(RunContext(store=store, config=load_config(environ={}), now=0.0))\n"
+        "print(json.dumps({'ok': r.ok, 'lines': r.lines}))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "fresh.db")], cwd=root, text=True,
+                          capture_output=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["ok"], out
