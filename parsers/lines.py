@@ -170,6 +170,8 @@ class LineParser:
 
     def parse(self, data: bytes, source: str = "", base_offset: int = 0) -> ParseResult:
         """Classify every line of ``data`` (complete lines; a last line without newline counts too)."""
+        if not isinstance(data, bytes):
+            data = bytes(data)  # bytearray, memoryview
         try:
             fast = self._parse_block(data, source, base_offset)
             if fast is not None:
@@ -260,6 +262,24 @@ class LineParser:
         cand: list[bytes] = []  # the app's JSON bytes of each candidate
         invalid: list[tuple[int, int, str]] = []  # (first line, last line, reason)
         max_len = self.max_line_bytes
+        if (
+            b"\0" not in data
+            and b" P " not in data  # no CRI partial line
+            # every Docker record's line ends with its newline (no partial record)
+            and data.count(b'","stream":"') == data.count(b'\\n","stream":"')
+            and _valid_utf8(data)
+            and (not lines or max(map(len, lines)) <= max_len)
+        ):
+            # An undamaged block without partial lines (app events among ordinary logs, or framed
+            # whole lines): only the lines holding the marker need a look of their own.
+            marked = [i for i, line in enumerate(lines) if _MARK_ANY in line]
+            result.lines = len(lines)
+            result.skipped = len(lines) - len(marked)
+            for i in marked:
+                line = lines[i]
+                self._classify(line, line if line[:1] == b"{" and _MARK in line else self._unwrap(line),
+                               i, i, result, cand, cand_span, invalid)
+            return self._conclude(result, lines, data, cand, cand_span, invalid, source, base_offset)
         nlines = len(lines)
         i = 0
         while i < nlines:
@@ -284,14 +304,25 @@ class LineParser:
             elif _MARK_ANY not in line:
                 result.skipped += 1
             else:
-                inner = self._unwrap(line)
-                if inner is not None and _MARK in inner:
-                    cand_span.append((first, last))
-                    cand.append(inner)
-                elif inner is None and (_MARK in line or _MARK_ESCAPED in line):
-                    invalid.append((first, last, "bad_json"))  # looks like an event, decodes as nothing
-                else:
-                    result.skipped += 1  # mentions the marker without carrying it
+                self._classify(line, self._unwrap(line), first, last, result, cand, cand_span, invalid)
+        return self._conclude(result, lines, data, cand, cand_span, invalid, source, base_offset)
+
+    @staticmethod
+    def _classify(line: bytes, inner: bytes | None, first: int, last: int, result: ParseResult,
+                  cand: list[bytes], cand_span: list[tuple[int, int]], invalid: list[tuple[int, int, str]]) -> None:
+        """A line holding the marker, once unwrapped: an event candidate, invalid, or skipped."""
+        if inner is not None and _MARK in inner:
+            cand_span.append((first, last))
+            cand.append(inner)
+        elif inner is None and (_MARK in line or _MARK_ESCAPED in line):
+            invalid.append((first, last, "bad_json"))  # looks like an event, decodes as nothing
+        else:
+            result.skipped += 1  # mentions the marker without carrying it
+
+    def _conclude(self, result: ParseResult, lines: list[bytes], data: bytes, cand: list[bytes],
+                  cand_span: list[tuple[int, int]], invalid: list[tuple[int, int, str]], source: str,
+                  base_offset: int) -> ParseResult:
+        """Decode the candidates and turn the invalid lines into dead letters."""
         if cand:
             events, bad = self._decode_batch(cand)
             for j, reason in bad:
