@@ -185,11 +185,16 @@ def evaluate(ctx: RunContext) -> StageResult:
     for p in problems:
         result.ok = False
         result.lines.append(f"notifier not usable: {p}")
-    sent = send_due(
-        AlertStore(ctx.store), notifiers, now=ctx.now, dashboard_url=config.get("alerting.dashboard_url"),
-        secrets=config.secrets() if hasattr(config, "secrets") else (),
-        timeout=float(config.get("alerting.notify_timeout_seconds", 10.0)),
-    )
+    secrets = config.secrets() if hasattr(config, "secrets") else ()
+    try:
+        sent = send_due(
+            AlertStore(ctx.store), notifiers, now=ctx.now, dashboard_url=config.get("alerting.dashboard_url"),
+            secrets=secrets, timeout=float(config.get("alerting.notify_timeout_seconds", 10.0)),
+        )
+    except Exception as exc:  # the store itself failing (disk full, locked): pending stays pending
+        result.ok = False
+        result.lines.append(f"sending failed, retried next run: {scrub(f'{type(exc).__name__}: {exc}', secrets)}")
+        return result
     result.counters["messages_sent"] = sum(sent.sent.values())
     result.counters["notifications_delivered"] = sum(sent.notifications.values())
     result.counters["delivery_failures"] = len(sent.failed)
