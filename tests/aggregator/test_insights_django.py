@@ -11,7 +11,11 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from aggregator import catalog
 from aggregator.config import load_config
@@ -41,7 +45,7 @@ DRIVE = textwrap.dedent(
 )
 
 
-def drive_django(tmp_path: Path) -> Path:
+def drive_django(tmp_path: Path, **settings: str) -> Path:
     log = tmp_path / "events.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APM_", "DJANGO"))}
     env.update({
@@ -52,6 +56,7 @@ def drive_django(tmp_path: Path) -> Path:
         "DJANGOAPP_CACHE": "locmem",
         "APM_LOG_FILE": str(log),
         "APM_ENABLED": "true",
+        **settings,
     })
     proc = subprocess.run([sys.executable, "-c", DRIVE, str(STORIES)], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=240)
@@ -60,13 +65,39 @@ def drive_django(tmp_path: Path) -> Path:
     return log
 
 
+@pytest.fixture
+def postgres_database(postgres: tuple[str, int]) -> Iterator[str]:
+    """A database of its own on the local PostgreSQL (other tests seed the shared one)."""
+    import psycopg
+
+    name = f"logapm_insights_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    dsn = f"host={postgres[0]} port={postgres[1]} user=postgres dbname=test"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def test_django_n_plus_one_view_is_found(tmp_path: Path) -> None:
     """Three requests to the N+1 view give three findings of its author query, 8 executions each (one per
     story); the select_related view and the plain view give none; every request was joined with its
     queries, and nothing is left pending."""
+    check_n_plus_one(tmp_path, drive_django(tmp_path))
+
+
+@pytest.mark.services
+def test_django_n_plus_one_view_is_found_on_postgresql(tmp_path: Path, postgres_database: str) -> None:
+    """The same on PostgreSQL (psycopg): the instrumentation's fingerprints group the author queries."""
+    log = drive_django(tmp_path, DJANGOAPP_DB="postgres", DJANGOAPP_PG_NAME=postgres_database)
+    check_n_plus_one(tmp_path, log)
+
+
+def check_n_plus_one(tmp_path: Path, log: Path) -> None:
     from parsers import LineParser
 
-    log = drive_django(tmp_path)
     result = LineParser().parse(log.read_bytes(), str(log), 0)
     assert not result.invalid, result.dead_letters
     records = extract(result.events)
