@@ -2,7 +2,9 @@
 
 - ``traces``: the run's trace analyzer (N+1 findings, time breakdown per route, queries per request),
   including traces that cross the boundary between two runs (pending traces kept in the store).
+- ``partials``: what the decoders send: per-trace sums of a chunk's operations (``extract``).
 - ``profile``: the pure per-request analysis (what one complete trace says).
+- ``records``: one operation as a flat tuple (the trace view's unit).
 - ``findings``: the insights' tables in the state store and the read side used by summaries and the report.
 - ``metrics``: how the ``trace`` family's window aggregates become metric points.
 - ``waterfall``: one trace drawn as a waterfall in the terminal (``logapm trace``).

@@ -1,12 +1,9 @@
-"""The slice of an event that trace analysis needs: small, picklable, the same for every stage.
+"""One timed operation of a trace as a flat tuple: what ``logapm trace`` draws.
 
-Decoders reduce parsed events to plain tuples in ``TraceRecord``'s field order (``extract_records``),
-which ``aggregator.insights.partials`` then sums per trace; ``logapm trace`` views one event at a time
-as a ``TraceRecord`` (``to_record``).
-
-``extract_records`` runs on every event of a run, so it is built for speed: one C-level ``attrgetter``
-per kind picks the record's fields in order (absent fields stay ``None``; consumers read them with
-``or``), and no keyword arguments or NamedTuple constructor run per event.
+``to_record`` views one parsed event as a ``TraceRecord``; ``extract_records`` does it for a whole chunk in
+one pass (one C-level ``attrgetter`` per kind, no keyword arguments per event). The run does not send
+these to its parent process: it sends per-trace sums (``aggregator.insights.partials``), which measured
+about 4x cheaper to transfer; ``bench/insights_bench.py`` keeps ``extract_records`` as the comparison.
 """
 
 from __future__ import annotations
@@ -69,11 +66,11 @@ _GETTERS: dict[str, tuple[attrgetter[Any], tuple[None, ...]]] = {
 _REQUEST = attrgetter(*_COMMON, "http_route", "http_request_method")
 _new = tuple.__new__
 
-RawRecord = tuple[Any, ...]  # a TraceRecord's fields as a plain tuple (what extract returns)
+RawRecord = tuple[Any, ...]  # a TraceRecord's fields as a plain tuple (what extract_records returns)
 
 
 def as_record(raw: RawRecord) -> TraceRecord:
-    """View a plain tuple from ``extract`` as a ``TraceRecord`` (no copy of the fields)."""
+    """View a plain tuple from ``extract_records`` as a ``TraceRecord`` (no copy of the fields)."""
     return raw if type(raw) is TraceRecord else _new(TraceRecord, raw)  # type: ignore[return-value]
 
 
