@@ -293,3 +293,22 @@ def test_task_published_in_a_django_request_continues_its_trace(
     assert call["parent_span_id"] == task["span_id"] and call["peer.service"] == "local-api"
     sent = tracing.parse_traceparent(server.received[-1].headers["traceparent"])
     assert sent is not None and (sent.trace_id, sent.span_id) == (req["trace_id"], call["span_id"])
+
+
+def test_queue_wait_starts_at_the_eta_and_never_goes_negative() -> None:
+    """A task with an ETA waits in the queue only from its ETA; a worker clock behind the publisher's
+    (skew) gives 0, not a negative wait; a message without the publish stamp gives no queue wait."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    published = 1_700_000_000.0
+    eta = datetime.fromtimestamp(published + 30, UTC).isoformat()
+    plain = SimpleNamespace(apm_published_at=published, eta=None, headers=None)
+    delayed = SimpleNamespace(apm_published_at=published, eta=eta, headers=None)
+    assert apm_celery._queue_wait_ms(plain, published + 2.5) == pytest.approx(2500)
+    assert apm_celery._queue_wait_ms(delayed, published + 31) == pytest.approx(1000)
+    assert apm_celery._queue_wait_ms(plain, published - 1) == 0
+    assert apm_celery._queue_wait_ms(SimpleNamespace(eta=None, headers=None), published) is None
+    # protocol 1 / eager runs keep custom headers in a dict
+    legacy = SimpleNamespace(eta=None, headers={"apm_published_at": published})
+    assert apm_celery._queue_wait_ms(legacy, published + 0.25) == pytest.approx(250)
