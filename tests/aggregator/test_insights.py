@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aggregator import catalog
 from aggregator.config import Config, load_config
@@ -404,3 +407,35 @@ def test_a_chunk_becomes_one_small_part_per_trace() -> None:
     assert done.fingerprints["loop"][:2] == [6, 6.0]
     assert rest.request is None and rest.events == 1 and rest.fingerprints["late"][:2] == [1, 3.0]
     assert len(pickle.dumps(chunk)) < 30 * len(stream) + 400
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shapes=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 2), st.integers(0, 2)), min_size=1,
+                       max_size=8),
+       cuts=st.lists(st.floats(0, 1), min_size=0, max_size=4))
+def test_any_chunking_and_run_split_gives_the_one_shot_result(tmp_path: Path, shapes: list[tuple[int, int, int]],
+                                                              cuts: list[float]) -> None:
+    """Property: however the stream is cut into decoder chunks and runs, findings and aggregates equal
+    those of one chunk in one run (traces interleaved as concurrent requests are)."""
+    streams = []
+    for i, (loops, caches, externals) in enumerate(shapes):
+        streams.append(request_trace(f"{i + 1:032x}", T0 + i * 7, f"api/h{i % 3}/", [("loop", 1.0)] * loops
+                                     + [("one", 2.0)], cache=[0.5] * caches, external=[4.0] * externals))
+    # Interleave the traces' events round-robin; each trace keeps its own order (request last).
+    stream: list[TraceRecord] = []
+    for group in itertools.zip_longest(*streams):
+        stream.extend(r for r in group if r is not None)
+    positions = sorted({int(c * len(stream)) for c in cuts} | {0, len(stream)})
+    chunks = [stream[a:b] for a, b in itertools.pairwise(positions)]
+    base = tmp_path / f"{uuid.uuid4().hex}"
+    base.mkdir()
+    one_aggs, _ = analyse(base / "one.db", [stream])
+    split_aggs: list[WindowAggregate] = []
+    for i, chunk in enumerate(chunks):  # odd chunks in a new run, even ones as a second chunk of a run
+        if i % 2 == 0:
+            aggs, _ = analyse(base / "split.db", [chunk])
+        else:
+            aggs, _ = analyse(base / "split.db", [chunk[: len(chunk) // 2], chunk[len(chunk) // 2:]])
+        split_aggs += aggs
+    assert findings(base / "split.db") == findings(base / "one.db")
+    assert _summarise(split_aggs) == _summarise(one_aggs)
