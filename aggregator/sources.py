@@ -357,7 +357,8 @@ class FileSource:
     def read(self, task: ReadTask, chunk_bytes: int = 8 << 20) -> Iterator[Chunk]:
         """Chunks of whole lines whose first byte lies in ``[task.start, task.end)`` (see the module
         docstring for the rule at both ends). Yields nothing when the file is gone or is no longer the
-        file the task was made for (it was rotated away meanwhile: the next scan finds it)."""
+        file the task was made for (rotated away, or truncated, since the scan: the next scan sorts it
+        out)."""
         chunk_bytes = max(1, chunk_bytes)
         try:
             raw = open(task.path, "rb")  # noqa: SIM115 - closed below, wrapped for .gz
@@ -367,6 +368,13 @@ class FileSource:
             st = os.fstat(raw.fileno())
             if task.dev and (st.st_dev, st.st_ino) != (task.dev, task.ino):
                 return
+            if task.fingerprint and not task.compressed:
+                # Same inode but other first bytes: truncated (copytruncate) since the scan. Reading from
+                # the old offset would read the new content under the old identity.
+                head = raw.read(task.fingerprint_len)
+                if hashlib.sha1(head).hexdigest() != task.fingerprint:
+                    return
+                raw.seek(0)
             stream = cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if task.compressed else raw
             try:
                 yield from self._read_lines(stream, task, chunk_bytes)

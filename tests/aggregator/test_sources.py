@@ -301,6 +301,21 @@ def test_file_rotated_between_scan_and_read_is_left_for_the_next_run(tmp_path: P
     assert_once(runs.seen, [*expected, b"other"])
 
 
+def test_file_truncated_between_scan_and_read_is_not_read_from_the_old_offset(tmp_path: Path) -> None:
+    """copytruncate between the scan and the read: the same inode now starts with other bytes, so the
+    task reads nothing; the next scan reads the copy from the checkpoint and the new content from 0."""
+    log, runs, expected = begin(tmp_path, 40, [tmp_path])
+    expected += write(log, *numbered("b", 5))
+    source = FileSource([str(tmp_path)])
+    (task,) = source.scan(runs.checkpoints)
+    shutil.copyfile(log, tmp_path / "app.log.1")
+    os.truncate(log, 0)
+    expected += write(log, *numbered("c", 60))
+    assert list(source.read(task)) == []
+    runs.run()
+    assert_once(runs.seen, expected)
+
+
 # --- parallel parts ------------------------------------------------------------------------------------
 
 
