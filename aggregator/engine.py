@@ -112,7 +112,6 @@ def _process_part(source: Any, task: Any, settings: EngineSettings, task_index: 
         res = parser.parse(chunk.data, chunk.source, chunk.offset)
         events = res.events
         acc.add(events)
-        acc.flush()
         if extract is not None and events:
             out.trace_records.extend(extract(events))
         out.lines += res.lines

@@ -36,7 +36,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, count, repeat
+from itertools import compress, repeat
 from operator import attrgetter
 from typing import Any, Final
 
@@ -57,6 +57,7 @@ def is_event_family(family: str) -> bool:
 
 
 AggKey = tuple[str, Tags, int]  # family, tags, window start
+FOLD_EVENTS: Final = 1 << 18  # events buffered as columns (about 10 MB) before they are folded
 
 _KIND = attrgetter("kind")
 _TS = attrgetter("ts")
@@ -123,7 +124,12 @@ class WindowAccumulator:
         self.apdex_t = apdex_t_ms
         self.slow_ms = slow_query_ms
         self._aggs: dict[AggKey, WindowAggregate] = {}
-        self._series_cache: dict[tuple[str, Any], SeriesKey] = {}
+        # Per family: raw key tuple -> dense series index, and the SeriesKeys by index.
+        self._index: dict[str, dict[Any, int]] = {}
+        self._series: dict[str, list[SeriesKey]] = {}
+        # Columns waiting to be folded, per family: (series ids, ts, values, errors, flags).
+        self._pending: dict[str, list[tuple[Any, ...]]] = {}
+        self._buffered = 0
         self._mapping = DDSketch()  # its bucket mapping, for whole batches
         self.events = 0
         self.by_kind: dict[str, int] = {}
@@ -133,7 +139,9 @@ class WindowAccumulator:
     # --- per batch ------------------------------------------------------------------------------------
 
     def add(self, events: Sequence[Any]) -> None:
-        """Fold one batch of events into the aggregates."""
+        """Take one batch of events: its columns are extracted now (compact numpy arrays), folded into the
+        aggregates once ``FOLD_EVENTS`` are buffered (so the per-(series, window) Python work is amortised
+        over many chunks) and at ``take``."""
         n = len(events)
         if not n:
             return
@@ -150,27 +158,28 @@ class WindowAccumulator:
                 self._add_metrics(sub)
             else:
                 self._add_kind(kind, sub)
+        self._buffered += n
+        if self._buffered >= FOLD_EVENTS:
+            self.flush()
 
-    def _ids(self, family: str, keys: Iterable[Any], n: int) -> tuple[list[SeriesKey], npt.NDArray[np.int64]]:
-        """Series of each key tuple: (the distinct SeriesKeys, the index of each event's series)."""
-        first: dict[Any, int] = {}
-        ids = np.fromiter(map(first.setdefault, keys, count()), dtype=np.int64, count=n)
-        cache = self._series_cache
-        series: list[SeriesKey] = []
-        remap = np.empty(n, dtype=np.int64)  # first position of a key -> its series index
-        for i, (raw, pos) in enumerate(first.items()):
-            sk = cache.get((family, raw))
-            if sk is None:
-                if len(cache) > 100_000:  # a pathological tag explosion must not grow memory unboundedly
-                    cache.clear()
-                sk = cache[(family, raw)] = _series(family, raw)
-            series.append(sk)
-            remap[pos] = i
-        return series, remap[ids]
+    def _ids(self, family: str, keys: list[Any]) -> npt.NDArray[np.int64]:
+        """Dense series index of each key tuple (new keys registered as they come)."""
+        index = self._index.setdefault(family, {})
+        series = self._series.setdefault(family, [])
+        ids = np.fromiter(map(index.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        if len(series) < len(index) or (ids < 0).any():  # new series in this batch: rare after warm-up
+            for i in np.flatnonzero(ids < 0).tolist():
+                raw = keys[i]
+                j = index.get(raw)
+                if j is None:
+                    j = index[raw] = len(series)
+                    series.append(_series(family, raw))
+                ids[i] = j
+        return ids
 
     def _add_kind(self, kind: str, sub: Sequence[Any]) -> None:
         m = len(sub)
-        series, sid = self._ids(kind, map(_KEY_FIELDS[kind], sub), m)
+        sid = self._ids(kind, list(map(_KEY_FIELDS[kind], sub)))
         ts = np.fromiter(map(_TS, sub), dtype=np.float64, count=m)
         values = np.fromiter(map(_DURATION, sub), dtype=np.float64, count=m)
         failed = _flags(_FAILURE, map(_OUTCOME, sub), m)
@@ -189,27 +198,44 @@ class WindowAccumulator:
             hits = list(map(_CACHE_HIT, sub))
             flags["hits"] = _flags(_TRUE, hits, m)
             flags["misses"] = _flags(_FALSE, hits, m)
-        self._fold(kind, series, sid, ts, values, errors, flags)
+        self._pending.setdefault(kind, []).append((sid, ts, values, errors, flags))
         if kind == "task":
             waits = list(map(_QUEUE_WAIT, sub))
             has = ~_flags(frozenset({None}), waits, m)
             k = int(has.sum())
             if k:
                 wv = np.fromiter(compress(waits, has.tolist()), dtype=np.float64, count=k)
-                wseries = [self._series_for("task.queue_wait", s) for s in series]
-                self._fold("task.queue_wait", wseries, sid[has], ts[has], wv, np.zeros(k, dtype=np.bool_), {})
-
-    def _series_for(self, family: str, like: SeriesKey) -> SeriesKey:
-        return SeriesKey(family, like.tags)
+                self._pending.setdefault("task.queue_wait", []).append(
+                    (sid[has], ts[has], wv, np.zeros(k, dtype=np.bool_), {}))
 
     def _add_metrics(self, sub: Sequence[Any]) -> None:
         m = len(sub)
         keys = [(e.metric_name, tuple(sorted(e.metric_tags.items())) if e.metric_tags else ()) for e in sub]
-        series, sid = self._ids("metric", keys, m)
+        sid = self._ids("metric", keys)
         ts = np.fromiter(map(_TS, sub), dtype=np.float64, count=m)
         values = np.fromiter((e.metric_value for e in sub), dtype=np.float64, count=m)
         counted = _flags(_COUNT_TYPE, (e.metric_type for e in sub), m)
-        self._fold("metric", series, sid, ts, values, np.zeros(m, dtype=np.bool_), {"count_samples": counted})
+        self._pending.setdefault("metric", []).append(
+            (sid, ts, values, np.zeros(m, dtype=np.bool_), {"count_samples": counted}))
+
+    def flush(self) -> None:
+        """Fold the buffered columns into the aggregates."""
+        pending, self._pending = self._pending, {}
+        self._buffered = 0
+        for family, batches in pending.items():
+            if family == "task.queue_wait":
+                series = [SeriesKey(family, sk.tags) for sk in self._series.get("task", [])]
+            else:
+                series = self._series[family]
+            if len(batches) == 1:
+                sid, ts, values, errors, flags = batches[0]
+            else:
+                sid = np.concatenate([b[0] for b in batches])
+                ts = np.concatenate([b[1] for b in batches])
+                values = np.concatenate([b[2] for b in batches])
+                errors = np.concatenate([b[3] for b in batches])
+                flags = {name: np.concatenate([b[4][name] for b in batches]) for name in batches[0][4]}
+            self._fold(family, series, sid, ts, values, errors, flags)
 
     def _fold(self, family: str, series: list[SeriesKey], sid: npt.NDArray[np.int64], ts: npt.NDArray[np.float64],
               values: npt.NDArray[np.float64], errors: npt.NDArray[np.bool_],
@@ -293,11 +319,9 @@ class WindowAccumulator:
         self.min_ts = tmin if self.min_ts is None else min(self.min_ts, tmin)
         self.max_ts = tmax if self.max_ts is None else max(self.max_ts, tmax)
 
-    def flush(self) -> None:
-        """Kept for callers that batch: ``add`` already folds each batch into the aggregates."""
-
     def take(self) -> list[WindowAggregate]:
-        """The aggregates so far, handing them over and starting afresh."""
+        """The aggregates so far (everything buffered folded in), handing them over and starting afresh."""
+        self.flush()
         out = list(self._aggs.values())
         self._aggs = {}
         return out
