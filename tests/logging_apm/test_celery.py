@@ -104,6 +104,13 @@ def broker(request: pytest.FixtureRequest) -> tuple[str, str]:
     return "rabbitmq", RABBIT_URL
 
 
+@pytest.fixture(autouse=True)
+def _disconnect_after() -> Iterator[None]:
+    """Importing the test app connects the signals; leave none connected for other tests."""
+    yield
+    apm_celery.uninstall()
+
+
 @pytest.fixture
 def producer_installed() -> Iterator[None]:
     apm_celery.install()

@@ -99,6 +99,9 @@ def test_sample_command_from_a_celery_app(redis_server: tuple[str, int], monkeyp
         assert got == {mod.QUEUE: 0, mod.QUEUE2: 3}
     finally:
         purge_queues(BROKERS["redis"], [mod.QUEUE, mod.QUEUE2])
+        from logging_apm import celery as apm_celery
+
+        apm_celery.uninstall()  # importing the test app connected the signals
         _sys.modules.pop("_b_celery_app", None)
 
 
