@@ -44,6 +44,7 @@ class ScanResult:
     files: int = 0
     bytes: int = 0
     unreadable: list[str] | None = None
+    invalid: dict[str, int] | None = None  # reason -> lines that mention the id but are not valid events
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -118,8 +119,11 @@ def find_trace(paths: Sequence[Path], trace_id: str) -> tuple[list[object], Scan
     by_file: dict[str, list[bytes]] = {}
     for source, line in found.lines:
         by_file.setdefault(source, []).append(line)
+    found.invalid = {}
     for source, lines in by_file.items():
         parsed = parser.parse(b"".join(lines), source, 0)
+        for reason, n in parsed.invalid.items():
+            found.invalid[reason] = found.invalid.get(reason, 0) + n
         # The prefilter also matches the id inside other fields (a message, a parent id): keep the trace's.
         events.extend(e for e in parsed.events if getattr(e, "trace_id", None) == trace_id)
     return events, found
@@ -157,6 +161,10 @@ def _run(args: argparse.Namespace) -> int:
     events, found = find_trace(paths, trace_id)
     for problem in found.unreadable or ():
         print(f"logapm trace: cannot read {printable(problem)}", file=sys.stderr)
+    if found.invalid:  # say so rather than show a waterfall with silent holes
+        reasons = ", ".join(f"{printable(r)} {n}" for r, n in sorted(found.invalid.items()))
+        print(f"logapm trace: {sum(found.invalid.values())} line(s) mentioning the trace are not valid "
+              f"events and are not shown ({reasons})", file=sys.stderr)
     # A rotated file and its compressed copy (app.log.1 beside app.log.1.gz) hold the same lines: show each
     # operation once.
     records = list(dict.fromkeys(r for r in (to_record(e) for e in events) if r is not None))

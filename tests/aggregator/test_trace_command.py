@@ -84,12 +84,16 @@ def test_trace_escapes_control_characters(tmp_path: Path, capsys: pytest.Capture
 
 def test_trace_prefilter_keeps_only_the_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A line that only mentions the id (in a message, or an ordinary log line) is not part of the trace;
-    an unknown id exits 1 saying how much was scanned; a malformed id exits 2."""
+    an invalid event line with the id is reported, not shown; an unknown id exits 1 saying how much was
+    scanned; a malformed id exits 2."""
     logs, _, tid = write_logs(tmp_path)
     with open(logs / "app.log", "ab") as f:
         f.write(orjson.dumps({"level": "info", "message": f"retrying trace {tid}"}) + b"\n")
+        f.write(b'{"apm.schema": 1, "apm.kind": "db", "trace_id": "' + tid.encode() + b'", "duration_ms": -1}\n')
     assert main(["trace", tid, "--input", str(logs)]) == 0
-    assert len(rows(capsys.readouterr().out)) == 11
+    captured = capsys.readouterr()
+    assert len(rows(captured.out)) == 11
+    assert "1 line(s) mentioning the trace are not valid events" in captured.err
     assert main(["trace", "f" * 32, "--input", str(logs)]) == 1
     assert "not found in 1 file(s)" in capsys.readouterr().err
     assert main(["trace", "not-a-trace-\x1b[2J", "--input", str(logs)]) == 2
