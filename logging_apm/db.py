@@ -80,10 +80,8 @@ class QueryRecorder:
                     attrs["db.response.returned_rows"] = rows
             else:
                 attrs["error.type"] = error
-            if many:
-                attrs["db.executemany"] = len(params) if isinstance(params, Sequence) else -1
-                if attrs["db.executemany"] < 0:
-                    del attrs["db.executemany"]  # an iterator of parameter sets: length unknown
+            if many and isinstance(params, Sequence):  # an iterator of parameter sets has no length
+                attrs["db.executemany"] = len(params)
             _emit.emit("db", duration_ms, "failure" if error else "success", attrs)
         except Exception as exc:
             instrumentation_failed("db.record", exc)
