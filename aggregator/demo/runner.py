@@ -137,7 +137,7 @@ def _run_app(out: Console, result: DemoResult, *, tmp: Path, start: float, end: 
         else:
             out.detail("Celery is not installed (pip install 'logging-apm[celery]'): no tasks in this demo", "yellow")
         out.detail(f"payments API stand-in on {payments.url}   {app.stories} stories seeded")
-        out.detail("endpoints: " + "  ".join(p.split("?")[0] for _, _, p in traffic.ENDPOINTS.values()))
+        out.detail("endpoints: story page (cached), like, feed (N+1), search, checkout (payments API), export")
         out.print()
 
         calls = traffic.plan(requests, start, end, stories=app.stories, seed=seed)
