@@ -39,11 +39,12 @@ from aggregator.model import SeriesKey, WindowAggregate, make_tags
 __all__ = ["FAMILY", "TraceAnalyzer", "TraceRecord", "extract", "summary_lines"]
 
 
+FAMILY = "trace"
+
+
 def extract(events: Iterable[Any]) -> list[tuple[Any, ...]]:
     """In a decoder: the trace parts of one chunk's events (plain tuples, in feeding order)."""
     return summarize(events)
-
-FAMILY = "trace"
 
 
 @dataclass(slots=True)
@@ -85,7 +86,7 @@ class _FindingSum:
 
 
 class TraceAnalyzer:
-    """Joins trace records across feeds and runs; one instance per run."""
+    """Adds up trace parts across feeds and runs and measures each completed request; one per run."""
 
     def __init__(self, store: Any, config: Any) -> None:
         self.store = store
