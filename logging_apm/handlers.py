@@ -92,8 +92,8 @@ class BackgroundHandler(logging.Handler):
         try:
             if self._thread is None:
                 self._start()
-            if self._queue.qsize() >= self.max_queue:
-                self._drop("queue_full")
+            if self._queue.qsize() >= self.max_queue or self._closed:
+                self._drop("closed" if self._closed else "queue_full")
                 return
             if type(record.msg) is not dict:
                 # An ordinary record may carry mutable args or a traceback: render them now, as the stdlib
@@ -117,8 +117,8 @@ class BackgroundHandler(logging.Handler):
             return False
         if self._thread is None:
             self._start()
-        if self._queue.qsize() >= self.max_queue:
-            self._drop("queue_full")
+        if self._queue.qsize() >= self.max_queue or self._closed:
+            self._drop("closed" if self._closed else "queue_full")  # after close nothing would write it
         else:
             self._queue.put(event)
         return True

@@ -188,3 +188,14 @@ def test_unusable_path_fails_at_configuration(tmp_path: Path) -> None:
     (tmp_path / "dir").mkdir()
     with pytest.raises(OSError):
         BackgroundHandler(tmp_path / "dir")
+
+
+def test_records_after_close_are_counted_not_lost_silently(tmp_path: Path) -> None:
+    """A record arriving after the handler closed (e.g. from another atexit hook) is counted as dropped."""
+    handler = _handler(tmp_path / "events.log")
+    handler.handle(_record(1))
+    handler.close()
+    handler.handle(_record(2))
+    assert handler.enqueue_event(dict(_record(3).msg)) is True  # type: ignore[call-overload]
+    assert handler.stats["dropped.closed"] == 2
+    assert len((tmp_path / "events.log").read_text().splitlines()) == 1
