@@ -108,7 +108,8 @@ class APMMiddleware:
     def _begin(request: Any) -> tuple[float, tracing.TraceContext | None, Any]:
         ctx: tracing.TraceContext | None = None
         try:
-            parent = tracing.parse_traceparent(request.META.get("HTTP_TRACEPARENT"))
+            header = request.META.get("HTTP_TRACEPARENT")
+            parent = tracing.parse_traceparent(header) if header else None
             ctx = parent.child() if parent is not None else tracing.TraceContext(
                 tracing.new_trace_id(), tracing.new_span_id())
         except Exception as exc:
