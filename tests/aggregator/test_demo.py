@@ -8,6 +8,7 @@ and the report, opened in headless Chromium.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ def test_demo_logs_and_store_agree_exactly(demo: DemoRun) -> None:
     requests = [d for d in docs if d.get("apm.kind") == "request"]
     plain = [d for d in docs if "apm.schema" not in d]
     assert len(requests) == REQUESTS
+    # The run read every line the app wrote: the summary's count is the file's.
+    read = re.search(r"read ([\d,]+) lines", demo.stdout)
+    assert read is not None and int(read.group(1).replace(",", "")) == len(lines)
     assert plain and all(d["logger"] == "django.request" for d in plain)
     kinds = {d.get("apm.kind") for d in docs}
     assert {"request", "db", "cache", "external", "task", "metric"} <= kinds
