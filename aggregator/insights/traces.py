@@ -119,8 +119,9 @@ class TraceAnalyzer:
         if self._finished:
             raise RuntimeError("TraceAnalyzer.feed after finish")
         self._load_pending()
+        add, new = self._add, tuple.__new__
         for raw in parts:
-            self._add(TracePart(*raw))
+            add(new(TracePart, raw))  # a view of the plain tuple, without NamedTuple's Python __new__
         # Keep a long catch-up run's memory bounded too: orphans (no request will come) would otherwise
         # pile up until finish(). Checked cheaply by trace count first.
         if len(self._open) * 8 > self.pending_max_events and (
