@@ -15,10 +15,10 @@ SETTINGS_MODULE = "djangoapp.settings"
 def setup() -> None:
     """Configure Django with ``djangoapp.settings`` (idempotent)."""
     import django
-    from django.conf import settings
+    from django.apps import apps
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS_MODULE)
-    if not settings.configured or not hasattr(django, "apps") or not django.apps.apps.ready:
+    if not apps.ready:
         django.setup()
 
 
