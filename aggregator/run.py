@@ -216,7 +216,7 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
         part_bytes=part_bytes or PART_BYTES,
         traces=analyzer_cls is not None and bool(config.get("run.trace_insights", True)),
     )
-    engine = LocalEngine(source, settings, lock_path=str(state_path) + ".lock")
+    engine = make_engine(config, source, settings, lock_path=str(state_path) + ".lock")
     analyzer = analyzer_cls(store, config) if settings.traces else None
     ws = WindowsStore(store)
     outbox = StoreOutbox(store, str(config["run.metric_prefix"]))
@@ -316,6 +316,19 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
 
 def _copy(sketch: Any) -> Any:
     return None if sketch is None else DDSketch.from_bytes(sketch.to_bytes(compress=False))
+
+
+def make_engine(config: Config, source: Any, settings: EngineSettings, *, lock_path: str | None) -> LocalEngine:
+    """The engine ``run.engine`` names: ``local`` (a fork pool) or ``dask`` (``aggregator.dask_engine``:
+    the same parts and results, computed on a Dask cluster at ``run.dask_scheduler``, else a LocalCluster)."""
+    kind = str(config.get("run.engine") or "local")
+    if kind == "dask":
+        from aggregator.dask_engine import DaskEngine
+
+        return DaskEngine(source, settings, scheduler=config.get("run.dask_scheduler"), lock_path=lock_path)
+    if kind != "local":
+        raise ValueError(f"run.engine must be local or dask, not {kind!r}")
+    return LocalEngine(source, settings, lock_path=lock_path)
 
 
 def _task_bytes(task: Any) -> int:

@@ -28,6 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--dead-letter", metavar="PATH", help="dead-letter file for invalid lines")
     parser.add_argument("--no-trace-insights", action="store_true",
                         help="skip joining events by trace (run.trace_insights = false)")
+    parser.add_argument("--engine", choices=("local", "dask"),
+                        help="where parts are decoded: local processes, or a Dask cluster (run.engine)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="Dask scheduler address for --engine dask (run.dask_scheduler; default: a "
+                             "LocalCluster for this run)")
     parser.add_argument("--quiet", "-q", action="store_true", help="print nothing unless something failed")
     parser.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     parser.set_defaults(func=_run)
@@ -44,6 +49,7 @@ def _run(args: argparse.Namespace) -> int:
         "run.inputs": args.input, "run.state": args.state, "run.workers": args.workers,
         "run.window_seconds": args.window_seconds, "run.dead_letter": args.dead_letter,
         "run.trace_insights": False if args.no_trace_insights else None,
+        "run.engine": args.engine, "run.dask_scheduler": args.scheduler,
     }
     try:
         config = load_config(args.config, overrides=overrides)
@@ -57,7 +63,11 @@ def _run(args: argparse.Namespace) -> int:
     if int(config["run.window_seconds"]) <= 0:
         print("logapm run: run.window_seconds must be positive", file=sys.stderr)
         return EXIT_USAGE
+    if config["run.engine"] not in ("local", "dask"):
+        print(f"logapm run: run.engine must be local or dask, not {config['run.engine']!r}", file=sys.stderr)
+        return EXIT_USAGE
     progress = None if args.quiet or args.no_progress else Progress()
+    from aggregator.dask_engine import DaskEngineError
     from aggregator.sources import InputError
 
     try:
@@ -66,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     except LockedError as exc:
         print(f"logapm run: {exc}", file=sys.stderr)
         return EXIT_LOCKED
-    except (StoreError, InputError) as exc:
+    except (StoreError, InputError, DaskEngineError) as exc:
         print(f"logapm run: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if not args.quiet or not report.ok:
