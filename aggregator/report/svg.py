@@ -240,7 +240,8 @@ def stacked_bar_chart(chart: StackedBarChart, width: int = WIDE) -> str:
                    f'text-anchor="end">{esc(shown)}<title>{esc(label)}</title></text>')
         x = float(label_w)
         for index, share in enumerate(parts):
-            w = max(min(share, 1.0), 0.0) * plot_w
+            # Shares of overlapping calls can add up to more than the whole: never draw past the end.
+            w = min(max(min(share, 1.0), 0.0) * plot_w, label_w + plot_w - x)
             if w <= 0:
                 continue
             name = chart.parts[index]
