@@ -17,13 +17,13 @@ The functions here work on bytes and never raise: a wrapper that cannot be taken
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 
 # `<time> <stream> <tags> <content>`; tags are `P` or `F`, optionally followed by more `:`-separated tags.
 _CRI = re.compile(
-    rb"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(?:Z|[+-][0-9]{2}:[0-9]{2}) (?:stdout|stderr) ([PF])(?::[^ ]*)?(?: |\Z)",
+    rb"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(?:Z|[+-][0-9]{2}:[0-9]{2}) (stdout|stderr) ([PF])(?::[^ ]*)?(?: |\Z)",
 )
 _DIGITS: Final = frozenset(b"0123456789")
 
@@ -41,14 +41,20 @@ _wrapper = msgspec.json.Decoder(Wrapper)
 _out_file = msgspec.json.Decoder(tuple[msgspec.Raw, msgspec.Raw])
 
 
-def cri(line: bytes) -> tuple[bool, bytes] | None:
-    """``(partial, content)`` of a CRI line, or None when the line is not one."""
+class CriLine(NamedTuple):
+    stream: bytes  # stdout or stderr: partial pieces join within their own stream
+    partial: bool  # a P piece: the line continues in the stream's next piece
+    content: bytes
+
+
+def cri(line: bytes) -> CriLine | None:
+    """The parts of a CRI line, or None when the line is not one."""
     if not line or line[0] not in _DIGITS:
         return None
     m = _CRI.match(line)
     if m is None:
         return None
-    return m.group(1) == b"P", line[m.end():]
+    return CriLine(m.group(1), m.group(2) == b"P", line[m.end():])
 
 
 def wrapper(record: bytes) -> Wrapper | None:

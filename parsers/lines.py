@@ -58,6 +58,7 @@ _MARK_ANY: Final = b"apm.schema"  # also matches the key escaped inside a wrappe
 _MARK_ESCAPED: Final = b'\\"apm.schema\\"'  # the key inside a JSON string (a wrapper's `log`)
 _MISSING: Final = "Object missing required field `"
 _TIMESTAMP: Final = attrgetter("timestamp")
+_JOIN_LOOKAHEAD: Final = 1000  # lines searched for the rest of a partial line
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,17 +283,24 @@ class LineParser:
             return self._conclude(result, lines, data, cand, cand_span, invalid, source, base_offset)
         nlines = len(lines)
         i = 0
+        consumed: set[int] = set()  # pieces already joined into an earlier logical line
         while i < nlines:
             first = i
             line = lines[i]
             i += 1
+            if first in consumed:
+                continue
             # A container runtime's partial pieces: join them into the logical line first.
+            used: list[int] = []
             if line[:1].isdigit() and b" P" in line[:64]:
-                line, i = self._join_cri(lines, first, line, i)
+                line, used = self._join_cri(lines, line, i)
             elif line[:8] == b'{"log":"' and framing.docker_partial_candidate(line):
-                line, i = self._join_docker(lines, line, i)
-            last = i - 1
-            result.fragments += last - first
+                line, used = self._join_docker(lines, line, i)
+            last = first
+            if used:
+                consumed.update(used)
+                last = used[-1]
+                result.fragments += len(used)
             result.lines += 1
             # Damage first: it is a property of the bytes, whatever the line was meant to be.
             if len(line) > max_len:
@@ -340,45 +348,56 @@ class LineParser:
                 self._invalid(result, reason, source, base_offset + start, data[start:end])
         return result
 
-    def _join_cri(self, lines: list[bytes], first: int, line: bytes, i: int) -> tuple[bytes, int]:
-        """Join a CRI ``P`` line with the pieces after it, up to the ``F`` piece; the joined content and
-        the index after the last piece used. A line that is not a ``P`` line comes back unchanged."""
+    def _join_cri(self, lines: list[bytes], line: bytes, i: int) -> tuple[bytes, list[int]]:
+        """Join a CRI ``P`` line with the following pieces of its stream up to the ``F`` piece (lines of
+        the other stream in between are left for their own turn); the joined content and the indices of
+        the pieces used after ``line``. A line that is not a ``P`` line comes back unchanged."""
         piece = framing.cri(line)
-        if piece is None or not piece[0]:
-            return line, i
-        parts = [piece[1]]
-        size = len(piece[1])
-        while i < len(lines):
-            nxt = framing.cri(lines[i])
+        if piece is None or not piece.partial:
+            return line, []
+        parts = [piece.content]
+        size = len(piece.content)
+        used: list[int] = []
+        j = i
+        while j < len(lines) and j - i < _JOIN_LOOKAHEAD:
+            nxt = framing.cri(lines[j])
             if nxt is None:
                 break  # the partial line never ends here: parse what there is
-            i += 1
+            j += 1
+            if nxt.stream != piece.stream:
+                continue
+            used.append(j - 1)
             if size <= self.max_line_bytes:  # beyond it the line is too long anyway: stop copying
-                parts.append(nxt[1])
-                size += len(nxt[1])
-            if not nxt[0]:
+                parts.append(nxt.content)
+                size += len(nxt.content)
+            if not nxt.partial:
                 break
-        return b"".join(parts), i
+        return b"".join(parts), used
 
-    def _join_docker(self, lines: list[bytes], line: bytes, i: int) -> tuple[bytes, int]:
-        """Join a partial Docker json-file record with the records after it (same idea as ``_join_cri``);
-        the result is the joined line itself (unwrapped), or ``line`` unchanged when it is not partial."""
+    def _join_docker(self, lines: list[bytes], line: bytes, i: int) -> tuple[bytes, list[int]]:
+        """Join a partial Docker json-file record with the following records of its stream (as
+        ``_join_cri``); the joined line (unwrapped), or ``line`` unchanged when it is not partial."""
         w = framing.wrapper(line)
         if w is None or not framing.is_docker_partial(w):
-            return line, i
+            return line, []
         texts = [w.log or ""]
         size = len(texts[0])
-        while i < len(lines) and lines[i][:8] == b'{"log":"':
-            nw = framing.wrapper(lines[i])
+        used: list[int] = []
+        j = i
+        while j < len(lines) and j - i < _JOIN_LOOKAHEAD and lines[j][:8] == b'{"log":"':
+            nw = framing.wrapper(lines[j])
             if nw is None or nw.log is None or not nw.stream:
                 break
-            i += 1
+            j += 1
+            if bytes(nw.stream) != bytes(w.stream):
+                continue
+            used.append(j - 1)
             if size <= self.max_line_bytes:
                 texts.append(nw.log)
                 size += len(nw.log)
             if not framing.is_docker_partial(nw):
                 break
-        return framing.unwrap_log(framing.Wrapper(log="".join(texts))) or b"", i
+        return framing.unwrap_log(framing.Wrapper(log="".join(texts))) or b"", used
 
     def _unwrap(self, line: bytes) -> bytes | None:
         """The app's line inside ``line``'s framing (``line`` itself when unframed); None when ``line``
@@ -398,7 +417,7 @@ class LineParser:
                 continue
             piece = framing.cri(line)
             if piece is not None:
-                line = piece[1]
+                line = piece.content
                 continue
             record = framing.out_file_record(line)
             if record is not None:

@@ -97,3 +97,19 @@ def test_broken_wrapper_with_event_inside_is_bad_json() -> None:
     lines = [b"app.events: [1764411304.5, " + LINE, b'{"log":"{\\"apm.schema\\":1,"', b"2026-11-29T10:15:04Z stdout X " + LINE]
     result = LineParser(now=NOW).parse(block(*lines))
     assert result.invalid == {"bad_json": 3}
+
+
+def test_partial_lines_join_within_their_stream() -> None:
+    """stdout and stderr share the file: a stdout P piece joins the next stdout piece, not the stderr line
+    written in between (which is a line of its own); the same for Docker records."""
+    data = block(
+        CRI_TS + b" stdout P " + LINE[:90],
+        CRI_TS + b" stderr F " + ORDINARY,
+        CRI_TS + b" stdout F " + LINE[90:],
+    )
+    result = LineParser(now=NOW).parse(data)
+    assert (result.lines, result.fragments, len(result.events), result.skipped, result.invalid) == (2, 1, 1, 1, {})
+    text = LINE.decode()
+    data = block(docker(text[:90]), docker("warning\n", "stderr"), docker(text[90:] + "\n"))
+    result = LineParser(now=NOW).parse(data)
+    assert (result.lines, result.fragments, len(result.events), result.skipped, result.invalid) == (2, 1, 1, 1, {})
