@@ -166,7 +166,7 @@ def line_chart(chart: LineChart, width: int = WIDTH, height: int = HEIGHT) -> st
                 continue
             segments[-1].append((sx(ts + chart.step / 2), sy(v)))
         d = " ".join(
-            "M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in seg) for seg in segments if seg
+            "M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in seg) for seg in segments if len(seg) > 1
         )
         out.append(f'<g class="series" data-series="{index}">')
         if d:

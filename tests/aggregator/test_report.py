@@ -270,3 +270,28 @@ def test_n_plus_one_findings_are_listed_with_their_query(default_report: tuple[R
     requests = _table(data, "table-routes").rows
     assert row[cols.index("requests")].value == next(r[2].value for r in requests if r[1].value == ROUTES[0])
     assert re.fullmatch(r"[0-9a-f]{32}", str(row[cols.index("example trace")].value))
+
+
+def test_line_chart_draws_gaps_and_lone_points() -> None:
+    """A bucket without a value breaks the line (two path segments), a value between two gaps is drawn as
+    a point, and a chart without any value is an explicitly empty frame, not a blank axis."""
+    from aggregator.report.model import Series
+    from aggregator.report.svg import line_chart
+
+    pts = ((0, 1.0), (60, 2.0), (120, None), (180, 3.0), (240, None), (300, 4.0), (360, 5.0))
+    svg = line_chart(LineChart("c", "t", "ms", 0, 420, 60, (Series("s", pts),)))
+    d = re.search(r'data-mark="line" d="([^"]+)"', svg)
+    assert d is not None and d.group(1).count("M") == 2
+    assert svg.count('data-mark="point"') == 1
+    empty = line_chart(LineChart("e", "t", "ms", 0, 420, 60, (Series("s", ((0, None),)),)))
+    assert "empty" in empty and "no data" in empty and "data-mark" not in empty
+
+
+def test_values_are_formatted_for_reading() -> None:
+    """Durations switch to seconds at one second, rates are percentages, throughput is per minute."""
+    from aggregator.report.svg import fmt, nice_ticks
+
+    assert fmt(512.4, "ms") == "512 ms" and fmt(1240.0, "ms") == "1.24 s" and fmt(3.456, "ms") == "3.46 ms"
+    assert fmt(0.0512, "ratio") == "5.1%" and fmt(12.5, "per_min") == "12.5/min" and fmt(None, "ms") == "–"
+    ticks = nice_ticks(0.0, 1234.0)
+    assert ticks[0] == 0.0 and ticks[-1] >= 1234.0 and len(ticks) <= 8
