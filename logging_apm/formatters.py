@@ -16,6 +16,7 @@ Three interchangeable formatters, all usable from ``LOGGING`` by dotted path:
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from typing import Any
@@ -95,7 +96,15 @@ class EventJsonFormatter(_pjl_base()):  # type: ignore[misc]
         if event is None:
             return super().format(record)  # type: ignore[no-any-return]
         # The event is the whole line: skip the record machinery, keep python-json-logger's hooks.
-        return self.serialize_log_record(self.process_log_record(dict(event)))  # type: ignore[no-any-return]
+        data = self.process_log_record(dict(event))
+        if self.json_serializer is not json.dumps:
+            return self.serialize_log_record(data)  # type: ignore[no-any-return]
+        # json.dumps(cls=...) builds a new encoder per call; one encoder with the same options is reused.
+        encoder = self.__dict__.get("_apm_encoder")
+        if encoder is None:
+            encoder = self._apm_encoder = (self.json_encoder or json.JSONEncoder)(
+                default=self.json_default, indent=self.json_indent, ensure_ascii=self.json_ensure_ascii)
+        return self.prefix + encoder.encode(data)  # type: ignore[no-any-return]
 
 
 def structlog_event(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:

@@ -70,3 +70,23 @@ def test_structlog_app_logs_through_the_same_formatter() -> None:
     first, second = (json.loads(x) for x in lines)
     assert first["event"] == "order placed" and first["order_id"] == 7 and first["level"] == "info"
     assert second == EVENT
+
+
+def test_python_json_logger_options_are_honoured_for_events() -> None:
+    """The reused encoder keeps python-json-logger's options: ensure_ascii, its default for odd types,
+    prefix; a custom serializer is still called."""
+    import datetime
+
+    event = {**EVENT, "cache.name": "café", "extra": datetime.date(2026, 1, 2)}
+    line = EventJsonFormatter().format(_record(dict(event)))
+    assert "caf\\u00e9" in line and json.loads(line)["extra"] == "2026-01-02"
+    unicode_line = EventJsonFormatter(json_ensure_ascii=False, prefix="@").format(_record(dict(event)))
+    assert unicode_line.startswith("@") and "café" in unicode_line
+    calls: list[Any] = []
+
+    def serializer(obj: Any, **kwargs: Any) -> str:
+        calls.append(obj)
+        return json.dumps(obj, default=str)
+
+    EventJsonFormatter(json_serializer=serializer).format(_record(dict(EVENT)))
+    assert calls == [EVENT]
