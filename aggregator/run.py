@@ -303,14 +303,18 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
 
     dl_path = dead_letter_path(config, state_path)
     report.dead_letter_path = str(dl_path)
+    export_failed: list[StageResult] = []
     try:
         dead.export(dl_path)
     except OSError as exc:
-        warn(f"cannot write dead letters to {dl_path}: {exc.strerror or exc} (they stay in the store; "
-             "the next run retries)")
+        message = (f"cannot write dead letters to {dl_path}: {exc.strerror or exc} (they stay in the store; "
+                   "the next run retries)")
+        warn(message)
+        # A failure the operator must see in the exit status too (3: committed, a later part failed).
+        export_failed.append(StageResult("dead letters", lines=[message], ok=False))
     ctx = RunContext(store=store, config=config, now=time.time(), changed_windows=set(changed),
                      interactive=interactive)
-    report.stages = run_stages(ctx, stages)
+    report.stages = export_failed + run_stages(ctx, stages)
     report.finished_at = time.time()
 
 

@@ -122,15 +122,19 @@ class Store:
         self._depth = 1
         try:
             yield self.conn
-        except BaseException:
+        except BaseException as exc:
             self._depth = 0
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite has already rolled back after SQLITE_FULL or an I/O error
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):  # a full disk, a read-only file: name the store
+                raise StoreError(f"cannot write to state store {self.path}: {exc}") from None
             raise
         self._depth = 0
         try:
             self.conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             raise StoreError(f"cannot commit to state store {self.path}: {exc}") from None
 
     def close(self) -> None:
