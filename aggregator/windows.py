@@ -34,7 +34,7 @@ pipeline           (none)                                 the run's own counts (
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import attrgetter
@@ -101,6 +101,11 @@ def _series(family: str, raw: tuple[Any, ...]) -> SeriesKey:
     raise ValueError(f"unknown family {family!r}")
 
 
+def _metric_key(e: Any) -> tuple[str, Tags]:
+    tags = e.metric_tags
+    return e.metric_name, tuple(sorted(tags.items())) if tags else ()
+
+
 def _flags(members: frozenset[Any], values: Iterable[Any], n: int) -> npt.NDArray[np.bool_]:
     """``value in members`` for each value, in C (``frozenset.__contains__`` mapped)."""
     return np.fromiter(map(members.__contains__, values), dtype=np.bool_, count=n)
@@ -162,14 +167,14 @@ class WindowAccumulator:
         if self._buffered >= FOLD_EVENTS:
             self.flush()
 
-    def _ids(self, family: str, keys: list[Any]) -> npt.NDArray[np.int64]:
-        """Dense series index of each key tuple (new keys registered as they come)."""
+    def _ids(self, family: str, sub: Sequence[Any], key: Callable[[Any], Any]) -> npt.NDArray[np.int64]:
+        """Dense series index of each event's key tuple (new keys registered as they come)."""
         index = self._index.setdefault(family, {})
         series = self._series.setdefault(family, [])
-        ids = np.fromiter(map(index.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
-        if len(series) < len(index) or (ids < 0).any():  # new series in this batch: rare after warm-up
+        ids = np.fromiter(map(index.get, map(key, sub), repeat(-1)), dtype=np.int64, count=len(sub))
+        if (ids < 0).any():  # new series in this batch: rare after warm-up
             for i in np.flatnonzero(ids < 0).tolist():
-                raw = keys[i]
+                raw = key(sub[i])
                 j = index.get(raw)
                 if j is None:
                     j = index[raw] = len(series)
@@ -179,7 +184,7 @@ class WindowAccumulator:
 
     def _add_kind(self, kind: str, sub: Sequence[Any]) -> None:
         m = len(sub)
-        sid = self._ids(kind, list(map(_KEY_FIELDS[kind], sub)))
+        sid = self._ids(kind, sub, _KEY_FIELDS[kind])
         ts = np.fromiter(map(_TS, sub), dtype=np.float64, count=m)
         values = np.fromiter(map(_DURATION, sub), dtype=np.float64, count=m)
         failed = _flags(_FAILURE, map(_OUTCOME, sub), m)
@@ -210,8 +215,7 @@ class WindowAccumulator:
 
     def _add_metrics(self, sub: Sequence[Any]) -> None:
         m = len(sub)
-        keys = [(e.metric_name, tuple(sorted(e.metric_tags.items())) if e.metric_tags else ()) for e in sub]
-        sid = self._ids("metric", keys)
+        sid = self._ids("metric", sub, _metric_key)
         ts = np.fromiter(map(_TS, sub), dtype=np.float64, count=m)
         values = np.fromiter((e.metric_value for e in sub), dtype=np.float64, count=m)
         counted = _flags(_COUNT_TYPE, (e.metric_type for e in sub), m)
