@@ -4,7 +4,7 @@
 
 Generates realistic schema-1 event lines (about 300 bytes, the kinds mixed as a Django app emits them),
 wraps them in each accepted framing, and times ``parse()`` on blocks of ``--block-mb`` (as a source hands
-them over). Times are the process's CPU time (the machine is shared: wall time would measure the
+them over); then ``FileSource.read`` of the same lines from a file, alone and followed by ``parse()``. Times are the process's CPU time (the machine is shared: wall time would measure the
 neighbours too). Prints a table (median and best of the repeats) and one JSON line with the same numbers. Baselines in the same run:
 ``msgspec decode_lines`` alone into the same typed struct (the floor the parser adds its checks to) and
 stdlib ``json.loads`` per line.
@@ -19,6 +19,7 @@ import json
 import random
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from aggregator.sources import FileSource
 from parsers import Event, LineParser
 
 NOW = calendar.timegm((2026, 11, 29, 11, 0, 0))
@@ -137,6 +139,26 @@ def main() -> None:
         lambda bs: [[json.loads(x) for x in b.splitlines()] for b in bs])
     for name, block in data.items():
         run(name, block, parse_all)
+
+    # The source around it: FileSource.read of the app lines from a file (page cache), then read + parse.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "app.log"
+        path.write_bytes(data["app lines"])
+        source = FileSource([str(path)])
+        (task,) = source.scan({})
+        chunk_bytes = int(args.block_mb * (1 << 20))
+
+        def read_only(_: list[bytes]) -> None:
+            for _chunk in source.read(task, chunk_bytes):
+                pass
+
+        def read_parse(_: list[bytes]) -> None:
+            parser = LineParser(now=NOW)
+            for chunk in source.read(task, chunk_bytes):
+                parser.parse(chunk.data, chunk.source, chunk.offset)
+
+        run("FileSource.read only", data["app lines"], read_only)
+        run("FileSource.read + parse", data["app lines"], read_parse)
 
     print(f"LineParser.parse, {args.lines} lines of ~{avg:.0f} bytes, blocks of {args.block_mb} MB, "
           f"{args.repeats} repeats, CPU time of one core")
