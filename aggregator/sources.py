@@ -168,6 +168,8 @@ class FileSource:
         try:
             st = path.stat()
         except FileNotFoundError:
+            if _rotated_siblings(spec):
+                return  # caught between a rotation's rename and the new file's creation: not a mistake
             raise InputError(f"{spec}: no such file or directory") from None
         except OSError as exc:
             raise InputError(f"{spec}: cannot be read ({exc.strerror or exc})") from None
@@ -201,16 +203,8 @@ class FileSource:
             # whole file started and rotated away since: read in those two cases only (see scan), never
             # as history from before the first run.
             add(p, family=p)
-            parent, base = os.path.split(p)
-            try:
-                names = os.listdir(parent or ".")
-            except OSError:
-                return
-            for name in sorted(names):
-                if name != base and name.startswith(base) and _ROTATED_SUFFIX.match(name[len(base):]):
-                    sibling = os.path.join(parent, name)
-                    if os.path.isfile(sibling):
-                        add(sibling, companion=True, family=p)
+            for sibling in _rotated_siblings(p):
+                add(sibling, companion=True, family=p)
 
         for spec in self.inputs:
             if _GLOB_CHARS & set(spec):
@@ -455,6 +449,21 @@ class FileSource:
             fingerprint_len=task.fingerprint_len or FINGERPRINT_BYTES,
             read_at=time.time(),
         )
+
+
+def _rotated_siblings(path: str) -> list[str]:
+    """The rotated forms of ``path`` beside it (path.1, path.2.gz, path-20261129, ...), regular files only."""
+    parent, base = os.path.split(path)
+    try:
+        names = os.listdir(parent or ".")
+    except OSError:
+        return []
+    return [
+        os.path.join(parent, name)
+        for name in sorted(names)
+        if name != base and name.startswith(base) and _ROTATED_SUFFIX.match(name[len(base):])
+        and os.path.isfile(os.path.join(parent, name))
+    ]
 
 
 def _gzip_size(f: IO[bytes], file_size: int) -> int | None:

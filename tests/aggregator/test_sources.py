@@ -412,6 +412,16 @@ def test_missing_input(tmp_path: Path) -> None:
         FileSource([str(tmp_path / "nope.log")])
 
 
+def test_named_file_missing_mid_rotation_is_not_an_error(tmp_path: Path) -> None:
+    """Between a rotation's rename and the new file's creation the named file is missing, but its rotated
+    sibling is there: the run goes on (and finishes the rotated file)."""
+    log, runs, expected = begin(tmp_path, 10)
+    expected += write(log, *numbered("b", 3))
+    os.rename(log, tmp_path / "app.log.1")
+    runs.run()
+    assert_once(runs.seen, expected)
+
+
 def test_directory_named_as_a_log_file(tmp_path: Path) -> None:
     """A directory where a log file was named (app.log is a directory): InputError saying so."""
     (tmp_path / "app.log").mkdir()
