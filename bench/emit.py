@@ -11,7 +11,9 @@
    same process, in many short interleaved rounds; CPU per request (listener thread included), medians,
    and the ratio; the fastest rounds' ratio is shown too (least disturbed by other load). Target: under
    10% added.
-3. The same over real HTTP: the test project under gunicorn (one sync worker) with logging_apm, and
+3. SQL obfuscation + fingerprint + operation/table of a typical Django SELECT, for a text never seen
+   (cache miss) and for a text seen before (Django reuses its SQL strings: the usual case).
+4. The same request over real HTTP: the test project under gunicorn (one sync worker) with logging_apm, and
    without it at all (``DJANGOAPP_APM=off``), driven alternately; the worker's CPU (/proc, user+system,
    listener thread included) per request, medians of rounds, and the ratio. This is the request as an
    app serves it (HTTP parsing, WSGI); item 2 is the strictest possible baseline.
@@ -43,6 +45,41 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 FORMATS = ("orjson", "json", "structlog")
 TARGET_EVENT_US = 10.0
 TARGET_REQUEST_PCT = 10.0
+
+
+DJANGO_SELECT = ('SELECT "djangoapp_story"."id", "djangoapp_story"."title", "djangoapp_story"."author_id", '
+                 '"djangoapp_author"."id", "djangoapp_author"."name" FROM "djangoapp_story" INNER JOIN '
+                 '"djangoapp_author" ON ("djangoapp_story"."author_id" = "djangoapp_author"."id") WHERE '
+                 '("djangoapp_story"."title" = %s AND "djangoapp_story"."id" > 12345) ORDER BY '
+                 '"djangoapp_story"."id" ASC LIMIT 21')
+
+
+def bench_sql(n: int, runs: int) -> dict[str, float]:
+    """Microseconds to obfuscate + fingerprint + find operation/table for one Django SELECT: uncached (a
+    new text every time) and cached (Django reuses its texts: the usual case)."""
+    from logging_apm import sql
+
+    def once(text: str) -> None:
+        obfuscated = sql.obfuscate(text, "postgres")
+        sql.fingerprint(text, "postgres")
+        sql.operation_and_table(obfuscated)
+
+    uncached, cached = [], []
+    for run in range(runs + 1):
+        texts = [f"{DJANGO_SELECT} /* {run}-{i} */" for i in range(n)]
+        for cache in (sql.obfuscate, sql.fingerprint, sql.operation_and_table):
+            cache.cache_clear()
+        t0 = time.process_time()
+        for text in texts:
+            once(text)
+        t1 = time.process_time()
+        for _ in range(n):
+            once(DJANGO_SELECT)
+        t2 = time.process_time()
+        if run:
+            uncached.append((t1 - t0) / n * 1e6)
+            cached.append((t2 - t1) / n * 1e6)
+    return {"sql_uncached_us": statistics.median(uncached), "sql_cached_us": statistics.median(cached)}
 
 
 def _events_handler() -> Any:
@@ -230,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         for fmt in FORMATS:
             result[f"event_{fmt}_us"] = bench_event(fmt, args.events, args.runs, work)
         result["event_disabled_us"] = bench_event(None, args.events * 5, args.runs, work)
+        result.update(bench_sql(min(args.events, 4000), args.runs))
         result.update(bench_server(args.requests, args.runs, work))
         result.update(bench_request(args.requests, args.runs, work))
 
@@ -238,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(f"event, {fmt} formatter (CPU us, all threads)", f"event_{fmt}_us", TARGET_EVENT_US)
             for fmt in FORMATS]
     rows += [("event, emitter disabled (CPU us)", "event_disabled_us", None),
+             ("SQL obfuscate+fingerprint, new text (CPU us)", "sql_uncached_us", None),
+             ("SQL obfuscate+fingerprint, cached text (CPU us)", "sql_cached_us", None),
              ("minimal request, not instrumented (CPU us)", "request_plain_us", None),
              ("minimal request, instrumented (CPU us)", "request_instrumented_us", None),
              ("added by instrumentation (%, medians)", "request_added_pct", TARGET_REQUEST_PCT),

@@ -52,7 +52,30 @@ _ALIASES: Final[dict[str, str]] = {
 }
 DIALECTS: Final = tuple(_COMPONENTS)
 
-_REGEX = {d: re.compile("|".join(parts), re.IGNORECASE | re.MULTILINE) for d, parts in _COMPONENTS.items()}
+# A whole word (identifier or keyword) is matched right after the quoted forms and kept as it is. Without
+# it the engine tries every alternative (UUIDs, numbers: the costly ones) at each letter of every
+# identifier; with it a word is stepped over in one go, several times faster on Django's statements.
+# Booleans are words, told apart by value. (A UUID must then start with a digit or a brace, as every
+# unquoted one in the conformance cases does; one starting with a letter is an identifier to PostgreSQL.)
+_WORD = r"(?P<word>[A-Za-z_]\w*)"
+_BOOLEAN_WORDS: Final = frozenset({"true", "false", "null"})
+_QUOTED = frozenset({_SINGLE_QUOTES, _DOUBLE_QUOTES, _DOLLAR_QUOTES, _COMPONENTS["oracle"][0]})
+
+
+def _compile(parts: tuple[str, ...]) -> re.Pattern[str]:
+    quoted = [p for p in parts if p in _QUOTED]
+    rest = [p for p in parts if p not in _QUOTED and p != _BOOLEANS]
+    return re.compile("|".join((*quoted, _WORD, *rest)), re.IGNORECASE | re.MULTILINE)
+
+
+_REGEX = {d: _compile(parts) for d, parts in _COMPONENTS.items()}
+
+
+def _replace(match: re.Match[str]) -> str:
+    word = match.group("word")
+    if word is None:
+        return "?"
+    return "?" if word.lower() in _BOOLEAN_WORDS else word
 _LEFTOVER = {d: re.compile(p) for d, p in _LEFTOVERS.items()}
 
 
@@ -68,7 +91,7 @@ def _dialect(dialect: str) -> str:
 def obfuscate(sql: str, dialect: str) -> str:
     """``sql`` with every literal replaced by ``?`` (``?`` alone when that cannot be done safely)."""
     d = _dialect(dialect)
-    out = _REGEX[d].sub("?", sql)
+    out = _REGEX[d].sub(_replace, sql)
     if _LEFTOVER[d].search(out):
         return "?"
     return out
