@@ -72,30 +72,32 @@ class APMMiddleware:
         if not _emit._emitter.enabled:
             return self.get_response(request)
         start, ctx, token = self._begin(request)
+        response = exc = None
         try:
             response = self.get_response(request)
-        except BaseException as exc:
-            self._finish(request, None, start, ctx, exc)
-            tracing._current.reset(token)
+            return response
+        except BaseException as error:
+            exc = error
             raise
-        self._finish(request, response, start, ctx, None)
-        tracing._current.reset(token)
-        return response
+        finally:
+            self._finish(request, response, start, ctx, exc)
+            tracing._current.reset(token)
 
     async def __acall__(self, request: Any) -> Any:
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
         if not _emit._emitter.enabled:
             return await get_response(request)
         start, ctx, token = self._begin(request)
+        response = exc = None
         try:
             response = await get_response(request)
-        except BaseException as exc:
-            self._finish(request, None, start, ctx, exc)
-            tracing._current.reset(token)
+            return response
+        except BaseException as error:
+            exc = error
             raise
-        self._finish(request, response, start, ctx, None)
-        tracing._current.reset(token)
-        return response
+        finally:
+            self._finish(request, response, start, ctx, exc)
+            tracing._current.reset(token)
 
     def process_exception(self, request: Any, exception: BaseException) -> None:
         # Django turns a view's exception into a 500 response before it reaches __call__; remember its class.
