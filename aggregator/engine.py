@@ -7,7 +7,7 @@ parses each chunk and folds its events into a ``WindowAccumulator`` (flushed per
 the trace records for the insights, and the checkpoint after its last complete line.
 
 Memory does not grow with the input: a worker holds one chunk and its part's aggregates (bounded by the
-number of series), and the parent keeps at most ``2 x workers`` parts in flight, taking results in input
+number of series), and the parent keeps at most ``workers + 1`` parts in flight, taking results in input
 order (the trace insights need records in input order, and checkpoints advance in order).
 """
 
@@ -215,7 +215,7 @@ class LocalEngine:
         try:
             inflight: deque[AsyncResult[PartResult]] = deque()
             todo = iter(jobs)
-            limit = 2 * workers
+            limit = workers + 1  # one queued part per worker pool keeps them busy; more only holds memory
             for job in todo:
                 inflight.append(pool.apply_async(_work, (job,)))
                 if len(inflight) >= limit:
