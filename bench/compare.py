@@ -1,0 +1,493 @@
+"""Benchmark: ``logapm run`` beside the tools a user would otherwise reach for, in ONE run, on ONE file.
+
+    python bench/compare.py                              # 5M events, 3 rounds, memory at 1M/10M, incremental
+    python bench/compare.py --events 500000 --repeats 1 --memory-sizes --no-incremental
+    python bench/compare.py --dir /tmp/logapm-bench      # keep (and reuse) the generated log
+    python bench/compare.py --baseline previous.json     # ratios to an earlier run's JSON line
+
+The question every tool answers on the same generated log (``aggregator.loggen`` through
+``bench/aggregate.py``'s writer: six kinds of events with trace context, ordinary lines mixed in): per
+minute and series (kind x route/table/operation/peer/task/metric), the count, the errors, p50/p95/p99 and
+the max of the durations.
+
+- ``logapm``: ``logapm run`` end to end (decode, windows, sketches, trace insights, store commit) into a
+  fresh state store, default workers (one per core); ``logapm-dask`` with ``--engine dask`` (optional);
+- ``duckdb``: ``read_ndjson`` with the needed columns declared, exact ``quantile_cont`` (all threads);
+- ``polars``: ``scan_ndjson`` with a schema, the streaming engine, exact linear quantiles;
+- ``pandas``: the naive way (``orjson`` per line into a list of dicts, a DataFrame, ``groupby().quantile``)
+  on the first ``--pandas-max`` events only (it needs about 2 GB per million): its rate is per event of
+  its slice, its memory is not comparable;
+- ``mtail`` (when installed: ``apt-get install mtail``): a program that histograms the durations per
+  kind and name (fixed buckets, no per-minute windows in one-shot mode, no exact quantiles).
+
+Each tool runs in its own subprocess with the file in the page cache; rounds are interleaved (one run of
+each tool per round) so a noisy neighbour hurts all tools alike. Reported per tool: the median wall time,
+events/s and MB/s, the median CPU seconds of the process tree (``getrusage(RUSAGE_CHILDREN)``, which a
+busy machine distorts less than the wall time), the peak RSS of the process tree (``/proc`` via psutil
+every 20 ms), and the ratio of its events/s to ``logapm``'s. Then:
+
+- memory: ``logapm run``'s peak RSS on the first 1M events and on the file twice over (10M), fresh state;
+- incremental: a checkpointed run over the whole file, 1% new lines appended, the next run timed beside a
+  fresh run over a file holding only those new lines (the cost of a run over N new bytes should not depend
+  on how big the file already is); the appended lines are cut off again afterwards.
+
+Last line: the whole result as JSON (the ``--baseline`` format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+NAME_FIELDS = ("http.route", "db.collection.name", "cache.operation", "peer.service", "task.name", "metric.name")
+COLUMNS = {"timestamp": "VARCHAR", "apm.schema": "INTEGER", "apm.kind": "VARCHAR", "duration_ms": "DOUBLE",
+           "outcome": "VARCHAR", "http.response.status_code": "INTEGER", "metric.value": "DOUBLE",
+           **dict.fromkeys(NAME_FIELDS, "VARCHAR")}
+
+# Each tool prints "<events> <series>" on its last line: the bench checks they agree on the event count.
+DUCKDB = r"""
+import sys, duckdb
+path, columns, names = sys.argv[1], sys.argv[2], sys.argv[3]
+rows = duckdb.connect().execute(f'''
+SELECT substr(timestamp, 1, 16) AS minute, "apm.kind" AS kind, coalesce({names}) AS name, count(*) AS n,
+       count(*) FILTER (WHERE outcome = 'failure' OR "http.response.status_code" >= 500) AS errors,
+       quantile_cont(coalesce(duration_ms, "metric.value"), [0.5, 0.95, 0.99]) AS q,
+       max(coalesce(duration_ms, "metric.value")) AS mx
+FROM read_ndjson('{path}', columns = {columns}, format = 'newline_delimited')
+WHERE "apm.schema" = 1 GROUP BY ALL''').fetchall()
+print(sum(r[3] for r in rows), len(rows))
+"""
+
+POLARS = r"""
+import sys, json, polars as pl
+path, names = sys.argv[1], json.loads(sys.argv[2])
+types = {"VARCHAR": pl.String, "INTEGER": pl.Int64, "DOUBLE": pl.Float64}
+schema = {k: types[v] for k, v in json.loads(sys.argv[3]).items()}
+v = pl.coalesce("duration_ms", "metric.value")
+out = (pl.scan_ndjson(path, schema=schema).filter(pl.col("apm.schema") == 1)
+       .group_by(pl.col("timestamp").str.slice(0, 16).alias("minute"), pl.col("apm.kind"),
+                 pl.coalesce(*names).alias("name"))
+       .agg(pl.len().alias("n"),
+            ((pl.col("outcome") == "failure") | (pl.col("http.response.status_code") >= 500)).sum().alias("errors"),
+            v.quantile(0.5, "linear").alias("p50"), v.quantile(0.95, "linear").alias("p95"),
+            v.quantile(0.99, "linear").alias("p99"), v.max().alias("max"))
+       .collect(engine="streaming"))
+print(out["n"].sum(), len(out))
+"""
+
+PANDAS = r"""
+import sys, json, orjson, pandas as pd
+path, names, limit = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+rows = []
+with open(path, "rb") as f:
+    for line in f:
+        try:
+            d = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if d.get("apm.schema") != 1:
+            continue
+        if len(rows) >= limit:
+            break
+        status = d.get("http.response.status_code") or 0
+        rows.append({"timestamp": d["timestamp"], "kind": d["apm.kind"],
+                     "name": next((d[k] for k in names if d.get(k) is not None), None),
+                     "value": d.get("duration_ms", d.get("metric.value")),
+                     "error": d.get("outcome") == "failure" or status >= 500})
+df = pd.DataFrame(rows)
+df["minute"] = pd.to_datetime(df["timestamp"]).dt.floor("60s")
+g = df.groupby(["minute", "kind", "name"])
+out = g["value"].quantile([0.5, 0.95, 0.99]).unstack()
+out["count"] = g["value"].size()
+out["errors"] = g["error"].sum()
+out["max"] = g["value"].max()
+print(int(out["count"].sum()), len(out))
+"""
+
+MTAIL_PROGRAM = r"""
+histogram apm_duration_ms by kind, name buckets 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000
+counter apm_events by kind, name
+counter apm_errors by kind, name
+
+/"apm\.kind":"(?P<kind>[a-z]+)","duration_ms":(?P<d>[0-9.]+),"outcome":"(?P<outcome>[a-z]+)".*?"(?:http\.route|db\.collection\.name|cache\.operation|peer\.service|task\.name)":"(?P<name>[^"]*)"/ {
+  apm_duration_ms[$kind][$name] = float($d)
+  apm_events[$kind][$name]++
+  $outcome == "failure" {
+    apm_errors[$kind][$name]++
+  }
+}
+"""
+
+
+@dataclass
+class Sample:
+    wall: float
+    cpu: float
+    peak_rss: int  # sum over the tree: forked workers' shared pages counted once per process
+    rc: int
+    out: str
+    peak_pss: int = 0  # proportional set size: shared pages split between the processes that map them
+
+
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Sample:
+    """Wall and CPU seconds, peak RSS of the process tree (bytes), exit code, the output's tail."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    root = psutil.Process(proc.pid)
+    peak = peak_pss = 0
+    while proc.poll() is None:
+        rss = pss = 0
+        try:
+            for p in (root, *root.children(recursive=True)):
+                try:
+                    rss += p.memory_info().rss
+                    pss += _pss(p.pid)
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            pass
+        peak, peak_pss = max(peak, rss), max(peak_pss, pss)
+        time.sleep(0.02)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    return Sample(wall, cpu, peak, proc.returncode, out[-3000:], peak_pss)
+
+
+# --- inputs --------------------------------------------------------------------------------------------
+
+
+def generated(workdir: Path, events: int, seed: int = 1) -> tuple[Path, int, int]:
+    """The generated log of ``events`` events (reused from ``workdir`` when there). -> (path, events, bytes)."""
+    from aggregate import write_log  # the project's benchmark writer (aggregator.loggen, 60 min of events)
+
+    log, meta = workdir / f"bench-{events}-s{seed}.log", workdir / f"bench-{events}-s{seed}.json"
+    if log.exists() and meta.exists():
+        m = json.loads(meta.read_text())
+        if m["bytes"] == log.stat().st_size:
+            return log, m["events"], m["bytes"]
+    t = time.perf_counter()
+    n, size = write_log(log, events, seed=seed)
+    meta.write_text(json.dumps({"events": n, "bytes": size, "generate_s": round(time.perf_counter() - t, 1)}))
+    return log, n, size
+
+
+def warm(path: Path) -> None:
+    """Into the page cache, as a run right after the app wrote would find it."""
+    with open(path, "rb") as f:
+        while f.read(16 << 20):
+            pass
+
+
+def head_events(src: Path, dst: Path, events: int) -> tuple[int, int]:
+    """The first ``events`` event lines of ``src`` (and the ordinary lines among them) into ``dst``."""
+    n = size = 0
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        for line in f:
+            if b'"apm.schema":1' in line:
+                if n >= events:
+                    break
+                n += 1
+            out.write(line)
+            size += len(line)
+    return n, size
+
+
+# --- tools ---------------------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, APM_PROVIDER="", PERFORMANCE_ALERT_EMAIL_ENABLED="false",
+                PERFORMANCE_ALERT_SLACK_ENABLED="false", PYTHONPATH=str(ROOT))
+
+
+def logapm_cmd(log: Path, state: Path, args: argparse.Namespace, extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+    cmd = [sys.executable, "-m", "aggregator.cli", "run", "--input", str(log), "--state", str(state),
+           "--no-progress", "-q", *extra]
+    return cmd + (["--workers", str(args.workers)] if args.workers else [])
+
+
+def stored_events(state: Path) -> int:
+    conn = sqlite3.connect(state)
+    try:
+        return sum(json.loads(s)["events"] for (s,) in conn.execute("SELECT summary FROM runs"))
+    finally:
+        conn.close()
+
+
+def drop_state(state: Path) -> None:
+    for p in state.parent.glob(state.name + "*"):
+        p.unlink()
+
+
+def tool_commands(log: Path, work: Path, args: argparse.Namespace) -> dict[str, list[str] | None]:
+    names = ", ".join(f'"{n}"' for n in NAME_FIELDS)
+    columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in COLUMNS.items()) + "}"
+    cmds: dict[str, list[str] | None] = {
+        "logapm": logapm_cmd(log, work / "state.db", args),
+        "duckdb": [sys.executable, "-c", DUCKDB, str(log), columns, names],
+        "polars": [sys.executable, "-c", POLARS, str(log), json.dumps(NAME_FIELDS), json.dumps(COLUMNS)],
+        "pandas": [sys.executable, "-c", PANDAS, str(log), json.dumps(NAME_FIELDS), str(args.pandas_max)],
+        "mtail": None,
+    }
+    if args.dask:
+        cmds["logapm-dask"] = logapm_cmd(log, work / "state.db", args, ["--engine", "dask"])
+    mtail = shutil.which("mtail")
+    if mtail:
+        progs = work / "mtail-progs"
+        progs.mkdir(exist_ok=True)
+        (progs / "apm.mtail").write_text(MTAIL_PROGRAM)
+        cmds["mtail"] = [mtail, "--one_shot", "--one_shot_format=json", "--progs", str(progs), "--logs", str(log),
+                         "--logtostderr=false", "--alsologtostderr=false", "--stderrthreshold=FATAL"]
+    return {k: v for k, v in cmds.items() if k in args.tools or (k == "logapm-dask" and args.dask)}
+
+
+def _events_of(tool: str, sample: Sample, state: Path) -> int | None:
+    if tool.startswith("logapm"):
+        return stored_events(state)
+    if tool == "mtail":
+        try:
+            doc = json.loads(sample.out[sample.out.index("{"):]) if "{" in sample.out else {}
+        except ValueError:
+            return None
+        return sum(int(lv["Value"]["Value"]) for m in doc.get("apm_events", []) for lv in m["LabelValues"])
+    try:
+        return int(sample.out.strip().splitlines()[-1].split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def side_by_side(log: Path, events: int, size: int, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cmds = tool_commands(log, work, args)
+    samples: dict[str, list[Sample]] = {t: [] for t, c in cmds.items() if c}
+    counted: dict[str, int | None] = {}
+    for _ in range(args.repeats):
+        for tool, cmd in cmds.items():
+            if not cmd:
+                continue
+            # mtail's one-shot JSON is large: read whole, not as a tail
+            s = _mtail(cmd) if tool == "mtail" else measure(cmd, _env(), cwd=ROOT)
+            if s.rc != 0:
+                raise SystemExit(f"{tool} failed ({s.rc}):\n{s.out}")
+            counted[tool] = _events_of(tool, s, work / "state.db")
+            drop_state(work / "state.db")
+            samples[tool].append(s)
+            print(f"  {tool:<12} {s.wall:8.2f} s  cpu {s.cpu:7.1f} s  RSS {s.peak_rss / 1e6:6.0f} MB  "
+                  f"PSS {s.peak_pss / 1e6:6.0f} MB", file=sys.stderr, flush=True)
+    rows: dict[str, Any] = {}
+    for tool, ss in samples.items():
+        n_in = min(events, args.pandas_max) if tool == "pandas" else events
+        bytes_in = size * n_in / events
+        wall = statistics.median(s.wall for s in ss)
+        rows[tool] = {"events": n_in, "seconds": round(wall, 3), "cpu_s": round(statistics.median(s.cpu for s in ss), 2),
+                      "events_per_s": round(n_in / wall), "mb_per_s": round(bytes_in / wall / 1e6, 1),
+                      "events_per_cpu_s": round(n_in / max(1e-9, statistics.median(s.cpu for s in ss))),
+                      "peak_rss_mb": round(max(s.peak_rss for s in ss) / 1e6, 1),
+                      "peak_pss_mb": round(max(s.peak_pss for s in ss) / 1e6, 1), "counted": counted.get(tool)}
+    ref = rows.get("logapm")
+    for r in rows.values():
+        r["ratio"] = round(r["events_per_s"] / ref["events_per_s"], 2) if ref else None
+    return rows
+
+
+def _mtail(cmd: list[str]) -> Sample:
+    with tempfile.TemporaryFile() as out:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
+        root = psutil.Process(proc.pid)
+        peak = peak_pss = 0
+        while proc.poll() is None:
+            try:
+                peak = max(peak, root.memory_info().rss)
+                peak_pss = max(peak_pss, _pss(proc.pid))
+            except psutil.Error:
+                pass
+            time.sleep(0.02)
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Sample(wall, cpu, peak, proc.returncode, text, peak_pss)
+
+
+# --- memory and incremental ----------------------------------------------------------------------------
+
+
+def memory_at(log: Path, events: int, sizes: list[int], work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Peak RSS of ``logapm run`` at each size: a prefix of the file below its size, the file repeated above."""
+    out = []
+    for n in sizes:
+        path = work / f"memory-{n}.log"
+        if n <= events:
+            got, size = head_events(log, path, n)
+        else:
+            copies = -(-n // events)
+            with open(path, "wb") as dst:
+                for _ in range(copies):
+                    with open(log, "rb") as src:
+                        shutil.copyfileobj(src, dst, 16 << 20)
+            got, size = events * copies, path.stat().st_size
+        warm(path)
+        s = measure(logapm_cmd(path, work / "mem.db", args), _env(), cwd=ROOT)
+        if s.rc != 0:
+            raise SystemExit(f"logapm run failed ({s.rc}):\n{s.out}")
+        drop_state(work / "mem.db")
+        path.unlink()
+        out.append({"events": got, "bytes": size, "seconds": round(s.wall, 2), "events_per_s": round(got / s.wall),
+                    "peak_rss_mb": round(s.peak_rss / 1e6, 1), "peak_pss_mb": round(s.peak_pss / 1e6, 1)})
+        print(f"  memory {got:>11,} events: RSS {s.peak_rss / 1e6:6.0f} MB, PSS {s.peak_pss / 1e6:6.0f} MB, "
+              f"{s.wall:6.1f} s", file=sys.stderr)
+    return out
+
+
+def incremental(log: Path, events: int, size: int, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Checkpoint the whole file, append 1% new lines, time the next run beside a fresh run over just them."""
+    from aggregator.loggen import generate_events, write_log
+
+    state = work / "incr.db"
+    first = measure(logapm_cmd(log, state, args), _env(), cwd=ROOT)
+    if first.rc != 0:
+        raise SystemExit(f"logapm run failed ({first.rc}):\n{first.out}")
+    n_new = max(1, events // 100)
+    new = generate_events(n_new, start=time.time() - 240, seconds=120, seed=99)
+    only_new = work / "new-only.log"
+    only_new.unlink(missing_ok=True)
+    written = write_log(only_new, new, ordinary_every=100)
+    try:
+        with open(log, "ab") as dst, open(only_new, "rb") as src:
+            shutil.copyfileobj(src, dst)
+        warm(log)
+        second = measure(logapm_cmd(log, state, args), _env(), cwd=ROOT)
+        fresh = measure(logapm_cmd(only_new, work / "fresh.db", args), _env(), cwd=ROOT)
+    finally:
+        os.truncate(log, size)  # the file as it was, for the next tool and the next bench
+    for s in (second, fresh):
+        if s.rc != 0:
+            raise SystemExit(f"logapm run failed ({s.rc}):\n{s.out}")
+    counted = stored_events(state)
+    for p in (state, work / "fresh.db"):
+        drop_state(p)
+    only_new.unlink()
+    return {"file_bytes": size, "new_bytes": written.bytes, "new_events": n_new,
+            "full_run_s": round(first.wall, 2), "incremental_run_s": round(second.wall, 2),
+            "fresh_run_over_new_lines_s": round(fresh.wall, 2),
+            "incremental_over_full": round(second.wall / first.wall, 3),
+            "incremental_over_fresh_new": round(second.wall / fresh.wall, 2),
+            "bytes_ratio": round(written.bytes / size, 3), "events_counted": counted,
+            "peak_rss_mb": round(second.peak_rss / 1e6, 1)}
+
+
+# --- report --------------------------------------------------------------------------------------------
+
+
+def print_table(result: dict[str, Any], baseline: dict[str, Any] | None) -> None:
+    rows, base = result["tools"], (baseline or {}).get("tools", {})
+    print(f"\n{result['events']:,} events, {result['bytes'] / 1e6:,.0f} MB ({result['bytes'] / result['events']:.0f} "
+          f"bytes/event), {result['cpus']} CPUs, load average {result['load_before']:.1f} before, "
+          f"median of {result['repeats']}")
+    head = (f"{'tool':<12} {'events':>10} {'seconds':>8} {'events/s':>11} {'MB/s':>7} {'CPU s':>7} "
+            f"{'ev/CPU-s':>10} {'peak RSS MB':>11} {'PSS MB':>7} {'vs logapm':>9}")
+    print(head + ("  vs baseline" if base else ""))
+    for tool, r in rows.items():
+        line = (f"{tool:<12} {r['events']:>10,} {r['seconds']:>8.2f} {r['events_per_s']:>11,} {r['mb_per_s']:>7.1f} "
+                f"{r['cpu_s']:>7.1f} {r['events_per_cpu_s']:>10,} {r['peak_rss_mb']:>11,.0f} {r['peak_pss_mb']:>7,.0f} {r['ratio']:>8.2f}x")
+        if tool in base:
+            line += f"  x{r['events_per_s'] / base[tool]['events_per_s']:.2f} speed"
+        if r["counted"] is not None and r["counted"] != r["events"] and tool != "mtail":
+            line += f"  (counted {r['counted']:,})"
+        print(line)
+    if "mtail" in rows:
+        print("mtail: fixed histogram buckets, totals per series (no minute windows in one-shot mode), "
+              "events without a duration not matched")
+    if "pandas" in rows and rows["pandas"]["events"] < result["events"]:
+        print(f"pandas: on the first {rows['pandas']['events']:,} events only (about 2 GB per million)")
+    fastest = max((t for t in rows if not t.startswith("logapm")), key=lambda t: rows[t]["events_per_s"], default=None)
+    if fastest and "logapm" in rows:
+        lg, fa = rows["logapm"], rows[fastest]
+        print(f"logapm vs the fastest other ({fastest}): x{lg['events_per_s'] / fa['events_per_s']:.2f} events/s; "
+              f"target 2,000,000 events/s: {'met' if lg['events_per_s'] >= 2e6 else 'NOT met'} "
+              f"({lg['events_per_s']:,})")
+    for m in result.get("memory", []):
+        print(f"memory: logapm run over {m['events']:>11,} events: peak RSS {m['peak_rss_mb']:,.0f} MB, "
+              f"PSS {m['peak_pss_mb']:,.0f} MB "
+              f"({m['events_per_s']:,} events/s)")
+    inc = result.get("incremental")
+    if inc:
+        print(f"incremental: {inc['new_bytes'] / 1e6:.1f} MB appended to {inc['file_bytes'] / 1e6:,.0f} MB "
+              f"({inc['bytes_ratio']:.1%}): full run {inc['full_run_s']} s, next run {inc['incremental_run_s']} s "
+              f"(x{inc['incremental_over_full']:.3f} of the full run; a fresh run over only the new lines "
+              f"{inc['fresh_run_over_new_lines_s']} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=5_000_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tools", default="logapm,duckdb,polars,pandas,mtail",
+                    help="comma-separated subset of logapm,duckdb,polars,pandas,mtail")
+    ap.add_argument("--dask", action="store_true", help="also time logapm run --engine dask (a LocalCluster)")
+    ap.add_argument("--pandas-max", type=int, default=1_000_000, help="events the naive pandas baseline reads")
+    ap.add_argument("--memory-sizes", type=int, nargs="*", default=[1_000_000, 10_000_000])
+    ap.add_argument("--no-incremental", action="store_true")
+    ap.add_argument("--workers", type=int, default=None, help="logapm run --workers (default: one per core)")
+    ap.add_argument("--dir", type=Path, default=None, help="work directory; the generated log is kept and reused")
+    ap.add_argument("--baseline", type=Path, help="a file whose last line is an earlier run's JSON line")
+    args = ap.parse_args(argv)
+    args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    work = args.dir or Path(tempfile.mkdtemp(prefix="logapm-compare-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        log, events, size = generated(work, args.events)
+        warm(log)
+        result: dict[str, Any] = {"bench": "compare", "cpus": os.cpu_count(), "repeats": args.repeats,
+                                  "events": events, "bytes": size, "load_before": os.getloadavg()[0],
+                                  "mtail": bool(shutil.which("mtail"))}
+        result["tools"] = side_by_side(log, events, size, work, args)
+        result["memory"] = memory_at(log, events, args.memory_sizes, work, args)
+        if not args.no_incremental:
+            result["incremental"] = incremental(log, events, size, work, args)
+        result["load_after"] = os.getloadavg()[0]
+    finally:
+        if args.dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    baseline = json.loads(args.baseline.read_text().strip().splitlines()[-1]) if args.baseline else None
+    print_table(result, baseline)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
