@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -81,8 +82,11 @@ def write_log(path: Path, events: int, seed: int = 1) -> tuple[int, int]:
     return written, size
 
 
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int, str]:
-    """Wall seconds, peak RSS of the process tree (bytes), exit code, stdout+stderr tail."""
+def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int, str, float]:
+    """Wall seconds, peak RSS of the process tree (bytes), exit code, stdout+stderr tail, and the CPU
+    seconds (user + system) of the whole tree: on a shared, busy machine the wall time depends on what
+    else runs, the CPU time much less."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     root = psutil.Process(proc.pid)
@@ -101,8 +105,18 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, i
             pass
         time.sleep(0.02)
     wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
     out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    return wall, peak, proc.returncode, out[-2000:]
+    return wall, peak, proc.returncode, out[-2000:], cpu
+
+
+def _figures(runs: list[tuple[float, int, float]], n: int, size: int) -> dict[str, float]:
+    wall = statistics.median(r[0] for r in runs)
+    cpu = statistics.median(r[2] for r in runs)
+    return {"seconds": round(wall, 3), "events_per_s": round(n / wall), "mb_per_s": round(size / wall / 1e6, 1),
+            "peak_rss_mb": round(max(r[1] for r in runs) / 1e6, 1), "cpu_s": round(cpu, 2),
+            "events_per_cpu_s": round(n / cpu) if cpu > 0 else 0, "load": round(os.getloadavg()[0], 1)}
 
 
 def _logapm(log: Path, state: Path, workers: int | None, extra: list[str]) -> list[str]:
@@ -129,26 +143,21 @@ def bench_size(events: int, repeats: int, workdir: Path, naive_max: int, workers
         runs = []
         for r in range(repeats):
             state = workdir / f"state-{events}-{r}.db"
-            wall, peak, rc, out = measure(_logapm(log, state, workers, extra), env)
+            wall, peak, rc, out, cpu = measure(_logapm(log, state, workers, extra), env)
             if rc != 0:
                 raise SystemExit(f"logapm run failed ({rc}):\n{out}")
-            runs.append((wall, peak))
+            runs.append((wall, peak, cpu))
             for p in workdir.glob(f"state-{events}-{r}.db*"):
                 p.unlink()
-        wall = statistics.median(w for w, _ in runs)
-        row[name] = {"seconds": round(wall, 3), "events_per_s": round(n / wall),
-                     "mb_per_s": round(size / wall / 1e6, 1), "peak_rss_mb": round(max(p for _, p in runs) / 1e6, 1)}
+        row[name] = _figures(runs, n, size)
     if events <= naive_max:
         runs = []
         for _ in range(repeats):
-            wall, peak, rc, out = measure([sys.executable, "-c", NAIVE, str(log)])
+            wall, peak, rc, out, cpu = measure([sys.executable, "-c", NAIVE, str(log)])
             if rc != 0:
                 raise SystemExit(f"naive baseline failed ({rc}):\n{out}")
-            runs.append((wall, peak))
-        wall = statistics.median(w for w, _ in runs)
-        row["naive"] = {"seconds": round(wall, 3), "events_per_s": round(n / wall),
-                        "mb_per_s": round(size / wall / 1e6, 1),
-                        "peak_rss_mb": round(max(p for _, p in runs) / 1e6, 1)}
+            runs.append((wall, peak, cpu))
+        row["naive"] = _figures(runs, n, size)
     log.unlink()
     return row
 
@@ -174,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = json.loads(args.baseline.read_text().strip().splitlines()[-1]) if args.baseline else None
     base_rows = {r["events"]: r for r in baseline["rows"]} if baseline else {}
     print(f"{'events':>10} {'MB':>7}  {'engine':<18} {'seconds':>8} {'events/s':>11} {'MB/s':>7} {'peak RSS MB':>12}"
+          f" {'CPU s':>8} {'events/CPU s':>13} {'load':>5}"
           + ("  vs baseline" if baseline else ""))
     for row in rows:
         for name in (*VARIANTS, "naive"):
@@ -181,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             if not isinstance(m, dict):
                 continue
             line = (f"{row['events']:>10,} {int(row['bytes']) / 1e6:>7,.0f}  {name:<18} {m['seconds']:>8.2f} "  # type: ignore[call-overload]
-                    f"{m['events_per_s']:>11,} {m['mb_per_s']:>7.1f} {m['peak_rss_mb']:>12,.0f}")
+                    f"{m['events_per_s']:>11,} {m['mb_per_s']:>7.1f} {m['peak_rss_mb']:>12,.0f} {m['cpu_s']:>8.1f} "
+                    f"{m['events_per_cpu_s']:>13,} {m['load']:>5.1f}")
             old = base_rows.get(row["events"], {}).get(name)
             if old:
                 line += f"  x{m['events_per_s'] / old['events_per_s']:.2f} speed, x{m['peak_rss_mb'] / old['peak_rss_mb']:.2f} memory"
@@ -189,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(row.get("naive"), dict):
             lg, nv = row["logapm"], row["naive"]
             print(f"{'':>10} {'':>7}  logapm/naive: x{lg['events_per_s'] / nv['events_per_s']:.1f} events/s, "  # type: ignore[index]
+                  f"x{lg['events_per_cpu_s'] / nv['events_per_cpu_s']:.1f} events per CPU second, "  # type: ignore[index]
                   f"x{nv['peak_rss_mb'] / lg['peak_rss_mb']:.1f} less memory")  # type: ignore[index]
     print(json.dumps(result))
     return 0
