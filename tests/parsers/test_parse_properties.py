@@ -93,3 +93,61 @@ def test_timestamp_fast_path_is_exact(sec: int, millis: int, digits: int) -> Non
     (ev,) = result.events
     expected = sec + (float("0" + frac) if frac else 0.0)
     assert abs(ev.ts - expected) < 1e-6
+
+
+@FAST
+@given(st.lists(st.tuples(_mutations(), st.sampled_from([b"stdout", b"stderr"])), min_size=1, max_size=12))
+def test_cri_wrapped_block_agrees_with_the_bare_lines(items: list[tuple[bytes, bytes]]) -> None:
+    """The same lines wrapped as CRI `F` lines give the same events, reasons and skipped count as bare
+    (whichever path the block takes: the vectorised prefix strip, or line by line)."""
+    bare = b"".join(x + b"\n" for x, _ in items)
+    wrapped = b"".join(b"2026-11-29T10:15:04.512345678Z " + s + b" F " + x + b"\n" for x, s in items)
+    parser = LineParser(now=NOW)
+    a, b = parser.parse(bare, "s"), parser.parse(wrapped, "s")
+    check_invariant(b, wrapped)
+    assert [to_json_dict(e) for e in a.events] == [to_json_dict(e) for e in b.events]
+    assert (a.invalid, a.skipped, a.lines) == (b.invalid, b.skipped, b.lines)
+
+
+@FAST
+@given(st.lists(_mutations(), min_size=1, max_size=12), st.booleans())
+def test_out_file_wrapped_block_agrees_with_the_bare_lines(lines: list[bytes], unparsed: bool) -> None:
+    """The same JSON lines as Fluent Bit out_file records (parsed, or unparsed as {"log": ...}) give the
+    same events, reasons and skipped count as bare."""
+    lines = [x for x in lines if x[:1] == b"{" and x[-1:] == b"}"] or [event_line()]
+    bare = b"".join(x + b"\n" for x in lines)
+
+    def record(x: bytes) -> bytes:
+        return orjson.dumps({"log": x.decode("utf-8", "surrogateescape")}) if unparsed else x
+
+    try:
+        wrapped = b"".join(b"app.events: [1764411304.512345, " + record(x) + b"]\n" for x in lines)
+    except (UnicodeError, TypeError):
+        return  # not text: it could not have been a Fluent Bit record string
+    parser = LineParser(now=NOW)
+    a, b = parser.parse(bare, "s"), parser.parse(wrapped, "s")
+    check_invariant(b, wrapped)
+    assert [to_json_dict(e) for e in a.events] == [to_json_dict(e) for e in b.events]
+    assert (a.lines, len(a.events)) == (b.lines, len(b.events))
+    if not unparsed:
+        assert (a.invalid, a.skipped) == (b.invalid, b.skipped)
+
+
+@FAST
+@given(st.lists(_mutations(), min_size=1, max_size=12), st.booleans())
+def test_log_wrapped_block_agrees_with_the_bare_lines(lines: list[bytes], docker: bool) -> None:
+    """The same lines in {"log": ...} records (Docker json-file, or unparsed Fluent Bit plain) give the
+    same events, skipped and invalid counts as bare (the reason may differ for a line damaged in two
+    ways, as the wrapper's JSON escaping hides a NUL byte from the byte checks)."""
+    try:
+        texts = [x.decode() for x in lines]
+    except UnicodeDecodeError:
+        return  # not text: a shipper could not have written it into a JSON string
+    extra = {"stream": "stdout", "time": "2026-11-29T10:15:04.512345678Z"} if docker else {}
+    bare = b"".join(x + b"\n" for x in lines)
+    wrapped = b"".join(orjson.dumps({"log": t + ("\n" if docker else ""), **extra}) + b"\n" for t in texts)
+    parser = LineParser(now=NOW)
+    a, b = parser.parse(bare, "s"), parser.parse(wrapped, "s")
+    check_invariant(b, wrapped)
+    assert [to_json_dict(e) for e in a.events] == [to_json_dict(e) for e in b.events]
+    assert (a.lines, a.skipped, sum(a.invalid.values())) == (b.lines, b.skipped, sum(b.invalid.values()))
