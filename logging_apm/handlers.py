@@ -30,7 +30,7 @@ import weakref
 from collections import Counter
 from typing import IO, Any, Final
 
-from logging_apm.emit import EVENT_LOGGER, event_record
+from logging_apm.emit import EVENT_LOGGER, build_pending, event_record
 
 __all__ = ["BackgroundHandler"]
 
@@ -107,8 +107,9 @@ class BackgroundHandler(logging.Handler):
         except Exception:
             self.handleError(record)
 
-    def enqueue_event(self, event: dict[str, Any]) -> bool:
-        """Queue a timing event dict without a log record (``logging_apm.emit``'s fast path).
+    def enqueue_event(self, event: dict[str, Any] | tuple[Any, ...]) -> bool:
+        """Queue a timing event without a log record (``logging_apm.emit``'s fast path): an event dict, or a
+        pending event (``emit.PendingEvent``) whose dict the listener thread builds.
 
         Returns False, having done nothing, when this handler has filters or a level above INFO: then the
         caller must go through ``handle`` with a record so that they apply.
@@ -198,7 +199,14 @@ class BackgroundHandler(logging.Handler):
         format_event = getattr(fmt, "format_event", None)
         received = 0
         for item in batch:
-            if type(item) is dict:  # an event queued without a record (enqueue_event): the common case
+            if type(item) is tuple:  # a pending event (enqueue_event): the common case
+                try:
+                    item = build_pending(item)
+                except Exception as exc:
+                    received += 1
+                    self._format_failed(exc)
+                    continue
+            if type(item) is dict:  # an event queued without a record (enqueue_event)
                 received += 1
                 if format_event is not None:
                     try:

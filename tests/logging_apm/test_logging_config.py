@@ -199,3 +199,31 @@ def test_records_after_close_are_counted_not_lost_silently(tmp_path: Path) -> No
     assert handler.enqueue_event(dict(_record(3).msg)) is True  # type: ignore[call-overload]
     assert handler.stats["dropped.closed"] == 2
     assert len((tmp_path / "events.log").read_text().splitlines()) == 1
+
+
+def test_fast_path_snapshots_the_event_at_emit_time(tmp_path: Path) -> None:
+    """With one background handler the event is built in the listener thread, yet from what was true at
+    emit(): the caller's trace context and attributes (a dict the caller changes afterwards does not leak)."""
+    from logging_apm import tracing
+    from logging_apm.conf import AppSettings
+    from logging_apm.emit import Emitter
+
+    logger = logging.getLogger("logging_apm.test_fast_path")
+    logger.propagate = False
+    handler = _handler(tmp_path / "events.log")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        emitter = Emitter(AppSettings(enabled=True, service_name="svc", resource={"service.name": "svc"}),
+                          logger)
+        attrs = {"cache.name": "default", "cache.operation": "get", "cache.keys": 1}
+        with tracing.start_span() as span:
+            emitter.emit("cache", 0.25, "success", attrs)
+        attrs["cache.keys"] = 99
+        handler.flush()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    [event] = read_events(tmp_path / "events.log")
+    assert event["cache.keys"] == 1 and event["service.name"] == "svc"
+    assert event["trace_id"] == span.trace_id and event["parent_span_id"] == span.span_id
