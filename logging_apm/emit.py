@@ -7,8 +7,9 @@ whose listener thread formats and writes.
 
 Cost model (``bench/emit.py`` measures it): the dict is copied from a prepared template and the timestamp's
 seconds part is cached, so building an event costs a few microseconds. When the events logger has just the
-one ``BackgroundHandler`` that ``build_logging()`` configures (and no filters, no propagation), the dict is
-queued to it directly; otherwise a ``LogRecord`` is built cheaply from a template (no stack walk) and goes
+one ``BackgroundHandler`` that ``build_logging()`` configures (and no filters, no propagation), the
+event's parts are queued to it (trace ids read and attributes copied in the caller) and its listener thread
+builds the dict; otherwise a ``LogRecord`` is built cheaply from a template (no stack walk) and goes
 through ``Logger.handle`` to every handler, so routing, filters and test captures work as with any logger.
 With ``APM_ENABLED=false`` (or before ``configure``), ``emit`` returns after one attribute read.
 """
