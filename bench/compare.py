@@ -410,6 +410,71 @@ def incremental(log: Path, events: int, size: int, work: Path, args: argparse.Na
             "peak_rss_mb": round(second.peak_rss / 1e6, 1)}
 
 
+# --- profile -------------------------------------------------------------------------------------------
+
+STAGES = (  # (stage, what a function's file path contains), first match wins
+    ("decode (parsers/, msgspec)", ("parsers/", "msgspec")),
+    ("trace insights (aggregator/insights/)", ("aggregator/insights/",)),
+    ("sketch (aggregator/sketch.py)", ("aggregator/sketch.py",)),
+    ("windows (aggregator/windows.py, catalog.py)", ("aggregator/windows.py", "aggregator/catalog.py")),
+    ("commit (store, windows_store, outbox, checkpoints, dead letters)",
+     ("windows_store.py", "aggregator/store.py", "outbox.py", "checkpoints.py", "dead_letters.py", "sqlite3")),
+    ("read (sources.py, file reads)", ("aggregator/sources.py", "BufferedReader")),
+    ("post-commit stages (delivery, alerting)", ("alerting/", "delivery.py")),
+    ("imports", ("importlib", "<frozen importlib")),
+)
+
+
+def _stage(path: str, caller_stage: str | None) -> str:
+    for stage, marks in STAGES:
+        if any(m in path for m in marks):
+            return stage
+    return caller_stage or "other (run, engine, numpy calls not attributed)"
+
+
+def profile_run(log: Path, events: int, work: Path, traces: bool = True) -> dict[str, float]:
+    """CPU seconds per stage of one in-process ``logapm run`` (one worker) under cProfile's CPU clock.
+
+    Self time of each function goes to the stage of its module; a builtin or numpy call goes to the stage
+    of the function that called it (its most expensive caller), so ``np.bincount`` in the sketch counts as
+    sketch and ``decode_lines`` as decode."""
+    import cProfile
+    import pstats
+
+    from aggregator.config import load_config
+    from aggregator.run import execute
+
+    path = work / f"profile-{events}.log"
+    n, _ = head_events(log, path, events)
+    state = work / "profile.db"
+    drop_state(state)
+    config = load_config(environ={}, overrides={"run.workers": 1, "run.trace_insights": traces})
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+    execute(config, inputs=[str(path)], state_path=state, warn=lambda _m: None)
+    prof.disable()
+    drop_state(state)
+    path.unlink()
+    stats: Any = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    out: dict[str, float] = {}
+    for (fn, _line, name), (_cc, _nc, tt, _ct, callers) in stats.items():
+        where = f"{fn}:{name}"
+        caller_stage = None
+        if fn == "~" and callers:
+            top = max(callers.items(), key=lambda kv: kv[1][3])[0]
+            caller_stage = _stage(f"{top[0]}:{top[2]}", None)
+            if caller_stage.startswith("other"):
+                caller_stage = None
+        stage = _stage(where, caller_stage)
+        out[stage] = out.get(stage, 0.0) + tt
+    total = sum(out.values())
+    print(f"\nprofile: one in-process logapm run (1 worker, trace insights {'on' if traces else 'off'}) over "
+          f"{n:,} events: {total:.2f} CPU s, {total / n * 1e6:.1f} us per event")
+    for stage, sec in sorted(out.items(), key=lambda kv: -kv[1]):
+        print(f"  {stage:<66} {sec:7.2f} s {sec / total:6.1%}  {sec / n * 1e6:6.2f} us/event")
+    return {k: round(v, 3) for k, v in out.items()}
+
+
 # --- report --------------------------------------------------------------------------------------------
 
 
@@ -465,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="logapm run --workers (default: one per core)")
     ap.add_argument("--dir", type=Path, default=None, help="work directory; the generated log is kept and reused")
     ap.add_argument("--baseline", type=Path, help="a file whose last line is an earlier run's JSON line")
+    ap.add_argument("--profile", type=int, metavar="EVENTS", default=0,
+                    help="only profile one in-process run over the first EVENTS events (CPU per stage)")
     args = ap.parse_args(argv)
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     work = args.dir or Path(tempfile.mkdtemp(prefix="logapm-compare-"))
@@ -472,6 +539,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log, events, size = generated(work, args.events)
         warm(log)
+        if args.profile:
+            prof = {"traces_on": profile_run(log, args.profile, work, True),
+                    "traces_off": profile_run(log, args.profile, work, False)}
+            print(json.dumps({"bench": "compare-profile", "events": args.profile, "cpu_s_by_stage": prof}))
+            return 0
         result: dict[str, Any] = {"bench": "compare", "cpus": os.cpu_count(), "repeats": args.repeats,
                                   "events": events, "bytes": size, "load_before": os.getloadavg()[0],
                                   "mtail": bool(shutil.which("mtail"))}
