@@ -19,6 +19,9 @@ single-threaded worker processes is started for the run and shut down after it.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +40,27 @@ class DaskEngineError(RuntimeError):
 
 def _compute_part(source: Any, task: Any, settings: EngineSettings, task_index: int, part_index: int) -> PartResult:
     # Runs on a worker. No shared progress counter crosses machines: the client counts bytes as results come.
-    return process_part(source, task, settings, task_index, part_index, None)
+    return process_part(source, _as_seen_here(task), settings, task_index, part_index, None)
+
+
+def _as_seen_here(task: Any) -> Any:
+    """The task as this worker sees its file. A path missing here means the worker does not mount the
+    inputs (the local engine would quietly read nothing, as for a file rotated away, and the run would
+    commit without those lines' windows): fail the run instead, before its commit. The same inode under
+    another device number is the same file through another mount (NFS numbers devices per machine); the
+    read still checks the file's first bytes against the task's fingerprint."""
+    path = getattr(task, "path", None)
+    if not isinstance(path, str):
+        return task
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DaskEngineError(f"{path} does not exist on Dask worker {socket.gethostname()}: every worker must "
+                              "see the inputs at the same path (a shared filesystem)") from None
+    dev, ino = getattr(task, "dev", 0), getattr(task, "ino", 0)
+    if dev and st.st_ino == ino and st.st_dev != dev:
+        return dataclasses.replace(task, dev=st.st_dev)
+    return task
 
 
 class DaskEngine(LocalEngine):

@@ -155,3 +155,21 @@ def test_unreachable_scheduler_fails_before_the_commit(tmp_path: Path, monkeypat
         _run(paths, state, **{"run.engine": "dask", "run.dask_scheduler": f"tcp://127.0.0.1:{port}"})
     st = _state(state)
     assert st["windows"] == [] and st["checkpoints"] == []
+
+
+def test_worker_side_file_checks(tmp_path: Path) -> None:
+    """On a worker, the same inode under another device number (another mount of a shared filesystem) is
+    read as the same file, and a path the worker cannot see fails with ``DaskEngineError`` instead of being
+    read as empty (which would commit the run without those lines)."""
+    import dataclasses
+
+    from aggregator.sources import FileSource
+
+    log = tmp_path / "app.log"
+    write_log(log, generate_events(50, start=START, seconds=60, seed=3))
+    (task,) = FileSource([str(log)]).scan({})
+    other_mount = dataclasses.replace(task, dev=task.dev + 1)
+    assert dask_engine._as_seen_here(other_mount) == task
+    assert dask_engine._as_seen_here(task) is task
+    with pytest.raises(dask_engine.DaskEngineError, match="shared filesystem"):
+        dask_engine._as_seen_here(dataclasses.replace(task, path=str(tmp_path / "not-mounted.log")))
