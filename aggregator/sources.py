@@ -42,6 +42,9 @@ from typing import IO, Final, cast
 import orjson
 
 FINGERPRINT_BYTES: Final = 1024
+# A line longer than this is read no further (its head is kept, the parser counts it too long): no event
+# comes near it, and holding a runaway line whole would take memory in proportion to its size.
+LONG_LINE_BYTES: Final = 4 << 20
 _GLOB_CHARS: Final = frozenset("*?[")
 # Directory inputs: the log files directly in the directory (not recursive), rotated ones included:
 # name.log, name.log.1, name.log.1.gz, name.log-20261129(.gz), kubelet's name.log.20261129-101500(.gz),
@@ -407,7 +410,20 @@ class FileSource:
             buf = buf + block if buf else block
             last_nl = buf.rfind(b"\n")
             if last_nl < 0:
-                continue  # one line longer than what was read so far
+                if len(buf) <= max(chunk_bytes, LONG_LINE_BYTES):
+                    continue  # one line longer than what was read so far
+                # A line longer than a chunk is no event (the parser's limit is far lower): hand on its
+                # head, which the parser counts as too long, and skip the rest without holding it, so
+                # one huge line cannot take memory in proportion to its size.
+                after = _skip_line(f, pos + len(buf))
+                if after < 0:
+                    return  # no newline yet: the next run skips it again
+                head = buf[: max(chunk_bytes, LONG_LINE_BYTES)] + b"\n"
+                yield Chunk(task.path, head, pos, FileSource.checkpoint_after(task, after))
+                pos, buf = after, b""
+                if pos >= end:
+                    return
+                continue
             limit = end - pos  # lines starting at an index below this are the range's (limit >= 1)
             if last_nl >= limit - 1:
                 # The range ends here: its last line is the one holding byte limit - 1.
