@@ -14,18 +14,20 @@ of the exact order statistic, so for same-signed data the interpolation is withi
 
 Trade-offs, measured on this machine (2 cores; ``tests/aggregator/test_sketch.py`` checks the accuracy):
 
-- Accuracy: 1% relative, on every quantile, for any n (1..10^7 tested up to 10^6), heavy tails included.
+- Accuracy: 1% relative on every quantile, heavy tails included (tests: n = 1..20, 37, 100, 999, 10^4,
+  2x10^5; 3,000 random small Pareto series; merges in any split; worst seen 0.9991%).
   A plain DDSketch read-out (one rank, no interpolation) was up to 100% off the interpolated p99 of small
   heavy-tailed series; interpolation + exact min/max fixes that. Values of both signs near a quantile
   (a gauge crossing zero) keep the 1% guarantee per rank, but the interpolated figure between a negative
   and a positive rank is only within 1% of the larger magnitude.
 - Size: durations from 1 us to 1 hour span ~1,000 buckets at a = 1%; a real latency series uses 100-300.
-  Serialised (counts in the narrowest integer type, zlib) a 1-minute request series is typically
-  100-600 bytes; a sketch with 10^6 lognormal values about 1.3 kB.
-- Bounded: at most ``max_buckets`` (4,096) per sign; beyond that the lowest buckets collapse into one, so
+  Serialised (counts in the narrowest integer type, zlib level 1) a window of 50 / 300 / 2,000 lognormal
+  durations takes about 115 / 170 / 260 bytes; a sketch of 10^6 values about 1.1 kB.
+- Bounded: at most ``MAX_BUCKETS`` (4,096) per sign; beyond that the lowest buckets collapse into one, so
   only quantiles in the collapsed lowest range lose accuracy (needs a 1e35 dynamic range at 1%).
-- Speed: ``add_many`` costs about 10-15 ns per value plus ~10 us per call; merging two sketches is a
-  numpy add over the overlapping buckets (microseconds).
+- Speed (CPU time on this busy 2-core machine): ``add_many`` about 50 ns per value plus ~10 us per call;
+  merging two sketches about 10 us. The window accumulators skip even that: they compute the bucket keys of
+  a whole batch at once and add pre-binned counts (``add_bucket_counts``).
 """
 
 from __future__ import annotations
