@@ -5,10 +5,19 @@ unknown key is an error at start-up, not a silent no-op), configures the process
 the database and cache instrumentation unless turned off (``APM_INSTRUMENT_DB``/``APM_INSTRUMENT_CACHE`` or
 ``"instrument_db"``/``"instrument_cache"`` in ``LOGGING_APM``). With ``APM_ENABLED=false`` nothing is
 installed at all.
+
+The optional parts are switched the same way, each installed only when its library is importable:
+outgoing ``requests``/``httpx`` calls (``APM_INSTRUMENT_HTTP``/``"instrument_http"``, default on; a dict
+instead of ``True`` adds host-to-service entries), boto3/botocore (``APM_INSTRUMENT_AWS``/``"instrument_aws"``,
+default on), Celery's signals (``APM_INSTRUMENT_CELERY``/``"instrument_celery"``, default on), and the
+background pool/queue sampler (``APM_SAMPLE_EVERY``/``"sample_every"`` seconds, default 0 = off; it is how the
+DB pool utilization of the web processes gets sampled).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import Any
 
 from django.apps import AppConfig
@@ -31,6 +40,10 @@ class LoggingAPMConfig(AppConfig):
         options: dict[str, Any] = dict(getattr(settings, "LOGGING_APM", None) or {})
         instrument_db = options.pop("instrument_db", None)
         instrument_cache = options.pop("instrument_cache", None)
+        instrument_http = options.pop("instrument_http", None)
+        instrument_aws = options.pop("instrument_aws", None)
+        instrument_celery = options.pop("instrument_celery", None)
+        sample_every = options.pop("sample_every", None)
         emitter = configure(**options)
         if not emitter.enabled:
             return
@@ -38,3 +51,27 @@ class LoggingAPMConfig(AppConfig):
             install_db()
         if env_bool("APM_INSTRUMENT_CACHE", True) if instrument_cache is None else instrument_cache:
             install_cache()
+        http = env_bool("APM_INSTRUMENT_HTTP", True) if instrument_http is None else instrument_http
+        if http and (_importable("requests") or _importable("httpx")):
+            from logging_apm import http as http_instrumentation
+
+            http_instrumentation.install(http if isinstance(http, dict) else None)
+        aws = env_bool("APM_INSTRUMENT_AWS", True) if instrument_aws is None else instrument_aws
+        if aws and _importable("botocore"):
+            from logging_apm import aws as aws_instrumentation
+
+            aws_instrumentation.install()
+        celery = env_bool("APM_INSTRUMENT_CELERY", True) if instrument_celery is None else instrument_celery
+        if celery and _importable("celery"):
+            from logging_apm import celery as celery_instrumentation
+
+            celery_instrumentation.install()
+        every = float(os.environ.get("APM_SAMPLE_EVERY", "0") if sample_every is None else sample_every)
+        if every > 0:
+            from logging_apm import samplers
+
+            samplers.start_background(every=every)
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None

@@ -36,7 +36,9 @@ def filled_queues(broker_url: str) -> Iterator[dict[str, int]]:
     """Two fresh queues holding 3 and 5 messages (the 5 at mixed priorities), deleted afterwards."""
     run = uuid.uuid4().hex[:8]
     counts = {f"apmdepth-{run}-a": 3, f"apmdepth-{run}-b": 5}
-    with Connection(broker_url) as conn:
+    # Publisher confirms: publish() returns once RabbitMQ has enqueued the message, so the depth read right
+    # after is exact even on a loaded machine (without them the last messages may still be in flight).
+    with Connection(broker_url, transport_options={"confirm_publish": True}) as conn:
         producer = conn.Producer()
         queues = []
         for name, n in counts.items():
