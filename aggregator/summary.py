@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aggregator.catalog import value
+from aggregator.insights.text import printable
 from aggregator.model import WindowAggregate
 from aggregator.run import RunReport
 
@@ -42,7 +43,8 @@ def summary_lines(report: RunReport) -> list[str]:
                  + (f"; queued for {', '.join(report.sinks)}" if report.sinks else "; no sinks configured"))
     for family, n in sorted(report.folded.items()):
         lines.append(f"series cap: {_n(n)} new {family} series folded into 'other'")
-    slow = slowest_routes(report.routes)
+    # Route names come from the logs: control characters (ANSI escapes) shown, never sent to the terminal.
+    slow = [(printable(label), p95, count) for label, p95, count in slowest_routes(report.routes)]
     if slow:
         lines.append("slowest routes by p95 (windows of this run):")
         width = max(len(r[0]) for r in slow)

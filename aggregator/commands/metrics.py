@@ -111,6 +111,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _table(points: list, out) -> None:  # type: ignore[no-untyped-def,type-arg]
+    from aggregator.insights.text import printable
+
     if not points:
         out.write("no metric points in the store for this selection\n")
         return
@@ -118,7 +120,7 @@ def _table(points: list, out) -> None:  # type: ignore[no-untyped-def,type-arg]
     rows = [
         (datetime.fromtimestamp(p.timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S"), p.metric,
          f"{p.value:,.4g}" if abs(p.value) < 1e4 else f"{p.value:,.0f}", p.type,
-         ",".join(f"{k}={v}" for k, v in p.tags))
+         printable(",".join(f"{k}={v}" for k, v in p.tags)))  # tag values come from the logs
         for p in points
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]

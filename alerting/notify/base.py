@@ -6,6 +6,7 @@ twelve routes is one email, not twelve.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,15 @@ class AlertMessage:
         return max(0, len(self.items) - MAX_ITEMS)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """Control characters from the logs (ANSI escapes, NUL, CR) written as ``\\xNN``: a terminal or mail
+    client showing the message cannot act on them."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def utc(ts: float | int | None) -> str:
     if ts is None:
         return "-"
@@ -116,7 +126,7 @@ def plain_text(message: AlertMessage) -> str:
         lines.append(str(description))
     if message.dashboard_url:
         lines.append(f"Dashboard: {message.dashboard_url}")
-    return "\n".join(lines).rstrip() + "\n"
+    return visible("\n".join(lines).rstrip()) + "\n"
 
 
 @runtime_checkable

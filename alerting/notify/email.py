@@ -25,6 +25,7 @@ from alerting.notify.base import (
     item_value,
     item_when,
     plain_text,
+    visible,
 )
 from alerting.rules import format_duration
 
@@ -128,7 +129,9 @@ class EmailNotifier:
 
 def render_html(message: AlertMessage) -> str:
     """The HTML part; every value that came from the logs or the config goes through ``html.escape``."""
-    e = html.escape
+    def e(text: str, quote: bool = True) -> str:
+        return html.escape(visible(text), quote)
+
     if message.test:
         return ("<html><body><p>This is a <b>test message</b> from logging-apm "
                 "(<code>logapm alerts test</code>).</p><p>If you can read it, alert notifications reach you "

@@ -26,13 +26,15 @@ from alerting.notify.base import (
     item_when,
     plain_text,
     utc,
+    visible,
 )
 from alerting.rules import format_duration
 
 
 def escape(text: str) -> str:
-    """Slack's mrkdwn escaping: the three control characters, nothing else (Slack decodes only these)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Slack's mrkdwn escaping: the three control characters (Slack decodes only these), and control
+    characters from the logs made visible."""
+    return visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def code(text: str) -> str:
