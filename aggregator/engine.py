@@ -14,7 +14,6 @@ order (the trace insights need records in input order, and checkpoints advance i
 from __future__ import annotations
 
 import gc
-import importlib
 import multiprocessing as mp
 import os
 from collections import deque
@@ -24,6 +23,7 @@ from multiprocessing.pool import AsyncResult
 from typing import Any, Final
 
 from aggregator.model import WindowAggregate
+from aggregator.optional import optional_attr
 from aggregator.windows import WindowAccumulator
 
 CHUNK_BYTES: Final = 4 << 20
@@ -65,16 +65,7 @@ class PartResult:
 
 
 def _trace_extractor(enabled: bool) -> Callable[[Sequence[Any]], list[Any]] | None:
-    if not enabled:
-        return None
-    module_name, attr = TRACE_EXTRACT
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            return None
-        raise
-    fn = getattr(module, attr, None)
+    fn = optional_attr(*TRACE_EXTRACT) if enabled else None
     return fn if callable(fn) else None
 
 

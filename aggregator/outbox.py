@@ -12,12 +12,12 @@ change of the window makes it ``pending`` again.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from typing import Any
 
 from aggregator import catalog
 from aggregator.model import Delivery, MetricPoint
+from aggregator.optional import optional_attr
 from aggregator.store import Store, register_migrations
 from aggregator.windows_store import WindowsStore
 
@@ -42,16 +42,8 @@ register_migrations("outbox", [
 
 def configured_sinks(config: Any) -> list[str]:
     """The names of the configured sinks (``aggregator.sinks.sink_names``); none when sinks are absent."""
-    try:
-        module = importlib.import_module("aggregator.sinks")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("aggregator.sinks", "aggregator"):
-            return []
-        raise
-    sink_names = getattr(module, "sink_names", None)
-    if sink_names is None:
-        return []
-    return list(sink_names(config))
+    sink_names = optional_attr("aggregator.sinks", "sink_names")
+    return [] if sink_names is None else list(sink_names(config))
 
 
 class StoreOutbox:

@@ -17,7 +17,6 @@ A run killed before step 4 commits leaves no trace; one killed after it has coun
 from __future__ import annotations
 
 import gc
-import importlib
 import os
 import time
 import traceback
@@ -34,6 +33,7 @@ from aggregator.config import Config
 from aggregator.dead_letters import DeadLetters
 from aggregator.engine import PART_BYTES, EngineSettings, LocalEngine, task_size
 from aggregator.model import RunContext, StageResult, WindowAggregate
+from aggregator.optional import optional_attr
 from aggregator.outbox import StoreOutbox, configured_sinks
 from aggregator.sketch import DDSketch
 from aggregator.store import Store, run_lock
@@ -101,13 +101,7 @@ class RunReport:
 def _resolve(spec: str) -> Callable[[RunContext], StageResult] | None:
     """``module:function`` -> the function, or None when the module is not installed (yet)."""
     module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            return None
-        raise
-    fn = getattr(module, attr, None)
+    fn = optional_attr(module_name, attr)
     return fn if callable(fn) else None
 
 
@@ -138,14 +132,7 @@ def dead_letter_path(config: Config, state_path: str | os.PathLike[str]) -> Path
 
 
 def _trace_analyzer_class() -> Any:
-    module_name, attr = TRACE_ANALYZER
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            return None
-        raise
-    return getattr(module, attr, None)
+    return optional_attr(*TRACE_ANALYZER)
 
 
 def execute(
