@@ -77,6 +77,7 @@ def _kill_trials(tmp_path: Path, trials: int, seed: int) -> None:
     assert len(letters) == bad_lines and len({(d.source, d.offset) for d in letters}) == bad_lines
 
 
+@pytest.mark.timeout(900)
 def test_sigkill_at_random_instants_reduced(tmp_path: Path) -> None:
     """10 runs, each killed (SIGKILL to the process group) at a random instant or left to finish, with new
     lines and an invalid line appended between them; after a final clean run every count equals the
@@ -85,6 +86,7 @@ def test_sigkill_at_random_instants_reduced(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_sigkill_at_random_instants_many(tmp_path: Path) -> None:
     """The long variant: 60 random kills."""
     _kill_trials(tmp_path, trials=60, seed=7)
