@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from alert_servers import SLACK_PATH, start_smtp
 import pipeline_kit as kit
+from alert_servers import SLACK_PATH, start_smtp
 from intakes import Fail
 from intakes.kit import DD_APP, DD_KEY, NR_LICENSE
 
