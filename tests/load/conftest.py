@@ -7,6 +7,6 @@ import sys
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
-for sub in ("aggregator", "alerting"):
+for sub in ("aggregator", "alerting", "faults"):
     if str(TESTS / sub) not in sys.path:
         sys.path.append(str(TESTS / sub))
