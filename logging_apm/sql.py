@@ -23,18 +23,20 @@ _SINGLE_QUOTES = r"'(?:[^']|'')*?(?:\\'.*|'(?!'))"
 _DOUBLE_QUOTES = r'"(?:[^"]|"")*?(?:\\".*|"(?!"))'
 _DOLLAR_QUOTES = r"(\$(?!\d)[^$]*?\$)(?s:.*?)(?:\1|\Z)"
 _UUIDS = r"\{?(?:[0-9a-fA-F]-*){32}\}?"
-_NUMBERS = r"-?\b(?:[0-9]+\.)?[0-9]+(?:[eE][+-]?[0-9]+)?\b"
+# No \b after a number: "a=42AND" must not keep 42 (a digit run is never part of a word here, since words
+# are matched first). Digit separators (PostgreSQL 16: 1_000_000) are part of the number.
+_NUMBERS = r"-?\b(?:[0-9][0-9_]*\.)?[0-9][0-9_]*(?:[eE][+-]?[0-9]+)?"
 _BOOLEANS = r"\b(?:true|false|null)\b"
-_HEX = r"0x[0-9a-fA-F]+"
+_HEX = r"0[xX][0-9a-fA-F_]+|0[bBoO][0-7_]+"  # MySQL/SQLite hex; PostgreSQL 16 hex, octal and binary
 _LINE_COMMENTS = r"(?:#|--).*?(?=\r|\n|$)"
 _BLOCK_COMMENTS = r"/\*(?:[^/]|/[^*])*?(?:\*/|/\*.*)"
 
 # Order matters where two forms could start at the same position: the first alternative wins.
 _COMPONENTS: Final[dict[str, tuple[str, ...]]] = {
-    "mysql": (_SINGLE_QUOTES, _DOUBLE_QUOTES, _NUMBERS, _BOOLEANS, _HEX, _LINE_COMMENTS, _BLOCK_COMMENTS),
-    "postgres": (_SINGLE_QUOTES, _DOLLAR_QUOTES, _UUIDS, _NUMBERS, _BOOLEANS, _LINE_COMMENTS,
+    "mysql": (_SINGLE_QUOTES, _DOUBLE_QUOTES, _HEX, _NUMBERS, _BOOLEANS, _LINE_COMMENTS, _BLOCK_COMMENTS),
+    "postgres": (_SINGLE_QUOTES, _DOLLAR_QUOTES, _UUIDS, _HEX, _NUMBERS, _BOOLEANS, _LINE_COMMENTS,
                  _BLOCK_COMMENTS),
-    "sqlite": (_SINGLE_QUOTES, _NUMBERS, _BOOLEANS, _HEX, _LINE_COMMENTS, _BLOCK_COMMENTS),
+    "sqlite": (_SINGLE_QUOTES, _HEX, _NUMBERS, _BOOLEANS, _LINE_COMMENTS, _BLOCK_COMMENTS),
     "oracle": (r"q'\[.*?(?:\]'|$)|q'\{.*?(?:\}'|$)|q'\<.*?(?:\>'|$)|q'\(.*?(?:\)'|$)", _SINGLE_QUOTES,
                _NUMBERS, _LINE_COMMENTS, _BLOCK_COMMENTS),
 }

@@ -25,7 +25,7 @@ def literal(draw: st.DrawFn, dialect: str, n: int) -> tuple[str, str]:
     """(SQL text of a literal, the secret it carries: a token string or a digit run)."""
     secret_num = str(7_000_000 + n * 104_729 + draw(st.integers(0, 99_999)))
     kind = draw(st.sampled_from(["str", "str", "int", "neg", "dec", "exp", "hex", "bits", "dollar", "escape",
-                                 "cast", "dq"]))
+                                 "cast", "dq", "separated", "glued"]))
     body = draw(TEXT) + TOKEN + str(n) + draw(TEXT)
     if kind in ("str", "cast", "dq") or (kind in ("dollar", "escape") and dialect != "postgres"):
         if kind == "dq" and dialect == "mysql":  # MySQL's double-quoted string
@@ -45,10 +45,14 @@ def literal(draw: st.DrawFn, dialect: str, n: int) -> tuple[str, str]:
         return "E'" + body.replace("\\", "\\\\").replace("'", "\\'") + "'", TOKEN + str(n)
     if kind == "hex":
         digits = secret_num.encode().hex()
-        return (f"X'{digits}'" if draw(st.booleans()) or dialect == "postgres" else f"0x{digits}"), digits
+        return (f"X'{digits}'" if draw(st.booleans()) else f"0x{digits}"), digits
     if kind == "bits":
         bits = format(int(secret_num), "b")
         return f"B'{bits}'", bits
+    if kind == "separated":  # PostgreSQL 16 digit separators
+        return f"{secret_num[:1]}_{secret_num[1:4]}_{secret_num[4:]}", secret_num[4:]
+    if kind == "glued":  # a number run into the next keyword: "a=42AND"
+        return f"{secret_num}", secret_num
     return {"int": secret_num, "neg": f"-{secret_num}", "dec": f"{secret_num}.{n}25",
             "exp": f"{secret_num}e{n % 5}"}[kind], secret_num
 
@@ -68,6 +72,7 @@ SHAPES = [
     "INSERT INTO t (a) VALUES ({0}) ON CONFLICT (a) DO UPDATE SET b = {1}",
     "SELECT f({0}, g({1}), {2}) AS x FROM t WHERE lower(name) = lower({3})",
     "SELECT * FROM t WHERE a={0}AND b={1}",
+    "SELECT * FROM t WHERE a IN({0},{1})OR b={2}ORDER BY c LIMIT {3}",
 ]
 
 
