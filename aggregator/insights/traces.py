@@ -30,7 +30,15 @@ from typing import Any
 
 from aggregator.insights import findings as store_tables
 from aggregator.insights import metrics as _metrics  # registers the trace metrics with the catalog
-from aggregator.insights.partials import PIECE, ROOT_TASK, OpenTrace, TracePart, summarize
+from aggregator.insights.partials import (
+    PIECE,
+    ROOT_TASK,
+    Fingerprints,
+    OpenTrace,
+    RequestInfo,
+    TracePart,
+    summarize,
+)
 from aggregator.insights.profile import Finding, RequestProfile, profile_request
 from aggregator.insights.records import TraceRecord
 from aggregator.insights.text import printable
@@ -119,9 +127,18 @@ class TraceAnalyzer:
         if self._finished:
             raise RuntimeError("TraceAnalyzer.feed after finish")
         self._load_pending()
-        add, new = self._add, tuple.__new__
+        add, new, complete, open_ = self._add, tuple.__new__, self._complete, self._open
+        newest = self._newest
         for raw in parts:
-            add(new(TracePart, raw))  # a view of the plain tuple, without NamedTuple's Python __new__
+            # The common part: a piece ending with its request, nothing of its trace open (the decoder saw
+            # the whole trace in one chunk). Measured straight from the tuple, as ``_add`` would.
+            if raw[9] is not None and raw[0] not in open_ and raw[1] == PIECE:
+                if raw[2] > newest:
+                    newest = self._newest = raw[2]
+                complete(raw[0], raw[9], raw[4], raw[5], raw[6], raw[7], raw[8])
+            else:
+                add(new(TracePart, raw))  # a view of the plain tuple, without NamedTuple's Python __new__
+                newest = self._newest
         # Keep a long catch-up run's memory bounded too: orphans (no request will come) would otherwise
         # pile up until finish(). Checked cheaply by trace count first.
         if len(self._open) * 8 > self.pending_max_events and (
@@ -144,25 +161,42 @@ class TraceAnalyzer:
             if ops is None:
                 ops = OpenTrace()
             ops.merge(part)
-            self._account(profile_request(trace_id, part.request, ops, self.threshold))
+            self._complete(trace_id, part.request, ops.queries, ops.db_ms, ops.cache_ms, ops.external_ms,
+                           ops.fingerprints)
         else:
             if part.tag == ROOT_TASK:  # a trace without a request: what is open of it was the task's
                 self._open.pop(trace_id, None)
             self.counts["task_traces_completed"] += 1
 
-    def _account(self, p: RequestProfile) -> None:
-        window = int(p.end // self.width) * self.width
-        acc = self._windows.get((window, p.route))
+    def _complete(self, trace_id: str, request: RequestInfo, queries: int, db_ms: float, cache_ms: float,
+                  external_ms: float, fingerprints: Fingerprints) -> None:
+        """Measure one completed request from its trace's summed operations and add it to its route's
+        window: ``profile_request`` followed by ``_account``, without the intermediate objects (this runs
+        once per request in the parent, the serial part of a run)."""
+        end, duration, outcome, route, _method, status = request
+        window = int(end // self.width) * self.width
+        key = (window, route or "")
+        acc = self._windows.get(key)
         if acc is None:
-            acc = self._windows[(window, p.route)] = _RouteWindow()
+            acc = self._windows[key] = _RouteWindow()
         acc.requests += 1
-        acc.failed += p.failed
-        acc.request_ms += p.duration_ms
-        acc.db_ms += p.time_ms["db"]
-        acc.cache_ms += p.time_ms["cache"]
-        acc.external_ms += p.time_ms["external"]
-        acc.queries.append(p.queries)
+        acc.failed += outcome == "failure" or (status or 0) >= 500
+        acc.request_ms += duration
+        acc.db_ms += min(db_ms, duration)
+        acc.cache_ms += min(cache_ms, duration)
+        acc.external_ms += min(external_ms, duration)
+        acc.queries.append(queries)
         self.counts["traces_completed"] += 1
+        if fingerprints and self.threshold > 0:
+            for n, _ms, _text, _table in fingerprints.values():
+                if n >= self.threshold:  # rare: only then build the profile with its findings
+                    ops = OpenTrace()
+                    ops.fingerprints = fingerprints
+                    self._findings_of(window, profile_request(trace_id, request, ops, self.threshold))
+                    break
+
+    def _findings_of(self, window: int, p: RequestProfile) -> None:
+        acc = self._windows[(window, p.route)]
         for f in p.findings:
             acc.n_plus_one += 1
             key = (window, f.route, f.method, f.fingerprint)
