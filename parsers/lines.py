@@ -233,28 +233,33 @@ class LineParser:
     def _finish(self, events: list[Event]) -> list[tuple[int, str]]:
         """Set ``ts`` on each event and check what msgspec cannot; the (index, reason) of refused ones.
 
-        The timestamps go through C-level ``map`` calls over the cached minute/seconds tables; only a block
-        with a timestamp that is new (first sight of a minute) or not good takes a second, Python-level
-        look at each one."""
+        The timestamps of a block written the app's way are computed with numpy at once
+        (``TimestampReader.epochs_block``); any other block goes through C-level ``map`` calls over the
+        cached minute/seconds tables, and only one with a timestamp that is new (first sight of a minute)
+        or not good takes a second, Python-level look at each one."""
         if not events:
             return []
         reader = self._ts
         stamps = list(map(_TIMESTAMP, events))
         bad: list[tuple[int, str]] = []
-        try:
-            epochs = reader.epochs(stamps)
-        except KeyError:
-            reader.warm(stamps)
+        block = reader.epochs_block(stamps)
+        if block is not None:
+            epochs = block
+        else:
             try:
                 epochs = reader.epochs(stamps)
             except KeyError:
-                epochs = []
-                for idx, stamp in enumerate(stamps):
-                    r = reader.read(stamp)
-                    if isinstance(r, str):
-                        bad.append((idx, r))
-                        r = 0.0
-                    epochs.append(r)
+                reader.warm(stamps)
+                try:
+                    epochs = reader.epochs(stamps)
+                except KeyError:
+                    epochs = []
+                    for idx, stamp in enumerate(stamps):
+                        r = reader.read(stamp)
+                        if isinstance(r, str):
+                            bad.append((idx, r))
+                            r = 0.0
+                        epochs.append(r)
         deque(map(setattr, events, repeat("ts"), epochs), maxlen=0)
         getters = REQUIRED_GETTERS
         missing = [None in getters[ev.kind](ev) for ev in events]
