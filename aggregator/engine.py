@@ -132,6 +132,10 @@ def _init_worker(source: Any, settings: EngineSettings, progress: Any, lock_path
     # lock is released at once, not when the orphaned workers finish their part.
     if lock_path:
         _close_fds_to(lock_path)
+    # A worker only decodes parts and sends them back: with the cyclic GC on, pickling a part's trace parts
+    # and aggregates (hundreds of thousands of tuples, dicts and lists) cost more than decoding it. Nothing
+    # a worker builds forms cycles that need collecting.
+    gc.disable()
     _W.update(source=source, settings=settings, progress=progress)
 
 
