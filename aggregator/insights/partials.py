@@ -101,15 +101,19 @@ def summarize(events: Iterable[Any]) -> list[tuple[Any, ...]]:
             continue
         kind = e.kind
         if kind == "request":
-            piece = open_.pop(trace_id, None) or OpenTrace()
-            piece.events += 1
             end = e.ts
+            route, method = e.http_route, e.http_request_method
+            # outcome is a Literal: msgspec hands out the one shared str per value already
+            request = (end, e.duration_ms, e.outcome, route and intern(route, route),
+                       method and intern(method, method), e.http_response_status_code)
+            piece = open_.pop(trace_id, None)
+            if piece is None:  # a request without operations in this chunk: its part directly
+                out.append((trace_id, PIECE, end, 1, 0, 0.0, 0.0, 0.0, {}, request))
+                continue
+            piece.events += 1
             if end > piece.newest:
                 piece.newest = end
-            outcome, route, method = e.outcome, e.http_route, e.http_request_method
-            out.append(piece.part(trace_id, (
-                end, e.duration_ms, outcome and intern(outcome, outcome), route and intern(route, route),
-                method and intern(method, method), e.http_response_status_code)))
+            out.append(piece.part(trace_id, request))
             continue
         if kind == "task":
             if e.parent_span_id is not None:
