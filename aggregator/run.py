@@ -174,6 +174,10 @@ def _locked_run(config: Config, inputs: Sequence[str], state_path: str | os.Path
                 report: RunReport, interactive: bool, progress: Any, stages: Sequence[str],
                 warn: Callable[[str], None], source_cls: Any, part_bytes: int | None, analyzer_cls: Any) -> None:
     with run_lock(state_path):
+        if not os.path.exists(state_path):
+            # A first run whose inputs cannot be read must not leave a new, empty state store behind: check
+            # them (InputError names the problem) before the store is created.
+            source_cls(list(inputs)).scan({})
         store = Store(state_path)
         try:
             _execute_locked(store, config, inputs, state_path, started, report, interactive, progress, stages,

@@ -218,3 +218,13 @@ def test_missing_input_and_input_replaced_by_a_directory(tmp_path: Path) -> None
     assert content(state) == before
     assert logapm_run(state, good).returncode == 0
     assert_matches(state, _events(300, 8) + _events(300, 9), quantiles=False)
+
+
+def test_first_run_with_a_missing_input_creates_no_state(tmp_path: Path) -> None:
+    """The very first run, with an input that does not exist: exit 1 naming it, and no state store (nor
+    its WAL) left behind to look like a run happened."""
+    state = tmp_path / "state.db"
+    proc = logapm_run(state, tmp_path / "gone.log")
+    assert proc.returncode == 1 and "gone.log" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("state.db") and
+                  not p.name.endswith(".lock")) == []
