@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from multiprocessing.pool import AsyncResult
 from typing import Any, Final
 
-from aggregator.model import WindowAggregate
+from aggregator.model import Tags, WindowAggregate
 from aggregator.optional import optional_attr
 from aggregator.windows import WindowAccumulator
 
@@ -43,6 +43,11 @@ class EngineSettings:
     part_bytes: int = PART_BYTES
     workers: int = 2
     traces: bool = True  # run the insights' extract() when the module is installed
+    # The series cap and the series the store admitted before the run (per family, at most the cap each):
+    # workers fold a family's new series past the cap into `other` as they read, so their memory follows the
+    # cap, not the distinct tag values of the input. None: no cap in the workers (the commit still caps).
+    max_series: int | None = None
+    admitted: dict[str, frozenset[Tags]] = field(default_factory=dict, hash=False)
 
 
 @dataclass(slots=True)
@@ -62,6 +67,7 @@ class PartResult:
     max_ts: float | None = None
     bytes_read: int = 0
     checkpoint: Any = None  # after the part's last complete line; None when it read nothing
+    folded: dict[str, int] = field(default_factory=dict)  # family -> new series folded into `other` here
 
 
 def _trace_extractor(enabled: bool) -> Callable[[Sequence[Any]], list[Any]] | None:
@@ -96,7 +102,8 @@ def _process_part(source: Any, task: Any, settings: EngineSettings, task_index: 
                   progress: Any) -> PartResult:
     parser = _make_parser(settings)
     extract = _trace_extractor(settings.traces)
-    acc = WindowAccumulator(settings.window_seconds, settings.apdex_t_ms, settings.slow_query_ms)
+    acc = WindowAccumulator(settings.window_seconds, settings.apdex_t_ms, settings.slow_query_ms,
+                            max_series=settings.max_series, admitted=settings.admitted)
     out = PartResult(task_index, part_index)
     invalid = out.invalid
     for chunk in source.read(task, settings.chunk_bytes):
@@ -119,6 +126,7 @@ def _process_part(source: Any, task: Any, settings: EngineSettings, task_index: 
     out.events = acc.events
     out.by_kind = dict(acc.by_kind)
     out.max_ts = acc.max_ts
+    out.folded = dict(acc.folded)
     return out
 
 

@@ -37,7 +37,7 @@ from aggregator.optional import optional_attr
 from aggregator.outbox import StoreOutbox, configured_sinks
 from aggregator.sketch import DDSketch
 from aggregator.store import Store, run_lock
-from aggregator.windows import WindowState, pipeline_aggregate, stderr_warning
+from aggregator.windows import WindowState, cap_warning, pipeline_aggregate, stderr_warning
 from aggregator.windows_store import WindowsStore
 
 POST_COMMIT_STAGES: Final[tuple[str, ...]] = ("aggregator.delivery:deliver", "alerting.stage:evaluate")
@@ -196,6 +196,8 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
     report.files = len(tasks)
     workers = int(config.get("run.workers") or 0) or (os.cpu_count() or 2)
     width = int(config["run.window_seconds"])
+    cap = int(config["run.max_series_per_metric"])
+    ws = WindowsStore(store)
     settings = EngineSettings(
         window_seconds=width,
         apdex_t_ms=float(config["run.apdex_t_ms"]),
@@ -206,22 +208,29 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
         workers=workers,
         part_bytes=part_bytes or PART_BYTES,
         traces=analyzer_cls is not None and bool(config.get("run.trace_insights", True)),
+        max_series=cap,
+        admitted={fam: frozenset(tags) for fam, tags in ws.known_series().items()},
     )
     engine = make_engine(config, source, settings, lock_path=str(state_path) + ".lock")
     analyzer = analyzer_cls(store, config) if settings.traces else None
-    ws = WindowsStore(store)
     outbox = StoreOutbox(store, str(config["run.metric_prefix"]))
     sinks = configured_sinks(config)
     report.sinks = sinks
     dead = DeadLetters(store)
     lateness = int(config["run.lateness_seconds"])
-    cap = int(config["run.max_series_per_metric"])
     state = WindowState()
+    warned: set[str] = set()
+
+    def warn_once(message: str) -> None:  # the cap is met per part and per commit batch: one warning a run
+        if message not in warned:
+            warned.add(message)
+            warn(message)
+
     changed: set[int] = set()
     new_checkpoints: dict[int, Any] = {}
 
     def apply(st: WindowState) -> None:
-        res = st.apply(ws, lateness_seconds=lateness, max_series=cap, now=started, warn=warn)
+        res = st.apply(ws, lateness_seconds=lateness, max_series=cap, now=started, warn=warn_once)
         report.late += res.late_events
         for fam, n in res.folded.items():
             report.folded[fam] = report.folded.get(fam, 0) + n
@@ -250,6 +259,9 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
             for part in engine.run(tasks, on_wait=on_wait):
                 report.parts += 1
                 state.merge(part.aggregates, part.max_ts)
+                for fam, n in part.folded.items():
+                    warn_once(cap_warning(fam, cap))
+                    report.folded[fam] = report.folded.get(fam, 0) + n
                 report.lines += part.lines
                 report.events += part.events
                 report.skipped += part.skipped

@@ -34,7 +34,7 @@ pipeline           (none)                                 the run's own counts (
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import attrgetter
@@ -58,6 +58,15 @@ def is_event_family(family: str) -> bool:
 
 AggKey = tuple[str, Tags, int]  # family, tags, window start
 FOLD_EVENTS: Final = 1 << 18  # events buffered as columns (about 10 MB) before they are folded
+FOLDED_MEMO: Final = 1 << 16  # raw keys of folded series remembered per family (faster, exact `folded` counts)
+_OTHER_KEY: Final = object()  # marks the raw key of a family's `other` series (no field tuple can equal it)
+
+
+def cap_warning(family: str, max_series: int) -> str:
+    """The one warning a run prints for a family that went over the series cap."""
+    return (f"{family}: more than {max_series} series; further tag values fold into 'other' "
+            f"(run.max_series_per_metric)")
+
 
 _KIND = attrgetter("kind")
 _TS = attrgetter("ts")
@@ -122,7 +131,12 @@ class WindowAccumulator:
     ``metric`` events, whose tags are a dict).
     """
 
-    def __init__(self, width: int = 60, apdex_t_ms: float = 500.0, slow_query_ms: float = 100.0) -> None:
+    def __init__(self, width: int = 60, apdex_t_ms: float = 500.0, slow_query_ms: float = 100.0, *,
+                 max_series: int | None = None, admitted: Mapping[str, Set[Tags]] | None = None) -> None:
+        """``max_series`` (the run's series cap) with ``admitted`` (the series the store already admitted,
+        per family) bounds what this accumulator holds: a new series once its family has ``max_series``
+        folds into the family's ``other`` series at once, as ``WindowState.apply`` would fold it at the
+        commit (which stays the final authority, over what several accumulators admitted)."""
         if width <= 0:
             raise ValueError("window width must be positive")
         self.width = width
@@ -135,6 +149,10 @@ class WindowAccumulator:
         # Columns waiting to be folded, per family: (series ids, ts, values, errors, flags).
         self._pending: dict[str, list[tuple[Any, ...]]] = {}
         self._buffered = 0
+        self.max_series = max_series
+        self._admitted: Mapping[str, Set[Tags]] = admitted or {}
+        self._held: dict[str, set[Tags]] = {}  # per series family: admitted tags, the store's included
+        self.folded: dict[str, int] = {}  # series family -> new series folded here (events past the memo)
         self._mapping = DDSketch()  # its bucket mapping, for whole batches
         self.events = 0
         self.by_kind: dict[str, int] = {}
@@ -177,10 +195,36 @@ class WindowAccumulator:
                 raw = key(sub[i])
                 j = index.get(raw)
                 if j is None:
-                    j = index[raw] = len(series)
-                    series.append(_series(family, raw))
+                    j = self._register(index, series, raw, _series(family, raw))
                 ids[i] = j
         return ids
+
+    def _register(self, index: dict[Any, int], series: list[SeriesKey], raw: Any, sk: SeriesKey) -> int:
+        """The series id of a new raw key: its own series, or its family's `other` one over the cap."""
+        cap = self.max_series
+        if cap is not None:
+            fam = sk.family
+            held = self._held.get(fam)
+            if held is None:
+                held = self._held[fam] = set(self._admitted.get(fam, ()))
+            if sk.tags not in held and len(held) >= cap:
+                folded = fold_tags(sk.tags)
+                held.add(folded)  # counted as the commit counts it
+                okey = (_OTHER_KEY, fam, folded)
+                j = index.get(okey)
+                if j is None:
+                    j = index[okey] = len(series)
+                    series.append(SeriesKey(fam, folded))
+                self.folded[fam] = self.folded.get(fam, 0) + 1
+                # Remembering the folded key spares rebuilding its tags next time; past the memo each event
+                # of an unremembered key is rebuilt (and counted) again, and memory stays bounded.
+                if len(index) < FOLDED_MEMO + cap:
+                    index[raw] = j
+                return j
+            held.add(sk.tags)
+        j = index[raw] = len(series)
+        series.append(sk)
+        return j
 
     def _add_kind(self, kind: str, sub: Sequence[Any]) -> None:
         m = len(sub)
@@ -380,8 +424,9 @@ class WindowState:
 
         Late: the watermark is the newest event time ever committed (this run's included); a window that
         ended more than ``lateness_seconds`` before it is not updated, and its events count as late.
-        Cap: a family admits new series (in sorted order, so that a rerun folds the same way) until it
-        has ``max_series``; the rest merge into the series whose tag values are all ``other``.
+        Cap: a family admits new series (in sorted order, so that a rerun folds the same way; its `other`
+        series last) until it has ``max_series``; the rest merge into the series whose tag values are all
+        ``other``.
         """
         res = ApplyResult()
         stored_wm = ws.watermark()
@@ -391,7 +436,9 @@ class WindowState:
         known = ws.known_series()
         final: dict[AggKey, WindowAggregate] = {}
         new_series: list[tuple[str, Tags, int]] = []
-        for k in sorted(self.aggs, key=lambda k: (k[0], k[1], k[2])):
+        # A family's `other` series (every tag value `other`: what the workers folded) comes after its real
+        # series, so that it does not take one of the cap's places from them.
+        for k in sorted(self.aggs, key=lambda k: (k[0], fold_tags(k[1]) == k[1], k[1], k[2])):
             family, tags, start = k
             agg = self.aggs[k]
             if cutoff is not None and agg.end <= cutoff and family != "pipeline":
@@ -407,8 +454,7 @@ class WindowState:
                 else:
                     folded = fold_tags(tags)
                     if res.folded.get(family, 0) == 0 and warn is not None:
-                        warn(f"{family}: more than {max_series} series; further tag values fold into "
-                             f"'other' (run.max_series_per_metric)")
+                        warn(cap_warning(family, max_series))
                     res.folded[family] = res.folded.get(family, 0) + 1
                     if folded not in fam_known:
                         fam_known.add(folded)

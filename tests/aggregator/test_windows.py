@@ -129,3 +129,24 @@ def test_series_cap_folds_into_other(tmp_path: Path) -> None:
     assert sorted(set(by_route) - {"other"}) == [f"r{i:03d}/" for i in range(10)]  # first in sorted order kept
     res, stored, _ = _apply(tmp_path, [req(T0 + 60, 1.0, route="r005/"), req(T0 + 60, 1.0, route="new/")], cap=10)
     assert {a.series.tag("route") for a in stored if a.start == int(T0) + 60} == {"r005/", "other"}
+
+
+def test_accumulator_folds_past_the_cap_as_it_reads() -> None:
+    """With a cap of 10 and 5 routes already admitted by the store, an accumulator fed 50 new routes (twice,
+    in two batches) holds the 5 admitted, the first 5 new and one `other` series: never more than the cap
+    plus `other`, and count, errors and sum are exact (folded, not dropped)."""
+    admitted = {"request": frozenset(make_tags(route=f"s{i}/", method="GET", service="svc", env="prod")
+                                     for i in range(5))}
+    acc = WindowAccumulator(60, max_series=10, admitted=admitted)
+    events = [req(T0 + i, float(i + 1), route=f"r{i:03d}/", status=500 if i % 3 == 0 else 200) for i in range(50)]
+    events.append(req(T0, 7.0, route="s1/"))  # admitted before: kept whatever the cap
+    acc.add(events)
+    acc.add(events)
+    aggs = acc.take()
+    routes = {a.series.tag("route"): a for a in aggs}
+    assert set(routes) == {"s1/", "other"} | {f"r{i:03d}/" for i in range(5)}
+    assert routes["other"].count == 2 * 45 and routes["s1/"].count == 2
+    assert sum(a.count for a in aggs) == 102
+    assert sum(a.errors for a in aggs) == 2 * 17
+    assert sum(a.total for a in aggs) == 2 * (sum(range(1, 51)) + 7.0)
+    assert acc.folded == {"request": 45}  # distinct series folded (the second batch's are remembered)
