@@ -46,8 +46,11 @@ def _config(args: argparse.Namespace, command: str) -> Any:
 
 
 def _clean(text: object) -> str:
-    """Tag values come from the logs: no terminal control characters reach the screen."""
-    return "".join(c if c.isprintable() else "?" for c in str(text))
+    """Tag values come from the logs: escaped like every other terminal view (``logapm trace``, the run
+    summary, ``logapm metrics``)."""
+    from aggregator.insights.text import printable
+
+    return printable(str(text))
 
 
 def _check(args: argparse.Namespace) -> int:

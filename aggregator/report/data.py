@@ -43,15 +43,16 @@ TOP_LINES = 8  # lines on a multi-series chart
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """The alert thresholds drawn on charts (from the alerting settings)."""
+    """The alert thresholds drawn on charts, always taken from the alerting settings (whose table in
+    ``aggregator.config`` is the one place for their defaults)."""
 
-    api_p95_ms: float = 500.0
-    api_p99_ms: float = 1000.0
-    error_rate: float = 0.05
-    slow_query_ms: float = 100.0
-    external_p95_ms: float = 2000.0
-    cache_miss_rate: float = 0.5
-    queue_depth: float = 1000.0
+    api_p95_ms: float
+    api_p99_ms: float
+    error_rate: float
+    slow_query_ms: float
+    external_p95_ms: float
+    cache_miss_rate: float
+    queue_depth: float
 
     @classmethod
     def from_config(cls, config: Any) -> Thresholds:

@@ -67,3 +67,13 @@ def test_alerts_check_refuses_a_bad_rule_file(tmp_path: Path, monkeypatch: pytes
     good.write_text(HEALTH_RULE)
     assert main(["alerts", "check", "--config", str(good)]) == 0
     assert "9 rules OK" in capsys.readouterr().out
+
+
+def test_alerts_views_escape_control_characters_like_the_other_terminal_views() -> None:
+    """A rule or tag value carrying an ANSI escape is shown escaped, exactly as `logapm trace` shows it."""
+    from aggregator.insights.text import printable
+    from alerting.commands import _clean
+
+    hostile = "api/\x1b[31mred\x1b[0m/"
+    assert _clean(hostile) == printable(hostile)
+    assert "\x1b" not in _clean(hostile) and "\\x1b" in _clean(hostile)
