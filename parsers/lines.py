@@ -7,10 +7,12 @@ It never raises.
 
 Speed: a block that is nothing but the app's own event lines (the common case) is checked with a few
 whole-block byte counts and decoded by one ``decode_lines`` call of a typed msgspec decoder; the only
-per-line Python is the timestamp (two cached dict look-ups) and the per-kind required-field check. Any
-other block (mixed with ordinary logs, framed by a shipper, or with damaged lines) is split into lines and
-classified one by one, the event lines again decoded in one batch when they are well formed, and one by
-one (to find the bad ones and their reasons) when not.
+per-line Python is the timestamp (two cached dict look-ups; numpy over the whole block when the stamps are
+the app's own fixed-width form). A block of app events among other JSON log lines (every line an object,
+every marker the app's key) is split, its marked lines joined and decoded in the same one call. Any other
+block (framed by a shipper, plain-text logs, damaged lines) is split into lines and classified one by one,
+the event lines again decoded in one batch when they are well formed, and one by one (to find the bad ones
+and their reasons) when not.
 
 Why the whole-block shortcut is exact: JSON strings cannot span lines, so when every line starts with
 ``{`` and ends with ``}``, each line holds whole top-level values; ``decode_lines`` returning as many events
@@ -24,7 +26,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import accumulate, repeat
-from operator import attrgetter
+from operator import attrgetter, call, contains
 from typing import Final
 
 import msgspec
@@ -58,6 +60,8 @@ _MARK_ANY: Final = b"apm.schema"  # also matches the key escaped inside a wrappe
 _MARK_ESCAPED: Final = b'\\"apm.schema\\"'  # the key inside a JSON string (a wrapper's `log`)
 _MISSING: Final = "Object missing required field `"
 _TIMESTAMP: Final = attrgetter("timestamp")
+_KIND: Final = attrgetter("kind")
+_REQUIRED_GETTER: Final = REQUIRED_GETTERS.__getitem__
 _JOIN_LOOKAHEAD: Final = 1000  # lines searched for the rest of a partial line
 
 
@@ -207,24 +211,42 @@ class LineParser:
         if (
             int(nl[0]) >= self.max_line_bytes
             or (n > 1 and int(np.diff(nl).max()) > self.max_line_bytes)
-            or data.find(_MARK, 0, int(nl[0])) == -1  # mixed logs: don't start a decode bound to fail
             or b"\0" in data
             or not _valid_utf8(data)
         ):
             return None
+        marks = data.count(_MARK)
+        if marks == n and data.find(_MARK, 0, int(nl[0])) != -1:
+            body = data  # the app's own lines only (the common case): decoded as they lie
+            cand: list[int] | None = None
+        elif (
+            marks
+            and marks == data.count(_MARK_ANY)  # every marker is the app's key, none inside a wrapper
+            and not data.startswith(b'{"log":"') and b'\n{"log":"' not in data  # no Docker record
+        ):
+            # App events among other JSON log lines (Django's, say): exactly what the line-by-line pass
+            # would conclude for such a block (each unmarked line skipped, each marked one a candidate,
+            # the candidates decoded in one call), without its per-line Python.
+            lines = data.split(b"\n")
+            lines.pop()  # the empty piece after the last newline
+            cand = [i for i, line in enumerate(lines) if _MARK in line]
+            body = b"\n".join([lines[i] for i in cand])
+        else:
+            return None
         try:
-            events = self._decoder.decode_lines(data)
+            events = self._decoder.decode_lines(body)
         except Exception:
             return None
-        if len(events) != n:
+        if len(events) != (n if cand is None else len(cand)):
             return None
-        result = ParseResult(lines=n)
+        result = ParseResult(lines=n, skipped=0 if cand is None else n - len(cand))
         bad = self._finish(events)
         if bad:
             starts = [0, *(nl[:-1] + 1).tolist()]
             for idx, reason in bad:
-                start = starts[idx]
-                self._invalid(result, reason, source, base_offset + start, data[start : int(nl[idx])])
+                line_no = idx if cand is None else cand[idx]
+                start = starts[line_no]
+                self._invalid(result, reason, source, base_offset + start, data[start : int(nl[line_no])])
             drop = {idx for idx, _ in bad}
             events = [ev for i, ev in enumerate(events) if i not in drop]
         result.events = events
@@ -261,8 +283,9 @@ class LineParser:
                             r = 0.0
                         epochs.append(r)
         deque(map(setattr, events, repeat("ts"), epochs), maxlen=0)
-        getters = REQUIRED_GETTERS
-        missing = [None in getters[ev.kind](ev) for ev in events]
+        # ``None in getter(event)`` for each event, every step a C call (no per-event Python frame).
+        required = map(call, map(_REQUIRED_GETTER, map(_KIND, events)), events)
+        missing = list(map(contains, required, repeat(None)))
         if True in missing:
             refused = {idx for idx, _ in bad}
             bad.extend((idx, "missing_field") for idx, m in enumerate(missing) if m and idx not in refused)
