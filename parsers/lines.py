@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import accumulate, repeat
+from itertools import accumulate, compress, repeat
 from operator import attrgetter, call, contains
 from typing import Final
 
@@ -229,8 +229,9 @@ class LineParser:
             # the candidates decoded in one call), without its per-line Python.
             lines = data.split(b"\n")
             lines.pop()  # the empty piece after the last newline
-            cand = [i for i, line in enumerate(lines) if _MARK in line]
-            body = b"\n".join([lines[i] for i in cand])
+            marked = list(map(contains, lines, repeat(_MARK)))  # C calls, no per-line Python frame
+            cand = list(compress(range(n), marked))
+            body = b"\n".join(compress(lines, marked))
         else:
             return None
         try:
