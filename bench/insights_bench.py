@@ -1,10 +1,17 @@
 """What the trace insights add to a run: extract() in the decoders, feed()+finish() in the parent.
 
     python bench/insights_bench.py [--requests N] [--repeat R]
+    python bench/insights_bench.py --log FILE [--repeat R]
 
 Baseline, in the same run and on the same bytes: ``LineParser.parse`` (the decode the run does anyway).
 Also measured, for comparison: the design this replaced (one record per event sent to the parent).
 Prints medians over R interleaved rounds, events per second, and each step's cost relative to the parse.
+
+With ``--log``: an existing log (e.g. 40 MB of ``aggregator.loggen`` output, one engine part), read in the
+engine's chunks, each summarised right after it is parsed (as a worker does, while its events are in cache);
+the columnar path (``extract``: ``columns.summarize_batch``, batches fed in bulk) against the per-part path
+(``partials.summarize`` tuples fed one by one), CPU time (``time.process_time``) per event of each stage,
+medians of R interleaved rounds.
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from aggregator.config import load_config
+from aggregator.insights.partials import summarize
 from aggregator.insights.records import extract_records
 from aggregator.insights.traces import TraceAnalyzer, extract
 from aggregator.store import Store
@@ -69,11 +78,70 @@ def make_log(requests: int, seed: int = 1) -> bytes:
     return b"\n".join(out) + b"\n"
 
 
+def compare_on_log(path: str, repeat: int) -> None:
+    """Columnar path against per-part path on one log file (see the module docstring)."""
+    import gc
+
+    data = Path(path).read_bytes()
+    parser = LineParser(now=time.time() + 86_400)
+    paths: dict[str, Callable[[Any], list[Any]]] = {"per-part (summarize)": summarize, "columns (extract)": extract}
+    cpu: dict[tuple[str, str], list[float]] = {}
+    n = requests = 0
+    gc.disable()  # as in the engine's workers
+    for _ in range(repeat):
+        chunks, pos, n = [], 0, 0
+        out: dict[str, list[Any]] = {name: [] for name in paths}
+        spent = dict.fromkeys(paths, 0.0)
+        while pos < len(data):
+            end = data.find(b"\n", min(pos + BLOCK, len(data) - 1)) + 1 or len(data)
+            events = parser.parse(data[pos:end], path, pos).events
+            n += len(events)
+            for name, fn in paths.items():
+                t = time.process_time()
+                out[name].extend(fn(events))
+                spent[name] += time.process_time() - t
+            chunks.append(events)
+            pos = end
+        for name in paths:
+            cpu.setdefault((name, "summarize"), []).append(spent[name])
+            t = time.process_time()
+            blob = pickle.dumps(out[name], protocol=pickle.HIGHEST_PROTOCOL)
+            cpu.setdefault((name, "pickle"), []).append(time.process_time() - t)
+            t = time.process_time()
+            parts = pickle.loads(blob)
+            cpu.setdefault((name, "unpickle"), []).append(time.process_time() - t)
+            cpu.setdefault((name, "MB pickled"), []).append(len(blob) / 1e6 * n)  # shown per run, not per event
+            with tempfile.TemporaryDirectory() as tmp:
+                store = Store(Path(tmp) / "s.db")
+                analyzer = TraceAnalyzer(store, load_config(environ={}))
+                t = time.process_time()
+                analyzer.feed(parts)
+                cpu.setdefault((name, "feed"), []).append(time.process_time() - t)
+                t = time.process_time()
+                with store.transaction():
+                    analyzer.finish()
+                cpu.setdefault((name, "finish"), []).append(time.process_time() - t)
+                requests = analyzer.counts["traces_completed"]
+                store.close()
+        del chunks, out
+    print(f"{path}: {n} events, {requests} requests; CPU us/event, medians of {repeat} interleaved rounds")
+    stages = ("summarize", "pickle", "unpickle", "feed", "finish")
+    print(f"{'path':<24}" + "".join(f"{s:>11}" for s in stages) + f"{'total':>9}{'MB pickled':>12}")
+    for name in paths:
+        med = [statistics.median(cpu[(name, s)]) / n * 1e6 for s in stages]
+        mb = statistics.median(cpu[(name, "MB pickled")]) / n
+        print(f"{name:<24}" + "".join(f"{v:>11.3f}" for v in med) + f"{sum(med):>9.3f}{mb:>12.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--log", help="compare the columnar and per-part paths on this log file")
     args = ap.parse_args()
+    if args.log:
+        compare_on_log(args.log, args.repeat)
+        return
     data = make_log(args.requests)
     # The run's decoders parse blocks and extract from each block's events while they are hot.
     blocks, pos = [], 0

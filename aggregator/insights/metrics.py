@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from aggregator.catalog import register_compute
 from aggregator.model import WindowAggregate
 from aggregator.sketch import DDSketch, sketch_of
@@ -25,7 +28,7 @@ from aggregator.sketch import DDSketch, sketch_of
 TIME_COUNTERS = {"db": "db_ms", "cache": "cache_ms", "external": "external_ms"}
 
 
-def queries_sketch(queries: Sequence[int]) -> DDSketch:
+def queries_sketch(queries: Sequence[int] | npt.NDArray[np.int64]) -> DDSketch:
     return sketch_of(queries)
 
 

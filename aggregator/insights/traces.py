@@ -28,8 +28,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from aggregator.insights import findings as store_tables
 from aggregator.insights import metrics as _metrics  # registers the trace metrics with the catalog
+from aggregator.insights.columns import TraceBatch, summarize_batch
 from aggregator.insights.partials import (
     PIECE,
     ROOT_TASK,
@@ -37,7 +40,6 @@ from aggregator.insights.partials import (
     OpenTrace,
     RequestInfo,
     TracePart,
-    summarize,
 )
 from aggregator.insights.profile import Finding, RequestProfile, profile_request
 from aggregator.insights.records import TraceRecord
@@ -50,9 +52,11 @@ __all__ = ["FAMILY", "TraceAnalyzer", "TraceRecord", "extract", "summary_lines"]
 FAMILY = "trace"
 
 
-def extract(events: Iterable[Any]) -> list[tuple[Any, ...]]:
-    """In a decoder: the trace parts of one chunk's events (plain tuples, in feeding order)."""
-    return summarize(events)
+def extract(events: Iterable[Any]) -> list[Any]:
+    """In a decoder: the trace summary of one chunk's events, as a list holding one ``TraceBatch`` (a list, so
+    that the engine can keep extending one list per part; ``feed`` also takes ``partials.summarize``'s
+    tuples)."""
+    return [summarize_batch(events)]
 
 
 @dataclass(slots=True)
@@ -66,7 +70,9 @@ class _RouteWindow:
     cache_ms: float = 0.0
     external_ms: float = 0.0
     n_plus_one: int = 0
-    queries: list[int] = field(default_factory=list)  # per request, for the sketch and the exact sums
+    # queries per request -> requests: the sketch and the exact sums need only the multiset, and this stays
+    # as small as the distinct counts, however many requests a window has
+    queries: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -130,6 +136,10 @@ class TraceAnalyzer:
         add, new, complete, open_ = self._add, tuple.__new__, self._complete, self._open
         newest = self._newest
         for raw in parts:
+            if type(raw) is TraceBatch:
+                self._feed_batch(raw)
+                newest = self._newest
+                continue
             # The common part: a piece ending with its request, nothing of its trace open (the decoder saw
             # the whole trace in one chunk). Measured straight from the tuple, as ``_add`` would.
             if raw[9] is not None and raw[0] not in open_ and raw[1] == PIECE:
@@ -185,7 +195,8 @@ class TraceAnalyzer:
         acc.db_ms += min(db_ms, duration)
         acc.cache_ms += min(cache_ms, duration)
         acc.external_ms += min(external_ms, duration)
-        acc.queries.append(queries)
+        hist = acc.queries
+        hist[queries] = hist.get(queries, 0) + 1
         self.counts["traces_completed"] += 1
         if fingerprints and self.threshold > 0:
             for n, _ms, _text, _table in fingerprints.values():
@@ -194,6 +205,137 @@ class TraceAnalyzer:
                     ops.fingerprints = fingerprints
                     self._findings_of(window, profile_request(trace_id, request, ops, self.threshold))
                     break
+
+    def _feed_batch(self, b: TraceBatch) -> None:
+        """One chunk's columns: what ``_add``/``_complete`` would do with its parts, one by one, in order.
+
+        Traces with nothing open here (all but a few per chunk) are independent of everything before the
+        chunk, and the worker has already cut them into pieces: their requests are added to the windows in
+        bulk. Traces with something open here go through their parts in order, one at a time, as ``_add``
+        does, and their merged sums are put back into the request columns before the bulk step, so every
+        window sums its requests in input order (the same doubles as one ``_complete`` per request)."""
+        if b.newest > self._newest:
+            self._newest = b.newest
+        self.counts["task_traces_completed"] += b.tasks
+        open_, traces = self._open, b.traces
+        nreq = b.requests
+        queries, db_ms, cache_ms, external_ms = b.req_queries, b.req_db, b.req_cache, b.req_external
+        bounds = np.searchsorted(b.fp_owner, np.arange(nreq + b.rest_trace.size + 1)).tolist()
+        fps = self._fingerprints_of(b, bounds)
+        to_check: dict[int, Fingerprints] = {}  # requests that may have findings -> their fingerprints
+
+        hit = np.zeros(len(traces), bool)
+        if open_:
+            hit[[i for i, t in enumerate(traces) if t in open_]] = True
+        req_hit = np.flatnonzero(hit[b.req_trace])
+        root_hit = np.flatnonzero(hit[b.root_trace])
+        if req_hit.size or root_hit.size:
+            queries, db_ms, cache_ms, external_ms = (queries.copy(), db_ms.copy(), cache_ms.copy(),
+                                                     external_ms.copy())
+            steps = sorted([(b.req_row[j], j, True) for j in req_hit.tolist()]
+                           + [(b.root_row[j], j, False) for j in root_hit.tolist()])
+            for _row, j, is_request in steps:
+                if not is_request:  # a root task: what is open of its trace was the task's
+                    open_.pop(traces[b.root_trace[j]], None)
+                    continue
+                trace_id = traces[b.req_trace[j]]
+                ops = open_.pop(trace_id, None) or OpenTrace()
+                ops.merge(TracePart(trace_id, PIECE, float(b.req_end[j]), 0, int(queries[j]), float(db_ms[j]),
+                                    float(cache_ms[j]), float(external_ms[j]), fps(j), None))
+                queries[j], db_ms[j], cache_ms[j], external_ms[j] = (ops.queries, ops.db_ms, ops.cache_ms,
+                                                                     ops.external_ms)
+                if ops.fingerprints:
+                    to_check[j] = ops.fingerprints
+
+        threshold = self.threshold
+        if threshold > 0 and b.fp_n.size:
+            for owner in np.unique(b.fp_owner[b.fp_n >= threshold]).tolist():
+                if owner < nreq and not hit[b.req_trace[owner]]:
+                    to_check[owner] = fps(owner)
+
+        windows = self._add_requests(b, queries, db_ms, cache_ms, external_ms)
+        self.counts["traces_completed"] += nreq
+
+        if threshold > 0:
+            for j in sorted(to_check):
+                fingerprints = to_check[j]
+                if not any(v[0] >= threshold for v in fingerprints.values()):
+                    continue
+                ops = OpenTrace()
+                ops.fingerprints = fingerprints
+                request = (float(b.req_end[j]), float(b.req_dur[j]), "failure" if b.req_failed[j] else "success",
+                           b.routes[b.req_route[j]], b.methods[b.req_method[j]], None)
+                self._findings_of(windows[j], profile_request(traces[b.req_trace[j]], request, ops, threshold))
+
+        # What stays open of the chunk's traces joins what is open here.
+        for s, trace_id in enumerate(map(traces.__getitem__, b.rest_trace.tolist())):
+            rest = open_.get(trace_id)
+            if rest is None:
+                rest = open_[trace_id] = OpenTrace()
+            rest.merge(TracePart(trace_id, PIECE, float(b.rest_newest[s]), int(b.rest_events[s]),
+                                int(b.rest_queries[s]), float(b.rest_db[s]), float(b.rest_cache[s]),
+                                float(b.rest_external[s]), fps(nreq + s), None))
+
+    @staticmethod
+    def _fingerprints_of(b: TraceBatch, bounds: list[int]) -> Any:
+        """A function giving a piece's fingerprints (as ``partials.summarize`` has them) from the columns."""
+        keys, texts, tables = b.fp_keys, b.fp_texts, b.fp_tables
+
+        def fingerprints(owner: int) -> Fingerprints:
+            lo, hi = bounds[owner], bounds[owner + 1]
+            if lo == hi:
+                return {}
+            return {keys[key]: [n, ms, texts[text], tables[table]] for key, n, ms, text, table in zip(
+                b.fp_key[lo:hi].tolist(), b.fp_n[lo:hi].tolist(), b.fp_ms[lo:hi].tolist(),
+                b.fp_text[lo:hi].tolist(), b.fp_table[lo:hi].tolist(), strict=True)}
+
+        return fingerprints
+
+    def _add_requests(self, b: TraceBatch, queries: Any, db_ms: Any, cache_ms: Any, external_ms: Any) -> Any:
+        """``_complete``'s window sums for all the batch's requests at once; returns each request's window.
+
+        ``np.bincount`` adds its weights one after the other in row order: with each window's running sum
+        put first, each sum is the same double as adding the requests one by one."""
+        if b.requests == 0:
+            return np.zeros(0, np.int64)
+        width = self.width
+        windows = np.floor_divide(b.req_end, width).astype(np.int64) * width
+        starts, window_index = np.unique(windows, return_inverse=True)
+        nroutes = len(b.routes)
+        groups, group = np.unique(window_index * nroutes + b.req_route, return_inverse=True)
+        accs = []
+        get = self._windows.get
+        for g in groups.tolist():
+            key = (int(starts[g // nroutes]), b.routes[g % nroutes])
+            acc = get(key)
+            if acc is None:
+                acc = self._windows[key] = _RouteWindow()
+            accs.append(acc)
+        ngroups = len(accs)
+        index = np.concatenate((np.arange(ngroups), group))
+        duration = b.req_dur
+
+        def running(prior: list[float], values: Any) -> list[float]:
+            return np.bincount(index, weights=np.concatenate((prior, values)), minlength=ngroups).tolist()
+
+        request_ms = running([a.request_ms for a in accs], duration)
+        # min(x, duration) as Python takes it: x unless duration is smaller
+        db = running([a.db_ms for a in accs], np.where(duration < db_ms, duration, db_ms))
+        cache = running([a.cache_ms for a in accs], np.where(duration < cache_ms, duration, cache_ms))
+        external = running([a.external_ms for a in accs], np.where(duration < external_ms, duration, external_ms))
+        requests = np.bincount(group, minlength=ngroups).tolist()
+        failed = np.bincount(group[b.req_failed], minlength=ngroups).tolist()
+        for i, acc in enumerate(accs):
+            acc.requests += requests[i]
+            acc.failed += failed[i]
+            acc.request_ms, acc.db_ms, acc.cache_ms, acc.external_ms = request_ms[i], db[i], cache[i], external[i]
+        span = int(queries.max()) + 1
+        pairs, counts = np.unique(group * span + queries, return_counts=True)
+        for pair, n in zip(pairs.tolist(), counts.tolist(), strict=True):
+            hist = accs[pair // span].queries
+            q = pair % span
+            hist[q] = hist.get(q, 0) + n
+        return windows.tolist()
 
     def _findings_of(self, window: int, p: RequestProfile) -> None:
         acc = self._windows[(window, p.route)]
@@ -256,7 +398,7 @@ class TraceAnalyzer:
             width=self.width,
             count=acc.requests,
             errors=acc.failed,
-            total=float(sum(acc.queries)),
+            total=float(sum(q * n for q, n in acc.queries.items())),
             min=float(min(acc.queries)),
             max=float(max(acc.queries)),
             counters={
@@ -266,7 +408,9 @@ class TraceAnalyzer:
                 "external_ms": acc.external_ms,
                 "n_plus_one": float(acc.n_plus_one),
             },
-            sketch=_metrics.queries_sketch(acc.queries),
+            sketch=_metrics.queries_sketch(np.repeat(np.fromiter(acc.queries, np.int64, len(acc.queries)),
+                                                     np.fromiter(acc.queries.values(), np.int64,
+                                                                 len(acc.queries)))),
         )
 
     # --- the run summary -----------------------------------------------------------------------------

@@ -1,0 +1,280 @@
+"""A decoder chunk's trace summary as columns: what the run's workers send to the parent.
+
+``summarize_batch(events)`` computes what ``partials.summarize`` computes (the same pieces, the same sums,
+the same ordering rules, see that module) with numpy over the whole chunk, and returns one ``TraceBatch``
+of numpy arrays plus a few small tables of shared strings, instead of one tuple with its own fingerprint
+dict per trace piece. Pickling the arrays is a copy of their bytes, so sending a part's trace summary to the
+parent costs little more than its size; and the parent (``traces.TraceAnalyzer``) adds the requests of a
+batch to its per-route windows in bulk.
+
+How the pieces are found without a loop per event: each trace's events are grouped (a stable sort by the
+trace's code keeps them in event order), and an operation belongs to the next *closer* of its trace (its
+request, or a root task that drops it); an operation with no closer after it in the chunk is in its trace's
+*rest* (what stays open at the chunk's end). Sums per piece are ``np.bincount`` with weights, which adds the
+rows of a group one after the other in row (event) order, starting from 0.0, exactly as the per-event loop
+does: the sums are the same doubles, not merely close. (A fingerprint's time in the loop starts from its
+first duration rather than from 0.0; the two differ only when every duration of the group is -0.0, which is
+put back.)
+
+Columns (R requests, S rests, G fingerprint groups; owners 0..R-1 are the requests' pieces, R..R+S-1 the
+rests):
+
+- ``traces``: the chunk's trace ids; every ``*_trace`` column holds an index into it;
+- per request, in event order: trace, row (position in the chunk), end, duration, failed (failure outcome
+  or a 5xx answer), route and method (indexes into ``routes``/``methods``, None read as ""), and the summed
+  operations of its piece: queries, db_ms, cache_ms, external_ms;
+- per root task (a task without a parent span; it drops what is open of its trace): trace, row;
+- per rest: trace, newest, events, queries, db_ms, cache_ms, external_ms;
+- per (piece, fingerprint) group, by owner and then by first appearance: owner, fingerprint (index into
+  ``fp_keys``), executions, time_ms, and the query text and table of the group's first query (indexes into
+  ``fp_texts``/``fp_tables``, which keep None and "" as they came);
+- ``tasks``: task events with a trace id (each closes a task trace, counted); ``newest``: the newest event
+  end the parent's clock must see (tasks, requests and the operations of kept pieces).
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from aggregator.insights.records import query_fingerprint
+
+KINDS = {"request": 0, "db": 1, "cache": 2, "external": 3, "task": 4, "metric": 5}
+_REQUEST, _DB, _CACHE, _EXTERNAL, _TASK, _METRIC = range(6)
+
+_kind = attrgetter("kind")
+_trace = attrgetter("trace_id")
+_ts = attrgetter("ts")
+_duration = attrgetter("duration_ms")
+_parent = attrgetter("parent_span_id")
+
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+
+class TraceBatch:
+    """One chunk's trace summary as columns (see the module docstring); pickled as its arrays' bytes."""
+
+    __slots__ = (
+        "fp_key", "fp_keys", "fp_ms", "fp_n", "fp_owner", "fp_table", "fp_tables", "fp_text", "fp_texts",
+        "methods", "newest", "req_cache", "req_db", "req_dur", "req_end", "req_external", "req_failed",
+        "req_method", "req_queries", "req_route", "req_row", "req_trace", "rest_cache", "rest_db",
+        "rest_events", "rest_external", "rest_newest", "rest_queries", "rest_trace", "root_row", "root_trace",
+        "routes", "tasks", "traces",
+    )
+
+    traces: list[Any]
+    newest: float
+    tasks: int
+    req_trace: I32
+    req_row: I32
+    req_end: F64
+    req_dur: F64
+    req_failed: npt.NDArray[np.bool_]
+    req_route: I32
+    req_method: I32
+    req_queries: I64
+    req_db: F64
+    req_cache: F64
+    req_external: F64
+    routes: list[str]
+    methods: list[str]
+    root_trace: I32
+    root_row: I32
+    rest_trace: I32
+    rest_newest: F64
+    rest_events: I64
+    rest_queries: I64
+    rest_db: F64
+    rest_cache: F64
+    rest_external: F64
+    fp_owner: I32
+    fp_key: I32
+    fp_n: I64
+    fp_ms: F64
+    fp_text: I32
+    fp_table: I32
+    fp_keys: list[str]
+    fp_texts: list[Any]
+    fp_tables: list[Any]
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for name, value in zip(self.__slots__, state, strict=True):
+            setattr(self, name, value)
+
+    @property
+    def requests(self) -> int:
+        return int(self.req_trace.size)
+
+
+def _codes(values: list[Any]) -> tuple[I32, list[Any]]:
+    """Each value's index in the list of distinct values (in first-appearance order), and that list."""
+    n = len(values)
+    first: dict[Any, int] = {}
+    # setdefault keeps each value's first row, in C; np.unique turns those rows into dense codes
+    at_first = np.fromiter(map(first.setdefault, values, range(n)), np.int64, n)
+    codes = np.unique(at_first, return_inverse=True)[1].astype(np.int32)
+    return codes, list(first)
+
+
+def _pick(events: list[Any], rows: I64) -> list[Any]:
+    return list(map(events.__getitem__, rows.tolist()))
+
+
+def summarize_batch(events: Any) -> TraceBatch:
+    """The trace summary of one chunk's parsed events (``parsers`` Event), as columns."""
+    events = events if isinstance(events, list) else list(events)
+    n = len(events)
+    kind = np.fromiter(map(KINDS.__getitem__, map(_kind, events)), np.int8, n)
+    code, traces = _codes(list(map(_trace, events)))
+    traced = kind != _METRIC
+    if None in traces:
+        traced &= code != traces.index(None)
+
+    is_task = kind == _TASK
+    task_rows = np.flatnonzero(is_task)
+    task_events = _pick(events, task_rows)
+    # Spans of every task of the chunk (with or without a trace id): operations below them are the task's.
+    task_spans = {e.span_id for e in task_events if e.span_id is not None}
+    traced_task = traced[task_rows]
+    root = np.fromiter((e.parent_span_id is None for e in task_events), bool, len(task_events)) & traced_task
+    root_rows = task_rows[root]
+
+    op_rows = np.flatnonzero(traced & (kind >= _DB) & (kind <= _EXTERNAL))
+    op_events = _pick(events, op_rows)
+    if task_spans and op_rows.size:
+        below = np.fromiter(map(task_spans.__contains__, map(_parent, op_events)), bool, op_rows.size)
+        if below.any():
+            keep = ~below
+            op_rows = op_rows[keep]
+            op_events = [e for e, k in zip(op_events, keep.tolist(), strict=True) if k]
+    req_rows = np.flatnonzero(traced & (kind == _REQUEST))
+    req_events = _pick(events, req_rows)
+    ts = np.fromiter(map(_ts, events), np.float64, n)
+
+    # Every row that takes part in a piece, in event order; closers are requests and root tasks.
+    rows = np.concatenate((req_rows, root_rows, op_rows))
+    rows.sort()
+    m = rows.size
+    c = code[rows]
+    k = kind[rows]
+    closer = (k == _REQUEST) | (k == _TASK)
+    order = np.argsort(c, kind="stable")
+    cs = c[order]
+    pos = np.where(closer[order], np.arange(m), m)
+    nxt = np.minimum.accumulate(pos[::-1])[::-1]
+    has = nxt < m
+    nxt = np.where(has, nxt, 0)
+    has &= cs[nxt] == cs
+    owner = np.empty(m, np.int64)
+    owner[order] = np.where(has, order[nxt], -1)  # index in `rows` of the closer, or -1: the rest
+
+    is_req = k == _REQUEST
+    req_index = np.cumsum(is_req) - 1
+    nreq = req_rows.size
+    op = (k >= _DB) & (k <= _EXTERNAL)
+    op_owner = owner[op]
+    op_code = c[op]
+    in_rest = op_owner < 0
+    rest_trace = np.unique(op_code[in_rest]).astype(np.int32)
+    piece = np.full(op_owner.size, -1, np.int64)
+    closed = ~in_rest
+    by_request = closed.copy()
+    by_request[closed] = is_req[op_owner[closed]]
+    piece[by_request] = req_index[op_owner[by_request]]
+    piece[in_rest] = nreq + np.searchsorted(rest_trace, op_code[in_rest])
+    kept = piece >= 0  # the others were dropped by a root task
+    npieces = nreq + rest_trace.size
+
+    op_kind = k[op]
+    op_dur = np.fromiter(map(_duration, op_events), np.float64, len(op_events))
+    op_ts = ts[rows[op]]
+
+    def per_piece(mask: npt.NDArray[np.bool_], weights: F64 | None = None) -> Any:
+        if weights is None:
+            return np.bincount(piece[mask], minlength=npieces)
+        # (of nothing, bincount returns integers even with weights)
+        return np.bincount(piece[mask], weights=weights[mask], minlength=npieces).astype(np.float64, copy=False)
+
+    is_db = kept & (op_kind == _DB)
+    queries = per_piece(is_db)
+    db_ms = per_piece(is_db, op_dur)
+    cache_ms = per_piece(kept & (op_kind == _CACHE), op_dur)
+    external_ms = per_piece(kept & (op_kind == _EXTERNAL), op_dur)
+
+    b = TraceBatch()
+    b.traces = traces
+    b.tasks = int(traced_task.sum())
+    newest = -np.inf
+    for part in (ts[req_rows], ts[task_rows[traced_task]], op_ts[kept]):
+        if part.size:
+            newest = max(newest, float(part.max()))
+    b.newest = float(newest)
+
+    b.req_trace = code[req_rows]
+    b.req_row = req_rows.astype(np.int32)
+    b.req_end = ts[req_rows]
+    b.req_dur = np.fromiter(map(_duration, req_events), np.float64, nreq)
+    b.req_failed = np.fromiter(
+        (e.outcome == "failure" or (e.http_response_status_code or 0) >= 500 for e in req_events), bool, nreq)
+    b.req_route, b.routes = _codes([e.http_route or "" for e in req_events])
+    b.req_method, b.methods = _codes([e.http_request_method or "" for e in req_events])
+    b.req_queries = queries[:nreq]
+    b.req_db, b.req_cache, b.req_external = db_ms[:nreq], cache_ms[:nreq], external_ms[:nreq]
+    b.root_trace = code[root_rows]
+    b.root_row = root_rows.astype(np.int32)
+
+    b.rest_trace = rest_trace
+    rest_piece = piece[in_rest]
+    b.rest_events = np.bincount(rest_piece - nreq, minlength=rest_trace.size)
+    rest_newest = np.full(rest_trace.size, -np.inf)
+    np.maximum.at(rest_newest, rest_piece - nreq, op_ts[in_rest])
+    b.rest_newest = rest_newest
+    b.rest_queries = queries[nreq:]
+    b.rest_db, b.rest_cache, b.rest_external = db_ms[nreq:], cache_ms[nreq:], external_ms[nreq:]
+
+    _fingerprints(b, [e for e, d in zip(op_events, is_db.tolist(), strict=True) if d], piece[is_db],
+                  op_dur[is_db])
+    return b
+
+
+def _fingerprints(b: TraceBatch, db_events: list[Any], piece: I64, dur: F64) -> None:
+    """The (piece, fingerprint) groups of the kept queries (``db_events`` in event order)."""
+    keys: list[str | None] = []
+    for e in db_events:
+        key = e.db_query_fingerprint
+        if not key:
+            text = e.db_query_text
+            key = query_fingerprint(text) if text else None  # neither: counted, but cannot be grouped
+        keys.append(key)
+    key_code, fp_keys = _codes(keys)
+    if None in fp_keys:
+        grouped = key_code != fp_keys.index(None)
+        db_events = [e for e, g in zip(db_events, grouped.tolist(), strict=True) if g]
+        piece, dur, key_code = piece[grouped], dur[grouped], key_code[grouped]
+    width = max(len(fp_keys), 1)
+    groups, first, inverse, counts = np.unique(piece * width + key_code, return_index=True,
+                                               return_inverse=True, return_counts=True)
+    ms = np.bincount(inverse, weights=dur, minlength=groups.size).astype(np.float64, copy=False)
+    negative_zero = (dur == 0.0) & np.signbit(dur)
+    if negative_zero.any():  # the loop's sum starts from the first duration: -0.0 when all are -0.0
+        all_negative = np.bincount(inverse, weights=negative_zero, minlength=groups.size) == counts
+        ms[all_negative] = -0.0
+    owner = groups // width
+    by_owner = np.lexsort((first, owner))  # each piece's fingerprints in the order they first appear
+    first = first[by_owner]
+    firsts = _pick(db_events, first)
+    b.fp_owner = owner[by_owner].astype(np.int32)
+    b.fp_key = (groups % width)[by_owner].astype(np.int32)
+    b.fp_n = counts[by_owner]
+    b.fp_ms = ms[by_owner]
+    b.fp_text, b.fp_texts = _codes([e.db_query_text for e in firsts])
+    b.fp_table, b.fp_tables = _codes([e.db_collection_name for e in firsts])
+    b.fp_keys = fp_keys  # type: ignore[assignment]

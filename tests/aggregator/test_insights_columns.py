@@ -1,0 +1,147 @@
+"""The columnar trace path (``columns.summarize_batch`` in the decoders, ``TraceAnalyzer`` taking batches in
+bulk) gives exactly what the per-part path (``partials.summarize`` tuples, one ``_add`` each) gives: the same
+window aggregates (same doubles, same sketches), N+1 findings, counters and stored open traces, on a
+generated log cut into decoder chunks, parts and two runs."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aggregator.config import load_config
+from aggregator.insights.columns import TraceBatch, summarize_batch
+from aggregator.insights.partials import summarize
+from aggregator.insights.traces import TraceAnalyzer, extract
+from aggregator.loggen import generate_events, write_log
+from aggregator.store import Store
+from parsers import LineParser
+
+T0 = 1_764_399_960.0
+
+
+def realistic_events(n: int, seed: int) -> list[dict[str, Any]]:
+    """loggen's mix, plus what it lacks: N+1 loops (long traces repeating a fingerprint), queries with only
+    a text or with neither, events without a trace, -0.0 durations, tasks that own queries."""
+    events = generate_events(n, start=T0, seconds=1800.0, seed=seed)
+    for block in range(0, n - 16, 16 * 7):  # every 7th block of 16 events: one request with a loop
+        trace = events[block]["trace_id"]
+        for j in range(16):
+            e = events[block + j]
+            e["trace_id"] = trace
+            if j < 11 and e["apm.kind"] != "db":
+                continue
+            if j == 11:
+                e.clear()
+                e.update({"timestamp": events[block + j - 1]["timestamp"], "apm.schema": 1, "apm.kind": "request",
+                          "duration_ms": 40.0, "outcome": "success", "trace_id": trace,
+                          "span_id": f"{block:016x}", "http.request.method": "GET",
+                          "http.route": "api/stories/", "http.response.status_code": 200})
+            elif e["apm.kind"] == "db":
+                e["db.query.fingerprint"] = f"loop{block % 3}"
+    for i, e in enumerate(events):
+        if e["apm.kind"] == "db" and i % 23 == 0:
+            e.pop("db.query.fingerprint")  # the text's fingerprint is used
+            if i % 2:
+                e.pop("db.query.text")  # neither: counted, not grouped
+        if i % 97 == 0:
+            e.pop("trace_id")
+            e.pop("parent_span_id", None)
+        if e["apm.kind"] in ("db", "cache") and i % 31 == 0:
+            e["duration_ms"] = -0.0
+    return events
+
+
+def chunks_of(path: Path, chunk_bytes: int) -> list[list[Any]]:
+    data = path.read_bytes()
+    parser = LineParser(now=T0 + 7200)
+    out, pos = [], 0
+    while pos < len(data):
+        end = data.find(b"\n", min(pos + chunk_bytes, len(data) - 1)) + 1 or len(data)
+        out.append(parser.parse(data[pos:end], str(path), pos).events)
+        pos = end
+    return out
+
+
+def state(store_path: Path, aggs: list[Any]) -> tuple[Any, ...]:
+    store = Store(store_path)
+    try:
+        tables = tuple(list(store.conn.execute(f"SELECT * FROM {t} ORDER BY rowid"))
+                       for t in ("insights_n_plus_one", "insights_open_traces", "insights_counters"))
+    finally:
+        store.close()
+    shown = [(a.series, a.start, a.width, a.count, a.errors, a.total, a.min, a.max, type(a.total), type(a.min),
+              [(k, v, type(v)) for k, v in a.counters.items()], a.sketch.to_bytes()) for a in aggs]
+    return (shown, *tables)
+
+
+def run_all(store_path: Path, runs: list[list[list[list[Any]]]], to_parts: Callable[[list[Any]], list[Any]],
+            cfg: dict[str, Any]) -> tuple[Any, ...]:
+    """Each run is a list of engine parts, each part a list of decoder chunks."""
+    aggs: list[Any] = []
+    for parts in runs:
+        store = Store(store_path)
+        analyzer = TraceAnalyzer(store, load_config(environ={}, overrides=cfg))
+        for part in parts:
+            # pickled as a worker's PartResult is, on its way to the parent
+            analyzer.feed(pickle.loads(pickle.dumps([p for chunk in part for p in to_parts(chunk)])))
+        with store.transaction():
+            aggs += analyzer.finish()
+        store.close()
+    return state(store_path, aggs)
+
+
+@pytest.mark.parametrize(("chunk_bytes", "cfg"), [
+    (40_000, {}),
+    (9_000, {"run.n_plus_one_threshold": 2}),
+    (25_000, {"run.trace_pending_max_events": 300, "run.window_seconds": 10}),
+    (60_000, {"run.n_plus_one_threshold": 0, "run.trace_pending_seconds": 60}),
+])
+def test_columns_give_the_per_part_result(tmp_path: Path, chunk_bytes: int, cfg: dict[str, Any]) -> None:
+    log = tmp_path / "app.log"
+    write_log(log, realistic_events(12_000, seed=3), ordinary_every=17)
+    chunks = chunks_of(log, chunk_bytes)
+    assert len(chunks) > 20
+    # parts of three chunks; the second run starts in the middle of a part's worth of chunks
+    parts = [chunks[i:i + 3] for i in range(0, len(chunks), 3)]
+    cut = len(parts) // 2
+    runs = [parts[:cut], parts[cut:]]
+    old = run_all(tmp_path / "old.db", runs, summarize, cfg)
+    new = run_all(tmp_path / "new.db", runs, extract, cfg)
+    assert old == new
+    aggs, findings, open_traces, counters = new
+    assert aggs and open_traces and counters
+    if cfg.get("run.n_plus_one_threshold", 5) > 0:
+        assert findings
+
+
+def test_a_batch_holds_the_pieces_summarize_makes(tmp_path: Path) -> None:
+    """Read back as tuples, a batch has the pieces ``summarize`` makes, with the same sums (compared by
+    repr, so -0.0 and 0.0 differ); rests in any order."""
+    log = tmp_path / "app.log"
+    write_log(log, realistic_events(4_000, seed=5))
+    for chunk in chunks_of(log, 30_000):
+        expected = summarize(chunk)
+        requests, rests = as_tuples(summarize_batch(chunk))
+        assert repr(requests) == repr([(p[0], p[4], p[5], p[6], p[7], p[8], p[9][0], p[9][1])
+                                       for p in expected if p[1] == "p" and p[9] is not None])
+        assert sorted(map(repr, rests)) == sorted(repr(p) for p in expected if p[1] == "p" and p[9] is None)
+
+
+def as_tuples(b: TraceBatch) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Requests as (trace, queries, db, cache, external, fingerprints, end, duration); rests as parts."""
+    fps: dict[int, dict[str, list[Any]]] = {}
+    for owner, key, n, ms, text, table in zip(b.fp_owner.tolist(), b.fp_key.tolist(), b.fp_n.tolist(),
+                                              b.fp_ms.tolist(), b.fp_text.tolist(), b.fp_table.tolist(),
+                                              strict=True):
+        fps.setdefault(owner, {})[b.fp_keys[key]] = [n, ms, b.fp_texts[text], b.fp_tables[table]]
+    requests = [(b.traces[b.req_trace[j]], int(b.req_queries[j]), float(b.req_db[j]), float(b.req_cache[j]),
+                 float(b.req_external[j]), fps.get(j, {}), float(b.req_end[j]), float(b.req_dur[j]))
+                for j in range(b.requests)]
+    rests = [(b.traces[b.rest_trace[s]], "p", float(b.rest_newest[s]), int(b.rest_events[s]),
+              int(b.rest_queries[s]), float(b.rest_db[s]), float(b.rest_cache[s]), float(b.rest_external[s]),
+              fps.get(b.requests + s, {}), None) for s in range(b.rest_trace.size)]
+    return requests, rests
