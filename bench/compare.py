@@ -4,6 +4,7 @@
     python bench/compare.py --events 500000 --repeats 1 --memory-sizes --no-incremental
     python bench/compare.py --dir /tmp/logapm-bench      # keep (and reuse) the generated log
     python bench/compare.py --baseline previous.json     # ratios to an earlier run's JSON line
+    python bench/compare.py --against a6c988f            # and an earlier commit, timed in the same rounds
 
 The question every tool answers on the same generated log (``aggregator.loggen`` through
 ``bench/aggregate.py``'s writer: six kinds of events with trace context, ordinary lines mixed in): per
@@ -227,9 +228,23 @@ def head_events(src: Path, dst: Path, events: int) -> tuple[int, int]:
 # --- tools ---------------------------------------------------------------------------------------------
 
 
-def _env() -> dict[str, str]:
+def _env(root: Path = ROOT) -> dict[str, str]:
     return dict(os.environ, APM_PROVIDER="", PERFORMANCE_ALERT_EMAIL_ENABLED="false",
-                PERFORMANCE_ALERT_SLACK_ENABLED="false", PYTHONPATH=str(ROOT))
+                PERFORMANCE_ALERT_SLACK_ENABLED="false", PYTHONPATH=str(root))
+
+
+def checkout(rev: str, work: Path) -> tuple[str, Path]:
+    """The source tree of git revision ``rev`` (``git archive``, kept in ``work``): ``python -m
+    aggregator.cli`` run from it (cwd and PYTHONPATH) runs that revision's code with this environment's
+    packages. -> (short name, directory)."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    where = work / f"rev-{sha[:12]}"
+    if not (where / "aggregator" / "cli.py").exists():
+        where.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    return f"logapm@{sha[:7]}", where
 
 
 def logapm_cmd(log: Path, state: Path, args: argparse.Namespace, extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
@@ -263,6 +278,8 @@ def tool_commands(log: Path, work: Path, args: argparse.Namespace) -> dict[str, 
     }
     if args.dask:
         cmds["logapm-dask"] = logapm_cmd(log, work / "state.db", args, ["--engine", "dask"])
+    for name in args.tool_roots:
+        cmds[name] = logapm_cmd(log, work / "state.db", args)
     mtail = shutil.which("mtail")
     if mtail:
         progs = work / "mtail-progs"
@@ -270,7 +287,8 @@ def tool_commands(log: Path, work: Path, args: argparse.Namespace) -> dict[str, 
         (progs / "apm.mtail").write_text(MTAIL_PROGRAM)
         cmds["mtail"] = [mtail, "--one_shot", "--one_shot_format=json", "--progs", str(progs), "--logs", str(log),
                          "--logtostderr=false", "--alsologtostderr=false", "--stderrthreshold=FATAL"]
-    return {k: v for k, v in cmds.items() if k in args.tools or (k == "logapm-dask" and args.dask)}
+    return {k: v for k, v in cmds.items()
+            if k in args.tools or (k == "logapm-dask" and args.dask) or k in args.tool_roots}
 
 
 def _events_of(tool: str, sample: Sample, state: Path) -> int | None:
@@ -297,13 +315,14 @@ def side_by_side(log: Path, events: int, size: int, work: Path, args: argparse.N
             if not cmd:
                 continue
             # mtail's one-shot JSON is large: read whole, not as a tail
-            s = _mtail(cmd) if tool == "mtail" else measure(cmd, _env(), cwd=ROOT)
+            root = args.tool_roots.get(tool, ROOT)
+            s = _mtail(cmd) if tool == "mtail" else measure(cmd, _env(root), cwd=root)
             if s.rc != 0:
                 raise SystemExit(f"{tool} failed ({s.rc}):\n{s.out}")
             counted[tool] = _events_of(tool, s, work / "state.db")
             drop_state(work / "state.db")
             samples[tool].append(s)
-            print(f"  {tool:<12} {s.wall:8.2f} s  cpu {s.cpu:7.1f} s  RSS {s.peak_rss / 1e6:6.0f} MB  "
+            print(f"  {tool:<16} {s.wall:8.2f} s  cpu {s.cpu:7.1f} s  RSS {s.peak_rss / 1e6:6.0f} MB  "
                   f"PSS {s.peak_pss / 1e6:6.0f} MB", file=sys.stderr, flush=True)
     rows: dict[str, Any] = {}
     for tool, ss in samples.items():
@@ -483,11 +502,11 @@ def print_table(result: dict[str, Any], baseline: dict[str, Any] | None) -> None
     print(f"\n{result['events']:,} events, {result['bytes'] / 1e6:,.0f} MB ({result['bytes'] / result['events']:.0f} "
           f"bytes/event), {result['cpus']} CPUs, load average {result['load_before']:.1f} before, "
           f"median of {result['repeats']}")
-    head = (f"{'tool':<12} {'events':>10} {'seconds':>8} {'events/s':>11} {'MB/s':>7} {'CPU s':>7} "
+    head = (f"{'tool':<16} {'events':>10} {'seconds':>8} {'events/s':>11} {'MB/s':>7} {'CPU s':>7} "
             f"{'ev/CPU-s':>10} {'peak RSS MB':>11} {'PSS MB':>7} {'vs logapm':>9}")
     print(head + ("  vs baseline" if base else ""))
     for tool, r in rows.items():
-        line = (f"{tool:<12} {r['events']:>10,} {r['seconds']:>8.2f} {r['events_per_s']:>11,} {r['mb_per_s']:>7.1f} "
+        line = (f"{tool:<16} {r['events']:>10,} {r['seconds']:>8.2f} {r['events_per_s']:>11,} {r['mb_per_s']:>7.1f} "
                 f"{r['cpu_s']:>7.1f} {r['events_per_cpu_s']:>10,} {r['peak_rss_mb']:>11,.0f} {r['peak_pss_mb']:>7,.0f} {r['ratio']:>8.2f}x")
         if tool in base:
             line += f"  x{r['events_per_s'] / base[tool]['events_per_s']:.2f} speed"
@@ -499,6 +518,12 @@ def print_table(result: dict[str, Any], baseline: dict[str, Any] | None) -> None
               "events without a duration not matched")
     if "pandas" in rows and rows["pandas"]["events"] < result["events"]:
         print(f"pandas: on the first {rows['pandas']['events']:,} events only (about 2 GB per million)")
+    for tool, r in rows.items():
+        if tool.startswith("logapm@") and "logapm" in rows:
+            lg = rows["logapm"]
+            print(f"logapm vs {tool} (same rounds): x{lg['events_per_s'] / r['events_per_s']:.2f} events/s, "
+                  f"x{lg['events_per_cpu_s'] / r['events_per_cpu_s']:.2f} events per CPU second, "
+                  f"peak PSS {lg['peak_pss_mb']:,.0f} MB vs {r['peak_pss_mb']:,.0f} MB")
     fastest = max((t for t in rows if not t.startswith("logapm")), key=lambda t: rows[t]["events_per_s"], default=None)
     if fastest and "logapm" in rows:
         lg, fa = rows["logapm"], rows[fastest]
@@ -530,12 +555,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="logapm run --workers (default: one per core)")
     ap.add_argument("--dir", type=Path, default=None, help="work directory; the generated log is kept and reused")
     ap.add_argument("--baseline", type=Path, help="a file whose last line is an earlier run's JSON line")
+    ap.add_argument("--against", metavar="REV", action="append", default=[],
+                    help="also time `logapm run` of git revision REV in the same interleaved rounds (a baseline "
+                         "under the same load; repeatable)")
     ap.add_argument("--profile", type=int, metavar="EVENTS", default=0,
                     help="only profile one in-process run over the first EVENTS events (CPU per stage)")
     args = ap.parse_args(argv)
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     work = args.dir or Path(tempfile.mkdtemp(prefix="logapm-compare-"))
     work.mkdir(parents=True, exist_ok=True)
+    args.tool_roots = dict(checkout(rev, work) for rev in args.against)
     try:
         log, events, size = generated(work, args.events)
         warm(log)
