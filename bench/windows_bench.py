@@ -1,0 +1,117 @@
+"""CPU cost of the windows stage: ``WindowAccumulator.add`` over a part's chunks, then ``take``.
+
+    python bench/windows_bench.py [--log PATH] [--repeat R] [--cap N] [--against FILE.py]
+
+Each round feeds a fresh accumulator as ``process_part`` does: every 4 MB chunk is decoded
+(``LineParser``, not timed) and its events are added at once, while they are still in the CPU's cache, as in
+a run; then the aggregates are taken. Prints the median CPU time (``time.process_time``) per event over R rounds. ``--against`` loads
+another version of ``aggregator/windows.py`` (a copy of an older one, say) and times both, interleaved,
+checking that both give the same aggregates. Without ``--log`` a generated log (``aggregator.loggen``) is
+used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aggregator import loggen
+from parsers import LineParser
+
+BLOCK = 4 << 20  # the engine's chunk size
+
+
+def chunks_of(data: bytes, block: int = BLOCK) -> list[bytes]:
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        end = data.find(b"\n", min(pos + block, len(data)) - 1)
+        end = len(data) if end < 0 else end + 1
+        out.append(data[pos:end])
+        pos = end
+    return out
+
+
+def make_parser() -> LineParser:
+    return LineParser(now=time.time() + 86400, max_past_seconds=10 * 365 * 86400)
+
+
+def run(module: Any, chunks: list[bytes], cap: int | None) -> tuple[float, int, list[Any], Any]:
+    """CPU seconds of add + take, events, aggregates, the accumulator."""
+    parser = make_parser()
+    acc = module.WindowAccumulator(60, 500.0, 100.0, max_series=cap)
+    cpu = 0.0
+    n = 0
+    for chunk in chunks:
+        events = parser.parse(chunk).events
+        n += len(events)
+        t0 = time.process_time()
+        acc.add(events)
+        cpu += time.process_time() - t0
+        del events
+    t0 = time.process_time()
+    aggs = acc.take()
+    cpu += time.process_time() - t0
+    return cpu, n, aggs, acc
+
+
+def fingerprint(aggs: list[Any]) -> list[tuple[Any, ...]]:
+    return sorted((a.series.family, a.series.tags, a.start, a.count, a.errors, a.total.hex(), a.min, a.max,
+                   sorted(a.counters.items()), a.sketch.to_bytes()) for a in aggs)
+
+
+def load(path: str) -> Any:
+    spec = importlib.util.spec_from_file_location("windows_against", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--log", help="a JSON-lines log (default: 100k generated events)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--cap", type=int, default=None, help="max_series, as run.max_series_per_metric")
+    ap.add_argument("--against", help="another windows.py to time, interleaved")
+    args = ap.parse_args()
+    if args.log:
+        data = Path(args.log).read_bytes()
+    else:
+        events = loggen.generate_events(100_000, start=time.time() - 7200, seconds=3600)
+        data = b"".join(loggen.lines_of(events))
+    chunks = chunks_of(data)
+    gc.disable()  # as in the engine's workers
+    import aggregator.windows as current
+
+    modules = {"current": current}
+    if args.against:
+        modules["against"] = load(args.against)
+    times: dict[str, list[float]] = {name: [] for name in modules}
+    prints: dict[str, Any] = {}
+    for _ in range(args.repeat):
+        for name, mod in modules.items():
+            cpu, n, aggs, acc = run(mod, chunks, args.cap)
+            times[name].append(cpu)
+            prints[name] = (fingerprint(aggs), acc.events, acc.by_kind, acc.folded, acc.min_ts, acc.max_ts)
+    print(f"{n} events in {len(chunks)} chunks, {len(prints['current'][0])} aggregates")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:8s} median {med * 1e3:8.1f} ms  {med / n * 1e6:6.3f} us/event  "
+              f"(runs: {', '.join(f'{t * 1e3:.0f}' for t in ts)})")
+    if args.against:
+        same = prints["current"] == prints["against"]
+        print("identical aggregates:", same)
+        if not same:
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
