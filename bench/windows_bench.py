@@ -62,8 +62,9 @@ def run(module: Any, chunks: list[bytes], cap: int | None) -> tuple[float, int, 
 
 
 def fingerprint(aggs: list[Any]) -> list[tuple[Any, ...]]:
-    return sorted((a.series.family, a.series.tags, a.start, a.count, a.errors, a.total.hex(), a.min, a.max,
-                   sorted(a.counters.items()), a.sketch.to_bytes()) for a in aggs)
+    """Everything of every aggregate, in the order ``take`` gave them (the counters' order included)."""
+    return [(a.series.family, a.series.tags, a.start, a.count, a.errors, a.total.hex(), a.min, a.max,
+             list(a.counters.items()), a.sketch.to_bytes()) for a in aggs]
 
 
 def load(path: str) -> Any:

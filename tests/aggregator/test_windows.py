@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from itertools import pairwise
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
 
 from aggregator import catalog
-from aggregator.model import make_tags
+from aggregator.model import SeriesKey, WindowAggregate, make_tags
+from aggregator.sketch import DDSketch
 from aggregator.store import Store
 from aggregator.windows import WindowAccumulator, WindowState
 from aggregator.windows_store import WindowsStore
@@ -17,7 +21,8 @@ from parsers.event import Event
 T0 = 1_764_410_400.0  # a minute boundary
 
 
-def req(ts: float, d: float, route: str = "r/", status: int = 200, outcome: str = "success") -> Event:
+def req(ts: float, d: float, route: str = "r/", status: int = 200,
+        outcome: Literal["success", "failure"] = "success") -> Event:
     return Event(timestamp="", schema=1, kind="request", duration_ms=d, outcome=outcome, ts=ts,
                  http_route=route, http_request_method="GET", http_response_status_code=status,
                  service_name="svc", deployment_environment="prod")
@@ -150,3 +155,177 @@ def test_accumulator_folds_past_the_cap_as_it_reads() -> None:
     assert sum(a.errors for a in aggs) == 2 * 17
     assert sum(a.total for a in aggs) == 2 * (sum(range(1, 51)) + 7.0)
     assert acc.folded == {"request": 45}  # distinct series folded (the second batch's are remembered)
+
+
+# --- the columnar accumulator against a per-event reference -------------------------------------------
+
+
+class _Reference:
+    """What ``WindowAccumulator`` computes, written per event the plain way: each event's family, series
+    (with the cap's rule, its memo of folded keys included), value, error and counters; at each flush, per
+    (series, window), a running sum over the events in their order added to the aggregate's total, and one
+    ``add_many`` of the values into its sketch."""
+
+    _FIELDS = {
+        "request": ("http_route", "http_request_method", "service_name", "deployment_environment"),
+        "db": ("db_namespace", "db_system", "db_operation_name", "db_collection_name"),
+        "cache": ("cache_name", "cache_operation"),
+        "external": ("peer_service", "external_operation"),
+        "task": ("task_name", "messaging_destination_name"),
+    }
+
+    def __init__(self, width: int, apdex_t: float, slow_ms: float, max_series: int | None,
+                 admitted: dict, fold_events: int, memo: int) -> None:
+        self.width, self.apdex_t, self.slow_ms = width, apdex_t, slow_ms
+        self.cap, self.admitted, self.fold_events, self.memo = max_series, admitted, fold_events, memo
+        self.known: dict[str, dict] = {}  # kind -> remembered key -> SeriesKey (and `other` entries)
+        self.held: dict[str, set] = {}
+        self.folded: dict[str, int] = {}
+        self.pending: dict = {}  # (family, tags, start) -> [(value, error, counters)] in event order
+        self.aggs: dict = {}
+        self.buffered = 0
+        self.events = 0
+        self.by_kind: dict[str, int] = {}
+        self.min_ts = self.max_ts = None
+
+    def _series_of(self, kind: str, raw: tuple) -> SeriesKey:
+        from aggregator.windows import _series
+        from aggregator.windows_store import fold_tags
+
+        table = self.known.setdefault(kind, {})
+        if raw in table:
+            return table[raw]
+        sk = _series(kind, raw)
+        if self.cap is not None:
+            held = self.held.setdefault(sk.family, set(self.admitted.get(sk.family, ())))
+            if sk.tags not in held and len(held) >= self.cap:
+                other = SeriesKey(sk.family, fold_tags(sk.tags))
+                held.add(other.tags)
+                if ("other", other) not in table:
+                    table[("other", other)] = other
+                self.folded[sk.family] = self.folded.get(sk.family, 0) + 1
+                if len(table) < self.memo + self.cap:
+                    table[raw] = other
+                return other
+            held.add(sk.tags)
+        table[raw] = sk
+        return sk
+
+    def _put(self, sk: SeriesKey, ts: float, value: float, error: bool, counters: dict) -> None:
+        start = math.floor(ts / self.width) * self.width
+        self.pending.setdefault((sk.family, sk.tags, start), []).append((value, error, counters, ts))
+
+    def add(self, events: list) -> None:
+        for e in events:
+            kind = e.kind
+            if kind == "metric":
+                raw = (e.metric_name, tuple(sorted(e.metric_tags.items())) if e.metric_tags else ())
+                sk = self._series_of("metric", raw)
+                self._put(sk, e.ts, e.metric_value, False, {"count_samples": e.metric_type == "count"})
+            elif kind in self._FIELDS:
+                sk = self._series_of(kind, tuple(getattr(e, f) for f in self._FIELDS[kind]))
+                d, failed = e.duration_ms, e.outcome == "failure"
+                server_error = e.http_response_status_code in range(500, 600)
+                if kind == "request":
+                    self._put(sk, e.ts, d, failed or server_error,
+                              {"satisfied": d <= self.apdex_t, "tolerating": self.apdex_t < d <= 4 * self.apdex_t})
+                elif kind == "db":
+                    self._put(sk, e.ts, d, failed, {"slow": d > self.slow_ms})
+                elif kind == "cache":
+                    self._put(sk, e.ts, d, failed, {"hits": e.cache_hit is True, "misses": e.cache_hit is False})
+                elif kind == "external":
+                    self._put(sk, e.ts, d, failed or server_error, {})
+                else:
+                    failure = e.task_state == "failure" or (e.task_state is None and failed)
+                    self._put(sk, e.ts, d, failure, {"failures": failure, "retries": e.task_state == "retry"})
+                    if e.task_queue_wait_ms is not None:
+                        self._put(SeriesKey("task.queue_wait", sk.tags), e.ts, e.task_queue_wait_ms, False, {})
+            else:
+                continue
+            self.events += 1
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        self.buffered += len(events)
+        if self.buffered >= self.fold_events:
+            self.flush()
+
+    def flush(self) -> None:
+        for (family, tags, start), items in self.pending.items():
+            agg = self.aggs.get((family, tags, start))
+            if agg is None:
+                agg = self.aggs[family, tags, start] = WindowAggregate(
+                    SeriesKey(family, tags), start, self.width, sketch=DDSketch())
+            running = 0.0
+            for value, error, _, ts in items:
+                running += value
+                agg.count += 1
+                agg.errors += error
+                agg.min, agg.max = min(agg.min, value), max(agg.max, value)
+                self.min_ts = ts if self.min_ts is None else min(self.min_ts, ts)
+                self.max_ts = ts if self.max_ts is None else max(self.max_ts, ts)
+            agg.total += running
+            for name in items[0][2]:
+                agg.counters[name] = agg.counters.get(name, 0.0) + float(sum(c[name] for _, _, c, _ in items))
+            sketch = agg.sketch
+            assert isinstance(sketch, DDSketch)
+            sketch.add_many([value for value, *_ in items])
+        self.pending = {}
+        self.buffered = 0
+
+    def take(self) -> list:
+        self.flush()
+        out, self.aggs = list(self.aggs.values()), {}
+        return out
+
+
+def _exactly(agg: WindowAggregate) -> tuple:
+    assert agg.sketch is not None
+    return (agg.series.family, agg.series.tags, agg.start, agg.width, agg.count, type(agg.errors), agg.errors, agg.total.hex(),
+            agg.min, agg.max, list(agg.counters.items()), agg.sketch.to_bytes())
+
+
+@pytest.mark.parametrize(("cap", "memo"), [(None, 1 << 16), (6, 1 << 16), (6, 3)])
+def test_accumulator_matches_a_per_event_reference(monkeypatch: pytest.MonkeyPatch, cap: int | None,
+                                                   memo: int) -> None:
+    """A realistic generated log (every kind, failures, cache hits and misses, metric events with zero and
+    negative gauge values, several windows) in uneven batches, with folds inside ``add`` and explicit
+    flushes: the columnar accumulator's aggregates equal the per-event reference's exactly (totals to the
+    bit, counters in the same order, sketch bytes), with or without a series cap, and past the memo of
+    folded keys; events, kinds, folded counts and the time range too."""
+    from aggregator import loggen, windows
+    from parsers import LineParser
+
+    docs = loggen.generate_events(30_000, start=T0, seconds=900, seed=7)
+    for i, doc in enumerate(docs):
+        if doc["apm.kind"] == "metric" and doc["metric.type"] == "gauge" and i % 5 == 0:
+            doc["metric.value"] = -doc["metric.value"] if i % 10 else 0.0
+        if doc["apm.kind"] == "request" and i % 97 == 0:
+            doc["http.route"] = f"api/rare/{i}/"  # many series, to fold past the cap
+    events = LineParser(now=T0 + 3600).parse(b"".join(loggen.lines_of(docs))).events
+    assert len(events) == len(docs)
+    gauges = [e.metric_value for e in events if e.kind == "metric" and e.metric_value is not None]
+    assert min(gauges) < 0 and 0 in gauges
+    assert {e.cache_hit for e in events if e.kind == "cache"} == {True, False, None}
+    events.insert(5, Event(timestamp="", schema=1, kind="bogus", ts=T0))  # type: ignore[arg-type]
+
+    fold_events = 7_000
+    monkeypatch.setattr(windows, "FOLD_EVENTS", fold_events)
+    monkeypatch.setattr(windows, "FOLDED_MEMO", memo)
+    admitted = {"request": frozenset({make_tags(route="api/feed/", method="GET", service=loggen.SERVICE,
+                                                env=loggen.ENV)})}
+    acc = WindowAccumulator(60, 100.0, 50.0, max_series=cap, admitted=admitted)
+    ref = _Reference(60, 100.0, 50.0, cap, admitted, fold_events, memo)
+    bounds = [0, 1, 2, 500, 4_000, 4_001, 11_000, 19_000, 30_001]
+    for i, (a, b) in enumerate(pairwise(bounds)):
+        for target in (acc, ref):
+            target.add(events[a:b])
+            if i == 4:
+                target.flush()
+    got, want = acc.take(), ref.take()
+    assert sorted(map(_exactly, got)) == sorted(map(_exactly, want))
+    assert len(got) > 100
+    assert (acc.events, acc.by_kind, acc.folded) == (ref.events, ref.by_kind, ref.folded)
+    assert (acc.min_ts, acc.max_ts) == (ref.min_ts, ref.max_ts)
+    if cap is not None:
+        assert acc.folded["request"] > 0 and acc.folded["db"] > 0
+    if cap is not None and memo == 3:  # past the memo, the events of unremembered keys count again
+        assert acc.folded["request"] > len({e.http_route for e in events if e.kind == "request"}) - cap
