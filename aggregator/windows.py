@@ -98,6 +98,7 @@ _SERVER_ERROR: Final = frozenset(range(500, 600))
 _TRUE: Final = frozenset({True})
 _FALSE: Final = frozenset({False})
 _NONE: Final = frozenset({None})
+_WARM_UP: Final = 512  # events a fresh accumulator takes first, on their own (see ``add``)
 _RADIX_KEYS: Final = 1 << 16  # segment keys below this sort as uint16 (numpy's stable sort is a radix sort)
 _EXACT_FLOAT: Final = float(1 << 52)  # |ts| / width below this: floor(ts / width) can be checked exactly
 
@@ -192,18 +193,27 @@ class WindowAccumulator:
         n = len(events)
         if not n:
             return
+        if not self._lookup and n > 4 * _WARM_UP:
+            # A fresh accumulator knows no series: its first few hundred events register the usual ones, so
+            # that few of the rest miss the table (a miss reads its event again, in Python).
+            self._add_batch(events[:_WARM_UP])
+            self._add_batch(events[_WARM_UP:])
+        else:
+            self._add_batch(events)
+        self._buffered += n
+        if self._buffered >= FOLD_EVENTS:
+            self.flush()
+
+    def _add_batch(self, events: Sequence[Any]) -> None:
         kinds = list(map(_KIND, events))
         try:
-            codes = np.fromiter(map(KIND_CODES.__getitem__, kinds), dtype=np.int8, count=n)
+            codes = np.fromiter(map(KIND_CODES.__getitem__, kinds), dtype=np.int8, count=len(kinds))
         except KeyError:  # a kind no family takes (the parsers never produce one): its events are skipped
             keep = list(map(KIND_CODES.__contains__, kinds))
             events, kinds = list(compress(events, keep)), list(compress(kinds, keep))
             codes = np.fromiter(map(KIND_CODES.__getitem__, kinds), dtype=np.int8, count=len(kinds))
-        if len(kinds):
+        if kinds:
             self._add(events, kinds, codes)
-        self._buffered += n
-        if self._buffered >= FOLD_EVENTS:
-            self.flush()
 
     def _add(self, events: Sequence[Any], kinds: list[str], codes: npt.NDArray[np.int8]) -> None:
         m = len(events)
@@ -247,18 +257,28 @@ class WindowAccumulator:
             pos = end
 
     def _resolve(self, kind: str, sub: Sequence[Any], sid: npt.NDArray[np.int64], key: Callable[[Any], Any]) -> None:
-        """Fill in the ids of the events whose key is not in the table yet (new series, registered in the
-        events' order, or folded ones past the memo)."""
+        """Fill in the ids of the events whose key is not in the table yet: new series, registered in the
+        order they first occur (Python once per new key, so a part's first chunk, where every key is new,
+        costs no Python per event), and folded keys past the memo, which register (and count) again at
+        every event, as documented in ``_register``."""
         miss = np.flatnonzero(sid < 0)
         if not miss.size:  # the usual case after warm-up
             return
+        at = miss.tolist()
+        keys = [key(sub[at[0]])] if len(at) == 1 else list(map(key, itemgetter(*at)(sub)))
         lookup = self._lookup
-        for i in miss.tolist():
-            lkey = key(sub[i])
-            j = lookup.get(lkey)
-            if j is None:
-                j = self._register(kind, lkey, _series(kind, lkey[1:]))
-            sid[i] = j
+        first: dict[Any, int] = {}
+        for lkey in dict.fromkeys(keys):  # distinct, in order of first occurrence
+            first[lkey] = self._register(kind, lkey, _series(kind, lkey[1:]))
+        ids = np.fromiter(map(lookup.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        sid[miss] = ids
+        if (ids < 0).any():  # keys not remembered: their first event was counted above, the others count now
+            for i in np.flatnonzero(ids < 0).tolist():
+                lkey = keys[i]
+                j = first.pop(lkey, None)
+                if j is None:
+                    j = self._register(kind, lkey, _series(kind, lkey[1:]))
+                sid[miss[i]] = j
 
     def _register(self, kind: str, lkey: Any, sk: SeriesKey) -> int:
         """The series id of a new lookup key: its own series, or its family's `other` one over the cap."""
