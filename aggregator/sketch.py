@@ -51,6 +51,27 @@ _SAFETY: Final = 1.0 - 1e-6
 _HEADER = struct.Struct("<BBdddQ")  # version, flags, accuracy, min, max, zero count
 _STORE_HEADER = struct.Struct("<iIB")  # offset, length, dtype code
 _DTYPES: Final = (np.uint8, np.uint16, np.uint32, np.uint64)
+_EMPTY_STORE: Final = _STORE_HEADER.pack(0, 0, 0)
+# The counts of every empty store: read-only, and replaced (never written into) when buckets are added.
+_NO_COUNTS: Final = np.zeros(0, dtype=np.int64)
+_NO_COUNTS.flags.writeable = False
+_MAPPINGS: dict[float, tuple[float, float, float]] = {}  # accuracy -> (gamma, multiplier, min indexable)
+
+
+def _mapping(relative_accuracy: float) -> tuple[float, float, float]:
+    """The bucket mapping of an accuracy, computed once (a sketch is made per series and window)."""
+    found = _MAPPINGS.get(relative_accuracy)
+    if found is not None:
+        return found
+    if not 0.0 < relative_accuracy < 1.0:
+        raise ValueError("relative_accuracy must be in (0, 1)")
+    a = relative_accuracy * _SAFETY
+    gamma = (1.0 + a) / (1.0 - a)
+    # Below the min indexable magnitude a value is counted as zero (DDSketch's min indexable value).
+    mapping = (gamma, 1.0 / math.log(gamma), max(sys.float_info.min * gamma, 1e-300))
+    if len(_MAPPINGS) < 64:  # stored sketches name their accuracy: keep a corrupt store from growing this
+        _MAPPINGS[relative_accuracy] = mapping
+    return mapping
 
 
 class SketchError(ValueError):
@@ -64,7 +85,7 @@ class _Store:
 
     def __init__(self) -> None:
         self.offset = 0
-        self.counts: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self.counts: npt.NDArray[np.int64] = _NO_COUNTS
 
     @property
     def total(self) -> int:
@@ -108,6 +129,10 @@ class _Store:
     def merge(self, other: _Store) -> None:
         if other.counts.size == 0:
             return
+        if self.counts.size == 0:  # what _extend + add would make, without the zeros
+            self.offset, self.counts = other.offset, other.counts.copy()
+            self._collapse()
+            return
         lo, hi = other.offset, other.offset + other.counts.size - 1
         self._extend(lo, hi)
         start = lo - self.offset
@@ -120,11 +145,16 @@ class _Store:
         return out
 
     def to_bytes(self) -> bytes:
-        nz = np.flatnonzero(self.counts)  # trim empty edge buckets
-        if nz.size == 0:
-            return _STORE_HEADER.pack(0, 0, 0)
-        counts = self.counts[nz[0]: nz[-1] + 1]
-        offset = self.offset + int(nz[0])
+        counts = self.counts
+        if counts.size == 0:
+            return _EMPTY_STORE
+        offset = self.offset
+        if not (counts[0] and counts[-1]):  # trim empty edge buckets
+            nz = counts.nonzero()[0]
+            if nz.size == 0:
+                return _EMPTY_STORE
+            counts = counts[nz[0]: nz[-1] + 1]
+            offset += int(nz[0])
         peak = int(counts.max())
         code = 0 if peak < 1 << 8 else 1 if peak < 1 << 16 else 2 if peak < 1 << 32 else 3
         return _STORE_HEADER.pack(offset, counts.size, code) + counts.astype(_DTYPES[code]).tobytes()
@@ -159,14 +189,8 @@ class DDSketch:
                  "zero_count")
 
     def __init__(self, relative_accuracy: float = RELATIVE_ACCURACY) -> None:
-        if not 0.0 < relative_accuracy < 1.0:
-            raise ValueError("relative_accuracy must be in (0, 1)")
+        self._gamma, self._multiplier, self._min_indexable = _mapping(relative_accuracy)
         self.relative_accuracy = relative_accuracy
-        a = relative_accuracy * _SAFETY
-        self._gamma = (1.0 + a) / (1.0 - a)
-        self._multiplier = 1.0 / math.log(self._gamma)
-        # Below this magnitude a value is counted as zero (DDSketch's min indexable value).
-        self._min_indexable = max(sys.float_info.min * self._gamma, 1e-300)
         self.pos = _Store()
         self.neg = _Store()
         self.zero_count = 0
@@ -221,10 +245,13 @@ class DDSketch:
             counts = counts[excess:].copy()
             counts[0] = head
             key_lo += excess
-        store._extend(key_lo, hi)
-        start = key_lo - store.offset
-        store.counts[start: start + counts.size] += counts
-        store._collapse()
+        if store.counts.size == 0:  # a new window's sketch: the counts are its buckets
+            store.offset, store.counts = key_lo, counts.astype(np.int64)
+        else:
+            store._extend(key_lo, hi)
+            start = key_lo - store.offset
+            store.counts[start: start + counts.size] += counts
+            store._collapse()
         self.min = min(self.min, vmin)
         self.max = max(self.max, vmax)
 
@@ -313,32 +340,35 @@ class DDSketch:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DDSketch:
+        sketch = cls.__new__(cls)
+        sketch._load(data)
+        return sketch
+
+    def _load(self, data: bytes) -> None:
+        """Become the sketch ``data`` holds (the stored form or the quick one)."""
         if data[:1] == b"\0":
-            raw = data[1:]
+            buf = memoryview(data)[1:]
         else:
             try:
-                raw = zlib.decompress(data)
+                buf = memoryview(zlib.decompress(data))
             except zlib.error as exc:
                 raise SketchError(f"corrupt sketch: {exc}") from None
-        buf = memoryview(raw)
         if len(buf) < _HEADER.size:
             raise SketchError("truncated sketch header")
         version, _flags, accuracy, mn, mx, zeros = _HEADER.unpack_from(buf, 0)
         if version != _FORMAT_VERSION:
             raise SketchError(f"unknown sketch format version {version}")
-        sketch = cls(accuracy)
-        sketch.min, sketch.max, sketch.zero_count = mn, mx, zeros
-        sketch.pos, pos = _Store.from_buffer(buf, _HEADER.size)
-        sketch.neg, _ = _Store.from_buffer(buf, pos)
-        return sketch
+        self._gamma, self._multiplier, self._min_indexable = _mapping(accuracy)
+        self.relative_accuracy = accuracy
+        self.min, self.max, self.zero_count = mn, mx, zeros
+        self.pos, pos = _Store.from_buffer(buf, _HEADER.size)
+        self.neg, _ = _Store.from_buffer(buf, pos)
 
     def __getstate__(self) -> bytes:
         return self.to_bytes(compress=False)
 
     def __setstate__(self, state: bytes) -> None:
-        other = DDSketch.from_bytes(state)
-        for name in DDSketch.__slots__:
-            object.__setattr__(self, name, getattr(other, name))
+        self._load(state)
 
     def __repr__(self) -> str:
         return (f"DDSketch(n={int(self.count)}, min={self.min}, max={self.max}, "

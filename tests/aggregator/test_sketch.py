@@ -124,5 +124,41 @@ def test_bucket_count_is_bounded() -> None:
     assert s.pos.counts.size <= MAX_BUCKETS
     assert s.count == values.size
     for q in (0.95, 0.99, 1.0):  # the top 1e35 of the range keeps its buckets
-        exact = np.quantile(values, q)
-        assert abs(s.quantile(q) - exact) <= 0.01 * exact
+        exact, est = np.quantile(values, q), s.quantile(q)
+        assert est is not None and abs(est - exact) <= 0.01 * exact
+
+
+def test_every_way_to_fill_a_sketch_gives_the_same_bytes() -> None:
+    """Pre-binned counts into a new sketch (the accumulators' path), values one by one, merges into an empty
+    sketch, a pickle, the stored form, and stores with empty edge buckets all serialise to the same bytes
+    as one ``add_many`` of the values; the quick form (``compress=False``) decodes to them too."""
+    rng = np.random.default_rng(13)
+    for n, values in [(1, np.array([3.5])), (50, rng.lognormal(2, 1, 50)), (400, -rng.pareto(0.7, 400)),
+                      (300, np.concatenate([rng.normal(0, 5, 290), np.zeros(10)])),
+                      (2000, rng.lognormal(0, 60, 2000))]:  # past MAX_BUCKETS: the lowest ones collapse
+        whole = sketch_of(values).to_bytes()
+        binned = DDSketch()
+        pos = values[values > binned.min_indexable]
+        if pos.size == values.size:
+            keys = binned.key_of(pos)
+            lo = int(keys.min())
+            binned.add_bucket_counts(lo, np.bincount(keys - lo), float(pos.min()), float(pos.max()))
+            assert binned.to_bytes() == whole, n
+        one_by_one = DDSketch()
+        for v in values:
+            one_by_one.add(float(v))
+        merged = DDSketch()
+        merged.merge(DDSketch())
+        merged.merge(sketch_of(values))
+        merged.merge(DDSketch())
+        restored = [pickle.loads(pickle.dumps(merged)), DDSketch.from_bytes(merged.to_bytes()),
+                    DDSketch.from_bytes(merged.to_bytes(compress=False))]
+        assert {s.to_bytes() for s in (one_by_one, merged, *restored)} == {whole}, n
+        assert restored[0].quantiles(QS) == sketch_of(values).quantiles(QS)
+    edges = sketch_of([1.0, 2.0, 1000.0])
+    edges.pos._extend(edges.pos.offset - 5, edges.pos.offset + edges.pos.counts.size + 5)  # empty edges
+    assert edges.to_bytes() == sketch_of([1.0, 2.0, 1000.0]).to_bytes()
+    empty = DDSketch()
+    assert empty.pos.counts is empty.neg.counts and not empty.pos.counts.flags.writeable
+    empty.add(-1.0)
+    assert empty.count == 1 and DDSketch().count == 0  # the shared empty counts were replaced, not written
