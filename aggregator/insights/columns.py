@@ -34,7 +34,6 @@ rests):
 
 from __future__ import annotations
 
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -44,12 +43,6 @@ from aggregator.insights.records import query_fingerprint
 
 KINDS = {"request": 0, "db": 1, "cache": 2, "external": 3, "task": 4, "metric": 5}
 _REQUEST, _DB, _CACHE, _EXTERNAL, _TASK, _METRIC = range(6)
-
-_kind = attrgetter("kind")
-_trace = attrgetter("trace_id")
-_ts = attrgetter("ts")
-_duration = attrgetter("duration_ms")
-_parent = attrgetter("parent_span_id")
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
@@ -118,10 +111,12 @@ def _codes(values: list[Any]) -> tuple[I32, list[Any]]:
     """Each value's index in the list of distinct values (in first-appearance order), and that list."""
     n = len(values)
     first: dict[Any, int] = {}
-    # setdefault keeps each value's first row, in C; np.unique turns those rows into dense codes
-    at_first = np.fromiter(map(first.setdefault, values, range(n)), np.int64, n)
-    codes = np.unique(at_first, return_inverse=True)[1].astype(np.int32)
-    return codes, list(first)
+    # setdefault keeps each value's first row, in C; a lookup table turns those rows into dense codes
+    # (no sort: sorting costs more than the rest of this on a chunk)
+    at_first = np.fromiter(map(first.setdefault, values, range(n)), np.intp, n)
+    dense = np.empty(n, np.int32)
+    dense[np.fromiter(first.values(), np.intp, len(first))] = np.arange(len(first), dtype=np.int32)
+    return dense[at_first], list(first)
 
 
 def _pick(events: list[Any], rows: I64) -> list[Any]:
@@ -132,8 +127,9 @@ def summarize_batch(events: Any) -> TraceBatch:
     """The trace summary of one chunk's parsed events (``parsers`` Event), as columns."""
     events = events if isinstance(events, list) else list(events)
     n = len(events)
-    kind = np.fromiter(map(KINDS.__getitem__, map(_kind, events)), np.int8, n)
-    code, traces = _codes(list(map(_trace, events)))
+    # one list comprehension per attribute: cheaper than attrgetter tuples taken apart again
+    kind = np.fromiter(map(KINDS.__getitem__, [e.kind for e in events]), np.int8, n)
+    code, traces = _codes([e.trace_id for e in events])
     traced = kind != _METRIC
     if None in traces:
         traced &= code != traces.index(None)
@@ -150,18 +146,20 @@ def summarize_batch(events: Any) -> TraceBatch:
     op_rows = np.flatnonzero(traced & (kind >= _DB) & (kind <= _EXTERNAL))
     op_events = _pick(events, op_rows)
     if task_spans and op_rows.size:
-        below = np.fromiter(map(task_spans.__contains__, map(_parent, op_events)), bool, op_rows.size)
+        below = np.fromiter(map(task_spans.__contains__, [e.parent_span_id for e in op_events]), bool,
+                            op_rows.size)
         if below.any():
             keep = ~below
             op_rows = op_rows[keep]
             op_events = [e for e, k in zip(op_events, keep.tolist(), strict=True) if k]
     req_rows = np.flatnonzero(traced & (kind == _REQUEST))
     req_events = _pick(events, req_rows)
-    ts = np.fromiter(map(_ts, events), np.float64, n)
+    ts = np.fromiter([e.ts for e in events], np.float64, n)
 
     # Every row that takes part in a piece, in event order; closers are requests and root tasks.
-    rows = np.concatenate((req_rows, root_rows, op_rows))
-    rows.sort()
+    member = np.zeros(n, bool)
+    member[req_rows] = member[root_rows] = member[op_rows] = True
+    rows = np.flatnonzero(member)
     m = rows.size
     c = code[rows]
     k = kind[rows]
@@ -183,7 +181,9 @@ def summarize_batch(events: Any) -> TraceBatch:
     op_owner = owner[op]
     op_code = c[op]
     in_rest = op_owner < 0
-    rest_trace = np.unique(op_code[in_rest]).astype(np.int32)
+    with_rest = np.zeros(len(traces), bool)
+    with_rest[op_code[in_rest]] = True
+    rest_trace = np.flatnonzero(with_rest).astype(np.int32)
     piece = np.full(op_owner.size, -1, np.int64)
     closed = ~in_rest
     by_request = closed.copy()
@@ -194,7 +194,7 @@ def summarize_batch(events: Any) -> TraceBatch:
     npieces = nreq + rest_trace.size
 
     op_kind = k[op]
-    op_dur = np.fromiter(map(_duration, op_events), np.float64, len(op_events))
+    op_dur = np.fromiter([e.duration_ms for e in op_events], np.float64, len(op_events))
     op_ts = ts[rows[op]]
 
     def per_piece(mask: npt.NDArray[np.bool_], weights: F64 | None = None) -> Any:
@@ -221,9 +221,9 @@ def summarize_batch(events: Any) -> TraceBatch:
     b.req_trace = code[req_rows]
     b.req_row = req_rows.astype(np.int32)
     b.req_end = ts[req_rows]
-    b.req_dur = np.fromiter(map(_duration, req_events), np.float64, nreq)
+    b.req_dur = np.fromiter([e.duration_ms for e in req_events], np.float64, nreq)
     b.req_failed = np.fromiter(
-        (e.outcome == "failure" or (e.http_response_status_code or 0) >= 500 for e in req_events), bool, nreq)
+        [e.outcome == "failure" or (e.http_response_status_code or 0) >= 500 for e in req_events], bool, nreq)
     b.req_route, b.routes = _codes([e.http_route or "" for e in req_events])
     b.req_method, b.methods = _codes([e.http_request_method or "" for e in req_events])
     b.req_queries = queries[:nreq]
@@ -247,13 +247,12 @@ def summarize_batch(events: Any) -> TraceBatch:
 
 def _fingerprints(b: TraceBatch, db_events: list[Any], piece: I64, dur: F64) -> None:
     """The (piece, fingerprint) groups of the kept queries (``db_events`` in event order)."""
-    keys: list[str | None] = []
-    for e in db_events:
-        key = e.db_query_fingerprint
-        if not key:
-            text = e.db_query_text
-            key = query_fingerprint(text) if text else None  # neither: counted, but cannot be grouped
-        keys.append(key)
+    keys: list[str | None] = [e.db_query_fingerprint for e in db_events]
+    if not all(keys):
+        for i, key in enumerate(keys):
+            if not key:
+                text = db_events[i].db_query_text
+                keys[i] = query_fingerprint(text) if text else None  # neither: counted, but cannot be grouped
     key_code, fp_keys = _codes(keys)
     if None in fp_keys:
         grouped = key_code != fp_keys.index(None)

@@ -1,11 +1,15 @@
-"""Per-trace partial summaries: what the decoders send to the parent instead of one record per event.
+"""Per-trace partial summaries: the pieces a chunk's trace events are cut into, and their sums.
 
 Everything measured per request is a sum over the request's operations (time per kind of call, queries,
 executions and time per query fingerprint), so a trace can be summarised piece by piece wherever its
 events are (a decoder's chunk, the next chunk, the next run) and the pieces added up when the request event
-arrives. A decoder turns a chunk's ~10,000 events into about one small tuple per trace, which is what
-crosses the process boundary: pickling one record per event cost about as much as parsing the events
-(``bench/insights_bench.py``).
+arrives. ``summarize`` turns a chunk's ~10,000 events into about one small tuple per trace piece; pickling
+one record per event instead cost about as much as parsing the events (``bench/insights_bench.py``).
+
+The run's decoders now send the same pieces as columns (``aggregator.insights.columns``, one batch of numpy
+arrays per chunk, several times cheaper to pickle and to feed than a tuple with its own dict per piece);
+``summarize`` stays the reference those columns are tested against, and ``TraceAnalyzer.feed`` takes either.
+``OpenTrace`` is what the parent keeps (and stores between runs) of a trace whose request has not come yet.
 
 A part is a plain tuple (pickled in C), viewed as ``TracePart``:
 

@@ -3,8 +3,14 @@
 Contract with the run (``aggregator.run``):
 
 - ``extract(events)`` runs in the decoder processes: it keeps request, db, cache, external and task events
-  that carry a trace id and sums them per trace into a few small parts (``aggregator.insights.partials``);
-- ``TraceAnalyzer.feed(parts)`` is called in the parent, in input order, as often as needed;
+  that carry a trace id and sums them per trace piece (``aggregator.insights.partials`` says what a piece
+  is) into one columnar ``TraceBatch`` per chunk (``aggregator.insights.columns``);
+- ``TraceAnalyzer.feed(parts)`` is called in the parent, in input order, as often as needed. It takes the
+  batches (and, for tests and tools, ``partials.summarize``'s tuples). A batch's requests whose trace has
+  nothing open in the parent (all but a few per chunk) are added to their route's window in bulk with numpy;
+  the few others, and the pieces left open, go through the per-piece path in their order. Either way each
+  window's sums add its requests in input order, so the results are the same doubles as one request at a
+  time (``tests/aggregator/test_insights_columns.py`` compares both paths on a generated log).
 - ``TraceAnalyzer.finish()`` is called inside the run's transaction: it writes the N+1 findings, the
   counters and the still-open traces, and returns the ``trace`` family's window aggregates for the run to
   merge before its commit. A killed run therefore leaves nothing behind, and a committed one has counted
@@ -23,6 +29,7 @@ that never logged, a script with a trace context) and are capped at ``run.trace_
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -268,13 +275,34 @@ class TraceAnalyzer:
                 self._findings_of(windows[j], profile_request(traces[b.req_trace[j]], request, ops, threshold))
 
         # What stays open of the chunk's traces joins what is open here.
-        for s, trace_id in enumerate(map(traces.__getitem__, b.rest_trace.tolist())):
-            rest = open_.get(trace_id)
-            if rest is None:
-                rest = open_[trace_id] = OpenTrace()
-            rest.merge(TracePart(trace_id, PIECE, float(b.rest_newest[s]), int(b.rest_events[s]),
-                                int(b.rest_queries[s]), float(b.rest_db[s]), float(b.rest_cache[s]),
-                                float(b.rest_external[s]), fps(nreq + s), None))
+        if b.rest_trace.size:
+            self._open_rests(b, bounds, fps)
+
+    def _open_rests(self, b: TraceBatch, bounds: list[int], fps: Any) -> None:
+        """``_add`` of each rest (a piece without its request): merged into its open trace, or opened."""
+        open_, nreq = self._open, b.requests
+        # the rests' fingerprint groups are the columns' tail (owners nreq..): one conversion for all of them
+        lo = bounds[nreq]
+        groups = zip([b.fp_keys[k] for k in b.fp_key[lo:].tolist()], b.fp_n[lo:].tolist(), b.fp_ms[lo:].tolist(),
+                     [b.fp_texts[t] for t in b.fp_text[lo:].tolist()],
+                     [b.fp_tables[t] for t in b.fp_table[lo:].tolist()], strict=True)
+        sizes = np.diff(bounds[nreq:]).tolist()
+        for trace_id, newest, events, queries, db_ms, cache_ms, external_ms, size in zip(
+                map(b.traces.__getitem__, b.rest_trace.tolist()), b.rest_newest.tolist(), b.rest_events.tolist(),
+                b.rest_queries.tolist(), b.rest_db.tolist(), b.rest_cache.tolist(), b.rest_external.tolist(),
+                sizes, strict=True):
+            fingerprints = {key: [n, ms, text, table] for key, n, ms, text, table in itertools.islice(groups, size)}
+            ops = open_.get(trace_id)
+            if ops is not None:
+                ops.merge(TracePart(trace_id, PIECE, newest, events, queries, db_ms, cache_ms, external_ms,
+                                    fingerprints, None))
+                continue
+            # A new open trace: what OpenTrace().merge(part) gives (the sums start from 0.0 there and here,
+            # and the part's own sums never are -0.0, so the same doubles).
+            ops = open_[trace_id] = OpenTrace()
+            ops.newest, ops.events, ops.queries = newest, events, queries
+            ops.db_ms, ops.cache_ms, ops.external_ms = db_ms, cache_ms, external_ms
+            ops.fingerprints = fingerprints
 
     @staticmethod
     def _fingerprints_of(b: TraceBatch, bounds: list[int]) -> Any:
