@@ -231,10 +231,12 @@ class DDSketch:
         if negative.size:
             self.neg.add_keys(self._keys(-negative))
 
-    def add_bucket_counts(self, key_lo: int, counts: npt.NDArray[np.int64], vmin: float, vmax: float) -> None:
+    def add_bucket_counts(self, key_lo: int, counts: npt.NDArray[np.int64], vmin: float, vmax: float, *,
+                          adopt: bool = False) -> None:
         """Add positive values already mapped to buckets (``counts[i]`` values in bucket ``key_lo + i``,
         smallest ``vmin``, largest ``vmax``): the accumulators compute the keys of a whole batch at once
-        with this sketch's mapping (``key_of``)."""
+        with this sketch's mapping (``key_of``). ``adopt``: the caller hands ``counts`` over (it never writes
+        it again), and a sketch without positive buckets keeps it as its own, uncopied."""
         if counts.size == 0:
             return
         store = self.pos
@@ -246,7 +248,8 @@ class DDSketch:
             counts[0] = head
             key_lo += excess
         if store.counts.size == 0:  # a new window's sketch: the counts are its buckets
-            store.offset, store.counts = key_lo, counts.astype(np.int64)
+            store.offset = key_lo
+            store.counts = counts if adopt and counts.dtype == np.int64 else counts.astype(np.int64)
         else:
             store._extend(key_lo, hi)
             start = key_lo - store.offset
@@ -254,6 +257,27 @@ class DDSketch:
             store._collapse()
         self.min = min(self.min, vmin)
         self.max = max(self.max, vmax)
+
+    @classmethod
+    def of_bucket_counts(cls, key_lo: int, counts: npt.NDArray[np.int64], vmin: float, vmax: float,
+                         relative_accuracy: float = RELATIVE_ACCURACY) -> DDSketch:
+        """``DDSketch(relative_accuracy)`` then ``add_bucket_counts(key_lo, counts, vmin, vmax, adopt=True)``,
+        in one step: the accumulators make one such sketch per series and window."""
+        sketch = cls.__new__(cls)
+        sketch._gamma, sketch._multiplier, sketch._min_indexable = (
+            _MAPPINGS.get(relative_accuracy) or _mapping(relative_accuracy))
+        sketch.relative_accuracy = relative_accuracy
+        sketch.neg = _Store()
+        sketch.zero_count = 0
+        sketch.min, sketch.max = math.inf, -math.inf
+        if 0 < counts.size <= MAX_BUCKETS and counts.dtype == np.int64:
+            store = sketch.pos = _Store()
+            store.offset, store.counts = key_lo, counts
+            sketch.min, sketch.max = min(math.inf, vmin), max(-math.inf, vmax)
+        else:
+            sketch.pos = _Store()
+            sketch.add_bucket_counts(key_lo, counts, vmin, vmax, adopt=True)
+        return sketch
 
     @property
     def min_indexable(self) -> float:

@@ -33,6 +33,7 @@ pipeline           (none)                                 the run's own counts (
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -437,37 +438,42 @@ class WindowAccumulator:
 
         seg_series = (seg_keys // span).tolist()
         seg_start = ((seg_keys % span + wmin) * self.width).tolist()
-        counts_l, sums_l, mins_l, maxs_l = counts.tolist(), sums.tolist(), mins.tolist(), maxs.tolist()
-        err_l = err.tolist()
-        base_l, widths_l, kmin_l, starts_l = base.tolist(), widths.tolist(), kmin.tolist(), starts.tolist()
-        positive_l = positive.tolist()
-        extra_items = list(extra.items())
+        names = list(extra)
+        rows = zip(*extra.values(), strict=True) if names else repeat((), nseg)
         aggs = self._aggs
         width = self.width
-        for s in range(nseg):
-            sk_ = series[seg_series[s]]
-            start = seg_start[s]
+        for si, start, count, errs, total, lo, hi, pos, b, w, klo, at, row in zip(
+                seg_series, seg_start, counts.tolist(), err.astype(np.int64).tolist(), sums.tolist(), mins.tolist(),
+                maxs.tolist(), positive.tolist(), base.tolist(), widths.tolist(), kmin.tolist(), starts.tolist(),
+                rows, strict=True):
+            sk_ = series[si]
             k = (sk_.family, sk_.tags, start)
             agg = aggs.get(k)
-            if agg is None:
-                agg = aggs[k] = WindowAggregate(sk_, start, width, sketch=DDSketch())
-            agg.count += counts_l[s]
-            agg.errors += int(err_l[s])
-            agg.total += sums_l[s]
-            if mins_l[s] < agg.min:
-                agg.min = mins_l[s]
-            if maxs_l[s] > agg.max:
-                agg.max = maxs_l[s]
-            sketch = agg.sketch
-            assert isinstance(sketch, DDSketch)
-            if positive_l[s]:
-                b = base_l[s]
-                sketch.add_bucket_counts(kmin_l[s], binned[b: b + widths_l[s]], mins_l[s], maxs_l[s])
+            if agg is None:  # made whole: the same fields as updating an empty aggregate (sums are never -0.0)
+                if pos:  # the segments' bucket counts are disjoint slices of one array: each sketch keeps its own
+                    sketch = DDSketch.of_bucket_counts(klo, binned[b: b + w], lo, hi)
+                else:
+                    sketch = DDSketch()
+                    sketch.add_many(v[at: at + count])
+                aggs[k] = WindowAggregate(sk_, start, width, count, errs, total, lo if lo < math.inf else math.inf,
+                                          hi if hi > -math.inf else -math.inf, dict(zip(names, row, strict=True)), sketch)
+                continue
+            kept = agg.sketch
+            assert isinstance(kept, DDSketch)
+            if pos:
+                kept.add_bucket_counts(klo, binned[b: b + w], lo, hi, adopt=True)
             else:
-                sketch.add_many(v[starts_l[s]: starts_l[s] + counts_l[s]])
+                kept.add_many(v[at: at + count])
+            agg.count += count
+            agg.errors += errs
+            agg.total += total
+            if lo < agg.min:
+                agg.min = lo
+            if hi > agg.max:
+                agg.max = hi
             c = agg.counters
-            for name, vals in extra_items:
-                c[name] = c.get(name, 0.0) + vals[s]
+            for name, value in zip(names, row, strict=True):
+                c[name] = c.get(name, 0.0) + value
         self.min_ts = tmin if self.min_ts is None else min(self.min_ts, tmin)
         self.max_ts = tmax if self.max_ts is None else max(self.max_ts, tmax)
 

@@ -142,8 +142,13 @@ def test_every_way_to_fill_a_sketch_gives_the_same_bytes() -> None:
         if pos.size == values.size:
             keys = binned.key_of(pos)
             lo = int(keys.min())
-            binned.add_bucket_counts(lo, np.bincount(keys - lo), float(pos.min()), float(pos.max()))
-            assert binned.to_bytes() == whole, n
+            counts = np.bincount(keys - lo)
+            binned.add_bucket_counts(lo, counts, float(pos.min()), float(pos.max()))
+            made = DDSketch.of_bucket_counts(lo, counts.copy(), float(pos.min()), float(pos.max()))
+            assert binned.to_bytes() == made.to_bytes() == whole, n
+            made.add_bucket_counts(lo, counts, float(pos.min()), float(pos.max()), adopt=True)  # adds, no adopting
+            binned.add_bucket_counts(lo, counts, float(pos.min()), float(pos.max()))
+            assert made.to_bytes() == binned.to_bytes() and made.count == 2 * n
         one_by_one = DDSketch()
         for v in values:
             one_by_one.add(float(v))
@@ -158,6 +163,7 @@ def test_every_way_to_fill_a_sketch_gives_the_same_bytes() -> None:
     edges = sketch_of([1.0, 2.0, 1000.0])
     edges.pos._extend(edges.pos.offset - 5, edges.pos.offset + edges.pos.counts.size + 5)  # empty edges
     assert edges.to_bytes() == sketch_of([1.0, 2.0, 1000.0]).to_bytes()
+    assert DDSketch.of_bucket_counts(0, np.zeros(0, dtype=np.int64), 1.0, 1.0).to_bytes() == DDSketch().to_bytes()
     empty = DDSketch()
     assert empty.pos.counts is empty.neg.counts and not empty.pos.counts.flags.writeable
     empty.add(-1.0)
