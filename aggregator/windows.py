@@ -75,10 +75,8 @@ _DURATION = attrgetter("duration_ms")
 _OUTCOME = attrgetter("outcome")
 _STATUS = attrgetter("http_response_status_code")
 _CACHE_HIT = attrgetter("cache_hit")
-_TASK_STATE = attrgetter("task_state")
-_QUEUE_WAIT = attrgetter("task_queue_wait_ms")
-_METRIC_VALUE = attrgetter("metric_value")
-_METRIC_TYPE = attrgetter("metric_type")
+_TASK_FIELDS = attrgetter("task_state", "task_queue_wait_ms")
+_METRIC_FIELDS = attrgetter("metric_name", "metric_tags", "metric_value", "metric_type")
 KIND_CODES: Final[dict[str, int]] = {"request": 0, "db": 1, "cache": 2, "external": 3, "task": 4, "metric": 5}
 _KINDS: Final = tuple(KIND_CODES)
 # Per kind, the key an event is looked up by: its kind, then its series' raw fields (the kind keeps kinds with
@@ -270,7 +268,8 @@ class WindowAccumulator:
         lookup = self._lookup
         first: dict[Any, int] = {}
         for lkey in dict.fromkeys(keys):  # distinct, in order of first occurrence
-            first[lkey] = self._register(kind, lkey, _series(kind, lkey[1:]))
+            j = lookup.get(lkey)
+            first[lkey] = self._register(kind, lkey, _series(kind, lkey[1:])) if j is None else j
         ids = np.fromiter(map(lookup.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
         sid[miss] = ids
         if (ids < 0).any():  # keys not remembered: their first event was counted above, the others count now
@@ -329,7 +328,7 @@ class WindowAccumulator:
             assert server_error is not None
             errors = failed | server_error
         elif kind == "task":
-            states = list(map(_TASK_STATE, sub))
+            states, waits = zip(*map(_TASK_FIELDS, sub), strict=True)  # one read of each (scattered) event
             no_state = _flags(_NONE, states, m)
             errors = _flags(_FAILURE, states, m) | (no_state & failed)
             flags["failures"] = errors
@@ -342,7 +341,6 @@ class WindowAccumulator:
             flags["misses"] = _flags(_FALSE, hits, m)
         self._pending.setdefault(kind, []).append((sid, ts, values, errors, flags))
         if kind == "task":
-            waits = list(map(_QUEUE_WAIT, sub))
             has = ~_flags(_NONE, waits, m)
             k = int(has.sum())
             if k:
@@ -353,10 +351,16 @@ class WindowAccumulator:
     def _add_metrics(self, sub: Sequence[Any], ts: npt.NDArray[np.float64]) -> None:
         m = len(sub)
         self._family("metric")
-        sid = np.fromiter(map(self._lookup.get, map(_metric_key, sub), repeat(-1)), dtype=np.int64, count=m)
+        names, tags, metric_values, types = zip(*map(_METRIC_FIELDS, sub), strict=True)
+        try:  # the keys _metric_key makes, built in C: sorted tag items
+            sid = np.fromiter(map(self._lookup.get, zip(repeat("metric"), names,
+                                                        map(tuple, map(sorted, map(dict.items, tags)))),
+                                  repeat(-1)), dtype=np.int64, count=m)
+        except TypeError:  # an event without tags
+            sid = np.fromiter(map(self._lookup.get, map(_metric_key, sub), repeat(-1)), dtype=np.int64, count=m)
         self._resolve("metric", sub, sid, _metric_key)
-        values = np.fromiter(map(_METRIC_VALUE, sub), dtype=np.float64, count=m)
-        counted = _flags(_COUNT_TYPE, map(_METRIC_TYPE, sub), m)
+        values = np.fromiter(metric_values, dtype=np.float64, count=m)
+        counted = _flags(_COUNT_TYPE, types, m)
         self._pending.setdefault("metric", []).append(
             (sid, ts, values, np.zeros(m, dtype=np.bool_), {"count_samples": counted}))
 

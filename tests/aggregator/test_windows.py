@@ -294,16 +294,22 @@ def test_accumulator_matches_a_per_event_reference(monkeypatch: pytest.MonkeyPat
     from aggregator import loggen, windows
     from parsers import LineParser
 
-    docs = loggen.generate_events(30_000, start=T0, seconds=900, seed=7)
+    docs = loggen.generate_events(30_000, start=T0, seconds=900, seed=7)  # 1,000 metric events
     for i, doc in enumerate(docs):
         if doc["apm.kind"] == "metric" and doc["metric.type"] == "gauge" and i % 5 == 0:
             doc["metric.value"] = -doc["metric.value"] if i % 10 else 0.0
+        if doc["apm.kind"] == "metric" and i % 3 == 0:  # two tags, in either order: one series
+            doc["metric.tags"] = {"zone": "b", "db": "default"} if i % 2 else {"db": "default", "zone": "b"}
+        if doc["apm.kind"] == "metric" and i % 7 == 0:  # no tags in the last batch only (they take another path)
+            doc.pop("metric.tags") if i % 2 and i > 20_000 else doc.update({"metric.tags": {}})
         if doc["apm.kind"] == "request" and i % 97 == 0:
             doc["http.route"] = f"api/rare/{i}/"  # many series, to fold past the cap
     events = LineParser(now=T0 + 3600).parse(b"".join(loggen.lines_of(docs))).events
     assert len(events) == len(docs)
     gauges = [e.metric_value for e in events if e.kind == "metric" and e.metric_value is not None]
     assert min(gauges) < 0 and 0 in gauges
+    assert {None, 0, 1, 2} == {e.metric_tags if e.metric_tags is None else len(e.metric_tags)
+                            for e in events if e.kind == "metric"}
     assert {e.cache_hit for e in events if e.kind == "cache"} == {True, False, None}
     events.insert(5, Event(timestamp="", schema=1, kind="bogus", ts=T0))  # type: ignore[arg-type]
 
