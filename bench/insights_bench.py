@@ -8,7 +8,8 @@ Also measured, for comparison: the design this replaced (one record per event se
 Prints medians over R interleaved rounds, events per second, and each step's cost relative to the parse.
 
 With ``--log``: an existing log (e.g. 40 MB of ``aggregator.loggen`` output, one engine part), read in the
-engine's chunks, each summarised right after it is parsed (as a worker does, while its events are in cache);
+engine's chunks, each summarised right after it is parsed and accumulated (as a worker does, while its events
+are in cache; the two paths take turns going first);
 the columnar path (``extract``: ``columns.summarize_batch``, batches fed in bulk) against the per-part path
 (``partials.summarize`` tuples fed one by one), CPU time (``time.process_time``) per event of each stage,
 medians of R interleaved rounds.
@@ -33,6 +34,7 @@ from aggregator.insights.partials import summarize
 from aggregator.insights.records import extract_records
 from aggregator.insights.traces import TraceAnalyzer, extract
 from aggregator.store import Store
+from aggregator.windows import WindowAccumulator
 from parsers import LineParser
 
 BLOCK = 4 << 20  # the engine's chunk size
@@ -95,10 +97,14 @@ def compare_on_log(path: str, repeat: int) -> None:
         while pos < len(data):
             end = data.find(b"\n", min(pos + BLOCK, len(data) - 1)) + 1 or len(data)
             events = parser.parse(data[pos:end], path, pos).events
+            WindowAccumulator(60, 500.0, 100.0).add(events)  # the engine's step before extract()
             n += len(events)
-            for name, fn in paths.items():
+            names = list(paths)
+            if len(chunks) % 2:  # whichever runs second finds the events warmer: take turns
+                names.reverse()
+            for name in names:
                 t = time.process_time()
-                out[name].extend(fn(events))
+                out[name].extend(paths[name](events))
                 spent[name] += time.process_time() - t
             chunks.append(events)
             pos = end

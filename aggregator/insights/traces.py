@@ -283,7 +283,7 @@ class TraceAnalyzer:
         open_, nreq = self._open, b.requests
         # the rests' fingerprint groups are the columns' tail (owners nreq..): one conversion for all of them
         lo = bounds[nreq]
-        groups = zip([b.fp_keys[k] for k in b.fp_key[lo:].tolist()], b.fp_n[lo:].tolist(), b.fp_ms[lo:].tolist(),
+        groups = zip(b.keys(b.fp_key[lo:]), b.fp_n[lo:].tolist(), b.fp_ms[lo:].tolist(),
                      [b.fp_texts[t] for t in b.fp_text[lo:].tolist()],
                      [b.fp_tables[t] for t in b.fp_table[lo:].tolist()], strict=True)
         sizes = np.diff(bounds[nreq:]).tolist()
@@ -307,14 +307,14 @@ class TraceAnalyzer:
     @staticmethod
     def _fingerprints_of(b: TraceBatch, bounds: list[int]) -> Any:
         """A function giving a piece's fingerprints (as ``partials.summarize`` has them) from the columns."""
-        keys, texts, tables = b.fp_keys, b.fp_texts, b.fp_tables
+        texts, tables = b.fp_texts, b.fp_tables
 
         def fingerprints(owner: int) -> Fingerprints:
             lo, hi = bounds[owner], bounds[owner + 1]
             if lo == hi:
                 return {}
-            return {keys[key]: [n, ms, texts[text], tables[table]] for key, n, ms, text, table in zip(
-                b.fp_key[lo:hi].tolist(), b.fp_n[lo:hi].tolist(), b.fp_ms[lo:hi].tolist(),
+            return {key: [n, ms, texts[text], tables[table]] for key, n, ms, text, table in zip(
+                b.keys(b.fp_key[lo:hi]), b.fp_n[lo:hi].tolist(), b.fp_ms[lo:hi].tolist(),
                 b.fp_text[lo:hi].tolist(), b.fp_table[lo:hi].tolist(), strict=True)}
 
         return fingerprints

@@ -138,10 +138,10 @@ def test_a_batch_holds_the_pieces_summarize_makes(tmp_path: Path) -> None:
 def as_tuples(b: TraceBatch) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Requests as (trace, queries, db, cache, external, fingerprints, end, duration); rests as parts."""
     fps: dict[int, dict[str, list[Any]]] = {}
-    for owner, key, n, ms, text, table in zip(b.fp_owner.tolist(), b.fp_key.tolist(), b.fp_n.tolist(),
+    for owner, key, n, ms, text, table in zip(b.fp_owner.tolist(), b.keys(b.fp_key), b.fp_n.tolist(),
                                               b.fp_ms.tolist(), b.fp_text.tolist(), b.fp_table.tolist(),
                                               strict=True):
-        fps.setdefault(owner, {})[b.fp_keys[key]] = [n, ms, b.fp_texts[text], b.fp_tables[table]]
+        fps.setdefault(owner, {})[key] = [n, ms, b.fp_texts[text], b.fp_tables[table]]
     requests = [(b.traces[b.req_trace[j]], int(b.req_queries[j]), float(b.req_db[j]), float(b.req_cache[j]),
                  float(b.req_external[j]), fps.get(j, {}), float(b.req_end[j]), float(b.req_dur[j]))
                 for j in range(b.requests)]
