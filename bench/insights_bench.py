@@ -91,7 +91,7 @@ def compare_on_log(path: str, repeat: int) -> None:
     n = requests = 0
     gc.disable()  # as in the engine's workers
     for _ in range(repeat):
-        chunks, pos, n = [], 0, 0
+        chunk, pos, n = 0, 0, 0
         out: dict[str, list[Any]] = {name: [] for name in paths}
         spent = dict.fromkeys(paths, 0.0)
         while pos < len(data):
@@ -100,13 +100,13 @@ def compare_on_log(path: str, repeat: int) -> None:
             WindowAccumulator(60, 500.0, 100.0).add(events)  # the engine's step before extract()
             n += len(events)
             names = list(paths)
-            if len(chunks) % 2:  # whichever runs second finds the events warmer: take turns
+            if chunk % 2:  # whichever runs second finds the events warmer: take turns
                 names.reverse()
             for name in names:
                 t = time.process_time()
                 out[name].extend(paths[name](events))
                 spent[name] += time.process_time() - t
-            chunks.append(events)
+            chunk += 1
             pos = end
         for name in paths:
             cpu.setdefault((name, "summarize"), []).append(spent[name])
@@ -129,7 +129,7 @@ def compare_on_log(path: str, repeat: int) -> None:
                 cpu.setdefault((name, "finish"), []).append(time.process_time() - t)
                 requests = analyzer.counts["traces_completed"]
                 store.close()
-        del chunks, out
+        del out
     print(f"{path}: {n} events, {requests} requests; CPU us/event, medians of {repeat} interleaved rounds")
     stages = ("summarize", "pickle", "unpickle", "feed", "finish")
     print(f"{'path':<24}" + "".join(f"{s:>11}" for s in stages) + f"{'total':>9}{'MB pickled':>12}")
