@@ -280,7 +280,7 @@ class TraceAnalyzer:
 
     def _open_rests(self, b: TraceBatch, bounds: list[int], fps: Any) -> None:
         """``_add`` of each rest (a piece without its request): merged into its open trace, or opened."""
-        open_, nreq = self._open, b.requests
+        open_, nreq, new_open = self._open, b.requests, OpenTrace.__new__
         # the rests' fingerprint groups are the columns' tail (owners nreq..): one conversion for all of them
         lo = bounds[nreq]
         groups = zip(b.keys(b.fp_key[lo:]), b.fp_n[lo:].tolist(), b.fp_ms[lo:].tolist(),
@@ -291,7 +291,13 @@ class TraceAnalyzer:
                 map(b.traces.__getitem__, b.rest_trace.tolist()), b.rest_newest.tolist(), b.rest_events.tolist(),
                 b.rest_queries.tolist(), b.rest_db.tolist(), b.rest_cache.tolist(), b.rest_external.tolist(),
                 sizes, strict=True):
-            fingerprints = {key: [n, ms, text, table] for key, n, ms, text, table in itertools.islice(groups, size)}
+            if size == 1:  # the common sizes without a comprehension's frame
+                key, n, ms, text, table = next(groups)
+                fingerprints = {key: [n, ms, text, table]}
+            elif size == 0:
+                fingerprints = {}
+            else:
+                fingerprints = {key: [n, ms, text, table] for key, n, ms, text, table in itertools.islice(groups, size)}
             ops = open_.get(trace_id)
             if ops is not None:
                 ops.merge(TracePart(trace_id, PIECE, newest, events, queries, db_ms, cache_ms, external_ms,
@@ -299,7 +305,7 @@ class TraceAnalyzer:
                 continue
             # A new open trace: what OpenTrace().merge(part) gives (the sums start from 0.0 there and here,
             # and the part's own sums never are -0.0, so the same doubles).
-            ops = open_[trace_id] = OpenTrace()
+            ops = open_[trace_id] = new_open(OpenTrace)  # (its slots are all set here: no __init__ call)
             ops.newest, ops.events, ops.queries = newest, events, queries
             ops.db_ms, ops.cache_ms, ops.external_ms = db_ms, cache_ms, external_ms
             ops.fingerprints = fingerprints
