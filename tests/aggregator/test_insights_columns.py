@@ -12,12 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from aggregator.config import load_config
 from aggregator.insights.columns import TraceBatch, summarize_batch
 from aggregator.insights.partials import summarize
-from aggregator.insights.traces import TraceAnalyzer, extract
+from aggregator.insights.traces import TraceAnalyzer, _counts, _dense, extract
 from aggregator.loggen import generate_events, write_log
 from aggregator.store import Store
 from parsers import LineParser
@@ -192,3 +193,13 @@ def test_random_streams_give_the_per_part_result(tmp_path: Path, seed: int) -> N
                                                        "run.trace_pending_max_events": 5,
                                                        "run.trace_pending_seconds": 900}])
     assert run_all(tmp_path / "old.db", runs, summarize, cfg) == run_all(tmp_path / "new.db", runs, extract, cfg)
+
+
+def test_dense_and_counts_are_numpys_unique() -> None:
+    """The counting shortcuts give np.unique's answers, for narrow and for wide (sorted) key ranges."""
+    rng = np.random.default_rng(4)
+    for low, high in ((0, 1), (-50, 50), (-10_000, 10_000), (0, 10**12)):
+        keys = rng.integers(low, high, size=300)
+        for got, want in ((_dense(keys), np.unique(keys, return_inverse=True)),
+                          (_counts(keys - low), np.unique(keys - low, return_counts=True))):
+            assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
