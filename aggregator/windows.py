@@ -101,6 +101,8 @@ _SERVER_ERROR: Final = frozenset(range(500, 600))
 _TRUE: Final = frozenset({True})
 _FALSE: Final = frozenset({False})
 _NONE: Final = frozenset({None})
+_CODE_SHIFT: Final = 40  # the lookup table's values: kind code << _CODE_SHIFT | series index
+_INDEX_MASK: Final = (1 << _CODE_SHIFT) - 1
 _WARM_UP: Final = 512  # events a fresh accumulator takes first, on their own (see ``add``)
 _RADIX_KEYS: Final = 1 << 16  # segment keys below this sort as uint16 (numpy's stable sort is a radix sort)
 _EXACT_FLOAT: Final = float(1 << 52)  # |ts| / width below this: floor(ts / width) can be checked exactly
@@ -147,16 +149,17 @@ def _window_index(ts: npt.NDArray[np.float64], width: int, lo: float, hi: float)
 class WindowAccumulator:
     """Per-process accumulator: ``add`` batches of events, ``take`` the aggregates.
 
-    Columnar and vectorised. Each field that several kinds use (kind, time, duration, outcome, status,
-    series key) is read in one pass over the whole batch in memory order, ``attrgetter`` mapped in C: reading
-    events in the order they were decoded costs about half as much per field as reading one kind's events,
-    scattered among the others. A kind's own fields (cache hit, task state and queue wait, metric name, tags,
-    value and type) are read from its events, once each. Series ids come from one lookup table (``dict.get``
-    mapped over key tuples, also in C; a metric's key is its sorted tag items, built in C too), the kind
-    split is a stable radix sort of the kind codes and numpy gathers, and everything after that is numpy
-    over the whole batch (window index, segment sort, sums, min/max, threshold counts, sketch bucket keys
-    for every value and one ``bincount`` over (segment, bucket)). Python runs once per (series, window) of
-    the batch and once per new series, never per event.
+    Columnar and vectorised. Each field that several kinds use (the series key with the kind, which picks the
+    key's fields, then time, duration, outcome, status) is read in one pass over the whole batch in memory
+    order, ``attrgetter`` mapped in C: reading events in the order they were decoded costs about half as much
+    per field as reading one kind's events, scattered among the others. A kind's own fields (cache hit, task
+    state and queue wait, metric name, tags, value and type) are read from its events, once each. Series ids
+    come from one lookup table (``dict.get`` mapped over key tuples, also in C; a metric's key is its sorted tag
+    items, built in C too), whose values carry the kind's code as well; the kind split is a stable radix sort of
+    the codes and numpy gathers, and everything after that is numpy over the whole batch (window index, segment
+    sort, sums, min/max, threshold counts, sketch bucket keys for every value and one ``bincount`` over
+    (segment, bucket)). Python runs once per (series, window) of the batch and once per new series, never per
+    event.
 
     Measured and not kept (slower here): one getter of all fields then ``zip(*rows)``, numpy structured
     ``fromiter``, one key over every kind's fields, an (outcome, status) -> error bits table, kind codes
@@ -175,9 +178,11 @@ class WindowAccumulator:
         self.apdex_t = apdex_t_ms
         self.slow_ms = slow_query_ms
         self._aggs: dict[AggKey, WindowAggregate] = {}
-        # Lookup key (kind, raw fields...) -> dense series index within its kind, every kind in one table;
-        # per kind, the SeriesKeys by index and how many table entries are the kind's.
-        self._lookup: dict[Any, int] = {}
+        # Lookup key (kind, raw fields...) -> kind code << _CODE_SHIFT | dense series index within the kind,
+        # every kind in one table (the metric kind's getter key stands for every metric event: its series
+        # are looked up on their own); per kind, the SeriesKeys by index and how many table entries are
+        # the kind's.
+        self._lookup: dict[Any, int] = {"metric": KIND_CODES["metric"] << _CODE_SHIFT}
         self._sizes: dict[str, int] = {}
         self._series: dict[str, list[SeriesKey]] = {}
         # Columns waiting to be folded, per family: (series ids, ts, values, errors, flags).
@@ -202,7 +207,7 @@ class WindowAccumulator:
         n = len(events)
         if not n:
             return
-        if not self._lookup and n > 4 * _WARM_UP:
+        if len(self._lookup) == 1 and n > 4 * _WARM_UP:
             # A fresh accumulator knows no series: its first few hundred events register the usual ones, so
             # that few of the rest miss the table (a miss reads its event again, in Python).
             self._add_batch(events[:_WARM_UP])
@@ -214,22 +219,31 @@ class WindowAccumulator:
             self.flush()
 
     def _add_batch(self, events: Sequence[Any]) -> None:
-        kinds = list(map(_KIND, events))
+        m = len(events)
+        # The series key of every event, its kind read along (one pass: the table's value carries the kind's
+        # code, so the kinds need no pass of their own).
         try:
-            codes = np.fromiter(map(KIND_CODES.__getitem__, kinds), dtype=np.int8, count=len(kinds))
+            ids = np.fromiter(map(self._lookup.get, map(call, map(_LOOKUP_KEYS.__getitem__, map(_KIND, events)),
+                                                        events), repeat(-1)), dtype=np.int64, count=m)
         except KeyError:  # a kind no family takes (the parsers never produce one): its events are skipped
-            keep = list(map(KIND_CODES.__contains__, kinds))
-            events, kinds = list(compress(events, keep)), list(compress(kinds, keep))
-            codes = np.fromiter(map(KIND_CODES.__getitem__, kinds), dtype=np.int8, count=len(kinds))
-        if kinds:
-            self._add(events, kinds, codes)
+            known = [e for e in events if e.kind in KIND_CODES]
+            if known:
+                self._add_batch(known)
+            return
+        codes = (ids >> _CODE_SHIFT).astype(np.int8)
+        sid = ids & _INDEX_MASK
+        miss = np.flatnonzero(ids < 0)
+        if miss.size:  # keys not in the table yet (see _resolve): their kinds read again
+            at = miss.tolist()
+            missed = (events[at[0]],) if len(at) == 1 else itemgetter(*at)(events)
+            codes[miss] = np.fromiter(map(KIND_CODES.__getitem__, map(_KIND, missed)), dtype=np.int8, count=len(at))
+            sid[miss] = -1
+        self._add(events, codes, sid)
 
-    def _add(self, events: Sequence[Any], kinds: list[str], codes: npt.NDArray[np.int8]) -> None:
+    def _add(self, events: Sequence[Any], codes: npt.NDArray[np.int8], sid: npt.NDArray[np.int64]) -> None:
         m = len(events)
         present: list[int] = np.bincount(codes, minlength=len(_KINDS)).tolist()
         # One pass per field over the whole batch, in memory order (see the class docstring).
-        sid = np.fromiter(map(self._lookup.get, map(call, map(_LOOKUP_KEYS.__getitem__, kinds), events),
-                              repeat(-1)), dtype=np.int64, count=m)
         ts = np.fromiter(map(_TS, events), dtype=np.float64, count=m)
         timed = m - present[KIND_CODES["metric"]]
         values = np.fromiter(map(_DURATION, events), dtype=np.float64, count=m) if timed else ts
@@ -279,8 +293,9 @@ class WindowAccumulator:
         first: dict[Any, int] = {}
         for lkey in dict.fromkeys(keys):  # distinct, in order of first occurrence
             j = lookup.get(lkey)
-            first[lkey] = self._register(kind, lkey, _series(kind, lkey[1:])) if j is None else j
+            first[lkey] = self._register(kind, lkey, _series(kind, lkey[1:])) if j is None else j & _INDEX_MASK
         ids = np.fromiter(map(lookup.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        np.bitwise_and(ids, _INDEX_MASK, out=ids, where=ids >= 0)
         sid[miss] = ids
         if (ids < 0).any():  # keys not remembered: their first event was counted above, the others count now
             for i in np.flatnonzero(ids < 0).tolist():
@@ -313,11 +328,12 @@ class WindowAccumulator:
                 # Remembering the folded key spares rebuilding its tags next time; past the memo each event
                 # of an unremembered key is rebuilt (and counted) again, and memory stays bounded.
                 if self._sizes[kind] < FOLDED_MEMO + cap:
-                    lookup[lkey] = j
+                    lookup[lkey] = KIND_CODES[kind] << _CODE_SHIFT | j
                     self._sizes[kind] += 1
                 return j
             held.add(sk.tags)
-        j = lookup[lkey] = len(series)
+        j = len(series)
+        lookup[lkey] = KIND_CODES[kind] << _CODE_SHIFT | j
         self._sizes[kind] += 1
         series.append(sk)
         return j
@@ -368,6 +384,7 @@ class WindowAccumulator:
                                   repeat(-1)), dtype=np.int64, count=m)
         except TypeError:  # an event without tags
             sid = np.fromiter(map(self._lookup.get, map(_metric_key, sub), repeat(-1)), dtype=np.int64, count=m)
+        np.bitwise_and(sid, _INDEX_MASK, out=sid, where=sid >= 0)
         self._resolve("metric", sub, sid, _metric_key)
         values = np.fromiter(metric_values, dtype=np.float64, count=m)
         counted = _flags(_COUNT_TYPE, types, m)
