@@ -11,6 +11,9 @@ one ``BackgroundHandler`` that ``build_logging()`` configures (and no filters, n
 event's parts are queued to it (trace ids read and attributes copied in the caller) and its listener thread
 builds the dict; otherwise a ``LogRecord`` is built cheaply from a template (no stack walk) and goes
 through ``Logger.handle`` to every handler, so routing, filters and test captures work as with any logger.
+The request middleware's event takes the same two paths through ``Emitter.emit_request``, which queues its
+values (``REQUEST``) rather than an attribute dict: ``OrjsonFormatter.format_request`` writes its line
+without building the dict at all (same bytes).
 With ``APM_ENABLED=false`` (or before ``configure``), ``emit`` returns after one attribute read.
 """
 
@@ -165,11 +168,12 @@ class Emitter:
         event = self._build(kind, duration_ms, outcome, attrs, ids, now)
         logger.handle(event_record(event, logger.name, now))
 
-    def emit_owned(self, kind: str, duration_ms: float, outcome: str, attrs: dict[str, Any],
-                   span: tracing.TraceContext | None, now: float) -> None:
-        """``emit`` for a caller that gives up ``attrs`` (a dict it built for this event: not copied) and
-        passes the operation's own ``span`` and end time (the request middleware). Same event, same routing;
-        the caller has checked ``enabled``.
+    def emit_request(self, duration_ms: float, method: str, route: str, status: int, error: str | None,
+                     span: tracing.TraceContext | None, now: float) -> None:
+        """The request middleware's ``emit``: the ``request`` event's values, not a dict of them (the
+        listener thread builds the line). Same event, same routing as ``emit("request", ...)`` with the
+        attributes ``http.request.method``, ``http.route``, ``http.response.status_code`` and, for a failure
+        (``error`` not None), ``error.type``. The caller has checked ``enabled``.
         """
         logger = self._logger
         if not logger.isEnabledFor(INFO):
@@ -177,10 +181,10 @@ class Emitter:
         handlers = logger.handlers
         if len(handlers) == 1 and not logger.propagate and not logger.filters:
             enqueue = getattr(handlers[0], "enqueue_event", None)
-            # A TraceContext's first three items are the ids _build reads: no tuple of ids is made.
-            if enqueue is not None and enqueue((self, kind, duration_ms, outcome, attrs, span, now)):
+            if enqueue is not None and enqueue((REQUEST, self, duration_ms, method, route, status, error, span,
+                                                now)):
                 return
-        event = self._build(kind, duration_ms, outcome, attrs, span, now)
+        event = build_request((REQUEST, self, duration_ms, method, route, status, error, span, now))
         logger.handle(event_record(event, logger.name, now))
 
 
@@ -208,6 +212,28 @@ def build_pending(pending: PendingEvent) -> Event:
             event["parent_span_id"] = ids[2]
     event.update(attrs)
     return event
+
+
+# A pending request event: (REQUEST, emitter, duration_ms, method, route, status, error type or None, the
+# request's span, end time). Its span comes from the middleware (a generated or a parsed traceparent's ids:
+# lowercase hex), its method is a known verb or _OTHER: OrjsonFormatter.format_request relies on both.
+REQUEST: Final = object()
+PendingRequest = tuple[object, Emitter, float, str, str, int, "str | None", "tracing.TraceContext | None", float]
+
+
+def request_attrs(method: str, route: str, status: int, error: str | None) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"http.request.method": method, "http.route": route,
+                             "http.response.status_code": status}
+    if error is not None:
+        attrs["error.type"] = error
+    return attrs
+
+
+def build_request(pending: PendingRequest) -> Event:
+    """The event dict of a pending request event (see ``REQUEST``)."""
+    _, emitter, duration_ms, method, route, status, error, span, end_time = pending
+    return build_pending((emitter, "request", duration_ms, "success" if error is None else "failure",
+                          request_attrs(method, route, status, error), span, end_time))
 
 
 def _span_ids(span: tracing.TraceContext | None) -> tuple[str, str, str | None] | None:

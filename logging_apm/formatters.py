@@ -65,6 +65,9 @@ def _default(value: object) -> str:
 class OrjsonFormatter(logging.Formatter):
     """The fast formatter: a timing event is ``orjson.dumps(event)``, nothing else."""
 
+    # (emitter, its request-line template or None): see format_request.
+    _request_parts: tuple[Any, tuple[str, str] | None] | None = None
+
     def format_event(self, event: dict[str, Any]) -> bytes:
         """One event dict as JSON bytes (no record needed: ``BackgroundHandler``'s fast path)."""
         # Without keyword arguments orjson skips their parsing and its non-str-key path: about 30% less per
@@ -75,6 +78,40 @@ class OrjsonFormatter(logging.Formatter):
         except TypeError:
             return _dumps(event, default=_default, option=_OPTIONS)
 
+    def format_request(self, pending: tuple[Any, ...]) -> bytes | None:
+        """The line (newline included) of a pending request event (``logging_apm.emit.REQUEST``), written
+        without building its dict: the same bytes as ``format_event(build_request(pending)) + b"\\n"``
+        (tests/logging_apm/test_formatters.py compares them), or None when this event is not one this
+        shortcut is sure of; the caller then takes the dict path.
+        """
+        _, emitter, duration_ms, method, route, status, error, span, end_time = pending
+        parts = self._request_parts
+        if parts is None or parts[0] is not emitter:
+            parts = self._request_parts = (emitter, _request_template(emitter))
+        template = parts[1]
+        if template is None or span is None or type(route) is not str or type(status) is not int \
+                or not 0 <= status < 1000 or not duration_ms < 1e12:
+            return None
+        # The duration as emit writes it (int(ms * 1000 + 0.5) / 1000, 0 when negative) and as repr()/orjson
+        # print that float below 1e12 ms: integer part, then the shortest 3-decimal fraction.
+        micros = int(duration_ms * 1000.0 + 0.5) if duration_ms >= 0 else 0
+        duration = f"{micros // 1000}{_FRACTIONS[micros % 1000]}"
+        route_json = _route_json.get(route)
+        if route_json is None:
+            route_json = _dumps(route).decode()
+            if len(_route_json) < 10_000:  # routes are URL patterns: a few hundred at most
+                _route_json[route] = route_json
+        parent = span[2]
+        parent_member = "" if parent is None else ',"parent_span_id":"' + parent + '"'
+        error_member = "" if error is None else ',"error.type":' + _dumps(error).decode()
+        outcome = "success" if error is None else "failure"
+        # One f-string (str.format with a template cost five times as much): 13.8k instructions a line against
+        # 19.4k for the dict and orjson (callgrind, 50k lines).
+        return (f'{{"timestamp":"{emitter._clock.format(end_time)}",{template[0]}"duration_ms":{duration},'
+                f'"outcome":"{outcome}"{template[1]},"trace_id":"{span[0]}","span_id":"{span[1]}"'
+                f'{parent_member},"http.request.method":"{method}","http.route":{route_json},'
+                f'"http.response.status_code":{status}{error_member}}}\n').encode()
+
     def format_bytes(self, record: logging.LogRecord) -> bytes:
         event = event_of(record)
         return orjson.dumps(event if event is not None else _plain(record, self), default=_default,
@@ -82,6 +119,32 @@ class OrjsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return self.format_bytes(record).decode()
+
+
+_route_json: dict[str, str] = {}
+_FRACTIONS = tuple(f".{m:03d}".rstrip("0") if m else ".0" for m in range(1000))
+
+
+def _request_template(emitter: Any) -> tuple[str, str] | None:
+    """The fixed parts of an emitter's request lines: the schema and kind members (with their comma), and
+    the resource attributes' members (with a leading comma, or empty). None when a line could not be written
+    that way: a resource attribute that shares a name with another field (the dict keeps one of them).
+    """
+    from logging_apm.emit import KIND_FIELD, SCHEMA_FIELD, SCHEMA_VERSION
+
+    leading = ["timestamp", SCHEMA_FIELD, KIND_FIELD, "duration_ms", "outcome"]
+    base = emitter._base
+    resource = {k: v for k, v in base.items() if k not in leading}
+    fields = {*leading, "trace_id", "span_id", "parent_span_id", "http.request.method", "http.route",
+              "http.response.status_code", "error.type"}
+    if list(base)[:5] != leading or fields & set(resource) or type(SCHEMA_VERSION) is not int:
+        return None
+    try:
+        members = _dumps(resource, default=_default, option=_OPTIONS)[1:-1].decode()
+    except Exception:
+        return None
+    head = _dumps({SCHEMA_FIELD: SCHEMA_VERSION, KIND_FIELD: "request"})[1:-1].decode()
+    return f"{head},", f",{members}" if members else ""
 
 
 def _pjl_base() -> type[logging.Formatter]:

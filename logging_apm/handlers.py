@@ -30,7 +30,7 @@ import weakref
 from collections import Counter
 from typing import IO, Any, Final
 
-from logging_apm.emit import EVENT_LOGGER, build_pending, event_record
+from logging_apm.emit import EVENT_LOGGER, REQUEST, build_pending, build_request, event_record
 
 __all__ = ["BackgroundHandler"]
 
@@ -198,12 +198,21 @@ class BackgroundHandler(logging.Handler):
         fmt = self.formatter
         format_bytes = getattr(fmt, "format_bytes", None)
         format_event = getattr(fmt, "format_event", None)
+        format_request = getattr(fmt, "format_request", None)
         received = 0
         for item in batch:
             if type(item) is tuple:  # a pending event (enqueue_event): the common case
                 received += 1
                 try:
-                    item = build_pending(item)
+                    if item[0] is REQUEST:
+                        if format_request is not None:
+                            line = format_request(item)
+                            if line is not None:
+                                append(line)
+                                continue
+                        item = build_request(item)
+                    else:
+                        item = build_pending(item)
                     if format_event is not None:
                         # JSON escapes newlines: one line. Adding the newline copies orjson's output into a
                         # small object and frees it at once; a batch holding orjson's own buffers (allocated

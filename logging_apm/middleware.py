@@ -141,22 +141,18 @@ def _finish(request: Any, response: Any, start: float, ctx: tracing.TraceContext
     try:
         status = response.status_code if response is not None else 500
         method = request.method
-        attrs: dict[str, Any] = {
-            "http.request.method": method if method in KNOWN_METHODS else OTHER_METHOD,
-            "http.route": route_of(request),
-            "http.response.status_code": status,
-        }
-        if status < 500 and exc is None:
-            outcome = "success"
-        else:
-            # A view exception Django answered with a 4xx (Http404, PermissionDenied) is not a failure; one
-            # answered with a 5xx is named by process_exception; one that escapes, here.
-            outcome = "failure"
+        if method not in KNOWN_METHODS:
+            method = OTHER_METHOD
+        route = route_of(request)
+        error = None
+        if status >= 500 or exc is not None:
+            # A failure. A view exception Django answered with a 4xx (Http404, PermissionDenied) is not one;
+            # one answered with a 5xx is named by process_exception; one that escapes, here.
             error = type(exc).__name__ if exc is not None else getattr(request, _ERROR_ATTR, None)
-            attrs["error.type"] = error or str(status)
+            error = error or str(status)
         emitter = _emit._emitter
         if emitter.enabled:
-            emitter.emit_owned("request", (end - start) * 1000.0, outcome, attrs, ctx, now)
+            emitter.emit_request((end - start) * 1000.0, method, route, status, error, ctx, now)
         if response is not None and ctx is not None:
             # format_traceparent and _set_header, inlined (one request, one header: no calls).
             value = f"00-{ctx[0]}-{ctx[1]}-{'01' if ctx[3] else '00'}"

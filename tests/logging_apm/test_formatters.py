@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
+from logging_apm import middleware as mw
 from logging_apm.formatters import EventJsonFormatter, OrjsonFormatter, structlog_formatter
 
 EVENT = {"timestamp": "2026-01-01T00:00:00.000Z", "apm.schema": 1, "apm.kind": "cache", "duration_ms": 0.5,
@@ -90,3 +93,91 @@ def test_python_json_logger_options_are_honoured_for_events() -> None:
 
     EventJsonFormatter(json_serializer=serializer).format(_record(dict(EVENT)))
     assert calls == [EVENT]
+
+
+def _random_text(rng: Any, alphabet: str = 'abz/<>:_-.{}%"\\\n\t\x00\x1féø€😀\u2028 ') -> str:
+    return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
+
+
+def test_request_line_shortcut_writes_the_bytes_of_the_dict_path() -> None:
+    """OrjsonFormatter.format_request (the request event's line without its dict) gives exactly the bytes of
+    the dict path (build_request + format_event) for every event it accepts, over random routes, statuses,
+    errors, durations, spans and resources; and it accepts every ordinary request event."""
+    import math
+    import random
+    from http import HTTPStatus
+
+    from logging_apm import emit, tracing
+    from logging_apm.conf import AppSettings
+
+    rng = random.Random(20261129)
+    emitters = [emit.Emitter(AppSettings(enabled=True, service_name=name, environment=env, host_name=host))
+                for name, env, host in (("shop", "prod", "web-1"), ('we"ird{}', "é\n", "h\\o"),
+                                        ("s", "", "%s{0}"))]
+    colliding = emit.Emitter(AppSettings(enabled=True, service_name="shop"))
+    colliding._base["http.route"] = "resource value"  # the dict would keep this key where the resource is
+    formatter = OrjsonFormatter()
+    accepted = 0
+    for case in range(20_000):
+        emitter = colliding if case % 97 == 0 else rng.choice(emitters)
+        root = tracing.new_root()
+        span = rng.choice([root, root.child(), tracing.TraceContext(root.trace_id, root.span_id, None, False),
+                           None if case % 50 == 0 else root])
+        duration = rng.choice([rng.random() * 10 ** rng.randrange(-7, 14), 0.0, -1.5, 0.0004999, 0.0005,
+                               999.9995, 1e12, float("nan"), 123.456])
+        status = rng.choice([200, 201, 204, 301, 404, 500, 503, 599, 0, 999, 1000, -1, True, HTTPStatus.OK])
+        error = rng.choice([None, None, "RuntimeError", str(status), _random_text(rng)])
+        route = rng.choice(["ping/", "api/stories/<int:story_id>/", "<unmatched>", _random_text(rng)])
+        method = rng.choice([*sorted(mw.KNOWN_METHODS), mw.OTHER_METHOD])
+        end = rng.choice([time.time(), 1.9999999, 0.0, 1_700_000_000.9995])
+        pending = (emit.REQUEST, emitter, duration, method, route, status, error, span, end)
+        line = formatter.format_request(pending)
+        ordinary = emitter is not colliding and span is not None and type(status) is int \
+            and 0 <= status < 1000 and not math.isnan(duration) and duration < 1e12
+        assert (line is not None) == ordinary, pending
+        if line is not None:
+            accepted += 1
+            assert line == formatter.format_event(emit.build_request(pending)) + b"\n", pending
+    assert accepted > 10_000
+
+
+def test_format_event_same_bytes_as_the_full_orjson_call() -> None:
+    """format_event tries orjson without options first: the same bytes, or the same error, as the full
+    call with the default and OPT_NON_STR_KEYS, whatever the event holds."""
+    import random
+
+    import orjson
+
+    from logging_apm.formatters import _OPTIONS, _default
+
+    rng = random.Random(7)
+
+    def value(depth: int = 0) -> Any:
+        pick = rng.randrange(10)
+        if pick == 0:
+            return rng.random() * 10 ** rng.randrange(-8, 20)
+        if pick == 1:
+            return rng.randrange(-2**66, 2**66)
+        if pick == 2:
+            return _random_text(rng)
+        if pick == 3 and depth < 2:
+            return {rng.choice(["a", "b.c", "é", 1, 2.5, None, True]): value(depth + 1) for _ in range(3)}
+        if pick == 4 and depth < 2:
+            return [value(depth + 1) for _ in range(3)]
+        if pick == 5:
+            return rng.choice([float("inf"), float("nan"), -0.0, None, True, False])
+        if pick == 6:
+            return rng.choice([{1, 2}, b"x", 1j, Path("/tmp")])
+        return rng.randrange(1000)
+
+    def outcome(call: Any, event: dict[str, Any], **options: Any) -> Any:
+        try:
+            return call(event, **options)
+        except Exception as exc:
+            return type(exc)
+
+    formatter = OrjsonFormatter()
+    for _ in range(20_000):
+        event = {f"k{i}": value() for i in range(4)}
+        assert outcome(formatter.format_event, event) == \
+            outcome(orjson.dumps, event, default=_default, option=_OPTIONS), event
