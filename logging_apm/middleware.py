@@ -118,7 +118,8 @@ _reset_current = tracing._current.reset
 
 
 def _begin(request: Any) -> tracing.TraceContext | None:
-    """The request's span: a child of a valid incoming ``traceparent``, else the root of a new trace."""
+    """The request's span: a child of a valid incoming ``traceparent``, else the root of a new trace (None,
+    counted, when that fails: the request then runs without one)."""
     try:
         header = request.META.get("HTTP_TRACEPARENT")
         if header:
