@@ -84,8 +84,9 @@ _METRIC_FIELDS = attrgetter("metric_name", "metric_tags", "metric_value", "metri
 KIND_CODES: Final[dict[str, int]] = {"request": 0, "db": 1, "cache": 2, "external": 3, "task": 4, "metric": 5}
 _KINDS: Final = tuple(KIND_CODES)
 # Per kind, the key an event is looked up by: its kind, then its series' raw fields (the kind keeps kinds with
-# the same field values apart in the one lookup table). Metric tags are a dict, so a metric's key is built in
-# Python (``_metric_key``); its getter here returns a plain str, which is never a key of the table.
+# the same field values apart in the one lookup table). Metric tags are a dict, so a metric's key (the sorted
+# items, as ``_metric_key`` makes it) is built apart, from the metric events only; their getter here returns
+# the kind, which stands in the table for every metric event.
 _LOOKUP_KEYS: Final[dict[str, Callable[[Any], Any]]] = {
     "request": attrgetter("kind", "http_route", "http_request_method", "service_name", "deployment_environment"),
     "db": attrgetter("kind", "db_namespace", "db_system", "db_operation_name", "db_collection_name"),
