@@ -117,6 +117,11 @@ class TraceBatch:
     def requests(self) -> int:
         return int(self.req_trace.size)
 
+    @property
+    def empty(self) -> bool:
+        """Nothing for the parent: no request, no task, nothing left open (then ``newest`` is -inf too)."""
+        return not (self.req_trace.size or self.tasks or self.rest_trace.size)
+
     def keys(self, codes: npt.NDArray[np.int32]) -> list[str]:
         """The fingerprints of these ``fp_key`` codes."""
         text, offsets = self.fp_keys, self.fp_key_offsets
@@ -156,8 +161,11 @@ def summarize_batch(events: Any) -> TraceBatch:
     events = events if isinstance(events, list) else list(events)
     n = len(events)
     # one list comprehension per attribute: cheaper than attrgetter tuples taken apart again
+    trace_ids = [e.trace_id for e in events]
+    if n and trace_ids.count(None) == n:  # logs without trace context: nothing more to read
+        return summarize_batch([])
     kind = np.fromiter(map(KINDS.__getitem__, [e.kind for e in events]), np.int8, n)
-    code, traces = _trace_codes([e.trace_id for e in events])
+    code, traces = _trace_codes(trace_ids)
     traced = kind != _METRIC
     if None in traces:
         traced &= code != traces.index(None)

@@ -62,8 +62,9 @@ FAMILY = "trace"
 def extract(events: Iterable[Any]) -> list[Any]:
     """In a decoder: the trace summary of one chunk's events, as a list holding one ``TraceBatch`` (a list, so
     that the engine can keep extending one list per part; ``feed`` also takes ``partials.summarize``'s
-    tuples)."""
-    return [summarize_batch(events)]
+    tuples), or an empty list when the chunk has nothing traced."""
+    batch = summarize_batch(events)
+    return [] if batch.empty else [batch]
 
 
 def _dense(keys: Any) -> tuple[Any, Any]:

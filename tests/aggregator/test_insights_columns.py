@@ -203,3 +203,17 @@ def test_dense_and_counts_are_numpys_unique() -> None:
         for got, want in ((_dense(keys), np.unique(keys, return_inverse=True)),
                           (_counts(keys - low), np.unique(keys - low, return_counts=True))):
             assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_chunks_without_traces_send_nothing(tmp_path: Path) -> None:
+    """A chunk with no trace id, or only metrics and untraced events, becomes no batch at all."""
+    events = generate_events(500, start=T0, seed=9)
+    for e in events:
+        e.pop("trace_id")
+        e.pop("parent_span_id", None)
+    log = tmp_path / "app.log"
+    write_log(log, events)
+    (chunk,) = chunks_of(log, 10**9)
+    assert extract(chunk) == [] and summarize(chunk) == []
+    assert extract([]) == []
+    assert extract([e for e in chunks_of(tmp_path / "app.log", 10**9)[0] if e.kind == "metric"]) == []
