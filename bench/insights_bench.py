@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from aggregator.config import load_config
+from aggregator.engine import CHUNK_BYTES
 from aggregator.insights.partials import summarize
 from aggregator.insights.records import extract_records
 from aggregator.insights.traces import TraceAnalyzer, extract
@@ -37,7 +38,7 @@ from aggregator.store import Store
 from aggregator.windows import WindowAccumulator
 from parsers import LineParser
 
-BLOCK = 4 << 20  # the engine's chunk size
+BLOCK = CHUNK_BYTES  # the engine's chunk size
 
 
 def make_log(requests: int, seed: int = 1) -> bytes:

@@ -31,14 +31,14 @@ rests):
 - ``tasks``: task events with a trace id (each closes a task trace, counted); ``newest``: the newest event
   end the parent's clock must see (tasks, requests and the operations of kept pieces).
 
-What it costs (``python bench/insights_bench.py --log`` on a 40 MB part of loggen output, 97,632 events,
-CPU us per event, medians of 5; per-part tuples -> these columns): pickle 0.88 -> 0.06, unpickle 0.30 ->
-0.12, the parent's feed 0.67 -> 0.17, finish unchanged (0.28, writing the open traces); the summary itself
-is about 0.3 us per event dearer than ``partials.summarize``'s single loop (0.88 -> 1.18): every attribute
-is one pass over the chunk's events and every new string is hashed once, as there, but the passes touch each
-event several times. In all 3.0 -> 1.8 us per event, and 1.8 MB less to send per part. A 1M-event
-``logapm run`` (2 workers, medians of 5 alternating runs): 8.6 -> 7.0 CPU seconds (5.0 without trace
-insights), the parent's share 2.8 -> 1.8 s (1.2), peak RSS 190 -> 150 MB.
+What it costs (``python bench/insights_bench.py --log`` on a 40 MB part of loggen output, 97,632 events in
+the engine's 2 MB chunks, CPU us per event, medians of 5; per-part tuples -> these columns): pickle 0.91 ->
+0.08, unpickle 0.35 -> 0.12, the parent's feed 0.70 -> 0.17, finish unchanged (0.27, writing the open
+traces); the summary itself is about 0.2 us per event dearer than ``partials.summarize``'s single loop (0.80
+-> 1.02): every attribute is one pass over the chunk's events and every new string is hashed once, as there,
+but the passes touch each event several times. In all 3.0 -> 1.7 us per event, and 1.8 MB less to send per
+part. A 1M-event ``logapm run`` (2 workers, medians of 5 alternating runs): 8.6 -> 7.0 CPU seconds (5.0
+without trace insights), the parent's share 2.8 -> 1.8 s (1.2), peak RSS 190 -> 150 MB.
 """
 
 from __future__ import annotations
