@@ -2,8 +2,9 @@
 
 ``to_record`` views one parsed event as a ``TraceRecord``; ``extract_records`` does it for a whole chunk in
 one pass (one C-level ``attrgetter`` per kind, no keyword arguments per event). The run does not send
-these to its parent process: it sends per-trace sums (``aggregator.insights.partials``), which measured
-about 4x cheaper to transfer; ``bench/insights_bench.py`` keeps ``extract_records`` as the comparison.
+these to its parent process: it sends per-trace sums (``aggregator.insights.partials``), now as columns
+(``aggregator.insights.columns``), far cheaper to transfer; ``bench/insights_bench.py`` keeps
+``extract_records`` as the comparison.
 """
 
 from __future__ import annotations
