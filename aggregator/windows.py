@@ -136,6 +136,15 @@ def _flags(members: frozenset[Any], values: Iterable[Any], n: int) -> npt.NDArra
     return np.fromiter(map(members.__contains__, values), dtype=np.bool_, count=n)
 
 
+def _pick(events: Sequence[Any], idx: npt.NDArray[np.intp] | None) -> Sequence[Any]:
+    """The events at ``idx``, in order (a tuple built in C); all of them for None."""
+    if idx is None:
+        return events
+    if idx.size == 1:
+        return (events[int(idx[0])],)
+    return itemgetter(*idx.tolist())(events)
+
+
 def _window_index(ts: npt.NDArray[np.float64], width: int, lo: float, hi: float) -> npt.NDArray[np.int64]:
     """``floor_divide(ts, width)`` as int64, cheaper: ``floor(ts / width)`` is that or one more (the
     quotient rounded up to an integer), and ``q * width > ts`` (exact for an integer width and these
@@ -266,21 +275,17 @@ class WindowAccumulator:
             end = pos + k
             self.by_kind[kind] = self.by_kind.get(kind, 0) + k
             self.events += k
-            if order is None:
-                sub: Sequence[Any] = events
-            elif k == 1:
-                sub = (events[int(order[pos])],)
-            else:  # the kind's events, in order (a tuple built in C)
-                sub = itemgetter(*order[pos:end].tolist())(events)
+            idx = None if order is None else order[pos:end]  # the kind's events, by their place in the batch
             if kind == "metric":
-                self._add_metrics(sub, ts[pos:end])
+                self._add_metrics(_pick(events, idx), ts[pos:end])
             else:
                 assert failed is not None
-                self._add_kind(kind, sub, sid[pos:end], ts[pos:end], values[pos:end], failed[pos:end],
+                self._add_kind(kind, events, idx, sid[pos:end], ts[pos:end], values[pos:end], failed[pos:end],
                                None if server_error is None else server_error[pos:end])
             pos = end
 
-    def _resolve(self, kind: str, sub: Sequence[Any], sid: npt.NDArray[np.int64], key: Callable[[Any], Any]) -> None:
+    def _resolve(self, kind: str, events: Sequence[Any], idx: npt.NDArray[np.intp] | None,
+                 sid: npt.NDArray[np.int64], key: Callable[[Any], Any]) -> None:
         """Fill in the ids of the events whose key is not in the table yet: new series, registered in the
         order they first occur (Python once per new key, so a part's first chunk, where every key is new,
         costs no Python per event), and folded keys past the memo, which register (and count) again at
@@ -288,8 +293,8 @@ class WindowAccumulator:
         miss = np.flatnonzero(sid < 0)
         if not miss.size:  # the usual case after warm-up
             return
-        at = miss.tolist()
-        keys = [key(sub[at[0]])] if len(at) == 1 else list(map(key, itemgetter(*at)(sub)))
+        at = (miss if idx is None else idx[miss]).tolist()
+        keys = [key(events[at[0]])] if len(at) == 1 else list(map(key, itemgetter(*at)(events)))
         lookup = self._lookup
         first: dict[Any, int] = {}
         for lkey in dict.fromkeys(keys):  # distinct, in order of first occurrence
@@ -344,18 +349,20 @@ class WindowAccumulator:
             self._series[kind] = []
             self._sizes[kind] = 0
 
-    def _add_kind(self, kind: str, sub: Sequence[Any], sid: npt.NDArray[np.int64], ts: npt.NDArray[np.float64],
-                  values: npt.NDArray[np.float64], failed: npt.NDArray[np.bool_],
-                  server_error: npt.NDArray[np.bool_] | None) -> None:
-        m = len(sub)
+    def _add_kind(self, kind: str, events: Sequence[Any], idx: npt.NDArray[np.intp] | None,
+                  sid: npt.NDArray[np.int64], ts: npt.NDArray[np.float64], values: npt.NDArray[np.float64],
+                  failed: npt.NDArray[np.bool_], server_error: npt.NDArray[np.bool_] | None) -> None:
+        """One kind's columns (``idx``: its events' places in ``events``, None for all of them); the kind's
+        own fields are read from its events, which are picked out only for the kinds that have such fields."""
+        m = sid.size
         self._family(kind)
-        self._resolve(kind, sub, sid, _LOOKUP_KEYS[kind])
+        self._resolve(kind, events, idx, sid, _LOOKUP_KEYS[kind])
         flags: dict[str, npt.NDArray[np.bool_]] = {}
         if kind in ("request", "external"):
             assert server_error is not None
             errors = failed | server_error
         elif kind == "task":
-            states, waits = zip(*map(_TASK_FIELDS, sub), strict=True)  # one read of each (scattered) event
+            states, waits = zip(*map(_TASK_FIELDS, _pick(events, idx)), strict=True)  # one read of each
             no_state = _flags(_NONE, states, m)
             errors = _flags(_FAILURE, states, m) | (no_state & failed)
             flags["failures"] = errors
@@ -363,7 +370,7 @@ class WindowAccumulator:
         else:
             errors = failed
         if kind == "cache":
-            hits = list(map(_CACHE_HIT, sub))
+            hits = list(map(_CACHE_HIT, _pick(events, idx)))
             flags["hits"] = _flags(_TRUE, hits, m)
             flags["misses"] = _flags(_FALSE, hits, m)
         self._pending.setdefault(kind, []).append((sid, ts, values, errors, flags))
@@ -386,7 +393,7 @@ class WindowAccumulator:
         except TypeError:  # an event without tags
             sid = np.fromiter(map(self._lookup.get, map(_metric_key, sub), repeat(-1)), dtype=np.int64, count=m)
         np.bitwise_and(sid, _INDEX_MASK, out=sid, where=sid >= 0)
-        self._resolve("metric", sub, sid, _metric_key)
+        self._resolve("metric", sub, None, sid, _metric_key)
         values = np.fromiter(metric_values, dtype=np.float64, count=m)
         counted = _flags(_COUNT_TYPE, types, m)
         self._pending.setdefault("metric", []).append(
