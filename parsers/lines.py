@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import accumulate, compress, repeat
-from operator import attrgetter, call, contains
+from operator import attrgetter, call, contains, not_
 from typing import Final
 
 import msgspec
@@ -215,31 +215,39 @@ class LineParser:
             or not _valid_utf8(data)
         ):
             return None
-        marks = data.count(_MARK)
-        if marks == n and data.find(_MARK, 0, int(nl[0])) != -1:
-            body = data  # the app's own lines only (the common case): decoded as they lie
-            cand: list[int] | None = None
-        elif (
-            marks
-            and marks == data.count(_MARK_ANY)  # every marker is the app's key, none inside a wrapper
-            and not data.startswith(b'{"log":"') and b'\n{"log":"' not in data  # no Docker record
-        ):
+        events: list[Event] | None = None
+        cand: list[int] | None = None
+        if data.find(_MARK, 0, int(nl[0])) != -1:
+            try:  # the app's own lines only (the common case): decoded as they lie
+                events = self._decoder.decode_lines(data)
+            except Exception:
+                events = None  # a line that is no event, or a damaged one: the mixed path decides
+            if events is not None and len(events) != n:
+                return None
+        if events is None:
             # App events among other JSON log lines (Django's, say): exactly what the line-by-line pass
             # would conclude for such a block (each unmarked line skipped, each marked one a candidate,
-            # the candidates decoded in one call), without its per-line Python.
+            # the candidates decoded in one call), without its per-line Python. Every step is a C call
+            # mapped over the lines, no per-line Python frame.
             lines = data.split(b"\n")
             lines.pop()  # the empty piece after the last newline
-            marked = list(map(contains, lines, repeat(_MARK)))  # C calls, no per-line Python frame
+            marked = list(map(contains, lines, repeat(_MARK)))
+            k = marked.count(True)
+            if (
+                not k
+                or k == n  # every line an event candidate, yet the block failed: damaged, line by line
+                or any(map(bytes.startswith, lines, repeat(b'{"log":"')))  # Docker records: joined there
+                # an unmarked line that mentions the marker (escaped in a wrapper's string) is judged there
+                or any(map(contains, compress(lines, map(not_, marked)), repeat(_MARK_ANY)))
+            ):
+                return None
             cand = list(compress(range(n), marked))
-            body = b"\n".join(compress(lines, marked))
-        else:
-            return None
-        try:
-            events = self._decoder.decode_lines(body)
-        except Exception:
-            return None
-        if len(events) != (n if cand is None else len(cand)):
-            return None
+            try:
+                events = self._decoder.decode_lines(b"\n".join(compress(lines, marked)))
+            except Exception:
+                return None
+            if len(events) != k:
+                return None
         result = ParseResult(lines=n, skipped=0 if cand is None else n - len(cand))
         bad = self._finish(events)
         if bad:
