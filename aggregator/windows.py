@@ -9,10 +9,9 @@ Two halves:
   per segment. Memory stays bounded by the number of series (and ``FOLD_EVENTS``), never by the input.
   Cost on this 2-core machine (``bench/windows_bench.py``, CPU time of add + take): about 0.8-0.9 us per
   event on a realistic 40 MB part (the previous implementation: 1.3-1.5 us), four fifths of it reading the
-  events' fields, each read mostly a cache miss per event (the series key, its strings hashed: ~0.39 us;
-  time, duration, outcome and status: ~0.19 us; a kind's own fields ~0.1 us), the fold ~0.07 us. Many
-  series per window (a generated hour: 6,000 windows per 100k events) add ~3.5 us of Python per (series,
-  window).
+  events' fields, each read mostly a cache miss per event (the lookup key, its strings hashed: ~0.5 us; time
+  and duration ~0.1 us; a kind's own fields ~0.1 us), the fold ~0.07 us. Many series per window (a generated
+  hour: 6,000 windows per 100k events) add ~3.5 us of Python per (series, window).
 - ``WindowState`` runs in the parent: it merges the workers' partial aggregates, then, inside the run's
   transaction, applies them to the stored windows (``apply``): lateness, the series cap, merge with what is
   stored, write back.
@@ -77,25 +76,33 @@ def cap_warning(family: str, max_series: int) -> str:
 _KIND = attrgetter("kind")
 _TS = attrgetter("ts")
 _DURATION = attrgetter("duration_ms")
-_OUTCOME = attrgetter("outcome")
-_STATUS = attrgetter("http_response_status_code")
 _CACHE_HIT = attrgetter("cache_hit")
 _TASK_FIELDS = attrgetter("task_state", "task_queue_wait_ms")
 _METRIC_FIELDS = attrgetter("metric_name", "metric_tags", "metric_value", "metric_type")
 KIND_CODES: Final[dict[str, int]] = {"request": 0, "db": 1, "cache": 2, "external": 3, "task": 4, "metric": 5}
 _KINDS: Final = tuple(KIND_CODES)
-# Per kind, the key an event is looked up by: its kind, then its series' raw fields (the kind keeps kinds with
-# the same field values apart in the one lookup table). Metric tags are a dict, so a metric's key (the sorted
-# items, as ``_metric_key`` makes it) is built apart, from the metric events only; their getter here returns
-# the kind, which stands in the table for every metric event.
+# Per kind, the fields of its series key (the kind first keeps kinds with the same field values apart in one
+# table), and the fields its errors depend on.
+_KEY_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    "request": ("kind", "http_route", "http_request_method", "service_name", "deployment_environment"),
+    "db": ("kind", "db_namespace", "db_system", "db_operation_name", "db_collection_name"),
+    "cache": ("kind", "cache_name", "cache_operation"),
+    "external": ("kind", "peer_service", "external_operation"),
+    "task": ("kind", "task_name", "messaging_destination_name"),
+}
+_ERROR_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    "request": ("outcome", "http_response_status_code"), "external": ("outcome", "http_response_status_code"),
+    "db": ("outcome",), "cache": ("outcome",), "task": ("outcome",),
+}
+# The key an event is looked up by: its series key, then its error fields, so that one lookup gives the
+# series and the error bits (see ``WindowAccumulator``). Metric tags are a dict, so a metric's series key (the
+# sorted items, as ``_metric_key`` makes it) is built apart, from the metric events only; their getter here
+# returns the kind, which stands in the table for every metric event.
 _LOOKUP_KEYS: Final[dict[str, Callable[[Any], Any]]] = {
-    "request": attrgetter("kind", "http_route", "http_request_method", "service_name", "deployment_environment"),
-    "db": attrgetter("kind", "db_namespace", "db_system", "db_operation_name", "db_collection_name"),
-    "cache": attrgetter("kind", "cache_name", "cache_operation"),
-    "external": attrgetter("kind", "peer_service", "external_operation"),
-    "task": attrgetter("kind", "task_name", "messaging_destination_name"),
+    **{kind: attrgetter(*fields, *_ERROR_FIELDS[kind]) for kind, fields in _KEY_FIELDS.items()},
     "metric": _KIND,
 }
+_SERIES_KEY: Final = {kind: itemgetter(slice(0, len(fields))) for kind, fields in _KEY_FIELDS.items()}
 _FAILURE: Final = frozenset({"failure"})
 _RETRY: Final = frozenset({"retry"})
 _COUNT_TYPE: Final = frozenset({"count"})
@@ -103,8 +110,11 @@ _SERVER_ERROR: Final = frozenset(range(500, 600))
 _TRUE: Final = frozenset({True})
 _FALSE: Final = frozenset({False})
 _NONE: Final = frozenset({None})
-_CODE_SHIFT: Final = 40  # the lookup table's values: kind code << _CODE_SHIFT | series index
-_INDEX_MASK: Final = (1 << _CODE_SHIFT) - 1
+# The lookup table's values: kind code << _CODE_SHIFT | error bits << _BITS_SHIFT | series index.
+_CODE_SHIFT: Final = 40
+_BITS_SHIFT: Final = 38
+_INDEX_MASK: Final = (1 << _BITS_SHIFT) - 1
+_LOOKUP_MAX: Final = 1 << 16  # lookup keys a table holds (beyond, events find their series by a slower path)
 _WARM_UP: Final = 512  # events a fresh accumulator takes first, on their own (see ``add``)
 _RADIX_KEYS: Final = 1 << 16  # segment keys below this sort as uint16 (numpy's stable sort is a radix sort)
 _EXACT_FLOAT: Final = float(1 << 52)  # |ts| / width below this: floor(ts / width) can be checked exactly
@@ -130,6 +140,12 @@ def _series(family: str, raw: tuple[Any, ...]) -> SeriesKey:
 def _metric_key(e: Any) -> tuple[str, str, Tags]:
     tags = e.metric_tags
     return "metric", e.metric_name, tuple(sorted(tags.items())) if tags else ()
+
+
+def _error_bits(kind: str, lkey: tuple[Any, ...]) -> int:
+    """Bit 0: the outcome is a failure; bit 1: the status is a 5xx (request and external events)."""
+    errors = lkey[len(_KEY_FIELDS[kind]):]
+    return int(errors[0] in _FAILURE) | (int(errors[1] in _SERVER_ERROR) << 1 if len(errors) > 1 else 0)
 
 
 def _flags(members: frozenset[Any], values: Iterable[Any], n: int) -> npt.NDArray[np.bool_]:
@@ -160,21 +176,23 @@ def _window_index(ts: npt.NDArray[np.float64], width: int, lo: float, hi: float)
 class WindowAccumulator:
     """Per-process accumulator: ``add`` batches of events, ``take`` the aggregates.
 
-    Columnar and vectorised. Each field that several kinds use (the series key with the kind, which picks the
-    key's fields, then time, duration, outcome, status) is read in one pass over the whole batch in memory
-    order, ``attrgetter`` mapped in C: reading events in the order they were decoded costs about half as much
-    per field as reading one kind's events, scattered among the others. A kind's own fields (cache hit, task
-    state and queue wait, metric name, tags, value and type) are read from its events, once each. Series ids
-    come from one lookup table (``dict.get`` mapped over key tuples, also in C; a metric's key is its sorted tag
-    items, built in C too), whose values carry the kind's code as well; the kind split is a stable radix sort of
-    the codes and numpy gathers, and everything after that is numpy over the whole batch (window index, segment
-    sort, sums, min/max, threshold counts, sketch bucket keys for every value and one ``bincount`` over
-    (segment, bucket)). Python runs once per (series, window) of the batch and once per new series, never per
-    event.
+    Columnar and vectorised. Each field that several kinds use is read in one pass over the whole batch in
+    memory order, ``attrgetter`` mapped in C: reading events in the order they were decoded costs about half as
+    much per field as reading one kind's events, scattered among the others. The first pass reads each event's
+    kind (which picks the fields) and its lookup key: its series key, then the fields its errors depend on
+    (outcome, and the status for requests and external calls); ``dict.get`` mapped over the keys gives, in one
+    lookup, the kind's code, the error bits and the series id. Then time and duration, one pass each. A kind's
+    own fields (cache hit, task state and queue wait, metric name, tags, value and type) are read from its
+    events, once each; a metric's series key is its sorted tag items, built in C too. The kind split is a stable
+    radix sort of the codes and numpy gathers, and everything after that is numpy over the whole batch (window
+    index, segment sort, sums, min/max, threshold counts, sketch bucket keys for every value and one
+    ``bincount`` over (segment, bucket)). Python runs once per (series, window) of the batch and once per new
+    lookup key, never per event. The series table is bounded by the memo (``FOLDED_MEMO``) and the lookup table
+    by ``_LOOKUP_MAX`` keys; past that, events find their series by re-reading their keys (in C, slower).
 
     Measured and not kept (slower here): one getter of all fields then ``zip(*rows)``, numpy structured
-    ``fromiter``, one key over every kind's fields, an (outcome, status) -> error bits table, kind codes
-    instead of the kind strings to pick the key getter.
+    ``fromiter``, one key over every kind's fields, an (outcome, status) -> error bits table in a pass of its
+    own, kind codes instead of the kind strings to pick the key getter.
     """
 
     def __init__(self, width: int = 60, apdex_t_ms: float = 500.0, slow_query_ms: float = 100.0, *,
@@ -189,12 +207,13 @@ class WindowAccumulator:
         self.apdex_t = apdex_t_ms
         self.slow_ms = slow_query_ms
         self._aggs: dict[AggKey, WindowAggregate] = {}
-        # Lookup key (kind, raw fields...) -> kind code << _CODE_SHIFT | dense series index within the kind,
-        # every kind in one table (the metric kind's getter key stands for every metric event: its series
-        # are looked up on their own); per kind, the SeriesKeys by index and how many table entries are
-        # the kind's.
-        self._lookup: dict[Any, int] = {"metric": KIND_CODES["metric"] << _CODE_SHIFT}
+        # Series key (kind, raw fields...) -> dense series index within the kind, every kind in one table
+        # (with the `other` series' keys); per kind, the SeriesKeys by index and how many entries are the
+        # kind's. The lookup table: an event's lookup key -> its kind, error bits and series (see
+        # _LOOKUP_KEYS; "metric" stands for every metric event, whose series are looked up on their own).
+        self._index: dict[Any, int] = {}
         self._sizes: dict[str, int] = {}
+        self._lookup: dict[Any, int] = {"metric": KIND_CODES["metric"] << _CODE_SHIFT}
         self._series: dict[str, list[SeriesKey]] = {}
         # Columns waiting to be folded, per family: (series ids, ts, values, errors, flags).
         self._pending: dict[str, list[tuple[Any, ...]]] = {}
@@ -242,32 +261,25 @@ class WindowAccumulator:
                 self._add_batch(known)
             return
         codes = (ids >> _CODE_SHIFT).astype(np.int8)
-        sid = ids & _INDEX_MASK
         miss = np.flatnonzero(ids < 0)
         if miss.size:  # keys not in the table yet (see _resolve): their kinds read again
             at = miss.tolist()
             missed = (events[at[0]],) if len(at) == 1 else itemgetter(*at)(events)
             codes[miss] = np.fromiter(map(KIND_CODES.__getitem__, map(_KIND, missed)), dtype=np.int8, count=len(at))
-            sid[miss] = -1
-        self._add(events, codes, sid)
+        self._add(events, codes, ids)
 
-    def _add(self, events: Sequence[Any], codes: npt.NDArray[np.int8], sid: npt.NDArray[np.int64]) -> None:
+    def _add(self, events: Sequence[Any], codes: npt.NDArray[np.int8], ids: npt.NDArray[np.int64]) -> None:
         m = len(events)
         present: list[int] = np.bincount(codes, minlength=len(_KINDS)).tolist()
         # One pass per field over the whole batch, in memory order (see the class docstring).
         ts = np.fromiter(map(_TS, events), dtype=np.float64, count=m)
         timed = m - present[KIND_CODES["metric"]]
         values = np.fromiter(map(_DURATION, events), dtype=np.float64, count=m) if timed else ts
-        failed = _flags(_FAILURE, map(_OUTCOME, events), m) if timed else None
-        server_error = (_flags(_SERVER_ERROR, map(_STATUS, events), m)
-                        if present[KIND_CODES["request"]] or present[KIND_CODES["external"]] else None)
         if max(present) == m:  # one kind: nothing to split
             order = None
         else:
             order = np.argsort(codes, kind="stable")  # a radix sort; keeps each kind's events in order
-            sid, ts, values = sid[order], ts[order], values[order]
-            failed = failed[order] if failed is not None else None
-            server_error = server_error[order] if server_error is not None else None
+            ids, ts, values = ids[order], ts[order], values[order]
         pos = 0
         for code, kind in enumerate(_KINDS):
             k = present[code]
@@ -280,41 +292,52 @@ class WindowAccumulator:
             if kind == "metric":
                 self._add_metrics(_pick(events, idx), ts[pos:end])
             else:
-                assert failed is not None
-                self._add_kind(kind, events, idx, sid[pos:end], ts[pos:end], values[pos:end], failed[pos:end],
-                               None if server_error is None else server_error[pos:end])
+                self._add_kind(kind, events, idx, ids[pos:end], ts[pos:end], values[pos:end])
             pos = end
 
     def _resolve(self, kind: str, events: Sequence[Any], idx: npt.NDArray[np.intp] | None,
-                 sid: npt.NDArray[np.int64], key: Callable[[Any], Any]) -> None:
-        """Fill in the ids of the events whose key is not in the table yet: new series, registered in the
-        order they first occur (Python once per new key, so a part's first chunk, where every key is new,
-        costs no Python per event), and folded keys past the memo, which register (and count) again at
-        every event, as documented in ``_register``."""
-        miss = np.flatnonzero(sid < 0)
+                 ids: npt.NDArray[np.int64]) -> None:
+        """Fill in the lookup values of the events whose lookup key is not in the table (-1): their series
+        (``_series_ids``) and error bits, worked out once per distinct key; the keys of remembered series
+        join the table while it has room."""
+        miss = np.flatnonzero(ids < 0)
         if not miss.size:  # the usual case after warm-up
             return
         at = (miss if idx is None else idx[miss]).tolist()
-        keys = [key(events[at[0]])] if len(at) == 1 else list(map(key, itemgetter(*at)(events)))
-        lookup = self._lookup
+        get = _LOOKUP_KEYS[kind]
+        keys = [get(events[at[0]])] if len(at) == 1 else list(map(get, itemgetter(*at)(events)))
+        js = self._series_ids(kind, list(map(_SERIES_KEY[kind], keys)))
+        bits = {lkey: _error_bits(kind, lkey) for lkey in dict.fromkeys(keys)}
+        code = KIND_CODES[kind] << _CODE_SHIFT
+        ids[miss] = code | np.fromiter(map(bits.__getitem__, keys), dtype=np.int64, count=len(keys)) << _BITS_SHIFT | js
+        lookup, index = self._lookup, self._index
+        for lkey, b in bits.items():
+            if len(lookup) >= _LOOKUP_MAX:
+                break
+            j = index.get(_SERIES_KEY[kind](lkey))
+            if j is not None:  # a remembered series (see _register)
+                lookup[lkey] = code | b << _BITS_SHIFT | j
+
+    def _series_ids(self, kind: str, raws: list[Any]) -> npt.NDArray[np.int64]:
+        """The series of each series key: new ones registered in the order they first occur (Python once per
+        new key, so a part's first chunk, where every key is new, costs no Python per event), and keys folded
+        past the memo, which register (and count) again at every event, as documented in ``_register``."""
+        index = self._index
         first: dict[Any, int] = {}
-        for lkey in dict.fromkeys(keys):  # distinct, in order of first occurrence
-            j = lookup.get(lkey)
-            first[lkey] = self._register(kind, lkey, _series(kind, lkey[1:])) if j is None else j & _INDEX_MASK
-        ids = np.fromiter(map(lookup.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
-        np.bitwise_and(ids, _INDEX_MASK, out=ids, where=ids >= 0)
-        sid[miss] = ids
-        if (ids < 0).any():  # keys not remembered: their first event was counted above, the others count now
-            for i in np.flatnonzero(ids < 0).tolist():
-                lkey = keys[i]
-                j = first.pop(lkey, None)
-                if j is None:
-                    j = self._register(kind, lkey, _series(kind, lkey[1:]))
-                sid[miss[i]] = j
+        for raw in dict.fromkeys(raws):  # distinct, in order of first occurrence
+            j = index.get(raw)
+            first[raw] = self._register(kind, raw, _series(kind, raw[1:])) if j is None else j
+        js = np.fromiter(map(index.get, raws, repeat(-1)), dtype=np.int64, count=len(raws))
+        if (js < 0).any():  # keys not remembered: their first event was counted above, the others count now
+            for i in np.flatnonzero(js < 0).tolist():
+                raw = raws[i]
+                j = first.pop(raw, None)
+                js[i] = self._register(kind, raw, _series(kind, raw[1:])) if j is None else j
+        return js
 
     def _register(self, kind: str, lkey: Any, sk: SeriesKey) -> int:
-        """The series id of a new lookup key: its own series, or its family's `other` one over the cap."""
-        lookup = self._lookup
+        """The series id of a new series key: its own series, or its family's `other` one over the cap."""
+        index = self._index
         series = self._series[kind]
         cap = self.max_series
         if cap is not None:
@@ -326,21 +349,20 @@ class WindowAccumulator:
                 folded = fold_tags(sk.tags)
                 held.add(folded)  # counted as the commit counts it
                 okey = (_OTHER_KEY, fam, folded)
-                j = lookup.get(okey)
+                j = index.get(okey)
                 if j is None:
-                    j = lookup[okey] = len(series)
+                    j = index[okey] = len(series)
                     self._sizes[kind] += 1
                     series.append(SeriesKey(fam, folded))
                 self.folded[fam] = self.folded.get(fam, 0) + 1
                 # Remembering the folded key spares rebuilding its tags next time; past the memo each event
                 # of an unremembered key is rebuilt (and counted) again, and memory stays bounded.
                 if self._sizes[kind] < FOLDED_MEMO + cap:
-                    lookup[lkey] = KIND_CODES[kind] << _CODE_SHIFT | j
+                    index[lkey] = j
                     self._sizes[kind] += 1
                 return j
             held.add(sk.tags)
-        j = len(series)
-        lookup[lkey] = KIND_CODES[kind] << _CODE_SHIFT | j
+        j = index[lkey] = len(series)
         self._sizes[kind] += 1
         series.append(sk)
         return j
@@ -351,17 +373,19 @@ class WindowAccumulator:
             self._sizes[kind] = 0
 
     def _add_kind(self, kind: str, events: Sequence[Any], idx: npt.NDArray[np.intp] | None,
-                  sid: npt.NDArray[np.int64], ts: npt.NDArray[np.float64], values: npt.NDArray[np.float64],
-                  failed: npt.NDArray[np.bool_], server_error: npt.NDArray[np.bool_] | None) -> None:
-        """One kind's columns (``idx``: its events' places in ``events``, None for all of them); the kind's
-        own fields are read from its events, which are picked out only for the kinds that have such fields."""
-        m = sid.size
+                  ids: npt.NDArray[np.int64], ts: npt.NDArray[np.float64], values: npt.NDArray[np.float64]) -> None:
+        """One kind's columns (``idx``: its events' places in ``events``, None for all of them; ``ids``: their
+        lookup values, -1 where the key missed); the kind's own fields are read from its events, which are
+        picked out only for the kinds that have such fields."""
+        m = ids.size
         self._family(kind)
-        self._resolve(kind, events, idx, sid, _LOOKUP_KEYS[kind])
+        self._resolve(kind, events, idx, ids)
+        sid = ids & _INDEX_MASK
+        bits = ids >> _BITS_SHIFT
+        failed = (bits & 1).astype(np.bool_)
         flags: dict[str, npt.NDArray[np.bool_]] = {}
         if kind in ("request", "external"):
-            assert server_error is not None
-            errors = failed | server_error
+            errors = (bits & 3).astype(np.bool_)  # a failure or a 5xx
         elif kind == "task":
             states, waits = zip(*map(_TASK_FIELDS, _pick(events, idx)), strict=True)  # one read of each
             no_state = _flags(_NONE, states, m)
@@ -388,13 +412,14 @@ class WindowAccumulator:
         self._family("metric")
         names, tags, metric_values, types = zip(*map(_METRIC_FIELDS, sub), strict=True)
         try:  # the keys _metric_key makes, built in C: sorted tag items
-            sid = np.fromiter(map(self._lookup.get, zip(repeat("metric"), names,
-                                                        map(tuple, map(sorted, map(dict.items, tags)))),
+            sid = np.fromiter(map(self._index.get, zip(repeat("metric"), names,
+                                                       map(tuple, map(sorted, map(dict.items, tags)))),
                                   repeat(-1)), dtype=np.int64, count=m)
         except TypeError:  # an event without tags
-            sid = np.fromiter(map(self._lookup.get, map(_metric_key, sub), repeat(-1)), dtype=np.int64, count=m)
-        np.bitwise_and(sid, _INDEX_MASK, out=sid, where=sid >= 0)
-        self._resolve("metric", sub, None, sid, _metric_key)
+            sid = np.fromiter(map(self._index.get, map(_metric_key, sub), repeat(-1)), dtype=np.int64, count=m)
+        miss = np.flatnonzero(sid < 0)
+        if miss.size:
+            sid[miss] = self._series_ids("metric", [_metric_key(sub[i]) for i in miss.tolist()])
         values = np.fromiter(metric_values, dtype=np.float64, count=m)
         counted = _flags(_COUNT_TYPE, types, m)
         self._pending.setdefault("metric", []).append(

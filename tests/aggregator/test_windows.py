@@ -283,14 +283,15 @@ def _exactly(agg: WindowAggregate) -> tuple:
             agg.min, agg.max, list(agg.counters.items()), agg.sketch.to_bytes())
 
 
-@pytest.mark.parametrize(("cap", "memo"), [(None, 1 << 16), (6, 1 << 16), (6, 3)])
+@pytest.mark.parametrize(("cap", "memo", "table"), [(None, 1 << 16, 1 << 16), (6, 1 << 16, 1 << 16), (6, 3, 1 << 16),
+                                                    (None, 1 << 16, 40), (6, 3, 40)])
 def test_accumulator_matches_a_per_event_reference(monkeypatch: pytest.MonkeyPatch, cap: int | None,
-                                                   memo: int) -> None:
+                                                   memo: int, table: int) -> None:
     """A realistic generated log (every kind, failures, cache hits and misses, metric events with zero and
     negative gauge values, several windows) in uneven batches, with folds inside ``add`` and explicit
     flushes: the columnar accumulator's aggregates equal the per-event reference's exactly (totals to the
-    bit, counters in the same order, sketch bytes), with or without a series cap, and past the memo of
-    folded keys; events, kinds, folded counts and the time range too."""
+    bit, counters in the same order, sketch bytes), with or without a series cap, past the memo of folded
+    keys and with a full lookup table; events, kinds, folded counts and the time range too."""
     from aggregator import loggen, windows
     from parsers import LineParser
 
@@ -304,6 +305,9 @@ def test_accumulator_matches_a_per_event_reference(monkeypatch: pytest.MonkeyPat
             doc.pop("metric.tags") if i % 2 and i > 20_000 else doc.update({"metric.tags": {}})
         if doc["apm.kind"] == "request" and i % 97 == 0:
             doc["http.route"] = f"api/rare/{i}/"  # many series, to fold past the cap
+        if doc["apm.kind"] in ("request", "external", "db") and i % 11 == 0:  # a 5xx alone, a failure alone
+            doc.update({"outcome": "success", "http.response.status_code": 500 + i % 100} if i % 2
+                       else {"outcome": "failure", "http.response.status_code": 200 + i % 300})
     events = LineParser(now=T0 + 3600).parse(b"".join(loggen.lines_of(docs))).events
     assert len(events) == len(docs)
     gauges = [e.metric_value for e in events if e.kind == "metric" and e.metric_value is not None]
@@ -316,6 +320,7 @@ def test_accumulator_matches_a_per_event_reference(monkeypatch: pytest.MonkeyPat
     fold_events = 7_000
     monkeypatch.setattr(windows, "FOLD_EVENTS", fold_events)
     monkeypatch.setattr(windows, "FOLDED_MEMO", memo)
+    monkeypatch.setattr(windows, "_LOOKUP_MAX", table)
     admitted = {"request": frozenset({make_tags(route="api/feed/", method="GET", service=loggen.SERVICE,
                                                 env=loggen.ENV)})}
     acc = WindowAccumulator(60, 100.0, 50.0, max_series=cap, admitted=admitted)
