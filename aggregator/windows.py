@@ -103,6 +103,7 @@ _LOOKUP_KEYS: Final[dict[str, Callable[[Any], Any]]] = {
     "metric": _KIND,
 }
 _SERIES_KEY: Final = {kind: itemgetter(slice(0, len(fields))) for kind, fields in _KEY_FIELDS.items()}
+_ERROR_PART: Final = {kind: itemgetter(slice(len(fields), None)) for kind, fields in _KEY_FIELDS.items()}
 _FAILURE: Final = frozenset({"failure"})
 _RETRY: Final = frozenset({"retry"})
 _COUNT_TYPE: Final = frozenset({"count"})
@@ -142,9 +143,9 @@ def _metric_key(e: Any) -> tuple[str, str, Tags]:
     return "metric", e.metric_name, tuple(sorted(tags.items())) if tags else ()
 
 
-def _error_bits(kind: str, lkey: tuple[Any, ...]) -> int:
-    """Bit 0: the outcome is a failure; bit 1: the status is a 5xx (request and external events)."""
-    errors = lkey[len(_KEY_FIELDS[kind]):]
+def _error_bits(errors: tuple[Any, ...]) -> int:
+    """Of a lookup key's error fields, bit 0: the outcome is a failure; bit 1: the status (request and
+    external events) is a 5xx."""
     return int(errors[0] in _FAILURE) | (int(errors[1] in _SERVER_ERROR) << 1 if len(errors) > 1 else 0)
 
 
@@ -307,32 +308,40 @@ class WindowAccumulator:
         get = _LOOKUP_KEYS[kind]
         keys = [get(events[at[0]])] if len(at) == 1 else list(map(get, itemgetter(*at)(events)))
         js = self._series_ids(kind, list(map(_SERIES_KEY[kind], keys)))
-        bits = {lkey: _error_bits(kind, lkey) for lkey in dict.fromkeys(keys)}
+        errs = list(map(_ERROR_PART[kind], keys))
+        bits_of = {err: _error_bits(err) for err in dict.fromkeys(errs)}  # a few (outcome, status) pairs
+        bits = np.fromiter(map(bits_of.__getitem__, errs), dtype=np.int64, count=len(errs))
         code = KIND_CODES[kind] << _CODE_SHIFT
-        ids[miss] = code | np.fromiter(map(bits.__getitem__, keys), dtype=np.int64, count=len(keys)) << _BITS_SHIFT | js
-        lookup, index = self._lookup, self._index
-        for lkey, b in bits.items():
-            if len(lookup) >= _LOOKUP_MAX:
-                break
-            j = index.get(_SERIES_KEY[kind](lkey))
-            if j is not None:  # a remembered series (see _register)
-                lookup[lkey] = code | b << _BITS_SHIFT | j
+        ids[miss] = code | bits << _BITS_SHIFT | js
+        lookup = self._lookup
+        if len(lookup) < _LOOKUP_MAX:
+            index = self._index
+            for lkey, b in dict(zip(keys, bits.tolist(), strict=True)).items():  # distinct keys
+                j = index.get(_SERIES_KEY[kind](lkey))
+                if j is not None:  # a remembered series (see _register)
+                    lookup[lkey] = code | b << _BITS_SHIFT | j
+                    if len(lookup) >= _LOOKUP_MAX:
+                        break
 
     def _series_ids(self, kind: str, raws: list[Any]) -> npt.NDArray[np.int64]:
         """The series of each series key: new ones registered in the order they first occur (Python once per
         new key, so a part's first chunk, where every key is new, costs no Python per event), and keys folded
         past the memo, which register (and count) again at every event, as documented in ``_register``."""
         index = self._index
-        first: dict[Any, int] = {}
-        for raw in dict.fromkeys(raws):  # distinct, in order of first occurrence
-            j = index.get(raw)
-            first[raw] = self._register(kind, raw, _series(kind, raw[1:])) if j is None else j
         js = np.fromiter(map(index.get, raws, repeat(-1)), dtype=np.int64, count=len(raws))
-        if (js < 0).any():  # keys not remembered: their first event was counted above, the others count now
-            for i in np.flatnonzero(js < 0).tolist():
-                raw = raws[i]
+        unknown = np.flatnonzero(js < 0)
+        if not unknown.size:
+            return js
+        at = unknown.tolist()
+        new = [raws[at[0]]] if len(at) == 1 else list(itemgetter(*at)(raws))
+        first = {raw: self._register(kind, raw, _series(kind, raw[1:])) for raw in dict.fromkeys(new)}
+        got = np.fromiter(map(index.get, new, repeat(-1)), dtype=np.int64, count=len(new))
+        if (got < 0).any():  # keys not remembered: their first event was counted above, the others count now
+            for i in np.flatnonzero(got < 0).tolist():
+                raw = new[i]
                 j = first.pop(raw, None)
-                js[i] = self._register(kind, raw, _series(kind, raw[1:])) if j is None else j
+                got[i] = self._register(kind, raw, _series(kind, raw[1:])) if j is None else j
+        js[unknown] = got
         return js
 
     def _register(self, kind: str, lkey: Any, sk: SeriesKey) -> int:
