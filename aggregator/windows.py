@@ -121,18 +121,23 @@ _RADIX_KEYS: Final = 1 << 16  # segment keys below this sort as uint16 (numpy's 
 _EXACT_FLOAT: Final = float(1 << 52)  # |ts| / width below this: floor(ts / width) can be checked exactly
 
 
+def _tags(*pairs: tuple[str, Any]) -> Tags:
+    """``make_tags`` of pairs already in key order (what it does, without the dict and the sort)."""
+    return tuple([(k, str(v)) for k, v in pairs if v is not None and v != ""])
+
+
 def _series(family: str, raw: tuple[Any, ...]) -> SeriesKey:
     """SeriesKey from a family and the raw field tuple it was grouped by."""
     if family == "request":
-        return SeriesKey(family, make_tags(route=raw[0], method=raw[1], service=raw[2], env=raw[3]))
+        return SeriesKey(family, _tags(("env", raw[3]), ("method", raw[1]), ("route", raw[0]), ("service", raw[2])))
     if family == "db":
-        return SeriesKey(family, make_tags(db=raw[0] or raw[1], operation=raw[2], table=raw[3]))
+        return SeriesKey(family, _tags(("db", raw[0] or raw[1]), ("operation", raw[2]), ("table", raw[3])))
     if family == "cache":
-        return SeriesKey(family, make_tags(cache=raw[0], operation=raw[1]))
+        return SeriesKey(family, _tags(("cache", raw[0]), ("operation", raw[1])))
     if family == "external":
-        return SeriesKey(family, make_tags(peer_service=raw[0], operation=raw[1]))
+        return SeriesKey(family, _tags(("operation", raw[1]), ("peer_service", raw[0])))
     if family in ("task", "task.queue_wait"):
-        return SeriesKey(family, make_tags(task=raw[0], queue=raw[1]))
+        return SeriesKey(family, _tags(("queue", raw[1]), ("task", raw[0])))
     if family == "metric":
         return SeriesKey(f"metric:{raw[0]}", make_tags(dict(raw[1])))
     raise ValueError(f"unknown family {family!r}")

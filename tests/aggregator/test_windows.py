@@ -340,3 +340,19 @@ def test_accumulator_matches_a_per_event_reference(monkeypatch: pytest.MonkeyPat
         assert acc.folded["request"] > 0 and acc.folded["db"] > 0
     if cap is not None and memo == 3:  # past the memo, the events of unremembered keys count again
         assert acc.folded["request"] > len({e.http_route for e in events if e.kind == "request"}) - cap
+
+
+def test_series_tags_are_make_tags() -> None:
+    """The tags a new series gets equal ``make_tags`` of its fields, empty and odd values included."""
+    from aggregator.windows import _series
+
+    names = {"request": ("route", "method", "service", "env"), "cache": ("cache", "operation"),
+             "external": ("peer_service", "operation"), "task": ("task", "queue"),
+             "task.queue_wait": ("task", "queue")}
+    odd = ["api/x/", "", None, "GET", 0, False, "über", " "]
+    for family, fields in names.items():
+        for i in range(len(odd) ** len(fields)):
+            raw = tuple(odd[(i // len(odd) ** k) % len(odd)] for k in range(len(fields)))
+            assert _series(family, raw).tags == make_tags(dict(zip(fields, raw, strict=True))), (family, raw)
+    for raw in [("default", "pg", "SELECT", "t"), (None, "pg", "SELECT", ""), ("", None, None, "t")]:
+        assert _series("db", raw).tags == make_tags(db=raw[0] or raw[1], operation=raw[2], table=raw[3])
