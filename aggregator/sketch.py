@@ -58,6 +58,7 @@ _EMPTY_STORE: Final = _STORE_HEADER.pack(0, 0, 0)
 # The counts of every empty store: read-only, and replaced (never written into) when buckets are added.
 _NO_COUNTS: Final = np.zeros(0, dtype=np.int64)
 _NO_COUNTS.flags.writeable = False
+_INT64: Final = np.dtype(np.int64)
 _MAPPINGS: dict[float, tuple[float, float, float]] = {}  # accuracy -> (gamma, multiplier, min indexable)
 
 
@@ -272,13 +273,14 @@ class DDSketch:
         sketch.relative_accuracy = relative_accuracy
         sketch.neg = _Store()
         sketch.zero_count = 0
-        sketch.min, sketch.max = math.inf, -math.inf
-        if 0 < counts.size <= MAX_BUCKETS and counts.dtype == np.int64:
-            store = sketch.pos = _Store()
-            store.offset, store.counts = key_lo, counts
-            sketch.min, sketch.max = min(math.inf, vmin), max(-math.inf, vmax)
+        pos = sketch.pos = _Store()
+        if counts.dtype is _INT64 and 0 < counts.size <= MAX_BUCKETS:  # bincount's: the buckets as they are
+            pos.offset, pos.counts = key_lo, counts
+            # min(inf, vmin) and max(-inf, vmax), as add_bucket_counts takes them
+            sketch.min = vmin if vmin < math.inf else math.inf
+            sketch.max = vmax if vmax > -math.inf else -math.inf
         else:
-            sketch.pos = _Store()
+            sketch.min, sketch.max = math.inf, -math.inf
             sketch.add_bucket_counts(key_lo, counts, vmin, vmax, adopt=True)
         return sketch
 
