@@ -521,6 +521,8 @@ class WindowAccumulator:
         rows = zip(*extra.values(), strict=True) if names else repeat((), nseg)
         aggs = self._aggs
         width = self.width
+        inf = math.inf
+        of_buckets = DDSketch.of_bucket_counts
         for si, start, count, errs, total, lo, hi, pos, b, w, klo, at, row in zip(
                 seg_series, seg_start, counts.tolist(), err.astype(np.int64).tolist(), sums.tolist(), mins.tolist(),
                 maxs.tolist(), positive.tolist(), base.tolist(), widths.tolist(), kmin.tolist(), starts.tolist(),
@@ -530,12 +532,12 @@ class WindowAccumulator:
             agg = aggs.get(k)
             if agg is None:  # made whole: the same fields as updating an empty aggregate (sums are never -0.0)
                 if pos:  # the segments' bucket counts are disjoint slices of one array: each sketch keeps its own
-                    sketch = DDSketch.of_bucket_counts(klo, binned[b: b + w], lo, hi)
+                    sketch = of_buckets(klo, binned[b: b + w], lo, hi)
                 else:
                     sketch = DDSketch()
                     sketch.add_many(v[at: at + count])
-                aggs[k] = WindowAggregate(sk_, start, width, count, errs, total, lo if lo < math.inf else math.inf,
-                                          hi if hi > -math.inf else -math.inf, dict(zip(names, row, strict=True)), sketch)
+                aggs[k] = WindowAggregate(sk_, start, width, count, errs, total, lo if lo < inf else inf,
+                                          hi if hi > -inf else -inf, dict(zip(names, row, strict=True)), sketch)
                 continue
             kept = agg.sketch
             assert isinstance(kept, DDSketch)
