@@ -68,6 +68,16 @@ def base_family(family: str) -> str:
 
 # --- computing helpers ---------------------------------------------------------------------------
 
+# What the computations below read of the sketch: a quantile (``_q``), or nothing at all (the rest). Alerting
+# judges a span's quantiles without merging its sketches when it knows this (``quantile_of``, ``reads_sketch``).
+_QUANTILES: dict[Compute, float] = {}
+_SKETCH_FREE: set[Compute] = set()
+
+
+def _sketch_free(f: Compute) -> Compute:
+    _SKETCH_FREE.add(f)
+    return f
+
 
 def _q(q: float) -> Compute:
     def f(agg: WindowAggregate) -> float | None:
@@ -75,25 +85,31 @@ def _q(q: float) -> Compute:
             return None
         return agg.sketch.quantile(q)
 
+    _QUANTILES[f] = q
     return f
 
 
+@_sketch_free
 def _avg(agg: WindowAggregate) -> float | None:
     return agg.total / agg.count if agg.count else None
 
 
+@_sketch_free
 def _max(agg: WindowAggregate) -> float | None:
     return agg.max if agg.count else None
 
 
+@_sketch_free
 def _count(agg: WindowAggregate) -> float | None:
     return float(agg.count)
 
 
+@_sketch_free
 def _errors(agg: WindowAggregate) -> float | None:
     return float(agg.errors)
 
 
+@_sketch_free
 def _error_rate(agg: WindowAggregate) -> float | None:
     return agg.errors / agg.count if agg.count else None
 
@@ -102,24 +118,28 @@ def _counter(name: str) -> Compute:
     def f(agg: WindowAggregate) -> float | None:
         return float(agg.counters.get(name, 0.0))
 
-    return f
+    return _sketch_free(f)
 
 
+@_sketch_free
 def _apdex(agg: WindowAggregate) -> float | None:
     if not agg.count:
         return None
     return (agg.counters.get("satisfied", 0.0) + agg.counters.get("tolerating", 0.0) / 2.0) / agg.count
 
 
+@_sketch_free
 def _hit_rate(agg: WindowAggregate) -> float | None:
     hits, misses = agg.counters.get("hits", 0.0), agg.counters.get("misses", 0.0)
     return hits / (hits + misses) if hits + misses else None
 
 
+@_sketch_free
 def _failure_rate(agg: WindowAggregate) -> float | None:
     return agg.counters.get("failures", 0.0) / agg.count if agg.count else None
 
 
+@_sketch_free
 def _business(agg: WindowAggregate) -> float | None:
     """A `count` metric is the sum of its values in the window; a gauge is their mean."""
     if not agg.count:
@@ -277,6 +297,22 @@ def value(metric_name: str, agg: WindowAggregate, prefix: str | None = None) -> 
     return None if v is None or not math.isfinite(v) else float(v)
 
 
+def quantile_of(metric_name: str, prefix: str | None = None) -> float | None:
+    """``q`` when the metric is the ``q`` quantile of its aggregate's sketch (``request.duration.p95`` ->
+    0.95: ``value`` is ``agg.sketch.quantile(q)``, None without a sketch or events), else None."""
+    _load_extensions()
+    d = _def_for(metric_name, prefix)
+    return _QUANTILES.get(d.compute) if d.compute is not None else None
+
+
+def reads_sketch(metric_name: str, prefix: str | None = None) -> bool:
+    """Whether the metric's value may depend on the aggregate's sketch (a quantile, or a computation this
+    module does not know, such as an extension's): the rest need only the exact fields."""
+    _load_extensions()
+    d = _def_for(metric_name, prefix)
+    return d.compute is not None and d.compute not in _SKETCH_FREE
+
+
 def metric_names(prefix: str = "apm") -> list[str]:
     """Every fixed metric name (business metrics are ``<prefix>.business.<name>``)."""
     return [f"{prefix}.{d.name}" for d in _DEFS]
@@ -313,23 +349,26 @@ def points(agg: WindowAggregate, prefix: str = "apm") -> list[MetricPoint]:
     return out
 
 
-def merge(aggs: Iterable[WindowAggregate], series: SeriesKey | None = None) -> WindowAggregate | None:
+def merge(aggs: Iterable[WindowAggregate], series: SeriesKey | None = None, *,
+          sketches: bool = True) -> WindowAggregate | None:
     """One aggregate over many (windows of a span, or series of a group): exact fields add, sketches
-    merge. The result starts at the earliest start and spans to the latest end; None for no input."""
+    merge. The result starts at the earliest start and spans to the latest end; None for no input.
+    ``sketches=False``: the exact fields alone (the result has no sketch)."""
     out: WindowAggregate | None = None
     end = 0
     for agg in aggs:
         if out is None:
             out = WindowAggregate(series or agg.series, agg.start, agg.width)
-        merge_into(out, agg)
+        merge_into(out, agg, sketch=sketches)
         end = max(end, agg.end)
         out.start = min(out.start, agg.start)
         out.width = end - out.start
     return out
 
 
-def merge_into(target: WindowAggregate, agg: WindowAggregate) -> None:
-    """Add ``agg``'s exact fields and sketch into ``target`` (same series and window, or a span)."""
+def merge_into(target: WindowAggregate, agg: WindowAggregate, *, sketch: bool = True) -> None:
+    """Add ``agg``'s exact fields and (unless ``sketch=False``) its sketch into ``target`` (same series and
+    window, or a span)."""
     target.count += agg.count
     target.errors += agg.errors
     target.total += agg.total
@@ -337,7 +376,7 @@ def merge_into(target: WindowAggregate, agg: WindowAggregate) -> None:
     target.max = max(target.max, agg.max)
     for k, v in agg.counters.items():
         target.counters[k] = target.counters.get(k, 0.0) + v
-    if agg.sketch is not None:
+    if sketch and agg.sketch is not None:
         if target.sketch is None:
             target.sketch = DDSketch(agg.sketch.relative_accuracy)
         target.sketch.merge(agg.sketch)

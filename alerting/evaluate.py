@@ -9,7 +9,9 @@ same outcome as the live runs would have.
 
 Per point and group (the ``group_by`` tag values), the span's windows are merged with
 ``aggregator.catalog.merge`` and the rule's metric read with ``aggregator.catalog.value`` (one place for
-what a metric means). A group with fewer than ``min_samples`` events in the span does not breach; a group
+what a metric means). A quantile metric (p95, p99) is read without merging sketches when the catalog says
+which quantile it is (``alerting.spans``: the same figure, for all the points of a chunk at once; a 1M-event
+hour's catch-up of the 8 default rules, 480 points, 0.38 -> 0.20 CPU s). A group with fewer than ``min_samples`` events in the span does not breach; a group
 with no events at all follows the rule's ``no_data`` ("ok": does not breach, "keep": its state stays as
 it is, "alert": breaches).
 
@@ -24,13 +26,17 @@ transaction (see ``alerting.state``).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
+
+import numpy as np
 
 from aggregator.model import WindowAggregate, WindowReader
 from alerting.rules import Rule, Shown, format_duration, render_message
+from alerting.spans import Floats, span_quantiles
 from alerting.state import AlertStore, GroupKey, GroupState, Notification, Transition
 
 CHUNK_POINTS = 120  # evaluation points read from the store at once (bounds memory on a long catch-up)
@@ -44,6 +50,22 @@ class MetricCatalog(Protocol):
     def value(self, metric_name: str, agg: WindowAggregate, prefix: str | None = None) -> float | None: ...
 
     def merge(self, aggs: Iterable[WindowAggregate]) -> WindowAggregate | None: ...
+
+
+class SpanCatalog(MetricCatalog, Protocol):
+    """What ``aggregator.catalog`` also says, so that a span's quantiles need no merged sketch (a catalog
+    without it is judged by merging, as before)."""
+
+    def quantile_of(self, metric_name: str, prefix: str | None = None) -> float | None: ...
+
+    def reads_sketch(self, metric_name: str, prefix: str | None = None) -> bool: ...
+
+    def merge(self, aggs: Iterable[WindowAggregate], series: Any = None, *,  # type: ignore[override]
+              sketches: bool = True) -> WindowAggregate | None: ...
+
+
+# One quantile per group for the evaluation points of a chunk (alerting.spans), and the point's index.
+Column = tuple[dict[GroupKey, Floats], int]
 
 
 @dataclass(slots=True)
@@ -93,6 +115,8 @@ class Evaluator:
         self.send_resolved = send_resolved
         self.notifiers = tuple(notifiers)
         self.catalog = catalog or _default_catalog()
+        self._spans_catalog = (cast(SpanCatalog, self.catalog) if hasattr(self.catalog, "quantile_of")
+                               and hasattr(self.catalog, "reads_sketch") else None)
         self.now = now
         self._earliest_cache: dict[tuple[str, tuple[tuple[str, str], ...], int], int | None] = {}
 
@@ -101,7 +125,9 @@ class Evaluator:
 
         Rules over the same family, filter, grouping and span (p95, p99 and error rate by route) form one
         cluster: its windows are read and decoded once, merged per group and minute once, and merged over
-        the span once per point; each rule then only reads its metric from the merged aggregate."""
+        the span once per point; each rule then only reads its metric from the merged aggregate. When every
+        rule of a cluster is a quantile or needs no sketch (the defaults), the merges leave the sketches out
+        and the quantiles of all the chunk's spans are read at once (``alerting.spans``): same figures."""
         report = EvaluationReport()
         self.alerts.forget_rules_except((r.name for r in rules), self.now)
         watermark = self.reader.latest_window_start()
@@ -147,26 +173,34 @@ class Evaluator:
         if watermark is not None:
             points = {r.name: set(self._points(r, family, match, watermark)) for r in rules}
         every = sorted(set().union(*points.values())) if points else []
+        quantiles = self._quantiles(rules) if every else None
         for chunk_start in range(0, len(every), CHUNK_POINTS):
             chunk = every[chunk_start:chunk_start + CHUNK_POINTS]
             # per window start and group: the group's series merged (one aggregate per group and minute)
             minute: dict[int, dict[GroupKey, list[WindowAggregate]]] = defaultdict(lambda: defaultdict(list))
             for agg in self.reader.windows(family, chunk[0] - span, chunk[-1], match=match):
                 minute[agg.start][tuple((g, agg.series.tag(g)) for g in group_by)].append(agg)
+            columns: dict[float, dict[GroupKey, Floats]] | None = None
+            if quantiles is not None:
+                qs = {q for q in quantiles.values() if q is not None}
+                columns = self._span_quantiles(minute, chunk, span, qs) if qs else {}
+            merge = self._merge_exact if columns is not None else self.catalog.merge
             per_minute = {
-                start: {key: m for key, aggs in groups.items() if (m := self.catalog.merge(aggs)) is not None}
+                start: {key: m for key, aggs in groups.items() if (m := merge(aggs)) is not None}
                 for start, groups in minute.items()
             }
             del minute
-            for t in chunk:
+            for i, t in enumerate(chunk):
                 spans: dict[GroupKey, list[WindowAggregate]] = defaultdict(list)
                 for start in range(t - span, t, self.width):
                     for key, agg in per_minute.get(start, {}).items():
                         spans[key].append(agg)
-                merged = {key: self.catalog.merge(aggs) for key, aggs in spans.items()}
+                merged = {key: merge(aggs) for key, aggs in spans.items()}
                 for rule in rules:
                     if t in points[rule.name]:
-                        self._point(rule, t, merged, states[rule.name], report)
+                        q = quantiles.get(rule.name) if quantiles is not None and columns is not None else None
+                        column = (columns[q], i) if columns is not None and q is not None else None
+                        self._point(rule, t, merged, states[rule.name], report, column)
                         report.points += 1
         for rule in rules:
             if points.get(rule.name):
@@ -174,6 +208,49 @@ class Evaluator:
             self.alerts.save_groups(states[rule.name].values())
             report.firing += sum(1 for g in states[rule.name].values() if g.state == "firing")
             report.pending += sum(1 for g in states[rule.name].values() if g.state == "pending")
+
+    def _quantiles(self, rules: list[Rule]) -> dict[str, float | None] | None:
+        """Per rule, the quantile it reads (None: a metric of the exact fields alone); None when a rule
+        reads the sketch otherwise, or the catalog cannot say: then spans are merged with their sketches."""
+        cat = self._spans_catalog
+        if cat is None:
+            return None
+        out: dict[str, float | None] = {}
+        try:
+            for rule in rules:
+                q = cat.quantile_of(rule.metric, self.prefix)
+                if q is None and cat.reads_sketch(rule.metric, self.prefix):
+                    return None
+                out[rule.name] = q
+        except Exception:  # whatever fails here fails where the merging path reads the metric, as before
+            return None
+        return out
+
+    def _merge_exact(self, aggs: Iterable[WindowAggregate]) -> WindowAggregate | None:
+        return cast(SpanCatalog, self._spans_catalog).merge(aggs, sketches=False)
+
+    def _span_quantiles(
+        self,
+        minute: dict[int, dict[GroupKey, list[WindowAggregate]]],
+        chunk: list[int],
+        span: int,
+        qs: set[float],
+    ) -> dict[float, dict[GroupKey, Floats]] | None:
+        """The chunk's quantiles per group and point (``alerting.spans``); None to merge sketches instead
+        (a window off the span grid, or a sketch ``span_quantiles`` does not take)."""
+        w = self.width
+        base = chunk[0] - span
+        per_span = len(range(-span, 0, w))  # window starts per span, as the merging loop visits them
+        rows = (chunk[-1] - chunk[0]) // w + per_span
+        sketches: dict[GroupKey, list[tuple[int, Any]]] = defaultdict(list)
+        for start, groups in minute.items():
+            row, off = divmod(start - base, w)
+            if off or not 0 <= row < rows:
+                return None
+            for key, aggs in groups.items():
+                sketches[key].extend((row, a.sketch) for a in aggs if a.sketch is not None)
+        first = np.array([(t - chunk[0]) // w for t in chunk], dtype=np.int64)
+        return span_quantiles(sketches, rows, first, per_span, qs)
 
     def _points(self, rule: Rule, family: str, match: dict[str, str] | None, watermark: int) -> list[int]:
         w = self.width
@@ -213,12 +290,13 @@ class Evaluator:
         merged: dict[GroupKey, WindowAggregate | None],
         states: dict[GroupKey, GroupState],
         report: EvaluationReport,
+        column: Column | None = None,
     ) -> None:
         keys = set(merged) | {k for k, g in states.items() if g.state in ("pending", "firing")}
         if not rule.group_by:
             keys.add(())
         for key in sorted(keys):
-            judgement = self._judge(rule, merged.get(key))
+            judgement = self._judge(rule, merged.get(key), key, column)
             state = states.get(key)
             if state is None:
                 if not judgement.breach:
@@ -226,9 +304,19 @@ class Evaluator:
                 state = states[key] = GroupState(rule.name, key)
             self._advance(rule, state, t, judgement, report)
 
-    def _judge(self, rule: Rule, merged: WindowAggregate | None) -> Judgement:
+    def _judge(self, rule: Rule, merged: WindowAggregate | None, key: GroupKey = (),
+               column: Column | None = None) -> Judgement:
         samples = merged.count if merged is not None else 0
-        value = self.catalog.value(rule.metric, merged, self.prefix) if merged is not None else None
+        value: float | None
+        if merged is None:
+            value = None
+        elif column is not None:  # the quantile read by alerting.spans: catalog.value's figure
+            values, i = column
+            found = values.get(key)
+            x = float(found[i]) if found is not None and merged.count else math.nan
+            value = x if math.isfinite(x) else None
+        else:
+            value = self.catalog.value(rule.metric, merged, self.prefix)
         if value is None or samples == 0:
             if rule.no_data == "keep":
                 return Judgement(None, samples, None)
