@@ -66,3 +66,35 @@ def test_ids_are_lowercase_hex_of_the_right_length() -> None:
     for _ in range(200):
         ctx = tracing.TraceContext(tracing.new_trace_id(), tracing.new_span_id())
         assert tracing.parse_traceparent(ctx.traceparent) == ctx
+
+
+def test_new_roots_are_valid_distinct_and_never_all_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Roots are drawn in batches: each is a valid W3C root, none repeats, and an all-zero id (one time in
+    2**58 per batch) is left out rather than used."""
+    roots = [tracing.new_root() for _ in range(1000)]
+    assert all(tracing.parse_traceparent(r.traceparent) == r and r.parent_span_id is None for r in roots)
+    assert len({r.trace_id for r in roots}) == len({r.span_id for r in roots}) == 1000
+
+    def draws(bits: int) -> int:  # trace ids: zero, ff.., ff.., ff..; span ids: ..01, zero, zero, ..01
+        if bits == 128 * 4:
+            return (1 << 384) - 1
+        return (1 << 192) | 1
+
+    monkeypatch.setattr(tracing, "_getrandbits", draws)
+    kept = tracing._draw_roots(4)
+    assert [(r.trace_id, r.span_id) for r in kept] == [("f" * 32, "0" * 15 + "1")]
+
+
+def test_a_forked_child_does_not_reuse_its_parents_roots() -> None:
+    """The batch of drawn roots is emptied in a forked child (the random module re-seeds there too)."""
+    import os
+
+    tracing.new_root()
+    assert tracing._roots
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, str(len(tracing._roots)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"0"
