@@ -180,10 +180,13 @@ class Emitter:
             return
         handlers = logger.handlers
         if len(handlers) == 1 and not logger.propagate and not logger.filters:
-            enqueue = getattr(handlers[0], "enqueue_event", None)
-            if enqueue is not None and enqueue((REQUEST, self, duration_ms, method, route, status, error, span,
-                                                now)):
-                return
+            try:
+                enqueue = handlers[0].enqueue_event  # type: ignore[attr-defined]
+            except AttributeError:  # another handler than BackgroundHandler: the record path below
+                pass
+            else:
+                if enqueue((REQUEST, self, duration_ms, method, route, status, error, span, now)):
+                    return
         event = build_request((REQUEST, self, duration_ms, method, route, status, error, span, now))
         logger.handle(event_record(event, logger.name, now))
 

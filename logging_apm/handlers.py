@@ -35,6 +35,7 @@ from logging_apm.emit import EVENT_LOGGER, REQUEST, build_pending, build_request
 __all__ = ["BackgroundHandler"]
 
 _STOP: Final = object()
+_INFO: Final = logging.INFO
 _log = logging.getLogger("logging_apm.internal")
 _live: weakref.WeakSet[BackgroundHandler] = weakref.WeakSet()
 
@@ -114,7 +115,7 @@ class BackgroundHandler(logging.Handler):
         Returns False, having done nothing, when this handler has filters or a level above INFO: then the
         caller must go through ``handle`` with a record so that they apply.
         """
-        if self.filters or self.level > logging.INFO:
+        if self.filters or self.level > _INFO:
             return False
         if self._thread is None:
             self._start()
