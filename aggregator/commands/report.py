@@ -11,10 +11,11 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aggregator.report.data import AlertChange, Span
-from aggregator.store import Store
+if TYPE_CHECKING:  # the report package is imported when a report is made, not by every `logapm` command
+    from aggregator.report.data import AlertChange, Span
+    from aggregator.store import Store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,6 +41,7 @@ def _group_label(key: Any) -> str:
 def alert_changes(store: Store, span: Span) -> list[AlertChange]:
     """Alert transitions and sent notifications in ``span`` (event time), when alerting is installed and
     has tables in this store."""
+    from aggregator.report.data import AlertChange
     try:
         state = importlib.import_module("alerting.state")
     except ModuleNotFoundError:
