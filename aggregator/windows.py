@@ -76,8 +76,7 @@ def cap_warning(family: str, max_series: int) -> str:
 _KIND = attrgetter("kind")
 _TS = attrgetter("ts")
 _DURATION = attrgetter("duration_ms")
-_CACHE_HIT = attrgetter("cache_hit")
-_TASK_FIELDS = attrgetter("task_state", "task_queue_wait_ms")
+_QUEUE_WAIT = attrgetter("task_queue_wait_ms")
 _METRIC_FIELDS = attrgetter("metric_name", "metric_tags", "metric_value", "metric_type")
 KIND_CODES: Final[dict[str, int]] = {"request": 0, "db": 1, "cache": 2, "external": 3, "task": 4, "metric": 5}
 _KINDS: Final = tuple(KIND_CODES)
@@ -90,20 +89,20 @@ _KEY_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "external": ("kind", "peer_service", "external_operation"),
     "task": ("kind", "task_name", "messaging_destination_name"),
 }
-_ERROR_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+_FLAG_FIELDS: Final[dict[str, tuple[str, ...]]] = {  # see _flag_bits
     "request": ("outcome", "http_response_status_code"), "external": ("outcome", "http_response_status_code"),
-    "db": ("outcome",), "cache": ("outcome",), "task": ("outcome",),
+    "db": ("outcome",), "cache": ("outcome", "cache_hit"), "task": ("outcome", "task_state"),
 }
-# The key an event is looked up by: its series key, then its error fields, so that one lookup gives the
-# series and the error bits (see ``WindowAccumulator``). Metric tags are a dict, so a metric's series key (the
-# sorted items, as ``_metric_key`` makes it) is built apart, from the metric events only; their getter here
-# returns the kind, which stands in the table for every metric event.
+# The key an event is looked up by: its series key, then the few-valued fields its errors and counters
+# depend on, so that one lookup gives the series and those flags (see ``WindowAccumulator``). Metric tags
+# are a dict, so a metric's series key (the sorted items, as ``_metric_key`` makes it) is built apart, from the
+# metric events only; their getter here returns the kind, which stands in the table for every metric event.
 _LOOKUP_KEYS: Final[dict[str, Callable[[Any], Any]]] = {
-    **{kind: attrgetter(*fields, *_ERROR_FIELDS[kind]) for kind, fields in _KEY_FIELDS.items()},
+    **{kind: attrgetter(*fields, *_FLAG_FIELDS[kind]) for kind, fields in _KEY_FIELDS.items()},
     "metric": _KIND,
 }
 _SERIES_KEY: Final = {kind: itemgetter(slice(0, len(fields))) for kind, fields in _KEY_FIELDS.items()}
-_ERROR_PART: Final = {kind: itemgetter(slice(len(fields), None)) for kind, fields in _KEY_FIELDS.items()}
+_FLAG_PART: Final = {kind: itemgetter(slice(len(fields), None)) for kind, fields in _KEY_FIELDS.items()}
 _FAILURE: Final = frozenset({"failure"})
 _RETRY: Final = frozenset({"retry"})
 _COUNT_TYPE: Final = frozenset({"count"})
@@ -111,9 +110,9 @@ _SERVER_ERROR: Final = frozenset(range(500, 600))
 _TRUE: Final = frozenset({True})
 _FALSE: Final = frozenset({False})
 _NONE: Final = frozenset({None})
-# The lookup table's values: kind code << _CODE_SHIFT | error bits << _BITS_SHIFT | series index.
+# The lookup table's values: kind code << _CODE_SHIFT | flag bits << _BITS_SHIFT | series index.
 _CODE_SHIFT: Final = 40
-_BITS_SHIFT: Final = 38
+_BITS_SHIFT: Final = 36
 _INDEX_MASK: Final = (1 << _BITS_SHIFT) - 1
 _LOOKUP_MAX: Final = 1 << 16  # lookup keys a table holds (beyond, events find their series by a slower path)
 _WARM_UP: Final = 512  # events a fresh accumulator takes first, on their own (see ``add``)
@@ -148,10 +147,18 @@ def _metric_key(e: Any) -> tuple[str, str, Tags]:
     return "metric", e.metric_name, tuple(sorted(tags.items())) if tags else ()
 
 
-def _error_bits(errors: tuple[Any, ...]) -> int:
-    """Of a lookup key's error fields, bit 0: the outcome is a failure; bit 1: the status (request and
-    external events) is a 5xx."""
-    return int(errors[0] in _FAILURE) | (int(errors[1] in _SERVER_ERROR) << 1 if len(errors) > 1 else 0)
+def _flag_bits(kind: str, fields: tuple[Any, ...]) -> int:
+    """The flags of a lookup key's flag fields (``_FLAG_FIELDS``). Bit 0: the outcome is a failure. Requests
+    and external calls, bit 1: a 5xx status. Cache, bits 1 and 2: a hit, a miss. Task, bits 1, 2 and 3: the
+    state is failure, retry, none."""
+    bits = int(fields[0] in _FAILURE)
+    if kind in ("request", "external"):
+        bits |= int(fields[1] in _SERVER_ERROR) << 1
+    elif kind == "cache":
+        bits |= int(fields[1] in _TRUE) << 1 | int(fields[1] in _FALSE) << 2
+    elif kind == "task":
+        bits |= int(fields[1] in _FAILURE) << 1 | int(fields[1] in _RETRY) << 2 | int(fields[1] in _NONE) << 3
+    return bits
 
 
 def _flags(members: frozenset[Any], values: Iterable[Any], n: int) -> npt.NDArray[np.bool_]:
@@ -313,9 +320,9 @@ class WindowAccumulator:
         get = _LOOKUP_KEYS[kind]
         keys = [get(events[at[0]])] if len(at) == 1 else list(map(get, itemgetter(*at)(events)))
         js = self._series_ids(kind, list(map(_SERIES_KEY[kind], keys)))
-        errs = list(map(_ERROR_PART[kind], keys))
-        bits_of = {err: _error_bits(err) for err in dict.fromkeys(errs)}  # a few (outcome, status) pairs
-        bits = np.fromiter(map(bits_of.__getitem__, errs), dtype=np.int64, count=len(errs))
+        flagged = list(map(_FLAG_PART[kind], keys))
+        bits_of = {f: _flag_bits(kind, f) for f in dict.fromkeys(flagged)}  # a few values each
+        bits = np.fromiter(map(bits_of.__getitem__, flagged), dtype=np.int64, count=len(flagged))
         code = KIND_CODES[kind] << _CODE_SHIFT
         ids[miss] = code | bits << _BITS_SHIFT | js
         lookup = self._lookup
@@ -395,25 +402,23 @@ class WindowAccumulator:
         self._family(kind)
         self._resolve(kind, events, idx, ids)
         sid = ids & _INDEX_MASK
-        bits = ids >> _BITS_SHIFT
+        bits = (ids >> _BITS_SHIFT).astype(np.uint8)  # the flags (_flag_bits), under the kind's code
         failed = (bits & 1).astype(np.bool_)
         flags: dict[str, npt.NDArray[np.bool_]] = {}
         if kind in ("request", "external"):
             errors = (bits & 3).astype(np.bool_)  # a failure or a 5xx
-        elif kind == "task":
-            states, waits = zip(*map(_TASK_FIELDS, _pick(events, idx)), strict=True)  # one read of each
-            no_state = _flags(_NONE, states, m)
-            errors = _flags(_FAILURE, states, m) | (no_state & failed)
+        elif kind == "task":  # the state's failure, else (no state) the outcome's
+            errors = (bits & 2).astype(np.bool_) | ((bits & 8).astype(np.bool_) & failed)
             flags["failures"] = errors
-            flags["retries"] = _flags(_RETRY, states, m)
+            flags["retries"] = (bits & 4).astype(np.bool_)
         else:
             errors = failed
         if kind == "cache":
-            hits = list(map(_CACHE_HIT, _pick(events, idx)))
-            flags["hits"] = _flags(_TRUE, hits, m)
-            flags["misses"] = _flags(_FALSE, hits, m)
+            flags["hits"] = (bits & 2).astype(np.bool_)
+            flags["misses"] = (bits & 4).astype(np.bool_)
         self._pending.setdefault(kind, []).append((sid, ts, values, errors, flags))
         if kind == "task":
+            waits = list(map(_QUEUE_WAIT, _pick(events, idx)))
             has = ~_flags(_NONE, waits, m)
             k = int(has.sum())
             if k:

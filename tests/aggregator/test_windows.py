@@ -305,6 +305,11 @@ def test_accumulator_matches_a_per_event_reference(monkeypatch: pytest.MonkeyPat
             doc.pop("metric.tags") if i % 2 and i > 20_000 else doc.update({"metric.tags": {}})
         if doc["apm.kind"] == "request" and i % 97 == 0:
             doc["http.route"] = f"api/rare/{i}/"  # many series, to fold past the cap
+        if doc["apm.kind"] == "task" and i % 4 == 0:  # no state: the outcome decides
+            doc.pop("task.state")
+            doc["outcome"] = "failure" if i % 8 else "success"
+        if doc["apm.kind"] == "task" and i % 4 == 2:  # a state: it decides, whatever the outcome
+            doc["outcome"] = "failure"
         if doc["apm.kind"] in ("request", "external", "db") and i % 11 == 0:  # a 5xx alone, a failure alone
             doc.update({"outcome": "success", "http.response.status_code": 500 + i % 100} if i % 2
                        else {"outcome": "failure", "http.response.status_code": 200 + i % 300})
@@ -315,6 +320,8 @@ def test_accumulator_matches_a_per_event_reference(monkeypatch: pytest.MonkeyPat
     assert {None, 0, 1, 2} == {e.metric_tags if e.metric_tags is None else len(e.metric_tags)
                             for e in events if e.kind == "metric"}
     assert {e.cache_hit for e in events if e.kind == "cache"} == {True, False, None}
+    assert {(e.task_state, e.outcome) for e in events if e.kind == "task"} >= {
+        (None, "failure"), (None, "success"), ("success", "failure"), ("retry", "failure"), ("failure", "failure")}
     events.insert(5, Event(timestamp="", schema=1, kind="bogus", ts=T0))  # type: ignore[arg-type]
 
     fold_events = 7_000
