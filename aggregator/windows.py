@@ -207,7 +207,7 @@ class WindowAccumulator:
     Measured and not kept (slower here): one getter of all fields then ``zip(*rows)``, numpy structured
     ``fromiter``, one key over every kind's fields, an (outcome, status) -> error bits table in a pass of its
     own, kind codes instead of the kind strings to pick the key getter. The flags in the lookup key multiply
-    its entries by the values they take (here about 2.4 lookup keys per series).
+    its entries by the values they take (part.log: 240 lookup keys for 96 series).
     """
 
     def __init__(self, width: int = 60, apdex_t_ms: float = 500.0, slow_query_ms: float = 100.0, *,
