@@ -68,8 +68,9 @@ def base_family(family: str) -> str:
 
 # --- computing helpers ---------------------------------------------------------------------------
 
-# What the computations below read of the sketch: a quantile (``_q``), or nothing at all (the rest). Alerting
-# judges a span's quantiles without merging its sketches when it knows this (``quantile_of``, ``reads_sketch``).
+# What the computations below read of the sketch: a quantile (``_q``), or nothing at all (the rest).
+# Alerting reads a span's quantiles without merging its sketches when it knows this (``quantile_of``,
+# ``reads_sketch``).
 _QUANTILES: dict[Compute, float] = {}
 _SKETCH_FREE: set[Compute] = set()
 

@@ -66,13 +66,23 @@ def fold_tags(tags: Tags) -> Tags:
     return tuple((k, OTHER) for k, _ in tags)
 
 
+_UNSEEN: Final = SeriesKey("")
+
+
+def _matching(series: SeriesKey, match: Mapping[str, str] | None) -> SeriesKey | None:
+    """``series`` when its tags include ``match`` (a tag it lacks never matches), else None."""
+    if match and any(series.tag(k, "\0") != v for k, v in match.items()):
+        return None
+    return series
+
+
 _COLUMNS = "family, tags, start, width, count, errors, total, min, max, counters, sketch"
 
 
-def _row_to_agg(row: tuple) -> WindowAggregate:  # type: ignore[type-arg]
+def _row_to_agg(row: tuple, series: SeriesKey | None = None) -> WindowAggregate:  # type: ignore[type-arg]
     family, tags, start, width, count, errors, total, mn, mx, counters, blob = row
     return WindowAggregate(
-        series=SeriesKey(family, decode_tags(tags)),
+        series=series or SeriesKey(family, decode_tags(tags)),
         start=int(start),
         width=int(width),
         count=int(count),
@@ -102,11 +112,38 @@ class WindowsStore:
             f"SELECT {_COLUMNS} FROM windows WHERE family = ? AND start >= ? AND start < ? ORDER BY start, tags",
             (family, start, end),
         )
+        # A series recurs in every window: its tags are decoded and matched once per call (None: filtered
+        # out, and its rows are not decoded at all). SeriesKey is immutable, so its windows share it.
+        series: dict[str, SeriesKey | None] = {}
         for row in cur:
-            agg = _row_to_agg(row)
-            if match and any(agg.series.tag(k, "\0") != v for k, v in match.items()):
-                continue
-            yield agg
+            key = series.get(row[1], _UNSEEN)
+            if key is _UNSEEN:
+                key = series[row[1]] = _matching(SeriesKey(family, decode_tags(row[1])), match)
+            if key is not None:
+                yield _row_to_agg(row, key)  # type: ignore[arg-type]
+
+    def earliest_start(
+        self, family: str, start: int, end: int, *, match: Mapping[str, str] | None = None
+    ) -> int | None:
+        """The earliest start in ``[start, end)`` of the windows ``windows`` would yield, without decoding
+        them (one query; tags decoded once per series until a match)."""
+        if not match:
+            row = self.conn.execute(
+                "SELECT min(start) FROM windows WHERE family = ? AND start >= ? AND start < ?",
+                (family, start, end),
+            ).fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+        seen: dict[str, bool] = {}
+        for first, tags in self.conn.execute(
+            "SELECT start, tags FROM windows WHERE family = ? AND start >= ? AND start < ? ORDER BY start, tags",
+            (family, start, end),
+        ):
+            ok = seen.get(tags)
+            if ok is None:
+                ok = seen[tags] = _matching(SeriesKey(family, decode_tags(tags)), match) is not None
+            if ok:
+                return int(first)
+        return None
 
     def latest_window_start(self) -> int | None:
         row = self.conn.execute(

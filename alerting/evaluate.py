@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -36,7 +36,7 @@ import numpy as np
 
 from aggregator.model import WindowAggregate, WindowReader
 from alerting.rules import Rule, Shown, format_duration, render_message
-from alerting.spans import Floats, span_quantiles
+from alerting.spans import Floats, SpanQuantiles, span_quantiles
 from alerting.state import AlertStore, GroupKey, GroupState, Notification, Transition
 
 CHUNK_POINTS = 120  # evaluation points read from the store at once (bounds memory on a long catch-up)
@@ -64,8 +64,9 @@ class SpanCatalog(MetricCatalog, Protocol):
               sketches: bool = True) -> WindowAggregate | None: ...
 
 
-# One quantile per group for the evaluation points of a chunk (alerting.spans), and the point's index.
-Column = tuple[dict[GroupKey, Floats], int]
+# A rule's quantile per group for the points of a chunk (alerting.spans), the point's index, and the groups
+# whose spans are merged with their sketches instead (catalog.value reads those).
+Column = tuple[dict[GroupKey, Floats], int, Container[GroupKey]]
 
 
 @dataclass(slots=True)
@@ -180,13 +181,13 @@ class Evaluator:
             minute: dict[int, dict[GroupKey, list[WindowAggregate]]] = defaultdict(lambda: defaultdict(list))
             for agg in self.reader.windows(family, chunk[0] - span, chunk[-1], match=match):
                 minute[agg.start][tuple((g, agg.series.tag(g)) for g in group_by)].append(agg)
-            columns: dict[float, dict[GroupKey, Floats]] | None = None
+            found: SpanQuantiles | None = None
             if quantiles is not None:
                 qs = {q for q in quantiles.values() if q is not None}
-                columns = self._span_quantiles(minute, chunk, span, qs) if qs else {}
-            merge = self._merge_exact if columns is not None else self.catalog.merge
+                found = self._span_quantiles(minute, chunk, span, qs) if qs else SpanQuantiles({}, set())
             per_minute = {
-                start: {key: m for key, aggs in groups.items() if (m := merge(aggs)) is not None}
+                start: {key: m for key, aggs in groups.items()
+                        if (m := self._merge(found, key, aggs)) is not None}
                 for start, groups in minute.items()
             }
             del minute
@@ -195,11 +196,11 @@ class Evaluator:
                 for start in range(t - span, t, self.width):
                     for key, agg in per_minute.get(start, {}).items():
                         spans[key].append(agg)
-                merged = {key: merge(aggs) for key, aggs in spans.items()}
+                merged = {key: self._merge(found, key, aggs) for key, aggs in spans.items()}
                 for rule in rules:
                     if t in points[rule.name]:
-                        q = quantiles.get(rule.name) if quantiles is not None and columns is not None else None
-                        column = (columns[q], i) if columns is not None and q is not None else None
+                        q = quantiles.get(rule.name) if quantiles is not None else None
+                        column = None if found is None or q is None else (found.values[q], i, found.merge)
                         self._point(rule, t, merged, states[rule.name], report, column)
                         report.points += 1
         for rule in rules:
@@ -226,7 +227,12 @@ class Evaluator:
             return None
         return out
 
-    def _merge_exact(self, aggs: Iterable[WindowAggregate]) -> WindowAggregate | None:
+    def _merge(self, found: SpanQuantiles | None, key: GroupKey,
+               aggs: list[WindowAggregate]) -> WindowAggregate | None:
+        """Merged with the sketches, unless ``alerting.spans`` reads this group's quantiles (or none are
+        read): then the exact fields alone."""
+        if found is None or key in found.merge:
+            return self.catalog.merge(aggs)
         return cast(SpanCatalog, self._spans_catalog).merge(aggs, sketches=False)
 
     def _span_quantiles(
@@ -235,9 +241,9 @@ class Evaluator:
         chunk: list[int],
         span: int,
         qs: set[float],
-    ) -> dict[float, dict[GroupKey, Floats]] | None:
-        """The chunk's quantiles per group and point (``alerting.spans``); None to merge sketches instead
-        (a window off the span grid, or a sketch ``span_quantiles`` does not take)."""
+    ) -> SpanQuantiles | None:
+        """The chunk's quantiles per group and point (``alerting.spans``); None to merge every group's
+        sketches instead (a window off the span grid)."""
         w = self.width
         base = chunk[0] - span
         per_span = len(range(-span, 0, w))  # window starts per span, as the merging loop visits them
@@ -268,18 +274,23 @@ class Evaluator:
         return list(range(first, watermark + 1, w))
 
     def _earliest(self, family: str, match: dict[str, str] | None, floor: int, watermark: int) -> int | None:
-        """The earliest window start in ``[floor, watermark]``, reading five windows at a time (a long
-        history is not decoded just to find where it begins; empty stretches cost one query each)."""
+        """The earliest window start in ``[floor, watermark]``: one query when the reader can say
+        (``WindowsStore.earliest_start``), else reading five windows at a time (a long history is not
+        decoded just to find where it begins; empty stretches cost one query each)."""
         cache_key = (family, tuple(sorted((match or {}).items())), floor)
         if cache_key in self._earliest_cache:
             return self._earliest_cache[cache_key]
-        step = 5 * self.width
         found: int | None = None
-        for lo in range(floor, watermark + 1, step):
-            found = min((a.start for a in self.reader.windows(family, lo, min(lo + step, watermark + 1),
-                                                              match=match)), default=None)
-            if found is not None:
-                break
+        earliest_start = getattr(self.reader, "earliest_start", None)
+        if earliest_start is not None:
+            found = earliest_start(family, floor, watermark + 1, match=match)
+        else:
+            step = 5 * self.width
+            for lo in range(floor, watermark + 1, step):
+                found = min((a.start for a in self.reader.windows(family, lo, min(lo + step, watermark + 1),
+                                                                  match=match)), default=None)
+                if found is not None:
+                    break
         self._earliest_cache[cache_key] = found
         return found
 
@@ -310,8 +321,8 @@ class Evaluator:
         value: float | None
         if merged is None:
             value = None
-        elif column is not None:  # the quantile read by alerting.spans: catalog.value's figure
-            values, i = column
+        elif column is not None and key not in column[2]:  # alerting.spans' figure: catalog.value's
+            values, i, _ = column
             found = values.get(key)
             x = float(found[i]) if found is not None and merged.count else math.nan
             value = x if math.isfinite(x) else None

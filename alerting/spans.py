@@ -15,14 +15,16 @@ through ``np.power``, the exact min and max at the extreme ranks, the interpolat
 figures are the same floats. ``tests/alerting/test_alert_spans.py`` compares them with the merged sketches
 (zeros, empty sketches, heavy tails, spans with gaps); keep the two in step if the sketch's read-out changes.
 
-What it does not take it leaves to the caller's merge (``span_quantiles`` returns None): negative values (a
-mirrored store), sketches of different accuracies in one group (the merge raises), a group wider than
-``MAX_BUCKETS`` buckets (the merge would collapse its lowest buckets), a sketch of another type.
+A group with a sketch it does not take is left to the caller's merge (``SpanQuantiles.merge``): negative
+values (a mirrored store), -0.0 as a min or max, sketches of different accuracies (the merge raises), a
+group wider than ``MAX_BUCKETS`` buckets (the merge would collapse its lowest buckets), another type.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,28 +36,35 @@ from alerting.state import GroupKey
 Floats = npt.NDArray[np.float64]
 
 
+@dataclass(slots=True)
+class SpanQuantiles:
+    values: dict[float, dict[GroupKey, Floats]]  # per quantile and group: one figure per point (NaN: None)
+    merge: set[GroupKey]  # groups left to the caller's merge (see the module docstring)
+
+
 def span_quantiles(
     sketches: Mapping[GroupKey, Sequence[tuple[int, Any]]],
     rows: int,
     first_rows: npt.NDArray[np.int64],
     per_span: int,
     qs: Iterable[float],
-) -> dict[float, dict[GroupKey, Floats]] | None:
+) -> SpanQuantiles:
     """Per quantile and group, the quantile of every span (NaN where the span has no sketch or the
     merged sketch would be empty; the caller also checks the span's event count, as ``value`` does).
 
-    ``sketches``: per group, ``(row, sketch)`` of each window (rows ``0 .. rows - 1`` on the span grid);
-    point ``i``'s span is rows ``first_rows[i] .. first_rows[i] + per_span - 1``. None: a sketch this does
-    not take (see the module docstring)."""
+    ``sketches``: per group, ``(row, sketch)`` of each window in the order the merge would take them
+    (rows ``0 .. rows - 1`` on the span grid); point ``i``'s span is rows ``first_rows[i] .. first_rows[i] +
+    per_span - 1``. A group with a sketch this does not take is named in ``merge`` instead."""
     qs = sorted(set(qs))
-    out: dict[float, dict[GroupKey, Floats]] = {q: {} for q in qs}
+    out = SpanQuantiles({q: {} for q in qs}, set())
     ends = first_rows + per_span
     for key, items in sketches.items():
         group = _group(items, rows, first_rows, ends, per_span)
         if group is None:
-            return None
+            out.merge.add(key)
+            continue
         for q in qs:
-            out[q][key] = _read(group, q)
+            out.values[q][key] = _read(group, q)
     return out
 
 
@@ -64,13 +73,18 @@ class _Spans:
 
     __slots__ = ("cum", "gamma", "lo", "maxs", "mins", "n", "valid", "zeros")
 
-    def __init__(self, cum: npt.NDArray[np.int64], zeros: npt.NDArray[np.int64], mins: Floats, maxs: Floats,
-                 valid: npt.NDArray[np.bool_], lo: int, gamma: float) -> None:
+    def __init__(self, cum: npt.NDArray[np.int64], zeros: npt.NDArray[np.int64], mins: list[float],
+                 maxs: list[float], valid: npt.NDArray[np.bool_], lo: int, gamma: float) -> None:
         self.cum, self.zeros, self.lo, self.gamma = cum, zeros, lo, gamma
         self.n = cum[:, -1] + zeros
         self.valid = valid & (self.n > 0)
         # Spans without values read 0 (and are NaN in the end): no inf - inf on the way.
-        self.mins, self.maxs = np.where(self.valid, mins, 0.0), np.where(self.valid, maxs, 0.0)
+        self.mins = np.where(self.valid, np.array(mins), 0.0)
+        self.maxs = np.where(self.valid, np.array(maxs), 0.0)
+
+
+def _negative_zero(x: float) -> bool:
+    return x == 0.0 and math.copysign(1.0, x) < 0.0
 
 
 def _group(items: Sequence[tuple[int, Any]], rows: int, first: npt.NDArray[np.int64],
@@ -80,7 +94,8 @@ def _group(items: Sequence[tuple[int, Any]], rows: int, first: npt.NDArray[np.in
     lo: int | None = None
     hi = 0
     for _, s in items:
-        if type(s) is not DDSketch or s.neg.counts.size:
+        # -0.0 as an extreme: the clip could pick either zero where the merged sketch's read-out picks one
+        if type(s) is not DDSketch or s.neg.counts.size or _negative_zero(s.min) or _negative_zero(s.max):
             return None
         if accuracy is None:
             accuracy, gamma = s.relative_accuracy, s._gamma  # the read-out's own gamma, bit for bit
@@ -97,10 +112,10 @@ def _group(items: Sequence[tuple[int, Any]], rows: int, first: npt.NDArray[np.in
         if width > MAX_BUCKETS:
             return None
     counts = np.zeros((rows + 1, width), dtype=np.int64)  # row 0 stays zero: prefix sums start there
-    zeros = np.zeros(rows + 1, dtype=np.int64)
-    sketched = np.zeros(rows + 1, dtype=np.int64)
-    mins = np.full(rows, np.inf)
-    maxs = np.full(rows, -np.inf)
+    zeros = [0] * (rows + 1)
+    sketched = [0] * (rows + 1)
+    mins = [math.inf] * rows
+    maxs = [-math.inf] * rows
     for row, s in items:
         c = s.pos.counts
         if c.size:
@@ -108,22 +123,16 @@ def _group(items: Sequence[tuple[int, Any]], rows: int, first: npt.NDArray[np.in
             counts[row + 1, a:a + c.size] += c
         zeros[row + 1] += s.zero_count
         sketched[row + 1] += 1
-        if s.min < mins[row]:
-            mins[row] = s.min
-        if s.max > maxs[row]:
-            maxs[row] = s.max
+        mins[row] = min(mins[row], s.min)  # builtin min and max in the merge's order, as DDSketch.merge
+        maxs[row] = max(maxs[row], s.max)
     np.cumsum(counts, axis=0, out=counts)
-    np.cumsum(zeros, out=zeros)
-    np.cumsum(sketched, out=sketched)
+    zero_sums = np.cumsum(np.array(zeros, dtype=np.int64))
+    sketch_sums = np.cumsum(np.array(sketched, dtype=np.int64))
     span_counts = counts[ends] - counts[first]
-    if per_span > 0:
-        span_min = np.lib.stride_tricks.sliding_window_view(mins, per_span).min(axis=1)[first]
-        span_max = np.lib.stride_tricks.sliding_window_view(maxs, per_span).max(axis=1)[first]
-    else:
-        span_min = np.full(first.size, np.inf)
-        span_max = np.full(first.size, -np.inf)
-    return _Spans(np.cumsum(span_counts, axis=1), zeros[ends] - zeros[first], span_min, span_max,
-                  (sketched[ends] - sketched[first]) > 0, lo, gamma)
+    span_min = [min(mins[i:i + per_span], default=math.inf) for i in first.tolist()]
+    span_max = [max(maxs[i:i + per_span], default=-math.inf) for i in first.tolist()]
+    return _Spans(np.cumsum(span_counts, axis=1), zero_sums[ends] - zero_sums[first], span_min, span_max,
+                  (sketch_sums[ends] - sketch_sums[first]) > 0, lo, gamma)
 
 
 def _read(g: _Spans, q: float) -> Floats:

@@ -64,7 +64,7 @@ def test_span_quantiles_are_the_merged_sketches(groups: list[Any], per_span: int
                 continue
             items.extend((row, sketch_of(_values(rng, kind, n))) for n in sizes)
     got = span_quantiles(sketches, rows, first, per_span, QS)
-    assert got is not None
+    assert got.merge == set()
     for key, items in sketches.items():
         for i in range(points):
             inside = [s for row, s in items if i <= row < i + per_span]
@@ -75,22 +75,25 @@ def test_span_quantiles_are_the_merged_sketches(groups: list[Any], per_span: int
                     merged.merge(s)
             for q in QS:
                 want = merged.quantile(q) if merged is not None else None
-                x = got[q][key][i]
+                x = got.values[q][key][i]
                 assert (want is None and math.isnan(x)) or want == x, (key, i, q, want, x)
 
 
 def test_sketches_it_does_not_take_are_left_to_the_merge() -> None:
-    pos, neg = sketch_of([1.0, 2.0]), sketch_of([-1.0, 2.0])
+    pos, neg, zeros = sketch_of([1.0, 2.0]), sketch_of([-1.0, 2.0]), sketch_of([0.0, 0.0, 3.0])
     other = DDSketch(0.02)
     other.add_many([1.0, 2.0])
-    wide = sketch_of([1e-30, 1e30])  # more than MAX_BUCKETS apart once merged with a small value
     first = np.zeros(1, dtype=np.int64)
-    assert span_quantiles({(): [(0, pos)]}, 1, first, 1, [0.5]) is not None
-    assert span_quantiles({(): [(0, pos), (0, neg)]}, 1, first, 1, [0.5]) is None
-    assert span_quantiles({(): [(0, pos), (0, other)]}, 1, first, 1, [0.5]) is None
-    assert span_quantiles({(): [(0, sketch_of([1e-200])), (0, wide)]}, 1, first, 1, [0.5]) is None
-    # accuracies may differ between groups (they are never merged together)
-    assert span_quantiles({(("a", "1"),): [(0, pos)], (("a", "2"),): [(0, other)]}, 1, first, 1, [0.5]) is not None
+
+    def left(*group: DDSketch) -> set[Any]:
+        return span_quantiles({(): [(0, s) for s in group]}, 1, first, 1, [0.5]).merge
+
+    assert left(pos) == left(pos, zeros) == set()
+    assert left(pos, neg) == left(pos, other) == left(sketch_of([-0.0, 1.0])) == {()}
+    assert left(sketch_of([1e-200]), sketch_of([1e-30, 1e30])) == {()}  # > MAX_BUCKETS: the merge collapses
+    # accuracies may differ between groups (they are never merged together); only the odd group is left
+    got = span_quantiles({(("a", "1"),): [(0, pos)], (("a", "2"),): [(0, other), (0, pos)]}, 1, first, 1, [0.5])
+    assert got.merge == {(("a", "2"),)} and list(got.values[0.5]) == [(("a", "1"),)]
 
 
 def test_catalog_says_what_its_metrics_read_of_the_sketch() -> None:
@@ -183,3 +186,76 @@ def test_catch_up_judges_as_the_merging_path(hour_store: Path, env: dict[str, st
     assert quick == merging
     if env.get("ALERT_FOR_SECONDS") == "0":
         assert len(quick[2]) > 50 and len(quick[3]) > 50  # the comparison saw many values
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+def test_groups_left_to_the_merge_judge_as_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  coarse: bool) -> None:
+    """Routes whose sketches the quick path does not take (negative values, -0.0) are merged, beside routes
+    it does take (zeros, plain, count-only minutes): the same outcome as merging all. A route mixing
+    accuracies fails its cluster as before, with the same error."""
+    from aggregator.windows_store import WindowsStore
+
+    rng = np.random.default_rng(5)
+    t0 = int(time.time() // 3600) * 3600 - 3 * 3600
+    aggs = []
+    for k in range(45):
+        for route in ("plain", "zeros", "negative", "negzero", "countonly") + (("coarse",) if coarse else ()):
+            values = rng.lognormal(5.0, 0.8, 25)
+            if route == "zeros":
+                values[: k % 7] = 0.0
+            elif route == "negative" and k % 9 == 0:
+                values[0] = -3.0
+            elif route == "negzero" and k % 11 == 0:
+                values[0] = -0.0
+            sketch: DDSketch | None = DDSketch(0.02 if route == "coarse" and k % 2 else 0.01)
+            assert sketch is not None
+            sketch.add_many(values)
+            if route == "countonly" and k % 3:
+                sketch = None
+            aggs.append(WindowAggregate(
+                SeriesKey("request", make_tags(route=route, method="GET")), t0 + k * W, W, count=25,
+                errors=int(k % 4 == 0), total=float(values.sum()), min=float(values.min()),
+                max=float(values.max()), counters={"satisfied": 20.0, "tolerating": 5.0}, sketch=sketch))
+    state = tmp_path / "s.db"
+    store = Store(state)
+    with store.transaction():
+        WindowsStore(store).put(aggs, now=0.0)
+    store.close()
+    config = load_config(environ={"API_P95_THRESHOLD_MS": "300", "API_P99_THRESHOLD_MS": "600",
+                                  "ALERT_FOR_SECONDS": "0", "ALERT_REPEAT_SECONDS": "120",
+                                  "ALERT_MIN_SAMPLES": "1"})
+    quick, took_quick = _outcome(state, config, merging=False, monkeypatch=monkeypatch)
+    merging, _ = _outcome(state, config, merging=True, monkeypatch=monkeypatch)
+    assert took_quick and quick == merging
+    if coarse:
+        assert "cannot merge sketches of different accuracy" in " ".join(quick[0][5])
+    else:
+        assert len(quick[2]) > 20 and any("negative" in str(k) for _, k, *_ in quick[2])
+
+
+def test_earliest_start_is_what_reading_the_windows_finds(hour_store: Path) -> None:
+    """``WindowsStore.earliest_start`` (one query) against the evaluator's reading five windows at a time."""
+    from aggregator.windows_store import WindowsStore
+
+    class Plain:  # a reader without earliest_start
+        def __init__(self, ws: WindowsStore) -> None:
+            self.windows, self.latest_window_start = ws.windows, ws.latest_window_start
+
+    store = Store(hour_store)
+    try:
+        ws = WindowsStore(store)
+        watermark = ws.latest_window_start()
+        assert watermark is not None
+        alerts = AlertStore(store)
+        quick = Evaluator(alerts, ws, width=W)
+        plain = Evaluator(alerts, Plain(ws), width=W)  # type: ignore[arg-type]
+        cases = [("request", None), ("request", {"http.route": "api/feed/"}), ("request", {"route": "api/feed/"}),
+                 ("request", {"route": "none"}), ("db", {"operation": "SELECT"}), ("nothing", None)]
+        for family, match in cases:
+            for floor in (watermark - 6 * 3600, watermark - 1800, watermark - 7, watermark + 60):
+                assert quick._earliest(family, match, floor, watermark) == plain._earliest(
+                    family, match, floor, watermark), (family, match, floor)
+        assert quick._earliest("request", {"route": "api/feed/"}, watermark - 1800, watermark) == watermark - 1800
+    finally:
+        store.close()
