@@ -2,6 +2,7 @@
 
     python bench/alerting_bench.py                     # 50, 200 and 1000 routes
     python bench/alerting_bench.py --routes 200 --repeats 3
+    python bench/alerting_bench.py --state /tmp/sa/s.db --repeats 7   # catch-up on a store `logapm run` built
 
 For each size it fills a fresh state store with request windows (every route, 4 methods, 60 s windows,
 sketches of 30 values) for ``--hours`` of event time, then times, medians over ``--repeats``:
@@ -14,11 +15,21 @@ sketches of 30 values) for ``--hours`` of event time, then times, medians over `
   after a replay or a long outage of the cron job.
 
 Reported: milliseconds, the ratio to the ``read`` baseline, and evaluation points per second.
+
+``--state PATH``: the catch-up of the rules (``load_rules``: the defaults, plus the config's) on copies of a
+store built by ``logapm run`` (e.g. ``logapm run --input /tmp/lb/1m.log --state /tmp/sa/s.db -q``: a
+1M-event hour, 480 points), its alert tables emptied first, timed in CPU seconds (``time.process_time``,
+medians and best of ``--repeats``, each on a fresh copy); with the outcome's fingerprint (points,
+transitions, notifications and a hash of the group states, history and notification log), so two versions
+can be checked to judge alike. ``--merging`` times the evaluator's merging path (every span's sketches
+merged, each quantile read from the merged sketch) instead of ``alerting.spans``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import shutil
 import statistics
 import sys
 import tempfile
@@ -37,7 +48,7 @@ from aggregator.store import Store  # noqa: E402
 from aggregator.windows_store import WindowsStore  # noqa: E402
 from alerting.rules import default_rules  # noqa: E402
 from alerting.stage import evaluate_rules  # noqa: E402
-from alerting.state import AlertStore  # noqa: E402, F401 - registers the migrations
+from alerting.state import AlertStore  # noqa: E402 - also registers the migrations
 
 T0 = 1_795_000_000 - 1_795_000_000 % 3600
 METHODS = ("GET", "POST", "PUT", "DELETE")
@@ -71,12 +82,62 @@ def timed(fn: object, repeats: int) -> float:
     return statistics.median(samples) * 1000
 
 
+ALERT_TABLES = ("alert_deliveries", "alert_notifications", "alert_history", "alert_groups", "alert_rules")
+
+
+def catch_up_on(source: Path, repeats: int, *, merging: bool) -> None:
+    """The catch-up of the configured rules on fresh copies of ``source`` with no alert state."""
+    from alerting.evaluate import Evaluator
+    from alerting.rules import load_rules
+
+    if merging:
+        Evaluator._quantiles = lambda self, rules: None  # type: ignore[method-assign, assignment]
+    config = load_config(environ={})
+    rules = load_rules(config)
+    samples: list[float] = []
+    prints: set[str] = set()
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats + 1):  # the first also pays the imports a run has already paid: not counted
+            path = Path(tmp) / "state.db"
+            shutil.copyfile(source, path)
+            store = Store(path)
+            AlertStore(store)
+            with store.transaction():
+                for table in ALERT_TABLES:
+                    store.conn.execute(f"DELETE FROM {table}")
+            started = time.process_time()
+            report = evaluate_rules(store, config, rules, now=0.0)
+            samples.append(time.process_time() - started)
+            c = store.conn
+            outcome = repr((
+                c.execute("SELECT * FROM alert_groups ORDER BY rule, group_key").fetchall(),
+                c.execute("SELECT rule, group_key, at, from_state, to_state, value FROM alert_history ORDER BY id")
+                .fetchall(),
+                c.execute("SELECT rule, group_key, kind, at, body FROM alert_notifications ORDER BY id").fetchall(),
+                report.errors,
+            ))
+            prints.add(f"{report.points} points, {len(report.transitions)} transitions, "
+                       f"{len(report.notifications)} notifications, outcome {hashlib.sha256(outcome.encode()).hexdigest()[:16]}")
+            store.close()
+            path.unlink()
+    timed_ = samples[1:]
+    print(f"catch-up of {len(rules)} rules{' (merging path)' if merging else ''} on {source}: "
+          f"median {statistics.median(timed_):.3f} CPU s, best {min(timed_):.3f} ({len(timed_)} runs)")
+    for line in sorted(prints):
+        print("  " + line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--routes", type=int, action="append")
     ap.add_argument("--hours", type=float, default=1.0, help="event time in the store (default 1 hour)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--state", type=Path, help="time the catch-up on copies of this store instead")
+    ap.add_argument("--merging", action="store_true", help="with --state: the evaluator's merging path")
     args = ap.parse_args()
+    if args.state is not None:
+        catch_up_on(args.state, args.repeats, merging=args.merging)
+        return
     config = load_config(environ={})
     rules = default_rules(config)
     minutes = int(args.hours * 60)
