@@ -361,8 +361,11 @@ def merge(aggs: Iterable[WindowAggregate], series: SeriesKey | None = None, *,
         if out is None:
             out = WindowAggregate(series or agg.series, agg.start, agg.width)
         merge_into(out, agg, sketch=sketches)
-        end = max(end, agg.end)
-        out.start = min(out.start, agg.start)
+        agg_end = agg.start + agg.width
+        if agg_end > end:
+            end = agg_end
+        if agg.start < out.start:
+            out.start = agg.start
         out.width = end - out.start
     return out
 
@@ -370,13 +373,19 @@ def merge(aggs: Iterable[WindowAggregate], series: SeriesKey | None = None, *,
 def merge_into(target: WindowAggregate, agg: WindowAggregate, *, sketch: bool = True) -> None:
     """Add ``agg``'s exact fields and (unless ``sketch=False``) its sketch into ``target`` (same series and
     window, or a span)."""
+    # Comparisons rather than min()/max() calls (alerting merges ~15 aggregates per point): the same
+    # result, ties and all (min(a, b) is a unless b < a).
     target.count += agg.count
     target.errors += agg.errors
     target.total += agg.total
-    target.min = min(target.min, agg.min)
-    target.max = max(target.max, agg.max)
-    for k, v in agg.counters.items():
-        target.counters[k] = target.counters.get(k, 0.0) + v
+    if agg.min < target.min:
+        target.min = agg.min
+    if agg.max > target.max:
+        target.max = agg.max
+    if agg.counters:
+        counters = target.counters
+        for k, v in agg.counters.items():
+            counters[k] = counters.get(k, 0.0) + v
     if sketch and agg.sketch is not None:
         if target.sketch is None:
             target.sketch = DDSketch(agg.sketch.relative_accuracy)
