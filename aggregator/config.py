@@ -89,7 +89,10 @@ SETTINGS: tuple[Setting, ...] = (
             "of a run's CPU when the logs carry no trace context."),
     Setting("run.trace_pending_seconds", "LOGAPM_TRACE_PENDING_SECONDS", 1800, _int,
             "How long (event time) the events of a trace wait in the store for their request event."),
-    Setting("run.trace_pending_max_events", "LOGAPM_TRACE_PENDING_MAX_EVENTS", 200_000, _int,
+    # 50,000: the parent holds up to twice the cap between trims, about 1.5 KB a trace; at 200,000 a 5M-event
+    # backlog full of orphans took the run to 324 MB PSS, at 50,000 to 216 MB. Requests in flight at a
+    # run's end are far fewer (1,000 requests/s of 100 ms with 10 operations each: about 1,000 events).
+    Setting("run.trace_pending_max_events", "LOGAPM_TRACE_PENDING_MAX_EVENTS", 50_000, _int,
             "Cap on events of traces waiting for their request; beyond it the oldest traces are dropped "
             "(counted)."),
     Setting("run.workers", "LOGAPM_WORKERS", 0, _int, "Decoder processes (0: one per core)."),
