@@ -381,7 +381,7 @@ def memory_at(log: Path, events: int, sizes: list[int], work: Path, args: argpar
                         shutil.copyfileobj(src, dst, 16 << 20)
             got, size = events * copies, path.stat().st_size
         warm(path)
-        s = measure(logapm_cmd(path, work / "mem.db", args), _env(), cwd=ROOT)
+        s = measure(logapm_cmd(path, work / "mem.db", args), _env(args.subject), cwd=args.subject)
         if s.rc != 0:
             raise SystemExit(f"logapm run failed ({s.rc}):\n{s.out}")
         drop_state(work / "mem.db")
@@ -398,7 +398,7 @@ def incremental(log: Path, events: int, size: int, work: Path, args: argparse.Na
     from aggregator.loggen import generate_events, write_log
 
     state = work / "incr.db"
-    first = measure(logapm_cmd(log, state, args), _env(), cwd=ROOT)
+    first = measure(logapm_cmd(log, state, args), _env(args.subject), cwd=args.subject)
     if first.rc != 0:
         raise SystemExit(f"logapm run failed ({first.rc}):\n{first.out}")
     n_new = max(1, events // 100)
@@ -410,8 +410,8 @@ def incremental(log: Path, events: int, size: int, work: Path, args: argparse.Na
         with open(log, "ab") as dst, open(only_new, "rb") as src:
             shutil.copyfileobj(src, dst)
         warm(log)
-        second = measure(logapm_cmd(log, state, args), _env(), cwd=ROOT)
-        fresh = measure(logapm_cmd(only_new, work / "fresh.db", args), _env(), cwd=ROOT)
+        second = measure(logapm_cmd(log, state, args), _env(args.subject), cwd=args.subject)
+        fresh = measure(logapm_cmd(only_new, work / "fresh.db", args), _env(args.subject), cwd=args.subject)
     finally:
         os.truncate(log, size)  # the file as it was, for the next tool and the next bench
     for s in (second, fresh):
@@ -567,6 +567,9 @@ def main(argv: list[str] | None = None) -> int:
     work = args.dir or Path(tempfile.mkdtemp(prefix="logapm-compare-"))
     work.mkdir(parents=True, exist_ok=True)
     args.tool_roots = dict(checkout(rev, work) for rev in args.against)
+    # memory and incremental runs measure this tree, or the first --against revision when this tree's
+    # logapm is not among the tools (a committed snapshot while the tree is being edited)
+    args.subject = ROOT if "logapm" in args.tools or not args.tool_roots else next(iter(args.tool_roots.values()))
     try:
         log, events, size = generated(work, args.events)
         warm(log)
