@@ -155,7 +155,9 @@ def _finish(request: Any, response: Any, start: float, ctx: tracing.TraceContext
         if emitter.enabled:
             emitter.emit_request((end - start) * 1000.0, method, route, status, error, ctx, now)
         if response is not None and ctx is not None:
-            # format_traceparent and _set_header, inlined (one request, one header: no calls).
+            # tracing.format_traceparent, inlined. The header is set in ResponseHeaders' {lowercased name:
+            # (name, value)} store, without Django's per-call charset checks (a few us): we know it is ASCII.
+            # Another response class (or a future Django without _store) gets it the public way.
             value = f"00-{ctx[0]}-{ctx[1]}-{'01' if ctx[3] else '00'}"
             try:
                 store = response.headers._store
@@ -170,16 +172,3 @@ def _finish(request: Any, response: Any, start: float, ctx: tracing.TraceContext
 
 
 _time = time.time
-
-
-def _set_header(response: Any, name: str, value: str) -> None:
-    """Set a response header we know to be ASCII without Django's per-call charset checks (a few us).
-
-    ``ResponseHeaders`` keeps ``{lowercased name: (name, value)}`` in ``_store``; when that is not there
-    (another response class, a future Django), the public way is used.
-    """
-    store = getattr(getattr(response, "headers", None), "_store", None)
-    if type(store) is dict:
-        store[name] = (name, value)
-    else:
-        response[name] = value
