@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from aggregator.insights.partials import OpenTrace
+from aggregator.insights.partials import OpenTrace, PackedTrace
 from aggregator.store import register_migrations
 
 register_migrations("insights", [
@@ -137,7 +137,8 @@ def load_open_traces(conn: sqlite3.Connection) -> Iterator[tuple[str, OpenTrace]
         yield trace_id, ops
 
 
-def replace_open_traces(conn: sqlite3.Connection, traces: Iterable[tuple[str, OpenTrace]]) -> None:
+def replace_open_traces(conn: sqlite3.Connection, traces: Iterable[tuple[str, OpenTrace | PackedTrace]]
+                        ) -> None:
     conn.execute("DELETE FROM insights_open_traces")
     conn.executemany(
         "INSERT INTO insights_open_traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -29,8 +29,8 @@ that never logged, a script with a trace context) and are capped at ``run.trace_
 
 from __future__ import annotations
 
-import itertools
 import math
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,8 +45,12 @@ from aggregator.insights.partials import (
     ROOT_TASK,
     Fingerprints,
     OpenTrace,
+    PackedTrace,
     RequestInfo,
     TracePart,
+    _intern,
+    _shared_zero,
+    pack,
 )
 from aggregator.insights.profile import Finding, RequestProfile, profile_request
 from aggregator.insights.records import TraceRecord
@@ -57,6 +61,7 @@ __all__ = ["FAMILY", "TraceAnalyzer", "TraceRecord", "extract", "summary_lines"]
 
 
 FAMILY = "trace"
+_EVENTS = operator.itemgetter(1)  # a PackedTrace's events
 
 
 def extract(events: Iterable[Any]) -> list[Any]:
@@ -136,7 +141,7 @@ class TraceAnalyzer:
         self.width = int(config["run.window_seconds"])
         self.pending_seconds = float(config["run.trace_pending_seconds"])
         self.pending_max_events = int(config["run.trace_pending_max_events"])
-        self._open: dict[str, OpenTrace] = {}
+        self._open: dict[str, PackedTrace] = {}
         self._loaded_pending = -1  # rows read from the store; -1 until read
         self._newest = -math.inf  # newest event time seen (the clock pending traces expire by)
         self._windows: dict[tuple[int, str], _RouteWindow] = {}
@@ -152,7 +157,7 @@ class TraceAnalyzer:
         self._loaded_pending = 0
         for trace_id, ops in store_tables.load_open_traces(self.store.conn):
             self._loaded_pending += 1
-            self._open[trace_id] = ops
+            self._open[trace_id] = pack(ops)
             if ops.newest > self._newest:
                 self._newest = ops.newest
 
@@ -180,7 +185,7 @@ class TraceAnalyzer:
         # Keep a long catch-up run's memory bounded too: orphans (no request will come) would otherwise
         # pile up until finish(). Checked cheaply by trace count first.
         if len(self._open) * 8 > self.pending_max_events and (
-            sum(t.events for t in self._open.values()) > 2 * self.pending_max_events
+            sum(map(_EVENTS, self._open.values())) > 2 * self.pending_max_events
         ):
             self._expire()
 
@@ -190,14 +195,13 @@ class TraceAnalyzer:
         trace_id = part.trace_id
         if part.tag == PIECE:
             if part.request is None:
-                ops = self._open.get(trace_id)
-                if ops is None:
-                    ops = self._open[trace_id] = OpenTrace()
+                packed = self._open.get(trace_id)
+                ops = OpenTrace() if packed is None else packed.unpack()
                 ops.merge(part)
+                self._open[trace_id] = pack(ops)
                 return
-            ops = self._open.pop(trace_id, None)
-            if ops is None:
-                ops = OpenTrace()
+            packed = self._open.pop(trace_id, None)
+            ops = OpenTrace() if packed is None else packed.unpack()
             ops.merge(part)
             self._complete(trace_id, part.request, ops.queries, ops.db_ms, ops.cache_ms, ops.external_ms,
                            ops.fingerprints)
@@ -267,7 +271,8 @@ class TraceAnalyzer:
                     open_.pop(traces[b.root_trace[j]], None)
                     continue
                 trace_id = traces[b.req_trace[j]]
-                ops = open_.pop(trace_id, None) or OpenTrace()
+                packed = open_.pop(trace_id, None)
+                ops = OpenTrace() if packed is None else packed.unpack()
                 ops.merge(TracePart(trace_id, PIECE, float(b.req_end[j]), 0, int(queries[j]), float(db_ms[j]),
                                     float(cache_ms[j]), float(external_ms[j]), fps(j), None))
                 queries[j], db_ms[j], cache_ms[j], external_ms[j] = (ops.queries, ops.db_ms, ops.cache_ms,
@@ -301,35 +306,39 @@ class TraceAnalyzer:
 
     def _open_rests(self, b: TraceBatch, bounds: list[int], fps: Any) -> None:
         """``_add`` of each rest (a piece without its request): merged into its open trace, or opened."""
-        open_, nreq, new_open = self._open, b.requests, OpenTrace.__new__
-        # the rests' fingerprint groups are the columns' tail (owners nreq..): one conversion for all of them
+        open_, nreq, new_packed = self._open, b.requests, tuple.__new__
+        # the rests' fingerprint groups are the columns' tail (owners nreq..): one conversion for all of them,
+        # as the flat (key, executions, time_ms, text, table) run a PackedTrace ends with
         lo = bounds[nreq]
-        groups = zip(b.keys(b.fp_key[lo:]), b.fp_n[lo:].tolist(), b.fp_ms[lo:].tolist(),
-                     [b.fp_texts[t] for t in b.fp_text[lo:].tolist()],
-                     [b.fp_tables[t] for t in b.fp_table[lo:].tolist()], strict=True)
+        texts = [t and _intern(t) for t in b.fp_texts]
+        tables = [t and _intern(t) for t in b.fp_tables]
+        flat: list[Any] = [None] * (5 * (len(b.fp_owner) - lo))
+        flat[0::5] = map(_intern, b.keys(b.fp_key[lo:]))
+        flat[1::5] = b.fp_n[lo:].tolist()
+        flat[2::5] = b.fp_ms[lo:].tolist()
+        flat[3::5] = map(texts.__getitem__, b.fp_text[lo:].tolist())
+        flat[4::5] = map(tables.__getitem__, b.fp_table[lo:].tolist())
+        at = 0
         sizes = np.diff(bounds[nreq:]).tolist()
         for trace_id, newest, events, queries, db_ms, cache_ms, external_ms, size in zip(
                 map(b.traces.__getitem__, b.rest_trace.tolist()), b.rest_newest.tolist(), b.rest_events.tolist(),
                 b.rest_queries.tolist(), b.rest_db.tolist(), b.rest_cache.tolist(), b.rest_external.tolist(),
                 sizes, strict=True):
-            if size == 1:  # the common sizes without a comprehension's frame
-                key, n, ms, text, table = next(groups)
-                fingerprints = {key: [n, ms, text, table]}
-            elif size == 0:
-                fingerprints = {}
-            else:
-                fingerprints = {key: [n, ms, text, table] for key, n, ms, text, table in itertools.islice(groups, size)}
-            ops = open_.get(trace_id)
-            if ops is not None:
+            end = at + 5 * size
+            packed = open_.get(trace_id)
+            if packed is not None:
+                fingerprints = {flat[i]: flat[i + 1:i + 5] for i in range(at, end, 5)}
+                ops = packed.unpack()
                 ops.merge(TracePart(trace_id, PIECE, newest, events, queries, db_ms, cache_ms, external_ms,
                                     fingerprints, None))
-                continue
-            # A new open trace: what OpenTrace().merge(part) gives (the sums start from 0.0 there and here,
-            # and the part's own sums never are -0.0, so the same doubles).
-            ops = open_[trace_id] = new_open(OpenTrace)  # (its slots are all set here: no __init__ call)
-            ops.newest, ops.events, ops.queries = newest, events, queries
-            ops.db_ms, ops.cache_ms, ops.external_ms = db_ms, cache_ms, external_ms
-            ops.fingerprints = fingerprints
+                open_[trace_id] = pack(ops)
+            else:
+                # A new open trace: what pack(OpenTrace().merge(part)) gives (the sums start from 0.0 there
+                # and here, and the part's own sums never are -0.0, so the same doubles).
+                open_[trace_id] = new_packed(PackedTrace, (
+                    newest, events, queries, _shared_zero(db_ms), _shared_zero(cache_ms), _shared_zero(external_ms),
+                    *flat[at:end]))
+            at = end
 
     @staticmethod
     def _fingerprints_of(b: TraceBatch, bounds: list[int]) -> Any:
@@ -405,22 +414,22 @@ class TraceAnalyzer:
 
     # --- the end of the run --------------------------------------------------------------------------
 
-    def _expire(self) -> list[tuple[str, OpenTrace]]:
+    def _expire(self) -> list[tuple[str, PackedTrace]]:
         """Drop open traces too old or beyond the cap; return what stays open, oldest trace first."""
         horizon = self._newest - self.pending_seconds
         kept: list[tuple[float, str]] = []
         for trace_id, ops in list(self._open.items()):
-            if ops.newest < horizon:
-                self.counts["pending_expired_events"] += ops.events
+            if ops[0] < horizon:  # newest
+                self.counts["pending_expired_events"] += ops[1]  # events
                 del self._open[trace_id]
             else:
-                kept.append((ops.newest, trace_id))
+                kept.append((ops[0], trace_id))
         kept.sort()
-        total = sum(ops.events for ops in self._open.values())
+        total = sum(map(_EVENTS, self._open.values()))
         for _, trace_id in kept:
             if total <= self.pending_max_events:
                 break
-            n = self._open.pop(trace_id).events
+            n = self._open.pop(trace_id)[1]
             total -= n
             self.counts["pending_evicted_events"] += n
         return [(tid, self._open[tid]) for _, tid in kept if tid in self._open]

@@ -439,3 +439,24 @@ def test_any_chunking_and_run_split_gives_the_one_shot_result(tmp_path: Path, sh
         split_aggs += aggs
     assert findings(base / "split.db") == findings(base / "one.db")
     assert _summarise(split_aggs) == _summarise(one_aggs)
+
+
+def test_a_packed_open_trace_gives_back_the_same_values() -> None:
+    """The parent keeps open traces packed (partials.PackedTrace): the same numbers, the same fingerprint
+    order, the same entries, and the same stored JSON, zero sums of either sign included."""
+    import orjson
+
+    from aggregator.insights.partials import OpenTrace, PackedTrace, pack
+
+    ops = OpenTrace()
+    ops.newest, ops.events, ops.queries = T0, 7, 5
+    ops.db_ms, ops.cache_ms, ops.external_ms = 3.25, 0.0, -0.0
+    ops.fingerprints = {"b": [3, 1.5, "SELECT b", "tb"], "a": [2, 1.75, None, None], "": [0, 0.0, "", ""]}
+    packed = pack(ops)
+    assert type(packed) is PackedTrace
+    back = packed.unpack()
+    for name in ("newest", "events", "queries", "db_ms", "cache_ms", "external_ms"):
+        assert repr(getattr(back, name)) == repr(getattr(ops, name)) == repr(getattr(packed, name))
+    assert list(back.fingerprints.items()) == list(ops.fingerprints.items())
+    assert orjson.dumps(packed.fingerprints) == orjson.dumps(ops.fingerprints)
+    assert pack(back) == packed
