@@ -106,8 +106,8 @@ class PackedTrace(tuple[Any, ...]):
     The same values as the ``OpenTrace`` it packs (``unpack`` gives them back, the same objects), in 550
     bytes a trace instead of 740 (tracemalloc, the parent's side of the benchmark log, whose generator gives
     every query its own fingerprint: less where the same fingerprints repeat across traces, as they do in an
-    app's log). The open traces are most of what the parent's trace join holds, up to twice
-    ``run.trace_pending_max_events`` events of them."""
+    app's log). The open traces are most of what the parent's trace join holds, up to 1.25 times
+    ``run.trace_pending_max_events`` events of them (``TraceAnalyzer.feed`` trims them back to the cap)."""
 
     __slots__ = ()
 

@@ -381,7 +381,7 @@ def test_open_traces_stay_bounded_within_a_long_run(tmp_path: Path) -> None:
     analyzer = TraceAnalyzer(store, config(**{"run.trace_pending_max_events": 100}))
     for batch in range(50):
         analyzer.feed(parts([rec("db", f"{batch:08x}{i:024x}", T0 + batch, 1.0, "fp") for i in range(40)]))
-        assert sum(t.events for t in analyzer._open.values()) <= 2 * 100 + 40
+        assert sum(t.events for t in analyzer._open.values()) == analyzer._open_events <= 125 + 40
     with store.transaction():
         analyzer.finish()
     assert analyzer.pending_events <= 100
@@ -460,3 +460,34 @@ def test_a_packed_open_trace_gives_back_the_same_values() -> None:
     assert list(back.fingerprints.items()) == list(ops.fingerprints.items())
     assert orjson.dumps(packed.fingerprints) == orjson.dumps(ops.fingerprints)
     assert pack(back) == packed
+
+
+@pytest.mark.parametrize("columns", [False, True])
+def test_open_traces_are_trimmed_to_the_cap_once_a_quarter_over_it(tmp_path: Path, columns: bool) -> None:
+    """The trim during a run: nothing evicted up to 1.25 times the cap, back to the cap (oldest traces first)
+    past it; the analyzer's running count of open events stays the sum of what is open through orphans,
+    requests that take open traces, and root tasks that drop them, on both feeding paths."""
+    from aggregator.insights.traces import extract
+
+    store = Store(tmp_path / "s.db")
+    analyzer = TraceAnalyzer(store, config(**{"run.trace_pending_max_events": 100}))
+
+    def feed(batch: list[TraceRecord]) -> None:
+        events = [as_event(r) for r in batch]
+        analyzer.feed(extract(events) if columns else summarize(events))
+        assert analyzer._open_events == sum(t.events for t in analyzer._open.values())
+
+    feed([rec("db", f"{i:032x}", T0 + i, 1.0, "fp") for i in range(125)])  # 125 events: not over 1.25 x 100
+    assert len(analyzer._open) == 125 and analyzer.counts["pending_evicted_events"] == 0
+    feed([rec("db", f"{125:032x}", T0 + 125, 1.0, "fp")])  # one more: trimmed back to 100, oldest first
+    assert analyzer._open_events == 100 and analyzer.counts["pending_evicted_events"] == 26
+    assert min(analyzer._open) == f"{26:032x}"
+    # a request takes its open trace, a root task drops its own, an orphan piece joins its open trace
+    feed([*request_trace(f"{30:032x}", T0 + 200, "api/x/", [("q", 1.0)]),
+          rec("task", f"{31:032x}", T0 + 201, 1.0, "job"), rec("db", f"{32:032x}", T0 + 202, 1.0, "fp")])
+    assert analyzer._open_events == 99 and f"{30:032x}" not in analyzer._open
+    assert analyzer._open[f"{32:032x}"].events == 2
+    with store.transaction():
+        analyzer.finish()
+    assert analyzer.pending_events == 99 and analyzer.counts["traces_completed"] == 1
+    store.close()
