@@ -128,8 +128,9 @@ class TraceBatch:
         return [text[a:b] for a, b in zip(offsets[codes].tolist(), offsets[codes + 1].tolist(), strict=True)]
 
 
-def _codes(values: list[Any]) -> tuple[I32, list[Any]]:
-    """Each value's index in the list of distinct values (in first-appearance order), and that list."""
+def _codes(values: list[Any]) -> tuple[I32, list[Any], int]:
+    """Each value's index in the list of distinct values (in first-appearance order), that list, and the
+    index of None in it (-1 when absent: a dict lookup, where ``None in`` the list compares every value)."""
     n = len(values)
     first: dict[Any, int] = {}
     # setdefault keeps each value's first row, in C; a lookup table turns those rows into dense codes
@@ -137,19 +138,20 @@ def _codes(values: list[Any]) -> tuple[I32, list[Any]]:
     at_first = np.fromiter(map(first.setdefault, values, range(n)), np.intp, n)
     dense = np.empty(n, np.int32)
     dense[np.fromiter(first.values(), np.intp, len(first))] = np.arange(len(first), dtype=np.int32)
-    return dense[at_first], list(first)
+    none = first.get(None)
+    return dense[at_first], list(first), -1 if none is None else int(dense[none])
 
 
-def _trace_codes(tids: list[Any]) -> tuple[I32, list[Any]]:
+def _trace_codes(tids: list[Any]) -> tuple[I32, list[Any], int]:
     """``_codes`` of the trace ids, hashing only the first id of each run of equal ids (a trace's events
     mostly come together, and comparing two ids is cheaper than hashing one)."""
     n = len(tids)
     if n < 2:
         return _codes(tids)
-    starts = np.flatnonzero(np.concatenate(([True], ~np.fromiter(map(operator.eq, tids[1:], tids[:-1]), bool,
-                                                                  n - 1))))
-    run_codes, table = _codes(list(map(tids.__getitem__, starts.tolist())))
-    return np.repeat(run_codes, np.diff(np.append(starts, n))), table
+    # (bytes() of an iterator of bools is a C loop, several times cheaper than np.fromiter's per item)
+    starts = np.flatnonzero(np.frombuffer(b"\x01" + bytes(map(operator.ne, tids[1:], tids[:-1])), np.bool_))
+    run_codes, table, none = _codes(list(map(tids.__getitem__, starts.tolist())))
+    return np.repeat(run_codes, np.diff(np.append(starts, n))), table, none
 
 
 def _pick(events: list[Any], rows: Any) -> list[Any]:
@@ -160,41 +162,40 @@ def summarize_batch(events: Any) -> TraceBatch:
     """The trace summary of one chunk's parsed events (``parsers`` Event), as columns."""
     events = events if isinstance(events, list) else list(events)
     n = len(events)
-    # one list comprehension per attribute: cheaper than attrgetter tuples taken apart again
     trace_ids = [e.trace_id for e in events]
-    if n and trace_ids.count(None) == n:  # logs without trace context: nothing more to read
+    if n and trace_ids[0] is None and trace_ids.count(None) == n:  # logs without trace context
         return summarize_batch([])
-    kind = np.fromiter(map(KINDS.__getitem__, [e.kind for e in events]), np.int8, n)
-    code, traces = _trace_codes(trace_ids)
+    kind = np.frombuffer(bytes([KINDS[e.kind] for e in events]), np.int8)
+    code, traces, untraced = _trace_codes(trace_ids)
     traced = kind != _METRIC
-    if None in traces:
-        traced &= code != traces.index(None)
-
-    is_task = kind == _TASK
-    task_rows = np.flatnonzero(is_task)
-    task_events = _pick(events, task_rows)
-    # Spans of every task of the chunk (with or without a trace id): operations below them are the task's.
-    task_spans = {e.span_id for e in task_events if e.span_id is not None}
-    traced_task = traced[task_rows]
-    root = np.fromiter((e.parent_span_id is None for e in task_events), bool, len(task_events)) & traced_task
-    root_rows = task_rows[root]
-
-    op_rows = np.flatnonzero(traced & (kind >= _DB) & (kind <= _EXTERNAL))
-    op_events = _pick(events, op_rows)
-    if task_spans and op_rows.size:
-        below = np.fromiter(map(task_spans.__contains__, [e.parent_span_id for e in op_events]), bool,
-                            op_rows.size)
-        if below.any():
-            keep = ~below
-            op_rows = op_rows[keep]
-            op_events = _pick(op_events, np.flatnonzero(keep))
-    req_rows = np.flatnonzero(traced & (kind == _REQUEST))
-    req_events = _pick(events, req_rows)
+    if untraced >= 0:
+        traced &= code != untraced
     ts = np.fromiter([e.ts for e in events], np.float64, n)
+    dur = np.array([e.duration_ms for e in events], np.float64)  # (None, of metrics, becomes nan: unused)
+
+    task_rows = np.flatnonzero(kind == _TASK)
+    traced_task = traced[task_rows]
+    is_op = traced & (kind >= _DB) & (kind <= _EXTERNAL)
+    is_req = traced & (kind == _REQUEST)
+    member = is_op | is_req
+    if task_rows.size:
+        task_events = _pick(events, task_rows)
+        # Spans of every task of the chunk (with or without a trace id): operations below them are the task's.
+        task_spans = {e.span_id for e in task_events}
+        task_spans.discard(None)
+        root_rows = task_rows[np.frombuffer(bytes([e.parent_span_id is None for e in task_events]), np.bool_)
+                              & traced_task]
+        member[root_rows] = True
+        if task_spans:
+            op_rows = np.flatnonzero(is_op)
+            below = np.frombuffer(bytes([events[i].parent_span_id in task_spans for i in op_rows.tolist()]),
+                                  np.bool_)
+            member[op_rows[below]] = False
+    else:
+        root_rows = task_rows
+    req_rows = np.flatnonzero(is_req)
 
     # Every row that takes part in a piece, in event order; closers are requests and root tasks.
-    member = np.zeros(n, bool)
-    member[req_rows] = member[root_rows] = member[op_rows] = True
     rows = np.flatnonzero(member)
     m = rows.size
     c = code[rows]
@@ -230,8 +231,9 @@ def summarize_batch(events: Any) -> TraceBatch:
     npieces = nreq + rest_trace.size
 
     op_kind = k[op]
-    op_dur = np.fromiter([e.duration_ms for e in op_events], np.float64, len(op_events))
-    op_ts = ts[rows[op]]
+    op_rows = rows[op]
+    op_dur = dur[op_rows]
+    op_ts = ts[op_rows]
 
     def per_piece(mask: npt.NDArray[np.bool_], weights: F64 | None = None) -> Any:
         if weights is None:
@@ -257,11 +259,12 @@ def summarize_batch(events: Any) -> TraceBatch:
     b.req_trace = code[req_rows]
     b.req_row = req_rows.astype(np.int32)
     b.req_end = ts[req_rows]
-    b.req_dur = np.fromiter([e.duration_ms for e in req_events], np.float64, nreq)
-    b.req_failed = np.fromiter(
-        [e.outcome == "failure" or (e.http_response_status_code or 0) >= 500 for e in req_events], bool, nreq)
-    b.req_route, b.routes = _codes([e.http_route or "" for e in req_events])
-    b.req_method, b.methods = _codes([e.http_request_method or "" for e in req_events])
+    b.req_dur = dur[req_rows]
+    req_events = _pick(events, req_rows)
+    b.req_failed = np.frombuffer(bytearray(
+        [e.outcome == "failure" or (e.http_response_status_code or 0) >= 500 for e in req_events]), np.bool_)
+    b.req_route, b.routes, _ = _codes([e.http_route or "" for e in req_events])
+    b.req_method, b.methods, _ = _codes([e.http_request_method or "" for e in req_events])
     b.req_queries = queries[:nreq]
     b.req_db, b.req_cache, b.req_external = db_ms[:nreq], cache_ms[:nreq], external_ms[:nreq]
     b.root_trace = code[root_rows]
@@ -276,23 +279,24 @@ def summarize_batch(events: Any) -> TraceBatch:
     b.rest_queries = queries[nreq:]
     b.rest_db, b.rest_cache, b.rest_external = db_ms[nreq:], cache_ms[nreq:], external_ms[nreq:]
 
-    _fingerprints(b, _pick(op_events, np.flatnonzero(is_db)), piece[is_db], op_dur[is_db])
+    _fingerprints(b, events, op_rows[is_db], piece[is_db], op_dur[is_db])
     return b
 
 
-def _fingerprints(b: TraceBatch, db_events: list[Any], piece: I64, dur: F64) -> None:
-    """The (piece, fingerprint) groups of the kept queries (``db_events`` in event order)."""
-    keys: list[str | None] = [e.db_query_fingerprint for e in db_events]
+def _fingerprints(b: TraceBatch, events: list[Any], db_rows: npt.NDArray[np.intp], piece: I64, dur: F64) -> None:
+    """The (piece, fingerprint) groups of the kept queries (``events[db_rows]``, in event order)."""
+    at = db_rows.tolist()
+    keys: list[str | None] = [events[i].db_query_fingerprint for i in at]
     if not all(keys):
-        for i, key in enumerate(keys):
+        for j, key in enumerate(keys):
             if not key:
-                text = db_events[i].db_query_text
-                keys[i] = query_fingerprint(text) if text else None  # neither: counted, but cannot be grouped
-    key_code, fp_keys = _codes(keys)
-    if None in fp_keys:
-        grouped = key_code != fp_keys.index(None)
-        db_events = [e for e, g in zip(db_events, grouped.tolist(), strict=True) if g]
-        piece, dur, key_code = piece[grouped], dur[grouped], key_code[grouped]
+                text = events[at[j]].db_query_text
+                keys[j] = query_fingerprint(text) if text else None  # neither: counted, but cannot be grouped
+    key_code, fp_keys, ungrouped = _codes(keys)
+    if ungrouped >= 0:
+        grouped = key_code != ungrouped
+        db_rows, piece, dur, key_code = db_rows[grouped], piece[grouped], dur[grouped], key_code[grouped]
+        fp_keys[ungrouped] = ""  # (its rows are left out: never looked up)
     width = max(len(fp_keys), 1)
     groups, first, inverse, counts = np.unique(piece * width + key_code, return_index=True,
                                                return_inverse=True, return_counts=True)
@@ -303,16 +307,13 @@ def _fingerprints(b: TraceBatch, db_events: list[Any], piece: I64, dur: F64) -> 
         ms[all_negative] = -0.0
     owner = groups // width
     by_owner = np.lexsort((first, owner))  # each piece's fingerprints in the order they first appear
-    first = first[by_owner]
-    firsts = _pick(db_events, first)
+    firsts = db_rows[first[by_owner]].tolist()
     b.fp_owner = owner[by_owner].astype(np.int32)
     b.fp_key = (groups % width)[by_owner].astype(np.int32)
     b.fp_n = counts[by_owner]
     b.fp_ms = ms[by_owner]
-    b.fp_text, b.fp_texts = _codes([e.db_query_text for e in firsts])
-    b.fp_table, b.fp_tables = _codes([e.db_collection_name for e in firsts])
-    if None in fp_keys:  # (its rows were left out: never looked up)
-        fp_keys[fp_keys.index(None)] = ""
+    b.fp_text, b.fp_texts, _ = _codes([events[i].db_query_text for i in firsts])
+    b.fp_table, b.fp_tables, _ = _codes([events[i].db_collection_name for i in firsts])
     b.fp_keys = "".join(fp_keys)
     b.fp_key_offsets = np.zeros(len(fp_keys) + 1, np.int64)
     np.cumsum(np.fromiter(map(len, fp_keys), np.int64, len(fp_keys)), out=b.fp_key_offsets[1:])
