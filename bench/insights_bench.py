@@ -1,7 +1,7 @@
 """What the trace insights add to a run: extract() in the decoders, feed()+finish() in the parent.
 
     python bench/insights_bench.py [--requests N] [--repeat R]
-    python bench/insights_bench.py --log FILE [--repeat R]
+    python bench/insights_bench.py --log FILE [--repeat R] [--against REV ...]
 
 Baseline, in the same run and on the same bytes: ``LineParser.parse`` (the decode the run does anyway).
 Also measured, for comparison: the design this replaced (one record per event sent to the parent).
@@ -9,10 +9,13 @@ Prints medians over R interleaved rounds, events per second, and each step's cos
 
 With ``--log``: an existing log (e.g. 40 MB of ``aggregator.loggen`` output, one engine part), read in the
 engine's chunks, each summarised right after it is parsed and accumulated (as a worker does, while its events
-are in cache; the two paths take turns going first);
+are in cache; each path on its own parse of the chunk, taking turns going first);
 the columnar path (``extract``: ``columns.summarize_batch``, batches fed in bulk) against the per-part path
 (``partials.summarize`` tuples fed one by one), CPU time (``time.process_time``) per event of each stage,
-medians of R interleaved rounds.
+medians of R interleaved rounds. ``--against REV`` adds the columnar path with ``summarize_batch`` as
+``aggregator/insights/columns.py`` was at git revision REV (read with ``git show``; its batches are checked to
+pickle to the same bytes as this tree's, chunk by chunk), to measure a change of the summary before and after
+in the same rounds.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ import argparse
 import pickle
 import random
 import statistics
+import subprocess
 import tempfile
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ import orjson
 
 from aggregator.config import load_config
 from aggregator.engine import CHUNK_BYTES
+from aggregator.insights.columns import TraceBatch
 from aggregator.insights.partials import summarize
 from aggregator.insights.records import extract_records
 from aggregator.insights.traces import TraceAnalyzer, extract
@@ -81,13 +87,40 @@ def make_log(requests: int, seed: int = 1) -> bytes:
     return b"\n".join(out) + b"\n"
 
 
-def compare_on_log(path: str, repeat: int) -> None:
+def columns_at(rev: str) -> Callable[[Any], list[Any]]:
+    """``extract`` with ``summarize_batch`` as ``aggregator/insights/columns.py`` was at git revision ``rev``; its
+    batches are copied into this tree's ``TraceBatch`` (a few attributes) so that the parent's steps take
+    them."""
+    root = Path(__file__).resolve().parent.parent
+    src = subprocess.run(["git", "show", f"{rev}:aggregator/insights/columns.py"], cwd=root, check=True,
+                         capture_output=True, text=True).stdout
+    module = types.ModuleType(f"columns_at_{rev}")
+    exec(compile(src, f"aggregator/insights/columns.py@{rev}", "exec"), module.__dict__)
+    summarize_then = module.summarize_batch
+
+    def extract_then(events: Any) -> list[Any]:
+        then = summarize_then(events)
+        batch = TraceBatch()
+        for name in TraceBatch.__slots__:
+            setattr(batch, name, getattr(then, name))
+        return [] if batch.empty else [batch]
+
+    return extract_then
+
+
+def same_batches(a: Any, b: Any) -> bool:
+    return pickle.dumps(a, protocol=pickle.HIGHEST_PROTOCOL) == pickle.dumps(b, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def compare_on_log(path: str, repeat: int, against: list[str] | None = None) -> None:
     """Columnar path against per-part path on one log file (see the module docstring)."""
     import gc
 
     data = Path(path).read_bytes()
     parser = LineParser(now=time.time() + 86_400)
     paths: dict[str, Callable[[Any], list[Any]]] = {"per-part (summarize)": summarize, "columns (extract)": extract}
+    for rev in against or []:
+        paths[f"columns @{rev}"] = columns_at(rev)
     cpu: dict[tuple[str, str], list[float]] = {}
     n = requests = 0
     gc.disable()  # as in the engine's workers
@@ -97,16 +130,24 @@ def compare_on_log(path: str, repeat: int) -> None:
         spent = dict.fromkeys(paths, 0.0)
         while pos < len(data):
             end = data.find(b"\n", min(pos + BLOCK, len(data) - 1)) + 1 or len(data)
-            events = parser.parse(data[pos:end], path, pos).events
-            WindowAccumulator(60, 500.0, 100.0).add(events)  # the engine's step before extract()
-            n += len(events)
             names = list(paths)
-            if chunk % 2:  # whichever runs second finds the events warmer: take turns
+            if chunk % 2:  # take turns all the same
                 names.reverse()
+            got = {}
             for name in names:
+                # Each path its own freshly parsed events, as in a worker: on shared events the path that
+                # ran first would have computed (and left cached in the str objects) every hash the others
+                # need, and brought the events into the cache for them.
+                events = parser.parse(data[pos:end], path, pos).events
+                WindowAccumulator(60, 500.0, 100.0).add(events)  # the engine's step before extract()
                 t = time.process_time()
-                out[name].extend(paths[name](events))
+                got[name] = paths[name](events)
                 spent[name] += time.process_time() - t
+                out[name].extend(got[name])
+            n += len(events)
+            for rev in against or []:
+                if not same_batches(got["columns (extract)"], got[f"columns @{rev}"]):
+                    raise SystemExit(f"chunk {chunk}: the batch of {rev} differs from this tree's")
             chunk += 1
             pos = end
         for name in paths:
@@ -133,11 +174,12 @@ def compare_on_log(path: str, repeat: int) -> None:
         del out
     print(f"{path}: {n} events, {requests} requests; CPU us/event, medians of {repeat} interleaved rounds")
     stages = ("summarize", "pickle", "unpickle", "feed", "finish")
-    print(f"{'path':<24}" + "".join(f"{s:>11}" for s in stages) + f"{'total':>9}{'MB pickled':>12}")
+    width = max(24, *(len(name) + 2 for name in paths))
+    print(f"{'path':<{width}}" + "".join(f"{s:>11}" for s in stages) + f"{'total':>9}{'MB pickled':>12}")
     for name in paths:
         med = [statistics.median(cpu[(name, s)]) / n * 1e6 for s in stages]
         mb = statistics.median(cpu[(name, "MB pickled")]) / n
-        print(f"{name:<24}" + "".join(f"{v:>11.3f}" for v in med) + f"{sum(med):>9.3f}{mb:>12.2f}")
+        print(f"{name:<{width}}" + "".join(f"{v:>11.3f}" for v in med) + f"{sum(med):>9.3f}{mb:>12.2f}")
 
 
 def main() -> None:
@@ -145,9 +187,11 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--log", help="compare the columnar and per-part paths on this log file")
+    ap.add_argument("--against", action="append", metavar="REV",
+                    help="with --log: also the columnar path with columns.py as at this git revision")
     args = ap.parse_args()
     if args.log:
-        compare_on_log(args.log, args.repeat)
+        compare_on_log(args.log, args.repeat, args.against)
         return
     data = make_log(args.requests)
     # The run's decoders parse blocks and extract from each block's events while they are hot.
