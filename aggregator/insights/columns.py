@@ -34,11 +34,23 @@ rests):
 What it costs (``python bench/insights_bench.py --log`` on a 40 MB part of loggen output, 97,632 events in
 the engine's 2 MB chunks, CPU us per event, medians of 5; per-part tuples -> these columns): pickle 0.91 ->
 0.08, unpickle 0.35 -> 0.12, the parent's feed 0.70 -> 0.17, finish unchanged (0.27, writing the open
-traces); the summary itself is about 0.2 us per event dearer than ``partials.summarize``'s single loop (0.80
--> 1.02): every attribute is one pass over the chunk's events and every new string is hashed once, as there,
-but the passes touch each event several times. In all 3.0 -> 1.7 us per event, and 1.8 MB less to send per
-part. A 1M-event ``logapm run`` (2 workers, medians of 5 alternating runs): 8.6 -> 7.0 CPU seconds (5.0
-without trace insights), the parent's share 2.8 -> 1.8 s (1.2), peak RSS 190 -> 150 MB.
+traces). In all 3.0 -> 1.7 us per event, and 1.8 MB less to send per part. A 1M-event ``logapm run`` (2
+workers, medians of 5 alternating runs): 8.6 -> 7.0 CPU seconds (5.0 without trace insights), the parent's
+share 2.8 -> 1.8 s (1.2), peak RSS 190 -> 150 MB.
+
+The summary itself is dearer than ``partials.summarize``'s single loop: 0.90 -> 1.05 us per event (each path
+on its own fresh parse of every chunk, as in a worker; busy machine, medians of 6; it was 1.18 before the
+reads below were trimmed, ``--against`` that revision). Most of it is the first touch of what the events
+point to, which the loop pays too: every string read (trace ids, operations' parent spans when the chunk has
+tasks, routes, methods, fingerprints, query texts, tables; status codes above 256 are int objects of their
+own) is a cache miss, and most are hashed once (a new str has no cached hash). So each attribute is one list
+comprehension over the events (or over a subset, read by index): on Python 3.11 its attribute read is a
+specialised slot load, where one ``attrgetter`` of several fields is a generic lookup per field plus a tuple
+to take apart again (measured: 3 fields of events in cache, 4x the time of 3 comprehensions; one
+comprehension of (trace_id, kind) tuples on fresh events, 1.9x two comprehensions); and coding (route, method,
+outcome, status) tuples with one dict lookup per request saves nothing (the strings are hashed either way).
+Columns of small integers and booleans are made with ``bytes()`` of a list (a C loop, about 3x cheaper per
+item than ``np.fromiter``).
 """
 
 from __future__ import annotations
@@ -215,7 +227,8 @@ def summarize_batch(events: Any) -> TraceBatch:
     owner = np.empty(m, np.int64)
     owner[order] = np.where(has, order[nxt], -1)  # index in `rows` of the closer, or -1: the rest
 
-    req_index = np.cumsum(is_req) - 1
+    # each closer's piece: a request's index among the requests, -1 for a root task (it drops its operations)
+    closer_piece = np.where(is_req, np.cumsum(is_req) - 1, -1)
     nreq = req_rows.size
     op_owner = owner[op]
     op_code = c[op]
@@ -223,11 +236,7 @@ def summarize_batch(events: Any) -> TraceBatch:
     with_rest = np.zeros(len(traces), bool)
     with_rest[op_code[in_rest]] = True
     rest_trace = np.flatnonzero(with_rest).astype(np.int32)
-    piece = np.full(op_owner.size, -1, np.int64)
-    closed = ~in_rest
-    by_request = closed.copy()
-    by_request[closed] = is_req[op_owner[closed]]
-    piece[by_request] = req_index[op_owner[by_request]]
+    piece = closer_piece[op_owner]  # (an owner of -1, a rest, reads the last row: set just below)
     piece[in_rest] = nreq + np.searchsorted(rest_trace, op_code[in_rest])
     kept = piece >= 0  # the others were dropped by a root task
     npieces = nreq + rest_trace.size
