@@ -135,6 +135,9 @@ class _FindingSum:
 class TraceAnalyzer:
     """Adds up trace parts across feeds and runs and measures each completed request; one per run."""
 
+    # Open traces are trimmed back to the cap once over TRIM_AT times it (see ``feed``).
+    TRIM_AT = 1.25
+
     def __init__(self, store: Any, config: Any) -> None:
         self.store = store
         self.threshold = int(config["run.n_plus_one_threshold"])
@@ -185,11 +188,13 @@ class TraceAnalyzer:
                 add(new(TracePart, raw))  # a view of the plain tuple, without NamedTuple's Python __new__
                 newest = self._newest
         # Keep a long catch-up run's memory bounded too: orphans (no request will come) would otherwise
-        # pile up until finish(). Trimmed back to the cap once a quarter over it (was: twice over it; the open
-        # traces are most of the parent's memory for traces, and each trim, a sort of what is open, costs
-        # ~30 ms at 60,000 events: ~50 trims, ~1.5 s, in the 5M-event benchmark run, whose orphans pile up).
-        if self._open_events * 4 > 5 * self.pending_max_events:
-            self._expire()
+        # pile up until finish(). Trimmed back to the cap once TRIM_AT times over it (was twice: the open
+        # traces are most of the parent's memory for traces; each trim costs ~14 ms at 60,000 events: ~50
+        # trims, ~0.7 s, in the 5M-event benchmark run, whose orphans pile up). Which
+        # traces a trim evicts depends on when it runs: the benchmark log's results are the same as at 2.0, the
+        # log twice over (time going back, so requests come after older orphans) differs in 7 of 732 windows.
+        if self._open_events > self.TRIM_AT * self.pending_max_events:
+            self._trim()
 
     def _add(self, part: TracePart) -> None:
         if part.newest > self._newest:
@@ -430,6 +435,41 @@ class TraceAnalyzer:
 
     # --- the end of the run --------------------------------------------------------------------------
 
+    def _trim(self) -> None:
+        """``_expire`` without its answer, for ``feed``: the same traces dropped, found with numpy (the oldest
+        by newest event, ties by trace id, until the rest fit the cap) instead of a sort of every open trace
+        (~40 ms at 60,000 open events, then most of a trim)."""
+        open_ = self._open
+        horizon = self._newest - self.pending_seconds
+        expired = [trace_id for trace_id, ops in open_.items() if ops[0] < horizon]
+        for trace_id in expired:
+            self.counts["pending_expired_events"] += open_.pop(trace_id)[1]
+        n = len(open_)
+        newest = np.fromiter(map(_NEWEST, open_.values()), np.float64, n)
+        events = np.fromiter(map(_EVENTS, open_.values()), np.int64, n)
+        total = int(events.sum())
+        excess = total - self.pending_max_events
+        if excess > 0:
+            trace_ids = list(open_)
+            order = np.argsort(newest, kind="stable")
+            by_age = newest[order]
+            # the traces dropped are those older than the newest one needed to cover the excess, then of
+            # those as old as it, the first ones by trace id until the rest fit
+            last = by_age[int(np.searchsorted(np.cumsum(events[order]), excess))]
+            lo, hi = int(np.searchsorted(by_age, last, "left")), int(np.searchsorted(by_age, last, "right"))
+            evicted = 0
+            for i in order[:lo].tolist():
+                evicted += open_.pop(trace_ids[i])[1]
+            total -= evicted
+            for trace_id in sorted(trace_ids[i] for i in order[lo:hi].tolist()):
+                if total <= self.pending_max_events:
+                    break
+                size = open_.pop(trace_id)[1]
+                total -= size
+                evicted += size
+            self.counts["pending_evicted_events"] += evicted
+        self._open_events = total
+
     def _expire(self) -> list[tuple[str, PackedTrace]]:
         """Drop open traces too old or beyond the cap; return what stays open, oldest trace first."""
         open_ = self._open
@@ -437,7 +477,7 @@ class TraceAnalyzer:
         expired = [trace_id for trace_id, ops in open_.items() if ops[0] < horizon]  # (newest)
         for trace_id in expired:
             self.counts["pending_expired_events"] += open_.pop(trace_id)[1]  # (events)
-        # (newest, trace id) pairs built in C: the sort is most of a trim's cost, ~30 ms at 60,000 open events
+        # (newest, trace id) pairs built in C: the sort is most of the cost, ~30 ms at 60,000 open events
         kept = sorted(zip(map(_NEWEST, open_.values()), open_, strict=True))
         total = sum(map(_EVENTS, open_.values()))
         evicted = 0

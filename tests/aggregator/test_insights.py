@@ -491,3 +491,25 @@ def test_open_traces_are_trimmed_to_the_cap_once_a_quarter_over_it(tmp_path: Pat
         analyzer.finish()
     assert analyzer.pending_events == 99 and analyzer.counts["traces_completed"] == 1
     store.close()
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 4)), min_size=1, max_size=60), st.integers(1, 40))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_trim_drops_what_expire_drops(tmp_path: Path, traces: list[tuple[int, int]], cap: int) -> None:
+    """``feed``'s trim (numpy) drops the same traces as ``_expire`` (a sort): oldest newest event first, ties
+    by trace id (many here), expired ones too, with the same counters."""
+    from aggregator.insights.partials import PackedTrace
+
+    def analyzer_with_open() -> TraceAnalyzer:
+        a = TraceAnalyzer(None, config(**{"run.trace_pending_max_events": cap, "run.trace_pending_seconds": 4}))
+        for i, (age, events) in enumerate(traces):
+            a._open[f"{(i * 7919) % 101:04x}{i}"] = tuple.__new__(PackedTrace, (T0 + age, events, 0, 0.0, 0.0, 0.0))
+        a._newest = T0 + 6
+        return a
+
+    trimmed, expired = analyzer_with_open(), analyzer_with_open()
+    trimmed._trim()
+    expired._expire()
+    assert list(trimmed._open) == list(expired._open)
+    assert trimmed.counts == expired.counts
+    assert trimmed._open_events == expired._open_events == sum(t.events for t in expired._open.values())
