@@ -38,9 +38,10 @@ traces). In all 3.0 -> 1.7 us per event, and 1.8 MB less to send per part. A 1M-
 workers, medians of 5 alternating runs): 8.6 -> 7.0 CPU seconds (5.0 without trace insights), the parent's
 share 2.8 -> 1.8 s (1.2), peak RSS 190 -> 150 MB.
 
-The summary itself is dearer than ``partials.summarize``'s single loop: 0.90 -> 1.05 us per event (each path
-on its own fresh parse of every chunk, as in a worker; busy machine, medians of 6; it was 1.18 before the
-reads below were trimmed, ``--against`` that revision). Most of it is the first touch of what the events
+The summary itself is dearer than ``partials.summarize``'s single loop: 0.94 against 1.07 us per event (1.04
+against 1.18 in a second run; medians of 7 rounds on a busy machine, each path on its own fresh parse of
+every chunk, as in a worker), where it was 1.15 (1.34) before the reads below were trimmed (``--against
+a98253e`` in the same runs; the same batches). Most of it is the first touch of what the events
 point to, which the loop pays too: every string read (trace ids, operations' parent spans when the chunk has
 tasks, routes, methods, fingerprints, query texts, tables; status codes above 256 are int objects of their
 own) is a cache miss, and most are hashed once (a new str has no cached hash). So each attribute is one list

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from aggregator.config import load_config
-from aggregator.insights.columns import TraceBatch, summarize_batch
+from aggregator.insights.columns import TraceBatch, _codes, _trace_codes, summarize_batch
 from aggregator.insights.partials import summarize
 from aggregator.insights.traces import TraceAnalyzer, _counts, _dense, extract
 from aggregator.loggen import generate_events, write_log
@@ -217,3 +217,19 @@ def test_chunks_without_traces_send_nothing(tmp_path: Path) -> None:
     assert extract(chunk) == [] and summarize(chunk) == []
     assert extract([]) == []
     assert extract([e for e in chunks_of(tmp_path / "app.log", 10**9)[0] if e.kind == "metric"]) == []
+
+
+def test_codes_give_first_appearance_codes_and_where_none_is() -> None:
+    """``_codes`` and ``_trace_codes`` (which hashes only the first id of each run) agree with a plain loop,
+    None included, and say which code None has."""
+    rng = random.Random(7)
+    for _ in range(200):
+        values = [rng.choice([None, "a", "b", "", "c" * 32]) for _ in range(rng.randint(0, 12))]
+        table: list[Any] = []
+        for v in values:
+            if v not in table:
+                table.append(v)
+        want = ([table.index(v) for v in values], table, table.index(None) if None in table else -1)
+        for codes, got_table, none in (_codes(values), _trace_codes(values)):
+            assert (codes.tolist(), got_table, none) == want
+            assert codes.dtype == np.int32
