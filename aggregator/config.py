@@ -89,8 +89,9 @@ SETTINGS: tuple[Setting, ...] = (
             "of a run's CPU when the logs carry no trace context."),
     Setting("run.trace_pending_seconds", "LOGAPM_TRACE_PENDING_SECONDS", 1800, _int,
             "How long (event time) the events of a trace wait in the store for their request event."),
-    # 50,000: the parent holds up to twice the cap between trims, about 1.5 KB a trace; at 200,000 a 5M-event
-    # backlog full of orphans took the run to 324 MB PSS, at 50,000 to 216 MB. Requests in flight at a
+    # 50,000: the parent trims back to the cap once over 1.25 times it (TraceAnalyzer.TRIM_AT), about 550 bytes
+    # a packed open trace; at 200,000 a 5M-event backlog full of orphans took the run to 324 MB PSS, at 50,000
+    # to 216 MB (about 200 MB with the packed traces). Requests in flight at a
     # run's end are far fewer (1,000 requests/s of 100 ms with 10 operations each: about 1,000 events).
     Setting("run.trace_pending_max_events", "LOGAPM_TRACE_PENDING_MAX_EVENTS", 50_000, _int,
             "Cap on events of traces waiting for their request; beyond it the oldest traces are dropped "
