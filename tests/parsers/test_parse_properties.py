@@ -6,6 +6,7 @@ from __future__ import annotations
 import calendar
 
 import orjson
+import pytest
 from _parser_lines import NOW, event_dict, event_line
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -80,6 +81,20 @@ def test_block_path_agrees_with_line_by_line(lines: list[bytes]) -> None:
     assert whole.skipped == single.skipped
 
 
+def agrees_with_the_line_by_line_pass(data: bytes) -> ParseResult:
+    """Parse ``data`` and check the result is the line-by-line pass's: events (with their times), reasons,
+    skipped, and each dead letter's offset and bytes."""
+    parser = LineParser(now=NOW)
+    whole = parser.parse(data, "s")
+    reference = parser._parse_lines(data, "s", 0)
+    check_invariant(whole, data)
+    assert [to_json_dict(e) for e in whole.events] == [to_json_dict(e) for e in reference.events]
+    assert [e.ts for e in whole.events] == [e.ts for e in reference.events]
+    assert (whole.invalid, whole.skipped, whole.lines) == (reference.invalid, reference.skipped, reference.lines)
+    assert whole.dead_letters == reference.dead_letters
+    return whole
+
+
 _ORDINARY_JSON = st.sampled_from([
     b'{"level":"info","logger":"django.request","message":"GET /api/health/ 200"}',
     b'{"message":"a line that mentions \\"apm.schema\\" in its text"}',
@@ -96,15 +111,41 @@ def test_mixed_json_block_agrees_with_the_line_by_line_pass(lines: list[bytes]) 
     when it can, gives exactly what the line-by-line pass gives: events, reasons, skipped, and each dead
     letter's offset and bytes."""
     lines = [x for x in lines if x[:1] == b"{" and x[-1:] == b"}" and b"\n" not in x] or [event_line()]
+    agrees_with_the_line_by_line_pass(b"".join(x + b"\n" for x in lines))
+
+
+def _reordered(line: bytes) -> bytes:
+    """The same event with its keys in another order (the key no longer where the app's formatters put it)."""
+    return orjson.dumps(dict(reversed(list(orjson.loads(line).items()))))
+
+
+@pytest.mark.parametrize("shape", ["app order", "other order", "half and half", "short lines", "docker record"])
+def test_mixed_block_shapes_agree_with_the_line_by_line_pass(shape: str) -> None:
+    """Every way the mixed path can find the marked lines (the fixed-place probe, the per-line search for
+    the lines it misses, the mapped search when most lines miss) gives the line-by-line pass's answer,
+    dead letters included; a Docker record sends the block to the line-by-line pass."""
+    events = [event_line(k) for k in ["request", "db", "cache", "external", "task", "metric"] * 4]
+    events[5] = event_line("request", http__route=...)  # refused after the decode: a dead letter, its offset
+    events[7] = event_line("db", timestamp="2026-11-29T10:15:04Z")  # a valid event, its key elsewhere
+    ordinary = [b'{"level":"info","message":"m"}', b"{}", b'{"message":"apm.schema mentioned"}']
+    if shape == "other order":
+        events = [_reordered(x) for x in events]
+    elif shape == "half and half":
+        events = [_reordered(x) if i % 2 else x for i, x in enumerate(events)]
+    lines: list[bytes] = []
+    for i, x in enumerate(events):
+        lines.append(x)
+        if i % 5 == 0:
+            lines.append(ordinary[i % 2])
+    if shape == "short lines":
+        lines += [b"{}", b'{"a":1}']
+    if shape == "docker record":
+        lines.insert(3, b'{"log":"GET /health\\n","stream":"stdout","time":"2026-11-29T10:15:04.512Z"}')
     data = b"".join(x + b"\n" for x in lines)
-    parser = LineParser(now=NOW)
-    whole = parser.parse(data, "s")
-    reference = parser._parse_lines(data, "s", 0)
-    check_invariant(whole, data)
-    assert [to_json_dict(e) for e in whole.events] == [to_json_dict(e) for e in reference.events]
-    assert [e.ts for e in whole.events] == [e.ts for e in reference.events]
-    assert (whole.invalid, whole.skipped, whole.lines) == (reference.invalid, reference.skipped, reference.lines)
-    assert whole.dead_letters == reference.dead_letters
+    whole = agrees_with_the_line_by_line_pass(data)
+    assert whole.invalid == {"missing_field": 1}
+    took_block_path = LineParser(now=NOW)._parse_block(data, "s", 0) is not None
+    assert took_block_path == (shape != "docker record")
 
 
 def test_mixed_json_block_takes_the_one_call_path() -> None:
