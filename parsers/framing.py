@@ -105,16 +105,27 @@ def unwrap_log(w: Wrapper) -> bytes | None:
     return text.encode("utf-8", "surrogatepass")
 
 
+def line_starts(nl: np.ndarray) -> np.ndarray:
+    """The offset of each line's first byte, from the offsets of the newlines that end the lines."""
+    starts = np.empty_like(nl)
+    starts[0] = 0
+    starts[1:] = nl[:-1] + 1
+    return starts
+
+
+def _lines_of(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``data`` as bytes, the newline offsets and the line starts (``data`` ends with a newline)."""
+    buf = np.frombuffer(data, np.uint8)
+    nl = np.flatnonzero(buf == 0x0A)
+    return buf, nl, line_starts(nl)
+
+
 def strip_cri_block(data: bytes) -> bytes | None:
     """The contents of a block made only of complete (``F``) CRI lines, their prefixes removed in one
     vectorised pass; None when any line is not such a line (the caller then goes line by line)."""
     if len(data) < 22 or data[-1] != 0x0A or data[0] not in _DIGITS or b" P " in data:
         return None
-    buf = np.frombuffer(data, np.uint8)
-    nl = np.flatnonzero(buf == 0x0A)
-    starts = np.empty_like(nl)
-    starts[0] = 0
-    starts[1:] = nl[:-1] + 1
+    buf, nl, starts = _lines_of(data)
     spaces = np.flatnonzero(buf == 0x20)
     j = np.searchsorted(spaces, starts)
     if len(spaces) == 0 or int(j.max()) + 2 >= len(spaces):
@@ -140,11 +151,7 @@ def strip_out_file_block(data: bytes) -> bytes | None:
     per line, in one vectorised pass; None when any line is not such a line."""
     if len(data) < 8 or data[-1] != 0x0A or data[:1] == b"{" or not data.endswith(b"}]\n"):
         return None
-    buf = np.frombuffer(data, np.uint8)
-    nl = np.flatnonzero(buf == 0x0A)
-    starts = np.empty_like(nl)
-    starts[0] = 0
-    starts[1:] = nl[:-1] + 1
+    buf, nl, starts = _lines_of(data)
     brackets = np.flatnonzero(buf == 0x5B)  # "["
     braces = np.flatnonzero(buf == 0x7B)  # "{"
     if len(brackets) == 0 or len(braces) == 0:

@@ -249,7 +249,7 @@ class LineParser:
         result = ParseResult(lines=n, skipped=0 if cand is None else n - len(cand))
         bad = self._finish(events)
         if bad:
-            starts = [0, *(nl[:-1] + 1).tolist()]
+            starts = framing.line_starts(nl).tolist()
             for idx, reason in bad:
                 line_no = idx if cand is None else cand[idx]
                 start = starts[line_no]
@@ -270,9 +270,7 @@ class LineParser:
         is searched line by line with C-level maps instead."""
         n = len(nl)
         buf = np.frombuffer(data, np.uint8)
-        starts = np.empty(n, dtype=np.int64)
-        starts[0] = 0
-        starts[1:] = nl[:-1] + 1
+        starts = framing.line_starts(nl)
         last = buf.size - 1
         # A window that runs past its line's end takes in the newline, which neither pattern holds: no
         # false match, whatever the line's length.
