@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from parsers import INVALID_REASONS, ParseResult
+
 NOW = float(calendar.timegm((2026, 11, 29, 11, 0, 0)))
 TS = "2026-11-29T10:15:04.512Z"
 TS_EPOCH = calendar.timegm((2026, 11, 29, 10, 15, 4)) + 0.512
@@ -58,3 +60,15 @@ def event_line(kind: str = "request", **changes: Any) -> bytes:
 
 def block(*lines: bytes) -> bytes:
     return b"".join(line + b"\n" for line in lines)
+
+
+def check_invariant(result: ParseResult, data: bytes) -> None:
+    """What every parse of ``data`` must satisfy: each line classified once (event, skipped or invalid),
+    known reasons, a dead letter per invalid line pointing at its bytes, partial pieces counted apart."""
+    assert result.lines == len(result.events) + result.skipped + sum(result.invalid.values())
+    assert set(result.invalid) <= set(INVALID_REASONS)
+    assert len(result.dead_letters) == sum(result.invalid.values())
+    physical = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    assert result.lines + result.fragments == physical
+    for dl in result.dead_letters:
+        assert data[dl.offset :].startswith(dl.line)

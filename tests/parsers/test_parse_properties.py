@@ -7,24 +7,15 @@ import calendar
 
 import orjson
 import pytest
-from _parser_lines import NOW, event_dict, event_line
+from _parser_lines import NOW, check_invariant, event_dict, event_line
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parsers import INVALID_REASONS, LineParser, ParseResult
+from parsers import LineParser, ParseResult
 from parsers.event import to_json_dict
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-
-def check_invariant(result: ParseResult, data: bytes) -> None:
-    assert result.lines == len(result.events) + result.skipped + sum(result.invalid.values())
-    assert set(result.invalid) <= set(INVALID_REASONS)
-    assert len(result.dead_letters) == sum(result.invalid.values())
-    physical = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
-    assert result.lines + result.fragments == physical
-    for dl in result.dead_letters:
-        assert data[dl.offset :].startswith(dl.line)
 
 
 @FAST
