@@ -11,10 +11,9 @@ per-line Python is the timestamp (two cached dict look-ups; numpy over the whole
 the app's own fixed-width form). A block of app events among other JSON log lines (every line an object,
 every marker the app's key) has its marked lines found by comparing 12 bytes where the app's formatters put
 the key (numpy, the whole block at once; the other lines searched one by one), joined and decoded in the
-same one call. Any other
-block (framed by a shipper, plain-text logs, damaged lines) is split into lines and classified one by one,
-the event lines again decoded in one batch when they are well formed, and one by one (to find the bad ones
-and their reasons) when not.
+same one call. Any other block (framed by a shipper, plain-text logs, damaged lines) is split into lines
+and classified one by one, the event lines again decoded in one batch when they are well formed, and one
+by one (to find the bad ones and their reasons) when not.
 
 Why the whole-block shortcut is exact: JSON strings cannot span lines, so when every line starts with
 ``{`` and ends with ``}``, each line holds whole top-level values; ``decode_lines`` returning as many events
@@ -259,7 +258,8 @@ class LineParser:
         result.events = events
         return result
 
-    def _marked_lines(self, data: bytes, nl: np.ndarray) -> tuple[list[int], bytes] | None:
+    @staticmethod
+    def _marked_lines(data: bytes, nl: np.ndarray) -> tuple[list[int], bytes] | None:
         """For a block of JSON object lines: the indices of the lines holding the app's key and those lines
         joined, or None when the block is for the line-by-line pass (no marked line, every line marked, a
         Docker record, an unmarked line that mentions the marker in another form).
@@ -279,7 +279,7 @@ class LineParser:
         hit = (buf[np.minimum(starts[:, None] + _MARK_RANGE, last)] == _MARK_BYTES).all(axis=1)
         misses = np.flatnonzero(~hit).tolist()
         if len(misses) * 4 > n * 3:
-            return self._marked_lines_mapped(data, n)
+            return LineParser._marked_lines_mapped(data, n)
         find = data.find
         starts_l, ends_l = starts.tolist(), nl.tolist()
         unmarked = [i for i in misses if find(_MARK, starts_l[i], ends_l[i]) == -1]
