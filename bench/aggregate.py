@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -82,40 +83,59 @@ def write_log(path: Path, events: int, seed: int = 1) -> tuple[int, int]:
     return written, size
 
 
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int, str, float]:
-    """Wall seconds, peak RSS of the process tree (bytes), exit code, stdout+stderr tail, and the CPU
-    seconds (user + system) of the whole tree: on a shared, busy machine the wall time depends on what
-    else runs, the CPU time much less."""
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+@dataclass
+class Sample:
+    wall: float
+    cpu: float
+    peak_rss: int  # sum over the tree: forked workers' shared pages counted once per process
+    rc: int
+    out: str
+    peak_pss: int = 0  # proportional set size: shared pages split between the processes that map them
+
+
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Sample:
+    """Wall and CPU seconds, peak RSS of the process tree (bytes), exit code, the output's tail."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     root = psutil.Process(proc.pid)
-    peak = 0
+    peak = peak_pss = 0
     while proc.poll() is None:
+        rss = pss = 0
         try:
-            procs = [root, *root.children(recursive=True)]
-            rss = 0
-            for p in procs:
+            for p in (root, *root.children(recursive=True)):
                 try:
                     rss += p.memory_info().rss
+                    pss += _pss(p.pid)
                 except psutil.Error:
                     pass
-            peak = max(peak, rss)
         except psutil.Error:
             pass
+        peak, peak_pss = max(peak, rss), max(peak_pss, pss)
         time.sleep(0.02)
     wall = time.perf_counter() - t0
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    return wall, peak, proc.returncode, out[-2000:], cpu
+    return Sample(wall, cpu, peak, proc.returncode, out[-3000:], peak_pss)
 
 
-def _figures(runs: list[tuple[float, int, float]], n: int, size: int) -> dict[str, float]:
-    wall = statistics.median(r[0] for r in runs)
-    cpu = statistics.median(r[2] for r in runs)
+def _figures(runs: list[Sample], n: int, size: int) -> dict[str, float]:
+    wall = statistics.median(r.wall for r in runs)
+    cpu = statistics.median(r.cpu for r in runs)
     return {"seconds": round(wall, 3), "events_per_s": round(n / wall), "mb_per_s": round(size / wall / 1e6, 1),
-            "peak_rss_mb": round(max(r[1] for r in runs) / 1e6, 1), "cpu_s": round(cpu, 2),
+            "peak_rss_mb": round(max(r.peak_rss for r in runs) / 1e6, 1), "cpu_s": round(cpu, 2),
             "events_per_cpu_s": round(n / cpu) if cpu > 0 else 0, "load": round(os.getloadavg()[0], 1)}
 
 
@@ -143,20 +163,20 @@ def bench_size(events: int, repeats: int, workdir: Path, naive_max: int, workers
         runs = []
         for r in range(repeats):
             state = workdir / f"state-{events}-{r}.db"
-            wall, peak, rc, out, cpu = measure(_logapm(log, state, workers, extra), env)
-            if rc != 0:
-                raise SystemExit(f"logapm run failed ({rc}):\n{out}")
-            runs.append((wall, peak, cpu))
+            s = measure(_logapm(log, state, workers, extra), env)
+            if s.rc != 0:
+                raise SystemExit(f"logapm run failed ({s.rc}):\n{s.out}")
+            runs.append(s)
             for p in workdir.glob(f"state-{events}-{r}.db*"):
                 p.unlink()
         row[name] = _figures(runs, n, size)
     if events <= naive_max:
         runs = []
         for _ in range(repeats):
-            wall, peak, rc, out, cpu = measure([sys.executable, "-c", NAIVE, str(log)])
-            if rc != 0:
-                raise SystemExit(f"naive baseline failed ({rc}):\n{out}")
-            runs.append((wall, peak, cpu))
+            s = measure([sys.executable, "-c", NAIVE, str(log)])
+            if s.rc != 0:
+                raise SystemExit(f"naive baseline failed ({s.rc}):\n{s.out}")
+            runs.append(s)
         row["naive"] = _figures(runs, n, size)
     log.unlink()
     return row

@@ -48,7 +48,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +56,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from aggregate import Sample, _pss, measure  # noqa: E402 - the benchmarks' one way to time a process tree
 
 NAME_FIELDS = ("http.route", "db.collection.name", "cache.operation", "peer.service", "task.name", "metric.name")
 COLUMNS = {"timestamp": "VARCHAR", "apm.schema": "INTEGER", "apm.kind": "VARCHAR", "duration_ms": "DOUBLE",
@@ -136,54 +137,6 @@ counter apm_errors by kind, name
   }
 }
 """
-
-
-@dataclass
-class Sample:
-    wall: float
-    cpu: float
-    peak_rss: int  # sum over the tree: forked workers' shared pages counted once per process
-    rc: int
-    out: str
-    peak_pss: int = 0  # proportional set size: shared pages split between the processes that map them
-
-
-def _pss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-            for line in f:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Sample:
-    """Wall and CPU seconds, peak RSS of the process tree (bytes), exit code, the output's tail."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-    root = psutil.Process(proc.pid)
-    peak = peak_pss = 0
-    while proc.poll() is None:
-        rss = pss = 0
-        try:
-            for p in (root, *root.children(recursive=True)):
-                try:
-                    rss += p.memory_info().rss
-                    pss += _pss(p.pid)
-                except psutil.Error:
-                    pass
-        except psutil.Error:
-            pass
-        peak, peak_pss = max(peak, rss), max(peak_pss, pss)
-        time.sleep(0.02)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    return Sample(wall, cpu, peak, proc.returncode, out[-3000:], peak_pss)
 
 
 # --- inputs --------------------------------------------------------------------------------------------
