@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from logging_apm.schema import SCHEMA_FIELD
+from logging_apm.schema import KIND_FIELD, SCHEMA_FIELD, SCHEMA_VERSION
 
 __all__ = ["EventJsonFormatter", "OrjsonFormatter", "event_of", "structlog_event", "structlog_formatter"]
 
@@ -141,14 +141,12 @@ def _request_template(emitter: Any) -> tuple[str, str] | None:
     the resource attributes' members (with a leading comma, or empty). None when a line could not be written
     that way: a resource attribute that shares a name with another field (the dict keeps one of them).
     """
-    from logging_apm.emit import KIND_FIELD, SCHEMA_FIELD, SCHEMA_VERSION
-
     leading = ["timestamp", SCHEMA_FIELD, KIND_FIELD, "duration_ms", "outcome"]
     base = emitter._base
     resource = {k: v for k, v in base.items() if k not in leading}
     fields = {*leading, "trace_id", "span_id", "parent_span_id", "http.request.method", "http.route",
               "http.response.status_code", "error.type"}
-    if list(base)[:5] != leading or fields & set(resource) or type(SCHEMA_VERSION) is not int:
+    if list(base)[:5] != leading or fields & set(resource):
         return None
     try:
         members = _dumps(resource, default=_default, option=_OPTIONS)[1:-1].decode()
