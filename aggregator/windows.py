@@ -166,13 +166,15 @@ def _flags(members: frozenset[Any], values: Iterable[Any], n: int) -> npt.NDArra
     return np.fromiter(map(members.__contains__, values), dtype=np.bool_, count=n)
 
 
+def _items(seq: Sequence[Any], at: list[int]) -> Sequence[Any]:
+    """The items at the places ``at`` (at least one), in order: a tuple built in C (``itemgetter`` of one
+    place returns the item itself, not a tuple)."""
+    return (seq[at[0]],) if len(at) == 1 else itemgetter(*at)(seq)
+
+
 def _pick(events: Sequence[Any], idx: npt.NDArray[np.intp] | None) -> Sequence[Any]:
-    """The events at ``idx``, in order (a tuple built in C); all of them for None."""
-    if idx is None:
-        return events
-    if idx.size == 1:
-        return (events[int(idx[0])],)
-    return itemgetter(*idx.tolist())(events)
+    """The events at ``idx``, in order; all of them for None."""
+    return events if idx is None else _items(events, idx.tolist())
 
 
 def _window_index(ts: npt.NDArray[np.float64], width: int, lo: float, hi: float) -> npt.NDArray[np.int64]:
@@ -279,8 +281,8 @@ class WindowAccumulator:
         miss = np.flatnonzero(ids < 0)
         if miss.size:  # keys not in the table yet (see _resolve): their kinds read again
             at = miss.tolist()
-            missed = (events[at[0]],) if len(at) == 1 else itemgetter(*at)(events)
-            codes[miss] = np.fromiter(map(KIND_CODES.__getitem__, map(_KIND, missed)), dtype=np.int8, count=len(at))
+            codes[miss] = np.fromiter(map(KIND_CODES.__getitem__, map(_KIND, _items(events, at))), dtype=np.int8,
+                                      count=len(at))
         self._add(events, codes, ids)
 
     def _add(self, events: Sequence[Any], codes: npt.NDArray[np.int8], ids: npt.NDArray[np.int64]) -> None:
@@ -320,7 +322,7 @@ class WindowAccumulator:
             return
         at = (miss if idx is None else idx[miss]).tolist()
         get = _LOOKUP_KEYS[kind]
-        keys = [get(events[at[0]])] if len(at) == 1 else list(map(get, itemgetter(*at)(events)))
+        keys = list(map(get, _items(events, at)))
         js = self._series_ids(kind, list(map(_SERIES_KEY[kind], keys)))
         flagged = list(map(_FLAG_PART[kind], keys))
         bits_of = {f: _flag_bits(kind, f) for f in dict.fromkeys(flagged)}  # a few values each
@@ -347,7 +349,7 @@ class WindowAccumulator:
         if not unknown.size:
             return js
         at = unknown.tolist()
-        new = [raws[at[0]]] if len(at) == 1 else list(itemgetter(*at)(raws))
+        new = list(_items(raws, at))
         first = {raw: self._register(kind, raw, _series(kind, raw[1:])) for raw in dict.fromkeys(new)}
         got = np.fromiter(map(index.get, new, repeat(-1)), dtype=np.int64, count=len(new))
         if (got < 0).any():  # keys not remembered: their first event was counted above, the others count now
