@@ -2,9 +2,9 @@
 
     python bench/windows_bench.py [--log PATH] [--repeat R] [--cap N] [--against FILE.py]
 
-Each round feeds a fresh accumulator as ``process_part`` does: every 4 MB chunk is decoded (``LineParser``,
-not timed) and its events are added at once, while they are still in the CPU's cache, as in a run; then the
-aggregates are taken. Prints the median CPU time (``time.process_time``) per event over R rounds, with the
+Each round feeds a fresh accumulator as ``process_part`` does: every chunk (the engine's ``CHUNK_BYTES``) is
+decoded (``LineParser``, not timed) and its events are added at once, while they are still in the CPU's
+cache, as in a run; then the aggregates are taken. Prints the median CPU time (``time.process_time``) per event over R rounds, with the
 cyclic GC off as in the workers. ``--against`` loads another version of ``aggregator/windows.py`` (a copy
 of an older one, say) and times both, interleaved, checking that both give the same aggregates (every
 field, counters in order, sketch bytes, in ``take``'s order) and the same event, kind and folded counts.
@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from aggregator import loggen
+from aggregator.engine import CHUNK_BYTES
 from parsers import LineParser
 
-BLOCK = 4 << 20  # the engine's chunk size
+BLOCK = CHUNK_BYTES  # the engine's chunk size
 
 
 def chunks_of(data: bytes, block: int = BLOCK) -> list[bytes]:
