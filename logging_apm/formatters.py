@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from logging_apm.schema import KIND_FIELD, SCHEMA_FIELD, SCHEMA_VERSION
+from logging_apm.schema import KIND_FIELD, SCHEMA_FIELD
 
 __all__ = ["EventJsonFormatter", "OrjsonFormatter", "event_of", "structlog_event", "structlog_formatter"]
 
@@ -150,9 +150,11 @@ def _request_template(emitter: Any) -> tuple[str, str] | None:
         return None
     try:
         members = _dumps(resource, default=_default, option=_OPTIONS)[1:-1].decode()
+        # The schema value as the dict has it: a resource attribute of that name replaces it there.
+        head = _dumps({SCHEMA_FIELD: base[SCHEMA_FIELD], KIND_FIELD: "request"}, default=_default,
+                      option=_OPTIONS)[1:-1].decode()
     except Exception:
         return None
-    head = _dumps({SCHEMA_FIELD: SCHEMA_VERSION, KIND_FIELD: "request"})[1:-1].decode()
     return f"{head},", f",{members}" if members else ""
 
 
