@@ -11,8 +11,9 @@ With ``--log``: an existing log (e.g. 40 MB of ``aggregator.loggen`` output, one
 engine's chunks, each summarised right after it is parsed and accumulated (as a worker does, while its events
 are in cache; each path on its own parse of the chunk, taking turns going first);
 the columnar path (``extract``: ``columns.summarize_batch``, batches fed in bulk) against the per-part path
-(``partials.summarize`` tuples fed one by one), CPU time (``time.process_time``) per event of each stage,
-medians of R interleaved rounds. ``--against REV`` adds the columnar path with ``summarize_batch`` as
+(``partials.summarize`` tuples fed one by one: the tests' reference now, whose feed lost the shortcut for
+whole traces it had while the run used it, so its feed measures about twice what it did then), CPU time
+(``time.process_time``) per event of each stage, medians of R interleaved rounds. ``--against REV`` adds the columnar path with ``summarize_batch`` as
 ``aggregator/insights/columns.py`` was at git revision REV (read with ``git show``; its batches are checked to
 pickle to the same bytes as this tree's, chunk by chunk), to measure a change of the summary before and after
 in the same rounds.

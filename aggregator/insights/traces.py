@@ -166,27 +166,16 @@ class TraceAnalyzer:
             if ops.newest > self._newest:
                 self._newest = ops.newest
 
-    def feed(self, parts: Iterable[tuple[Any, ...]]) -> None:
+    def feed(self, parts: Iterable[Any]) -> None:
         """Take the parts from ``extract`` (or ``partials.summarize``), in input order."""
         if self._finished:
             raise RuntimeError("TraceAnalyzer.feed after finish")
         self._load_pending()
-        add, new, complete, open_ = self._add, tuple.__new__, self._complete, self._open
-        newest = self._newest
         for raw in parts:
             if type(raw) is TraceBatch:
                 self._feed_batch(raw)
-                newest = self._newest
-                continue
-            # The common part: a piece ending with its request, nothing of its trace open (the decoder saw
-            # the whole trace in one chunk). Measured straight from the tuple, as ``_add`` would.
-            if raw[9] is not None and raw[0] not in open_ and raw[1] == PIECE:
-                if raw[2] > newest:
-                    newest = self._newest = raw[2]
-                complete(raw[0], raw[9], raw[4], raw[5], raw[6], raw[7], raw[8])
-            else:
-                add(new(TracePart, raw))  # a view of the plain tuple, without NamedTuple's Python __new__
-                newest = self._newest
+            else:  # summarize's tuples (the reference path, for tests and the bench): one at a time
+                self._add(tuple.__new__(TracePart, raw))  # a view of the plain tuple, no NamedTuple.__new__
         # Keep a long catch-up run's memory bounded too: orphans (no request will come) would otherwise
         # pile up until finish(). Trimmed back to the cap once TRIM_AT times over it (was twice: the open
         # traces are most of the parent's memory for traces; each trim costs ~14 ms at 60,000 events: ~50
@@ -227,8 +216,7 @@ class TraceAnalyzer:
     def _complete(self, trace_id: str, request: RequestInfo, queries: int, db_ms: float, cache_ms: float,
                   external_ms: float, fingerprints: Fingerprints) -> None:
         """Measure one completed request from its trace's summed operations and add it to its route's
-        window: ``profile_request`` followed by ``_account``, without the intermediate objects (this runs
-        once per request in the parent, the serial part of a run)."""
+        window (the per-part path's step; ``_feed_batch`` does the same for a batch's requests in bulk)."""
         end, duration, outcome, route, _method, status = request
         window = int(end // self.width) * self.width
         key = (window, route or "")
