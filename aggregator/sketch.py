@@ -39,7 +39,7 @@ import math
 import struct
 import sys
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import numpy as np
@@ -325,7 +325,7 @@ class DDSketch:
             sel = ranks < n_neg
             idx = np.searchsorted(cum, ranks[sel], side="right")
             keys = self.neg.offset + (self.neg.counts.size - 1 - idx)
-            out[sel] = -2.0 * np.power(self._gamma, keys) / (1.0 + self._gamma)
+            out[sel] = -representatives(self._gamma, keys)
         zsel = (ranks >= n_neg) & (ranks < n_neg + self.zero_count)
         out[zsel] = 0.0
         psel = ranks >= n_neg + self.zero_count
@@ -333,8 +333,13 @@ class DDSketch:
             cum = np.cumsum(self.pos.counts)
             idx = np.searchsorted(cum, ranks[psel] - n_neg - self.zero_count, side="right")
             idx = np.minimum(idx, self.pos.counts.size - 1)
-            out[psel] = 2.0 * np.power(self._gamma, self.pos.offset + idx) / (1.0 + self._gamma)
+            out[psel] = representatives(self._gamma, self.pos.offset + idx)
         return out
+
+    def _at_rank_pair(self, lo: npt.NDArray[np.int64],
+                      hi: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        est = self._at_ranks(np.concatenate([lo, hi]))  # one pass over the buckets for both ranks
+        return est[: lo.size], est[lo.size:]
 
     def quantiles(self, qs: Iterable[float]) -> list[float | None]:
         """Type-7 interpolated quantiles (see the module docstring); None for an empty sketch."""
@@ -344,17 +349,7 @@ class DDSketch:
             return [None] * qa.size
         if ((qa < 0) | (qa > 1)).any():
             raise ValueError("quantiles must be in [0, 1]")
-        h = qa * (n - 1)
-        lo = np.floor(h).astype(np.int64)
-        hi = np.minimum(lo + 1, n - 1)
-        est = self._at_ranks(np.concatenate([lo, hi]))
-        v_lo, v_hi = est[: qa.size], est[qa.size:]
-        # The extreme ranks are known exactly.
-        v_lo = np.where(lo == 0, self.min, np.where(lo == n - 1, self.max, v_lo))
-        v_hi = np.where(hi == 0, self.min, np.where(hi == n - 1, self.max, v_hi))
-        res = v_lo + (h - lo) * (v_hi - v_lo)
-        res = np.clip(res, self.min, self.max)
-        return [float(x) for x in res]
+        return [float(x) for x in interpolated(qa, n, self._at_rank_pair, self.min, self.max)]
 
     def quantile(self, q: float) -> float | None:
         return self.quantiles([q])[0]
@@ -402,6 +397,28 @@ class DDSketch:
     def __repr__(self) -> str:
         return (f"DDSketch(n={int(self.count)}, min={self.min}, max={self.max}, "
                 f"buckets={self.pos.counts.size}+{self.neg.counts.size})")
+
+
+def representatives(gamma: float, keys: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """The buckets' representative values ``2 gamma^k / (1 + gamma)`` (positive store; the negative
+    store's are these negated, which is exact)."""
+    return 2.0 * np.power(gamma, keys) / (1.0 + gamma)
+
+
+def interpolated(q: Any, n: Any, at_ranks: Callable[[Any, Any], tuple[Any, Any]], mn: Any, mx: Any) -> Any:
+    """The read-out rule (see the module docstring) in float64 numpy steps, for one sketch and several
+    quantiles (``DDSketch.quantiles``) or for one quantile and many sketches given by their counts ``n``,
+    extremes ``mn``/``mx`` and rank estimates, which broadcast (``alerting.spans``: the same figures as
+    merging each span's sketches). ``at_ranks(lo, hi)``: the estimates at those 0-based ranks."""
+    h = q * (n - 1)
+    lo = np.floor(h).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    v_lo, v_hi = at_ranks(lo, hi)
+    # The extreme ranks are known exactly.
+    v_lo = np.where(lo == 0, mn, np.where(lo == n - 1, mx, v_lo))
+    v_hi = np.where(hi == 0, mn, np.where(hi == n - 1, mx, v_hi))
+    res = v_lo + (h - lo) * (v_hi - v_lo)
+    return np.clip(res, mn, mx)
 
 
 def sketch_of(values: npt.ArrayLike, relative_accuracy: float = RELATIVE_ACCURACY) -> DDSketch:

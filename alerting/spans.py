@@ -9,11 +9,11 @@ chunk's windows go into one matrix (a row per window start of the span grid, a c
 group's whole range); prefix sums over the rows give every span's counts by one subtraction (integers:
 exact), and the ranks of all points are looked up together.
 
-The read-out repeats ``aggregator.sketch.DDSketch.quantiles`` step by step, in the same float64 operations
-(``h = q (n - 1)``, its floor and the next rank, the bucket's representative ``2 gamma^k / (1 + gamma)``
-through ``np.power``, the exact min and max at the extreme ranks, the interpolation, the clip), so the
-figures are the same floats. ``tests/alerting/test_alert_spans.py`` compares them with the merged sketches
-(zeros, empty sketches, heavy tails, spans with gaps); keep the two in step if the sketch's read-out changes.
+The read-out is the sketch's own: ``aggregator.sketch.interpolated`` (the rule ``DDSketch.quantiles``
+applies, here with one count, min and max per span) over rank estimates from ``representatives`` (the
+buckets' values), so the figures are the same floats; only finding each rank's bucket differs (a row of
+cumulative counts per span). ``tests/alerting/test_alert_spans.py`` compares them with the merged sketches
+(zeros, empty sketches, heavy tails, spans with gaps).
 
 A group with a sketch it does not take is left to the caller's merge (``SpanQuantiles.merge``): negative
 values (a mirrored store), -0.0 as a min or max, sketches of different accuracies (the merge raises), a
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from aggregator.sketch import MAX_BUCKETS, DDSketch
+from aggregator.sketch import MAX_BUCKETS, DDSketch, interpolated, representatives
 from alerting.state import GroupKey
 
 Floats = npt.NDArray[np.float64]
@@ -136,15 +136,9 @@ def _group(items: Sequence[tuple[int, Any]], rows: int, first: npt.NDArray[np.in
 
 
 def _read(g: _Spans, q: float) -> Floats:
-    """``DDSketch.quantiles([q])`` of each span's merged sketch, as its float64 steps compute it."""
+    """``DDSketch.quantiles([q])`` of each span's merged sketch: the sketch's own read-out over the spans."""
     n = np.where(g.valid, g.n, 1)
-    h = q * (n - 1)
-    lo = np.floor(h).astype(np.int64)
-    hi = np.minimum(lo + 1, n - 1)
-    v_lo = np.where(lo == 0, g.mins, np.where(lo == n - 1, g.maxs, _at_ranks(g, lo)))
-    v_hi = np.where(hi == 0, g.mins, np.where(hi == n - 1, g.maxs, _at_ranks(g, hi)))
-    res = v_lo + (h - lo) * (v_hi - v_lo)
-    res = np.clip(res, g.mins, g.maxs)
+    res = interpolated(q, n, lambda lo, hi: (_at_ranks(g, lo), _at_ranks(g, hi)), g.mins, g.maxs)
     return np.where(g.valid, res, np.nan)
 
 
@@ -154,5 +148,4 @@ def _at_ranks(g: _Spans, ranks: npt.NDArray[np.int64]) -> Floats:
     pos_rank = ranks - g.zeros
     idx = (g.cum <= pos_rank[:, None]).sum(axis=1)
     idx = np.minimum(idx, g.cum.shape[1] - 1)
-    est = 2.0 * np.power(g.gamma, g.lo + idx) / (1.0 + g.gamma)
-    return np.where(pos_rank < 0, 0.0, est)
+    return np.where(pos_rank < 0, 0.0, representatives(g.gamma, g.lo + idx))
