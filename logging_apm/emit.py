@@ -219,7 +219,7 @@ def build_pending(pending: PendingEvent) -> Event:
 
 # A pending request event: (REQUEST, emitter, duration_ms, method, route, status, error type or None, the
 # request's span, end time). Its span comes from the middleware (a generated or a parsed traceparent's ids:
-# lowercase hex), its method is a known verb or _OTHER: OrjsonFormatter.format_request relies on both.
+# lowercase hex): OrjsonFormatter.format_request relies on that.
 REQUEST: Final = object()
 PendingRequest = tuple[object, Emitter, float, str, str, int, "str | None", "tracing.TraceContext | None", float]
 

@@ -94,9 +94,9 @@ class OrjsonFormatter(logging.Formatter):
         # Method, route and status end the line: a few hundred distinct combinations, written once each.
         tail = _request_tails.get((method, route, status))
         if tail is None:
-            if type(route) is not str or not 0 <= status < 1000:
+            if type(method) is not str or type(route) is not str or not 0 <= status < 1000:
                 return None
-            tail = f',"http.request.method":"{method}","http.route":{_dumps(route).decode()},' \
+            tail = f',"http.request.method":{_dumps(method).decode()},"http.route":{_dumps(route).decode()},' \
                    f'"http.response.status_code":{status}'
             if len(_request_tails) < 10_000:
                 _request_tails[method, route, status] = tail

@@ -131,7 +131,7 @@ def test_request_line_shortcut_writes_the_bytes_of_the_dict_path() -> None:
         status = rng.choice([200, 201, 204, 301, 404, 500, 503, 599, 0, 999, 1000, -1, True, HTTPStatus.OK])
         error = rng.choice([None, None, "RuntimeError", str(status), _random_text(rng)])
         route = rng.choice(["ping/", "api/stories/<int:story_id>/", "<unmatched>", _random_text(rng)])
-        method = rng.choice([*sorted(mw.KNOWN_METHODS), mw.OTHER_METHOD])
+        method = rng.choice([*sorted(mw.KNOWN_METHODS), mw.OTHER_METHOD, _random_text(rng)])
         end = rng.choice([time.time(), 1.9999999, 0.0, 1_700_000_000.9995])
         pending = (emit.REQUEST, emitter, duration, method, route, status, error, span, end)
         line = formatter.format_request(pending)
