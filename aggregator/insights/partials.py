@@ -140,10 +140,12 @@ def pack(ops: OpenTrace) -> PackedTrace:
 def summarize(events: Iterable[Any]) -> list[tuple[Any, ...]]:
     """The parts of one chunk's parsed events (``parsers`` Event), in the order they must be fed.
 
-    The decoders' whole share of trace analysis, so one pass written out inline: attribute reads straight
-    from the events (no intermediate record per event, no method call per event), and strings that repeat
-    (query texts, tables, routes) shared per chunk so that pickle sends each once per chunk, not once per
-    trace. Events without a trace id, and metric events, are ignored.
+    Not on the run's path (its decoders call ``columns.summarize_batch``): kept as the reference the columns
+    are tested against (``tests/aggregator/test_insights_columns.py``) and as the per-part path
+    ``bench/insights_bench.py --log`` compares them with. One pass written out inline, as when the decoders
+    ran it: attribute reads straight from the events, and strings that repeat (query texts, tables, routes)
+    shared per chunk so that pickle sends each once per chunk. Events without a trace id, and metric events,
+    are ignored.
     """
     events = events if isinstance(events, list) else list(events)
     task_spans = {e.span_id for e in events if e.kind == "task" and e.span_id is not None}
