@@ -133,12 +133,8 @@ class Emitter:
         ``span`` is the operation's own span; by default a child of the current span (so each DB query in a
         request gets its own span id pointing at the request's span). Outside any trace, no ids are set.
         """
-        return self._build(kind, duration_ms, outcome, attrs, _span_ids(span),
-                           time.time() if end_time is None else end_time)
-
-    def _build(self, kind: str, duration_ms: float | None, outcome: str, attrs: Mapping[str, Any],
-               ids: SpanIds, end_time: float) -> Event:
-        return build_pending((self, kind, duration_ms, outcome, attrs, ids, end_time))
+        return build_pending((self, kind, duration_ms, outcome, attrs, _span_ids(span),
+                              time.time() if end_time is None else end_time))
 
     def emit(
         self,
@@ -165,7 +161,7 @@ class Emitter:
             enqueue = getattr(handlers[0], "enqueue_event", None)
             if enqueue is not None and enqueue((self, kind, duration_ms, outcome, dict(attrs), ids, now)):
                 return
-        event = self._build(kind, duration_ms, outcome, attrs, ids, now)
+        event = build_pending((self, kind, duration_ms, outcome, attrs, ids, now))
         logger.handle(event_record(event, logger.name, now))
 
     def emit_request(self, duration_ms: float, method: str, route: str, status: int, error: str | None,
