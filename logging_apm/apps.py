@@ -22,6 +22,8 @@ from typing import Any
 
 from django.apps import AppConfig
 
+from logging_apm.conf import env_bool
+
 
 class LoggingAPMConfig(AppConfig):
     name = "logging_apm"
@@ -33,36 +35,29 @@ class LoggingAPMConfig(AppConfig):
         from django.conf import settings
 
         from logging_apm.cache import install as install_cache
-        from logging_apm.conf import env_bool
         from logging_apm.db import install as install_db
         from logging_apm.emit import configure
 
         options: dict[str, Any] = dict(getattr(settings, "LOGGING_APM", None) or {})
-        instrument_db = options.pop("instrument_db", None)
-        instrument_cache = options.pop("instrument_cache", None)
-        instrument_http = options.pop("instrument_http", None)
-        instrument_aws = options.pop("instrument_aws", None)
-        instrument_celery = options.pop("instrument_celery", None)
+        switches = {name: options.pop(name, None) for name in _SWITCHES}
         sample_every = options.pop("sample_every", None)
         emitter = configure(**options)
         if not emitter.enabled:
             return
-        if env_bool("APM_INSTRUMENT_DB", True) if instrument_db is None else instrument_db:
+        if _switch(switches, "instrument_db"):
             install_db()
-        if env_bool("APM_INSTRUMENT_CACHE", True) if instrument_cache is None else instrument_cache:
+        if _switch(switches, "instrument_cache"):
             install_cache()
-        http = env_bool("APM_INSTRUMENT_HTTP", True) if instrument_http is None else instrument_http
+        http = _switch(switches, "instrument_http")
         if http and (_importable("requests") or _importable("httpx")):
             from logging_apm import http as http_instrumentation
 
             http_instrumentation.install(http if isinstance(http, dict) else None)
-        aws = env_bool("APM_INSTRUMENT_AWS", True) if instrument_aws is None else instrument_aws
-        if aws and _importable("botocore"):
+        if _switch(switches, "instrument_aws") and _importable("botocore"):
             from logging_apm import aws as aws_instrumentation
 
             aws_instrumentation.install()
-        celery = env_bool("APM_INSTRUMENT_CELERY", True) if instrument_celery is None else instrument_celery
-        if celery and _importable("celery"):
+        if _switch(switches, "instrument_celery") and _importable("celery"):
             from logging_apm import celery as celery_instrumentation
 
             celery_instrumentation.install()
@@ -71,6 +66,15 @@ class LoggingAPMConfig(AppConfig):
             from logging_apm import samplers
 
             samplers.start_background(every=every)
+
+
+_SWITCHES = ("instrument_db", "instrument_cache", "instrument_http", "instrument_aws", "instrument_celery")
+
+
+def _switch(switches: dict[str, Any], name: str) -> Any:
+    """``LOGGING_APM[name]`` when set, else the environment's ``APM_<NAME>`` (default on)."""
+    value = switches[name]
+    return env_bool(f"APM_{name.upper()}", True) if value is None else value
 
 
 def _importable(module: str) -> bool:
