@@ -17,7 +17,7 @@ from aggregator.config import Config, load_config
 from aggregator.insights.findings import counters, load_findings
 from aggregator.insights.partials import summarize
 from aggregator.insights.records import TraceRecord
-from aggregator.insights.traces import TraceAnalyzer, summary_lines
+from aggregator.insights.traces import TraceAnalyzer, extract, summary_lines
 from aggregator.model import WindowAggregate
 from aggregator.store import Store
 from parsers.event import Event
@@ -77,9 +77,10 @@ def as_event(r: TraceRecord) -> Event:
                  trace_id=r.trace_id, span_id=r.span_id, parent_span_id=r.parent_span_id, ts=r.end, **fields)
 
 
-def parts(batch: list[TraceRecord]) -> list[tuple[object, ...]]:
-    """A batch summarised the way a decoder summarises one chunk's events."""
-    return summarize([as_event(r) for r in batch])
+def parts(batch: list[TraceRecord]) -> list[object]:
+    """A batch summarised the way a decoder summarises one chunk's events (the run's path: ``extract``;
+    ``test_insights_columns`` holds it to the per-part reference, ``partials.summarize``)."""
+    return extract([as_event(r) for r in batch])
 
 
 def config(**overrides: object) -> Config:
@@ -390,8 +391,9 @@ def test_open_traces_stay_bounded_within_a_long_run(tmp_path: Path) -> None:
 
 
 def test_a_chunk_becomes_one_small_part_per_trace() -> None:
-    """A decoder sends one plain tuple per trace piece, not one per event; operations written after
-    their trace's request event start a new piece instead of joining the finished request."""
+    """``partials.summarize`` (the per-part reference) makes one plain tuple per trace piece, not one per
+    event; operations written after their trace's request event start a new piece instead of joining the
+    finished request."""
     import pickle
 
     from aggregator.insights.partials import TracePart
@@ -399,7 +401,7 @@ def test_a_chunk_becomes_one_small_part_per_trace() -> None:
     stream = request_trace("1" * 32, T0, "api/p/", [("loop", 1.0)] * 6 + [("x", 2.0)], cache=[0.5],
                            external=[4.0], dur=50.0)
     late = rec("db", "1" * 32, T0 + 1, 3.0, "late")
-    chunk = parts([*stream, late])
+    chunk = summarize([as_event(r) for r in [*stream, late]])
     assert all(type(p) is tuple for p in chunk) and len(chunk) == 2
     done, rest = (TracePart(*p) for p in chunk)
     assert done.request is not None and done.events == len(stream)
@@ -467,8 +469,6 @@ def test_open_traces_are_trimmed_to_the_cap_once_a_quarter_over_it(tmp_path: Pat
     """The trim during a run: nothing evicted up to 1.25 times the cap, back to the cap (oldest traces first)
     past it; the analyzer's running count of open events stays the sum of what is open through orphans,
     requests that take open traces, and root tasks that drop them, on both feeding paths."""
-    from aggregator.insights.traces import extract
-
     store = Store(tmp_path / "s.db")
     analyzer = TraceAnalyzer(store, config(**{"run.trace_pending_max_events": 100}))
 
