@@ -131,10 +131,6 @@ def dead_letter_path(config: Config, state_path: str | os.PathLike[str]) -> Path
     return Path(configured) if configured else Path(str(state_path) + ".dead-letters.jsonl")
 
 
-def _trace_analyzer_class() -> Any:
-    return optional_attr(*TRACE_ANALYZER)
-
-
 def execute(
     config: Config,
     *,
@@ -159,7 +155,7 @@ def execute(
 
     # Import every component the run touches before opening the store: each registers its tables'
     # migrations on import, and opening the store applies them.
-    analyzer_cls = _trace_analyzer_class()
+    analyzer_cls = optional_attr(*TRACE_ANALYZER)
     for spec in stages:
         try:
             _resolve(spec)
