@@ -401,6 +401,7 @@ class FileSource:
             if pos >= end:
                 return
         buf = b""  # unread bytes from ``pos`` (a line start) on
+        longest = max(chunk_bytes, LONG_LINE_BYTES)
         while True:
             block = f.read(chunk_bytes)
             if not block:
@@ -410,15 +411,15 @@ class FileSource:
             buf = buf + block if buf else block
             last_nl = buf.rfind(b"\n")
             if last_nl < 0:
-                if len(buf) <= max(chunk_bytes, LONG_LINE_BYTES):
+                if len(buf) <= longest:
                     continue  # one line longer than what was read so far
-                # A line longer than a chunk is no event (the parser's limit is far lower): hand on its
+                # A line longer than that is no event (the parser's limit is far lower): hand on its
                 # head, which the parser counts as too long, and skip the rest without holding it, so
                 # one huge line cannot take memory in proportion to its size.
                 after = _skip_line(f, pos + len(buf))
                 if after < 0:
                     return  # no newline yet: the next run skips it again
-                head = buf[: max(chunk_bytes, LONG_LINE_BYTES)] + b"\n"
+                head = buf[:longest] + b"\n"
                 yield Chunk(task.path, head, pos, FileSource.checkpoint_after(task, after))
                 pos, buf = after, b""
                 if pos >= end:
