@@ -495,21 +495,33 @@ def test_open_traces_are_trimmed_to_the_cap_once_a_quarter_over_it(tmp_path: Pat
 
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 4)), min_size=1, max_size=60), st.integers(1, 40))
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_a_trim_drops_what_expire_drops(tmp_path: Path, traces: list[tuple[int, int]], cap: int) -> None:
-    """``feed``'s trim (numpy) drops the same traces as ``_expire`` (a sort): oldest newest event first, ties
-    by trace id (many here), expired ones too, with the same counters."""
+def test_a_trim_drops_what_a_sort_drops(tmp_path: Path, traces: list[tuple[int, int]], cap: int) -> None:
+    """The trim (numpy) drops the traces a plain sort finds: the expired ones, then the oldest newest event
+    first, ties by trace id (many here), until the rest fit the cap; with the same counters. ``_expire``
+    (finish's) gives back what stays, oldest first."""
     from aggregator.insights.partials import PackedTrace
+
+    open_ = {f"{(i * 7919) % 101:04x}{i}": tuple.__new__(PackedTrace, (T0 + age, events, 0, 0.0, 0.0, 0.0))
+             for i, (age, events) in enumerate(traces)}
+    horizon = T0 + 6 - 4
+    expired = sum(t.events for t in open_.values() if t.newest < horizon)
+    kept = sorted((t.newest, tid) for tid, t in open_.items() if t.newest >= horizon)
+    total = sum(open_[tid].events for _, tid in kept)
+    while kept and total > cap:
+        total -= open_[kept.pop(0)[1]].events
+    want = [(tid, open_[tid]) for _, tid in kept]
 
     def analyzer_with_open() -> TraceAnalyzer:
         a = TraceAnalyzer(None, config(**{"run.trace_pending_max_events": cap, "run.trace_pending_seconds": 4}))
-        for i, (age, events) in enumerate(traces):
-            a._open[f"{(i * 7919) % 101:04x}{i}"] = tuple.__new__(PackedTrace, (T0 + age, events, 0, 0.0, 0.0, 0.0))
+        a._open = dict(open_)
         a._newest = T0 + 6
         return a
 
-    trimmed, expired = analyzer_with_open(), analyzer_with_open()
+    trimmed, finished = analyzer_with_open(), analyzer_with_open()
     trimmed._trim()
-    expired._expire()
-    assert list(trimmed._open) == list(expired._open)
-    assert trimmed.counts == expired.counts
-    assert trimmed._open_events == expired._open_events == sum(t.events for t in expired._open.values())
+    assert finished._expire() == want
+    assert sorted(trimmed._open.items()) == sorted(want)
+    for a in (trimmed, finished):
+        assert a.counts["pending_expired_events"] == expired
+        assert a.counts["pending_evicted_events"] == sum(t.events for t in open_.values()) - expired - total
+        assert a._open_events == total == sum(t.events for t in a._open.values())
