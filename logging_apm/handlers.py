@@ -110,7 +110,8 @@ class BackgroundHandler(logging.Handler):
 
     def enqueue_event(self, event: dict[str, Any] | tuple[Any, ...]) -> bool:
         """Queue a timing event without a log record (``logging_apm.emit``'s fast path): an event dict, or a
-        pending event (``emit.PendingEvent``) whose dict the listener thread builds.
+        pending event (``emit.PendingEvent``, or ``emit.PendingRequest`` from ``Emitter.emit_request``) whose
+        line the listener thread builds.
 
         Returns False, having done nothing, when this handler has filters or a level above INFO: then the
         caller must go through ``handle`` with a record so that they apply.
