@@ -131,20 +131,23 @@ def test_a_batch_holds_the_pieces_summarize_makes(tmp_path: Path) -> None:
     for chunk in chunks_of(log, 30_000):
         expected = summarize(chunk)
         requests, rests = as_tuples(summarize_batch(chunk))
-        assert repr(requests) == repr([(p[0], p[4], p[5], p[6], p[7], p[8], p[9][0], p[9][1])
+        assert repr(requests) == repr([(p[0], p[4], p[5], p[6], p[7], p[8], p[9][0], p[9][1], p[9][3] or "",
+                                        p[9][4] or "", p[9][2] == "failure" or (p[9][5] or 0) >= 500)
                                        for p in expected if p[1] == "p" and p[9] is not None])
         assert sorted(map(repr, rests)) == sorted(repr(p) for p in expected if p[1] == "p" and p[9] is None)
 
 
 def as_tuples(b: TraceBatch) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Requests as (trace, queries, db, cache, external, fingerprints, end, duration); rests as parts."""
+    """Requests as (trace, queries, db, cache, external, fingerprints, end, duration, route, method, failed);
+    rests as parts."""
     fps: dict[int, dict[str, list[Any]]] = {}
     for owner, key, n, ms, text, table in zip(b.fp_owner.tolist(), b.keys(b.fp_key), b.fp_n.tolist(),
                                               b.fp_ms.tolist(), b.fp_text.tolist(), b.fp_table.tolist(),
                                               strict=True):
         fps.setdefault(owner, {})[key] = [n, ms, b.fp_texts[text], b.fp_tables[table]]
     requests = [(b.traces[b.req_trace[j]], int(b.req_queries[j]), float(b.req_db[j]), float(b.req_cache[j]),
-                 float(b.req_external[j]), fps.get(j, {}), float(b.req_end[j]), float(b.req_dur[j]))
+                 float(b.req_external[j]), fps.get(j, {}), float(b.req_end[j]), float(b.req_dur[j]),
+                 b.routes[b.req_route[j]], b.methods[b.req_method[j]], bool(b.req_failed[j]))
                 for j in range(b.requests)]
     rests = [(b.traces[b.rest_trace[s]], "p", float(b.rest_newest[s]), int(b.rest_events[s]),
               int(b.rest_queries[s]), float(b.rest_db[s]), float(b.rest_cache[s]), float(b.rest_external[s]),
