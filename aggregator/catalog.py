@@ -366,6 +366,7 @@ def merge(aggs: Iterable[WindowAggregate], series: SeriesKey | None = None, *,
             end = agg_end
         if agg.start < out.start:
             out.start = agg.start
+    if out is not None:
         out.width = end - out.start
     return out
 
