@@ -232,13 +232,8 @@ class TraceAnalyzer:
         hist = acc.queries
         hist[queries] = hist.get(queries, 0) + 1
         self.counts["traces_completed"] += 1
-        if fingerprints and self.threshold > 0:
-            for n, _ms, _text, _table in fingerprints.values():
-                if n >= self.threshold:  # rare: only then build the profile with its findings
-                    ops = OpenTrace()
-                    ops.fingerprints = fingerprints
-                    self._findings_of(window, profile_request(trace_id, request, ops, self.threshold))
-                    break
+        if fingerprints:
+            self._n_plus_one(window, trace_id, request, fingerprints)
 
     def _feed_batch(self, b: TraceBatch) -> None:
         """One chunk's columns: what ``_add``/``_complete`` would do with its parts, one by one, in order.
@@ -297,16 +292,10 @@ class TraceAnalyzer:
         windows = self._add_requests(b, queries, db_ms, cache_ms, external_ms)
         self.counts["traces_completed"] += nreq
 
-        if threshold > 0:
-            for j in sorted(to_check):
-                fingerprints = to_check[j]
-                if not any(v[0] >= threshold for v in fingerprints.values()):
-                    continue
-                ops = OpenTrace()
-                ops.fingerprints = fingerprints
-                request = (float(b.req_end[j]), float(b.req_dur[j]), "failure" if b.req_failed[j] else "success",
-                           b.routes[b.req_route[j]], b.methods[b.req_method[j]], None)
-                self._findings_of(windows[j], profile_request(traces[b.req_trace[j]], request, ops, threshold))
+        for j in sorted(to_check):
+            request = (float(b.req_end[j]), float(b.req_dur[j]), "failure" if b.req_failed[j] else "success",
+                       b.routes[b.req_route[j]], b.methods[b.req_method[j]], None)
+            self._n_plus_one(windows[j], traces[b.req_trace[j]], request, to_check[j])
 
         # What stays open of the chunk's traces joins what is open here.
         if b.rest_trace.size:
@@ -409,6 +398,15 @@ class TraceAnalyzer:
             q = pair % span
             hist[q] = hist.get(q, 0) + n
         return windows.tolist()
+
+    def _n_plus_one(self, window: int, trace_id: str, request: RequestInfo, fingerprints: Fingerprints) -> None:
+        """The N+1 findings of one completed request, when a fingerprint ran ``threshold`` times or more (rare:
+        only then is the request profiled)."""
+        threshold = self.threshold
+        if threshold > 0 and any(v[0] >= threshold for v in fingerprints.values()):
+            ops = OpenTrace()
+            ops.fingerprints = fingerprints
+            self._findings_of(window, profile_request(trace_id, request, ops, threshold))
 
     def _findings_of(self, window: int, p: RequestProfile) -> None:
         acc = self._windows[(window, p.route)]
