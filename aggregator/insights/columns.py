@@ -65,9 +65,11 @@ import numpy as np
 import numpy.typing as npt
 
 from aggregator.insights.records import query_fingerprint
+from aggregator.windows import KIND_CODES
 
-KINDS = {"request": 0, "db": 1, "cache": 2, "external": 3, "task": 4, "metric": 5}
-_REQUEST, _DB, _CACHE, _EXTERNAL, _TASK, _METRIC = range(6)
+_REQUEST, _DB, _CACHE, _EXTERNAL, _TASK, _METRIC = map(
+    KIND_CODES.__getitem__, ("request", "db", "cache", "external", "task", "metric"))
+assert _CACHE == _DB + 1 and _EXTERNAL == _DB + 2  # operations are the codes _DB.._EXTERNAL (one range test)
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
@@ -180,7 +182,7 @@ def summarize_batch(events: Any) -> TraceBatch:
     trace_ids = [e.trace_id for e in events]
     if n and trace_ids[0] is None and trace_ids.count(None) == n:  # logs without trace context
         return summarize_batch([])
-    kind = np.frombuffer(bytes([KINDS[e.kind] for e in events]), np.int8)
+    kind = np.frombuffer(bytes([KIND_CODES[e.kind] for e in events]), np.int8)
     code, traces, untraced = _trace_codes(trace_ids)
     traced = kind != _METRIC
     if untraced >= 0:
