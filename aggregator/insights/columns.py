@@ -31,13 +31,14 @@ rests):
 - ``tasks``: task events with a trace id (each closes a task trace, counted); ``newest``: the newest event
   end the parent's clock must see (tasks, requests and the operations of kept pieces).
 
-What it costs (``python bench/insights_bench.py --log`` on a 40 MB part of loggen output, 97,632 events in
-the engine's 2 MB chunks, CPU us per event, medians of 5; per-part tuples -> these columns): pickle 0.91 ->
-0.08, unpickle 0.35 -> 0.12, the parent's feed 0.70 -> 0.17 (the per-part feed as the run had it, with a
-shortcut for whole traces since dropped: 0.8 -> 1.8 us without it on 100,000 loggen events), finish
-unchanged (0.27, writing the open traces). In all 3.0 -> 1.7 us per event, and 1.8 MB less to send per part. A 1M-event ``logapm run`` (2
-workers, medians of 5 alternating runs): 8.6 -> 7.0 CPU seconds (5.0 without trace insights), the parent's
-share 2.8 -> 1.8 s (1.2), peak RSS 190 -> 150 MB.
+What it costs (``python bench/insights_bench.py --log`` on a 40 MB part of loggen output, 97,632 events in the
+engine's 2 MB chunks, CPU us per event, medians of 5; per-part tuples -> these columns): pickle 0.91 -> 0.08,
+unpickle 0.35 -> 0.12, the parent's feed 0.70 -> 0.17 (the per-part feed as the run had it, with a shortcut
+for whole traces since dropped: without it 0.8 -> 1.8 us on 100,000 loggen events, feed alone, 7 interleaved
+rounds; 1.4 in the bench's rounds), finish unchanged (0.27, writing the open traces). In all 3.0 -> 1.7 us per
+event, and 1.8 MB less to send per part. A 1M-event ``logapm run`` (2 workers, medians of 5 alternating runs):
+8.6 -> 7.0 CPU seconds (5.0 without trace insights), the parent's share 2.8 -> 1.8 s (1.2), peak RSS 190 ->
+150 MB.
 
 The summary itself is dearer than ``partials.summarize``'s single loop: 0.94 against 1.07 us per event (1.04
 against 1.18 in a second run; medians of 7 rounds on a busy machine, each path on its own fresh parse of
