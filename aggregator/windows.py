@@ -52,6 +52,7 @@ from aggregator.catalog import merge_into
 from aggregator.model import SeriesKey, Tags, WindowAggregate, make_tags
 from aggregator.sketch import DDSketch
 from aggregator.windows_store import WindowsStore, fold_tags
+from parsers.columns import KIND_CODES
 
 # Families with exactly one aggregate entry per event: the ones whose counts make "events" (late ones too).
 EVENT_FAMILIES: Final = frozenset({"request", "db", "cache", "external", "task"})
@@ -78,7 +79,6 @@ _TS = attrgetter("ts")
 _DURATION = attrgetter("duration_ms")
 _QUEUE_WAIT = attrgetter("task_queue_wait_ms")
 _METRIC_FIELDS = attrgetter("metric_name", "metric_tags", "metric_value", "metric_type")
-KIND_CODES: Final[dict[str, int]] = {"request": 0, "db": 1, "cache": 2, "external": 3, "task": 4, "metric": 5}
 _KINDS: Final = tuple(KIND_CODES)
 # Per kind, the fields of its series key (the kind first keeps kinds with the same field values apart in one
 # table), and the fields its errors depend on.
