@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import attrgetter, call, itemgetter
@@ -52,7 +52,7 @@ from aggregator.catalog import merge_into
 from aggregator.model import SeriesKey, Tags, WindowAggregate, make_tags
 from aggregator.sketch import DDSketch
 from aggregator.windows_store import WindowsStore, fold_tags
-from parsers.columns import KIND_CODES
+from parsers.columns import KIND_CODES, METRIC_TYPES, OUTCOMES, TABLE_OF, TASK_STATES, EventColumns
 
 # Families with exactly one aggregate entry per event: the ones whose counts make "events" (late ones too).
 EVENT_FAMILIES: Final = frozenset({"request", "db", "cache", "external", "task"})
@@ -118,6 +118,13 @@ _LOOKUP_MAX: Final = 1 << 16  # lookup keys a table holds (beyond, events find t
 _WARM_UP: Final = 512  # events a fresh accumulator takes first, on their own (see ``add``)
 _RADIX_KEYS: Final = 1 << 16  # segment keys below this sort as uint16 (numpy's stable sort is a radix sort)
 _EXACT_FLOAT: Final = float(1 << 52)  # |ts| / width below this: floor(ts / width) can be checked exactly
+# From columns (``parsers.columns``): the column of each flag field, and the attribute's value of each code
+# (code -1, absent, reads the last entry: None). The status is the code itself (see ``_flag_values``).
+_FLAG_COLUMN: Final = {"outcome": "outcome", "http_response_status_code": "status", "cache_hit": "cache_hit",
+                       "task_state": "task_state"}
+_FLAG_VALUE: Final[dict[str, tuple[Any, ...]]] = {
+    "outcome": (*OUTCOMES, None), "cache_hit": (False, True, None), "task_state": (*TASK_STATES, None)}
+_COMBO_SPAN: Final = 1 << 62  # combined codes stay below this (int64)
 
 
 def _tags(*pairs: tuple[str, Any]) -> Tags:
@@ -142,9 +149,9 @@ def _series(family: str, raw: tuple[Any, ...]) -> SeriesKey:
     raise ValueError(f"unknown family {family!r}")
 
 
-def _metric_key(e: Any) -> tuple[str, str, Tags]:
-    tags = e.metric_tags
-    return "metric", e.metric_name, tuple(sorted(tags.items())) if tags else ()
+def _metric_key(name: str, tags: dict[str, str] | None) -> tuple[str, str, Tags]:
+    """A metric event's series key, from its name and tags."""
+    return "metric", name, tuple(sorted(tags.items())) if tags else ()
 
 
 def _flag_bits(kind: str, fields: tuple[Any, ...]) -> int:
@@ -175,6 +182,32 @@ def _items(seq: Sequence[Any], at: list[int]) -> Sequence[Any]:
 def _pick(events: Sequence[Any], idx: npt.NDArray[np.intp] | None) -> Sequence[Any]:
     """The events at ``idx``, in order; all of them for None."""
     return events if idx is None else _items(events, idx.tolist())
+
+
+def _combos(parts: list[npt.NDArray[Any]]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The distinct rows of the code columns ``parts`` (codes >= -1): each row's combination number, and one
+    row of each combination. The codes combine in mixed radix (each column's largest code + 2), the
+    combinations so far renumbered densely when the next column would overflow int64."""
+    key: npt.NDArray[np.int64] | None = None
+    span = 1
+    for part in parts:
+        c = part.astype(np.int64)
+        c += 1
+        r = int(c.max()) + 1
+        if key is None:
+            key, span = c, r
+            continue
+        if span * r >= _COMBO_SPAN:
+            seen, key = np.unique(key, return_inverse=True)
+            span = seen.size
+        key *= r
+        key += c
+        span *= r
+    assert key is not None
+    seen, inv = np.unique(key, return_inverse=True)
+    rep = np.empty(seen.size, dtype=np.intp)
+    rep[inv] = np.arange(key.size)  # any row of a combination: they have the same codes
+    return inv, rep
 
 
 def _window_index(ts: npt.NDArray[np.float64], width: int, lo: float, hi: float) -> npt.NDArray[np.int64]:
@@ -252,15 +285,19 @@ class WindowAccumulator:
         aggregates once ``FOLD_EVENTS`` are buffered (so the per-(series, window) Python work is amortised
         over many chunks) and at ``take``."""
         n = len(events)
+        self._take_batches(n, lambda lo, hi: self._add_batch(events if hi - lo == n else events[lo:hi]))
+
+    def _take_batches(self, n: int, add_batch: Callable[[int, int], None]) -> None:
+        """Take ``n`` events as batches (``add_batch(lo, hi)``), then fold if ``FOLD_EVENTS`` are buffered."""
         if not n:
             return
         if len(self._lookup) == 1 and n > 4 * _WARM_UP:
             # A fresh accumulator knows no series: its first few hundred events register the usual ones, so
             # that few of the rest miss the table (a miss reads its event again, in Python).
-            self._add_batch(events[:_WARM_UP])
-            self._add_batch(events[_WARM_UP:])
+            add_batch(0, _WARM_UP)
+            add_batch(_WARM_UP, n)
         else:
-            self._add_batch(events)
+            add_batch(0, n)
         self._buffered += n
         if self._buffered >= FOLD_EVENTS:
             self.flush()
@@ -297,20 +334,114 @@ class WindowAccumulator:
         else:
             order = np.argsort(codes, kind="stable")  # a radix sort; keeps each kind's events in order
             ids, ts, values = ids[order], ts[order], values[order]
-        pos = 0
-        for code, kind in enumerate(_KINDS):
-            k = present[code]
-            if not k:
-                continue
-            end = pos + k
-            self.by_kind[kind] = self.by_kind.get(kind, 0) + k
-            self.events += k
+        for _, kind, pos, end in self._kinds(present):
             idx = None if order is None else order[pos:end]  # the kind's events, by their place in the batch
             if kind == "metric":
                 self._add_metrics(_pick(events, idx), ts[pos:end])
             else:
                 self._add_kind(kind, events, idx, ids[pos:end], ts[pos:end], values[pos:end])
-            pos = end
+
+    def _kinds(self, present: list[int]) -> Iterator[tuple[int, str, int, int]]:
+        """The kinds a batch has (``present``: its events per kind code), each counted in ``by_kind`` and
+        ``events``, with its code and its place ``pos:end`` among the batch's events sorted by kind."""
+        pos = 0
+        for code, kind in enumerate(_KINDS):
+            k = present[code]
+            if k:
+                self.by_kind[kind] = self.by_kind.get(kind, 0) + k
+                self.events += k
+                yield code, kind, pos, pos + k
+                pos += k
+
+    # --- per batch, from columns ---------------------------------------------------------------------
+
+    def add_columns(self, cols: EventColumns) -> None:
+        """``add`` of a block's events given as columns (``parsers.columns.EventColumns``): the same
+        aggregates, series, counters and counts as ``add`` of the same events, in any sequence of calls of
+        either (the state is the same too: series registered in the order they first occur, the lookup
+        table, the cap's admitted and folded series), without one Python object per event.
+
+        Per kind, the codes of an event's lookup key fields (``_KEY_FIELDS``, ``_FLAG_FIELDS``) are combined
+        into one int64 (mixed radix) and numpy finds the block's distinct combinations (a few hundred); the
+        lookup key ``add`` would build is built once per combination (strings from the block's tables) and
+        resolved by the same table and the same ``_resolve`` as ``add``'s, and the ids go back to the events
+        with one gather. Time, duration and queue wait are the columns themselves; metric events (rare) are
+        keyed one by one, as in ``add``."""
+        self._take_batches(cols.n, lambda lo, hi: self._add_rows(cols, lo, hi))  # add's batches
+
+    def _add_rows(self, cols: EventColumns, lo: int, hi: int) -> None:
+        """The events ``lo:hi`` of ``cols`` as one batch (``_add`` of columns)."""
+        m = hi - lo
+        codes = cols.kind[lo:hi]
+        present: list[int] = np.bincount(codes, minlength=len(_KINDS)).tolist()
+        # A radix sort of the kinds (unless there is one): it keeps each kind's events in order.
+        order = np.arange(lo, hi) if max(present) == m else np.argsort(codes, kind="stable") + lo
+        for code, kind, pos, end in self._kinds(present):
+            idx = order[pos:end]  # the kind's events, by their place in cols
+            if kind == "metric":
+                first = int(np.count_nonzero(cols.kind[:lo] == code))  # metric_tags: one per metric event
+                table: list[Any] = [*cols.tables["metric_name"], None]
+                self._add_metric_series(list(map(table.__getitem__, cols.codes["metric_name"][idx].tolist())),
+                                        cols.metric_tags[first:first + end - pos], cols.ts[idx],
+                                        cols.metric_value[idx],
+                                        cols.metric_type[idx] == METRIC_TYPES["count"])
+            else:
+                self._add_kind_columns(kind, cols, idx)
+
+    def _add_kind_columns(self, kind: str, cols: EventColumns, idx: npt.NDArray[np.intp]) -> None:
+        """One kind's events (``idx``: their places in ``cols``, in order): ``_add_kind`` from columns."""
+        self._family(kind)
+        names = _KEY_FIELDS[kind][1:]
+        parts = [cols.codes[name][idx] for name in names]
+        parts += [getattr(cols, _FLAG_COLUMN[name])[idx] for name in _FLAG_FIELDS[kind]]
+        inv, rep = _combos(parts)
+        # Each combination's lookup key, as _LOOKUP_KEYS[kind] reads it from an event.
+        fields: list[list[Any]] = []
+        for name, part in zip((*names, *_FLAG_FIELDS[kind]), parts, strict=True):
+            got = part[rep].tolist()
+            if name not in _FLAG_COLUMN:
+                strings: list[str | None] = [*cols.tables[TABLE_OF[name]], None]
+                fields.append(list(map(strings.__getitem__, got)))
+            elif name in _FLAG_VALUE:
+                fields.append(list(map(_FLAG_VALUE[name].__getitem__, got)))
+            else:  # the status
+                fields.append([None if c < 0 else c for c in got])
+        keys = list(zip(repeat(kind), *fields))
+        found = np.fromiter(map(self._lookup.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        missed = found < 0
+        ev = None
+        if missed.any():
+            ev = self._resolve_combos(kind, keys, found, missed, inv)
+        ids = found[inv]
+        if ev is not None:
+            ids[ev[0]] = ev[1]
+        ts = cols.ts[idx]
+        sid = self._pend(kind, ids, ts, cols.duration_ms[idx])
+        if kind == "task":
+            waits = cols.queue_wait_ms[idx]
+            has = ~np.isnan(waits)
+            k = int(has.sum())
+            if k:
+                self._pending.setdefault("task.queue_wait", []).append(
+                    (sid[has], ts[has], waits[has], np.zeros(k, dtype=np.bool_), {}))
+
+    def _resolve_combos(self, kind: str, keys: list[Any], found: npt.NDArray[np.int64],
+                        missed: npt.NDArray[np.bool_], inv: npt.NDArray[np.intp],
+                        ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]] | None:
+        """``_resolve`` of the combinations that missed the table (``found`` -1), in the order their first
+        events come, once per combination. Near the memo's end (where ``_series_ids`` registers a folded key
+        again at each of its events) the missed events' keys go one by one, as ``add``'s do: -> those events
+        (places in the kind) and their lookup values, else None."""
+        ev = np.flatnonzero(missed[inv])  # the events whose key missed, in order
+        combos, first = np.unique(inv[ev], return_index=True)
+        miss = combos[np.argsort(first)]
+        cap = self.max_series
+        if cap is None or self._sizes[kind] + 2 * miss.size < FOLDED_MEMO + cap:  # every new key is remembered
+            self._resolve_keys(kind, list(_items(keys, miss.tolist())), found, miss)
+            return None
+        ids = np.full(ev.size, -1, dtype=np.int64)
+        self._resolve_keys(kind, list(_items(keys, inv[ev].tolist())), ids, np.arange(ev.size))
+        return ev, ids
 
     def _resolve(self, kind: str, events: Sequence[Any], idx: npt.NDArray[np.intp] | None,
                  ids: npt.NDArray[np.int64]) -> None:
@@ -321,8 +452,11 @@ class WindowAccumulator:
         if not miss.size:  # the usual case after warm-up
             return
         at = (miss if idx is None else idx[miss]).tolist()
-        get = _LOOKUP_KEYS[kind]
-        keys = list(map(get, _items(events, at)))
+        self._resolve_keys(kind, list(map(_LOOKUP_KEYS[kind], _items(events, at))), ids, miss)
+
+    def _resolve_keys(self, kind: str, keys: list[Any], ids: npt.NDArray[np.int64],
+                      miss: npt.NDArray[np.intp]) -> None:
+        """``_resolve`` of the lookup keys ``keys`` (in order of occurrence), whose values go to ``ids[miss]``."""
         js = self._series_ids(kind, list(map(_SERIES_KEY[kind], keys)))
         flagged = list(map(_FLAG_PART[kind], keys))
         bits_of = {f: _flag_bits(kind, f) for f in dict.fromkeys(flagged)}  # a few values each
@@ -405,6 +539,19 @@ class WindowAccumulator:
         m = ids.size
         self._family(kind)
         self._resolve(kind, events, idx, ids)
+        sid = self._pend(kind, ids, ts, values)
+        if kind == "task":
+            waits = list(map(_QUEUE_WAIT, _pick(events, idx)))
+            has = ~_flags(_NONE, waits, m)
+            k = int(has.sum())
+            if k:
+                wv = np.fromiter(compress(waits, has.tolist()), dtype=np.float64, count=k)
+                self._pending.setdefault("task.queue_wait", []).append(
+                    (sid[has], ts[has], wv, np.zeros(k, dtype=np.bool_), {}))
+
+    def _pend(self, kind: str, ids: npt.NDArray[np.int64], ts: npt.NDArray[np.float64],
+              values: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        """Buffer one kind's columns from its events' lookup values (all resolved): -> their series ids."""
         sid = ids & _INDEX_MASK
         bits = (ids >> _BITS_SHIFT).astype(np.uint8)  # the flags (_flag_bits), under the kind's code
         failed = (bits & 1).astype(np.bool_)
@@ -421,30 +568,30 @@ class WindowAccumulator:
             flags["hits"] = (bits & 2).astype(np.bool_)
             flags["misses"] = (bits & 4).astype(np.bool_)
         self._pending.setdefault(kind, []).append((sid, ts, values, errors, flags))
-        if kind == "task":
-            waits = list(map(_QUEUE_WAIT, _pick(events, idx)))
-            has = ~_flags(_NONE, waits, m)
-            k = int(has.sum())
-            if k:
-                wv = np.fromiter(compress(waits, has.tolist()), dtype=np.float64, count=k)
-                self._pending.setdefault("task.queue_wait", []).append(
-                    (sid[has], ts[has], wv, np.zeros(k, dtype=np.bool_), {}))
+        return sid
 
     def _add_metrics(self, sub: Sequence[Any], ts: npt.NDArray[np.float64]) -> None:
         m = len(sub)
-        self._family("metric")
         names, tags, metric_values, types = zip(*map(_METRIC_FIELDS, sub), strict=True)
+        self._add_metric_series(names, tags, ts, np.fromiter(metric_values, dtype=np.float64, count=m),
+                                _flags(_COUNT_TYPE, types, m))
+
+    def _add_metric_series(self, names: Sequence[str], tags: Sequence[Any],
+                           ts: npt.NDArray[np.float64], values: npt.NDArray[np.float64],
+                           counted: npt.NDArray[np.bool_]) -> None:
+        """Metric events from their names, tags, times, values and count flags."""
+        m = len(names)
+        self._family("metric")
         try:  # the keys _metric_key makes, built in C: sorted tag items
             sid = np.fromiter(map(self._index.get, zip(repeat("metric"), names,
                                                        map(tuple, map(sorted, map(dict.items, tags)))),
                                   repeat(-1)), dtype=np.int64, count=m)
         except TypeError:  # an event without tags
-            sid = np.fromiter(map(self._index.get, map(_metric_key, sub), repeat(-1)), dtype=np.int64, count=m)
+            sid = np.fromiter(map(self._index.get, map(_metric_key, names, tags), repeat(-1)), dtype=np.int64,
+                              count=m)
         miss = np.flatnonzero(sid < 0)
         if miss.size:
-            sid[miss] = self._series_ids("metric", [_metric_key(sub[i]) for i in miss.tolist()])
-        values = np.fromiter(metric_values, dtype=np.float64, count=m)
-        counted = _flags(_COUNT_TYPE, types, m)
+            sid[miss] = self._series_ids("metric", [_metric_key(names[i], tags[i]) for i in miss.tolist()])
         self._pending.setdefault("metric", []).append(
             (sid, ts, values, np.zeros(m, dtype=np.bool_), {"count_samples": counted}))
 
