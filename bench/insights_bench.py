@@ -2,6 +2,7 @@
 
     python bench/insights_bench.py [--requests N] [--repeat R]
     python bench/insights_bench.py --log FILE [--repeat R] [--against REV ...]
+    python bench/insights_bench.py --columns [--log FILE] [--repeat R]
 
 Baseline, in the same run and on the same bytes: ``LineParser.parse`` (the decode the run does anyway).
 Also measured, for comparison: the design this replaced (one record per event sent to the parent).
@@ -17,6 +18,14 @@ whole traces it had while the run used it, so its feed measures about twice what
 ``aggregator/insights/columns.py`` was at git revision REV (read with ``git show``; its batches are checked to
 pickle to the same bytes as this tree's, chunk by chunk), to measure a change of the summary before and after
 in the same rounds.
+
+With ``--columns``: the trace summary from a chunk's ``Event`` objects (``columns.summarize_batch``, after the
+engine's windows step, as in a worker) against the same from the chunk's ``parsers.columns.EventColumns``
+(``columns.summarize_columns``; the columns are built by ``from_events``, outside the timing: the native
+scanner writes them), each on its own fresh parse of every chunk, taking turns going first; every chunk's two
+batches are checked identical field by field (``TraceBatch.differences``). CPU us per event, medians of R
+interleaved rounds. Without ``--log``, on 100,000 events of ``aggregator.loggen`` output (as ``bench/aggregate.py``
+writes them).
 """
 
 from __future__ import annotations
@@ -37,13 +46,14 @@ import orjson
 
 from aggregator.config import load_config
 from aggregator.engine import CHUNK_BYTES
-from aggregator.insights.columns import TraceBatch
+from aggregator.insights.columns import TraceBatch, summarize_batch, summarize_columns
 from aggregator.insights.partials import summarize
 from aggregator.insights.records import extract_records
 from aggregator.insights.traces import TraceAnalyzer, extract
 from aggregator.store import Store
 from aggregator.windows import WindowAccumulator
 from parsers import LineParser
+from parsers.columns import from_events
 
 BLOCK = CHUNK_BYTES  # the engine's chunk size
 
@@ -183,6 +193,71 @@ def compare_on_log(path: str, repeat: int, against: list[str] | None = None) -> 
         print(f"{name:<{width}}" + "".join(f"{v:>11.3f}" for v in med) + f"{sum(med):>9.3f}{mb:>12.2f}")
 
 
+def chunk_ends(data: bytes) -> list[tuple[int, int]]:
+    """The engine's chunks of ``data``: (start, end) at the first line end after every ``BLOCK`` bytes."""
+    out, pos = [], 0
+    while pos < len(data):
+        end = data.find(b"\n", min(pos + BLOCK, len(data) - 1)) + 1 or len(data)
+        out.append((pos, end))
+        pos = end
+    return out
+
+
+def loggen_log(path: Path, events: int) -> None:
+    """``events`` events of ``aggregator.loggen`` over the last hour, as ``bench/aggregate.py`` writes them."""
+    from aggregator.loggen import generate_events, write_log
+
+    start = time.time() - 3720
+    path.unlink(missing_ok=True)
+    for i in range(0, events, 200_000):
+        n = min(200_000, events - i)
+        write_log(path, generate_events(n, start=start + i * 3600 / events, seconds=3600 * n / events,
+                                        seed=1000 + i // 200_000), ordinary_every=100)
+
+
+def compare_columns(path: str | None, repeat: int) -> None:
+    """summarize_batch (events) against summarize_columns (columns) per chunk (see the module docstring)."""
+    import gc
+
+    if path is None:
+        path = str(Path(tempfile.mkdtemp()) / "loggen.log")
+        loggen_log(Path(path), 100_000)
+    data = Path(path).read_bytes()
+    parser = LineParser(now=time.time() + 86_400)
+    names = ("summarize_batch (events)", "summarize_columns (columns)")
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    n = chunks = 0
+    gc.disable()  # as in the engine's workers
+    for _ in range(repeat):
+        spent = dict.fromkeys(names, 0.0)
+        n = 0
+        for chunks, (pos, end) in enumerate(chunk_ends(data), 1):
+            got: dict[str, TraceBatch] = {}
+            for name in names if chunks % 2 else names[::-1]:  # taking turns going first
+                events = parser.parse(data[pos:end], path, pos).events
+                if name == names[0]:
+                    WindowAccumulator(60, 500.0, 100.0).add(events)  # the engine's step before extract()
+                    t = time.process_time()
+                    got[name] = summarize_batch(events)
+                else:
+                    cols = from_events(events)  # (the scanner's work, not timed)
+                    t = time.process_time()
+                    got[name] = summarize_columns(cols)
+                spent[name] += time.process_time() - t
+            n += len(events)
+            if diff := got[names[1]].differences(got[names[0]]):
+                raise SystemExit(f"chunk {chunks}: the batches differ in {diff}")
+        for name in names:
+            cpu[name].append(spent[name])
+        gc.collect()
+    print(f"{path}: {n} events in {chunks} chunks, the same batches from both; CPU us/event, medians (min) of "
+          f"{repeat} interleaved rounds")
+    for name in names:
+        print(f"{name:<32}{statistics.median(cpu[name]) / n * 1e6:>8.3f}  ({min(cpu[name]) / n * 1e6:.3f})")
+    ratio = statistics.median(a / b for a, b in zip(cpu[names[1]], cpu[names[0]], strict=True))
+    print(f"{'columns / events':<32}{ratio:>8.3f}  (median of the rounds' ratios)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=20_000)
@@ -190,7 +265,12 @@ def main() -> None:
     ap.add_argument("--log", help="compare the columnar and per-part paths on this log file")
     ap.add_argument("--against", action="append", metavar="REV",
                     help="with --log: also the columnar path with columns.py as at this git revision")
+    ap.add_argument("--columns", action="store_true",
+                    help="summarize_batch on events against summarize_columns on their columns")
     args = ap.parse_args()
+    if args.columns:
+        compare_columns(args.log, args.repeat)
+        return
     if args.log:
         compare_on_log(args.log, args.repeat, args.against)
         return
