@@ -318,7 +318,9 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
 
 
 def _copy(sketch: Any) -> Any:
-    return None if sketch is None else DDSketch.from_bytes(sketch.to_bytes(compress=False))
+    # copy() of a sketch as a worker sent it is another undecoded one (no decode, no encode)
+    return None if sketch is None else sketch.copy() if type(sketch) is DDSketch else DDSketch.from_bytes(
+        sketch.to_bytes(compress=False))
 
 
 def make_engine(config: Config, source: Any, settings: EngineSettings, *, lock_path: str | None) -> LocalEngine:

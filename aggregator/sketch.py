@@ -189,10 +189,11 @@ class DDSketch:
     Keeps exact ``count``, ``min`` and ``max`` beside the buckets (the read-out clamps with them).
     """
 
-    __slots__ = ("_gamma", "_min_indexable", "_multiplier", "max", "min", "neg", "pos", "relative_accuracy",
+    __slots__ = ("_blob", "_gamma", "_min_indexable", "_multiplier", "max", "min", "neg", "pos", "relative_accuracy",
                  "zero_count")
 
     def __init__(self, relative_accuracy: float = RELATIVE_ACCURACY) -> None:
+        self._blob: bytes | None = None  # the stored form, while it is known to be this sketch's (see __reduce__)
         self._gamma, self._multiplier, self._min_indexable = _mapping(relative_accuracy)
         self.relative_accuracy = relative_accuracy
         self.pos = _Store()
@@ -210,6 +211,12 @@ class DDSketch:
     def _keys(self, magnitudes: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
         return np.ceil(np.log(magnitudes) * self._multiplier).astype(np.int64)
 
+    def _changing(self) -> None:
+        """About to change: a sketch still in its stored form is decoded first, then forgets that form."""
+        if self._blob is not None:
+            self._load(self._blob)
+            self._blob = None
+
     def add(self, value: float) -> None:
         self.add_many(np.asarray([value], dtype=np.float64))
 
@@ -218,6 +225,7 @@ class DDSketch:
         arr = np.asarray(values, dtype=np.float64).ravel()
         if arr.size == 0:
             return
+        self._changing()
         lo, hi = float(arr.min()), float(arr.max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError("a sketch only takes finite values")
@@ -243,6 +251,7 @@ class DDSketch:
         it again), and a sketch without positive buckets keeps it as its own, uncopied."""
         if counts.size == 0:
             return
+        self._changing()
         store = self.pos
         hi = key_lo + counts.size - 1
         excess = counts.size - MAX_BUCKETS
@@ -268,6 +277,7 @@ class DDSketch:
         """``DDSketch(relative_accuracy)`` then ``add_bucket_counts(key_lo, counts, vmin, vmax, adopt=True)``,
         in one step: the accumulators make one such sketch per series and window."""
         sketch = cls.__new__(cls)
+        sketch._blob = None
         sketch._gamma, sketch._multiplier, sketch._min_indexable = (
             _MAPPINGS.get(relative_accuracy) or _mapping(relative_accuracy))
         sketch.relative_accuracy = relative_accuracy
@@ -297,6 +307,7 @@ class DDSketch:
             raise SketchError(f"cannot merge a {type(other).__name__} into a DDSketch")
         if other.relative_accuracy != self.relative_accuracy:
             raise SketchError("cannot merge sketches of different accuracy")
+        self._changing()
         self.pos.merge(other.pos)
         self.neg.merge(other.neg)
         self.zero_count += other.zero_count
@@ -304,6 +315,8 @@ class DDSketch:
         self.max = max(self.max, other.max)
 
     def copy(self) -> DDSketch:
+        if self._blob is not None:  # a sketch as it came from a worker: another, decoded when read
+            return _from_stored(self._blob)
         out = DDSketch(self.relative_accuracy)
         out.pos, out.neg = self.pos.copy(), self.neg.copy()
         out.zero_count, out.min, out.max = self.zero_count, self.min, self.max
@@ -358,6 +371,8 @@ class DDSketch:
 
     def to_bytes(self, *, compress: bool = True) -> bytes:
         """The stored form (zlib); ``compress=False`` for a quick hop between processes."""
+        if compress and self._blob is not None:
+            return self._blob
         body = (_HEADER.pack(_FORMAT_VERSION, 0, self.relative_accuracy, self.min, self.max, self.zero_count)
                 + self.pos.to_bytes() + self.neg.to_bytes())
         return zlib.compress(body, 1) if compress else b"\0" + body
@@ -365,6 +380,7 @@ class DDSketch:
     @classmethod
     def from_bytes(cls, data: bytes) -> DDSketch:
         sketch = cls.__new__(cls)
+        sketch._blob = None
         sketch._load(data)
         return sketch
 
@@ -388,15 +404,41 @@ class DDSketch:
         self.pos, pos = _Store.from_buffer(buf, _HEADER.size)
         self.neg, _ = _Store.from_buffer(buf, pos)
 
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        """Pickled as the stored form, decoded only when read: a worker's sketch usually reaches the store
+        unchanged (one part holds most of a window), so the parent neither decodes nor compresses it
+        (``to_bytes`` returns the bytes as they came; any change forgets them). The worker compresses instead
+        (~17 us a sketch against ~3 for the quick form), the parent saves about 20 (decode ~3, compress ~17)."""
+        return _from_stored, (self.to_bytes(),)
+
+    def __getattr__(self, name: str) -> Any:
+        """Called only for a slot not set: a sketch unpickled by ``_from_stored`` decodes on first use."""
+        try:
+            blob = object.__getattribute__(self, "_blob")
+        except AttributeError:
+            blob = None
+        if blob is None:
+            raise AttributeError(name)
+        self._load(blob)
+        return object.__getattribute__(self, name)
+
     def __getstate__(self) -> bytes:
         return self.to_bytes(compress=False)
 
-    def __setstate__(self, state: bytes) -> None:
+    def __setstate__(self, state: bytes) -> None:  # pickles made before __reduce__
+        self._blob = None
         self._load(state)
 
     def __repr__(self) -> str:
         return (f"DDSketch(n={int(self.count)}, min={self.min}, max={self.max}, "
                 f"buckets={self.pos.counts.size}+{self.neg.counts.size})")
+
+
+def _from_stored(blob: bytes) -> DDSketch:
+    """The sketch ``blob`` (the stored form) holds, decoded when first read (``DDSketch.__getattr__``)."""
+    sketch = DDSketch.__new__(DDSketch)
+    sketch._blob = blob
+    return sketch
 
 
 def representatives(gamma: float, keys: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:

@@ -31,11 +31,14 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
+import orjson
 
 from aggregator.insights import findings as store_tables
 from aggregator.insights import metrics as _metrics  # registers the trace metrics with the catalog
@@ -49,7 +52,6 @@ from aggregator.insights.partials import (
     RequestInfo,
     TracePart,
     _intern,
-    _shared_zero,
     pack,
 )
 from aggregator.insights.profile import Finding, RequestProfile, profile_request
@@ -132,6 +134,83 @@ class _FindingSum:
         self.last_seen = max(self.last_seen, f.end)
 
 
+class _Rests:
+    """The rests of one batch (its columns' tail; see ``columns``), read by the ``_OpenRest`` that point here.
+
+    Holds only the rests' own arrays and the fingerprint columns (a few KB), not the batch."""
+
+    __slots__ = ("_groups", "bounds", "cache_ms", "db_ms", "events", "external_ms", "fp_key", "fp_key_offsets",
+                 "fp_keys", "fp_ms", "fp_n", "fp_table", "fp_tables", "fp_text", "fp_texts", "newest", "queries")
+
+    def __init__(self, b: TraceBatch, bounds: list[int]) -> None:
+        nreq = b.requests
+        lo = bounds[nreq]
+        self.bounds = [x - lo for x in bounds[nreq:]]  # rest i's groups: fp rows bounds[i]..bounds[i + 1]
+        # as lists: read one by one (a merge, the open traces written at the end), a list item is the cheapest
+        self.newest, self.events, self.queries = b.rest_newest.tolist(), b.rest_events.tolist(), b.rest_queries.tolist()
+        self.db_ms, self.cache_ms, self.external_ms = b.rest_db.tolist(), b.rest_cache.tolist(), b.rest_external.tolist()
+        self.fp_key, self.fp_n, self.fp_ms = b.fp_key[lo:], b.fp_n[lo:], b.fp_ms[lo:]
+        self.fp_text, self.fp_table = b.fp_text[lo:], b.fp_table[lo:]
+        self.fp_keys, self.fp_key_offsets, self.fp_texts, self.fp_tables = (b.fp_keys, b.fp_key_offsets, b.fp_texts,
+                                                                            b.fp_tables)
+        self._groups: tuple[list[Any], ...] | None = None
+
+    def groups(self) -> tuple[list[Any], ...]:
+        """The fingerprint groups of every rest, as lists (made once, when a first rest is read): keys,
+        executions, time_ms, texts and tables, strings interned as ``pack`` interns them."""
+        if self._groups is None:
+            offsets, text = self.fp_key_offsets, self.fp_keys
+            codes = self.fp_key
+            texts = [t and _intern(t) for t in self.fp_texts]
+            tables = [t and _intern(t) for t in self.fp_tables]
+            self._groups = (
+                [_intern(text[a:z]) for a, z in zip(offsets[codes].tolist(), offsets[codes + 1].tolist(), strict=True)],
+                self.fp_n.tolist(), self.fp_ms.tolist(), list(map(texts.__getitem__, self.fp_text.tolist())),
+                list(map(tables.__getitem__, self.fp_table.tolist())))
+        return self._groups
+
+    def fingerprints(self, i: int) -> Fingerprints:
+        """Rest ``i``'s fingerprints, as ``PackedTrace.fingerprints`` gives them."""
+        lo, hi = self.bounds[i], self.bounds[i + 1]
+        if lo == hi:
+            return {}
+        keys, n, ms, texts, tables = self.groups()
+        return dict(zip(keys[lo:hi], map(list, zip(n[lo:hi], ms[lo:hi], texts[lo:hi], tables[lo:hi], strict=True)),
+                        strict=True))
+
+    def part(self, i: int, trace_id: str) -> TracePart:
+        return TracePart(trace_id, PIECE, self.newest[i], self.events[i], self.queries[i], self.db_ms[i],
+                         self.cache_ms[i], self.external_ms[i], self.fingerprints(i), None)
+
+
+class _OpenRest(tuple[Any, ...]):
+    """A trace opened by a batch's rest, as the parent holds it until it is read: (newest, events, the batch's
+    ``_Rests``, the rest's index). Read as a ``PackedTrace`` is (its first two items too): the same values as
+    the ``PackedTrace`` of ``OpenTrace().merge(rest)``."""
+
+    __slots__ = ()
+
+    newest = property(operator.itemgetter(0))
+    events = property(operator.itemgetter(1))
+
+    queries = property(lambda self: self[2].queries[self[3]])
+    db_ms = property(lambda self: self[2].db_ms[self[3]])
+    cache_ms = property(lambda self: self[2].cache_ms[self[3]])
+    external_ms = property(lambda self: self[2].external_ms[self[3]])
+
+    @property
+    def fingerprints(self) -> Fingerprints:
+        return self[2].fingerprints(self[3])  # type: ignore[no-any-return]
+
+    def unpack(self) -> OpenTrace:
+        ops = OpenTrace.__new__(OpenTrace)
+        ops.newest, ops.events = self[0], self[1]
+        ops.queries, ops.db_ms, ops.cache_ms, ops.external_ms = (self.queries, self.db_ms, self.cache_ms,
+                                                                 self.external_ms)
+        ops.fingerprints = self.fingerprints
+        return ops
+
+
 class TraceAnalyzer:
     """Adds up trace parts across feeds and runs and measures each completed request; one per run."""
 
@@ -144,7 +223,7 @@ class TraceAnalyzer:
         self.width = int(config["run.window_seconds"])
         self.pending_seconds = float(config["run.trace_pending_seconds"])
         self.pending_max_events = int(config["run.trace_pending_max_events"])
-        self._open: dict[str, PackedTrace] = {}
+        self._open: dict[str, PackedTrace | _OpenRest] = {}
         self._open_events = 0  # the events of self._open, kept as it changes (summing it per feed cost more)
         self._loaded_pending = -1  # rows read from the store; -1 until read
         self._newest = -math.inf  # newest event time seen (the clock pending traces expire by)
@@ -299,43 +378,41 @@ class TraceAnalyzer:
 
         # What stays open of the chunk's traces joins what is open here.
         if b.rest_trace.size:
-            self._open_rests(b, bounds, fps)
+            self._open_rests(b, bounds)
 
-    def _open_rests(self, b: TraceBatch, bounds: list[int], fps: Any) -> None:
-        """``_add`` of each rest (a piece without its request): merged into its open trace, or opened."""
-        open_, nreq, new_packed = self._open, b.requests, tuple.__new__
-        # the rests' fingerprint groups are the columns' tail (owners nreq..): one conversion for all of them,
-        # as the flat (key, executions, time_ms, text, table) run a PackedTrace ends with
-        lo = bounds[nreq]
-        texts = [t and _intern(t) for t in b.fp_texts]
-        tables = [t and _intern(t) for t in b.fp_tables]
-        flat: list[Any] = [None] * (5 * (len(b.fp_owner) - lo))
-        flat[0::5] = map(_intern, b.keys(b.fp_key[lo:]))
-        flat[1::5] = b.fp_n[lo:].tolist()
-        flat[2::5] = b.fp_ms[lo:].tolist()
-        flat[3::5] = map(texts.__getitem__, b.fp_text[lo:].tolist())
-        flat[4::5] = map(tables.__getitem__, b.fp_table[lo:].tolist())
-        at = 0
-        sizes = np.diff(bounds[nreq:]).tolist()
-        for trace_id, newest, events, queries, db_ms, cache_ms, external_ms, size in zip(
-                map(b.traces.__getitem__, b.rest_trace.tolist()), b.rest_newest.tolist(), b.rest_events.tolist(),
-                b.rest_queries.tolist(), b.rest_db.tolist(), b.rest_cache.tolist(), b.rest_external.tolist(),
-                sizes, strict=True):
-            end = at + 5 * size
-            packed = open_.get(trace_id)
-            if packed is not None:
-                fingerprints = {flat[i]: flat[i + 1:i + 5] for i in range(at, end, 5)}
-                ops = packed.unpack()
-                ops.merge(TracePart(trace_id, PIECE, newest, events, queries, db_ms, cache_ms, external_ms,
-                                    fingerprints, None))
+    def _open_rests(self, b: TraceBatch, bounds: list[int]) -> None:
+        """``_add`` of each rest (a piece without its request): merged into its open trace, or opened.
+
+        Nearly every rest opens a new trace (the benchmark log: 148 of 64,868 rests find theirs open; most are
+        orphans that a trim later drops), so a new one is held as an ``_OpenRest``, a reference to the batch's
+        columns, made in bulk in C; its fingerprints are read only if it is ever merged or written (making
+        every rest a ``PackedTrace`` at once was most of the parent's trace join). The dict ends in the same
+        order as one rest at a time (a merged rest keeps its trace's place, a new one is appended in rest
+        order), as long as no trace has two rests in one batch (else they go one at a time)."""
+        open_ = self._open
+        rests = _Rests(b, bounds)
+        trace_ids = list(map(b.traces.__getitem__, b.rest_trace.tolist()))
+        n = len(trace_ids)
+        known = list(compress(range(n), map(open_.__contains__, trace_ids)))
+        if known and len(set(trace_ids)) < n:
+            for i, trace_id in enumerate(trace_ids):
+                packed = open_.get(trace_id)
+                ops = OpenTrace() if packed is None else packed.unpack()
+                ops.merge(rests.part(i, trace_id))
                 open_[trace_id] = pack(ops)
+        else:
+            refs = list(map(tuple.__new__, repeat(_OpenRest), zip(
+                b.rest_newest.tolist(), b.rest_events.tolist(), repeat(rests), range(n))))
+            if known:
+                for i in known:
+                    trace_id = trace_ids[i]
+                    ops = open_[trace_id].unpack()
+                    ops.merge(rests.part(i, trace_id))
+                    open_[trace_id] = pack(ops)
+                new = set(range(n)).difference(known)
+                open_.update([(trace_ids[i], refs[i]) for i in sorted(new)])
             else:
-                # A new open trace: what pack(OpenTrace().merge(part)) gives (the sums start from 0.0 there
-                # and here, and the part's own sums never are -0.0, so the same doubles).
-                open_[trace_id] = new_packed(PackedTrace, (
-                    newest, events, queries, _shared_zero(db_ms), _shared_zero(cache_ms), _shared_zero(external_ms),
-                    *flat[at:end]))
-            at = end
+                open_.update(zip(trace_ids, refs, strict=True))
         self._open_events += int(b.rest_events.sum())
 
     @staticmethod
@@ -424,28 +501,31 @@ class TraceAnalyzer:
     def _trim(self) -> None:
         """Drop open traces too old, then the oldest (by newest event, ties by trace id) until the rest fit the
         cap. Found with numpy instead of a sort of every open trace (~40 ms at 60,000 open events, then most
-        of a trim)."""
+        of a trim), and the expired ones too (a Python test per open trace was most of a trim after that)."""
         open_ = self._open
-        horizon = self._newest - self.pending_seconds
-        expired = [trace_id for trace_id, ops in open_.items() if ops[0] < horizon]
-        for trace_id in expired:
-            self.counts["pending_expired_events"] += open_.pop(trace_id)[1]
         n = len(open_)
         newest = np.fromiter(map(_NEWEST, open_.values()), np.float64, n)
         events = np.fromiter(map(_EVENTS, open_.values()), np.int64, n)
+        trace_ids = list(open_)
+        expired = newest < self._newest - self.pending_seconds
+        if expired.any():
+            gone = np.flatnonzero(expired)
+            self.counts["pending_expired_events"] += int(events[gone].sum())
+            deque(map(open_.pop, map(trace_ids.__getitem__, gone.tolist())), 0)
+            kept = ~expired
+            newest, events = newest[kept], events[kept]
+            trace_ids = list(compress(trace_ids, kept.tolist()))
         total = int(events.sum())
         excess = total - self.pending_max_events
         if excess > 0:
-            trace_ids = list(open_)
             order = np.argsort(newest, kind="stable")
             by_age = newest[order]
             # the traces dropped are those older than the newest one needed to cover the excess, then of
             # those as old as it, the first ones by trace id until the rest fit
             last = by_age[int(np.searchsorted(np.cumsum(events[order]), excess))]
             lo, hi = int(np.searchsorted(by_age, last, "left")), int(np.searchsorted(by_age, last, "right"))
-            evicted = 0
-            for i in order[:lo].tolist():
-                evicted += open_.pop(trace_ids[i])[1]
+            evicted = int(events[order[:lo]].sum())
+            deque(map(open_.pop, map(trace_ids.__getitem__, order[:lo].tolist())), 0)
             total -= evicted
             for trace_id in sorted(trace_ids[i] for i in order[lo:hi].tolist()):
                 if total <= self.pending_max_events:
@@ -456,7 +536,7 @@ class TraceAnalyzer:
             self.counts["pending_evicted_events"] += evicted
         self._open_events = total
 
-    def _expire(self) -> list[tuple[str, PackedTrace]]:
+    def _expire(self) -> list[tuple[str, PackedTrace | _OpenRest]]:
         """Drop open traces too old or beyond the cap (``_trim``); return what stays open, oldest trace first."""
         self._trim()
         open_ = self._open
@@ -473,7 +553,7 @@ class TraceAnalyzer:
         conn = self.store.conn
         with self.store.transaction():
             if still_open or self._loaded_pending:
-                store_tables.replace_open_traces(conn, still_open)
+                _replace_open_traces(conn, still_open)
             store_tables.upsert_findings(conn, (
                 (w, route, method, fp, s.text, s.table, s.requests, s.executions, s.max_executions,
                  s.time_ms, s.example_trace_id, s.first_seen, s.last_seen)
@@ -535,6 +615,25 @@ class TraceAnalyzer:
         if len(ranked) > limit:
             lines.append(f"  ... and {len(ranked) - limit} more (see `logapm report`)")
         return lines
+
+
+def _replace_open_traces(conn: Any, traces: list[tuple[str, PackedTrace | _OpenRest]]) -> None:
+    """``findings.replace_open_traces``, with the rows of the traces that rests opened read from their columns
+    (each attribute a property call was most of writing them)."""
+    dumps = orjson.dumps
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for trace_id, o in traces:
+            if type(o) is _OpenRest:
+                newest, events, rests, i = o
+                yield (trace_id, newest, events, rests.queries[i], rests.db_ms[i], rests.cache_ms[i],
+                       rests.external_ms[i], dumps(rests.fingerprints(i)).decode())
+            else:
+                yield (trace_id, o.newest, o.events, o.queries, o.db_ms, o.cache_ms, o.external_ms,
+                       dumps(o.fingerprints).decode())
+
+    conn.execute("DELETE FROM insights_open_traces")
+    conn.executemany("INSERT INTO insights_open_traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows())
 
 
 def _finding_lines(route: str, method: str, text: str, requests: int, executions: int, time_ms: float,

@@ -168,3 +168,33 @@ def test_every_way_to_fill_a_sketch_gives_the_same_bytes() -> None:
     assert empty.pos.counts is empty.neg.counts and not empty.pos.counts.flags.writeable
     empty.add(-1.0)
     assert empty.count == 1 and DDSketch().count == 0  # the shared empty counts were replaced, not written
+
+
+def test_an_unpickled_sketch_keeps_its_stored_form_until_it_changes() -> None:
+    """A sketch pickles as its stored form and is decoded only when read: written unchanged, it gives the bytes
+    it came with (undecoded); read, merged, added to or copied, it is the sketch it was, the same bytes as the
+    same steps on the original."""
+    rng = np.random.default_rng(29)
+    a, b = sketch_of(rng.lognormal(2, 1, 500)), sketch_of(np.concatenate([rng.normal(0, 5, 90), np.zeros(10)]))
+    for original in (a, b, DDSketch()):
+        stored = original.to_bytes()
+        sent = pickle.loads(pickle.dumps(original))
+        assert sent.to_bytes() == stored and sent.to_bytes(compress=False) == original.to_bytes(compress=False)
+        copied = pickle.loads(pickle.dumps(original)).copy()
+        assert copied.to_bytes() == stored and copied.quantiles(QS) == original.quantiles(QS)
+        assert pickle.loads(pickle.dumps(original)).count == original.count
+    merged = pickle.loads(pickle.dumps(a))
+    merged.merge(pickle.loads(pickle.dumps(b)))
+    want = a.copy()
+    want.merge(b)
+    assert merged.to_bytes() == want.to_bytes() != a.to_bytes()
+    added = pickle.loads(pickle.dumps(a))
+    added.add_many([1.0, 2.0, -3.0])
+    want = a.copy()
+    want.add_many([1.0, 2.0, -3.0])
+    assert added.to_bytes() == want.to_bytes() != a.to_bytes()
+    binned = pickle.loads(pickle.dumps(a))
+    binned.add_bucket_counts(10, np.array([2, 0, 1]), 1.2, 1.3)
+    want = a.copy()
+    want.add_bucket_counts(10, np.array([2, 0, 1]), 1.2, 1.3)
+    assert binned.to_bytes() == want.to_bytes() != a.to_bytes()
