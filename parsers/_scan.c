@@ -1,0 +1,1349 @@
+/* parsers._scan: a strict scanner from a block of schema-1 event lines straight to columns.
+ *
+ * ``scan(data, past_limit, future_limit, max_line_bytes)`` reads a block of JSON lines and returns the
+ * columns of its events (see parsers/columns.py, whose docstring is the spec of the codes, and
+ * parsers/scan.py, which wraps the result), or None whenever it is not 100% sure that the reference
+ * (``LineParser.parse`` then ``columns.from_events``) reads the block as nothing but events and skipped
+ * lines, with exactly these values. None is never wrong: the caller then runs the reference parser.
+ *
+ * It mirrors msgspec decoding ``parsers.event.Event`` (strict JSON, the same types, ranges, lengths in
+ * code points, the same doubles) and ``parsers.timestamps`` (the same additions), and it refuses more
+ * than msgspec in a few corners rather than reading them differently: duplicated known keys (msgspec:
+ * last wins), escaped top-level keys, lone surrogates, integers of more than 18 digits, nesting deeper
+ * than MAX_DEPTH, escaped timestamps, a metric name with a trailing newline (Python's ``$``), number
+ * tokens longer than MAX_NUMBER.
+ *
+ * Plain CPython C API, no numpy: the columns are returned as bytearrays the wrapper views with numpy.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#define MAX_DEPTH 64      /* msgspec refuses nesting somewhere between 200 and 2000: stay well below */
+#define MAX_NUMBER 64     /* longest number token read (longer: give up) */
+#define MAX_STR 4096      /* Str and TagValue max_length (logging_apm.schema.MAX_STRING_LENGTH) */
+#define MAX_DURATION_MS (7.0 * 24 * 3600 * 1000.0)
+#define FINITE 1.7e308
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* ---- string columns, in the order of columns.STRING_FIELDS ------------------------------------------- */
+enum {
+    S_SERVICE_NAME, S_DEPLOYMENT_ENVIRONMENT, S_TRACE_ID, S_SPAN_ID, S_PARENT_SPAN_ID,
+    S_HTTP_REQUEST_METHOD, S_HTTP_ROUTE,
+    S_DB_SYSTEM, S_DB_NAMESPACE, S_DB_OPERATION_NAME, S_DB_COLLECTION_NAME, S_DB_QUERY_TEXT,
+    S_DB_QUERY_FINGERPRINT,
+    S_CACHE_NAME, S_CACHE_OPERATION, S_PEER_SERVICE, S_EXTERNAL_OPERATION,
+    S_TASK_NAME, S_MESSAGING_DESTINATION_NAME, S_METRIC_NAME,
+    N_STR
+};
+static const char *const STRING_FIELDS[N_STR] = {
+    "service_name", "deployment_environment", "trace_id", "span_id", "parent_span_id",
+    "http_request_method", "http_route",
+    "db_system", "db_namespace", "db_operation_name", "db_collection_name", "db_query_text",
+    "db_query_fingerprint",
+    "cache_name", "cache_operation", "peer_service", "external_operation",
+    "task_name", "messaging_destination_name", "metric_name",
+};
+/* the table a field's codes index: span ids share one */
+static int table_of(int f) { return f == S_PARENT_SPAN_ID ? S_SPAN_ID : f; }
+
+/* ---- the keys of Event ------------------------------------------------------------------------------- */
+enum {
+    T_TIMESTAMP, T_SCHEMA, T_KIND, T_DURATION, T_OUTCOME,
+    T_STR,      /* Str, a column */
+    T_STR_V,    /* Str, validated only */
+    T_TRACE, T_SPAN,
+    T_STATUS, T_INT_GE_M1, T_INT_ANY, T_INT_GE0,
+    T_BOOL_HIT, T_TASK_STATE, T_QUEUE, T_METRIC_NAME, T_METRIC_TYPE, T_METRIC_VALUE, T_TAGS,
+    T_REFUSE,   /* the name of Event.ts */
+};
+
+typedef struct {
+    const char *name;
+    const char *attr;   /* the Event attribute (for the tests) */
+    int type;
+    int col;            /* string column, or -1 */
+} KeyDef;
+
+static const KeyDef KEYS[] = {
+    {"timestamp", "timestamp", T_TIMESTAMP, -1},
+    {"apm.schema", "schema", T_SCHEMA, -1},
+    {"apm.kind", "kind", T_KIND, -1},
+    {"duration_ms", "duration_ms", T_DURATION, -1},
+    {"outcome", "outcome", T_OUTCOME, -1},
+    {"service.name", "service_name", T_STR, S_SERVICE_NAME},
+    {"deployment.environment", "deployment_environment", T_STR, S_DEPLOYMENT_ENVIRONMENT},
+    {"service.version", "service_version", T_STR_V, -1},
+    {"host.name", "host_name", T_STR_V, -1},
+    {"trace_id", "trace_id", T_TRACE, S_TRACE_ID},
+    {"span_id", "span_id", T_SPAN, S_SPAN_ID},
+    {"parent_span_id", "parent_span_id", T_SPAN, S_PARENT_SPAN_ID},
+    {"error.type", "error_type", T_STR_V, -1},
+    {"http.request.method", "http_request_method", T_STR, S_HTTP_REQUEST_METHOD},
+    {"http.route", "http_route", T_STR, S_HTTP_ROUTE},
+    {"http.response.status_code", "http_response_status_code", T_STATUS, -1},
+    {"db.system", "db_system", T_STR, S_DB_SYSTEM},
+    {"db.namespace", "db_namespace", T_STR, S_DB_NAMESPACE},
+    {"db.operation.name", "db_operation_name", T_STR, S_DB_OPERATION_NAME},
+    {"db.collection.name", "db_collection_name", T_STR, S_DB_COLLECTION_NAME},
+    {"db.query.text", "db_query_text", T_STR, S_DB_QUERY_TEXT},
+    {"db.query.fingerprint", "db_query_fingerprint", T_STR, S_DB_QUERY_FINGERPRINT},
+    {"db.response.returned_rows", "db_response_returned_rows", T_INT_GE_M1, -1},
+    {"db.executemany", "db_executemany", T_INT_ANY, -1},
+    {"cache.name", "cache_name", T_STR, S_CACHE_NAME},
+    {"cache.operation", "cache_operation", T_STR, S_CACHE_OPERATION},
+    {"cache.hit", "cache_hit", T_BOOL_HIT, -1},
+    {"cache.keys", "cache_keys", T_INT_GE0, -1},
+    {"peer.service", "peer_service", T_STR, S_PEER_SERVICE},
+    {"external.operation", "external_operation", T_STR, S_EXTERNAL_OPERATION},
+    {"server.address", "server_address", T_STR_V, -1},
+    {"task.name", "task_name", T_STR, S_TASK_NAME},
+    {"messaging.destination.name", "messaging_destination_name", T_STR, S_MESSAGING_DESTINATION_NAME},
+    {"task.state", "task_state", T_TASK_STATE, -1},
+    {"task.queue_wait_ms", "task_queue_wait_ms", T_QUEUE, -1},
+    {"task.retries", "task_retries", T_INT_GE0, -1},
+    {"metric.name", "metric_name", T_METRIC_NAME, S_METRIC_NAME},
+    {"metric.type", "metric_type", T_METRIC_TYPE, -1},
+    {"metric.value", "metric_value", T_METRIC_VALUE, -1},
+    {"metric.tags", "metric_tags", T_TAGS, -1},
+    {"@logapm.parsed_ts", "ts", T_REFUSE, -1},
+};
+#define N_KEYS ((int)(sizeof(KEYS) / sizeof(KEYS[0])))
+#define K_TIMESTAMP 0
+#define K_SCHEMA 1
+#define K_KIND 2
+#define BIT(k) ((uint64_t)1 << (k))
+
+/* short byte strings equal (inline: most are under 40 bytes) */
+static inline int same_bytes(const char *a, const char *b, size_t n) {
+    uint64_t x, y;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y) return 0;
+        }
+        memcpy(&x, a + n - 8, 8); /* the last 8 (overlapping) */
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        uint32_t u, v, w, z;
+        memcpy(&u, a, 4);
+        memcpy(&v, b, 4);
+        memcpy(&w, a + n - 4, 4);
+        memcpy(&z, b + n - 4, 4);
+        return u == v && w == z;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (a[i] != b[i]) return 0;
+    }
+    return 1;
+}
+
+/* key look-up: a small hash over length and a few bytes, chained; built at import */
+#define KEY_BUCKETS 256
+static int key_head[KEY_BUCKETS];
+static size_t key_len[64];
+static int key_next[64];
+
+static inline unsigned key_hash(const unsigned char *s, size_t n) {
+    return (unsigned)(n * 31u + s[0] * 7u + s[n - 1] * 3u + s[n / 2] * 5u + s[n - 2]) & (KEY_BUCKETS - 1);
+}
+
+static int find_key(const unsigned char *s, size_t n) {
+    if (n < 2) return -1;
+    for (int k = key_head[key_hash(s, n)]; k >= 0; k = key_next[k]) {
+        if (key_len[k] == n && same_bytes(KEYS[k].name, (const char *)s, n)) return k;
+    }
+    return -1;
+}
+
+/* kinds, in aggregator.windows.KIND_CODES order, and what each requires (parsers.event.REQUIRED_BY_KIND) */
+static const char *const KINDS[6] = {"request", "db", "cache", "external", "task", "metric"};
+static const char *const REQUIRED_NAMES[6][4] = {
+    {"duration_ms", "http.request.method", "http.route", NULL},
+    {"duration_ms", "db.system", NULL},
+    {"duration_ms", "cache.name", "cache.operation", NULL},
+    {"duration_ms", "peer.service", NULL},
+    {"duration_ms", "task.name", NULL},
+    {"metric.name", "metric.type", "metric.value", NULL},
+};
+static uint64_t required_mask[6];
+
+/* ---- a per-table string intern table ------------------------------------------------------------------ */
+typedef struct {
+    uint64_t hash;
+    const char *ptr;   /* the value's UTF-8: in the data (alive for the call) or in the table's str */
+    Py_ssize_t len;
+} Entry;
+
+typedef struct {
+    uint64_t *slots;   /* open addressing: (hash >> 32) << 32 | (code + 1); 0 is an empty slot */
+    size_t cap;        /* power of two */
+    Entry *entries;    /* by code */
+    size_t entries_cap;
+    PyObject *list;    /* the table: str values in order of first appearance */
+    Py_ssize_t last;   /* the code of the last value looked up (checked before hashing), or -1 */
+} Interner;
+
+static inline uint64_t hash_bytes(const char *s, size_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xff51afd7ed558ccdull);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, s + i, 8);
+        h = (h ^ v) * 0xC2B2AE3D27D4EB4Full;
+        h ^= h >> 29;
+    }
+    uint64_t v = 0;
+    if (i < n) memcpy(&v, s + i, n - i);
+    h = (h ^ v) * 0xC2B2AE3D27D4EB4Full;
+    h ^= h >> 32;
+    return h;
+}
+
+static int interner_init(Interner *t, size_t expect) {
+    t->cap = 64;
+    while (t->cap < 2 * expect) t->cap *= 2;
+    t->entries_cap = t->cap / 2 + 1; /* codes up to cap / 2: the table grows past half full */
+    t->last = -1;
+    t->slots = (uint64_t *)PyMem_Calloc(t->cap, sizeof(uint64_t));
+    t->entries = (Entry *)PyMem_Malloc(t->entries_cap * sizeof(Entry));
+    t->list = PyList_New(0);
+    if (!t->slots || !t->entries || !t->list) return -1;
+    return 0;
+}
+
+static void interner_free(Interner *t) {
+    PyMem_Free(t->slots);
+    PyMem_Free(t->entries);
+    t->slots = NULL;
+    t->entries = NULL;
+    Py_CLEAR(t->list);
+}
+
+static int interner_grow(Interner *t) {
+    size_t ncap = t->cap * 2, used = (size_t)PyList_GET_SIZE(t->list);
+    uint64_t *ns = (uint64_t *)PyMem_Calloc(ncap, sizeof(uint64_t));
+    Entry *ne = (Entry *)PyMem_Realloc(t->entries, (ncap / 2 + 1) * sizeof(Entry));
+    if (!ns || !ne) {
+        PyMem_Free(ns);
+        if (ne) t->entries = ne;
+        return -1;
+    }
+    t->entries = ne;
+    t->entries_cap = ncap / 2 + 1;
+    for (size_t code = 0; code < used; code++) {
+        uint64_t h = ne[code].hash;
+        size_t j = h & (ncap - 1);
+        while (ns[j]) j = (j + 1) & (ncap - 1);
+        ns[j] = (h >> 32 << 32) | (uint64_t)(code + 1);
+    }
+    PyMem_Free(t->slots);
+    t->slots = ns;
+    t->cap = ncap;
+    return 0;
+}
+
+static inline int is_ascii(const char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    uint64_t acc = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, s + i, 8);
+        acc |= v;
+    }
+    for (; i < n; i++) acc |= (unsigned char)s[i];
+    return !(acc & HIGHS);
+}
+
+/* The code of the string (valid UTF-8, no lone surrogates), adding it to the table when new; -2 on error.
+ * ``in_data``: s points into the scanned data (alive for the call), not into the scratch buffer. */
+static int32_t intern(Interner *t, const char *s, Py_ssize_t n, int in_data) {
+    if (t->last >= 0) {
+        /* the previous value again (service names, environments, routes...): no hashing */
+        const Entry *le = &t->entries[t->last];
+        if (le->len == n && same_bytes(le->ptr, s, (size_t)n)) return (int32_t)t->last;
+    }
+    uint64_t h = hash_bytes(s, (size_t)n);
+    uint64_t tag = h >> 32 << 32;
+    size_t mask = t->cap - 1;
+    size_t j = h & mask;
+    for (;;) {
+        uint64_t sl = t->slots[j];
+        if (!sl) break;
+        if ((sl & 0xFFFFFFFF00000000ull) == tag) {
+            Py_ssize_t code = (Py_ssize_t)(sl & 0xFFFFFFFFu) - 1;
+            const Entry *e = &t->entries[code];
+            if (e->len == n && same_bytes(e->ptr, s, (size_t)n)) {
+                t->last = code;
+                return (int32_t)code;
+            }
+        }
+        j = (j + 1) & mask;
+    }
+    PyObject *str;
+    const char *ptr = s;
+    if (is_ascii(s, n)) {
+        str = PyUnicode_New(n, 127);
+        if (!str) return -2;
+        memcpy(PyUnicode_DATA(str), s, (size_t)n);
+        if (!in_data) ptr = (const char *)PyUnicode_DATA(str);
+    } else {
+        str = PyUnicode_DecodeUTF8(s, n, "strict");
+        if (!str) return -2;
+        if (!in_data) {
+            Py_ssize_t ulen;
+            ptr = PyUnicode_AsUTF8AndSize(str, &ulen);
+            if (!ptr || ulen != n) {
+                Py_DECREF(str);
+                return -2;
+            }
+        }
+    }
+    Py_ssize_t code = PyList_GET_SIZE(t->list);
+    if (code >= INT32_MAX - 1 || PyList_Append(t->list, str) < 0) {
+        Py_DECREF(str);
+        return -2;
+    }
+    Py_DECREF(str); /* the list holds it */
+    Entry *e = &t->entries[code];
+    e->hash = h;
+    e->ptr = ptr;
+    e->len = n;
+    t->slots[j] = tag | (uint64_t)(code + 1);
+    t->last = code;
+    if ((size_t)(code + 1) * 2 > t->cap && interner_grow(t) < 0) return -2;
+    return (int32_t)code;
+}
+
+/* ---- the bytes -------------------------------------------------------------------------------------- */
+typedef const unsigned char *cp;
+
+/* character classes for the string scan: 1 for '"', '\\' and control characters */
+static unsigned char str_stop[256];
+
+static inline int is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\r'; }
+/* '\n' is never skipped: it ends the line and stops every scan (a sentinel) */
+#define SKIP_WS(p) while (is_ws(*(p))) (p)++
+
+static inline uint64_t has_zero(uint64_t v) { return (v - ONES) & ~v & HIGHS; }
+
+/* The first '"', '\\' or control character at or after p. Reads 8 bytes at a time up to ``limit`` (the
+ * data's end, not the line's: the line's '\n' stops the scan first, and the lowest flagged byte of a word
+ * is exact, whatever the bytes after it). */
+static inline cp scan_plain(cp p, cp limit) {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1F);
+    while (p + 16 <= limit) {
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                                 _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v)); /* v <= 0x1F */
+        int mask = _mm_movemask_epi8(m);
+        if (mask) return p + __builtin_ctz((unsigned)mask);
+        p += 16;
+    }
+#endif
+    while (p + 8 <= limit) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        uint64_t stop = has_zero(v ^ (ONES * '"')) | has_zero(v ^ (ONES * '\\')) |
+                        ((v - ONES * 0x20) & ~v & HIGHS);
+        if (stop) return p + (__builtin_ctzll(stop) >> 3);
+        p += 8;
+    }
+    while (!str_stop[*p]) p++;
+    return p;
+}
+
+/* A decoded string: its UTF-8 bytes (in the line or in the scratch buffer). */
+typedef struct {
+    const char *ptr;
+    Py_ssize_t len;
+    int escaped;
+} Str;
+
+/* Parse a JSON string at p (pointing at the opening quote); limit is the data's end. Decodes escapes into
+ * *scratch (advanced) when there are any. Returns the position after the closing quote, or NULL. */
+static cp parse_escaped(cp s, cp p, Str *out, unsigned char **scratch);
+
+static inline cp parse_string(cp p, cp limit, Str *out, unsigned char **scratch) {
+    cp s = ++p;
+    p = scan_plain(p, limit);
+    if (*p == '"') {
+        out->ptr = (const char *)s;
+        out->len = p - s;
+        out->escaped = 0;
+        return p + 1;
+    }
+    if (*p != '\\') return NULL; /* a control character (the line's '\n' included) */
+    return parse_escaped(s, p, out, scratch);
+}
+
+/* The rest of a string with escapes (s: its first byte, p: its first backslash), decoded into scratch. */
+static __attribute__((noinline)) cp parse_escaped(cp s, cp p, Str *out, unsigned char **scratch) {
+    unsigned char *w = *scratch;
+    unsigned char *w0 = w;
+    memcpy(w, s, (size_t)(p - s));
+    w += p - s;
+    for (;;) {
+        unsigned char c = *p;
+        if (c == '"') break;
+        if (c < 0x20) return NULL;
+        if (c != '\\') {
+            *w++ = c;
+            p++;
+            continue;
+        }
+        c = p[1];
+        p += 2;
+        switch (c) {
+        case '"': *w++ = '"'; break;
+        case '\\': *w++ = '\\'; break;
+        case '/': *w++ = '/'; break;
+        case 'b': *w++ = '\b'; break;
+        case 'f': *w++ = '\f'; break;
+        case 'n': *w++ = '\n'; break;
+        case 'r': *w++ = '\r'; break;
+        case 't': *w++ = '\t'; break;
+        case 'u': {
+            uint32_t u = 0;
+            for (int i = 0; i < 4; i++) {
+                unsigned char h = p[i];
+                uint32_t d;
+                if (h >= '0' && h <= '9') d = h - '0';
+                else if (h >= 'a' && h <= 'f') d = h - 'a' + 10;
+                else if (h >= 'A' && h <= 'F') d = h - 'A' + 10;
+                else return NULL;
+                u = u * 16 + d;
+            }
+            p += 4;
+            if (u >= 0xD800 && u <= 0xDBFF) {
+                /* a high surrogate: a low one must follow */
+                if (p[0] != '\\' || p[1] != 'u') return NULL;
+                uint32_t l = 0;
+                for (int i = 0; i < 4; i++) {
+                    unsigned char h = p[2 + i];
+                    uint32_t d;
+                    if (h >= '0' && h <= '9') d = h - '0';
+                    else if (h >= 'a' && h <= 'f') d = h - 'a' + 10;
+                    else if (h >= 'A' && h <= 'F') d = h - 'A' + 10;
+                    else return NULL;
+                    l = l * 16 + d;
+                }
+                if (l < 0xDC00 || l > 0xDFFF) return NULL;
+                p += 6;
+                u = 0x10000 + ((u - 0xD800) << 10) + (l - 0xDC00);
+            } else if (u >= 0xDC00 && u <= 0xDFFF) {
+                return NULL; /* a lone low surrogate */
+            }
+            if (u < 0x80) {
+                *w++ = (unsigned char)u;
+            } else if (u < 0x800) {
+                *w++ = (unsigned char)(0xC0 | (u >> 6));
+                *w++ = (unsigned char)(0x80 | (u & 0x3F));
+            } else if (u < 0x10000) {
+                *w++ = (unsigned char)(0xE0 | (u >> 12));
+                *w++ = (unsigned char)(0x80 | ((u >> 6) & 0x3F));
+                *w++ = (unsigned char)(0x80 | (u & 0x3F));
+            } else {
+                *w++ = (unsigned char)(0xF0 | (u >> 18));
+                *w++ = (unsigned char)(0x80 | ((u >> 12) & 0x3F));
+                *w++ = (unsigned char)(0x80 | ((u >> 6) & 0x3F));
+                *w++ = (unsigned char)(0x80 | (u & 0x3F));
+            }
+            break;
+        }
+        default:
+            return NULL;
+        }
+    }
+    out->ptr = (const char *)w0;
+    out->len = w - w0;
+    out->escaped = 1;
+    *scratch = w;
+    return p + 1;
+}
+
+/* code points of valid UTF-8 */
+static Py_ssize_t code_points(const char *s, Py_ssize_t n) {
+    Py_ssize_t cont = 0;
+    for (Py_ssize_t i = 0; i < n; i++) cont += ((unsigned char)s[i] & 0xC0) == 0x80;
+    return n - cont;
+}
+
+static inline int str_is_n(const Str *s, const char *lit, size_t n) {
+    return (size_t)s->len == n && memcmp(s->ptr, lit, n) == 0;
+}
+#define str_is(s, lit) str_is_n((s), (lit), sizeof(lit) - 1)
+
+/* A JSON number token at p. Returns the end, or NULL when it is not strict JSON. *is_int: no fraction
+ * and no exponent. */
+static cp number_token(cp p, int *is_int) {
+    cp q = p;
+    if (*q == '-') q++;
+    if (*q == '0') {
+        q++;
+    } else if (*q >= '1' && *q <= '9') {
+        while (*q >= '0' && *q <= '9') q++;
+    } else {
+        return NULL;
+    }
+    *is_int = 1;
+    if (*q == '.') {
+        q++;
+        if (!(*q >= '0' && *q <= '9')) return NULL;
+        while (*q >= '0' && *q <= '9') q++;
+        *is_int = 0;
+    }
+    if (*q == 'e' || *q == 'E') {
+        q++;
+        if (*q == '+' || *q == '-') q++;
+        if (!(*q >= '0' && *q <= '9')) return NULL;
+        while (*q >= '0' && *q <= '9') q++;
+        *is_int = 0;
+    }
+    return q;
+}
+
+/* An integer token of at most 18 digits. */
+static cp parse_int(cp p, int64_t *out) {
+    int is_int;
+    cp q = number_token(p, &is_int);
+    if (!q || !is_int) return NULL;
+    int neg = *p == '-';
+    cp d = p + neg;
+    if (q - d > 18) return NULL;
+    int64_t v = 0;
+    for (; d < q; d++) v = v * 10 + (*d - '0');
+    *out = neg ? -v : v;
+    return q;
+}
+
+static const double POW10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* A number as msgspec reads it into a float field: an integer token as its int converted (so "-0" is
+ * 0.0), any other token correctly rounded. */
+static cp parse_float(cp p, double *out) {
+    int is_int;
+    cp q = number_token(p, &is_int);
+    if (!q || q - p > MAX_NUMBER) return NULL;
+    if (is_int) {
+        int64_t v;
+        if (!parse_int(p, &v)) return NULL;
+        *out = (double)v;
+        return q;
+    }
+    /* the exact fast path: at most 15 significant digits and a power of ten up to 22 */
+    int neg = *p == '-';
+    cp d = p + neg;
+    uint64_t mant = 0;
+    int sig = 0, frac = 0, in_frac = 0;
+    for (; d < q && *d != 'e' && *d != 'E'; d++) {
+        if (*d == '.') {
+            in_frac = 1;
+            continue;
+        }
+        if (mant || *d != '0') {
+            if (++sig > 15) break;
+        }
+        mant = mant * 10 + (uint64_t)(*d - '0');
+        frac += in_frac;
+    }
+    if (sig <= 15) {
+        int exp = 0, eneg = 0, edigits = 0;
+        if (d < q) { /* 'e' */
+            d++;
+            if (*d == '+' || *d == '-') eneg = *d++ == '-';
+            for (; d < q; d++) {
+                if (++edigits > 5) break;
+                exp = exp * 10 + (*d - '0');
+            }
+        }
+        if (edigits <= 5) {
+            int e10 = (eneg ? -exp : exp) - frac;
+            if (e10 >= -22 && e10 <= 22) {
+                double v = (double)mant;
+                v = e10 < 0 ? v / POW10[-e10] : v * POW10[e10];
+                *out = neg ? -v : v;
+                return q;
+            }
+        }
+    }
+    char buf[MAX_NUMBER + 1];
+    memcpy(buf, p, (size_t)(q - p));
+    buf[q - p] = 0;
+    char *e = NULL;
+    double v = PyOS_string_to_double(buf, &e, NULL);
+    if (v == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (e != buf + (q - p)) return NULL;
+    *out = v;
+    return q;
+}
+
+/* Skip any JSON value, validating it. */
+static cp skip_value(cp p, cp end, cp limit, int depth, unsigned char *scratch) {
+    Str s;
+    unsigned char *sc;
+    switch (*p) {
+    case '"':
+        sc = scratch;
+        return parse_string(p, limit, &s, &sc);
+    case '{':
+        if (depth >= MAX_DEPTH) return NULL;
+        p++;
+        SKIP_WS(p);
+        if (*p == '}') return p + 1;
+        for (;;) {
+            if (*p != '"') return NULL;
+            sc = scratch;
+            p = parse_string(p, limit, &s, &sc);
+            if (!p) return NULL;
+            SKIP_WS(p);
+            if (*p != ':') return NULL;
+            p++;
+            SKIP_WS(p);
+            p = skip_value(p, end, limit, depth + 1, scratch);
+            if (!p) return NULL;
+            SKIP_WS(p);
+            if (*p == '}') return p + 1;
+            if (*p != ',') return NULL;
+            p++;
+            SKIP_WS(p);
+        }
+    case '[':
+        if (depth >= MAX_DEPTH) return NULL;
+        p++;
+        SKIP_WS(p);
+        if (*p == ']') return p + 1;
+        for (;;) {
+            p = skip_value(p, end, limit, depth + 1, scratch);
+            if (!p) return NULL;
+            SKIP_WS(p);
+            if (*p == ']') return p + 1;
+            if (*p != ',') return NULL;
+            p++;
+            SKIP_WS(p);
+        }
+    case 't':
+        return (end - p >= 4 && memcmp(p, "true", 4) == 0) ? p + 4 : NULL;
+    case 'f':
+        return (end - p >= 5 && memcmp(p, "false", 5) == 0) ? p + 5 : NULL;
+    case 'n':
+        return (end - p >= 4 && memcmp(p, "null", 4) == 0) ? p + 4 : NULL;
+    default: {
+        int is_int;
+        return number_token(p, &is_int);
+    }
+    }
+}
+
+static inline cp literal_null(cp p, cp end) {
+    return (end - p >= 4 && memcmp(p, "null", 4) == 0) ? p + 4 : NULL;
+}
+
+/* ---- timestamps (parsers.timestamps) ------------------------------------------------------------------- */
+static int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static inline int dig(unsigned char c) { return c >= '0' && c <= '9' ? c - '0' : -1; }
+
+/* The epoch of the last minute prefix read (``YYYY-MM-DDTHH:MM``), checked once. */
+typedef struct {
+    unsigned char prefix[16];
+    double base;
+    int valid;
+} MinuteCache;
+
+static int minute_epoch(const unsigned char *t, double *base);
+
+static int read_timestamp(const Str *s, double *out, MinuteCache *mc) {
+    const unsigned char *t = (const unsigned char *)s->ptr;
+    Py_ssize_t n = s->len;
+    if (s->escaped || n < 20 || n > 30) return -1;
+    if (!(mc->valid && memcmp(t, mc->prefix, 16) == 0)) {
+        mc->valid = 0;
+        if (minute_epoch(t, &mc->base) < 0) return -1;
+        memcpy(mc->prefix, t, 16);
+        mc->valid = 1;
+    }
+    int d1 = dig(t[17]), d2 = dig(t[18]);
+    if (t[16] != ':' || d1 < 0 || d2 < 0) return -1;
+    int whole = d1 * 10 + d2;
+    if (whole > 60) return -1;
+    Py_ssize_t i = 19;
+    int64_t frac = 0;
+    int k = 0;
+    if (t[i] == '.') {
+        i++;
+        while (i < n && dig(t[i]) >= 0) {
+            frac = frac * 10 + dig(t[i]);
+            k++;
+            i++;
+        }
+        if (k < 1 || k > 9) return -1;
+    }
+    if (i != n - 1 || t[i] != 'Z') return -1;
+    double sec = k ? (double)whole + (double)frac / POW10[k] : (double)whole;
+    *out = mc->base + sec;
+    return 0;
+}
+
+/* ``YYYY-MM-DDTHH:MM`` (16 bytes) to epoch seconds, as timestamps._minute_epoch checks it. */
+static int minute_epoch(const unsigned char *t, double *base) {
+    static const unsigned char SEP[16] = {0, 0, 0, 0, '-', 0, 0, '-', 0, 0, 'T', 0, 0, ':', 0, 0};
+    int v[16];
+    for (int i = 0; i < 16; i++) {
+        if (SEP[i]) {
+            if (t[i] != SEP[i]) return -1;
+        } else if ((v[i] = dig(t[i])) < 0) {
+            return -1;
+        }
+    }
+    int year = v[0] * 1000 + v[1] * 100 + v[2] * 10 + v[3];
+    int month = v[5] * 10 + v[6], day = v[8] * 10 + v[9];
+    int hour = v[11] * 10 + v[12], minute = v[14] * 10 + v[15];
+    if (!(1 <= month && month <= 12 && hour <= 23 && minute <= 59 && year >= 1970)) return -1;
+    static const int MDAYS[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    int mdays = MDAYS[month - 1] + (month == 2 && leap);
+    if (day < 1 || day > mdays) return -1;
+    *base = (double)(days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60);
+    return 0;
+}
+
+/* ---- one event line ----------------------------------------------------------------------------------- */
+typedef struct {
+    int8_t kind, outcome, cache_hit, task_state, metric_type;
+    int16_t status;
+    double ts, duration, queue_wait, metric_value;
+    Str strs[N_STR];
+    int has_str[N_STR];
+    PyObject *tags; /* new reference or NULL */
+} Row;
+
+static int metric_name_ok(const Str *s) {
+    if (s->len < 1 || s->len > 200) return 0;
+    unsigned char c = (unsigned char)s->ptr[0];
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) return 0;
+    for (Py_ssize_t i = 1; i < s->len; i++) {
+        c = (unsigned char)s->ptr[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+              c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+/* metric.tags: a flat object of str -> str (values at most MAX_STR code points), no key twice. */
+static cp parse_tags(cp p, cp limit, unsigned char *scratch, PyObject **out) {
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    p++;
+    SKIP_WS(p);
+    if (*p == '}') {
+        *out = d;
+        return p + 1;
+    }
+    for (;;) {
+        Str k, v;
+        unsigned char *sc = scratch;
+        if (*p != '"') goto fail;
+        p = parse_string(p, limit, &k, &sc);
+        if (!p) goto fail;
+        SKIP_WS(p);
+        if (*p != ':') goto fail;
+        p++;
+        SKIP_WS(p);
+        if (*p != '"') goto fail;
+        p = parse_string(p, limit, &v, &sc);
+        if (!p) goto fail;
+        if (v.len > MAX_STR && code_points(v.ptr, v.len) > MAX_STR) goto fail;
+        PyObject *ko = PyUnicode_DecodeUTF8(k.ptr, k.len, "strict");
+        if (!ko) goto fail;
+        PyObject *vo = PyUnicode_DecodeUTF8(v.ptr, v.len, "strict");
+        if (!vo) {
+            Py_DECREF(ko);
+            goto fail;
+        }
+        Py_ssize_t before = PyDict_GET_SIZE(d);
+        int rc = PyDict_SetItem(d, ko, vo);
+        Py_DECREF(ko);
+        Py_DECREF(vo);
+        if (rc < 0 || PyDict_GET_SIZE(d) != before + 1) goto fail;
+        SKIP_WS(p);
+        if (*p == '}') break;
+        if (*p != ',') goto fail;
+        p++;
+        SKIP_WS(p);
+    }
+    *out = d;
+    return p + 1;
+fail:
+    Py_DECREF(d);
+    return NULL;
+}
+
+static double quiet_nan(void) {
+    uint64_t bits = 0x7FF8000000000000ull;
+    double d;
+    memcpy(&d, &bits, 8);
+    return d;
+}
+
+/* Parse one line [p, end) (p at '{', end at its '\n') into row. 0 on success, -1 when it is not an
+ * event this scanner is sure of. Strings with escapes are decoded into scratch. */
+static int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch, double past, double future,
+                      int *pred, MinuteCache *mc) {
+    uint64_t seen = 0, present = 0;
+    int prev = N_KEYS;
+    double nan = quiet_nan();
+    row->kind = -1;
+    row->outcome = row->cache_hit = row->task_state = row->metric_type = -1;
+    row->status = -1;
+    row->duration = row->queue_wait = row->metric_value = nan;
+    memset(row->has_str, 0, sizeof(row->has_str));
+    row->tags = NULL;
+    unsigned char *tmp = scratch + (end - p) + 8; /* beyond any decoded string of this line */
+
+    p++;
+    SKIP_WS(p);
+    if (*p != '"') goto fail;
+    for (;;) {
+        /* the key: raw bytes, no escapes */
+        cp ks = ++p;
+        /* the key that followed the previous one last time (writers keep an order): compared in place */
+        int k = pred[prev];
+        if (k >= 0 && (size_t)(end - ks) > key_len[k] && same_bytes(KEYS[k].name, (const char *)ks, key_len[k]) &&
+            ks[key_len[k]] == '"') {
+            p = ks + key_len[k];
+        } else {
+            p = scan_plain(p, limit);
+            if (*p != '"') goto fail;
+            k = find_key(ks, (size_t)(p - ks));
+            pred[prev] = k;
+        }
+        prev = k >= 0 ? k : N_KEYS + 1;
+        p++;
+        SKIP_WS(p);
+        if (*p != ':') goto fail;
+        p++;
+        SKIP_WS(p);
+        if (k < 0) {
+            p = skip_value(p, end, limit, 1, tmp);
+            if (!p) goto fail;
+        } else {
+            const KeyDef *kd = &KEYS[k];
+            if (seen & BIT(k)) goto fail; /* msgspec: the last one wins; here: not sure */
+            seen |= BIT(k);
+            if (*p == 'n') {
+                p = literal_null(p, end);
+                if (!p || k == K_TIMESTAMP || k == K_SCHEMA || k == K_KIND || kd->type == T_REFUSE) goto fail;
+            } else {
+                present |= BIT(k);
+                Str s;
+                int64_t iv;
+                double dv;
+                switch (kd->type) {
+                case T_TIMESTAMP:
+                    if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
+                    if (read_timestamp(&s, &row->ts, mc) < 0) goto fail;
+                    if (!(past <= row->ts && row->ts <= future)) goto fail;
+                    break;
+                case T_SCHEMA:
+                    if (!(p = parse_int(p, &iv)) || iv != 1) goto fail;
+                    break;
+                case T_KIND:
+                    if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
+                    for (int i = 0; i < 6; i++) {
+                        if (str_is_n(&s, KINDS[i], strlen(KINDS[i]))) row->kind = (int8_t)i;
+                    }
+                    if (row->kind < 0) goto fail;
+                    break;
+                case T_DURATION:
+                    if (!(p = parse_float(p, &dv)) || !(dv >= 0.0 && dv <= MAX_DURATION_MS)) goto fail;
+                    row->duration = dv;
+                    break;
+                case T_QUEUE:
+                    if (!(p = parse_float(p, &dv)) || !(dv >= 0.0 && dv <= FINITE)) goto fail;
+                    row->queue_wait = dv;
+                    break;
+                case T_METRIC_VALUE:
+                    if (!(p = parse_float(p, &dv)) || !(dv >= -FINITE && dv <= FINITE)) goto fail;
+                    row->metric_value = dv;
+                    break;
+                case T_OUTCOME:
+                    if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
+                    if (str_is(&s, "success")) row->outcome = 0;
+                    else if (str_is(&s, "failure")) row->outcome = 1;
+                    else goto fail;
+                    break;
+                case T_TASK_STATE:
+                    if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
+                    if (str_is(&s, "success")) row->task_state = 0;
+                    else if (str_is(&s, "failure")) row->task_state = 1;
+                    else if (str_is(&s, "retry")) row->task_state = 2;
+                    else goto fail;
+                    break;
+                case T_METRIC_TYPE:
+                    if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
+                    if (str_is(&s, "count")) row->metric_type = 0;
+                    else if (str_is(&s, "gauge")) row->metric_type = 1;
+                    else goto fail;
+                    break;
+                case T_STR:
+                case T_STR_V:
+                    if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
+                    if (s.len > MAX_STR && code_points(s.ptr, s.len) > MAX_STR) goto fail;
+                    if (kd->col >= 0) {
+                        row->strs[kd->col] = s;
+                        row->has_str[kd->col] = 1;
+                    }
+                    break;
+                case T_TRACE:
+                case T_SPAN: {
+                    Py_ssize_t want = kd->type == T_TRACE ? 32 : 16;
+                    if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
+                    if (s.len < want || s.len > 4 * want) goto fail;
+                    if (s.len != want && code_points(s.ptr, s.len) != want) goto fail;
+                    row->strs[kd->col] = s;
+                    row->has_str[kd->col] = 1;
+                    break;
+                }
+                case T_METRIC_NAME:
+                    if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
+                    if (!metric_name_ok(&s)) goto fail;
+                    row->strs[kd->col] = s;
+                    row->has_str[kd->col] = 1;
+                    break;
+                case T_STATUS:
+                    if (!(p = parse_int(p, &iv)) || iv < 100 || iv > 599) goto fail;
+                    row->status = (int16_t)iv;
+                    break;
+                case T_INT_GE_M1:
+                    if (!(p = parse_int(p, &iv)) || iv < -1) goto fail;
+                    break;
+                case T_INT_GE0:
+                    if (!(p = parse_int(p, &iv)) || iv < 0) goto fail;
+                    break;
+                case T_INT_ANY:
+                    if (!(p = parse_int(p, &iv))) goto fail;
+                    break;
+                case T_BOOL_HIT:
+                    if (end - p >= 4 && memcmp(p, "true", 4) == 0) {
+                        row->cache_hit = 1;
+                        p += 4;
+                    } else if (end - p >= 5 && memcmp(p, "false", 5) == 0) {
+                        row->cache_hit = 0;
+                        p += 5;
+                    } else {
+                        goto fail;
+                    }
+                    break;
+                case T_TAGS:
+                    if (*p != '{' || !(p = parse_tags(p, limit, tmp, &row->tags))) goto fail;
+                    break;
+                default:
+                    goto fail;
+                }
+            }
+        }
+        SKIP_WS(p);
+        if (*p == ',') {
+            p++;
+            SKIP_WS(p);
+            if (*p != '"') goto fail;
+            continue;
+        }
+        if (*p != '}') goto fail;
+        p++;
+        break;
+    }
+    if (p != end) goto fail; /* anything after the object */
+    if ((present & (BIT(K_TIMESTAMP) | BIT(K_SCHEMA) | BIT(K_KIND))) !=
+        (BIT(K_TIMESTAMP) | BIT(K_SCHEMA) | BIT(K_KIND)))
+        goto fail;
+    if ((present & required_mask[row->kind]) != required_mask[row->kind]) goto fail;
+    if (row->kind != 5) Py_CLEAR(row->tags);
+    return 0;
+fail:
+    Py_CLEAR(row->tags);
+    return -1;
+}
+
+/* ---- the block ---------------------------------------------------------------------------------------- */
+
+/* Strict UTF-8 (as Python's decoder: no overlongs, no surrogates, at most U+10FFFF). */
+static int valid_utf8(cp s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        while (i + 32 <= n) {
+            uint64_t a, b, c2, d;
+            memcpy(&a, s + i, 8);
+            memcpy(&b, s + i + 8, 8);
+            memcpy(&c2, s + i + 16, 8);
+            memcpy(&d, s + i + 24, 8);
+            if ((a | b | c2 | d) & HIGHS) break;
+            i += 32;
+        }
+        if (i + 8 <= n) {
+            uint64_t v;
+            memcpy(&v, s + i, 8);
+            if (!(v & HIGHS)) {
+                i += 8;
+                continue;
+            }
+        }
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            if (i + 1 >= n || (s[i + 1] & 0xC0) != 0x80) return 0;
+            i += 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            if (i + 2 >= n) return 0;
+            unsigned char c1 = s[i + 1], c2 = s[i + 2];
+            if ((c1 & 0xC0) != 0x80 || (c2 & 0xC0) != 0x80) return 0;
+            if (c == 0xE0 && c1 < 0xA0) return 0;
+            if (c == 0xED && c1 > 0x9F) return 0;
+            i += 3;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            if (i + 3 >= n) return 0;
+            unsigned char c1 = s[i + 1], c2 = s[i + 2], c3 = s[i + 3];
+            if ((c1 & 0xC0) != 0x80 || (c2 & 0xC0) != 0x80 || (c3 & 0xC0) != 0x80) return 0;
+            if (c == 0xF0 && c1 < 0x90) return 0;
+            if (c == 0xF4 && c1 > 0x8F) return 0;
+            i += 4;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static const unsigned char MARK[] = "apm.schema";
+
+typedef struct {
+    size_t cap, n;
+    int8_t *kind, *outcome, *cache_hit, *task_state, *metric_type;
+    int16_t *status;
+    double *ts, *duration, *queue_wait, *metric_value;
+    int32_t *codes[N_STR];
+} Cols;
+
+static PyObject *bytearray_of(const void *p, size_t n) {
+    return PyByteArray_FromStringAndSize((const char *)p, (Py_ssize_t)n);
+}
+
+static PyObject *scan(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    double past, future;
+    Py_ssize_t max_line;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*ddn", &buf, &past, &future, &max_line)) return NULL;
+
+    PyObject *result = NULL, *tags = NULL;
+    Interner tables[N_STR];
+    int ntables = 0;
+    Cols c;
+    memset(&c, 0, sizeof(c));
+    unsigned char *scratch = NULL;
+    void *arena = NULL;
+    uint32_t *ends = NULL;
+
+    cp data = (cp)buf.buf;
+    size_t size = (size_t)buf.len;
+    cp data_end = data + size;
+
+    /* block preconditions (LineParser._parse_block) */
+    if (size < 2 || data[0] != '{' || data[size - 1] != '\n') goto give_up;
+    if (size >= UINT32_MAX) goto give_up;
+
+    /* One pass over the bytes: the newlines' offsets, no NUL, whether any byte is not ASCII. */
+    size_t nlines_max = 0, ends_cap = size / 256 + 16, longest = 0;
+    ends = (uint32_t *)PyMem_Malloc(ends_cap * sizeof(uint32_t));
+    if (!ends) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    {
+        size_t i = 0;
+        int high = 0;
+#if defined(__SSE2__)
+        const __m128i zero = _mm_setzero_si128(), newline = _mm_set1_epi8('\n');
+        for (; i + 16 <= size; i += 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(data + i));
+            high |= _mm_movemask_epi8(v);
+            if (_mm_movemask_epi8(_mm_cmpeq_epi8(v, zero))) goto give_up;
+            unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, newline));
+            if (!m) continue;
+            if (nlines_max + 16 > ends_cap) {
+                ends_cap *= 2;
+                uint32_t *ne = (uint32_t *)PyMem_Realloc(ends, ends_cap * sizeof(uint32_t));
+                if (!ne) {
+                    PyErr_NoMemory();
+                    goto error;
+                }
+                ends = ne;
+            }
+            while (m) {
+                ends[nlines_max++] = (uint32_t)(i + (size_t)__builtin_ctz(m));
+                m &= m - 1;
+            }
+        }
+#endif
+        for (; i < size; i++) {
+            unsigned char ch = data[i];
+            high |= ch & 0x80;
+            if (!ch) goto give_up;
+            if (ch != '\n') continue;
+            if (nlines_max + 1 > ends_cap) {
+                ends_cap *= 2;
+                uint32_t *ne = (uint32_t *)PyMem_Realloc(ends, ends_cap * sizeof(uint32_t));
+                if (!ne) {
+                    PyErr_NoMemory();
+                    goto error;
+                }
+                ends = ne;
+            }
+            ends[nlines_max++] = (uint32_t)i;
+        }
+        if (high && !valid_utf8(data, size)) goto give_up;
+    }
+    /* every line an object (framing.object_lines), shorter than max_line_bytes, no Docker record */
+    for (size_t line = 0; line < nlines_max; line++) {
+        cp p = line ? data + ends[line - 1] + 1 : data;
+        cp nl = data + ends[line];
+        size_t len = (size_t)(nl - p);
+        if (len < 2 || p[0] != '{' || nl[-1] != '}') goto give_up;
+        if ((Py_ssize_t)len >= max_line) goto give_up;
+        if (len >= 8 && memcmp(p, "{\"log\":\"", 8) == 0) goto give_up;
+        if (len > longest) longest = len;
+    }
+
+    c.cap = nlines_max;
+    size_t per = 5 * sizeof(int8_t) + sizeof(int16_t) + 4 * sizeof(double) + N_STR * sizeof(int32_t);
+    arena = PyMem_Malloc(c.cap * per + 64);
+    scratch = (unsigned char *)PyMem_Malloc(2 * longest + 64);
+    if (!arena || !scratch) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    {
+        char *a = (char *)arena;
+        c.ts = (double *)a; a += c.cap * sizeof(double);
+        c.duration = (double *)a; a += c.cap * sizeof(double);
+        c.queue_wait = (double *)a; a += c.cap * sizeof(double);
+        c.metric_value = (double *)a; a += c.cap * sizeof(double);
+        for (int f = 0; f < N_STR; f++) {
+            c.codes[f] = (int32_t *)a;
+            a += c.cap * sizeof(int32_t);
+        }
+        c.status = (int16_t *)a; a += c.cap * sizeof(int16_t);
+        c.kind = (int8_t *)a; a += c.cap;
+        c.outcome = (int8_t *)a; a += c.cap;
+        c.cache_hit = (int8_t *)a; a += c.cap;
+        c.task_state = (int8_t *)a; a += c.cap;
+        c.metric_type = (int8_t *)a; a += c.cap;
+    }
+    for (ntables = 0; ntables < N_STR; ntables++) {
+        /* ids: about one distinct value per line (span ids) or per few lines (trace ids) */
+        size_t expect = ntables == S_SPAN_ID ? nlines_max : ntables == S_TRACE_ID ? nlines_max / 4 : 0;
+        if (interner_init(&tables[ntables], expect) < 0) {
+            ntables++;
+            PyErr_NoMemory();
+            goto error;
+        }
+    }
+    tags = PyList_New(0);
+    if (!tags) goto error;
+
+    size_t lines = 0, skipped = 0, plain_skipped = 0;
+    int pred[N_KEYS + 2];
+    for (int k = 0; k < N_KEYS + 2; k++) pred[k] = -1;
+    MinuteCache mc;
+    mc.valid = 0;
+    Row row;
+    for (size_t line = 0; line < nlines_max; line++) {
+        cp p = line ? data + ends[line - 1] + 1 : data;
+        cp nl = data + ends[line];
+        lines++;
+        if (parse_line(p, nl, data_end, &row, scratch, past, future, pred, &mc) < 0) {
+            /* not an event: skipped only when the line does not mention the marker at all */
+            if (memmem(p, (size_t)(nl - p), MARK, sizeof(MARK) - 1)) goto give_up;
+            skipped++;
+            if (!memchr(p, '\\', (size_t)(nl - p))) plain_skipped++;
+            continue;
+        }
+        size_t i = c.n++;
+        c.kind[i] = row.kind;
+        c.ts[i] = row.ts;
+        c.duration[i] = row.duration;
+        c.outcome[i] = row.outcome;
+        c.status[i] = row.status;
+        c.cache_hit[i] = row.cache_hit;
+        c.task_state[i] = row.task_state;
+        c.queue_wait[i] = row.queue_wait;
+        c.metric_type[i] = row.metric_type;
+        c.metric_value[i] = row.metric_value;
+        for (int f = 0; f < N_STR; f++) {
+            int32_t code = -1;
+            if (row.has_str[f]) {
+                code = intern(&tables[table_of(f)], row.strs[f].ptr, row.strs[f].len, !row.strs[f].escaped);
+                if (code < -1) {
+                    Py_CLEAR(row.tags);
+                    goto error;
+                }
+            }
+            c.codes[f][i] = code;
+        }
+        if (row.kind == 5) {
+            PyObject *t = row.tags ? row.tags : Py_None;
+            int rc = PyList_Append(tags, t);
+            Py_CLEAR(row.tags);
+            if (rc < 0) goto error;
+        }
+    }
+    /* An unmarked line that is an event with escaped keys ("apm\u002eschema") would be an event to
+     * msgspec when every line of the block decodes: be sure some skipped line is plainly no event. */
+    if (skipped && !plain_skipped) goto give_up;
+    /* No event at all in a block of {"log": ...} records: the reference unwraps them. */
+    if (!c.n && size >= 7 && memcmp(data, "{\"log\":", 7) == 0) goto give_up;
+
+    {
+        size_t n = c.n;
+        PyObject *codes = PyList_New(N_STR), *tabs = PyList_New(N_STR);
+        if (!codes || !tabs) {
+            Py_XDECREF(codes);
+            Py_XDECREF(tabs);
+            goto error;
+        }
+        for (int f = 0; f < N_STR; f++) {
+            PyObject *b = bytearray_of(c.codes[f], n * sizeof(int32_t));
+            if (!b) {
+                Py_DECREF(codes);
+                Py_DECREF(tabs);
+                goto error;
+            }
+            PyList_SET_ITEM(codes, f, b);
+            PyObject *t = tables[table_of(f)].list;
+            Py_INCREF(t);
+            PyList_SET_ITEM(tabs, f, t);
+        }
+        result = Py_BuildValue(
+            "(nnnNNNNNNNNNNNNN)", (Py_ssize_t)lines, (Py_ssize_t)skipped, (Py_ssize_t)n,
+            bytearray_of(c.kind, n), bytearray_of(c.ts, n * 8), bytearray_of(c.duration, n * 8),
+            bytearray_of(c.outcome, n), bytearray_of(c.status, n * 2), bytearray_of(c.cache_hit, n),
+            bytearray_of(c.task_state, n), bytearray_of(c.queue_wait, n * 8), bytearray_of(c.metric_type, n),
+            bytearray_of(c.metric_value, n * 8), codes, tabs, tags);
+        tags = NULL; /* stolen by "N" */
+    }
+    goto done;
+
+give_up:
+    result = Py_None;
+    Py_INCREF(result);
+    goto done;
+error:
+    result = NULL;
+done:
+    Py_XDECREF(tags);
+    for (int i = 0; i < ntables; i++) interner_free(&tables[i]);
+    PyMem_Free(arena);
+    PyMem_Free(scratch);
+    PyMem_Free(ends);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"scan", scan, METH_VARARGS,
+     "scan(data, past_limit, future_limit, max_line_bytes) -> tuple | None: see parsers/scan.py."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "parsers._scan",
+                                    "Native strict scanner of event lines into columns (see parsers/scan.py).",
+                                    -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__scan(void) {
+    for (int i = 0; i < 256; i++) str_stop[i] = i < 0x20 || i == '"' || i == '\\';
+    for (int i = 0; i < KEY_BUCKETS; i++) key_head[i] = -1;
+    for (int k = 0; k < N_KEYS; k++) key_len[k] = strlen(KEYS[k].name);
+    for (int k = N_KEYS - 1; k >= 0; k--) {
+        const unsigned char *s = (const unsigned char *)KEYS[k].name;
+        unsigned h = key_hash(s, strlen(KEYS[k].name));
+        key_next[k] = key_head[h];
+        key_head[h] = k;
+    }
+    for (int kind = 0; kind < 6; kind++) {
+        required_mask[kind] = 0;
+        for (int j = 0; REQUIRED_NAMES[kind][j]; j++) {
+            int k = find_key((const unsigned char *)REQUIRED_NAMES[kind][j], strlen(REQUIRED_NAMES[kind][j]));
+            if (k < 0) {
+                PyErr_SetString(PyExc_ImportError, "parsers._scan: a required field is no key");
+                return NULL;
+            }
+            required_mask[kind] |= BIT(k);
+        }
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    /* the tables the tests hold against parsers.event and parsers.columns */
+    PyObject *fields = PyTuple_New(N_STR), *keys = PyDict_New(), *req = PyDict_New();
+    if (!fields || !keys || !req) goto fail;
+    for (int f = 0; f < N_STR; f++) PyTuple_SET_ITEM(fields, f, PyUnicode_FromString(STRING_FIELDS[f]));
+    for (int k = 0; k < N_KEYS; k++) {
+        PyObject *v = PyUnicode_FromString(KEYS[k].attr);
+        if (!v || PyDict_SetItemString(keys, KEYS[k].name, v) < 0) {
+            Py_XDECREF(v);
+            goto fail;
+        }
+        Py_DECREF(v);
+    }
+    for (int kind = 0; kind < 6; kind++) {
+        int nreq = 0;
+        while (REQUIRED_NAMES[kind][nreq]) nreq++;
+        PyObject *t = PyTuple_New(nreq);
+        if (!t) goto fail;
+        for (int j = 0; j < nreq; j++) {
+            int k = find_key((const unsigned char *)REQUIRED_NAMES[kind][j], strlen(REQUIRED_NAMES[kind][j]));
+            PyTuple_SET_ITEM(t, j, PyUnicode_FromString(KEYS[k].attr));
+        }
+        if (PyDict_SetItemString(req, KINDS[kind], t) < 0) {
+            Py_DECREF(t);
+            goto fail;
+        }
+        Py_DECREF(t);
+    }
+    if (PyModule_AddObject(m, "STRING_FIELDS", fields) < 0) goto fail;
+    fields = NULL;
+    if (PyModule_AddObject(m, "KEYS", keys) < 0) goto fail;
+    keys = NULL;
+    if (PyModule_AddObject(m, "REQUIRED_BY_KIND", req) < 0) goto fail;
+    req = NULL;
+    if (PyModule_AddIntConstant(m, "MAX_DEPTH", MAX_DEPTH) < 0) goto fail;
+    return m;
+fail:
+    Py_XDECREF(fields);
+    Py_XDECREF(keys);
+    Py_XDECREF(req);
+    Py_DECREF(m);
+    return NULL;
+}

@@ -1,0 +1,62 @@
+"""The native scanner's wrapper: a block of event lines straight to ``EventColumns``, or None.
+
+``scan(data, past_limit, future_limit, max_line_bytes)`` returns ``(lines, skipped, columns)`` for a block
+that the reference (``LineParser.parse`` then ``columns.from_events``) reads as nothing but events and
+skipped lines, with the same counts and bit-identical columns; None whenever the scanner is not sure of
+that (then the caller runs the reference). It never raises. ``past_limit``/``future_limit`` are
+``now - max_past_seconds`` and ``now + max_future_seconds``: an event is kept iff
+``past_limit <= ts <= future_limit``, as ``parsers.timestamps.TimestampReader`` decides.
+
+What the scanner accepts, and where it gives up, is described in ``parsers/_scan.c``; the proof that its
+results equal the reference's is ``tests/parsers/test_scan.py``.
+
+``available`` is False when the extension was not built (it is optional) or ``LOGAPM_NATIVE=0``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+from typing import Final
+
+import numpy as np
+
+from parsers.columns import NUMERIC_FIELDS, STRING_FIELDS, EventColumns
+
+_native: ModuleType | None
+try:
+    _native = importlib.import_module("parsers._scan")
+except ImportError:  # pragma: no cover - the extension is optional
+    _native = None
+
+available: bool = _native is not None and os.environ.get("LOGAPM_NATIVE", "1") != "0"
+
+# The numeric columns, in the order the C function returns them.
+_NUMERIC: Final = ("kind", "ts", "duration_ms", "outcome", "status", "cache_hit", "task_state",
+                   "queue_wait_ms", "metric_type", "metric_value")
+_I32: Final = np.dtype(np.int32)
+
+
+def scan(data: bytes, past_limit: float, future_limit: float,
+         max_line_bytes: int) -> tuple[int, int, EventColumns] | None:
+    """``(lines, skipped, columns)`` of ``data``, or None (see the module docstring)."""
+    if _native is None or not available:
+        return None
+    try:
+        raw = _native.scan(data, float(past_limit), float(future_limit), int(max_line_bytes))
+        if raw is None:
+            return None
+        lines, skipped, n, *numeric = raw[:13]
+        codes, tables, tags = raw[13:]
+        c = EventColumns()
+        c.n = n
+        for name, buf in zip(_NUMERIC, numeric, strict=True):
+            setattr(c, name, np.frombuffer(buf, dtype=NUMERIC_FIELDS[name]))
+        c.codes = {name: np.frombuffer(buf, dtype=_I32) for name, buf in zip(STRING_FIELDS, codes, strict=True)}
+        c.tables = {name: table for name, table in zip(STRING_FIELDS, tables, strict=True)
+                    if name != "parent_span_id"}
+        c.metric_tags = tags
+        return lines, skipped, c
+    except Exception:  # a bug: the reference decides
+        return None

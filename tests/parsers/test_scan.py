@@ -1,0 +1,409 @@
+"""The native scanner (parsers.scan) against the reference it stands in for.
+
+The contract: whenever ``scan`` returns ``(lines, skipped, columns)``, ``LineParser.parse`` of the same block
+finds the same lines and skipped lines, no invalid line, no fragment, and ``columns.from_events`` of its
+events equals ``columns`` (codes, tables, doubles bit for bit). ``scan`` may give up (None) on anything,
+but not on the app's own lines (the realistic variants below must be accepted, so that the fast path does
+not silently degrade).
+"""
+
+from __future__ import annotations
+
+import calendar
+import importlib.util
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from aggregator.loggen import generate_events, write_log
+from parsers import LineParser, scan
+from parsers.columns import KIND_CODES, STRING_FIELDS, from_events
+from parsers.event import JSON_NAMES, REQUIRED_BY_KIND
+from tests.parsers._parser_lines import BY_KIND, NOW, block, event_dict, event_line
+
+MAX_FUTURE = 600.0
+MAX_PAST = 400 * 86400.0
+MAX_LINE = 64 * 1024
+
+BUILT = importlib.util.find_spec("parsers._scan") is not None
+pytestmark = pytest.mark.skipif(not scan.available, reason="parsers._scan not built, or LOGAPM_NATIVE=0")
+
+FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def run(data: bytes, *, now: float = NOW, max_line: int = MAX_LINE, accept: bool | None = None) -> Any:
+    """``scan(data)``, checked against the reference when it is not None; ``accept`` True/False asserts
+    that it gave (or did not give) a result."""
+    got = scan.scan(data, now - MAX_PAST, now + MAX_FUTURE, max_line)
+    if accept is not None:
+        assert (got is not None) == accept, (accept, data[:2000])
+    if got is None:
+        return None
+    lines, skipped, cols = got
+    ref = LineParser(now=now, max_future_seconds=MAX_FUTURE, max_past_seconds=MAX_PAST,
+                     max_line_bytes=max_line).parse(data)
+    assert not ref.invalid and not ref.fragments, (ref.invalid, data[:2000])
+    assert (lines, skipped) == (ref.lines, ref.skipped), data[:2000]
+    assert cols.n == len(ref.events)
+    assert from_events(ref.events).differences(cols) == [], data[:2000]
+    return got
+
+
+def line_of(ev: dict[str, Any], *, spaced: bool = False, ascii_only: bool = False) -> bytes:
+    if spaced or ascii_only:
+        sep = (", ", ": ") if spaced else (",", ":")
+        return json.dumps(ev, separators=sep, ensure_ascii=ascii_only).encode()
+    return orjson.dumps(ev)
+
+
+# --- the C tables are the Python ones ----------------------------------------------------------------------
+
+def test_extension_built() -> None:
+    # The extension is optional for installs without a compiler; this repo's machines have one, and a
+    # build that silently failed would only show as a slower run.
+    assert BUILT
+
+
+def test_tables_match_python() -> None:
+    from parsers import _scan  # type: ignore[attr-defined]
+
+    assert _scan.STRING_FIELDS == STRING_FIELDS
+    expected_keys = {name: attr for attr, name in JSON_NAMES.items()} | {"@logapm.parsed_ts": "ts"}
+    assert expected_keys == _scan.KEYS
+    assert _scan.REQUIRED_BY_KIND == REQUIRED_BY_KIND
+    assert list(KIND_CODES) == ["request", "db", "cache", "external", "task", "metric"]
+
+
+def test_native_off_by_env() -> None:
+    code = "from parsers import scan; print(scan.available, scan.scan(b'{}\\n', 0.0, 1.0, 100))"
+    env = {**os.environ, "LOGAPM_NATIVE": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "None"]
+
+
+# --- the app's own lines: accepted and equal -----------------------------------------------------------------
+
+def _generated(n: int, seed: int) -> bytes:
+    out = io.BytesIO()
+    write_log(out, generate_events(n, start=NOW - 3720, seconds=3600, seed=seed), ordinary_every=100)
+    return out.getvalue()
+
+
+def _cut(data: bytes, size: int) -> list[bytes]:
+    """``data`` (ending with a newline) cut at newlines into blocks of about ``size`` bytes."""
+    blocks, i = [], 0
+    while i < len(data):
+        j = data.rfind(b"\n", i, i + size)
+        if j < i:
+            j = data.find(b"\n", i)
+        blocks.append(data[i : j + 1])
+        i = j + 1
+    return blocks
+
+
+def test_generated_log_blocks() -> None:
+    data = _generated(30_000, seed=7)
+    events = sum(run(b, accept=True)[2].n for b in _cut(data, 2_000_000))
+    assert events == 30_000
+    head = data[: data.rfind(b"\n", 0, 400_000) + 1]
+    for b in _cut(head, 20_000):  # many small blocks: tables and caches start afresh each time
+        assert run(b, accept=True)[2].n == b.count(b'"apm.schema"')
+    cols = run(data, accept=True)[2]  # one block: every kind, metric tags
+    assert set(cols.kind.tolist()) == set(KIND_CODES.values())
+    assert any(t for t in cols.metric_tags)
+
+
+@pytest.mark.parametrize("kind", list(BY_KIND))
+def test_each_valid_line(kind: str) -> None:
+    run(block(event_line(kind)), accept=True)
+
+
+def test_all_valid_lines_one_block() -> None:
+    lines = [event_line(k) for k in BY_KIND]
+    lines += [event_line(k, span_id="a" * 16, parent_span_id="b" * 16) for k in BY_KIND]
+    lines += [event_line(k, parent_span_id="00f067aa0ba902b7") for k in BY_KIND]  # parent = a known span
+    cols = run(block(*lines), accept=True)[2]
+    assert cols.n == len(lines)
+
+
+# Realistic variants: the app, another formatter, or a shipper may write these; all must stay on the fast path.
+VARIANTS: dict[str, bytes] = {
+    "escaped quotes": event_line("db", db__query__text='SELECT * FROM "user" WHERE "id" = %s'),
+    "escaped backslash and slash": line_of(event_dict("request", http__route="api/a\\b/c"), ascii_only=True)
+    .replace(b"a\\\\b/c", b"a\\\\b\\/c"),
+    "control escapes": event_line("db", db__query__text="SELECT\n\t*\r\nFROM x\b\f"),
+    "u escapes": line_of(event_dict("request", http__route="api/caf\u00e9/\u65e5\u672c/"), ascii_only=True),
+    "surrogate pair": line_of(event_dict("request", http__route="api/\U0001f600/"), ascii_only=True),
+    "escaped nul": line_of(event_dict("db", db__query__text="a\u0000b"), ascii_only=True),
+    "raw utf-8": event_line("request", http__route="api/caf\u00e9/\u65e5\u672c/\U0001f600"),
+    "raw utf-8 everywhere": event_line("cache", cache__name="k\u00e9sz", service__name="\u00fc" * 4096),
+    "whitespace": line_of(event_dict("task"), spaced=True),
+    "tabs and returns": b"{ \t" + json.dumps(event_dict("external"), separators=(" ,\t", "\r:\t ")).encode()[1:-1]
+    + b"\r }",
+    "unknown keys": line_of(event_dict("request", extra={"a": [1, 2.5, -3e-7, {"b": None}], "c": True,
+                                                         "d": "x\\y"},
+                                       level="info", logger="django.request", n=12345678901234567890123,
+                                       f=False, empty_obj={}, empty_list=[], nested=[[[[[[[]]]]]]]),
+                            ascii_only=True),
+    "null optionals": event_line("request", outcome=None, trace_id=None, span_id=None, parent_span_id=None,
+                                 service__name=None, deployment__environment=None,
+                                 http__response__status_code=None, error__type=None),
+    "metric tags": event_line("metric", metric__tags={"plan": "pro", "caf\u00e9": "\u65e5\u672c", "q": 'a"b'}),
+    "metric tags empty": event_line("metric", metric__tags={}),
+    "metric tags null": event_line("metric", metric__tags=None),
+    "metric gauge negative": event_line("metric", metric__type="gauge", metric__value=-1.5e300,
+                                        metric__name="a.b_c.D9"),
+    "metric int value": event_line("metric", metric__value=-0),
+    "all optionals": event_line("task", service__version="1.2.3", host__name="web-1", error__type="X",
+                                task__retries=3, task__state="retry", task__queue_wait_ms=0),
+    "db extras": event_line("db", db__response__returned_rows=-1, db__executemany=-5),
+    "cache miss": event_line("cache", cache__hit=False, cache__keys=0),
+    "edges": event_line("request", duration_ms=0, http__response__status_code=599),
+    "max duration": event_line("request", duration_ms=7 * 24 * 3600 * 1000.0),
+    "long string": event_line("db", db__query__text="x" * 4096),
+    "long unicode string": event_line("db", db__query__text="\u00e9" * 4096),
+    "timestamp no fraction": event_line("request", timestamp="2026-11-29T10:15:04Z"),
+    "timestamp 9 digits": event_line("request", timestamp="2026-11-29T10:15:04.123456789Z"),
+    "timestamp leap second": event_line("request", timestamp="2026-11-29T10:15:60.5Z"),
+    "exponent floats": event_line("request").replace(b'"duration_ms":182.4', b'"duration_ms":1.824E+2'),
+    "float -0.0": event_line("request", duration_ms=-0.0),
+    "float ints": event_line("request").replace(b'"duration_ms":182.4', b'"duration_ms":-0'),
+    "long mantissa": event_line("request").replace(b'"duration_ms":182.4',
+                                                   b'"duration_ms":182.40000000000000568434188608080149'),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_realistic_variant_accepted(name: str) -> None:
+    run(block(VARIANTS[name]), accept=True)
+
+
+def test_timestamps_over_the_years() -> None:
+    # leap days, month ends, the window's edges (inclusive), as the reference reads them
+    stamps = ["2024-02-29T23:59:59.999Z", "2000-02-29T00:00:00Z", "2100-02-28T12:00:00.5Z",
+              "2024-12-31T23:59:60.999999999Z", "1970-01-01T00:00:00.000000001Z", "2024-01-01T00:00:00.1Z"]
+    for stamp in stamps:
+        now = float(calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")))
+        run(block(event_line("request", timestamp=stamp)), now=now + 1, accept=True)
+    line = block(event_line("request", timestamp="2026-11-29T10:15:04.5Z"))
+    ts = float(calendar.timegm((2026, 11, 29, 10, 15, 4))) + 0.5
+    assert run(line, now=ts - MAX_FUTURE, accept=True)[2].ts[0] == ts  # the future limit itself
+    assert run(line, now=ts + MAX_PAST, accept=True)[2].ts[0] == ts  # the past limit itself
+    run(line, now=ts - MAX_FUTURE - 0.001, accept=False)
+    run(line, now=ts + MAX_PAST + 0.001, accept=False)
+    run(block(event_line("request", timestamp="2023-02-29T10:15:04Z")), now=ts, accept=False)
+    run(block(event_line("request", timestamp="1969-12-31T23:59:59Z")), now=0.0, accept=False)
+
+
+def test_shuffled_key_orders() -> None:
+    rng = random.Random(5)
+    lines = []
+    for _ in range(60):
+        ev = event_dict(rng.choice(list(BY_KIND)), extra={"x": [1]})
+        items = list(ev.items())
+        rng.shuffle(items)
+        lines.append(orjson.dumps(dict(items)))
+    run(block(*lines), accept=True)
+
+
+def test_variants_with_ordinary_lines() -> None:
+    ordinary = b'{"timestamp":"2026-11-29T10:15:04.512Z","level":"info","message":"caf\xc3\xa9 \\"q\\""}'
+    lines = [ordinary, *VARIANTS.values(), ordinary, b'{"msg":"plain"}']
+    got = run(block(*lines), accept=True)
+    assert got[1] == 3
+
+
+def test_nothing_but_ordinary_lines() -> None:
+    assert run(block(b'{"a":1}', b'{"b":"x"}'), accept=True)[:2] == (2, 2)
+
+
+# --- given up on: the reference refuses these lines, reads them otherwise, or takes another path ---------
+
+TS = b'"timestamp":"2026-11-29T10:15:04.512Z"'
+REFUSED: dict[str, bytes] = {
+    "duplicate known key": event_line("request").replace(b'"apm.kind":"request"',
+                                                         b'"apm.kind":"db","apm.kind":"request"'),
+    "escaped known key": event_line("request").replace(b'"http.route"', b'"http\\u002eroute"'),
+    "parsed ts key": event_line("request", **{"@logapm.parsed_ts": 5.0}),
+    "lone surrogate": line_of(event_dict("request", http__route="a"), ascii_only=True)
+    .replace(b'"http.route":"a"', b'"http.route":"\\ud800"'),
+    "lone low surrogate": event_line("request").replace(b'"GET"', b'"\\udc00GET"'),
+    "raw control char": event_line("request").replace(b'"GET"', b'"G\tET"'),
+    "bad escape": event_line("request").replace(b'"GET"', b'"G\\xET"'),
+    "int as float": event_line("request", http__response__status_code=200.0),
+    "int too big": event_line("db", db__executemany=10**18),
+    "status out of range": event_line("request", http__response__status_code=600),
+    "negative duration": event_line("request", duration_ms=-0.001),
+    "duration too long": event_line("request", duration_ms=7 * 24 * 3600 * 1000.0 + 0.01),
+    "inf": event_line("metric").replace(b'"metric.value":1', b'"metric.value":1e999'),
+    "schema 2": event_line("request").replace(b'"apm.schema":1', b'"apm.schema":2'),
+    "schema 1.0": event_line("request").replace(b'"apm.schema":1', b'"apm.schema":1.0'),
+    "schema null": event_line("request").replace(b'"apm.schema":1', b'"apm.schema":null'),
+    "kind unknown": event_line("request", **{"apm.kind": "job"}),
+    "missing required": event_line("request", http__route=...),
+    "null required": event_line("db", db__system=None),
+    "bad trace id": event_line("request", trace_id="abc"),
+    "bad span id": event_line("request", span_id="0" * 17),
+    "string too long": event_line("db", db__query__text="x" * 4097),
+    "bad metric name": event_line("metric", metric__name="9lives"),
+    "metric name newline": event_line("metric", metric__name="abc\n"),
+    "tag not a string": event_line("metric", metric__tags={"a": 1}),
+    "tag duplicate": event_line("metric").replace(b'{"plan":"pro"}', b'{"plan":"pro","plan":"free"}'),
+    "tag nested": event_line("metric", metric__tags={"a": {"b": "c"}}),
+    "bool as int": event_line("cache", cache__hit=1),
+    "timestamp future": event_line("request", timestamp="2026-11-29T11:10:00.001Z"),
+    "timestamp past": event_line("request", timestamp="2025-10-25T10:59:59.999Z"),
+    "timestamp bad day": event_line("request", timestamp="2026-02-29T10:15:04.512Z"),
+    "timestamp 10 digits": event_line("request", timestamp="2026-11-29T10:15:04.1234567890Z"),
+    "timestamp escaped": event_line("request").replace(b"T10:15", b"\\u005410:15"),
+    "timestamp offset": event_line("request", timestamp="2026-11-29T10:15:04.512+00:00"),
+    "marker in a value": b'{"message":"apm.schema"}',
+    "marker nested": b'{"x":{' + TS + b',"apm.schema":1,"apm.kind":"metric"}}',
+    "trailing comma": event_line("request")[:-1] + b",}",
+    "two objects": event_line("request") + b" " + event_line("request"),
+    "deep nesting": event_line("request", x=json.loads("[" * 70 + "]" * 70)),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_refused(name: str) -> None:
+    run(block(REFUSED[name]), accept=False)
+    run(block(event_line("request"), REFUSED[name], b'{"a":1}'), accept=False)
+
+
+def test_block_preconditions() -> None:
+    good = event_line("request")
+    run(block(good), max_line=len(good) + 1, accept=True)
+    run(block(good), max_line=len(good), accept=False)  # the whole-block path's bound: >= max_line_bytes
+    run(good, accept=False)  # no final newline
+    run(b"", accept=False)
+    run(block(good, b"plain text line"), accept=False)
+    run(block(good, b"{}\x00"), accept=False)
+    run(block(good, b'{"a":"\xff"}'), accept=False)
+    run(block(good, b'{"a":"\xed\xa0\x80"}'), accept=False)  # an encoded surrogate
+    run(block(good, b'{"log":"x","stream":"stdout"}'), accept=False)  # Docker records are unwrapped
+    run(block(b'{"log": "x"}', b'{"log": "y"}'), accept=False)  # a block of log wrappers without events
+
+
+def test_escaped_marker_in_unmarked_lines() -> None:
+    # msgspec reads "apm\u002eschema" as the marker key: when every line decodes as an event, the reference
+    # counts the unmarked line as an event, so the scanner cannot call it skipped...
+    hidden = event_line("request").replace(b'"apm.schema"', b'"apm\\u002eschema"')
+    run(block(event_line("db"), hidden), accept=False)
+    # ... unless some other skipped line is plainly no event (then the reference skips it too).
+    assert run(block(event_line("db"), hidden, b'{"a":1}'), accept=True)[:2] == (3, 2)
+
+
+# --- mutations: None or exactly the reference ------------------------------------------------------------
+
+VALUES = [b"0", b"-0", b"-0.0", b"1", b"1.0", b"-1", b"99", b"100", b"599", b"600", b"1e2", b"1E+2", b"1e999",
+          b"-1e999", b"1.7e308", b"1.7000000000000001e308", b"-1.7e308", b"5e-324", b"1e-400", b"604800000",
+          b"604800000.0000001", b"604800000.00000001", b"999999999999999999", b"1000000000000000000",
+          b"-999999999999999999", b"123456789012345678901234567890", b"0.1", b"00", b"01", b"1.", b".5", b"-",
+          b"+1", b"1e", b"NaN", b"Infinity", b"true", b"false", b"null", b'""', b'"x"', b'"success"',
+          b'"failure"', b'"retry"', b'"gauge"', b'"count"', b'"a.b"', b"[]", b"{}", b'{"a":"b"}', b"[1,2]",
+          b'"00f067aa0ba902b7"', b'"4bf92f3577b34da6a3ce929d0e0e4736"', b'"\\u00e9"', b'"\\ud83d\\ude00"',
+          b'"2026-11-29T10:15:04.512Z"', b'"2026-11-29T10:15:04Z"', b'"2026-11-29T10:59:60.999999999Z"',
+          b'"2026-11-29T11:10:00Z"', b"1.5", b"-2.25e-3", b"3.14159265358979323846", b"2.2250738585072011e-308"]
+KEYS = [k.encode() for k in JSON_NAMES.values()] + [b"@logapm.parsed_ts", b"x"]
+JUNK = [b'"', b"\\", b",", b":", b"{", b"}", b"[", b"]", b" ", b"\t", b"\r", b"0", b"-", b"e", b".", b"a",
+        b"\xc3\xa9", b"\\u", b"\\n", b"null", b"\x01", b"\n"]
+
+
+@st.composite
+def mutated_line(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(list(BY_KIND)))
+    variant = draw(st.sampled_from([event_line(kind), line_of(event_dict(kind), spaced=True),
+                                    line_of(event_dict(kind), ascii_only=True), *VARIANTS.values()]))
+    line = bytearray(variant)
+    for _ in range(draw(st.integers(1, 3))):
+        op = draw(st.sampled_from(["flip", "delete", "insert", "value", "dup", "key"]))
+        if op == "flip" and len(line) > 2:
+            i = draw(st.integers(1, len(line) - 2))
+            line[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "delete" and len(line) > 2:
+            i = draw(st.integers(1, len(line) - 2))
+            del line[i : i + draw(st.integers(1, 4))]
+        elif op == "insert":
+            i = draw(st.integers(1, len(line) - 1))
+            line[i:i] = draw(st.sampled_from(JUNK))
+        elif op in ("value", "dup", "key"):
+            ev = json.loads(bytes(line)) if _is_json(bytes(line)) else None
+            if not isinstance(ev, dict) or not ev:
+                continue
+            key = draw(st.sampled_from(sorted(ev)))
+            text = json.dumps(ev, ensure_ascii=False, separators=(",", ":")).encode()
+            if op == "value":
+                pattern = json.dumps({key: ev[key]}, ensure_ascii=False, separators=(",", ":")).encode()[1:-1]
+                name = pattern.split(b":", 1)[0]
+                text = text.replace(pattern, name + b":" + draw(st.sampled_from(VALUES)), 1)
+            elif op == "dup":
+                extra = json.dumps({key: ev[key]}, ensure_ascii=False, separators=(",", ":")).encode()[1:-1]
+                text = text[:-1] + b"," + extra + b"}"
+            else:
+                text = text[:-1] + b',"' + draw(st.sampled_from(KEYS)) + b'":' + draw(st.sampled_from(VALUES)) + b"}"
+            line = bytearray(text)
+    return bytes(line)
+
+
+def _is_json(b: bytes) -> bool:
+    try:
+        json.loads(b)
+    except ValueError:
+        return False
+    return True
+
+
+@FAST
+@given(mutated_line(), st.booleans())
+def test_mutations_none_or_equal(line: bytes, with_neighbours: bool) -> None:
+    assume(b"\n" not in line)
+    if with_neighbours:
+        run(block(event_line("request"), line, b'{"level":"info"}', event_line("metric")))
+    else:
+        run(block(line))
+
+
+@FAST
+@given(st.sampled_from(["duration_ms", "task.queue_wait_ms", "metric.value"]),
+       st.one_of(st.floats(allow_nan=False, allow_infinity=False).map(repr),
+                 st.from_regex(r"\A-?(0|[1-9][0-9]{0,25})(\.[0-9]{1,25})?([eE][-+]?[0-9]{1,3})?\Z", fullmatch=True)))
+def test_numbers_none_or_equal(field: str, number: str) -> None:
+    kind = "metric" if field == "metric.value" else "task"
+    line = event_line(kind, **{field.replace(".", "__"): 0.5}).replace(
+        f'"{field}":0.5'.encode(), f'"{field}":{number}'.encode())
+    got = run(block(line))
+    if got is None:
+        return
+    col = {"duration_ms": "duration_ms", "task.queue_wait_ms": "queue_wait_ms", "metric.value": "metric_value"}
+    value = getattr(got[2], col[field])[0]
+    assert value == float(number) or (number.lstrip("-").isdigit() and value == int(number))
+
+
+def test_strings_with_many_escapes() -> None:
+    rng = random.Random(3)
+    alphabet = ["a", "\u00e9", "\u65e5", "\U0001f600", '"', "\\", "/", "\n", "\t", "\u0001", "\u2028", " "]
+    lines = []
+    for _ in range(200):
+        route = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        tags = {"".join(rng.choice(alphabet) for _ in range(3)): route}
+        lines.append(line_of(event_dict("request", http__route=route or "x"), ascii_only=rng.random() < 0.5))
+        lines.append(line_of(event_dict("metric", metric__tags=tags), ascii_only=rng.random() < 0.5))
+    run(block(*lines), accept=True)
+
+
+@FAST
+@given(st.binary(max_size=300))
+def test_never_raises(data: bytes) -> None:
+    scan.scan(data, 0.0, 1e10, 1000)
+    scan.scan(b"{" + data + b"}\n", 0.0, 1e10, 1000)
