@@ -124,6 +124,7 @@ _FLAG_COLUMN: Final = {"outcome": "outcome", "http_response_status_code": "statu
                        "task_state": "task_state"}
 _FLAG_VALUE: Final[dict[str, tuple[Any, ...]]] = {
     "outcome": (*OUTCOMES, None), "cache_hit": (False, True, None), "task_state": (*TASK_STATES, None)}
+_FLAG_CODES: Final = {name: len(values) - 1 for name, values in _FLAG_VALUE.items()} | {"http_response_status_code": 0}
 _COMBO_SPAN: Final = 1 << 62  # combined codes stay below this (int64)
 
 
@@ -184,30 +185,52 @@ def _pick(events: Sequence[Any], idx: npt.NDArray[np.intp] | None) -> Sequence[A
     return events if idx is None else _items(events, idx.tolist())
 
 
-def _combos(parts: list[npt.NDArray[Any]]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """The distinct rows of the code columns ``parts`` (codes >= -1): each row's combination number, and one
-    row of each combination. The codes combine in mixed radix (each column's largest code + 2), the
-    combinations so far renumbered densely when the next column would overflow int64."""
+def _combos(parts: list[npt.NDArray[Any]], codes: list[int]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The distinct rows of the code columns ``parts`` (codes -1 .. ``codes[i]`` - 1 in column ``i``; 0 codes:
+    the codes are few but sparse, a status): each row's combination number, and the first row of each
+    combination. The codes combine in mixed radix (the combinations so far renumbered densely when the next
+    column would overflow int64), then one stable sort (a radix sort below 65,536 combined values) groups
+    them."""
     key: npt.NDArray[np.int64] | None = None
-    span = 1
-    for part in parts:
-        c = part.astype(np.int64)
-        c += 1
-        r = int(c.max()) + 1
+    span = off = 1  # key + off: the combined codes + 1, below span
+    for part, r in zip(parts, codes, strict=True):
+        if r:
+            r += 1
+        else:  # numbered densely, in code order
+            part = part.astype(np.intp)
+            part += 1
+            used = np.zeros(int(part.max()) + 1, dtype=np.intp)
+            used[part] = 1
+            np.cumsum(used, out=used)
+            part = used[part]
+            part -= 1
+            r = int(used[-1]) + 1
         if key is None:
-            key, span = c, r
+            key, span = part.astype(np.int64), r
             continue
         if span * r >= _COMBO_SPAN:
             seen, key = np.unique(key, return_inverse=True)
-            span = seen.size
+            span, off = seen.size, 0
         key *= r
-        key += c
+        key += part
         span *= r
+        off = off * r + 1
     assert key is not None
-    seen, inv = np.unique(key, return_inverse=True)
-    rep = np.empty(seen.size, dtype=np.intp)
-    rep[inv] = np.arange(key.size)  # any row of a combination: they have the same codes
-    return inv, rep
+    if span > _RADIX_KEYS:
+        seen, key = np.unique(key, return_inverse=True)
+        span, off = seen.size, 0
+    if span <= _RADIX_KEYS:
+        key += off
+        order = np.argsort(key.astype(np.uint16), kind="stable")
+    else:
+        order = np.argsort(key, kind="stable")
+    sk = key[order]
+    starts = np.empty(sk.size, dtype=np.bool_)
+    starts[:1] = True
+    np.not_equal(sk[1:], sk[:-1], out=starts[1:])
+    inv = np.empty(sk.size, dtype=np.intp)
+    inv[order] = np.cumsum(starts) - 1
+    return inv, order[starts]  # the sort is stable: each combination's first row comes first
 
 
 def _window_index(ts: npt.NDArray[np.float64], width: int, lo: float, hi: float) -> npt.NDArray[np.int64]:
@@ -394,7 +417,8 @@ class WindowAccumulator:
         names = _KEY_FIELDS[kind][1:]
         parts = [cols.codes[name][idx] for name in names]
         parts += [getattr(cols, _FLAG_COLUMN[name])[idx] for name in _FLAG_FIELDS[kind]]
-        inv, rep = _combos(parts)
+        inv, rep = _combos(parts, [len(cols.tables[TABLE_OF[name]]) for name in names]
+                           + [_FLAG_CODES[name] for name in _FLAG_FIELDS[kind]])
         # Each combination's lookup key, as _LOOKUP_KEYS[kind] reads it from an event.
         fields: list[list[Any]] = []
         for name, part in zip((*names, *_FLAG_FIELDS[kind]), parts, strict=True):
@@ -411,7 +435,7 @@ class WindowAccumulator:
         missed = found < 0
         ev = None
         if missed.any():
-            ev = self._resolve_combos(kind, keys, found, missed, inv)
+            ev = self._resolve_combos(kind, keys, found, missed, inv, rep)
         ids = found[inv]
         if ev is not None:
             ids[ev[0]] = ev[1]
@@ -426,19 +450,19 @@ class WindowAccumulator:
                     (sid[has], ts[has], waits[has], np.zeros(k, dtype=np.bool_), {}))
 
     def _resolve_combos(self, kind: str, keys: list[Any], found: npt.NDArray[np.int64],
-                        missed: npt.NDArray[np.bool_], inv: npt.NDArray[np.intp],
+                        missed: npt.NDArray[np.bool_], inv: npt.NDArray[np.intp], first: npt.NDArray[np.intp],
                         ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]] | None:
         """``_resolve`` of the combinations that missed the table (``found`` -1), in the order their first
-        events come, once per combination. Near the memo's end (where ``_series_ids`` registers a folded key
+        events come (``first``: each one's first event), once per combination. Near the memo's end (where ``_series_ids`` registers a folded key
         again at each of its events) the missed events' keys go one by one, as ``add``'s do: -> those events
         (places in the kind) and their lookup values, else None."""
-        ev = np.flatnonzero(missed[inv])  # the events whose key missed, in order
-        combos, first = np.unique(inv[ev], return_index=True)
-        miss = combos[np.argsort(first)]
+        miss = np.flatnonzero(missed)
+        miss = miss[np.argsort(first[miss])]
         cap = self.max_series
         if cap is None or self._sizes[kind] + 2 * miss.size < FOLDED_MEMO + cap:  # every new key is remembered
             self._resolve_keys(kind, list(_items(keys, miss.tolist())), found, miss)
             return None
+        ev = np.flatnonzero(missed[inv])  # the events whose key missed, in order
         ids = np.full(ev.size, -1, dtype=np.int64)
         self._resolve_keys(kind, list(_items(keys, inv[ev].tolist())), ids, np.arange(ev.size))
         return ev, ids

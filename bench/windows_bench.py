@@ -1,6 +1,6 @@
 """CPU cost of the windows stage: ``WindowAccumulator.add`` over a part's chunks, then ``take``.
 
-    python bench/windows_bench.py [--log PATH] [--repeat R] [--cap N] [--against FILE.py]
+    python bench/windows_bench.py [--log PATH] [--repeat R] [--cap N] [--against FILE.py | --columns]
 
 Each round feeds a fresh accumulator as ``process_part`` does: every chunk (the engine's ``CHUNK_BYTES``) is
 decoded (``LineParser``, not timed) and its events are added at once, while they are still in the CPU's
@@ -8,7 +8,10 @@ cache, as in a run; then the aggregates are taken. Prints the median CPU time (`
 cyclic GC off as in the workers. ``--against`` loads another version of ``aggregator/windows.py`` (a copy
 of an older one, say) and times both, interleaved, checking that both give the same aggregates (every
 field, counters in order, sketch bytes, in ``take``'s order) and the same event, kind and folded counts.
-Without ``--log`` a generated hour of 100k events (``aggregator.loggen``) is used.
+Without ``--log`` a generated hour of 100k events (``aggregator.loggen``) is used. ``--columns`` times
+``add`` against ``add_columns`` (``WindowAccumulator``) on the same chunks, interleaved, each chunk's
+``EventColumns`` built (``parsers.columns.from_events``, not timed) just before it is added, and checks the
+same things; it prints the feeding (add) and ``take`` parts apart too.
 
 The events' memory decides much of the cost (each field read is mostly a cache miss), hence the decode of
 each chunk just before its ``add``, as in a run, rather than all chunks first: the two orders measure
@@ -29,6 +32,7 @@ from typing import Any
 from aggregator import loggen
 from aggregator.engine import CHUNK_BYTES
 from parsers import LineParser
+from parsers.columns import from_events
 
 BLOCK = CHUNK_BYTES  # the engine's chunk size
 
@@ -48,8 +52,10 @@ def make_parser() -> LineParser:
     return LineParser(now=time.time() + 86400, max_past_seconds=10 * 365 * 86400)
 
 
-def run(module: Any, chunks: list[bytes], cap: int | None) -> tuple[float, int, list[Any], Any]:
-    """CPU seconds of add + take, events, aggregates, the accumulator."""
+def run(module: Any, chunks: list[bytes], cap: int | None, columns: bool = False,
+        ) -> tuple[float, int, list[Any], Any, float]:
+    """CPU seconds of add (``add_columns`` with ``columns``) + take, events, aggregates, the accumulator, CPU
+    seconds of take alone."""
     parser = make_parser()
     acc = module.WindowAccumulator(60, 500.0, 100.0, max_series=cap)
     cpu = 0.0
@@ -57,14 +63,21 @@ def run(module: Any, chunks: list[bytes], cap: int | None) -> tuple[float, int, 
     for chunk in chunks:
         events = parser.parse(chunk).events
         n += len(events)
-        t0 = time.process_time()
-        acc.add(events)
-        cpu += time.process_time() - t0
+        if columns:
+            cols = from_events(events)
+            t0 = time.process_time()
+            acc.add_columns(cols)
+            cpu += time.process_time() - t0
+            del cols
+        else:
+            t0 = time.process_time()
+            acc.add(events)
+            cpu += time.process_time() - t0
         del events
     t0 = time.process_time()
     aggs = acc.take()
-    cpu += time.process_time() - t0
-    return cpu, n, aggs, acc
+    took = time.process_time() - t0
+    return cpu + took, n, aggs, acc, took
 
 
 def fingerprint(aggs: list[Any]) -> list[tuple[Any, ...]]:
@@ -88,7 +101,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--cap", type=int, default=None, help="max_series, as run.max_series_per_metric")
     ap.add_argument("--against", help="another windows.py to time, interleaved")
+    ap.add_argument("--columns", action="store_true", help="time add against add_columns, interleaved")
     args = ap.parse_args()
+    if args.against and args.columns:
+        ap.error("--against and --columns: one comparison at a time")
     if args.log:
         data = Path(args.log).read_bytes()
     else:
@@ -98,23 +114,30 @@ def main() -> None:
     gc.disable()  # as in the engine's workers
     import aggregator.windows as current
 
-    modules = {"current": current}
+    modes = {"current": (current, False)}
     if args.against:
-        modules["against"] = load(args.against)
-    times: dict[str, list[float]] = {name: [] for name in modules}
+        modes["against"] = (load(args.against), False)
+    if args.columns:
+        modes = {"add": (current, False), "columns": (current, True)}
+    times: dict[str, list[float]] = {name: [] for name in modes}
+    takes: dict[str, list[float]] = {name: [] for name in modes}
     prints: dict[str, Any] = {}
     for _ in range(args.repeat):
-        for name, mod in modules.items():
-            cpu, n, aggs, acc = run(mod, chunks, args.cap)
+        for name, (mod, columns) in modes.items():
+            cpu, n, aggs, acc, took = run(mod, chunks, args.cap, columns)
             times[name].append(cpu)
+            takes[name].append(took)
             prints[name] = (fingerprint(aggs), acc.events, acc.by_kind, acc.folded, acc.min_ts, acc.max_ts)
-    print(f"{n} events in {len(chunks)} chunks, {len(prints['current'][0])} aggregates")
+    first, *others = modes
+    print(f"{n} events in {len(chunks)} chunks, {len(prints[first][0])} aggregates")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{name:8s} median {med * 1e3:8.1f} ms  {med / n * 1e6:6.3f} us/event  "
-              f"(runs: {', '.join(f'{t * 1e3:.0f}' for t in ts)})")
-    if args.against:
-        same = prints["current"] == prints["against"]
+        took = statistics.median(takes[name])
+        print(f"{name:8s} median {med * 1e3:8.1f} ms  {med / n * 1e6:6.3f} us/event  (take {took / n * 1e6:.3f}, "
+              f"add {statistics.median(t - k for t, k in zip(ts, takes[name], strict=True)) / n * 1e6:.3f}; "
+              f"runs: {', '.join(f'{t * 1e3:.0f}' for t in ts)})")
+    if others:
+        same = all(prints[first] == prints[name] for name in others)
         print("identical aggregates:", same)
         if not same:
             sys.exit(1)
