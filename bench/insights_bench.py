@@ -220,9 +220,12 @@ def compare_columns(path: str | None, repeat: int) -> None:
     import gc
 
     if path is None:
-        path = str(Path(tempfile.mkdtemp()) / "loggen.log")
-        loggen_log(Path(path), 100_000)
-    data = Path(path).read_bytes()
+        with tempfile.TemporaryDirectory() as tmp:
+            loggen_log(Path(tmp) / "loggen.log", 100_000)
+            data = (Path(tmp) / "loggen.log").read_bytes()
+        path = "loggen output"
+    else:
+        data = Path(path).read_bytes()
     parser = LineParser(now=time.time() + 86_400)
     names = ("summarize_batch (events)", "summarize_columns (columns)")
     cpu: dict[str, list[float]] = {name: [] for name in names}
