@@ -21,8 +21,8 @@ in the same rounds.
 
 With ``--columns``: the trace summary from a chunk's ``Event`` objects (``columns.summarize_batch``, after the
 engine's windows step, as in a worker) against the same from the chunk's ``parsers.columns.EventColumns``
-(``columns.summarize_columns``; the columns are built by ``from_events``, outside the timing: the native
-scanner writes them), each on its own fresh parse of every chunk, taking turns going first; every chunk's two
+(``columns.summarize_columns``; the columns are the native scanner's, ``parsers.scan``, outside the timing,
+or ``from_events``' where it is not built or gives up), each on its own fresh parse of every chunk, taking turns going first; every chunk's two
 batches are checked identical field by field (``TraceBatch.differences``). CPU us per event, medians of R
 interleaved rounds. Without ``--log``, on 100,000 events of ``aggregator.loggen`` output (as ``bench/aggregate.py``
 writes them).
@@ -52,7 +52,7 @@ from aggregator.insights.records import extract_records
 from aggregator.insights.traces import TraceAnalyzer, extract
 from aggregator.store import Store
 from aggregator.windows import WindowAccumulator
-from parsers import LineParser
+from parsers import LineParser, scan
 from parsers.columns import from_events
 
 BLOCK = CHUNK_BYTES  # the engine's chunk size
@@ -229,7 +229,7 @@ def compare_columns(path: str | None, repeat: int) -> None:
     parser = LineParser(now=time.time() + 86_400)
     names = ("summarize_batch (events)", "summarize_columns (columns)")
     cpu: dict[str, list[float]] = {name: [] for name in names}
-    n = chunks = 0
+    n = chunks = referenced = 0
     gc.disable()  # as in the engine's workers
     for _ in range(repeat):
         spent = dict.fromkeys(names, 0.0)
@@ -243,7 +243,12 @@ def compare_columns(path: str | None, repeat: int) -> None:
                     t = time.process_time()
                     got[name] = summarize_batch(events)
                 else:
-                    cols = from_events(events)  # (the scanner's work, not timed)
+                    # (not timed: the scanner's work; past and future limits as the parser's, or wider)
+                    scanned = scan.scan(data[pos:end], 0.0, time.time() + 86_400, 1 << 30)
+                    if scanned is None or scanned[2].n != len(events):
+                        scanned = (0, 0, from_events(events))
+                        referenced += 1
+                    cols = scanned[2]
                     t = time.process_time()
                     got[name] = summarize_columns(cols)
                 spent[name] += time.process_time() - t
@@ -253,8 +258,8 @@ def compare_columns(path: str | None, repeat: int) -> None:
         for name in names:
             cpu[name].append(spent[name])
         gc.collect()
-    print(f"{path}: {n} events in {chunks} chunks, the same batches from both; CPU us/event, medians (min) of "
-          f"{repeat} interleaved rounds")
+    print(f"{path}: {n} events in {chunks} chunks ({referenced / repeat:.0f} of them columns from_events, the others "
+          f"the scanner's), the same batches from both; CPU us/event, medians (min) of {repeat} interleaved rounds")
     for name in names:
         print(f"{name:<32}{statistics.median(cpu[name]) / n * 1e6:>8.3f}  ({min(cpu[name]) / n * 1e6:.3f})")
     ratio = statistics.median(a / b for a, b in zip(cpu[names[1]], cpu[names[0]], strict=True))

@@ -66,11 +66,12 @@ table has None where the first event without a trace id comes (the columns' tabl
 methods read None as "", and a fingerprint that is absent or "" is the text's (per row in Python: rare); the
 other tables are re-coded by first appearance over the rows concerned (``_first_codes``, a scatter of first
 rows, no sort). Cost (``python bench/insights_bench.py --columns``, 100,000 loggen events in 2 MB chunks, CPU
-us per event, medians of 7 interleaved rounds, two runs): 0.30 and 0.29 from columns against 0.89 and 0.82 from
-events (0.19 against 0.64 on 262,500 events of the bench's own N+1 log, ``make_log``, where fingerprints repeat:
-loggen's are nearly all distinct, and each distinct fingerprint costs a few passes of Python over its string);
-the object path is unchanged by the sharing (0.878 against 0.884 as at a6c3665, ``--against``, the
-same batches).
+us per event, medians of 7 interleaved rounds, two runs each): 0.30 and 0.29 from ``from_events``' columns
+against 0.89 and 0.82 from events; 0.30 and 0.31 from the native scanner's columns against 0.96 and 1.04 on a
+busier machine (the rounds' median ratio 0.30). On 262,500 events of the bench's own N+1 log (``make_log``),
+where fingerprints repeat, 0.18 against 0.65: loggen's fingerprints are nearly all distinct, and each distinct
+one costs a few passes of Python over its string (the batch keeps them as one string). The object path is
+unchanged by the sharing (0.878 against 0.884 as at a6c3665, ``--against``, the same batches).
 """
 
 from __future__ import annotations

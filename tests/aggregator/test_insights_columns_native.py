@@ -26,6 +26,7 @@ from aggregator.insights.columns import (
 from aggregator.insights.traces import extract
 from aggregator.loggen import generate_events, write_log
 from aggregator.windows import KIND_CODES
+from parsers import LineParser, scan
 from parsers import columns as parser_columns
 from parsers.columns import from_events
 from parsers.event import Event, Kind
@@ -104,6 +105,27 @@ def test_the_parent_sees_no_difference(tmp_path: Path) -> None:
         assert aggs != "[]" and findings != "[]" and open_traces != "[]" and counters != "[]"
         for db in ("objects.db", "columns.db"):
             (tmp_path / db).unlink()
+
+
+@pytest.mark.skipif(not scan.available, reason="parsers._scan not built, or LOGAPM_NATIVE=0")
+def test_the_native_scanners_columns(tmp_path: Path) -> None:
+    """Columns as the worker will get them (``parsers.scan``: read-only arrays straight from the bytes) give
+    the batch ``summarize_batch`` gives from ``LineParser``'s events of the same chunk."""
+    log = tmp_path / "app.log"
+    write_log(log, realistic_events(12_000, seed=13), ordinary_every=17)
+    data = log.read_bytes()
+    now, past, future, max_line = T0 + 7200, 400 * 86400.0, 600.0, 64 * 1024
+    parser = LineParser(now=now, max_future_seconds=future, max_past_seconds=past, max_line_bytes=max_line)
+    scanned = pos = 0
+    while pos < len(data):
+        end = data.find(b"\n", min(pos + 200_000, len(data) - 1)) + 1 or len(data)
+        got = scan.scan(data[pos:end], now - past, now + future, max_line)
+        if got is not None:
+            events = parser.parse(data[pos:end]).events
+            assert summarize_columns(got[2]).differences(summarize_batch(events)) == []
+            scanned += len(events)
+        pos = end
+    assert scanned > 10_000
 
 
 def stream(rng: random.Random) -> list[Any]:
