@@ -126,6 +126,7 @@ _FLAG_VALUE: Final[dict[str, tuple[Any, ...]]] = {
     "outcome": (*OUTCOMES, None), "cache_hit": (False, True, None), "task_state": (*TASK_STATES, None)}
 _FLAG_CODES: Final = {name: len(values) - 1 for name, values in _FLAG_VALUE.items()} | {"http_response_status_code": 0}
 _COMBO_SPAN: Final = 1 << 62  # combined codes stay below this (int64)
+_COMBO_TABLE: Final = 1 << 16  # combined codes below this are numbered by a table, not a sort
 
 
 def _tags(*pairs: tuple[str, Any]) -> Tags:
@@ -187,10 +188,9 @@ def _pick(events: Sequence[Any], idx: npt.NDArray[np.intp] | None) -> Sequence[A
 
 def _combos(parts: list[npt.NDArray[Any]], codes: list[int]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """The distinct rows of the code columns ``parts`` (codes -1 .. ``codes[i]`` - 1 in column ``i``; 0 codes:
-    the codes are few but sparse, a status): each row's combination number, and the first row of each
-    combination. The codes combine in mixed radix (the combinations so far renumbered densely when the next
-    column would overflow int64), then one stable sort (a radix sort below 65,536 combined values) groups
-    them."""
+    the codes are few but sparse, a status): each row's combination number, and a row of each combination.
+    The codes combine in mixed radix (the combinations so far renumbered densely when the next column would
+    overflow int64), then a table of the combined values numbers them (``np.unique`` past ``_COMBO_TABLE``)."""
     key: npt.NDArray[np.int64] | None = None
     span = off = 1  # key + off: the combined codes + 1, below span
     for part, r in zip(parts, codes, strict=True):
@@ -216,21 +216,19 @@ def _combos(parts: list[npt.NDArray[Any]], codes: list[int]) -> tuple[npt.NDArra
         span *= r
         off = off * r + 1
     assert key is not None
-    if span > _RADIX_KEYS:
-        seen, key = np.unique(key, return_inverse=True)
-        span, off = seen.size, 0
-    if span <= _RADIX_KEYS:
+    if span <= _COMBO_TABLE:  # a table of the values the combined codes take
         key += off
-        order = np.argsort(key.astype(np.uint16), kind="stable")
+        used = np.zeros(span, dtype=np.bool_)
+        used[key] = True
+        seen = np.flatnonzero(used)
+        number = np.empty(span, dtype=np.intp)
+        number[seen] = np.arange(seen.size)
+        inv = number[key]
     else:
-        order = np.argsort(key, kind="stable")
-    sk = key[order]
-    starts = np.empty(sk.size, dtype=np.bool_)
-    starts[:1] = True
-    np.not_equal(sk[1:], sk[:-1], out=starts[1:])
-    inv = np.empty(sk.size, dtype=np.intp)
-    inv[order] = np.cumsum(starts) - 1
-    return inv, order[starts]  # the sort is stable: each combination's first row comes first
+        seen, inv = np.unique(key, return_inverse=True)
+    rows = np.empty(seen.size, dtype=np.intp)
+    rows[inv] = np.arange(inv.size)  # any row of each combination (they all have its codes)
+    return inv, rows
 
 
 def _window_index(ts: npt.NDArray[np.float64], width: int, lo: float, hi: float) -> npt.NDArray[np.int64]:
@@ -435,7 +433,7 @@ class WindowAccumulator:
         missed = found < 0
         ev = None
         if missed.any():
-            ev = self._resolve_combos(kind, keys, found, missed, inv, rep)
+            ev = self._resolve_combos(kind, keys, found, missed, inv)
         ids = found[inv]
         if ev is not None:
             ids[ev[0]] = ev[1]
@@ -450,19 +448,19 @@ class WindowAccumulator:
                     (sid[has], ts[has], waits[has], np.zeros(k, dtype=np.bool_), {}))
 
     def _resolve_combos(self, kind: str, keys: list[Any], found: npt.NDArray[np.int64],
-                        missed: npt.NDArray[np.bool_], inv: npt.NDArray[np.intp], first: npt.NDArray[np.intp],
+                        missed: npt.NDArray[np.bool_], inv: npt.NDArray[np.intp],
                         ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]] | None:
         """``_resolve`` of the combinations that missed the table (``found`` -1), in the order their first
-        events come (``first``: each one's first event), once per combination. Near the memo's end (where ``_series_ids`` registers a folded key
+        events come, once per combination. Near the memo's end (where ``_series_ids`` registers a folded key
         again at each of its events) the missed events' keys go one by one, as ``add``'s do: -> those events
         (places in the kind) and their lookup values, else None."""
-        miss = np.flatnonzero(missed)
-        miss = miss[np.argsort(first[miss])]
+        ev = np.flatnonzero(missed[inv])  # the events whose key missed, in order
+        combos, first = np.unique(inv[ev], return_index=True)
+        miss = combos[np.argsort(first)]
         cap = self.max_series
         if cap is None or self._sizes[kind] + 2 * miss.size < FOLDED_MEMO + cap:  # every new key is remembered
             self._resolve_keys(kind, list(_items(keys, miss.tolist())), found, miss)
             return None
-        ev = np.flatnonzero(missed[inv])  # the events whose key missed, in order
         ids = np.full(ev.size, -1, dtype=np.int64)
         self._resolve_keys(kind, list(_items(keys, inv[ev].tolist())), ids, np.arange(ev.size))
         return ev, ids
