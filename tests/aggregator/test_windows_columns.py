@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 
 from aggregator import windows
@@ -281,3 +282,21 @@ def test_empty_and_single() -> None:
     assert acc.take() == [] and acc.events == 0
     check([[e] for e in events])
     check([events[:1], [], events[1:]], ["columns", "columns", "add"])
+
+
+@pytest.mark.parametrize("codes", [[3, 0, 5], [40_000, 40_000, 0], [1 << 40, 1 << 40, 1 << 30]])
+def test_combinations(codes: list[int]) -> None:
+    """Rows with the same codes share a number, others do not, and the row given for a number has its codes:
+    with a small table of combined values, past it (``np.unique``), and past int64 (renumbered on the way)."""
+    rng = np.random.default_rng(len(codes) + codes[0] % 7)
+    n = 5000
+    parts = [rng.integers(-1, min(r, 50), n).astype(np.int32) if r else
+             rng.choice(np.array([-1, 200, 404, 503, 599], dtype=np.int16), n) for r in codes]
+    parts[0][::2] = rng.integers(-1, min(codes[0], 40_000), n)[::2]  # many values in the first column
+    inv, rows = windows._combos(parts, codes)
+    got = list(zip(*(p.tolist() for p in parts), strict=True))
+    number: dict[tuple[int, ...], int] = {}
+    for row, j in zip(got, inv.tolist(), strict=True):
+        assert number.setdefault(row, j) == j
+    assert len(set(number.values())) == len(number) == rows.size
+    assert all(got[r] == key for key, r in zip(sorted(number, key=number.__getitem__), rows.tolist(), strict=True))
