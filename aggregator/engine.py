@@ -31,6 +31,7 @@ from aggregator.windows import WindowAccumulator
 CHUNK_BYTES: Final = 2 << 20
 PART_BYTES: Final = 32 << 20
 TRACE_EXTRACT: Final = ("aggregator.insights.traces", "extract")
+TRACE_EXTRACT_COLUMNS: Final = ("aggregator.insights.columns", "extract_columns")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +73,8 @@ class PartResult:
     folded: dict[str, int] = field(default_factory=dict)  # family -> new series folded into `other` here
 
 
-def _trace_extractor(enabled: bool) -> Callable[[Sequence[Any]], list[Any]] | None:
-    fn = optional_attr(*TRACE_EXTRACT) if enabled else None
+def _trace_extractor(enabled: bool, where: tuple[str, str] = TRACE_EXTRACT) -> Callable[[Any], list[Any]] | None:
+    fn = optional_attr(*where) if enabled else None
     return fn if callable(fn) else None
 
 
@@ -104,16 +105,26 @@ def _process_part(source: Any, task: Any, settings: EngineSettings, task_index: 
                   progress: Any) -> PartResult:
     parser = _make_parser(settings)
     extract = _trace_extractor(settings.traces)
+    extract_columns = _trace_extractor(settings.traces, TRACE_EXTRACT_COLUMNS)
+    # Blocks the native scanner takes arrive as columns; the others as events, through the same stages'
+    # object paths (which give the same results: tests hold each pair to the other).
+    parse = parser.parse_columns if extract is None or extract_columns is not None else parser.parse
     acc = WindowAccumulator(settings.window_seconds, settings.apdex_t_ms, settings.slow_query_ms,
                             max_series=settings.max_series, admitted=settings.admitted)
     out = PartResult(task_index, part_index)
     invalid = out.invalid
     for chunk in source.read(task, settings.chunk_bytes):
-        res = parser.parse(chunk.data, chunk.source, chunk.offset)
-        events = res.events
-        acc.add(events)
-        if extract is not None and events:
-            out.trace_records.extend(extract(events))
+        res = parse(chunk.data, chunk.source, chunk.offset)
+        cols = res.columns
+        if cols is not None:
+            acc.add_columns(cols)
+            if extract_columns is not None and cols.n:
+                out.trace_records.extend(extract_columns(cols))
+        else:
+            events = res.events
+            acc.add(events)
+            if extract is not None and events:
+                out.trace_records.extend(extract(events))
         out.lines += res.lines
         out.skipped += res.skipped
         for reason, n in res.invalid.items():

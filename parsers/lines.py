@@ -33,7 +33,8 @@ from typing import Final
 import msgspec
 import numpy as np
 
-from parsers import framing
+from parsers import framing, scan
+from parsers.columns import EventColumns
 from parsers.event import REQUIRED_GETTERS, Event
 from parsers.timestamps import TimestampReader
 
@@ -84,13 +85,16 @@ class DeadLetter:
 
 @dataclass(slots=True)
 class ParseResult:
-    """What one ``parse`` call found. ``lines == len(events) + skipped + sum(invalid.values())``.
+    """What one ``parse`` call found. ``lines == event_count + skipped + sum(invalid.values())``.
 
     ``lines`` counts logical lines: a line a container runtime split into partial pieces (CRI ``P``,
-    Docker records without the final newline) counts once, its extra pieces in ``fragments``.
+    Docker records without the final newline) counts once, its extra pieces in ``fragments``. The events are
+    in ``events``, or, from ``parse_columns`` when the native scanner took the block, in ``columns`` (and
+    ``events`` is empty).
     """
 
     events: list[Event] = field(default_factory=list)
+    columns: EventColumns | None = None
     lines: int = 0
     skipped: int = 0
     invalid: dict[str, int] = field(default_factory=dict)
@@ -101,8 +105,14 @@ class ParseResult:
     def invalid_total(self) -> int:
         return sum(self.invalid.values())
 
+    @property
+    def event_count(self) -> int:
+        return len(self.events) if self.columns is None else self.columns.n
+
     def merge(self, other: ParseResult) -> None:
-        """Add ``other``'s counts and lists to this one (to total a run)."""
+        """Add ``other``'s counts and lists to this one (to total a run; results of ``parse`` only)."""
+        if self.columns is not None or other.columns is not None:
+            raise ValueError("results holding columns (parse_columns) cannot be merged")
         self.events.extend(other.events)
         self.lines += other.lines
         self.skipped += other.skipped
@@ -177,6 +187,7 @@ class LineParser:
         self.max_line_bytes = max_line_bytes
         self._ts = TimestampReader(self.now, max_future_seconds, max_past_seconds)
         self._decoder = msgspec.json.Decoder(Event)
+        self._scan = scan.scan if scan.available else None
 
     # --- public -------------------------------------------------------------------------------------
 
@@ -207,6 +218,20 @@ class LineParser:
             return self._parse_lines(data, source, base_offset)
         except Exception:  # pragma: no cover - a bug; still never take the run down
             return self._all_failed(data, source, base_offset)
+
+    def parse_columns(self, data: bytes, source: str = "", base_offset: int = 0) -> ParseResult:
+        """``parse``, with the events as columns (``result.columns``) when the native scanner
+        (``parsers.scan``) takes the whole block: the app's own lines, every one it holds well formed
+        (any doubt and it declines, and the block is parsed by ``parse``, whose events are then in
+        ``result.events``). The same counts either way, and the same events (a test holds the two to
+        ``columns.from_events``)."""
+        if self._scan is not None and type(data) is bytes:
+            reader = self._ts
+            got = self._scan(data, reader.past_limit, reader.future_limit, self.max_line_bytes)
+            if got is not None:
+                lines, skipped, cols = got
+                return ParseResult(lines=lines, skipped=skipped, columns=cols)
+        return self.parse(data, source, base_offset)
 
     # --- the whole-block shortcut ----------------------------------------------------------------------
 
