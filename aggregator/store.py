@@ -49,6 +49,7 @@ class Store:
         self.path = Path(path)
         self.readonly = readonly
         self._depth = 0
+        self.transactions = 0  # write transactions begun: what a reader may cache is valid within one
         if readonly:
             if not self.path.exists():
                 raise StoreError(f"state store {self.path} does not exist")
@@ -120,6 +121,7 @@ class Store:
             return
         self.conn.execute("BEGIN IMMEDIATE")
         self._depth = 1
+        self.transactions += 1
         try:
             yield self.conn
         except BaseException as exc:
@@ -136,6 +138,11 @@ class Store:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise StoreError(f"cannot commit to state store {self.path}: {exc}") from None
+
+    @property
+    def in_write_transaction(self) -> bool:
+        """Inside ``transaction()``: no other connection can write until it ends."""
+        return bool(self._depth) and self.conn.in_transaction
 
     def close(self) -> None:
         self.conn.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -53,8 +53,17 @@ register_migrations("windows", [
 OTHER: Final = "other"  # the tag value excess series fold into
 
 
+_ENCODED: dict[Tags, str] = {}  # tags -> their text: a series recurs in every window a run writes
+_ENCODED_MAX: Final = 1 << 16
+
+
 def encode_tags(tags: Tags) -> str:
-    return orjson.dumps([list(p) for p in tags]).decode()
+    text = _ENCODED.get(tags)
+    if text is None:
+        if len(_ENCODED) >= _ENCODED_MAX:
+            _ENCODED.clear()
+        text = _ENCODED[tags] = orjson.dumps([list(p) for p in tags]).decode()
+    return text
 
 
 def decode_tags(text: str) -> Tags:
@@ -102,6 +111,10 @@ class WindowsStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.conn: sqlite3.Connection = store.conn
+        # ``get``'s rows, per window start: read with one query per start (a run's commit asks for every
+        # series of a few hundred starts), valid within one write transaction until anything is written
+        self._rows: dict[int, dict[tuple[str, str], tuple[Any, ...]]] = {}
+        self._rows_valid: tuple[int, int] = (-1, -1)
 
     # --- WindowReader ------------------------------------------------------------------------------
 
@@ -170,14 +183,28 @@ class WindowsStore:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT family FROM windows ORDER BY family")]
 
     def get(self, family: str, tags: Tags, start: int) -> WindowAggregate | None:
-        row = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM windows WHERE family = ? AND tags = ? AND start = ?",
-            (family, encode_tags(tags), start),
-        ).fetchone()
+        if not self.store.in_write_transaction:
+            row = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM windows WHERE family = ? AND tags = ? AND start = ?",
+                (family, encode_tags(tags), start),
+            ).fetchone()
+            return None if row is None else _row_to_agg(row)
+        # In our write transaction no one else writes: the rows of the start, read once, stay right until this
+        # connection changes something (its total_changes moves).
+        valid = (self.store.transactions, self.conn.total_changes)
+        if valid != self._rows_valid:
+            self._rows.clear()
+            self._rows_valid = valid
+        rows = self._rows.get(start)
+        if rows is None:
+            rows = self._rows[start] = {
+                (r[0], r[1]): r for r in self.conn.execute(f"SELECT {_COLUMNS} FROM windows WHERE start = ?", (start,))}
+        row = rows.get((family, encode_tags(tags))) if rows else None
         return None if row is None else _row_to_agg(row)
 
     def put(self, aggs: Iterable[WindowAggregate], now: float) -> int:
         """Insert or replace aggregates (call inside the run's transaction). Returns how many."""
+        self._rows.clear()
         rows = [
             (a.series.family, encode_tags(a.series.tags), a.start, a.width, a.count, a.errors, a.total,
              a.min if a.count else None, a.max if a.count else None,

@@ -51,7 +51,6 @@ from aggregator.insights.partials import (
     PackedTrace,
     RequestInfo,
     TracePart,
-    _intern,
     pack,
 )
 from aggregator.insights.profile import Finding, RequestProfile, profile_request
@@ -153,30 +152,28 @@ class _Rests:
         self.fp_text, self.fp_table = b.fp_text[lo:], b.fp_table[lo:]
         self.fp_keys, self.fp_key_offsets, self.fp_texts, self.fp_tables = (b.fp_keys, b.fp_key_offsets, b.fp_texts,
                                                                             b.fp_tables)
-        self._groups: tuple[list[Any], ...] | None = None
+        self._groups: tuple[list[str], list[list[Any]]] | None = None
 
-    def groups(self) -> tuple[list[Any], ...]:
-        """The fingerprint groups of every rest, as lists (made once, when a first rest is read): keys,
-        executions, time_ms, texts and tables, strings interned as ``pack`` interns them."""
+    def groups(self) -> tuple[list[str], list[list[Any]]]:
+        """The fingerprint groups of every rest (made once, when a first rest is read): their keys, and their
+        [executions, time_ms, text, table] entries (shared: ``fingerprints`` gives copies)."""
         if self._groups is None:
-            offsets, text = self.fp_key_offsets, self.fp_keys
-            codes = self.fp_key
-            texts = [t and _intern(t) for t in self.fp_texts]
-            tables = [t and _intern(t) for t in self.fp_tables]
-            self._groups = (
-                [_intern(text[a:z]) for a, z in zip(offsets[codes].tolist(), offsets[codes + 1].tolist(), strict=True)],
-                self.fp_n.tolist(), self.fp_ms.tolist(), list(map(texts.__getitem__, self.fp_text.tolist())),
-                list(map(tables.__getitem__, self.fp_table.tolist())))
+            offsets, text, codes = self.fp_key_offsets, self.fp_keys, self.fp_key
+            keys = [text[a:z] for a, z in zip(offsets[codes].tolist(), offsets[codes + 1].tolist(), strict=True)]
+            texts, tables = self.fp_texts, self.fp_tables
+            self._groups = keys, list(map(list, zip(
+                self.fp_n.tolist(), self.fp_ms.tolist(), map(texts.__getitem__, self.fp_text.tolist()),
+                map(tables.__getitem__, self.fp_table.tolist()), strict=True)))
         return self._groups
 
-    def fingerprints(self, i: int) -> Fingerprints:
-        """Rest ``i``'s fingerprints, as ``PackedTrace.fingerprints`` gives them."""
+    def fingerprints(self, i: int, *, shared: bool = False) -> Fingerprints:
+        """Rest ``i``'s fingerprints, as ``PackedTrace.fingerprints`` gives them (``shared``: the entries
+        themselves, for a reader that does not keep or change them)."""
         lo, hi = self.bounds[i], self.bounds[i + 1]
         if lo == hi:
             return {}
-        keys, n, ms, texts, tables = self.groups()
-        return dict(zip(keys[lo:hi], map(list, zip(n[lo:hi], ms[lo:hi], texts[lo:hi], tables[lo:hi], strict=True)),
-                        strict=True))
+        keys, entries = self._groups or self.groups()
+        return dict(zip(keys[lo:hi], entries[lo:hi] if shared else map(list, entries[lo:hi]), strict=True))
 
     def part(self, i: int, trace_id: str) -> TracePart:
         return TracePart(trace_id, PIECE, self.newest[i], self.events[i], self.queries[i], self.db_ms[i],
@@ -209,6 +206,11 @@ class _OpenRest(tuple[Any, ...]):
                                                                  self.external_ms)
         ops.fingerprints = self.fingerprints
         return ops
+
+
+# A fed batch whose requests wait for ``_add_batches``: the batch, its requests' merged queries, db_ms, cache_ms
+# and external_ms, and the requests to check for N+1 findings with their fingerprints.
+_Batch = tuple[TraceBatch, Any, Any, Any, Any, dict[int, Fingerprints]]
 
 
 class TraceAnalyzer:
@@ -250,11 +252,17 @@ class TraceAnalyzer:
         if self._finished:
             raise RuntimeError("TraceAnalyzer.feed after finish")
         self._load_pending()
+        # Batches in a row add their requests to the windows together (see _add_batches); anything else
+        # adds to the windows at once, so the batches before it go first.
+        batches: list[_Batch] = []
         for raw in parts:
             if type(raw) is TraceBatch:
-                self._feed_batch(raw)
+                batches.append(self._feed_batch(raw))
             else:  # summarize's tuples (the reference path, for tests and the bench): one at a time
+                self._add_batches(batches)
+                batches = []
                 self._add(tuple.__new__(TracePart, raw))  # a view of the plain tuple, no NamedTuple.__new__
+        self._add_batches(batches)
         # Keep a long catch-up run's memory bounded too: orphans (no request will come) would otherwise
         # pile up until finish(). Trimmed back to the cap once TRIM_AT times over it (was twice: the open
         # traces are most of the parent's memory for traces; each trim costs ~14 ms at 60,000 events: ~50
@@ -314,8 +322,10 @@ class TraceAnalyzer:
         if fingerprints:
             self._n_plus_one(window, trace_id, request, fingerprints)
 
-    def _feed_batch(self, b: TraceBatch) -> None:
-        """One chunk's columns: what ``_add``/``_complete`` would do with its parts, one by one, in order.
+    def _feed_batch(self, b: TraceBatch) -> _Batch:
+        """One chunk's columns: what ``_add``/``_complete`` would do with its parts, one by one, in order;
+        its requests' window sums and N+1 findings are left to ``_add_batches`` (they depend on nothing that
+        later batches change: only the open traces carry over, and they are done here).
 
         Traces with nothing open here (all but a few per chunk) are independent of everything before the
         chunk, and the worker has already cut them into pieces: their requests are added to the windows in
@@ -332,9 +342,8 @@ class TraceAnalyzer:
         fps = self._fingerprints_of(b, bounds)
         to_check: dict[int, Fingerprints] = {}  # requests that may have findings -> their fingerprints
 
-        hit = np.zeros(len(traces), bool)
-        if open_:
-            hit[[i for i, t in enumerate(traces) if t in open_]] = True
+        hit = (np.fromiter(map(open_.__contains__, traces), bool, len(traces)) if open_
+               else np.zeros(len(traces), bool))
         req_hit = np.flatnonzero(hit[b.req_trace])
         root_hit = np.flatnonzero(hit[b.root_trace])
         if req_hit.size or root_hit.size:
@@ -368,17 +377,39 @@ class TraceAnalyzer:
                 if owner < nreq and not hit[b.req_trace[owner]]:
                     to_check[owner] = fps(owner)
 
-        windows = self._add_requests(b, queries, db_ms, cache_ms, external_ms)
         self.counts["traces_completed"] += nreq
-
-        for j in sorted(to_check):
-            request = (float(b.req_end[j]), float(b.req_dur[j]), "failure" if b.req_failed[j] else "success",
-                       b.routes[b.req_route[j]], b.methods[b.req_method[j]], None)
-            self._n_plus_one(windows[j], traces[b.req_trace[j]], request, to_check[j])
-
         # What stays open of the chunk's traces joins what is open here.
         if b.rest_trace.size:
             self._open_rests(b, bounds)
+        return b, queries, db_ms, cache_ms, external_ms, to_check
+
+    def _add_batches(self, batches: list[_Batch]) -> None:
+        """The batches' requests into their windows, all at once (a part's batches share most windows: per
+        batch, the Python steps per window were most of the bulk step), then their N+1 findings in order.
+        Each window still sums its requests in input order: the same doubles."""
+        if not batches:
+            return
+        if len(batches) == 1:
+            b, queries, db_ms, cache_ms, external_ms, _ = batches[0]
+            windows = self._add_requests(b.req_end, b.req_dur, b.req_failed, b.req_route, b.routes, queries, db_ms,
+                                         cache_ms, external_ms)
+        else:
+            codes: dict[str, int] = {}
+            routes = [np.asarray([codes.setdefault(r, len(codes)) for r in x[0].routes], np.int64)[x[0].req_route]
+                      for x in batches]
+            windows = self._add_requests(*(np.concatenate([x[0].req_end for x in batches]),
+                                           np.concatenate([x[0].req_dur for x in batches]),
+                                           np.concatenate([x[0].req_failed for x in batches]),
+                                           np.concatenate(routes), list(codes)),
+                                         *(np.concatenate([x[k] for x in batches]) for k in range(1, 5)))
+        at = 0
+        for b, _, _, _, _, to_check in batches:
+            traces = b.traces
+            for j in sorted(to_check):
+                request = (float(b.req_end[j]), float(b.req_dur[j]), "failure" if b.req_failed[j] else "success",
+                           b.routes[b.req_route[j]], b.methods[b.req_method[j]], None)
+                self._n_plus_one(windows[at + j], traces[b.req_trace[j]], request, to_check[j])
+            at += b.requests
 
     def _open_rests(self, b: TraceBatch, bounds: list[int]) -> None:
         """``_add`` of each rest (a piece without its request): merged into its open trace, or opened.
@@ -430,29 +461,30 @@ class TraceAnalyzer:
 
         return fingerprints
 
-    def _add_requests(self, b: TraceBatch, queries: Any, db_ms: Any, cache_ms: Any, external_ms: Any) -> Any:
-        """``_complete``'s window sums for all the batch's requests at once; returns each request's window.
+    def _add_requests(self, end: Any, duration: Any, failed: Any, route: Any, routes: list[str], queries: Any,
+                      db_ms: Any, cache_ms: Any, external_ms: Any) -> list[int]:
+        """``_complete``'s window sums for these requests at once (their end, duration, failed flag, route as
+        an index into ``routes`` and merged operation sums, in input order); returns each request's window.
 
         ``np.bincount`` adds its weights one after the other in row order: with each window's running sum
         put first, each sum is the same double as adding the requests one by one."""
-        if b.requests == 0:
-            return np.zeros(0, np.int64)
+        if end.size == 0:
+            return []
         width = self.width
-        windows = np.floor_divide(b.req_end, width).astype(np.int64) * width
+        windows = np.floor_divide(end, width).astype(np.int64) * width
         starts, window_index = _dense(windows)
-        nroutes = len(b.routes)
-        groups, group = _dense(window_index * nroutes + b.req_route)
+        nroutes = len(routes)
+        groups, group = _dense(window_index * nroutes + route)
         accs = []
         get = self._windows.get
         for g in groups.tolist():
-            key = (int(starts[g // nroutes]), b.routes[g % nroutes])
+            key = (int(starts[g // nroutes]), routes[g % nroutes])
             acc = get(key)
             if acc is None:
                 acc = self._windows[key] = _RouteWindow()
             accs.append(acc)
         ngroups = len(accs)
         index = np.concatenate((np.arange(ngroups), group))
-        duration = b.req_dur
 
         def running(prior: list[float], values: Any) -> list[float]:
             return np.bincount(index, weights=np.concatenate((prior, values)), minlength=ngroups).tolist()
@@ -463,10 +495,10 @@ class TraceAnalyzer:
         cache = running([a.cache_ms for a in accs], np.where(duration < cache_ms, duration, cache_ms))
         external = running([a.external_ms for a in accs], np.where(duration < external_ms, duration, external_ms))
         requests = np.bincount(group, minlength=ngroups).tolist()
-        failed = np.bincount(group[b.req_failed], minlength=ngroups).tolist()
+        fails = np.bincount(group[failed], minlength=ngroups).tolist()
         for i, acc in enumerate(accs):
             acc.requests += requests[i]
-            acc.failed += failed[i]
+            acc.failed += fails[i]
             acc.request_ms, acc.db_ms, acc.cache_ms, acc.external_ms = request_ms[i], db[i], cache[i], external[i]
         span = int(queries.max()) + 1
         pairs, counts = _counts(group * span + queries)
@@ -474,7 +506,7 @@ class TraceAnalyzer:
             hist = accs[pair // span].queries
             q = pair % span
             hist[q] = hist.get(q, 0) + n
-        return windows.tolist()
+        return windows.tolist()  # type: ignore[no-any-return]
 
     def _n_plus_one(self, window: int, trace_id: str, request: RequestInfo, fingerprints: Fingerprints) -> None:
         """The N+1 findings of one completed request, when a fingerprint ran ``threshold`` times or more (rare:
@@ -627,7 +659,7 @@ def _replace_open_traces(conn: Any, traces: list[tuple[str, PackedTrace | _OpenR
             if type(o) is _OpenRest:
                 newest, events, rests, i = o
                 yield (trace_id, newest, events, rests.queries[i], rests.db_ms[i], rests.cache_ms[i],
-                       rests.external_ms[i], dumps(rests.fingerprints(i)).decode())
+                       rests.external_ms[i], dumps(rests.fingerprints(i, shared=True)).decode())
             else:
                 yield (trace_id, o.newest, o.events, o.queries, o.db_ms, o.cache_ms, o.external_ms,
                        dumps(o.fingerprints).decode())

@@ -64,3 +64,32 @@ def test_series_register_and_watermark(tmp_path: Path) -> None:
             ws.set_watermark(400.0)
         assert ws.known_series() == {"request": {make_tags(route="a")}}
         assert ws.watermark() == 500.0
+
+
+def test_get_in_a_transaction_sees_every_write(tmp_path: Path) -> None:
+    """Inside a write transaction ``get`` reads a start's rows once; whatever is written after that (``put``,
+    plain SQL, another WindowsStore on the connection, another transaction) is what the next ``get`` sees."""
+    a, b = make_tags(route="a/", method="GET"), make_tags(route="b/", method="GET")
+    with Store(tmp_path / "s.db") as store:
+        ws, other = WindowsStore(store), WindowsStore(store)
+        with store.transaction():
+            ws.put([_agg("a/", 60, [1, 2, 3])], now=1.0)
+            first = ws.get("request", a, 60)
+            assert first is not None and first.count == 3 and ws.get("request", b, 60) is None
+            assert ws.get("request", a, 120) is None and ws.get("db", a, 60) is None
+            first.count = 99  # a caller's change to what it got is not what the store holds
+            again = ws.get("request", a, 60)
+            assert again is not None and again.count == 3 and again is not first
+            other.put([_agg("b/", 60, [5])], now=1.0)
+            got_b = ws.get("request", b, 60)
+            assert got_b is not None and got_b.count == 1
+            store.conn.execute("UPDATE windows SET count = 7 WHERE tags = ?", (encode_tags(a),))
+            changed = ws.get("request", a, 60)
+            assert changed is not None and changed.count == 7
+            store.conn.execute("DELETE FROM windows WHERE start = 60")
+            assert ws.get("request", a, 60) is None and ws.get("request", b, 60) is None
+        with store.transaction():
+            ws.put([_agg("a/", 60, [4])], now=1.0)
+        with store.transaction():
+            got = ws.get("request", a, 60)
+            assert got is not None and got.count == 1 and got.total == 4
