@@ -54,6 +54,7 @@ _SAFETY: Final = 1.0 - 1e-6
 _HEADER = struct.Struct("<BBdddQ")  # version, flags, accuracy, min, max, zero count
 _STORE_HEADER = struct.Struct("<iIB")  # offset, length, dtype code
 _DTYPES: Final = (np.uint8, np.uint16, np.uint32, np.uint64)
+_DTYPE_OBJECTS: Final = tuple(np.dtype(t) for t in _DTYPES)
 _EMPTY_STORE: Final = _STORE_HEADER.pack(0, 0, 0)
 # The counts of every empty store: read-only, and replaced (never written into) when buckets are added.
 _NO_COUNTS: Final = np.zeros(0, dtype=np.int64)
@@ -164,20 +165,21 @@ class _Store:
         return _STORE_HEADER.pack(offset, counts.size, code) + counts.astype(_DTYPES[code]).tobytes()
 
     @classmethod
-    def from_buffer(cls, buf: memoryview, pos: int) -> tuple[_Store, int]:
+    def from_buffer(cls, buf: memoryview | bytes, pos: int) -> tuple[_Store, int]:
         if len(buf) < pos + _STORE_HEADER.size:
             raise SketchError("truncated sketch store header")
         offset, length, code = _STORE_HEADER.unpack_from(buf, pos)
         pos += _STORE_HEADER.size
-        store = cls()
+        store = cls.__new__(cls)
+        store.offset, store.counts = 0, _NO_COUNTS
         if length:
             if code >= len(_DTYPES):
                 raise SketchError(f"unknown count type {code}")
-            dtype = np.dtype(_DTYPES[code])
+            dtype = _DTYPE_OBJECTS[code]
             end = pos + length * dtype.itemsize
             if len(buf) < end:
                 raise SketchError("truncated sketch store")
-            store.counts = np.frombuffer(buf[pos:end], dtype=dtype).astype(np.int64)
+            store.counts = np.frombuffer(buf, dtype, length, pos).astype(np.int64)
             store.offset = offset
             pos = end
         return store, pos
@@ -386,11 +388,12 @@ class DDSketch:
 
     def _load(self, data: bytes) -> None:
         """Become the sketch ``data`` holds (the stored form or the quick one)."""
+        buf: memoryview | bytes
         if data[:1] == b"\0":
             buf = memoryview(data)[1:]
         else:
             try:
-                buf = memoryview(zlib.decompress(data))
+                buf = zlib.decompress(data)
             except zlib.error as exc:
                 raise SketchError(f"corrupt sketch: {exc}") from None
         if len(buf) < _HEADER.size:
