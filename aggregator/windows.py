@@ -127,7 +127,8 @@ _FLAG_COLUMN: Final = {"outcome": "outcome", "http_response_status_code": "statu
                        "task_state": "task_state"}
 _FLAG_VALUE: Final[dict[str, tuple[Any, ...]]] = {
     "outcome": (*OUTCOMES, None), "cache_hit": (False, True, None), "task_state": (*TASK_STATES, None)}
-_FLAG_CODES: Final = {name: len(values) - 1 for name, values in _FLAG_VALUE.items()} | {"http_response_status_code": 0}
+_FLAG_CODES: Final[dict[str, int | None]] = {
+    name: len(values) - 1 for name, values in _FLAG_VALUE.items()} | {"http_response_status_code": None}
 _COMBO_SPAN: Final = 1 << 62  # combined codes stay below this (int64)
 _COMBO_TABLE: Final = 1 << 16  # combined codes below this are numbered by a table, not a sort
 
@@ -189,25 +190,23 @@ def _pick(events: Sequence[Any], idx: npt.NDArray[np.intp] | None) -> Sequence[A
     return events if idx is None else _items(events, idx.tolist())
 
 
-def _combos(parts: list[npt.NDArray[Any]], codes: list[int]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """The distinct rows of the code columns ``parts`` (codes -1 .. ``codes[i]`` - 1 in column ``i``; 0 codes:
+def _combos(parts: list[npt.NDArray[Any]], codes: list[int | None],
+            ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The distinct rows of the code columns ``parts`` (codes -1 .. ``codes[i]`` - 1 in column ``i``; None:
     the codes are few but sparse, a status): each row's combination number, and a row of each combination.
     The codes combine in mixed radix (the combinations so far renumbered densely when the next column would
     overflow int64), then a table of the combined values numbers them (``np.unique`` past ``_COMBO_TABLE``)."""
     key: npt.NDArray[np.int64] | None = None
     span = off = 1  # key + off: the combined codes + 1, below span
-    for part, r in zip(parts, codes, strict=True):
-        if r:
-            r += 1
-        else:  # numbered densely, in code order
-            part = part.astype(np.intp)
-            part += 1
-            used = np.zeros(int(part.max()) + 1, dtype=np.intp)
-            used[part] = 1
-            np.cumsum(used, out=used)
-            part = used[part]
-            part -= 1
-            r = int(used[-1]) + 1
+    for part, size in zip(parts, codes, strict=True):
+        if size is not None:
+            r = size + 1
+        else:  # numbered densely (1 .. the distinct codes), in code order
+            part = np.add(part, 1, dtype=np.intp)
+            used = np.zeros(int(part.max()) + 1, dtype=np.bool_)
+            used[part] = True
+            part = np.cumsum(used)[part]
+            r = int(part.max()) + 2
         if key is None:
             key, span = part.astype(np.int64), r
             continue
@@ -421,8 +420,8 @@ class WindowAccumulator:
         names = _KEY_FIELDS[kind][1:]
         parts = [cols.codes[name][idx] for name in names]
         parts += [getattr(cols, _FLAG_COLUMN[name])[idx] for name in _FLAG_FIELDS[kind]]
-        inv, rep = _combos(parts, [len(cols.tables[TABLE_OF[name]]) for name in names]
-                           + [_FLAG_CODES[name] for name in _FLAG_FIELDS[kind]])
+        sizes: list[int | None] = [len(cols.tables[TABLE_OF[name]]) for name in names]
+        inv, rep = _combos(parts, sizes + [_FLAG_CODES[name] for name in _FLAG_FIELDS[kind]])
         # Each combination's lookup key, as _LOOKUP_KEYS[kind] reads it from an event.
         fields: list[list[Any]] = []
         for name, part in zip((*names, *_FLAG_FIELDS[kind]), parts, strict=True):
