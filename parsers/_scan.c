@@ -150,6 +150,7 @@ static inline int same_bytes(const char *a, const char *b, size_t n) {
 #define KEY_BUCKETS 256
 static int key_head[KEY_BUCKETS];
 static size_t key_len[64];
+static char key_name[64][32]; /* the names again, side by side */
 static int key_next[64];
 
 static inline unsigned key_hash(const unsigned char *s, size_t n) {
@@ -159,13 +160,14 @@ static inline unsigned key_hash(const unsigned char *s, size_t n) {
 static int find_key(const unsigned char *s, size_t n) {
     if (n < 2) return -1;
     for (int k = key_head[key_hash(s, n)]; k >= 0; k = key_next[k]) {
-        if (key_len[k] == n && same_bytes(KEYS[k].name, (const char *)s, n)) return k;
+        if (key_len[k] == n && same_bytes(key_name[k], (const char *)s, n)) return k;
     }
     return -1;
 }
 
 /* kinds, in aggregator.windows.KIND_CODES order, and what each requires (parsers.event.REQUIRED_BY_KIND) */
 static const char *const KINDS[6] = {"request", "db", "cache", "external", "task", "metric"};
+static const size_t KIND_LEN[6] = {7, 2, 5, 8, 4, 6};
 static const char *const REQUIRED_NAMES[6][4] = {
     {"duration_ms", "http.request.method", "http.route", NULL},
     {"duration_ms", "db.system", NULL},
@@ -175,6 +177,41 @@ static const char *const REQUIRED_NAMES[6][4] = {
     {"metric.name", "metric.type", "metric.value", NULL},
 };
 static uint64_t required_mask[6];
+
+/* ---- buffers kept from one call to the next ------------------------------------------------------------
+ * A block's buffers are a few hundred kB: fresh ones would be fresh pages (page faults) on every call.
+ * ``take`` hands out the kept buffer of a slot when it is large enough (else a new one), ``give`` keeps
+ * the larger of the two (up to KEEP_MAX bytes). Taken buffers are the caller's alone: a nested call (from a
+ * finalizer, say) finds the slot empty and allocates its own. */
+#define KEEP_MAX ((size_t)64 << 20)
+enum { B_ARENA, B_SCRATCH, B_ENDS, B_SLOTS, B_ENTRIES = B_SLOTS + N_STR, N_KEPT = B_ENTRIES + N_STR };
+static struct {
+    void *p;
+    size_t size;
+} kept[N_KEPT];
+
+static void *take(int slot, size_t need, size_t *got) {
+    if (kept[slot].p && kept[slot].size >= need) {
+        void *p = kept[slot].p;
+        *got = kept[slot].size;
+        kept[slot].p = NULL;
+        return p;
+    }
+    void *p = PyMem_Malloc(need ? need : 1);
+    *got = p ? need : 0;
+    return p;
+}
+
+static void give(int slot, void *p, size_t size) {
+    if (!p) return;
+    if (size <= KEEP_MAX && (!kept[slot].p || kept[slot].size < size)) {
+        PyMem_Free(kept[slot].p);
+        kept[slot].p = p;
+        kept[slot].size = size;
+    } else {
+        PyMem_Free(p);
+    }
+}
 
 /* ---- a per-table string intern table ------------------------------------------------------------------ */
 typedef struct {
@@ -186,8 +223,11 @@ typedef struct {
 typedef struct {
     uint64_t *slots;   /* open addressing: (hash >> 32) << 32 | (code + 1); 0 is an empty slot */
     size_t cap;        /* power of two */
+    size_t slots_size; /* bytes allocated */
     Entry *entries;    /* by code */
     size_t entries_cap;
+    size_t entries_size;
+    int id;            /* the table's number (for the kept buffers) */
     PyObject *list;    /* the table: str values in order of first appearance */
     Py_ssize_t last;   /* the code of the last value looked up (checked before hashing), or -1 */
 } Interner;
@@ -208,21 +248,23 @@ static inline uint64_t hash_bytes(const char *s, size_t n) {
     return h;
 }
 
-static int interner_init(Interner *t, size_t expect) {
+static int interner_init(Interner *t, int id, size_t expect) {
+    t->id = id;
     t->cap = 64;
     while (t->cap < 2 * expect) t->cap *= 2;
     t->entries_cap = t->cap / 2 + 1; /* codes up to cap / 2: the table grows past half full */
     t->last = -1;
-    t->slots = (uint64_t *)PyMem_Calloc(t->cap, sizeof(uint64_t));
-    t->entries = (Entry *)PyMem_Malloc(t->entries_cap * sizeof(Entry));
+    t->slots = (uint64_t *)take(B_SLOTS + id, t->cap * sizeof(uint64_t), &t->slots_size);
+    t->entries = (Entry *)take(B_ENTRIES + id, t->entries_cap * sizeof(Entry), &t->entries_size);
     t->list = PyList_New(0);
     if (!t->slots || !t->entries || !t->list) return -1;
+    memset(t->slots, 0, t->cap * sizeof(uint64_t));
     return 0;
 }
 
 static void interner_free(Interner *t) {
-    PyMem_Free(t->slots);
-    PyMem_Free(t->entries);
+    give(B_SLOTS + t->id, t->slots, t->slots_size);
+    give(B_ENTRIES + t->id, t->entries, t->entries_size);
     t->slots = NULL;
     t->entries = NULL;
     Py_CLEAR(t->list);
@@ -231,13 +273,18 @@ static void interner_free(Interner *t) {
 static int interner_grow(Interner *t) {
     size_t ncap = t->cap * 2, used = (size_t)PyList_GET_SIZE(t->list);
     uint64_t *ns = (uint64_t *)PyMem_Calloc(ncap, sizeof(uint64_t));
-    Entry *ne = (Entry *)PyMem_Realloc(t->entries, (ncap / 2 + 1) * sizeof(Entry));
-    if (!ns || !ne) {
-        PyMem_Free(ns);
-        if (ne) t->entries = ne;
-        return -1;
+    if (!ns) return -1;
+    if ((ncap / 2 + 1) * sizeof(Entry) > t->entries_size) {
+        size_t size = (ncap / 2 + 1) * sizeof(Entry);
+        Entry *ne = (Entry *)PyMem_Realloc(t->entries, size);
+        if (!ne) {
+            PyMem_Free(ns);
+            return -1;
+        }
+        t->entries = ne;
+        t->entries_size = size;
     }
-    t->entries = ne;
+    Entry *ne = t->entries;
     t->entries_cap = ncap / 2 + 1;
     for (size_t code = 0; code < used; code++) {
         uint64_t h = ne[code].hash;
@@ -247,6 +294,7 @@ static int interner_grow(Interner *t) {
     }
     PyMem_Free(t->slots);
     t->slots = ns;
+    t->slots_size = ncap * sizeof(uint64_t);
     t->cap = ncap;
     return 0;
 }
@@ -734,7 +782,7 @@ typedef struct {
     int16_t status;
     double ts, duration, queue_wait, metric_value;
     Str strs[N_STR];
-    int has_str[N_STR];
+    uint32_t has_str; /* bit f: strs[f] is set */
     PyObject *tags; /* new reference or NULL */
 } Row;
 
@@ -818,7 +866,7 @@ static int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch, 
     row->outcome = row->cache_hit = row->task_state = row->metric_type = -1;
     row->status = -1;
     row->duration = row->queue_wait = row->metric_value = nan;
-    memset(row->has_str, 0, sizeof(row->has_str));
+    row->has_str = 0;
     row->tags = NULL;
     unsigned char *tmp = scratch + (end - p) + 8; /* beyond any decoded string of this line */
 
@@ -830,7 +878,7 @@ static int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch, 
         cp ks = ++p;
         /* the key that followed the previous one last time (writers keep an order): compared in place */
         int k = pred[prev];
-        if (k >= 0 && (size_t)(end - ks) > key_len[k] && same_bytes(KEYS[k].name, (const char *)ks, key_len[k]) &&
+        if (k >= 0 && (size_t)(end - ks) > key_len[k] && same_bytes(key_name[k], (const char *)ks, key_len[k]) &&
             ks[key_len[k]] == '"') {
             p = ks + key_len[k];
         } else {
@@ -872,7 +920,7 @@ static int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch, 
                 case T_KIND:
                     if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
                     for (int i = 0; i < 6; i++) {
-                        if (str_is_n(&s, KINDS[i], strlen(KINDS[i]))) row->kind = (int8_t)i;
+                        if (str_is_n(&s, KINDS[i], KIND_LEN[i])) row->kind = (int8_t)i;
                     }
                     if (row->kind < 0) goto fail;
                     break;
@@ -907,30 +955,32 @@ static int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch, 
                     else if (str_is(&s, "gauge")) row->metric_type = 1;
                     else goto fail;
                     break;
-                case T_STR:
+                case T_STR: {
+                    Str *o = &row->strs[kd->col];
+                    if (*p != '"' || !(p = parse_string(p, limit, o, &scratch))) goto fail;
+                    if (o->len > MAX_STR && code_points(o->ptr, o->len) > MAX_STR) goto fail;
+                    row->has_str |= 1u << kd->col;
+                    break;
+                }
                 case T_STR_V:
                     if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
                     if (s.len > MAX_STR && code_points(s.ptr, s.len) > MAX_STR) goto fail;
-                    if (kd->col >= 0) {
-                        row->strs[kd->col] = s;
-                        row->has_str[kd->col] = 1;
-                    }
                     break;
                 case T_TRACE:
                 case T_SPAN: {
                     Py_ssize_t want = kd->type == T_TRACE ? 32 : 16;
-                    if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
-                    if (s.len < want || s.len > 4 * want) goto fail;
-                    if (s.len != want && code_points(s.ptr, s.len) != want) goto fail;
-                    row->strs[kd->col] = s;
-                    row->has_str[kd->col] = 1;
+                    Str *o = &row->strs[kd->col];
+                    if (*p != '"' || !(p = parse_string(p, limit, o, &scratch))) goto fail;
+                    if (o->len < want || o->len > 4 * want) goto fail;
+                    if (o->len != want && code_points(o->ptr, o->len) != want) goto fail;
+                    row->has_str |= 1u << kd->col;
                     break;
                 }
                 case T_METRIC_NAME:
                     if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
                     if (!metric_name_ok(&s)) goto fail;
                     row->strs[kd->col] = s;
-                    row->has_str[kd->col] = 1;
+                    row->has_str |= 1u << kd->col;
                     break;
                 case T_STATUS:
                     if (!(p = parse_int(p, &iv)) || iv < 100 || iv > 599) goto fail;
@@ -1047,6 +1097,18 @@ typedef struct {
     int32_t *codes[N_STR];
 } Cols;
 
+static int grow_ends(uint32_t **ends, size_t *cap, size_t *size) {
+    uint32_t *ne = (uint32_t *)PyMem_Realloc(*ends, *cap * 2 * sizeof(uint32_t));
+    if (!ne) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *ends = ne;
+    *cap *= 2;
+    *size = *cap * sizeof(uint32_t);
+    return 0;
+}
+
 static PyObject *bytearray_of(const void *p, size_t n) {
     return PyByteArray_FromStringAndSize((const char *)p, (Py_ssize_t)n);
 }
@@ -1066,6 +1128,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     unsigned char *scratch = NULL;
     void *arena = NULL;
     uint32_t *ends = NULL;
+    size_t arena_size = 0, scratch_size = 0, ends_size = 0;
 
     cp data = (cp)buf.buf;
     size_t size = (size_t)buf.len;
@@ -1077,7 +1140,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
 
     /* One pass over the bytes: the newlines' offsets, no NUL, whether any byte is not ASCII. */
     size_t nlines_max = 0, ends_cap = size / 256 + 16, longest = 0;
-    ends = (uint32_t *)PyMem_Malloc(ends_cap * sizeof(uint32_t));
+    ends = (uint32_t *)take(B_ENDS, ends_cap * sizeof(uint32_t), &ends_size);
+    ends_cap = ends_size / sizeof(uint32_t);
     if (!ends) {
         PyErr_NoMemory();
         goto error;
@@ -1093,15 +1157,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             if (_mm_movemask_epi8(_mm_cmpeq_epi8(v, zero))) goto give_up;
             unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, newline));
             if (!m) continue;
-            if (nlines_max + 16 > ends_cap) {
-                ends_cap *= 2;
-                uint32_t *ne = (uint32_t *)PyMem_Realloc(ends, ends_cap * sizeof(uint32_t));
-                if (!ne) {
-                    PyErr_NoMemory();
-                    goto error;
-                }
-                ends = ne;
-            }
+            if (nlines_max + 16 > ends_cap && grow_ends(&ends, &ends_cap, &ends_size) < 0) goto error;
             while (m) {
                 ends[nlines_max++] = (uint32_t)(i + (size_t)__builtin_ctz(m));
                 m &= m - 1;
@@ -1113,15 +1169,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             high |= ch & 0x80;
             if (!ch) goto give_up;
             if (ch != '\n') continue;
-            if (nlines_max + 1 > ends_cap) {
-                ends_cap *= 2;
-                uint32_t *ne = (uint32_t *)PyMem_Realloc(ends, ends_cap * sizeof(uint32_t));
-                if (!ne) {
-                    PyErr_NoMemory();
-                    goto error;
-                }
-                ends = ne;
-            }
+            if (nlines_max + 1 > ends_cap && grow_ends(&ends, &ends_cap, &ends_size) < 0) goto error;
             ends[nlines_max++] = (uint32_t)i;
         }
         if (high && !valid_utf8(data, size)) goto give_up;
@@ -1139,8 +1187,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
 
     c.cap = nlines_max;
     size_t per = 5 * sizeof(int8_t) + sizeof(int16_t) + 4 * sizeof(double) + N_STR * sizeof(int32_t);
-    arena = PyMem_Malloc(c.cap * per + 64);
-    scratch = (unsigned char *)PyMem_Malloc(2 * longest + 64);
+    arena = take(B_ARENA, c.cap * per + 64, &arena_size);
+    scratch = (unsigned char *)take(B_SCRATCH, 2 * longest + 64, &scratch_size);
     if (!arena || !scratch) {
         PyErr_NoMemory();
         goto error;
@@ -1153,6 +1201,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         c.metric_value = (double *)a; a += c.cap * sizeof(double);
         for (int f = 0; f < N_STR; f++) {
             c.codes[f] = (int32_t *)a;
+            memset(a, 0xFF, c.cap * sizeof(int32_t)); /* -1 */
             a += c.cap * sizeof(int32_t);
         }
         c.status = (int16_t *)a; a += c.cap * sizeof(int16_t);
@@ -1165,7 +1214,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     for (ntables = 0; ntables < N_STR; ntables++) {
         /* ids: about one distinct value per line (span ids) or per few lines (trace ids) */
         size_t expect = ntables == S_SPAN_ID ? nlines_max : ntables == S_TRACE_ID ? nlines_max / 4 : 0;
-        if (interner_init(&tables[ntables], expect) < 0) {
+        if (interner_init(&tables[ntables], ntables, expect) < 0) {
             ntables++;
             PyErr_NoMemory();
             goto error;
@@ -1202,14 +1251,13 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         c.queue_wait[i] = row.queue_wait;
         c.metric_type[i] = row.metric_type;
         c.metric_value[i] = row.metric_value;
-        for (int f = 0; f < N_STR; f++) {
-            int32_t code = -1;
-            if (row.has_str[f]) {
-                code = intern(&tables[table_of(f)], row.strs[f].ptr, row.strs[f].len, !row.strs[f].escaped);
-                if (code < -1) {
-                    Py_CLEAR(row.tags);
-                    goto error;
-                }
+        /* the codes are -1 (absent) until set; in field order, so a span id is coded before its parent */
+        for (uint32_t m = row.has_str; m; m &= m - 1) {
+            int f = __builtin_ctz(m);
+            int32_t code = intern(&tables[table_of(f)], row.strs[f].ptr, row.strs[f].len, !row.strs[f].escaped);
+            if (code < 0) {
+                Py_CLEAR(row.tags);
+                goto error;
             }
             c.codes[f][i] = code;
         }
@@ -1265,9 +1313,9 @@ error:
 done:
     Py_XDECREF(tags);
     for (int i = 0; i < ntables; i++) interner_free(&tables[i]);
-    PyMem_Free(arena);
-    PyMem_Free(scratch);
-    PyMem_Free(ends);
+    give(B_ARENA, arena, arena_size);
+    give(B_SCRATCH, scratch, scratch_size);
+    give(B_ENDS, ends, ends_size);
     PyBuffer_Release(&buf);
     return result;
 }
@@ -1285,7 +1333,14 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "parsers._scan",
 PyMODINIT_FUNC PyInit__scan(void) {
     for (int i = 0; i < 256; i++) str_stop[i] = i < 0x20 || i == '"' || i == '\\';
     for (int i = 0; i < KEY_BUCKETS; i++) key_head[i] = -1;
-    for (int k = 0; k < N_KEYS; k++) key_len[k] = strlen(KEYS[k].name);
+    for (int k = 0; k < N_KEYS; k++) {
+        key_len[k] = strlen(KEYS[k].name);
+        if (key_len[k] >= sizeof(key_name[k])) {
+            PyErr_SetString(PyExc_ImportError, "parsers._scan: a key name is too long");
+            return NULL;
+        }
+        memcpy(key_name[k], KEYS[k].name, key_len[k]);
+    }
     for (int k = N_KEYS - 1; k >= 0; k--) {
         const unsigned char *s = (const unsigned char *)KEYS[k].name;
         unsigned h = key_hash(s, strlen(KEYS[k].name));

@@ -155,6 +155,13 @@ VARIANTS: dict[str, bytes] = {
                                        level="info", logger="django.request", n=12345678901234567890123,
                                        f=False, empty_obj={}, empty_list=[], nested=[[[[[[[]]]]]]]),
                             ascii_only=True),
+    "odd numbers in unknown keys": event_line("request", x="y").replace(
+        b'"x":"y"', b'"x":[1e99999999999999999999,' + b"1" * 500 + b",-0.0e-0,0E+0,-0]"),
+    "escaped literals": event_line("task").replace(b'"task"', b'"t\\u0061sk"')
+    .replace(b'"success"', b'"succ\\u0065ss"'),
+    "odd floats": event_line("metric").replace(b'"metric.value":1', b'"metric.value":1e-999999999999'),
+    "many digits": event_line("metric").replace(b'"metric.value":1', b'"metric.value":' + b"1" * 30 + b"e-30"),
+    "del and nul escapes": line_of(event_dict("request", http__route="a\x7fb\x00c"), ascii_only=False),
     "null optionals": event_line("request", outcome=None, trace_id=None, span_id=None, parent_span_id=None,
                                  service__name=None, deployment__environment=None,
                                  http__response__status_code=None, error__type=None),
@@ -205,6 +212,21 @@ def test_timestamps_over_the_years() -> None:
     run(block(event_line("request", timestamp="1969-12-31T23:59:59Z")), now=0.0, accept=False)
 
 
+def test_interning_near_misses() -> None:
+    # values of one length that differ in one byte (first, middle, last), one after another, in every table
+    base = "0123456789abcdef" * 3
+    lines = []
+    for n in (1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48):
+        for pos in sorted({0, n // 2, n - 1}):
+            for ch in "xyx":
+                value = base[:pos] + ch + base[pos + 1 : n]
+                ids = (base[:pos] + ch + base[pos + 1 :])[:32]
+                lines.append(event_line("db", db__query__text=value, db__system=value, service__name=value,
+                                        span_id=ids[:16], parent_span_id=ids[16:32], trace_id=ids))
+    cols = run(block(*lines), accept=True)[2]
+    assert len(cols.tables["db_query_text"]) == len(set(cols.strings("db_query_text")))
+
+
 def test_shuffled_key_orders() -> None:
     rng = random.Random(5)
     lines = []
@@ -225,6 +247,9 @@ def test_variants_with_ordinary_lines() -> None:
 
 def test_nothing_but_ordinary_lines() -> None:
     assert run(block(b'{"a":1}', b'{"b":"x"}'), accept=True)[:2] == (2, 2)
+    # many short lines (the line table grows), then the app's lines again (buffers kept between calls)
+    assert run(b"{}\n" * 100_000 + block(event_line("cache")), accept=True)[:2] == (100_001, 100_000)
+    run(block(event_line("db")), accept=True)
 
 
 # --- given up on: the reference refuses these lines, reads them otherwise, or takes another path ---------
@@ -238,10 +263,24 @@ REFUSED: dict[str, bytes] = {
     "lone surrogate": line_of(event_dict("request", http__route="a"), ascii_only=True)
     .replace(b'"http.route":"a"', b'"http.route":"\\ud800"'),
     "lone low surrogate": event_line("request").replace(b'"GET"', b'"\\udc00GET"'),
+    "lone surrogate skipped": event_line("request", x="y").replace(b'"x":"y"', b'"x":["\\udc00"]'),
+    "lone high surrogate skipped": event_line("request", x="y").replace(b'"x":"y"', b'"x":"\\ud800\\u0041"'),
     "raw control char": event_line("request").replace(b'"GET"', b'"G\tET"'),
+    "raw tab after an escape": event_line("request").replace(b'"GET"', b'"G\\nE\tT"'),
+    "raw tab in skipped string": event_line("request", x="y").replace(b'"x":"y"', b'"x":"\\"\t"'),
     "bad escape": event_line("request").replace(b'"GET"', b'"G\\xET"'),
     "int as float": event_line("request", http__response__status_code=200.0),
     "int too big": event_line("db", db__executemany=10**18),
+    "negative cache keys": event_line("cache", cache__keys=-1),
+    "negative retries": event_line("task", task__retries=-1),
+    "rows below -1": event_line("db", db__response__returned_rows=-2),
+    "executemany float": event_line("db", db__executemany=1.0),
+    "negative queue wait": event_line("task", task__queue_wait_ms=-0.5),
+    "metric value too big": event_line("metric", metric__value=1.8e308),
+    "metric value too small": event_line("metric", metric__value=-1.8e308),
+    "status as string": event_line("request", http__response__status_code="200"),
+    "status below range": event_line("request", http__response__status_code=99),
+    "form feed as whitespace": event_line("request").replace(b',"outcome"', b',\x0c"outcome"'),
     "status out of range": event_line("request", http__response__status_code=600),
     "negative duration": event_line("request", duration_ms=-0.001),
     "duration too long": event_line("request", duration_ms=7 * 24 * 3600 * 1000.0 + 0.01),
@@ -265,6 +304,18 @@ REFUSED: dict[str, bytes] = {
     "timestamp past": event_line("request", timestamp="2025-10-25T10:59:59.999Z"),
     "timestamp bad day": event_line("request", timestamp="2026-02-29T10:15:04.512Z"),
     "timestamp 10 digits": event_line("request", timestamp="2026-11-29T10:15:04.1234567890Z"),
+    "timestamp 61 seconds": event_line("request", timestamp="2026-11-29T10:15:61Z"),
+    "timestamp hour 24": event_line("request", timestamp="2026-11-29T24:15:01Z"),
+    "timestamp minute 60": event_line("request", timestamp="2026-11-29T10:60:01Z"),
+    "timestamp month 13": event_line("request", timestamp="2026-13-29T10:15:01Z"),
+    "timestamp day 0": event_line("request", timestamp="2026-11-00T10:15:01Z"),
+    "timestamp day 31": event_line("request", timestamp="2026-11-31T10:15:01Z"),
+    "timestamp lower z": event_line("request", timestamp="2026-11-29T10:15:01z"),
+    "timestamp lower t": event_line("request", timestamp="2026-11-29t10:15:01Z"),
+    "timestamp no zone": event_line("request", timestamp="2026-11-29T10:15:01.5"),
+    "timestamp empty fraction": event_line("request", timestamp="2026-11-29T10:15:01.Z"),
+    "timestamp unicode digit": event_line("request", timestamp="2026-11-29T10:15:0\u0661Z"),
+    "timestamp not a string": event_line("request", timestamp=1764411304.5),
     "timestamp escaped": event_line("request").replace(b"T10:15", b"\\u005410:15"),
     "timestamp offset": event_line("request", timestamp="2026-11-29T10:15:04.512+00:00"),
     "marker in a value": b'{"message":"apm.schema"}',
@@ -388,6 +439,21 @@ def test_numbers_none_or_equal(field: str, number: str) -> None:
     col = {"duration_ms": "duration_ms", "task.queue_wait_ms": "queue_wait_ms", "metric.value": "metric_value"}
     value = getattr(got[2], col[field])[0]
     assert value == float(number) or (number.lstrip("-").isdigit() and value == int(number))
+
+
+def test_float_reprs() -> None:
+    # shortest reprs have up to 17 significant digits: past the exact fast path, correctly rounded
+    rng = random.Random(11)
+    values = [rng.uniform(0, 6e8) for _ in range(1000)] + [rng.random() for _ in range(1000)]
+    values += [rng.uniform(-1, 1) * 10.0 ** rng.randint(-320, 307) for _ in range(2000)]
+    values += [0.1 + 0.2, 1 / 3, 2.0**53 + 2, 9007199254740993.0, 5e-324, 2.2250738585072014e-308, 1.7e308]
+    lines = [event_line("metric", metric__value=v) for v in values]
+    lines += [event_line("task", duration_ms=abs(v) % 6e8, task__queue_wait_ms=abs(v)) for v in values]
+    for text in ("0.30000000000000004", "9007199254740993", "9007199254740993.0", "1.00000000000000011102230246251565",
+                 "123456789012345678e-10", "0.000000000000000000000000000001", "1e22", "1e23", "-1e-22"):
+        lines.append(event_line("metric", metric__value=0.5).replace(b":0.5", b":" + text.encode()))
+    cols = run(block(*lines), accept=True)[2]
+    assert cols.metric_value[: len(values)].tolist() == values
 
 
 def test_strings_with_many_escapes() -> None:
