@@ -122,7 +122,7 @@ _WARM_UP: Final = 512  # events a fresh accumulator takes first, on their own (s
 _RADIX_KEYS: Final = 1 << 16  # segment keys below this sort as uint16 (numpy's stable sort is a radix sort)
 _EXACT_FLOAT: Final = float(1 << 52)  # |ts| / width below this: floor(ts / width) can be checked exactly
 # From columns (``parsers.columns``): the column of each flag field, and the attribute's value of each code
-# (code -1, absent, reads the last entry: None). The status is the code itself (see ``_flag_values``).
+# (code -1, absent, reads the last entry: None; the status is its own code, -1 None: see ``_add_kind_columns``).
 _FLAG_COLUMN: Final = {"outcome": "outcome", "http_response_status_code": "status", "cache_hit": "cache_hit",
                        "task_state": "task_state"}
 _FLAG_VALUE: Final[dict[str, tuple[Any, ...]]] = {
