@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from aggregator.dead_letters import DeadLetters
 from aggregator.model import SeriesKey, StageResult, WindowAggregate, make_tags
 from aggregator.progress import MIN_BYTES, Progress
 from aggregator.run import RunReport
-from aggregator.sketch import sketch_of
+from aggregator.sketch import DDSketch, sketch_of
 from aggregator.store import Store
 from aggregator.summary import slowest_routes, summary_lines
 from parsers.deadletter import read_dead_letters
@@ -99,9 +100,10 @@ def test_summary_lines() -> None:
     report = RunReport(started_at=0.0, finished_at=1.5, files=2, lines=1234, events=1200,
                        by_kind={"request": 700, "db": 500}, skipped=30, invalid={"bad_json": 3, "bad_duration": 1},
                        late=7, windows_updated=40, window_starts=5, dead_letter_path="/x/dead.jsonl",
-                       routes={"GET fast/": route("fast/", 10), "GET slow/": route("slow/", 900)},
                        stages=[StageResult("delivery", ["datadog: 40 points"]),
                                StageResult("alerting", ["failed: boom"], ok=False)])
+    for label, agg in {"GET fast/": route("fast/", 10), "GET slow/": route("slow/", 900)}.items():
+        report.add_route_window(label, agg)
     text = "\n".join(summary_lines(report))
     for needle in ("1,234 lines", "request 700", "db 500", "skipped (not timing events): 30",
                    "invalid: 4 (bad_json 3, bad_duration 1)", "late", "7", "windows updated: 40",
@@ -109,3 +111,40 @@ def test_summary_lines() -> None:
         assert needle in text, needle
     assert [r[0] for r in slowest_routes(report.routes)] == ["GET slow/", "GET fast/"]
     assert text.index("GET slow/") < text.index("GET fast/")
+
+
+@pytest.mark.parametrize("held", [1, 3, 20_000])
+def test_routes_merge_the_request_windows_in_order(monkeypatch: pytest.MonkeyPatch, held: int) -> None:
+    """``RunReport.routes``, merged when read (or every ``held`` windows), is what merging each request window
+    into its route as it came gives: the first one's series and window, its counters left out, the rest
+    merged in order (sums to the bit; sketches to the byte)."""
+    import aggregator.run as run_module
+    from aggregator.catalog import merge_into
+
+    monkeypatch.setattr(run_module, "ROUTE_WINDOWS_HELD", held)
+    rng = np.random.default_rng(3)
+    windows = [(f"GET {r}", WindowAggregate(SeriesKey("request", make_tags(route=r, method="GET")), 60 * i, 60,
+                                            int(n), int(n) // 7, float(v.sum()), float(v.min()), float(v.max()),
+                                            {"satisfied": float(n) / 3, "tolerating": 0.1 * i}, sketch_of(v)))
+               for i in range(12) for r in ("a/", "b/", "c/")
+               for n in [rng.integers(1, 200)] for v in [rng.lognormal(3, 1.2, int(n)) * (0.5 + i % 3)]]
+    want: dict[str, WindowAggregate] = {}
+    for label, agg in windows:
+        cur = want.get(label)
+        if cur is None:
+            assert isinstance(agg.sketch, DDSketch)
+            want[label] = WindowAggregate(agg.series, agg.start, agg.width, agg.count, agg.errors, agg.total,
+                                          agg.min, agg.max, {}, agg.sketch.copy())
+        else:
+            merge_into(cur, agg)
+    report = RunReport(started_at=0.0)
+    for i, (label, agg) in enumerate(windows):  # some as a worker sends them (sketches not decoded yet)
+        report.add_route_window(label, pickle.loads(pickle.dumps(agg)) if i % 2 else agg)
+    got = report.routes
+    assert list(got) == list(want)
+    for label, w in want.items():
+        g = got[label]
+        assert (g.series, g.start, g.width, g.count, g.errors, repr(g.total), g.min, g.max, repr(g.counters)) == (
+            w.series, w.start, w.width, w.count, w.errors, repr(w.total), w.min, w.max, repr(w.counters))
+        assert g.sketch is not None and w.sketch is not None and g.sketch.to_bytes() == w.sketch.to_bytes()
+    assert report.routes is got and list(report.routes) == list(want)
