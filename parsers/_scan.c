@@ -150,7 +150,9 @@ static inline int same_bytes(const char *a, const char *b, size_t n) {
 #define KEY_BUCKETS 256
 static int key_head[KEY_BUCKETS];
 static size_t key_len[64];
-static char key_name[64][32]; /* the names again, side by side */
+static char key_name[64][32] __attribute__((aligned(16))); /* the names again, side by side, each with
+                                                            * its closing quote */
+static uint32_t key_need[64]; /* the bits of the name and its quote, for the 32-byte comparison */
 static int key_next[64];
 
 static inline unsigned key_hash(const unsigned char *s, size_t n) {
@@ -163,6 +165,23 @@ static int find_key(const unsigned char *s, size_t n) {
         if (key_len[k] == n && same_bytes(key_name[k], (const char *)s, n)) return k;
     }
     return -1;
+}
+
+/* Whether the key at ks (after its opening quote) is KEYS[k]: its name and closing quote, compared in place. */
+static inline int predicted_key(int k, const unsigned char *ks, const unsigned char *end,
+                                const unsigned char *limit) {
+#if defined(__SSE2__)
+    if (limit - ks >= 32) {
+        __m128i a0 = _mm_loadu_si128((const __m128i *)ks), a1 = _mm_loadu_si128((const __m128i *)(ks + 16));
+        __m128i b0 = _mm_load_si128((const __m128i *)key_name[k]);
+        __m128i b1 = _mm_load_si128((const __m128i *)(key_name[k] + 16));
+        uint32_t eq = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(a0, b0)) |
+                      ((uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(a1, b1)) << 16);
+        return (eq & key_need[k]) == key_need[k];
+    }
+#endif
+    (void)limit;
+    return (size_t)(end - ks) > key_len[k] && same_bytes(key_name[k], (const char *)ks, key_len[k] + 1);
 }
 
 /* kinds, in aggregator.windows.KIND_CODES order, and what each requires (parsers.event.REQUIRED_BY_KIND) */
@@ -878,8 +897,7 @@ static int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch, 
         cp ks = ++p;
         /* the key that followed the previous one last time (writers keep an order): compared in place */
         int k = pred[prev];
-        if (k >= 0 && (size_t)(end - ks) > key_len[k] && same_bytes(key_name[k], (const char *)ks, key_len[k]) &&
-            ks[key_len[k]] == '"') {
+        if (k >= 0 && predicted_key(k, ks, end, limit)) {
             p = ks + key_len[k];
         } else {
             p = scan_plain(p, limit);
@@ -1335,11 +1353,13 @@ PyMODINIT_FUNC PyInit__scan(void) {
     for (int i = 0; i < KEY_BUCKETS; i++) key_head[i] = -1;
     for (int k = 0; k < N_KEYS; k++) {
         key_len[k] = strlen(KEYS[k].name);
-        if (key_len[k] >= sizeof(key_name[k])) {
+        if (key_len[k] + 1 >= sizeof(key_name[k])) {
             PyErr_SetString(PyExc_ImportError, "parsers._scan: a key name is too long");
             return NULL;
         }
         memcpy(key_name[k], KEYS[k].name, key_len[k]);
+        key_name[k][key_len[k]] = '"';
+        key_need[k] = (uint32_t)((1ull << (key_len[k] + 1)) - 1);
     }
     for (int k = N_KEYS - 1; k >= 0; k--) {
         const unsigned char *s = (const unsigned char *)KEYS[k].name;

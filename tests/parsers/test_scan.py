@@ -469,6 +469,18 @@ def test_strings_with_many_escapes() -> None:
 
 
 @FAST
+@given(st.binary(max_size=40).filter(lambda b: not set(b) & set(b"\n\0\\") and b"apm.schema" not in b))
+def test_utf8_as_python_reads_it(raw: bytes) -> None:
+    try:
+        raw.decode("utf-8")
+        valid = True
+    except UnicodeDecodeError:
+        valid = False
+    got = run(block(event_line("request"), b'{"a":"' + raw + b'"}'))
+    assert (got is not None) == valid
+
+
+@FAST
 @given(st.binary(max_size=300))
 def test_never_raises(data: bytes) -> None:
     scan.scan(data, 0.0, 1e10, 1000)
