@@ -216,7 +216,7 @@ class DDSketch:
     def _changing(self) -> None:
         """About to change: a sketch still in its stored form is decoded first, then forgets that form."""
         if self._blob is not None:
-            self._load(self._blob)
+            self.pos  # noqa: B018 - decoded now if it was not yet (``__getattr__``)
             self._blob = None
 
     def add(self, value: float) -> None:
