@@ -990,7 +990,9 @@ static int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch, 
                     Str *o = &row->strs[kd->col];
                     if (*p != '"' || !(p = parse_string(p, limit, o, &scratch))) goto fail;
                     if (o->len < want || o->len > 4 * want) goto fail;
-                    if (o->len != want && code_points(o->ptr, o->len) != want) goto fail;
+                    /* want code points: want bytes all ASCII, or more bytes counted */
+                    if (o->len == want ? !is_ascii(o->ptr, o->len) : code_points(o->ptr, o->len) != want)
+                        goto fail;
                     row->has_str |= 1u << kd->col;
                     break;
                 }

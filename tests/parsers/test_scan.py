@@ -146,6 +146,7 @@ VARIANTS: dict[str, bytes] = {
     "surrogate pair": line_of(event_dict("request", http__route="api/\U0001f600/"), ascii_only=True),
     "escaped nul": line_of(event_dict("db", db__query__text="a\u0000b"), ascii_only=True),
     "raw utf-8": event_line("request", http__route="api/caf\u00e9/\u65e5\u672c/\U0001f600"),
+    "non-ascii ids": event_line("request", span_id="0" * 14 + "\u00e9\u00e9", trace_id="\U0001f600" * 32),
     "raw utf-8 everywhere": event_line("cache", cache__name="k\u00e9sz", service__name="\u00fc" * 4096),
     "whitespace": line_of(event_dict("task"), spaced=True),
     "tabs and returns": b"{ \t" + json.dumps(event_dict("external"), separators=(" ,\t", "\r:\t ")).encode()[1:-1]
@@ -293,6 +294,8 @@ REFUSED: dict[str, bytes] = {
     "null required": event_line("db", db__system=None),
     "bad trace id": event_line("request", trace_id="abc"),
     "bad span id": event_line("request", span_id="0" * 17),
+    "span id of 16 bytes, 15 characters": event_line("request", span_id="0" * 14 + "\u00e9"),
+    "trace id of 32 bytes, 31 characters": event_line("request", trace_id="0" * 30 + "\u00e9"),
     "string too long": event_line("db", db__query__text="x" * 4097),
     "bad metric name": event_line("metric", metric__name="9lives"),
     "metric name newline": event_line("metric", metric__name="abc\n"),
@@ -423,6 +426,61 @@ def test_mutations_none_or_equal(line: bytes, with_neighbours: bool) -> None:
         run(block(event_line("request"), line, b'{"level":"info"}', event_line("metric")))
     else:
         run(block(line))
+
+
+JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False),
+                     st.text(max_size=8))
+ANY_JSON = st.recursive(JSON_LEAF, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                        max_leaves=8)
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20)
+FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "duration_ms": st.one_of(st.floats(-1, 7e8), st.integers(-5, 10**12), st.sampled_from([0, 0.0, -0.0])),
+    "outcome": st.sampled_from(["success", "failure", "Success", ""]),
+    "trace_id": st.text("0123456789abcdef\u00e9", min_size=31, max_size=33),
+    "span_id": st.text("0123456789abcdef\u00e9", min_size=15, max_size=17),
+    "parent_span_id": st.text("0123456789abcdef", min_size=15, max_size=17),
+    "http.response.status_code": st.integers(90, 610),
+    "db.response.returned_rows": st.integers(-3, 3),
+    "db.executemany": st.integers(-(2**63), 2**63),
+    "cache.hit": st.sampled_from([True, False, 0, 1, "true"]),
+    "cache.keys": st.integers(-2, 2),
+    "task.state": st.sampled_from(["success", "failure", "retry", "retried"]),
+    "task.queue_wait_ms": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-2, 2)),
+    "task.retries": st.integers(-2, 2),
+    "metric.name": st.from_regex(r"\A[A-Za-z0-9_.]{0,6}\Z", fullmatch=True),
+    "metric.type": st.sampled_from(["count", "gauge", "histogram"]),
+    "metric.value": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**64), 2**64)),
+    "metric.tags": st.one_of(st.dictionaries(TEXT, TEXT, max_size=3), st.dictionaries(TEXT, ANY_JSON, max_size=2)),
+}
+
+
+@st.composite
+def structured_line(draw: st.DrawFn) -> bytes:
+    """An event line from typed pools (edges and wrong types included), optionals and required fields
+    dropped or nulled at random, unknown keys with any JSON, in any order and spacing."""
+    kind = draw(st.sampled_from(list(BY_KIND)))
+    ev = event_dict(kind)
+    for name in draw(st.lists(st.sampled_from(sorted(FIELD_VALUES)), max_size=4)):
+        ev[name] = draw(FIELD_VALUES[name])
+    for name in draw(st.lists(st.sampled_from(sorted(ev)), max_size=2)):
+        if draw(st.booleans()):
+            ev[name] = None
+        else:
+            ev.pop(name, None)
+    for name in draw(st.lists(st.sampled_from(["x", "level", "msg", "a.b", ""]), max_size=2)):
+        ev[name] = draw(ANY_JSON)
+    for name in draw(st.lists(st.sampled_from(sorted(JSON_NAMES.values())), max_size=3)):
+        ev.setdefault(name, draw(TEXT))
+    items = list(ev.items())
+    random.Random(draw(st.integers(0, 1000))).shuffle(items)
+    sep = draw(st.sampled_from([(",", ":"), (", ", ": "), (" ,\t", "\r:")]))
+    return json.dumps(dict(items), separators=sep, ensure_ascii=draw(st.booleans())).encode()
+
+
+@FAST
+@given(st.lists(structured_line(), min_size=1, max_size=4))
+def test_structured_none_or_equal(lines: list[bytes]) -> None:
+    run(block(*lines))
 
 
 @FAST
