@@ -86,7 +86,7 @@ def _events_handler() -> Any:
     return logging.getLogger("logging_apm.events").handlers[0]
 
 
-def bench_event(fmt: str | None, n: int, runs: int, workdir: Path) -> float:
+def bench_event(fmt: Any, n: int, runs: int, workdir: Path) -> float:
     """Median CPU microseconds per emitted event with format ``fmt`` (None: emitter disabled)."""
     from logging_apm import emit, tracing
     from logging_apm.logging_config import build_logging
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
 
     baseline: dict[str, float] = json.loads(args.baseline.read_text().strip().splitlines()[-1]) \
         if args.baseline else {}
-    rows = [(f"event, {fmt} formatter (CPU us, all threads)", f"event_{fmt}_us", TARGET_EVENT_US)
+    rows: list[tuple[str, str, float | None]] = [(f"event, {fmt} formatter (CPU us, all threads)", f"event_{fmt}_us", TARGET_EVENT_US)
             for fmt in FORMATS]
     rows += [("event, emitter disabled (CPU us)", "event_disabled_us", None),
              ("SQL obfuscate+fingerprint, new text (CPU us)", "sql_uncached_us", None),

@@ -20,6 +20,7 @@ With ``APM_ENABLED=false`` (or before ``configure``), ``emit`` returns after one
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -44,16 +45,17 @@ class _Clock:
         self._cache: tuple[int, str] = (-1, "")
 
     def format(self, epoch: float) -> str:
-        second = int(epoch)
+        second = _trunc(epoch)  # int(epoch); math.trunc is the same function for numbers, at a third the cost
         cache = self._cache  # one read: (second, prefix) always belong together, whatever other threads do
         if cache[0] != second:
             cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
             self._cache = cache
-        millis = int((epoch - second) * 1000)
+        millis = _trunc((epoch - second) * 1000)
         # A table of the 1000 suffixes: half the cost of formatting one (a negative epoch keeps the f-string).
         return cache[1] + (_MILLIS[millis] if millis >= 0 else f".{millis:03d}Z")
 
 
+_trunc = math.trunc
 _MILLIS: Final = tuple(f".{millis:03d}Z" for millis in range(1000))
 
 
@@ -172,7 +174,10 @@ class Emitter:
         (``error`` not None), ``error.type``. The caller has checked ``enabled``.
         """
         logger = self._logger
-        if not logger.isEnabledFor(INFO):
+        # logger.isEnabledFor(INFO), without its call when its cache has the answer (a dict Logger keeps per
+        # level, emptied by setLevel, logging.disable and dictConfig): most of the cost of the check.
+        if logger.disabled or not (logger._cache.get(INFO)  # type: ignore[attr-defined]
+                                   or logger.isEnabledFor(INFO)):
             return
         handlers = logger.handlers
         if len(handlers) == 1 and not logger.propagate and not logger.filters:
@@ -201,8 +206,9 @@ def build_pending(pending: PendingEvent) -> Event:
     if duration_ms is None:
         del event["duration_ms"]
     else:
-        # Microsecond resolution; int() is about three times cheaper than round(x, 3).
-        event["duration_ms"] = int(duration_ms * 1000.0 + 0.5) / 1000.0 if duration_ms >= 0 else 0.0
+        # Microsecond resolution; int() is about three times cheaper than round(x, 3), and math.trunc (int() of
+        # a float: the same value, or the same error for nan and inf) three times cheaper than int().
+        event["duration_ms"] = _trunc(duration_ms * 1000.0 + 0.5) / 1000.0 if duration_ms >= 0 else 0.0
     event["outcome"] = outcome
     if ids is not None:
         event["trace_id"] = ids[0]

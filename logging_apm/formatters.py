@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from logging_apm.emit import _MILLIS, _trunc
 from logging_apm.schema import KIND_FIELD, SCHEMA_FIELD
 
 __all__ = ["EventJsonFormatter", "OrjsonFormatter", "event_of", "structlog_event", "structlog_formatter"]
@@ -101,12 +102,20 @@ class OrjsonFormatter(logging.Formatter):
             if len(_request_tails) < 10_000:
                 _request_tails[method, route, status] = tail
         # The duration as emit writes it (int(ms * 1000 + 0.5) / 1000, 0 when negative) and as repr()/orjson
-        # print that float below 1e12 ms: integer part, then the shortest 3-decimal fraction.
-        micros = int(duration_ms * 1000.0 + 0.5) if duration_ms >= 0 else 0
+        # print that float below 1e12 ms: integer part, then the shortest 3-decimal fraction. math.trunc is
+        # int() for a float, at a third of its cost.
+        micros = _trunc(duration_ms * 1000.0 + 0.5) if duration_ms >= 0 else 0
         parent = span[2]
+        # The timestamp: emitter._clock.format(end_time), inlined for the usual case (a second already
+        # formatted, a positive time).
+        second = _trunc(end_time)
+        cached = emitter._clock._cache
+        millis = _trunc((end_time - second) * 1000)
+        stamp = cached[1] + _MILLIS[millis] if cached[0] == second and millis >= 0 \
+            else emitter._clock.format(end_time)
         # One f-string (str.format with a template cost five times as much): 12.4k instructions a line against
         # 19.4k for the dict and orjson (callgrind, 50k lines).
-        return (f'{{"timestamp":"{emitter._clock.format(end_time)}",{template[0]}"duration_ms":'
+        return (f'{{"timestamp":"{stamp}",{template[0]}"duration_ms":'
                 f'{micros // 1000}{_FRACTIONS[micros % 1000]},"outcome":"'
                 f'{"success" if error is None else "failure"}"{template[1]},"trace_id":"{span[0]}",'
                 f'"span_id":"{span[1]}"{"" if parent is None else _parent_member(parent)}{tail}'

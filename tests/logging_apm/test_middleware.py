@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from django.test import AsyncClient, Client
@@ -137,12 +138,200 @@ def test_failure_inside_instrumentation_never_breaks_the_request(monkeypatch: py
     """If building the event raises, the request still succeeds and the failure is counted."""
     import logging_apm.middleware as mw
 
-    def broken(*args: object, **kwargs: object) -> None:
-        raise KeyError("bug in logging_apm")
+    class Broken:  # the method check raises: the sync path inlines route_of, so the bug is put there
+        def __contains__(self, item: object) -> bool:
+            raise KeyError("bug in logging_apm")
 
     before = errors.failures["middleware.finish"]
     with capture_events():
-        monkeypatch.setattr(mw, "route_of", broken)
+        monkeypatch.setattr(mw, "KNOWN_METHODS", Broken())
         response = Client().get("/ping/")
     assert response.status_code == 200
     assert errors.failures["middleware.finish"] == before + 1
+
+
+class _Request:
+    """A request as the middleware sees it: META, method, resolver_match (absent when ``match`` is ...)."""
+
+    def __init__(self, method: str, header: str | None, match: object = ...) -> None:
+        self.META = {"HTTP_TRACEPARENT": header} if header is not None else {}
+        self.method = method
+        if match is not ...:
+            self.resolver_match = match
+
+
+class _BareResponse:
+    """A response class without Django's header store: the header goes through __setitem__."""
+
+    def __init__(self, status: int) -> None:
+        self.status_code = status
+        self.set: dict[str, str] = {}
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self.set[name] = value
+
+
+def _middleware_cases() -> list[tuple[str, str | None, object, object]]:
+    from types import SimpleNamespace
+
+    from django.http import HttpResponse
+
+    def response(status: int) -> object:
+        return HttpResponse(b"x", status=status)
+
+    matches: list[object] = [..., None, SimpleNamespace(route=""), SimpleNamespace(route="api/<int:id>/"),
+                             SimpleNamespace(route=_LazyRoute())]
+    cases: list[tuple[str, str | None, object, object]] = []
+    for header in (None, "", INCOMING, INCOMING.replace("-01", "-00"), "00-zzzz-not-valid", f"  {INCOMING} "):
+        for method in ("GET", "BREW"):
+            for match in matches:
+                for outcome in (lambda: response(200), lambda: response(404), lambda: response(503),
+                                lambda: _BareResponse(200), "raise", "process_exception"):
+                    cases.append((method, header, match, outcome))
+    return cases
+
+
+class _LazyRoute:
+    """A route that is not a str (a lazily translated pattern): written as its str()."""
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        return "lazy/route/"
+
+
+def _run_case(async_path: bool, method: str, header: str | None, match: object, outcome: object,
+              recorded: list[tuple[Any, ...]]) -> tuple[object, ...]:
+    """One request through APMMiddleware's sync or async path: what it emitted, returned and left current."""
+    from django.http import HttpResponse
+
+    from logging_apm.middleware import APMMiddleware
+
+    request = _Request(method, header, match)
+    seen: list[object] = []
+
+    def view(req: object) -> object:
+        seen.append(tracing.current())
+        if outcome == "raise":
+            raise ValueError("escapes")
+        if outcome == "process_exception":
+            mw.process_exception(req, KeyError("answered"))
+            return HttpResponse(b"x", status=500)
+        return outcome()  # type: ignore[operator]
+
+    async def async_view(req: object) -> object:
+        return view(req)
+
+    mw = APMMiddleware(async_view if async_path else view)
+    before = tracing.current()
+    recorded.clear()
+    try:
+        response = asyncio.run(mw(request)) if async_path else mw(request)
+    except ValueError:
+        response = None
+    assert tracing.current() is before  # the request's span is reset either way
+    [(duration, ev_method, route, status, error, span, end)] = recorded
+    assert duration >= 0 and end > 0 and seen == [span]
+    incoming = tracing.parse_traceparent(header)
+    assert span.parent_span_id == (incoming.span_id if incoming else None)
+    assert span.trace_id == incoming.trace_id if incoming else len(span.trace_id) == 32
+    if response is None:
+        sent = None
+    elif isinstance(response, _BareResponse):
+        sent = response.set
+    else:
+        sent = {k: v for k, v in response.items() if k == "traceparent"}
+    if sent is not None:
+        assert sent == {"traceparent": tracing.format_traceparent(span)}
+    return (ev_method, route, status, error, span.sampled, response is None, type(response).__name__)
+
+
+def test_sync_and_async_paths_give_the_same_event_and_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sync __call__ is written out in one frame (begin, finish and route inlined); the async path calls the
+    helpers. Over every kind of request (traceparent valid, unsampled, padded, invalid, absent; method known
+    or not; resolver_match absent, None, empty, a str, a lazy object; 2xx, 4xx, 5xx, a view exception answered
+    with a 500 or escaping; a response without Django's header store) both give the same request event, the
+    same response header, the same current span in the view and none after."""
+    import logging_apm.emit as emit
+    from logging_apm.conf import AppSettings
+
+    recorded: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(emit, "_emitter", emit.Emitter(AppSettings(enabled=True, service_name="t")))
+    monkeypatch.setattr(emit.Emitter, "emit_request", lambda self, *values: recorded.append(values))
+    results = []
+    for case in _middleware_cases():
+        method, header, match, outcome = case
+        sync = _run_case(False, method, header, match, outcome, recorded)
+        assert sync == _run_case(True, method, header, match, outcome, recorded), case
+        results.append(sync)
+    # The cases do reach every branch: both methods, every route kind, each outcome.
+    assert {r[0] for r in results} == {"GET", "_OTHER"}
+    assert {r[1] for r in results} == {"<unmatched>", "api/<int:id>/", "lazy/route/"}
+    assert {r[3] for r in results} == {None, "503", "KeyError", "ValueError"}
+    assert {r[4] for r in results} == {True, False}
+
+
+def test_a_failing_finish_is_counted_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug while building the event (here: the method check) never reaches the view's caller, on the sync
+    path (inlined) and the async path (the helper) alike; each failure is counted."""
+    import logging_apm.middleware as mw
+    from logging_apm.middleware import APMMiddleware
+
+    class Broken:
+        def __contains__(self, item: object) -> bool:
+            raise KeyError("bug in logging_apm")
+
+    from django.http import HttpResponse
+
+    async def async_view(req: object) -> object:
+        return HttpResponse(b"x")
+
+    monkeypatch.setattr(mw, "KNOWN_METHODS", Broken())
+    before = errors.failures["middleware.finish"]
+    with capture_events():
+        assert APMMiddleware(lambda req: HttpResponse(b"x"))(_Request("GET", None)).status_code == 200
+        assert asyncio.run(APMMiddleware(async_view)(_Request("GET", None))).status_code == 200
+    assert errors.failures["middleware.finish"] == before + 2
+
+
+def test_emit_request_follows_the_loggers_level_and_switches() -> None:
+    """Emitter.emit_request reads Logger.isEnabledFor's cache instead of calling it: a level above INFO,
+    a disabled logger and logging.disable() still stop the event, and lifting them lets it through."""
+    import logging
+
+    from logging_apm import emit
+    from logging_apm.conf import AppSettings
+
+    queued: list[tuple[object, ...]] = []
+
+    class Sink(logging.Handler):
+        def enqueue_event(self, event: tuple[object, ...]) -> bool:
+            queued.append(event)
+            return True
+
+    logger = logging.getLogger("logging_apm.tests.emit_request")
+    logger.propagate = False
+    logger.addHandler(Sink())
+    emitter = emit.Emitter(AppSettings(enabled=True, service_name="t"), logger)
+    span = tracing.new_root()
+
+    def sent() -> int:
+        queued.clear()
+        emitter.emit_request(1.0, "GET", "r/", 200, None, span, 1.0)
+        return len(queued)
+
+    logger.setLevel(logging.INFO)
+    assert sent() == 1 and sent() == 1  # the second one from the cache
+    logger.setLevel(logging.WARNING)
+    assert sent() == 0
+    logger.setLevel(logging.INFO)
+    logger.disabled = True
+    assert sent() == 0
+    logger.disabled = False
+    logging.disable(logging.INFO)
+    try:
+        assert sent() == 0
+    finally:
+        logging.disable(logging.NOTSET)
+    assert sent() == 1

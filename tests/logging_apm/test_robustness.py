@@ -49,12 +49,19 @@ def test_cache_hook_failure_keeps_the_call_working(monkeypatch: pytest.MonkeyPat
     assert errors.failures["cache.record"] >= before + 2
 
 
+class _BoomSet:
+    """A set whose membership test raises (the middleware's method check: a bug while building the event)."""
+
+    def __contains__(self, item: object) -> bool:
+        raise RuntimeError("boom")
+
+
 def test_failure_is_logged_once_then_counted(caplog: pytest.LogCaptureFixture,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A failing place logs its traceback the first time only; later failures are counted silently."""
     import logging_apm.middleware as mw
 
-    monkeypatch.setattr(mw, "route_of", _boom)
+    monkeypatch.setattr(mw, "KNOWN_METHODS", _BoomSet())
     monkeypatch.delitem(errors.failures, "middleware.finish", raising=False)
     with caplog.at_level(logging.ERROR, logger="logging_apm.internal"):
         for _ in range(3):

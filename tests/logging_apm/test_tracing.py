@@ -75,12 +75,11 @@ def test_new_roots_are_valid_distinct_and_never_all_zero(monkeypatch: pytest.Mon
     assert all(tracing.parse_traceparent(r.traceparent) == r and r.parent_span_id is None for r in roots)
     assert len({r.trace_id for r in roots}) == len({r.span_id for r in roots}) == 1000
 
-    def draws(bits: int) -> int:  # trace ids: zero, ff.., ff.., ff..; span ids: ..01, zero, zero, ..01
-        if bits == 128 * 4:
-            return (1 << 384) - 1
-        return (1 << 192) | 1
+    def draws(size: int) -> bytes:  # trace ids: zero, ff.., ff.., ff..; span ids: ..01, zero, zero, ..01
+        assert size == 24 * 4
+        return bytes(16) + b"\xff" * 48 + bytes(7) + b"\x01" + bytes(16) + bytes(7) + b"\x01"
 
-    monkeypatch.setattr(tracing, "_getrandbits", draws)
+    monkeypatch.setattr(tracing, "_urandom", draws)
     kept = tracing._draw_roots(4)
     assert [(r.trace_id, r.span_id) for r in kept] == [("f" * 32, "0" * 15 + "1")]
 
