@@ -167,13 +167,20 @@ class _Rests:
         return self._groups
 
     def fingerprints(self, i: int, *, shared: bool = False) -> Fingerprints:
-        """Rest ``i``'s fingerprints, as ``PackedTrace.fingerprints`` gives them (``shared``: the entries
-        themselves, for a reader that does not keep or change them)."""
+        """Rest ``i``'s fingerprints, as ``PackedTrace.fingerprints`` gives them. ``shared``: from ``groups``,
+        made once for every rest of the batch (the open traces written at the end), the entries themselves,
+        for a reader that neither keeps nor changes them; else read from the columns alone (a merge: rare)."""
         lo, hi = self.bounds[i], self.bounds[i + 1]
         if lo == hi:
             return {}
-        keys, entries = self._groups or self.groups()
-        return dict(zip(keys[lo:hi], entries[lo:hi] if shared else map(list, entries[lo:hi]), strict=True))
+        if shared:
+            keys, entries = self._groups or self.groups()
+            return dict(zip(keys[lo:hi], entries[lo:hi], strict=True))
+        offsets, text, codes = self.fp_key_offsets, self.fp_keys, self.fp_key[lo:hi]
+        texts, tables = self.fp_texts, self.fp_tables
+        return {text[a:z]: [n, ms, texts[x], tables[y]] for a, z, n, ms, x, y in zip(
+            offsets[codes].tolist(), offsets[codes + 1].tolist(), self.fp_n[lo:hi].tolist(),
+            self.fp_ms[lo:hi].tolist(), self.fp_text[lo:hi].tolist(), self.fp_table[lo:hi].tolist(), strict=True)}
 
     def part(self, i: int, trace_id: str) -> TracePart:
         return TracePart(trace_id, PIECE, self.newest[i], self.events[i], self.queries[i], self.db_ms[i],
