@@ -181,8 +181,17 @@ class Emitter:
             return
         handlers = logger.handlers
         if len(handlers) == 1 and not logger.propagate and not logger.filters:
+            handler: Any = handlers[0]
+            # BackgroundHandler.enqueue_event, inlined for the state it is nearly always in (no filters, level
+            # INFO or below, listener started, queue open and not full): a call less per request. Any other
+            # state, or a subclass, takes the call, which starts the listener or counts a drop.
+            if type(handler) is _background and not handler.filters and handler.level <= INFO \
+                    and handler._thread is not None and not handler._closed \
+                    and handler._queue.qsize() < handler.max_queue:
+                handler._queue.put((REQUEST, self, duration_ms, method, route, status, error, span, now))
+                return
             try:
-                enqueue = handlers[0].enqueue_event  # type: ignore[attr-defined]
+                enqueue = handler.enqueue_event  # type: ignore[attr-defined]
             except AttributeError:  # another handler than BackgroundHandler: the record path below
                 pass
             else:
@@ -190,6 +199,10 @@ class Emitter:
                     return
         event = build_request((REQUEST, self, duration_ms, method, route, status, error, span, now))
         logger.handle(event_record(event, logger.name, now))
+
+
+# logging_apm.handlers.BackgroundHandler, set when that module is imported (it imports this one).
+_background: Any = None
 
 
 PendingEvent = tuple[Emitter, str, "float | None", str, Mapping[str, Any], SpanIds, float]

@@ -30,6 +30,7 @@ import weakref
 from collections import Counter
 from typing import IO, Any, Final
 
+from logging_apm import emit as _emit
 from logging_apm.emit import EVENT_LOGGER, REQUEST, build_pending, build_request, event_record
 
 __all__ = ["BackgroundHandler"]
@@ -333,3 +334,4 @@ def _close_all() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_close_all)
+_emit._background = BackgroundHandler  # Emitter.emit_request inlines enqueue_event for this class
