@@ -335,3 +335,67 @@ def test_emit_request_follows_the_loggers_level_and_switches() -> None:
     finally:
         logging.disable(logging.NOTSET)
     assert sent() == 1
+
+
+def test_emit_request_fast_put_keeps_the_handlers_rules(tmp_path: Any) -> None:
+    """Emitter.emit_request puts on a BackgroundHandler's queue itself only in its plain state: the line is
+    the one enqueue_event gives; a handler level above INFO or a filter stops it, a full queue drops and
+    counts it, a closed handler drops it, a listener not started yet is started."""
+    import logging
+
+    from logging_apm import emit
+    from logging_apm.conf import AppSettings
+    from logging_apm.formatters import OrjsonFormatter
+    from logging_apm.handlers import BackgroundHandler
+
+    path = tmp_path / "events.log"
+    handler = BackgroundHandler(path, max_queue=3)
+    handler.setFormatter(OrjsonFormatter())
+    logger = logging.getLogger("logging_apm.tests.fast_put")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    emitter = emit.Emitter(AppSettings(enabled=True, service_name="t"), logger)
+    span = tracing.new_root()
+
+    def send(route: str) -> None:
+        emitter.emit_request(1.5, "GET", route, 200, None, span, 1_700_000_000.25)
+
+    def lines() -> list[str]:
+        handler.flush()
+        return path.read_text().splitlines()
+
+    try:
+        send("first/")  # the listener is not running yet: enqueue_event starts it
+        assert handler._thread is not None
+        send("fast/")  # the inlined put
+        pending = (emit.REQUEST, emitter, 1.5, "GET", "fast/", 200, None, span, 1_700_000_000.25)
+        assert lines()[-1].encode() + b"\n" == OrjsonFormatter().format_event(emit.build_request(pending)) + b"\n"
+        assert len(lines()) == 2
+        handler.setLevel(logging.WARNING)
+        send("level/")
+        handler.setLevel(logging.NOTSET)
+        handler.addFilter(lambda record: False)
+        send("filtered/")
+        handler.filters.clear()
+        assert len(lines()) == 2
+        queue = handler._queue
+        handler._queue = type(queue)()
+        for item in range(3):
+            handler._queue.put(item)  # full: max_queue=3
+        send("full/")
+        assert handler.stats["dropped.queue_full"] == 1 and handler._queue.qsize() == 3
+        handler._queue = queue
+        send("after/")
+        assert lines()[-1].count('"after/"') == 1
+    finally:
+        handler.close()
+        logger.removeHandler(handler)
+    send("closed/")
+    assert handler.stats["dropped.closed"] == 0  # no longer the logger's handler: nothing reaches it
+    logger.addHandler(handler)
+    try:
+        send("closed/")
+        assert handler.stats["dropped.closed"] == 1
+    finally:
+        logger.removeHandler(handler)
