@@ -24,8 +24,8 @@ RUNS = 40_000
 
 
 def test_atheris_scan_differential_short_run(tmp_path: Path) -> None:
-    """40,000 fuzzer executions (about 20 s), starting from valid lines of every kind; at least some of the
-    mutated blocks must be taken by the scanner (else nothing was compared)."""
+    """40,000 fuzzer executions (about 20 s), starting from valid lines of every kind; more than 1% of the
+    blocks must be taken by the scanner (else little was compared)."""
     pytest.importorskip("atheris", reason="atheris is in the dev extra (pip install -e '.[dev]')")
     if importlib.util.find_spec("parsers._scan") is None:
         unavailable("the native scanner (parsers._scan) is not built: pip install -e . compiles it")
@@ -40,4 +40,6 @@ def test_atheris_scan_differential_short_run(tmp_path: Path) -> None:
     progress = re.findall(r"scan-fuzz: (\d+) runs, (\d+) accepted, (\d+) events", proc.stderr)
     assert progress, proc.stderr[-2000:]
     runs, accepted, events = map(int, progress[-1])
-    assert runs >= RUNS - 2000 and accepted > 0 and events > 0, progress[-1]
+    # the seeds alone are a few dozen: most of these are mutated blocks the scanner took and the reference
+    # agreed on (typically 10-30% of the runs)
+    assert runs >= RUNS - 2000 and accepted > runs // 100 and events > 0, progress[-1]
