@@ -6,12 +6,24 @@
  * (``LineParser.parse`` then ``columns.from_events``) reads the block as nothing but events and skipped
  * lines, with exactly these values. None is never wrong: the caller then runs the reference parser.
  *
- * It mirrors msgspec decoding ``parsers.event.Event`` (strict JSON, the same types, ranges, lengths in
- * code points, the same doubles) and ``parsers.timestamps`` (the same additions), and it refuses more
- * than msgspec in a few corners rather than reading them differently: duplicated known keys (msgspec:
- * last wins), escaped top-level keys, lone surrogates, integers of more than 18 digits, nesting deeper
- * than MAX_DEPTH, escaped timestamps, a metric name with a trailing newline (Python's ``$``), number
- * tokens longer than MAX_NUMBER.
+ * The block (as LineParser._parse_block requires): not empty, ending with a newline, no NUL, valid UTF-8
+ * (as Python's decoder: no overlongs, no surrogates), every line an object (`{` ... `}`) shorter than
+ * max_line_bytes, no Docker record (a line starting `{"log":"`).
+ * A line is an event when it parses completely as ``parsers.event.Event`` under the rules below; a line
+ * that does not is skipped when it does not hold the bytes `apm.schema` anywhere, and otherwise the block
+ * is given up. Given up too: a block whose skipped lines all hold a backslash (one of them could be an
+ * event with an escaped key, which the reference decodes when every line of the block does), and a block
+ * of `{"log":` records without any event (the reference unwraps them).
+ *
+ * An event line mirrors msgspec decoding ``Event``: strict JSON (whitespace: space, tab, CR), unknown keys
+ * skipped with their values validated (depth <= MAX_DEPTH), the same types, literals, ranges, lengths in
+ * code points, the metric name's pattern, the same doubles (integer tokens converted from their integer, so
+ * `-0` is 0.0; other numbers correctly rounded), then the kind's required fields and the timestamp as
+ * ``parsers.timestamps`` reads it (same additions), inside [past_limit, future_limit].
+ * It refuses more than msgspec in a few corners rather than reading them differently: duplicated known keys
+ * (msgspec: the last one wins), escaped top-level keys, lone surrogates, integers of more than 18 digits,
+ * nesting deeper than MAX_DEPTH, escaped timestamps, a metric name with a trailing newline (Python's `$`),
+ * number tokens longer than MAX_NUMBER, duplicated metric tag keys.
  *
  * Plain CPython C API, no numpy: the columns are returned as bytearrays the wrapper views with numpy.
  */
@@ -202,7 +214,7 @@ static uint64_t required_mask[6];
  * ``take`` hands out the kept buffer of a slot when it is large enough (else a new one), ``give`` keeps
  * the larger of the two (up to KEEP_MAX bytes). Taken buffers are the caller's alone: a nested call (from a
  * finalizer, say) finds the slot empty and allocates its own. */
-#define KEEP_MAX ((size_t)64 << 20)
+#define KEEP_MAX ((size_t)16 << 20)
 enum { B_ARENA, B_SCRATCH, B_ENDS, B_SLOTS, B_ENTRIES = B_SLOTS + N_STR, N_KEPT = B_ENTRIES + N_STR };
 static struct {
     void *p;
