@@ -198,7 +198,7 @@ static inline int predicted_key(int k, const unsigned char *ks, const unsigned c
 
 /* kinds, in aggregator.windows.KIND_CODES order, and what each requires (parsers.event.REQUIRED_BY_KIND) */
 static const char *const KINDS[6] = {"request", "db", "cache", "external", "task", "metric"};
-static const size_t KIND_LEN[6] = {7, 2, 5, 8, 4, 6};
+
 static const char *const REQUIRED_NAMES[6][4] = {
     {"duration_ms", "http.request.method", "http.route", NULL},
     {"duration_ms", "db.system", NULL},
@@ -264,16 +264,23 @@ typedef struct {
 } Interner;
 
 static inline uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xff51afd7ed558ccdull);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v;
-        memcpy(&v, s + i, 8);
-        h = (h ^ v) * 0xC2B2AE3D27D4EB4Full;
-        h ^= h >> 29;
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xff51afd7ed558ccdull), v;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&v, s + i, 8);
+            h = (h ^ v) * 0xC2B2AE3D27D4EB4Full;
+            h ^= h >> 29;
+        }
+        memcpy(&v, s + n - 8, 8); /* the last 8 (overlapping): no variable-length copy */
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        v = (uint64_t)a << 32 | b;
+    } else {
+        v = 0;
+        for (size_t i = 0; i < n; i++) v = v << 8 | (unsigned char)s[i];
     }
-    uint64_t v = 0;
-    if (i < n) memcpy(&v, s + i, n - i);
     h = (h ^ v) * 0xC2B2AE3D27D4EB4Full;
     h ^= h >> 32;
     return h;
@@ -561,6 +568,20 @@ static inline int str_is_n(const Str *s, const char *lit, size_t n) {
     return (size_t)s->len == n && memcmp(s->ptr, lit, n) == 0;
 }
 #define str_is(s, lit) str_is_n((s), (lit), sizeof(lit) - 1)
+
+/* The kind's code (KINDS), or -1. The kinds' names differ in length. */
+static inline int8_t kind_of(const Str *s) {
+    switch (s->len) {
+    case 7: return str_is(s, "request") ? 0 : -1;
+    case 2: return str_is(s, "db") ? 1 : -1;
+    case 5: return str_is(s, "cache") ? 2 : -1;
+    case 8: return str_is(s, "external") ? 3 : -1;
+    case 4: return str_is(s, "task") ? 4 : -1;
+    case 6: return str_is(s, "metric") ? 5 : -1;
+    default: return -1;
+    }
+}
+
 
 /* A JSON number token at p. Returns the end, or NULL when it is not strict JSON. *is_int: no fraction
  * and no exponent. */
@@ -949,10 +970,7 @@ static int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch, 
                     break;
                 case T_KIND:
                     if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
-                    for (int i = 0; i < 6; i++) {
-                        if (str_is_n(&s, KINDS[i], KIND_LEN[i])) row->kind = (int8_t)i;
-                    }
-                    if (row->kind < 0) goto fail;
+                    if ((row->kind = kind_of(&s)) < 0) goto fail;
                     break;
                 case T_DURATION:
                     if (!(p = parse_float(p, &dv)) || !(dv >= 0.0 && dv <= MAX_DURATION_MS)) goto fail;
