@@ -260,7 +260,6 @@ typedef struct {
     size_t entries_size;
     int id;            /* the table's number (for the kept buffers) */
     PyObject *list;    /* the table: str values in order of first appearance */
-    Py_ssize_t last;   /* the code of the last value looked up (checked before hashing), or -1 */
 } Interner;
 
 static inline uint64_t hash_bytes(const char *s, size_t n) {
@@ -291,7 +290,6 @@ static int interner_init(Interner *t, int id, size_t expect) {
     t->cap = 64;
     while (t->cap < 2 * expect) t->cap *= 2;
     t->entries_cap = t->cap / 2 + 1; /* codes up to cap / 2: the table grows past half full */
-    t->last = -1;
     t->slots = (uint64_t *)take(B_SLOTS + id, t->cap * sizeof(uint64_t), &t->slots_size);
     t->entries = (Entry *)take(B_ENTRIES + id, t->entries_cap * sizeof(Entry), &t->entries_size);
     t->list = PyList_New(0);
@@ -350,12 +348,12 @@ static inline int is_ascii(const char *s, Py_ssize_t n) {
 }
 
 /* The code of the string (valid UTF-8, no lone surrogates), adding it to the table when new; -2 on error.
- * ``in_data``: s points into the scanned data (alive for the call), not into the scratch buffer. */
-static int32_t intern(Interner *t, const char *s, Py_ssize_t n, int in_data) {
-    if (t->last >= 0) {
+ * ``*last``: the code the caller's field had last time (checked first; updated), or -1. ``in_data``: s points into the scanned data (alive for the call), not into the scratch buffer. */
+static int32_t intern(Interner *t, Py_ssize_t *last, const char *s, Py_ssize_t n, int in_data) {
+    if (*last >= 0) {
         /* the previous value again (service names, environments, routes...): no hashing */
-        const Entry *le = &t->entries[t->last];
-        if (le->len == n && same_bytes(le->ptr, s, (size_t)n)) return (int32_t)t->last;
+        const Entry *le = &t->entries[*last];
+        if (le->len == n && same_bytes(le->ptr, s, (size_t)n)) return (int32_t)*last;
     }
     uint64_t h = hash_bytes(s, (size_t)n);
     uint64_t tag = h >> 32 << 32;
@@ -368,7 +366,7 @@ static int32_t intern(Interner *t, const char *s, Py_ssize_t n, int in_data) {
             Py_ssize_t code = (Py_ssize_t)(sl & 0xFFFFFFFFu) - 1;
             const Entry *e = &t->entries[code];
             if (e->len == n && same_bytes(e->ptr, s, (size_t)n)) {
-                t->last = code;
+                *last = code;
                 return (int32_t)code;
             }
         }
@@ -404,7 +402,7 @@ static int32_t intern(Interner *t, const char *s, Py_ssize_t n, int in_data) {
     e->ptr = ptr;
     e->len = n;
     t->slots[j] = tag | (uint64_t)(code + 1);
-    t->last = code;
+    *last = code;
     if ((size_t)(code + 1) * 2 > t->cap && interner_grow(t) < 0) return -2;
     return (int32_t)code;
 }
@@ -1275,6 +1273,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
 
     size_t lines = 0, skipped = 0, plain_skipped = 0;
     int pred[N_KEYS + 2];
+    Py_ssize_t last[N_STR]; /* per field: the code of its previous value (span ids: each its own) */
+    for (int f = 0; f < N_STR; f++) last[f] = -1;
     for (int k = 0; k < N_KEYS + 2; k++) pred[k] = -1;
     MinuteCache mc;
     mc.valid = 0;
@@ -1304,7 +1304,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         /* the codes are -1 (absent) until set; in field order, so a span id is coded before its parent */
         for (uint32_t m = row.has_str; m; m &= m - 1) {
             int f = __builtin_ctz(m);
-            int32_t code = intern(&tables[table_of(f)], row.strs[f].ptr, row.strs[f].len, !row.strs[f].escaped);
+            int32_t code = intern(&tables[table_of(f)], &last[f], row.strs[f].ptr, row.strs[f].len,
+                                  !row.strs[f].escaped);
             if (code < 0) {
                 Py_CLEAR(row.tags);
                 goto error;
