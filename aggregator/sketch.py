@@ -28,9 +28,10 @@ Trade-offs, measured on this machine (2 cores; ``tests/aggregator/test_sketch.py
 - Speed (CPU time on this busy 2-core machine): ``add_many`` about 50 ns per value plus ~10 us per call;
   merging two sketches about 10 us. The window accumulators skip even that: they compute the bucket keys of
   a whole batch at once and make each window's sketch from its slice of the counts (``of_bucket_counts``,
-  ~0.9 us; ``DDSketch()`` ~0.4 us). A window's sketch (~300 buckets) serialises in ~12 us to the stored
-  form (zlib level 1, most of the time) and ~2.4 us to the quick one the workers pickle; decoding takes
-  ~6 and ~3 us.
+  ~0.9 us; ``DDSketch()`` ~0.4 us). A window's sketch (~300 buckets) serialises in ~12-17 us to the stored
+  form (zlib level 1, most of the time) and ~2.4-3 us to the quick one (``compress=False``); decoding takes
+  ~6.7 and ~3 us. A sketch pickles as its stored form and is decoded when first read (``__reduce__``): the
+  parent of a run writes most of the workers' sketches as they came, neither decoding nor compressing them.
 """
 
 from __future__ import annotations
