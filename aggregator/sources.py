@@ -402,8 +402,32 @@ class FileSource:
                 return
         buf = b""  # unread bytes from ``pos`` (a line start) on
         longest = max(chunk_bytes, LONG_LINE_BYTES)
+        # A plain file is read into one reused buffer, and a chunk's lines copied out of it once; the
+        # partial line at its end is read again with the next block (from the page cache). Reading into a
+        # fresh bytes object per block, then carrying the partial line over (``buf + block``), cost twice as
+        # much: new pages to fault in for every block, and the block copied once more (a 2 MB-chunked part:
+        # 0.29 -> 0.15 CPU us/event). Lines longer than a block take the general path below.
+        area = None if task.compressed else bytearray(chunk_bytes)
+        view = None if area is None else memoryview(area)
         while True:
-            block = f.read(chunk_bytes)
+            if area is not None and view is not None and not buf:
+                got = f.readinto(view)  # type: ignore[attr-defined]  # a plain file: a BufferedReader
+                if not got:
+                    return  # a partial last line (or none): left for the next run
+                last_nl = area.rfind(b"\n", 0, got)
+                if last_nl >= 0:
+                    limit = end - pos
+                    if last_nl >= limit - 1:  # the range ends here (as below)
+                        stop = area.find(b"\n", int(limit) - 1, got) + 1
+                        yield self._chunk(task, bytes(view[:stop]), pos)
+                        return
+                    yield self._chunk(task, bytes(view[: last_nl + 1]), pos)
+                    pos += last_nl + 1
+                    f.seek(pos)
+                    continue
+                block = bytes(view[:got])
+            else:
+                block = f.read(chunk_bytes)
             if not block:
                 if buf and task.compressed:
                     yield self._chunk(task, buf, pos)  # the last line of a complete file, no newline
