@@ -106,30 +106,36 @@ def _process_part(source: Any, task: Any, settings: EngineSettings, task_index: 
     parser = _make_parser(settings)
     extract = _trace_extractor(settings.traces)
     extract_columns = _trace_extractor(settings.traces, TRACE_EXTRACT_COLUMNS)
-    # Blocks the native scanner takes arrive as columns; the others as events, through the same stages'
-    # object paths (which give the same results: tests hold each pair to the other).
-    parse = parser.parse_columns if extract is None or extract_columns is not None else parser.parse
+    # A chunk arrives as pieces in input order: the runs of lines the native scanner takes as columns, the
+    # others (declined lines, blocks it gives up on) as events, through the same stages' object paths. Both
+    # stages give the same results for any split of the events into batches, columns and events mixed
+    # (tests hold each pair to the other).
+    if extract is None or extract_columns is not None:
+        parse = parser.parse_columns
+    else:
+        def parse(data: bytes, source: str, offset: int) -> list[Any]:
+            return [parser.parse(data, source, offset)]
     acc = WindowAccumulator(settings.window_seconds, settings.apdex_t_ms, settings.slow_query_ms,
                             max_series=settings.max_series, admitted=settings.admitted)
     out = PartResult(task_index, part_index)
     invalid = out.invalid
     for chunk in source.read(task, settings.chunk_bytes):
-        res = parse(chunk.data, chunk.source, chunk.offset)
-        cols = res.columns
-        if cols is not None:
-            acc.add_columns(cols)
-            if extract_columns is not None and cols.n:
-                out.trace_records.extend(extract_columns(cols))
-        else:
-            events = res.events
-            acc.add(events)
-            if extract is not None and events:
-                out.trace_records.extend(extract(events))
-        out.lines += res.lines
-        out.skipped += res.skipped
-        for reason, n in res.invalid.items():
-            invalid[reason] = invalid.get(reason, 0) + n
-        out.dead_letters.extend(res.dead_letters)
+        for res in parse(chunk.data, chunk.source, chunk.offset):
+            cols = res.columns
+            if cols is not None:
+                acc.add_columns(cols)
+                if extract_columns is not None and cols.n:
+                    out.trace_records.extend(extract_columns(cols))
+            else:
+                events = res.events
+                acc.add(events)
+                if extract is not None and events:
+                    out.trace_records.extend(extract(events))
+            out.lines += res.lines
+            out.skipped += res.skipped
+            for reason, n in res.invalid.items():
+                invalid[reason] = invalid.get(reason, 0) + n
+            out.dead_letters.extend(res.dead_letters)
         out.bytes_read += len(chunk.data)
         out.checkpoint = chunk.checkpoint
         if progress is not None:

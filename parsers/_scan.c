@@ -2,18 +2,22 @@
  *
  * ``scan(data, past_limit, future_limit, max_line_bytes)`` reads a block of JSON lines and returns the
  * columns of its events (see parsers/columns.py, whose docstring is the spec of the codes, and
- * parsers/scan.py, which wraps the result), or None whenever it is not 100% sure that the reference
- * (``LineParser.parse`` then ``columns.from_events``) reads the block as nothing but events and skipped
- * lines, with exactly these values. None is never wrong: the caller then runs the reference parser.
+ * parsers/scan.py, which wraps the result) for a range data[:stop] of whole lines, with stop (the tuple's
+ * last item); or None whenever it is not 100% sure that the reference (``LineParser.parse`` then
+ * ``columns.from_events``) reads that range as nothing but events and skipped lines, with exactly these
+ * values. stop is len(data), or the start of the first declined line (below): the caller has the reference
+ * read that line and scans on after it. None is never wrong: the caller then runs the reference parser.
  *
  * The block (as LineParser._parse_block requires): not empty, ending with a newline, no NUL, valid UTF-8
  * (as Python's decoder: no overlongs, no surrogates), every line an object (`{` ... `}`) shorter than
  * max_line_bytes, no Docker record (a line starting `{"log":"`).
  * A line is an event when it parses completely as ``parsers.event.Event`` under the rules below; a line
- * that does not is skipped when it does not hold the bytes `apm.schema` anywhere, and otherwise the block
- * is given up. Given up too: a block whose skipped lines all hold a backslash (one of them could be an
- * event with an escaped key, which the reference decodes when every line of the block does), and a block
- * of `{"log":` records without any event (the reference unwraps them).
+ * that does not is skipped when it does not hold the bytes `apm.schema` anywhere, and otherwise it is
+ * declined: the range returned ends before it (the lines after it are not read). The block checks above
+ * are made on the whole block; the rules that follow on the range returned, which is given up (None) when
+ * its skipped lines all hold a backslash (one of them could be an event with an escaped key, which the
+ * reference decodes when every line of the range does), or when it is `{"log":` records without any
+ * event (the reference unwraps them).
  *
  * An event line mirrors msgspec decoding ``Event``: strict JSON (whitespace: space, tab, CR), unknown keys
  * skipped with their values validated (depth <= MAX_DEPTH), the same types, literals, ranges, lengths in
@@ -1271,7 +1275,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     tags = PyList_New(0);
     if (!tags) goto error;
 
-    size_t lines = 0, skipped = 0, plain_skipped = 0;
+    size_t lines = 0, skipped = 0, plain_skipped = 0, stop = size;
     int pred[N_KEYS + 2];
     Py_ssize_t last[N_STR]; /* per field: the code of its previous value (span ids: each its own) */
     for (int f = 0; f < N_STR; f++) last[f] = -1;
@@ -1282,14 +1286,19 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     for (size_t line = 0; line < nlines_max; line++) {
         cp p = line ? data + ends[line - 1] + 1 : data;
         cp nl = data + ends[line];
-        lines++;
         if (parse_line(p, nl, data_end, &row, scratch, past, future, pred, &mc) < 0) {
-            /* not an event: skipped only when the line does not mention the marker at all */
-            if (memmem(p, (size_t)(nl - p), MARK, sizeof(MARK) - 1)) goto give_up;
+            /* not an event: skipped only when the line does not mention the marker at all; a line that
+             * does is declined: the block ends before it (the caller has the reference read it) */
+            if (memmem(p, (size_t)(nl - p), MARK, sizeof(MARK) - 1)) {
+                stop = (size_t)(p - data);
+                break;
+            }
+            lines++;
             skipped++;
             if (!memchr(p, '\\', (size_t)(nl - p))) plain_skipped++;
             continue;
         }
+        lines++;
         size_t i = c.n++;
         c.kind[i] = row.kind;
         c.ts[i] = row.ts;
@@ -1319,11 +1328,12 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             if (rc < 0) goto error;
         }
     }
-    /* An unmarked line that is an event with escaped keys ("apm\u002eschema") would be an event to
+    /* The block-level rules below hold for the range returned, data[:stop] (the reference reads it alone).
+     * An unmarked line that is an event with escaped keys ("apm\u002eschema") would be an event to
      * msgspec when every line of the block decodes: be sure some skipped line is plainly no event. */
     if (skipped && !plain_skipped) goto give_up;
     /* No event at all in a block of {"log": ...} records: the reference unwraps them. */
-    if (!c.n && size >= 7 && memcmp(data, "{\"log\":", 7) == 0) goto give_up;
+    if (!c.n && stop >= 7 && memcmp(data, "{\"log\":", 7) == 0) goto give_up;
 
     {
         size_t n = c.n;
@@ -1346,11 +1356,11 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             PyList_SET_ITEM(tabs, f, t);
         }
         result = Py_BuildValue(
-            "(nnnNNNNNNNNNNNNN)", (Py_ssize_t)lines, (Py_ssize_t)skipped, (Py_ssize_t)n,
+            "(nnnNNNNNNNNNNNNNn)", (Py_ssize_t)lines, (Py_ssize_t)skipped, (Py_ssize_t)n,
             bytearray_of(c.kind, n), bytearray_of(c.ts, n * 8), bytearray_of(c.duration, n * 8),
             bytearray_of(c.outcome, n), bytearray_of(c.status, n * 2), bytearray_of(c.cache_hit, n),
             bytearray_of(c.task_state, n), bytearray_of(c.queue_wait, n * 8), bytearray_of(c.metric_type, n),
-            bytearray_of(c.metric_value, n * 8), codes, tabs, tags);
+            bytearray_of(c.metric_value, n * 8), codes, tabs, tags, (Py_ssize_t)stop);
         tags = NULL; /* stolen by "N" */
     }
     goto done;
@@ -1373,7 +1383,8 @@ done:
 
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
-     "scan(data, past_limit, future_limit, max_line_bytes) -> tuple | None: see parsers/scan.py."},
+     "scan(data, past_limit, future_limit, max_line_bytes) -> tuple | None: see parsers/scan.py (the last item: "
+     "the offset where the range read ends, len(data) or the start of a declined line)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -71,6 +71,10 @@ _TIMESTAMP: Final = attrgetter("timestamp")
 _KIND: Final = attrgetter("kind")
 _REQUIRED_GETTER: Final = REQUIRED_GETTERS.__getitem__
 _JOIN_LOOKAHEAD: Final = 1000  # lines searched for the rest of a partial line
+# parse_columns: a block with more declined lines than one in _DECLINED_RATE (after the first _DECLINED_FEW)
+# goes to parse from there on in one call (pieces of a few lines would cost more than they save).
+_DECLINED_FEW: Final = 4
+_DECLINED_RATE: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +93,7 @@ class ParseResult:
 
     ``lines`` counts logical lines: a line a container runtime split into partial pieces (CRI ``P``,
     Docker records without the final newline) counts once, its extra pieces in ``fragments``. The events are
-    in ``events``, or, from ``parse_columns`` when the native scanner took the block, in ``columns`` (and
+    in ``events``, or, in a piece from ``parse_columns`` that the native scanner took, in ``columns`` (and
     ``events`` is empty).
     """
 
@@ -187,7 +191,7 @@ class LineParser:
         self.max_line_bytes = max_line_bytes
         self._ts = TimestampReader(self.now, max_future_seconds, max_past_seconds)
         self._decoder = msgspec.json.Decoder(Event)
-        self._scan = scan.scan if scan.available else None
+        self._scan_range = scan.scan_range if scan.available else None
 
     # --- public -------------------------------------------------------------------------------------
 
@@ -219,19 +223,54 @@ class LineParser:
         except Exception:  # pragma: no cover - a bug; still never take the run down
             return self._all_failed(data, source, base_offset)
 
-    def parse_columns(self, data: bytes, source: str = "", base_offset: int = 0) -> ParseResult:
-        """``parse``, with the events as columns (``result.columns``) when the native scanner
-        (``parsers.scan``) takes the whole block: the app's own lines, every one it holds well formed
-        (any doubt and it declines, and the block is parsed by ``parse``, whose events are then in
-        ``result.events``). The same counts either way, and the same events (a test holds the two to
-        ``columns.from_events``)."""
-        if self._scan is not None and type(data) is bytes:
-            reader = self._ts
-            got = self._scan(data, reader.past_limit, reader.future_limit, self.max_line_bytes)
-            if got is not None:
-                lines, skipped, cols = got
-                return ParseResult(lines=lines, skipped=skipped, columns=cols)
-        return self.parse(data, source, base_offset)
+    def parse_columns(self, data: bytes, source: str = "", base_offset: int = 0) -> list[ParseResult]:
+        """``parse`` of ``data`` as consecutive pieces, in order: the runs of lines the native scanner
+        (``parsers.scan``) takes, with their events as columns (``result.columns``), and between them each
+        line it declines (one holding the marker that it is not sure is an event: an invalid line,
+        typically), read alone by ``parse`` at its own offset (events in ``result.events``, its dead letter
+        with its true offset). Anything the scanner gives up on as a whole (damaged bytes, framing) and a
+        block with many declined lines (more than one in ``_DECLINED_RATE`` after the first
+        ``_DECLINED_FEW``) go to ``parse`` from there on in one call.
+
+        The pieces together are ``parse(data)``: the same counts, invalid reasons and dead letters, and the
+        same events in the same order (``tests/parsers/test_parse_columns.py`` holds each columns piece to
+        ``columns.from_events`` of the reference's events)."""
+        scan_range = self._scan_range
+        if scan_range is None or type(data) is not bytes:
+            return [self.parse(data, source, base_offset)]
+        reader = self._ts
+        past, future, max_line = reader.past_limit, reader.future_limit, self.max_line_bytes
+        view = memoryview(data)
+        size = len(data)
+        pieces: list[ParseResult] = []
+        pos = lines = declined = 0
+        while pos < size:
+            got = scan_range(view[pos:] if pos else data, past, future, max_line)
+            if got is None:
+                break
+            n, skipped, cols, stop = got
+            if n:
+                pieces.append(ParseResult(lines=n, skipped=skipped, columns=cols))
+                lines += n
+            pos += stop
+            if pos >= size:
+                return pieces
+            end = data.index(b"\n", pos) + 1  # the scanner took the block: it ends with a newline
+            pieces.append(self.parse(data[pos:end], source, base_offset + pos))
+            pos = end
+            declined += 1
+            lines += 1
+            if declined > _DECLINED_FEW and declined * _DECLINED_RATE > lines:
+                break
+        if not pieces:
+            return [self.parse(data, source, base_offset)]
+        if pos < size:
+            if data.find(b"\\u", pos) != -1 or data.startswith(b'{"log":', pos):
+                # The reference reads a line with an escaped key ("apm\u002eschema") and `{"log":` records
+                # depending on the block around them (whole-block decoding, unwrapping): the whole block.
+                return [self.parse(data, source, base_offset)]
+            pieces.append(self.parse(data[pos:], source, base_offset + pos))
+        return pieces
 
     # --- the whole-block shortcut ----------------------------------------------------------------------
 

@@ -1,9 +1,13 @@
 """The native scanner's wrapper: a block of event lines straight to ``EventColumns``, or None.
 
-``scan(data, past_limit, future_limit, max_line_bytes)`` returns ``(lines, skipped, columns)`` for a block
-that the reference (``LineParser.parse`` then ``columns.from_events``) reads as nothing but events and
-skipped lines, with the same counts and bit-identical columns; None whenever the scanner is not sure of
-that (then the caller runs the reference). It never raises. ``past_limit``/``future_limit`` are
+``scan_range(data, past_limit, future_limit, max_line_bytes)`` returns ``(lines, skipped, columns, stop)``
+for a range ``data[:stop]`` of whole lines that the reference (``LineParser.parse`` then
+``columns.from_events``) reads as nothing but events and skipped lines, with the same counts and
+bit-identical columns; None whenever the scanner is not sure of that (then the caller runs the reference on
+all of ``data``). ``stop`` is ``len(data)``, or the offset where a declined line starts: a line holding
+``apm.schema`` that is not an event the scanner is sure of (an invalid line, typically); the caller has the
+reference read that line alone and scans on after it. ``scan(...)`` is the whole block or None: its
+``(lines, skipped, columns)`` when ``stop == len(data)``. Neither raises. ``past_limit``/``future_limit`` are
 ``now - max_past_seconds`` and ``now + max_future_seconds``: an event is kept iff
 ``past_limit <= ts <= future_limit``, as ``parsers.timestamps.TimestampReader`` decides.
 
@@ -38,9 +42,19 @@ _NUMERIC: Final = ("kind", "ts", "duration_ms", "outcome", "status", "cache_hit"
 _I32: Final = np.dtype(np.int32)
 
 
-def scan(data: bytes, past_limit: float, future_limit: float,
+def scan(data: bytes | memoryview, past_limit: float, future_limit: float,
          max_line_bytes: int) -> tuple[int, int, EventColumns] | None:
-    """``(lines, skipped, columns)`` of ``data``, or None (see the module docstring)."""
+    """``(lines, skipped, columns)`` of the whole of ``data``, or None (see the module docstring)."""
+    got = scan_range(data, past_limit, future_limit, max_line_bytes)
+    if got is None or got[3] != len(data):
+        return None
+    return got[0], got[1], got[2]
+
+
+def scan_range(data: bytes | memoryview, past_limit: float, future_limit: float,
+               max_line_bytes: int) -> tuple[int, int, EventColumns, int] | None:
+    """``(lines, skipped, columns, stop)`` of ``data[:stop]``, or None (see the module docstring). ``data``
+    may be a memoryview (of bytes): the C function reads the buffer in place."""
     if _native is None or not available:
         return None
     try:
@@ -48,7 +62,7 @@ def scan(data: bytes, past_limit: float, future_limit: float,
         if raw is None:
             return None
         lines, skipped, n, *numeric = raw[:13]
-        codes, tables, tags = raw[13:]
+        codes, tables, tags, stop = raw[13:]
         c = EventColumns()
         c.n = n
         for name, buf in zip(_NUMERIC, numeric, strict=True):
@@ -57,6 +71,6 @@ def scan(data: bytes, past_limit: float, future_limit: float,
         c.tables = {name: table for name, table in zip(STRING_FIELDS, tables, strict=True)
                     if name != "parent_span_id"}
         c.metric_tags = tags
-        return lines, skipped, c
+        return lines, skipped, c, stop
     except Exception:  # a bug: the reference decides
         return None

@@ -49,13 +49,14 @@ def _state(path: Path) -> tuple[Any, ...]:
 
 
 def _run(log: Path, state: Path, native: bool, monkeypatch: pytest.MonkeyPatch,
-         **overrides: object) -> tuple[Any, int]:
-    calls = 0
+         **overrides: object) -> tuple[Any, int, int]:
+    calls = events = 0
     add_columns = WindowAccumulator.add_columns
 
     def counting(self: WindowAccumulator, cols: Any) -> None:
-        nonlocal calls
+        nonlocal calls, events
         calls += 1
+        events += cols.n
         add_columns(self, cols)
 
     with monkeypatch.context() as m:
@@ -67,17 +68,19 @@ def _run(log: Path, state: Path, native: bool, monkeypatch: pytest.MonkeyPatch,
         report = execute(config, inputs=[str(log)], state_path=state, stages=(), warn=lambda msg: None,
                          now=NOW)
     counts = (report.lines, report.events, report.skipped, report.invalid, report.late, report.by_kind)
-    return (counts, _state(state)), calls
+    return (counts, _state(state)), calls, events
 
 
-def _both(log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overrides: object) -> None:
-    native, native_calls = _run(log, tmp_path / "native.db", True, monkeypatch, **overrides)
-    objects, object_calls = _run(log, tmp_path / "objects.db", False, monkeypatch, **overrides)
+def _both(log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overrides: object) -> tuple[Any, int]:
+    """Both runs commit the same; the native run's counts and how many events it took as columns."""
+    native, native_calls, columns_events = _run(log, tmp_path / "native.db", True, monkeypatch, **overrides)
+    objects, object_calls, _ = _run(log, tmp_path / "objects.db", False, monkeypatch, **overrides)
     assert native_calls > 0 and object_calls == 0  # each run took the path it was meant to
     assert native[0] == objects[0]
     assert native[1][0] == objects[1][0]  # windows
     assert native[1][1:] == objects[1][1:]  # findings and counters
     assert native[1][0]  # not vacuous
+    return native[0], columns_events
 
 
 def test_generated_log_commits_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,3 +104,25 @@ def test_series_cap_commits_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyP
     log = tmp_path / "app.log"
     write_log(log, generate_events(4000, start=START, seconds=600, seed=3))
     _both(log, tmp_path, monkeypatch, **{"run.max_series_per_metric": 3})
+
+
+def test_invalid_lines_sprinkled_commit_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One event line in 500 invalid (a string duration, a missing field, a timestamp out of bounds, in
+    turn): the same commit, the same invalid counts, and still nearly every event through the columns (the
+    scanner declines the bad lines one by one instead of giving up their blocks)."""
+    events = generate_events(8000, start=START, seconds=900, seed=5)
+    bad: dict[str, dict[str, Any]] = {
+        "bad_duration": {"duration_ms": "12.5"},
+        "missing_field": {"apm.kind": "db", "db.system": None},
+        "past_timestamp": {"timestamp": "2001-01-01T00:00:00.000Z"},
+    }
+    changes = list(bad.values())
+    for n, i in enumerate(range(250, len(events), 500)):
+        events[i] = {**events[i], **changes[n % len(changes)]}
+        events[i] = {k: v for k, v in events[i].items() if v is not None}
+    log = tmp_path / "app.log"
+    write_log(log, events, ordinary_every=40)
+    counts, columns_events = _both(log, tmp_path, monkeypatch)
+    invalid = counts[3]
+    assert set(invalid) == set(bad) and sum(invalid.values()) == 16
+    assert columns_events >= 0.95 * counts[1], (columns_events, counts[1])

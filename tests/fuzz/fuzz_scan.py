@@ -2,9 +2,12 @@
 
 Each input is a block of lines (a newline is added when it does not end with one). The contract of
 ``parsers/scan.py``, checked on every input: the C function never raises (MemoryError aside) and returns
-None or its 16-tuple; whenever ``scan`` returns ``(lines, skipped, columns)``, ``LineParser.parse`` of the
-same block finds the same lines and skipped lines, no invalid line, no fragment, and
-``columns.from_events`` of its events equals ``columns`` (codes, tables, doubles bit for bit).
+None or its 17-tuple; whenever ``scan_range`` returns ``(lines, skipped, columns, stop)``, ``stop`` is
+``len(data)`` or the start of a line holding the marker, and ``LineParser.parse`` of ``data[:stop]`` finds
+the same lines and skipped lines, no invalid line, no fragment, and ``columns.from_events`` of its events
+equals ``columns`` (codes, tables, doubles bit for bit). And ``LineParser.parse_columns``, which scans on
+after each declined line, gives in its pieces what ``parse`` of the block gives (counts, reasons, dead
+letters, events in order: ``tests/parsers/test_parse_columns.py``'s check).
 
 Run: ``python tests/fuzz/fuzz_scan.py CORPUS_DIR -runs=200000`` (libFuzzer flags apply; an empty corpus
 directory is filled with valid lines of every kind first, and a dictionary of the event keys and JSON
@@ -19,6 +22,7 @@ import json
 import os
 import sys
 import tempfile
+from array import array
 from pathlib import Path
 
 import atheris
@@ -27,8 +31,10 @@ with atheris.instrument_imports(include=["parsers"]):  # the reference's Python,
     from parsers import LineParser, scan
     from parsers.columns import from_events
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository (tests.parsers)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "parsers"))
 from _parser_lines import BY_KIND, NOW, event_dict, event_line  # the parser tests' lines, one definition
+from test_parse_columns import check as check_pieces  # parse_columns against parse, one definition
 
 MAX_FUTURE = 600.0
 MAX_PAST = 400 * 86400.0
@@ -41,19 +47,49 @@ REPORT_EVERY = 2000
 _stats = {"runs": 0, "accepted": 0, "events": 0}
 
 
+def _line_at(data: bytes, start: int) -> bytes:
+    return data[start : data.index(b"\n", start)]
+
+
+try:  # parse_columns (pieces of scanned ranges and declined lines) against parse: its tests' one definition
+    from tests.parsers.test_parse_columns import check as check_pieces
+except ImportError:  # an older tree: parse_columns is the whole block or parse
+    check_pieces = None
+
+
 def check_block(data: bytes) -> None:
     """The differential contract on one block (an AssertionError names the first difference)."""
     assert NATIVE is not None and scan.available, "parsers._scan is not built (or LOGAPM_NATIVE=0): nothing to fuzz"
     try:
         raw = NATIVE.scan(data, PAST, FUTURE, MAX_LINE)
+        # the same bytes in a buffer that ends exactly where they do (a bytes object has a NUL after its
+        # end): under ASan, a read one byte past the block is caught
+        exact = NATIVE.scan(array("B", data), PAST, FUTURE, MAX_LINE)
     except MemoryError:
         return
-    assert raw is None or (type(raw) is tuple and len(raw) == 16), type(raw)
-    got = scan.scan(data, PAST, FUTURE, MAX_LINE)
-    assert (got is None) == (raw is None), "the wrapper failed on the C function's result"
+    assert raw is None or (type(raw) is tuple and len(raw) in (16, 17)), type(raw)
+    assert exact == raw, "the result depends on the buffer's type"
+    scan_range = getattr(scan, "scan_range", None)
+    if scan_range is not None:  # (lines, skipped, columns, stop): data[:stop] read, stop where a line is declined
+        got = scan_range(data, PAST, FUTURE, MAX_LINE)
+        assert (got is None) == (raw is None), "the wrapper failed on the C function's result"
+        if got is not None:
+            lines, skipped, cols, stop = got
+            assert stop == len(data) or (0 <= stop < len(data) and (stop == 0 or data[stop - 1] == 0x0A)
+                                         and b"apm.schema" in _line_at(data, stop)), (stop, data[:500])
+            data = data[:stop]
+    else:
+        whole = scan.scan(data, PAST, FUTURE, MAX_LINE)
+        assert (whole is None) == (raw is None), "the wrapper failed on the C function's result"
+        got = None if whole is None else (*whole, len(data))
+    if check_pieces is not None:
+        check_pieces(data, PARSER)
     if got is None:
         return
-    lines, skipped, cols = got
+    lines, skipped, cols, _ = got
+    if not data:
+        assert (lines, skipped, cols.n) == (0, 0, 0), (lines, skipped, cols.n)
+        return
     ref = PARSER.parse(data)
     assert not ref.invalid and not ref.fragments, (ref.invalid, ref.fragments, data[:500])
     assert (lines, skipped) == (ref.lines, ref.skipped), ((lines, skipped), (ref.lines, ref.skipped), data[:500])

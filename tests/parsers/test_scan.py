@@ -1,8 +1,10 @@
 """The native scanner (parsers.scan) against the reference it stands in for.
 
-The contract: whenever ``scan`` returns ``(lines, skipped, columns)``, ``LineParser.parse`` of the same block
-finds the same lines and skipped lines, no invalid line, no fragment, and ``columns.from_events`` of its
-events equals ``columns`` (codes, tables, doubles bit for bit). ``scan`` may give up (None) on anything,
+The contract: whenever ``scan_range`` returns ``(lines, skipped, columns, stop)``, ``LineParser.parse`` of
+the range ``data[:stop]`` (whole lines; ``stop`` is ``len(data)`` or the start of a declined line, one that
+holds ``apm.schema``) finds the same lines and skipped lines, no invalid line, no fragment, and
+``columns.from_events`` of its events equals ``columns`` (codes, tables, doubles bit for bit). ``scan`` (the
+whole block or None) is ``scan_range`` when ``stop == len(data)``. Either may give up (None) on anything,
 but not on the app's own lines (the realistic variants below must be accepted, so that the fast path does
 not silently degrade).
 """
@@ -41,21 +43,36 @@ pytestmark = pytest.mark.skipif(not scan.available, reason="parsers._scan not bu
 FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def run(data: bytes, *, now: float = NOW, max_line: int = MAX_LINE, accept: bool | None = None) -> Any:
-    """``scan(data)``, checked against the reference when it is not None; ``accept`` True/False asserts
-    that it gave (or did not give) a result."""
-    got = scan.scan(data, now - MAX_PAST, now + MAX_FUTURE, max_line)
-    if accept is not None:
-        assert (got is not None) == accept, (accept, data[:2000])
+def run_range(data: bytes | memoryview, *, now: float = NOW, max_line: int = MAX_LINE) -> Any:
+    """``scan_range(data)``, its range checked against the reference when it is not None."""
+    got = scan.scan_range(data, now - MAX_PAST, now + MAX_FUTURE, max_line)
     if got is None:
         return None
-    lines, skipped, cols = got
+    data = bytes(data)
+    lines, skipped, cols, stop = got
+    assert 0 <= stop <= len(data) and (stop == 0 or data[stop - 1 : stop] == b"\n"), (stop, data[:2000])
+    if stop < len(data):  # a declined line: it holds the marker
+        assert b"apm.schema" in data[stop : data.index(b"\n", stop)], (stop, data[:2000])
+    if stop == 0:
+        assert (lines, skipped, cols.n) == (0, 0, 0)
+        return got
     ref = LineParser(now=now, max_future_seconds=MAX_FUTURE, max_past_seconds=MAX_PAST,
-                     max_line_bytes=max_line).parse(data)
+                     max_line_bytes=max_line).parse(data[:stop])
     assert not ref.invalid and not ref.fragments, (ref.invalid, data[:2000])
     assert (lines, skipped) == (ref.lines, ref.skipped), data[:2000]
     assert cols.n == len(ref.events)
     assert from_events(ref.events).differences(cols) == [], data[:2000]
+    return got
+
+
+def run(data: bytes, *, now: float = NOW, max_line: int = MAX_LINE, accept: bool | None = None) -> Any:
+    """``scan(data)`` (the whole block), its range checked against the reference (``run_range``);
+    ``accept`` True/False asserts that it took (or did not take) the whole block."""
+    ranged = run_range(data, now=now, max_line=max_line)
+    got = scan.scan(data, now - MAX_PAST, now + MAX_FUTURE, max_line)
+    assert (got is None) == (ranged is None or ranged[3] != len(data))
+    if accept is not None:
+        assert (got is not None) == accept, (accept, data[:2000])
     return got
 
 
@@ -333,6 +350,34 @@ REFUSED: dict[str, bytes] = {
 def test_refused(name: str) -> None:
     run(block(REFUSED[name]), accept=False)
     run(block(event_line("request"), REFUSED[name], b'{"a":1}'), accept=False)
+
+
+def test_declined_line_ends_the_range() -> None:
+    good, bad = event_line("request"), event_line("db", duration_ms="3.2")
+    ordinary = b'{"level":"info","message":"hello"}'
+    data = block(good, ordinary, good, bad, good, bad)
+    lines, skipped, cols, stop = run_range(data)
+    assert (lines, skipped, cols.n, stop) == (3, 1, 2, data.index(bad))
+    # from the declined line on, as the caller goes on (a memoryview: the same buffer, no copy)
+    after = data.index(bad) + len(bad) + 1
+    lines, skipped, cols, stop = run_range(memoryview(data)[after:])
+    assert (lines, skipped, cols.n, stop) == (1, 0, 1, len(good) + 1)
+    lines, skipped, cols, stop = run_range(block(bad, good))
+    assert (lines, skipped, cols.n, stop) == (0, 0, 0, 0)
+    for name, line in REFUSED.items():  # each declined (or given up), never read past
+        got = run_range(block(good, line, good))
+        assert got is None or got[3] <= len(good) + 1, name
+
+
+def test_block_rules_hold_for_the_range() -> None:
+    """The rules that decide for a whole block decide for the range returned: its skipped lines not all
+    with a backslash, not `{"log":` records without an event."""
+    bad = event_line("db", duration_ms="3.2")
+    hidden = event_line("db").replace(b'"apm.schema"', b'"apm\\u002eschema"')
+    assert run_range(block(event_line("db"), hidden, bad, b'{"a":1}')) is None
+    assert run_range(block(event_line("db"), hidden, b'{"a":1}', bad, b'{"a":1}'))[:2] == (3, 2)
+    assert run_range(block(b'{"log": "x"}', b'{"log": "y"}', bad, event_line("db"))) is None
+    assert run_range(block(b'{"log": "x"}', event_line("db"), bad))[:2] == (2, 1)
 
 
 def test_block_preconditions() -> None:
