@@ -31,10 +31,9 @@ with atheris.instrument_imports(include=["parsers"]):  # the reference's Python,
     from parsers import LineParser, scan
     from parsers.columns import from_events
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository (tests.parsers)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "parsers"))
-from _parser_lines import BY_KIND, NOW, event_dict, event_line  # the parser tests' lines, one definition
-from test_parse_columns import check as check_pieces  # parse_columns against parse, one definition
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: tests.parsers
+from tests.parsers._parser_lines import BY_KIND, NOW, event_dict, event_line  # the parser tests' lines
+from tests.parsers.test_parse_columns import check as check_pieces  # parse_columns vs parse, one definition
 
 MAX_FUTURE = 600.0
 MAX_PAST = 400 * 86400.0
@@ -51,12 +50,6 @@ def _line_at(data: bytes, start: int) -> bytes:
     return data[start : data.index(b"\n", start)]
 
 
-try:  # parse_columns (pieces of scanned ranges and declined lines) against parse: its tests' one definition
-    from tests.parsers.test_parse_columns import check as check_pieces
-except ImportError:  # an older tree: parse_columns is the whole block or parse
-    check_pieces = None
-
-
 def check_block(data: bytes) -> None:
     """The differential contract on one block (an AssertionError names the first difference)."""
     assert NATIVE is not None and scan.available, "parsers._scan is not built (or LOGAPM_NATIVE=0): nothing to fuzz"
@@ -67,25 +60,17 @@ def check_block(data: bytes) -> None:
         exact = NATIVE.scan(array("B", data), PAST, FUTURE, MAX_LINE)
     except MemoryError:
         return
-    assert raw is None or (type(raw) is tuple and len(raw) in (16, 17)), type(raw)
+    assert raw is None or (type(raw) is tuple and len(raw) == 17), type(raw)
     assert exact == raw, "the result depends on the buffer's type"
-    scan_range = getattr(scan, "scan_range", None)
-    if scan_range is not None:  # (lines, skipped, columns, stop): data[:stop] read, stop where a line is declined
-        got = scan_range(data, PAST, FUTURE, MAX_LINE)
-        assert (got is None) == (raw is None), "the wrapper failed on the C function's result"
-        if got is not None:
-            lines, skipped, cols, stop = got
-            assert stop == len(data) or (0 <= stop < len(data) and (stop == 0 or data[stop - 1] == 0x0A)
-                                         and b"apm.schema" in _line_at(data, stop)), (stop, data[:500])
-            data = data[:stop]
-    else:
-        whole = scan.scan(data, PAST, FUTURE, MAX_LINE)
-        assert (whole is None) == (raw is None), "the wrapper failed on the C function's result"
-        got = None if whole is None else (*whole, len(data))
-    if check_pieces is not None:
-        check_pieces(data, PARSER)
+    check_pieces(data, PARSER)  # the pieces of parse_columns (scanned ranges, declined lines) are parse(data)
+    got = scan.scan_range(data, PAST, FUTURE, MAX_LINE)
+    assert (got is None) == (raw is None), "the wrapper failed on the C function's result"
     if got is None:
         return
+    stop = got[3]  # data[:stop] read; stop: len(data), or the start of a declined line (with the marker)
+    assert stop == len(data) or (0 <= stop < len(data) and (stop == 0 or data[stop - 1] == 0x0A)
+                                 and b"apm.schema" in _line_at(data, stop)), (stop, data[:500])
+    data = data[:stop]
     lines, skipped, cols, _ = got
     if not data:
         assert (lines, skipped, cols.n) == (0, 0, 0), (lines, skipped, cols.n)

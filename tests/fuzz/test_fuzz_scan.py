@@ -20,11 +20,11 @@ from conftest import unavailable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-RUNS = 40_000
+RUNS = 20_000
 
 
 def test_atheris_scan_differential_short_run(tmp_path: Path) -> None:
-    """40,000 fuzzer executions (about 20 s), starting from valid lines of every kind; more than 1% of the
+    """20,000 fuzzer executions (about 20 s), starting from valid lines of every kind; more than 1% of the
     blocks must be taken by the scanner (else little was compared)."""
     pytest.importorskip("atheris", reason="atheris is in the dev extra (pip install -e '.[dev]')")
     if importlib.util.find_spec("parsers._scan") is None:
