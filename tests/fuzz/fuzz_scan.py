@@ -22,10 +22,10 @@ import json
 import os
 import sys
 import tempfile
-from array import array
 from pathlib import Path
 
 import atheris
+import numpy as np
 
 with atheris.instrument_imports(include=["parsers"]):  # the reference's Python, not numpy's
     from parsers import LineParser, scan
@@ -55,13 +55,16 @@ def check_block(data: bytes) -> None:
     assert NATIVE is not None and scan.available, "parsers._scan is not built (or LOGAPM_NATIVE=0): nothing to fuzz"
     try:
         raw = NATIVE.scan(data, PAST, FUTURE, MAX_LINE)
-        # the same bytes in a buffer that ends exactly where they do (a bytes object has a NUL after its
-        # end): under ASan, a read one byte past the block is caught
-        exact = NATIVE.scan(array("B", data), PAST, FUTURE, MAX_LINE)
+        # A bytes object has a NUL after its end, which hides a read past the block. The same bytes in a
+        # buffer allocated to their exact size (under ASan, a read one byte past it is reported), and in a
+        # view followed by 0xff bytes (a read past the end changes the result, whatever the build).
+        exact = NATIVE.scan(np.frombuffer(data, np.uint8).copy(), PAST, FUTURE, MAX_LINE)
+        tail = NATIVE.scan(memoryview(data + b"\xff" * 64)[: len(data)], PAST, FUTURE, MAX_LINE)
     except MemoryError:
         return
     assert raw is None or (type(raw) is tuple and len(raw) == 17), type(raw)
-    assert exact == raw, "the result depends on the buffer's type"
+    assert exact == raw and tail == raw, ("a read past the end of the buffer", raw is None, exact is None,
+                                          tail is None, data[-100:])
     check_pieces(data, PARSER)  # the pieces of parse_columns (scanned ranges, declined lines) are parse(data)
     got = scan.scan_range(data, PAST, FUTURE, MAX_LINE)
     assert (got is None) == (raw is None), "the wrapper failed on the C function's result"
