@@ -1104,6 +1104,7 @@ static int valid_utf8(cp s, size_t n) {
             if ((a | b | c2 | d) & HIGHS) break;
             i += 32;
         }
+        if (i >= n) break; /* the ASCII loop reached the end: s[n] is past the buffer */
         if (i + 8 <= n) {
             uint64_t v;
             memcpy(&v, s + i, 8);
