@@ -18,6 +18,7 @@ sanitizer build, put an ASan/UBSan copy of the package first on PYTHONPATH (see 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -160,9 +161,14 @@ DICTIONARY: list[bytes] = [
 def _dictionary_file() -> str:
     """DICTIONARY in libFuzzer's -dict format (every byte outside printable ASCII, and quote and backslash,
     hex-escaped)."""
-    path = Path(tempfile.gettempdir()) / f"fuzz_scan-{os.getpid()}.dict"
-    path.write_text("".join('"' + "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\x{b:02x}" for b in token)
-                            + '"\n' for token in DICTIONARY), encoding="ascii")
+    text = "".join('"' + "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\x{b:02x}" for b in token)
+                   + '"\n' for token in DICTIONARY)
+    # named by its content: one file in the temp directory however many runs (and runs in parallel agree)
+    path = Path(tempfile.gettempdir()) / f"fuzz_scan-{hashlib.sha1(text.encode()).hexdigest()[:12]}.dict"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="ascii")
+        tmp.replace(path)
     return str(path)
 
 
