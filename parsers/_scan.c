@@ -313,12 +313,16 @@ static void interner_free(Interner *t) {
 static int interner_grow(Interner *t) {
     size_t ncap = t->cap * 2, used = (size_t)PyList_GET_SIZE(t->list);
     uint64_t *ns = (uint64_t *)PyMem_Calloc(ncap, sizeof(uint64_t));
-    if (!ns) return -1;
+    if (!ns) {
+        PyErr_NoMemory();
+        return -1;
+    }
     if ((ncap / 2 + 1) * sizeof(Entry) > t->entries_size) {
         size_t size = (ncap / 2 + 1) * sizeof(Entry);
         Entry *ne = (Entry *)PyMem_Realloc(t->entries, size);
         if (!ne) {
             PyMem_Free(ns);
+            PyErr_NoMemory();
             return -1;
         }
         t->entries = ne;
@@ -396,7 +400,12 @@ static int32_t intern(Interner *t, Py_ssize_t *last, const char *s, Py_ssize_t n
         }
     }
     Py_ssize_t code = PyList_GET_SIZE(t->list);
-    if (code >= INT32_MAX - 1 || PyList_Append(t->list, str) < 0) {
+    if (code >= INT32_MAX - 1) {
+        Py_DECREF(str);
+        PyErr_SetString(PyExc_OverflowError, "too many distinct strings in one block");
+        return -2;
+    }
+    if (PyList_Append(t->list, str) < 0) { /* sets the exception */
         Py_DECREF(str);
         return -2;
     }
@@ -1288,6 +1297,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         cp p = line ? data + ends[line - 1] + 1 : data;
         cp nl = data + ends[line];
         if (parse_line(p, nl, data_end, &row, scratch, past, future, pred, &mc) < 0) {
+            if (PyErr_Occurred()) goto error; /* out of memory building a metric's tags: not a verdict */
             /* not an event: skipped only when the line does not mention the marker at all; a line that
              * does is declined: the block ends before it (the caller has the reference read it) */
             if (memmem(p, (size_t)(nl - p), MARK, sizeof(MARK) - 1)) {

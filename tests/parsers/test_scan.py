@@ -588,3 +588,36 @@ def test_utf8_as_python_reads_it(raw: bytes) -> None:
 def test_never_raises(data: bytes) -> None:
     scan.scan(data, 0.0, 1e10, 1000)
     scan.scan(b"{" + data + b"}\n", 0.0, 1e10, 1000)
+
+
+@pytest.mark.parametrize("shape", ["metric tags", "many routes"])
+def test_out_of_memory_is_a_memory_error_not_a_verdict(shape: str) -> None:
+    """An allocation that fails anywhere inside the C function raises MemoryError (the wrapper then lets the
+    reference decide), never a SystemError (an exception set while returning a value, or NULL returned with
+    none set) and never a line wrongly skipped: found by the review's out-of-memory sweep (metric tags built
+    as a dict; the intern tables growing)."""
+    _testcapi = pytest.importorskip("_testcapi")
+    from parsers import _scan  # type: ignore[attr-defined]
+
+    head = b'{"timestamp":"2026-11-29T10:15:04.512Z","apm.schema":1,'
+    if shape == "metric tags":
+        data = head + (b'"apm.kind":"metric","metric.name":"a.b","metric.type":"count","metric.value":1,'
+                       b'"metric.tags":{"plan":"pro","region":"eu-west-1"}}\n')
+    else:
+        data = b"".join(head + b'"apm.kind":"request","duration_ms":1,"http.request.method":"GET",'
+                        b'"http.route":"r%d"}\n' % i for i in range(40))
+    whole = _scan.scan(data, 0.0, 2e9, 65536)
+    outcomes = set()
+    for k in range(200):  # fail the k-th allocation
+        _testcapi.set_nomemory(k, k + 1)
+        try:
+            got = _scan.scan(data, 0.0, 2e9, 65536)
+        except MemoryError:
+            got = MemoryError
+        finally:
+            _testcapi.remove_mem_hooks()
+        if got is not MemoryError:
+            # untouched by the failure (it hit after the call's allocations): the same verdict
+            assert got[:3] == whole[:3] and got[-1] == whole[-1], (k, got[:3])
+        outcomes.add(got is MemoryError)
+    assert outcomes == {True, False}  # the sweep reached the function's allocations and went past them
