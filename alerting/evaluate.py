@@ -73,6 +73,16 @@ Column = tuple[dict[GroupKey, Floats], int, Container[GroupKey]]
 
 
 @dataclass(slots=True)
+class Counted:
+    """A span's (or a minute's) merge when only its event count is read (see ``Evaluator._merge``)."""
+
+    count: int
+
+
+Merged = WindowAggregate | Counted
+
+
+@dataclass(slots=True)
 class EvaluationReport:
     points: int = 0  # (rule, evaluation point) pairs judged
     notifications: list[Notification] = field(default_factory=list)
@@ -182,24 +192,29 @@ class Evaluator:
             chunk = every[chunk_start:chunk_start + CHUNK_POINTS]
             # per window start and group: the group's series merged (one aggregate per group and minute)
             minute: dict[int, dict[GroupKey, list[WindowAggregate]]] = defaultdict(lambda: defaultdict(list))
+            keys: dict[Any, GroupKey] = {}  # per series (a series recurs in every window): its group
             for agg in self.reader.windows(family, chunk[0] - span, chunk[-1], match=match):
-                minute[agg.start][tuple((g, agg.series.tag(g)) for g in group_by)].append(agg)
+                key = keys.get(agg.series)
+                if key is None:
+                    key = keys[agg.series] = tuple((g, agg.series.tag(g)) for g in group_by)
+                minute[agg.start][key].append(agg)
             found: SpanQuantiles | None = None
+            counts = quantiles is not None and None not in quantiles.values()
             if quantiles is not None:
                 qs = {q for q in quantiles.values() if q is not None}
                 found = self._span_quantiles(minute, chunk, span, qs) if qs else SpanQuantiles({}, set())
             per_minute = {
                 start: {key: m for key, aggs in groups.items()
-                        if (m := self._merge(found, key, aggs)) is not None}
+                        if (m := self._merge(found, key, aggs, counts)) is not None}
                 for start, groups in minute.items()
             }
             del minute
             for i, t in enumerate(chunk):
-                spans: dict[GroupKey, list[WindowAggregate]] = defaultdict(list)
+                spans: dict[GroupKey, list[Merged]] = defaultdict(list)
                 for start in range(t - span, t, self.width):
-                    for key, agg in per_minute.get(start, {}).items():
-                        spans[key].append(agg)
-                merged = {key: self._merge(found, key, aggs) for key, aggs in spans.items()}
+                    for key, part in per_minute.get(start, {}).items():
+                        spans[key].append(part)
+                merged = {key: self._merge(found, key, aggs, counts) for key, aggs in spans.items()}
                 for rule in rules:
                     if t in points[rule.name]:
                         q = quantiles.get(rule.name) if quantiles is not None else None
@@ -230,13 +245,19 @@ class Evaluator:
             return None
         return out
 
-    def _merge(self, found: SpanQuantiles | None, key: GroupKey,
-               aggs: list[WindowAggregate]) -> WindowAggregate | None:
+    def _merge(self, found: SpanQuantiles | None, key: GroupKey, aggs: Sequence[Merged],
+               counts: bool = False) -> Merged | None:
         """Merged with the sketches, unless ``alerting.spans`` reads this group's quantiles (or none are
-        read): then the exact fields alone."""
+        read): then the exact fields alone; or only the event count (``counts``: every rule of the cluster
+        reads a quantile, which ``alerting.spans`` gives, so ``_judge`` reads nothing else)."""
         if found is None or key in found.merge:
-            return self.catalog.merge(aggs)
-        return cast(SpanCatalog, self._spans_catalog).merge(aggs, sketches=False)
+            return self.catalog.merge(cast(Sequence[WindowAggregate], aggs))
+        if counts:
+            total = 0  # the merge's own sum: its count starts at 0 and adds each one's, in order
+            for agg in aggs:
+                total += agg.count
+            return Counted(total)
+        return cast(SpanCatalog, self._spans_catalog).merge(cast(Sequence[WindowAggregate], aggs), sketches=False)
 
     def _span_quantiles(
         self,
@@ -301,7 +322,7 @@ class Evaluator:
         self,
         rule: Rule,
         t: int,
-        merged: dict[GroupKey, WindowAggregate | None],
+        merged: dict[GroupKey, Merged | None],
         states: dict[GroupKey, GroupState],
         report: EvaluationReport,
         column: Column | None = None,
@@ -318,7 +339,7 @@ class Evaluator:
                 state = states[key] = GroupState(rule.name, key)
             self._advance(rule, state, t, judgement, report)
 
-    def _judge(self, rule: Rule, merged: WindowAggregate | None, key: GroupKey = (),
+    def _judge(self, rule: Rule, merged: Merged | None, key: GroupKey = (),
                column: Column | None = None) -> Judgement:
         samples = merged.count if merged is not None else 0
         value: float | None
@@ -330,7 +351,7 @@ class Evaluator:
             x = float(found[i]) if found is not None and merged.count else math.nan
             value = x if math.isfinite(x) else None
         else:
-            value = self.catalog.value(rule.metric, merged, self.prefix)
+            value = self.catalog.value(rule.metric, cast(WindowAggregate, merged), self.prefix)  # never Counted
         if value is None or samples == 0:
             if rule.no_data == "keep":
                 return Judgement(None, samples, None)
