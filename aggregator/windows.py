@@ -812,9 +812,22 @@ class WindowState:
         new_series: list[tuple[str, Tags, int]] = []
         # A family's `other` series (every tag value `other`: what the workers folded) comes after its real
         # series, so that it does not take one of the cap's places from them.
-        for k in sorted(self.aggs, key=lambda k: (k[0], fold_tags(k[1]) == k[1], k[1], k[2])):
+        # Sorted by (family, is `other`, tags, start) as a series then its starts: the same order as sorting
+        # the keys (they are unique), with the tags compared and folded once per series, not once per window.
+        by_series: dict[tuple[str, Tags], list[int]] = {}
+        for family, tags, start in self.aggs:
+            starts = by_series.get((family, tags))
+            if starts is None:
+                by_series[(family, tags)] = [start]
+            else:
+                starts.append(start)
+        keys = [(family, tags, start)
+                for family, tags in sorted(by_series, key=lambda s: (s[0], fold_tags(s[1]) == s[1], s[1]))
+                for start in sorted(by_series[(family, tags)])]
+        aggs = self.aggs
+        for k in keys:
             family, tags, start = k
-            agg = self.aggs[k]
+            agg = aggs[k]
             if cutoff is not None and agg.end <= cutoff and family != "pipeline":
                 if is_event_family(family):
                     res.late_events += agg.count

@@ -363,3 +363,49 @@ def test_series_tags_are_make_tags() -> None:
             assert _series(family, raw).tags == make_tags(dict(zip(fields, raw, strict=True))), (family, raw)
     for raw in [("default", "pg", "SELECT", "t"), (None, "pg", "SELECT", ""), ("", None, None, "t")]:
         assert _series("db", raw).tags == make_tags(db=raw[0] or raw[1], operation=raw[2], table=raw[3])
+
+
+@pytest.mark.parametrize("cap", [1000, 3])
+def test_apply_takes_the_keys_in_the_reference_order(tmp_path: Path, cap: int) -> None:
+    """``apply`` walks the aggregates by (family, `other` series last, tags, start) (sorted per series then
+    per start): the windows it writes and the series it admits come in the order of sorting every key by that
+    tuple, with the cap admitting the same series."""
+    from aggregator.windows_store import fold_tags
+
+    rng = np.random.default_rng(3)
+    keys = [(fam, make_tags(route=route, method=method), int(T0) + 60 * int(s))
+            for fam in ("request", "db", "cache") for route in ("a/", "b/", "other", "z/")
+            for method in ("GET", "other") for s in rng.choice(40, 5, replace=False)]
+    keys += [("task", (), int(T0) + 60 * int(s)) for s in (9, 2, 5)]
+    rng.shuffle(keys)  # type: ignore[arg-type]
+    state = WindowState()
+    state.merge([WindowAggregate(SeriesKey(f, t), s, 60, count=1, errors=0, total=1.0, min=1.0, max=1.0)
+                 for f, t, s in keys])
+    written: list[tuple[str, tuple, int]] = []
+    admitted: list[tuple[str, tuple, int]] = []
+    with Store(tmp_path / "s.db") as store:
+        ws = WindowsStore(store)
+
+        def put(aggs: list[WindowAggregate], now: float) -> int:
+            written.extend((a.series.family, a.series.tags, a.start) for a in aggs)
+            return len(aggs)
+
+        ws.put = put  # type: ignore[method-assign,assignment]
+        ws.add_series = admitted.extend  # type: ignore[method-assign,assignment]
+        with store.transaction():
+            state.apply(ws, lateness_seconds=10**9, max_series=cap, now=0.0)
+    # the reference: every key sorted by the tuple, folded past the cap as it comes
+    want_written: dict[tuple[str, tuple, int], None] = {}
+    want_admitted: list[tuple[str, tuple, int]] = []
+    known: dict[str, set[tuple]] = {}
+    for fam, tags, start in sorted(keys, key=lambda k: (k[0], fold_tags(k[1]) == k[1], k[1], k[2])):
+        seen = known.setdefault(fam, set())
+        if tags not in seen:
+            if len(seen) >= cap:
+                tags = fold_tags(tags)
+            if tags not in seen:
+                seen.add(tags)
+                want_admitted.append((fam, tags, start))
+        want_written[(fam, tags, start)] = None
+    assert admitted == want_admitted
+    assert written == list(want_written)
