@@ -34,7 +34,7 @@ import operator
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import compress, repeat
+from itertools import compress, pairwise, repeat
 from typing import Any
 
 import numpy as np
@@ -166,21 +166,26 @@ class _Rests:
                 map(tables.__getitem__, self.fp_table.tolist()), strict=True)))
         return self._groups
 
-    def fingerprints(self, i: int, *, shared: bool = False) -> Fingerprints:
-        """Rest ``i``'s fingerprints, as ``PackedTrace.fingerprints`` gives them. ``shared``: from ``groups``,
-        made once for every rest of the batch (the open traces written at the end), the entries themselves,
-        for a reader that neither keeps nor changes them; else read from the columns alone (a merge: rare)."""
+    def fingerprints(self, i: int) -> Fingerprints:
+        """Rest ``i``'s fingerprints, as ``PackedTrace.fingerprints`` gives them, read from the columns alone (a
+        merge: rare; the open traces written at the end take ``fingerprints_json``)."""
         lo, hi = self.bounds[i], self.bounds[i + 1]
         if lo == hi:
             return {}
-        if shared:
-            keys, entries = self._groups or self.groups()
-            return dict(zip(keys[lo:hi], entries[lo:hi], strict=True))
         offsets, text, codes = self.fp_key_offsets, self.fp_keys, self.fp_key[lo:hi]
         texts, tables = self.fp_texts, self.fp_tables
         return {text[a:z]: [n, ms, texts[x], tables[y]] for a, z, n, ms, x, y in zip(
             offsets[codes].tolist(), offsets[codes + 1].tolist(), self.fp_n[lo:hi].tolist(),
             self.fp_ms[lo:hi].tolist(), self.fp_text[lo:hi].tolist(), self.fp_table[lo:hi].tolist(), strict=True)}
+
+    def fingerprints_json(self) -> list[str]:
+        """Every rest's fingerprints as JSON text (``orjson.dumps(fingerprints(i))``), from ``groups`` (made once
+        for every rest of the batch, its entries themselves: only read here) in one pass: the open traces written
+        at the end are nearly all of a batch's rests."""
+        keys, entries = self._groups or self.groups()
+        dumps, b = orjson.dumps, self.bounds
+        return [dumps(dict(zip(keys[lo:hi], entries[lo:hi], strict=True))).decode() if lo != hi else "{}"
+                for lo, hi in pairwise(b)]
 
     def part(self, i: int, trace_id: str) -> TracePart:
         return TracePart(trace_id, PIECE, self.newest[i], self.events[i], self.queries[i], self.db_ms[i],
@@ -660,13 +665,17 @@ def _replace_open_traces(conn: Any, traces: list[tuple[str, PackedTrace | _OpenR
     """``findings.replace_open_traces``, with the rows of the traces that rests opened read from their columns
     (each attribute a property call was most of writing them)."""
     dumps = orjson.dumps
+    texts: dict[int, list[str]] = {}  # per batch (its _Rests' id): every rest's fingerprints text
 
     def rows() -> Iterator[tuple[Any, ...]]:
         for trace_id, o in traces:
             if type(o) is _OpenRest:
                 newest, events, rests, i = o
+                batch = texts.get(id(rests))
+                if batch is None:
+                    batch = texts[id(rests)] = rests.fingerprints_json()
                 yield (trace_id, newest, events, rests.queries[i], rests.db_ms[i], rests.cache_ms[i],
-                       rests.external_ms[i], dumps(rests.fingerprints(i, shared=True)).decode())
+                       rests.external_ms[i], batch[i])
             else:
                 yield (trace_id, o.newest, o.events, o.queries, o.db_ms, o.cache_ms, o.external_ms,
                        dumps(o.fingerprints).decode())
