@@ -30,8 +30,8 @@ Trade-offs, measured on this machine (2 cores; ``tests/aggregator/test_sketch.py
   a whole batch at once and make each window's sketch from its slice of the counts (``of_bucket_counts``,
   ~0.9 us; ``DDSketch()`` ~0.4 us). A window's sketch (~300 buckets) serialises in ~12-17 us to the stored
   form (zlib level 1, most of the time) and ~2.4-3 us to the quick one (``compress=False``); decoding takes
-  ~6.7 and ~3 us. A sketch pickles as its stored form and is decoded when first read (``__reduce__``): the
-  parent of a run writes most of the workers' sketches as they came, neither decoding nor compressing them.
+  ~6.7 and ~3 us. A sketch pickles in the quick form (or as the stored bytes it was read from) and is
+  decoded when first read (``__reduce__``): a worker does not compress what the parent merges anyway.
 """
 
 from __future__ import annotations
@@ -374,8 +374,9 @@ class DDSketch:
 
     def to_bytes(self, *, compress: bool = True) -> bytes:
         """The stored form (zlib); ``compress=False`` for a quick hop between processes."""
-        if compress and self._blob is not None:
-            return self._blob
+        blob = self._blob
+        if compress and blob is not None and blob[:1] != b"\0":  # the stored form it came with, unchanged
+            return blob
         body = (_HEADER.pack(_FORMAT_VERSION, 0, self.relative_accuracy, self.min, self.max, self.zero_count)
                 + self.pos.to_bytes() + self.neg.to_bytes())
         return zlib.compress(body, 1) if compress else b"\0" + body
@@ -409,11 +410,15 @@ class DDSketch:
         self.neg, _ = _Store.from_buffer(buf, pos)
 
     def __reduce__(self) -> tuple[Any, tuple[bytes]]:
-        """Pickled as the stored form, decoded only when read: a worker's sketch usually reaches the store
-        unchanged (one part holds most of a window), so the parent neither decodes nor compresses it
-        (``to_bytes`` returns the bytes as they came; any change forgets them). The worker compresses instead
-        (~17 us a sketch against ~3 for the quick form), the parent saves about 20 (decode ~3, compress ~17)."""
-        return _from_stored, (self.to_bytes(),)
+        """Pickled as the bytes it came with, if any, else in the quick form, and decoded only when read.
+
+        Not compressed for the hop from a worker to the parent: on the 5M-event benchmark log almost every
+        window lies across two parts (6,573 of 6,771 are merged in the parent), so a worker's compression
+        (~17 us a sketch, ~37,000 sketches) was thrown away by the merge; the quick form costs ~3 us to write
+        and ~3 to read (against ~6.7 to decompress). A window one part holds is compressed once, in the
+        parent, when it is written. A sketch read from the store goes on as its stored bytes."""
+        blob = self._blob
+        return _from_stored, (blob if blob is not None else self.to_bytes(compress=False),)
 
     def __getattr__(self, name: str) -> Any:
         """Called only for a slot not set: a sketch unpickled by ``_from_stored`` decodes on first use."""
@@ -439,7 +444,8 @@ class DDSketch:
 
 
 def _from_stored(blob: bytes) -> DDSketch:
-    """The sketch ``blob`` (the stored form) holds, decoded when first read (``DDSketch.__getattr__``)."""
+    """The sketch ``blob`` (the stored or the quick form) holds, decoded when first read
+    (``DDSketch.__getattr__``); ``to_bytes`` gives a stored form back as it came."""
     sketch = DDSketch.__new__(DDSketch)
     sketch._blob = blob
     return sketch

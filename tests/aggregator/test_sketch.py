@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
+from aggregator import sketch as sketch_module
 from aggregator.sketch import MAX_BUCKETS, DDSketch, SketchError, sketch_of
 
 QS = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0)
@@ -171,13 +172,16 @@ def test_every_way_to_fill_a_sketch_gives_the_same_bytes() -> None:
 
 
 def test_an_unpickled_sketch_keeps_its_stored_form_until_it_changes() -> None:
-    """A sketch pickles as its stored form and is decoded only when read: written unchanged, it gives the bytes
-    it came with (undecoded); read, merged, added to or copied, it is the sketch it was, the same bytes as the
-    same steps on the original."""
+    """A sketch pickles in the quick form (one read from the store, as its stored bytes) and is decoded only when
+    read: written, it gives the stored bytes of the original (a stored one undecoded); read, merged, added to or
+    copied, it is the sketch it was, the same bytes as the same steps on the original."""
     rng = np.random.default_rng(29)
     a, b = sketch_of(rng.lognormal(2, 1, 500)), sketch_of(np.concatenate([rng.normal(0, 5, 90), np.zeros(10)]))
     for original in (a, b, DDSketch()):
         stored = original.to_bytes()
+        assert pickle.dumps(original).count(original.to_bytes(compress=False))  # the quick form crosses
+        # a sketch still holding stored bytes (read lazily) passes them on as they are, undecoded
+        assert pickle.loads(pickle.dumps(sketch_module._from_stored(stored)))._blob == stored
         sent = pickle.loads(pickle.dumps(original))
         assert sent.to_bytes() == stored and sent.to_bytes(compress=False) == original.to_bytes(compress=False)
         copied = pickle.loads(pickle.dumps(original)).copy()
