@@ -517,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="only profile one in-process run over the first EVENTS events (CPU per stage)")
     args = ap.parse_args(argv)
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    if "logapm" not in args.tools and not args.against:
+        args.tools.insert(0, "logapm")  # every ratio is to logapm run: the table needs it
     work = args.dir or Path(tempfile.mkdtemp(prefix="logapm-compare-"))
     work.mkdir(parents=True, exist_ok=True)
     args.tool_roots = dict(checkout(rev, work) for rev in args.against)
