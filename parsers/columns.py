@@ -56,6 +56,7 @@ STRING_FIELDS: Final[tuple[str, ...]] = (
 )
 # The string column whose table each string field's codes index (span ids share one table).
 TABLE_OF: Final[dict[str, str]] = {name: name for name in STRING_FIELDS} | {"parent_span_id": "span_id"}
+# The numeric columns and their dtypes, in the order the scanner's C function returns them.
 NUMERIC_FIELDS: Final[dict[str, Any]] = {
     "kind": np.int8, "ts": np.float64, "duration_ms": np.float64, "outcome": np.int8, "status": np.int16,
     "cache_hit": np.int8, "task_state": np.int8, "queue_wait_ms": np.float64, "metric_type": np.int8,

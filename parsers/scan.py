@@ -36,9 +36,6 @@ except ImportError:  # pragma: no cover - the extension is optional
 
 available: bool = _native is not None and os.environ.get("LOGAPM_NATIVE", "1") != "0"
 
-# The numeric columns, in the order the C function returns them.
-_NUMERIC: Final = ("kind", "ts", "duration_ms", "outcome", "status", "cache_hit", "task_state",
-                   "queue_wait_ms", "metric_type", "metric_value")
 _I32: Final = np.dtype(np.int32)
 
 
@@ -65,8 +62,8 @@ def scan_range(data: bytes | memoryview, past_limit: float, future_limit: float,
         codes, tables, tags, stop = raw[13:]
         c = EventColumns()
         c.n = n
-        for name, buf in zip(_NUMERIC, numeric, strict=True):
-            setattr(c, name, np.frombuffer(buf, dtype=NUMERIC_FIELDS[name]))
+        for (name, dtype), buf in zip(NUMERIC_FIELDS.items(), numeric, strict=True):
+            setattr(c, name, np.frombuffer(buf, dtype=dtype))
         c.codes = {name: np.frombuffer(buf, dtype=_I32) for name, buf in zip(STRING_FIELDS, codes, strict=True)}
         c.tables = {name: table for name, table in zip(STRING_FIELDS, tables, strict=True)
                     if name != "parent_span_id"}
