@@ -85,7 +85,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aggregator.insights.records import query_fingerprint
-from aggregator.windows import KIND_CODES
+from parsers.columns import KIND_CODES, OUTCOMES
 
 if TYPE_CHECKING:
     from parsers.columns import EventColumns
@@ -369,7 +369,7 @@ class _FromColumns:
         return text, texts, table, tables
 
 
-_FAILURE = 1  # ``parsers.columns.OUTCOMES["failure"]``
+_FAILURE = OUTCOMES["failure"]
 
 
 def _text_fingerprint(text: str | None) -> str | None:
