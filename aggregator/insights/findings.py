@@ -9,10 +9,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
-from aggregator.insights.partials import OpenTrace, PackedTrace
+from aggregator.insights.partials import OpenTrace
 from aggregator.store import register_migrations
 
 register_migrations("insights", [
@@ -137,14 +138,11 @@ def load_open_traces(conn: sqlite3.Connection) -> Iterator[tuple[str, OpenTrace]
         yield trace_id, ops
 
 
-def replace_open_traces(conn: sqlite3.Connection, traces: Iterable[tuple[str, OpenTrace | PackedTrace]]
-                        ) -> None:
+def replace_open_trace_rows(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+    """The open traces become ``rows``: (trace_id, newest, events, queries, db_ms, cache_ms, external_ms,
+    fingerprints JSON text)."""
     conn.execute("DELETE FROM insights_open_traces")
-    conn.executemany(
-        "INSERT INTO insights_open_traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        ((tid, o.newest, o.events, o.queries, o.db_ms, o.cache_ms, o.external_ms,
-          orjson.dumps(o.fingerprints).decode()) for tid, o in traces),
-    )
+    conn.executemany("INSERT INTO insights_open_traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 def add_counters(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:

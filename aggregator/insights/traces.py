@@ -662,8 +662,8 @@ class TraceAnalyzer:
 
 
 def _replace_open_traces(conn: Any, traces: list[tuple[str, PackedTrace | _OpenRest]]) -> None:
-    """``findings.replace_open_traces``, with the rows of the traces that rests opened read from their columns
-    (each attribute a property call was most of writing them)."""
+    """The open traces' rows for ``findings.replace_open_trace_rows``, those of the traces that rests opened read
+    from their columns (each attribute a property call was most of writing them)."""
     dumps = orjson.dumps
     texts: dict[int, list[str]] = {}  # per batch (its _Rests' id): every rest's fingerprints text
 
@@ -680,8 +680,7 @@ def _replace_open_traces(conn: Any, traces: list[tuple[str, PackedTrace | _OpenR
                 yield (trace_id, o.newest, o.events, o.queries, o.db_ms, o.cache_ms, o.external_ms,
                        dumps(o.fingerprints).decode())
 
-    conn.execute("DELETE FROM insights_open_traces")
-    conn.executemany("INSERT INTO insights_open_traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows())
+    store_tables.replace_open_trace_rows(conn, rows())
 
 
 def _finding_lines(route: str, method: str, text: str, requests: int, executions: int, time_ms: float,
