@@ -116,7 +116,8 @@ def test_request_line_shortcut_writes_the_bytes_of_the_dict_path() -> None:
                                         ("s", "", "%s{0}"))]
     # A resource attribute named like a leading field replaces its value in the dict (the schema's stays).
     emitters.append(emit.Emitter(AppSettings(enabled=True, service_name="x",
-                                             resource={"apm.schema": 2, "timestamp": "t", "service.name": "x"})))
+                                             resource={"apm.schema": 2,  # type: ignore[dict-item]
+                                                       "timestamp": "t", "service.name": "x"})))
     colliding = emit.Emitter(AppSettings(enabled=True, service_name="shop"))
     colliding._base["http.route"] = "resource value"  # the dict would keep this key where the resource is
     formatter = OrjsonFormatter()
