@@ -368,12 +368,22 @@ def test_emit_request_fast_put_keeps_the_handlers_rules(tmp_path: Any) -> None:
     try:
         send("first/")  # the listener is not running yet: enqueue_event starts it
         assert handler._thread is not None
+        calls: list[object] = []  # enqueue_event calls from here on (the inlined put makes none)
+        enqueue = handler.enqueue_event
+
+        def counted(event: Any) -> bool:
+            calls.append(event)
+            return enqueue(event)
+
+        handler.enqueue_event = counted  # type: ignore[method-assign]
         send("fast/")  # the inlined put
+        assert calls == []  # fails if the inlined put is never taken (its state check gone wrong)
         pending = (emit.REQUEST, emitter, 1.5, "GET", "fast/", 200, None, span, 1_700_000_000.25)
         assert lines()[-1].encode() + b"\n" == OrjsonFormatter().format_event(emit.build_request(pending)) + b"\n"
         assert len(lines()) == 2
         handler.setLevel(logging.WARNING)
         send("level/")
+        assert len(calls) == 1  # a handler level above INFO takes the call
         handler.setLevel(logging.NOTSET)
         handler.addFilter(lambda record: False)
         send("filtered/")
