@@ -200,7 +200,8 @@ static inline int predicted_key(int k, const unsigned char *ks, const unsigned c
     return (size_t)(end - ks) > key_len[k] && same_bytes(key_name[k], (const char *)ks, key_len[k] + 1);
 }
 
-/* kinds, in aggregator.windows.KIND_CODES order, and what each requires (parsers.event.REQUIRED_BY_KIND) */
+/* kinds, in parsers.columns.KIND_CODES order (kind_of below hard-codes the same codes), and what each
+ * requires (parsers.event.REQUIRED_BY_KIND) */
 static const char *const KINDS[6] = {"request", "db", "cache", "external", "task", "metric"};
 
 static const char *const REQUIRED_NAMES[6][4] = {

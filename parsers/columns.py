@@ -13,7 +13,7 @@ Codes and absent values (one place for them: the scanner's C source mirrors this
 =================  ==========  =====================================================================
 column             dtype       value
 =================  ==========  =====================================================================
-kind               int8        ``aggregator.windows.KIND_CODES`` (request 0 .. metric 5)
+kind               int8        ``KIND_CODES`` (request 0 .. metric 5)
 ts                 float64     ``timestamp`` as epoch seconds (as ``TimestampReader`` reads it)
 duration_ms        float64     NaN when absent (metrics)
 outcome            int8        -1 absent, 0 success, 1 failure
