@@ -136,11 +136,10 @@ def compare_on_log(path: str, repeat: int, against: list[str] | None = None) -> 
     n = requests = 0
     gc.disable()  # as in the engine's workers
     for _ in range(repeat):
-        chunk, pos, n = 0, 0, 0
+        n = 0
         out: dict[str, list[Any]] = {name: [] for name in paths}
         spent = dict.fromkeys(paths, 0.0)
-        while pos < len(data):
-            end = data.find(b"\n", min(pos + BLOCK, len(data) - 1)) + 1 or len(data)
+        for chunk, (pos, end) in enumerate(chunk_ends(data)):
             names = list(paths)
             if chunk % 2:  # take turns all the same
                 names.reverse()
@@ -159,8 +158,6 @@ def compare_on_log(path: str, repeat: int, against: list[str] | None = None) -> 
             for rev in against or []:
                 if not same_batches(got["columns (extract)"], got[f"columns @{rev}"]):
                     raise SystemExit(f"chunk {chunk}: the batch of {rev} differs from this tree's")
-            chunk += 1
-            pos = end
         for name in paths:
             cpu.setdefault((name, "summarize"), []).append(spent[name])
             t = time.process_time()
@@ -203,25 +200,16 @@ def chunk_ends(data: bytes) -> list[tuple[int, int]]:
     return out
 
 
-def loggen_log(path: Path, events: int) -> None:
-    """``events`` events of ``aggregator.loggen`` over the last hour, as ``bench/aggregate.py`` writes them."""
-    from aggregator.loggen import generate_events, write_log
-
-    start = time.time() - 3720
-    path.unlink(missing_ok=True)
-    for i in range(0, events, 200_000):
-        n = min(200_000, events - i)
-        write_log(path, generate_events(n, start=start + i * 3600 / events, seconds=3600 * n / events,
-                                        seed=1000 + i // 200_000), ordinary_every=100)
-
-
 def compare_columns(path: str | None, repeat: int) -> None:
     """summarize_batch (events) against summarize_columns (columns) per chunk (see the module docstring)."""
     import gc
 
     if path is None:
+        # the benchmarks' loggen writer (bench/aggregate.py: 60 minutes of events)
+        from aggregate import write_log
+
         with tempfile.TemporaryDirectory() as tmp:
-            loggen_log(Path(tmp) / "loggen.log", 100_000)
+            write_log(Path(tmp) / "loggen.log", 100_000)
             data = (Path(tmp) / "loggen.log").read_bytes()
         path = "loggen output"
     else:
@@ -284,11 +272,7 @@ def main() -> None:
         return
     data = make_log(args.requests)
     # The run's decoders parse blocks and extract from each block's events while they are hot.
-    blocks, pos = [], 0
-    while pos < len(data):
-        end = data.find(b"\n", min(pos + BLOCK, len(data) - 1)) + 1 or len(data)
-        blocks.append(data[pos:end])
-        pos = end
+    blocks = [data[pos:end] for pos, end in chunk_ends(data)]
     parser = LineParser()
     parsed = [parser.parse(b, "bench.log", 0).events for b in blocks]
     n = sum(map(len, parsed))
