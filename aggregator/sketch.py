@@ -431,13 +431,6 @@ class DDSketch:
         self._load(blob)
         return object.__getattribute__(self, name)
 
-    def __getstate__(self) -> bytes:
-        return self.to_bytes(compress=False)
-
-    def __setstate__(self, state: bytes) -> None:  # pickles made before __reduce__
-        self._blob = None
-        self._load(state)
-
     def __repr__(self) -> str:
         return (f"DDSketch(n={int(self.count)}, min={self.min}, max={self.max}, "
                 f"buckets={self.pos.counts.size}+{self.neg.counts.size})")
