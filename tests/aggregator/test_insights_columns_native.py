@@ -25,9 +25,7 @@ from aggregator.insights.columns import (
 )
 from aggregator.insights.traces import extract
 from aggregator.loggen import generate_events, write_log
-from aggregator.windows import KIND_CODES
 from parsers import LineParser, scan
-from parsers import columns as parser_columns
 from parsers.columns import from_events
 from parsers.event import Event, Kind
 
@@ -45,10 +43,6 @@ def same_batch(events: list[Any]) -> TraceBatch:
 
 def columns_extract(chunk: list[Any]) -> list[Any]:
     return extract_columns(from_events(chunk))
-
-
-def test_kind_codes_are_the_windows_codes() -> None:
-    assert parser_columns.KIND_CODES == KIND_CODES
 
 
 def test_differences_sees_each_kind_of_difference() -> None:
