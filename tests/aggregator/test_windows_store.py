@@ -93,3 +93,21 @@ def test_get_in_a_transaction_sees_every_write(tmp_path: Path) -> None:
         with store.transaction():
             got = ws.get("request", a, 60)
             assert got is not None and got.count == 1 and got.total == 4
+
+
+def test_get_in_a_new_transaction_sees_another_connections_write(tmp_path: Path) -> None:
+    """The rows ``get`` read in one write transaction are not reused in the next: another connection may have
+    written in between without this connection's ``total_changes`` moving."""
+    a = make_tags(route="a/", method="GET")
+    with Store(tmp_path / "s.db") as store, Store(tmp_path / "s.db") as writer:
+        ws = WindowsStore(store)
+        with store.transaction():
+            ws.put([_agg("a/", 60, [1, 2, 3])], now=1.0)
+        with store.transaction():
+            got = ws.get("request", a, 60)
+            assert got is not None and got.count == 3
+        with writer.transaction():
+            WindowsStore(writer).put([_agg("a/", 60, [4])], now=2.0)
+        with store.transaction():
+            got = ws.get("request", a, 60)
+            assert got is not None and got.count == 1 and got.total == 4
