@@ -148,3 +148,23 @@ def test_routes_merge_the_request_windows_in_order(monkeypatch: pytest.MonkeyPat
             w.series, w.start, w.width, w.count, w.errors, repr(w.total), w.min, w.max, repr(w.counters))
         assert g.sketch is not None and w.sketch is not None and g.sketch.to_bytes() == w.sketch.to_bytes()
     assert report.routes is got and list(report.routes) == list(want)
+
+
+def test_engine_pool_handler_does_not_wait_on_the_result_pipe() -> None:
+    """engine._Pool overrides a private method of multiprocessing's Pool: if a Python release renamed it,
+    the override would silently do nothing (the handler thread busy-looping again). The method must exist,
+    be what Pool.__init__ calls, and leave the result pipe out of what the handler waits on."""
+    import inspect
+    from multiprocessing.pool import Pool
+
+    from aggregator.engine import _Pool
+
+    assert "self._get_sentinels()" in inspect.getsource(Pool.__init__)
+    pool = _Pool(1)
+    try:
+        sentinels = pool._get_sentinels()  # type: ignore[attr-defined]
+        assert pool._outqueue._reader not in sentinels  # type: ignore[attr-defined]
+        assert pool.apply(abs, (-3,)) == 3  # and it still runs and returns work
+    finally:
+        pool.terminate()
+        pool.join()
