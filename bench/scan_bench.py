@@ -18,6 +18,7 @@ import io
 import re
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aggregator.loggen import generate_events, write_log
@@ -45,25 +46,37 @@ def _pieces(got: Any) -> list[ParseResult]:
     return got if isinstance(got, list) else [got]
 
 
-def parse_columns_rounds(parser: LineParser, blocks: list[bytes], lines: int, rounds: int) -> tuple[float, float, float]:
-    """Medians of ``rounds`` interleaved rounds (us/line): parse + from_events, parse_columns; and the share of
-    events that came as columns."""
+def interleaved(ref: Callable[[bytes], object], new: Callable[[bytes], object], blocks: list[bytes], lines: int,
+                rounds: int) -> tuple[float, float]:
+    """Medians of ``rounds`` interleaved rounds, CPU us/line: ``ref`` then ``new`` over every block."""
     ref_us: list[float] = []
-    col_us: list[float] = []
+    new_us: list[float] = []
     for _ in range(rounds):
         t0 = time.process_time()
         for b in blocks:
-            from_events(parser.parse(b).events)
+            ref(b)
         t1 = time.process_time()
         for b in blocks:
-            parser.parse_columns(b)
+            new(b)
         t2 = time.process_time()
         ref_us.append((t1 - t0) / lines * 1e6)
-        col_us.append((t2 - t1) / lines * 1e6)
+        new_us.append((t2 - t1) / lines * 1e6)
+    return statistics.median(ref_us), statistics.median(new_us)
+
+
+def _reference(parser: LineParser) -> Callable[[bytes], object]:
+    """The path the scanner replaces: ``parse`` then ``from_events``."""
+    return lambda b: from_events(parser.parse(b).events)
+
+
+def parse_columns_rounds(parser: LineParser, blocks: list[bytes], lines: int, rounds: int) -> tuple[float, float, float]:
+    """Medians of ``rounds`` interleaved rounds (us/line): parse + from_events, parse_columns; and the share of
+    events that came as columns."""
+    ref, col = interleaved(_reference(parser), parser.parse_columns, blocks, lines, rounds)
     pieces = [r for b in blocks for r in _pieces(parser.parse_columns(b))]
     total = sum(r.event_count for r in pieces)
     as_columns = sum(r.event_count for r in pieces if r.columns is not None)
-    return statistics.median(ref_us), statistics.median(col_us), as_columns / max(1, total)
+    return ref, col, as_columns / max(1, total)
 
 
 def blocks_of(data: bytes, size: int = BLOCK) -> list[bytes]:
@@ -107,19 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             print("the scanner's columns differ from the reference's")
             return 1
 
-    ref_us: list[float] = []
-    scan_us: list[float] = []
-    for _ in range(args.rounds):
-        t0 = time.process_time()
-        for b in blocks:
-            from_events(parser.parse(b).events)
-        t1 = time.process_time()
-        for b in blocks:
-            scan.scan(b, past, future, parser.max_line_bytes)
-        t2 = time.process_time()
-        ref_us.append((t1 - t0) / lines * 1e6)
-        scan_us.append((t2 - t1) / lines * 1e6)
-    r, s = statistics.median(ref_us), statistics.median(scan_us)
+    r, s = interleaved(_reference(parser), lambda b: scan.scan(b, past, future, parser.max_line_bytes), blocks,
+                       lines, args.rounds)
     print(f"{args.events:,} events, {lines:,} lines, {len(blocks)} blocks of ~2 MB, "
           f"CPU us/line, medians of {args.rounds} interleaved rounds")
     print(f"{'path':<42}{'us/line':>10}")
