@@ -134,17 +134,21 @@ def test_disabled_emitter_emits_nothing() -> None:
     assert "traceparent" not in response
 
 
+class _BrokenMethods:
+    """KNOWN_METHODS whose membership test raises: a bug while building the event (the sync path inlines
+    route_of and the rest of _finish, so the bug is put in the method check both paths make)."""
+
+    def __contains__(self, item: object) -> bool:
+        raise KeyError("bug in logging_apm")
+
+
 def test_failure_inside_instrumentation_never_breaks_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
     """If building the event raises, the request still succeeds and the failure is counted."""
     import logging_apm.middleware as mw
 
-    class Broken:  # the method check raises: the sync path inlines route_of, so the bug is put there
-        def __contains__(self, item: object) -> bool:
-            raise KeyError("bug in logging_apm")
-
     before = errors.failures["middleware.finish"]
     with capture_events():
-        monkeypatch.setattr(mw, "KNOWN_METHODS", Broken())
+        monkeypatch.setattr(mw, "KNOWN_METHODS", _BrokenMethods())
         response = Client().get("/ping/")
     assert response.status_code == 200
     assert errors.failures["middleware.finish"] == before + 1
@@ -275,19 +279,15 @@ def test_sync_and_async_paths_give_the_same_event_and_header(monkeypatch: pytest
 def test_a_failing_finish_is_counted_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug while building the event (here: the method check) never reaches the view's caller, on the sync
     path (inlined) and the async path (the helper) alike; each failure is counted."""
+    from django.http import HttpResponse
+
     import logging_apm.middleware as mw
     from logging_apm.middleware import APMMiddleware
-
-    class Broken:
-        def __contains__(self, item: object) -> bool:
-            raise KeyError("bug in logging_apm")
-
-    from django.http import HttpResponse
 
     async def async_view(req: object) -> object:
         return HttpResponse(b"x")
 
-    monkeypatch.setattr(mw, "KNOWN_METHODS", Broken())
+    monkeypatch.setattr(mw, "KNOWN_METHODS", _BrokenMethods())
     before = errors.failures["middleware.finish"]
     with capture_events():
         assert APMMiddleware(lambda req: HttpResponse(b"x"))(_Request("GET", None)).status_code == 200
