@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from aggregate import Sample, _pss, measure  # noqa: E402 - the benchmarks' one way to time a process tree
+from aggregate import Sample, _pss, measure, prepare_tree  # noqa: E402 - the benchmarks' one way to time a process tree
 
 NAME_FIELDS = ("http.route", "db.collection.name", "cache.operation", "peer.service", "task.name", "metric.name")
 COLUMNS = {"timestamp": "VARCHAR", "apm.schema": "INTEGER", "apm.kind": "VARCHAR", "duration_ms": "DOUBLE",
@@ -197,6 +197,7 @@ def checkout(rev: str, work: Path) -> tuple[str, Path]:
         where.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha], check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    prepare_tree(where)
     return f"logapm@{sha[:7]}", where
 
 
@@ -521,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         args.tools.insert(0, "logapm")  # every ratio is to logapm run: the table needs it
     work = args.dir or Path(tempfile.mkdtemp(prefix="logapm-compare-"))
     work.mkdir(parents=True, exist_ok=True)
+    prepare_tree(ROOT)
     args.tool_roots = dict(checkout(rev, work) for rev in args.against)
     # memory and incremental runs measure this tree, or the first --against revision when this tree's
     # logapm is not among the tools (a committed snapshot while the tree is being edited)
