@@ -138,10 +138,25 @@ def load_open_traces(conn: sqlite3.Connection) -> Iterator[tuple[str, OpenTrace]
         yield trace_id, ops
 
 
+def load_open_trace_rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+    """The stored open traces as their rows, in rowid order: (trace_id, newest, events, queries, db_ms,
+    cache_ms, external_ms, fingerprints JSON text, rowid)."""
+    return conn.execute(
+        "SELECT trace_id, newest, events, queries, db_ms, cache_ms, external_ms, fingerprints, rowid"
+        " FROM insights_open_traces ORDER BY rowid").fetchall()
+
+
 def replace_open_trace_rows(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
     """The open traces become ``rows``: (trace_id, newest, events, queries, db_ms, cache_ms, external_ms,
     fingerprints JSON text)."""
     conn.execute("DELETE FROM insights_open_traces")
+    conn.executemany("INSERT INTO insights_open_traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def update_open_trace_rows(conn: sqlite3.Connection, deleted: Iterable[int], rows: Iterable[tuple[Any, ...]]) -> None:
+    """Delete the open-trace rows of these rowids, then append ``rows`` (as ``replace_open_trace_rows`` takes
+    them): they come after every row kept (a new rowid is the largest one plus one)."""
+    conn.executemany("DELETE FROM insights_open_traces WHERE rowid = ?", ((r,) for r in deleted))
     conn.executemany("INSERT INTO insights_open_traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 

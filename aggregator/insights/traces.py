@@ -63,6 +63,7 @@ __all__ = ["FAMILY", "TraceAnalyzer", "TraceRecord", "extract", "summary_lines"]
 
 FAMILY = "trace"
 _NEWEST, _EVENTS = operator.itemgetter(0), operator.itemgetter(1)  # a PackedTrace's newest and events
+_FIRST, _LAST, _ROW_VALUES = operator.itemgetter(0), operator.itemgetter(-1), operator.itemgetter(slice(1, None))
 
 
 def extract(events: Iterable[Any]) -> list[Any]:
@@ -220,6 +221,38 @@ class _OpenRest(tuple[Any, ...]):
         return ops
 
 
+class _Stored(tuple[Any, ...]):
+    """A trace left open by an earlier run, as the parent holds it until it is read: its stored row (newest,
+    events, queries, db_ms, cache_ms, external_ms, fingerprints JSON text, rowid). Read as a ``PackedTrace`` is
+    (its first six items too): the same values as the ``PackedTrace`` of the ``OpenTrace`` the row holds.
+
+    Nearly all of them are never merged (orphans that wait to expire, or to be dropped over the cap): kept as
+    read, their JSON is parsed only if one is, and one still open and unmerged is written back as its row (the
+    text as it was read: the text ``orjson.dumps`` gives for what ``orjson.loads`` reads from it, as every row
+    is written by ``orjson.dumps``), or left in place (see ``_write_open_traces``)."""
+
+    __slots__ = ()
+
+    newest = property(operator.itemgetter(0))
+    events = property(operator.itemgetter(1))
+    queries = property(operator.itemgetter(2))
+    db_ms = property(operator.itemgetter(3))
+    cache_ms = property(operator.itemgetter(4))
+    external_ms = property(operator.itemgetter(5))
+
+    @property
+    def fingerprints(self) -> Fingerprints:
+        return orjson.loads(self[6])  # type: ignore[no-any-return]
+
+    def unpack(self) -> OpenTrace:
+        ops = OpenTrace.__new__(OpenTrace)
+        ops.newest, ops.events, ops.queries, ops.db_ms, ops.cache_ms, ops.external_ms, text, _ = self
+        ops.fingerprints = orjson.loads(text)
+        return ops
+
+
+_Open = PackedTrace | _OpenRest | _Stored  # an open trace, as the parent holds it
+
 # A fed batch whose requests wait for ``_add_batches``: the batch, its requests' merged queries, db_ms, cache_ms
 # and external_ms, and the requests to check for N+1 findings with their fingerprints.
 _Batch = tuple[TraceBatch, Any, Any, Any, Any, dict[int, Fingerprints]]
@@ -237,9 +270,10 @@ class TraceAnalyzer:
         self.width = int(config["run.window_seconds"])
         self.pending_seconds = float(config["run.trace_pending_seconds"])
         self.pending_max_events = int(config["run.trace_pending_max_events"])
-        self._open: dict[str, PackedTrace | _OpenRest] = {}
+        self._open: dict[str, _Open] = {}
         self._open_events = 0  # the events of self._open, kept as it changes (summing it per feed cost more)
         self._loaded_pending = -1  # rows read from the store; -1 until read
+        self._loaded_rowids: list[int] = []  # their rowids
         self._newest = -math.inf  # newest event time seen (the clock pending traces expire by)
         self._windows: dict[tuple[int, str], _RouteWindow] = {}
         self._findings: dict[tuple[int, str, str, str], _FindingSum] = {}
@@ -251,13 +285,15 @@ class TraceAnalyzer:
     def _load_pending(self) -> None:
         if self._loaded_pending >= 0:
             return
-        self._loaded_pending = 0
-        for trace_id, ops in store_tables.load_open_traces(self.store.conn):
-            self._loaded_pending += 1
-            self._open[trace_id] = pack(ops)
-            self._open_events += ops.events
-            if ops.newest > self._newest:
-                self._newest = ops.newest
+        rows = store_tables.load_open_trace_rows(self.store.conn)
+        self._loaded_pending = len(rows)
+        if not rows:
+            return
+        self._loaded_rowids = list(map(_LAST, rows))
+        stored = list(map(tuple.__new__, repeat(_Stored), map(_ROW_VALUES, rows)))
+        self._open.update(zip(map(_FIRST, rows), stored, strict=True))
+        self._open_events += sum(map(_EVENTS, stored))
+        self._newest = max(self._newest, max(map(_NEWEST, stored)))
 
     def feed(self, parts: Iterable[Any]) -> None:
         """Take the parts from ``extract`` (or ``partials.summarize``), in input order."""
@@ -580,7 +616,7 @@ class TraceAnalyzer:
             self.counts["pending_evicted_events"] += evicted
         self._open_events = total
 
-    def _expire(self) -> list[tuple[str, PackedTrace | _OpenRest]]:
+    def _expire(self) -> list[tuple[str, _Open]]:
         """Drop open traces too old or beyond the cap (``_trim``); return what stays open, oldest trace first."""
         self._trim()
         open_ = self._open
@@ -597,7 +633,7 @@ class TraceAnalyzer:
         conn = self.store.conn
         with self.store.transaction():
             if still_open or self._loaded_pending:
-                _replace_open_traces(conn, still_open)
+                _write_open_traces(conn, still_open, self._loaded_rowids)
             store_tables.upsert_findings(conn, (
                 (w, route, method, fp, s.text, s.table, s.requests, s.executions, s.max_executions,
                  s.time_ms, s.example_trace_id, s.first_seen, s.last_seen)
@@ -661,26 +697,52 @@ class TraceAnalyzer:
         return lines
 
 
-def _replace_open_traces(conn: Any, traces: list[tuple[str, PackedTrace | _OpenRest]]) -> None:
-    """The open traces' rows for ``findings.replace_open_trace_rows``, those of the traces that rests opened read
-    from their columns (each attribute a property call was most of writing them)."""
+def _write_open_traces(conn: Any, traces: list[tuple[str, _Open]], loaded: list[int]) -> None:
+    """The stored open traces become ``traces`` (in this order, by rowid), given the rowids of the rows read.
+
+    The rows of traces read from the store and still open unmerged (``_Stored``) that come first, in rowid order,
+    stay where they are (a steady stream of runs: the orphans waiting to expire or be dropped, the oldest open
+    traces, each run ending after them); the other rows read are deleted and the rest appended after them, in
+    order. The table then holds the same rows in the same order as after a delete of every row and an insert of
+    ``traces`` (``replace_open_trace_rows``, what is done when nothing can stay), only fewer are written."""
+    kept = 0
+    last = -1
+    for _, o in traces:
+        if type(o) is not _Stored or o[7] <= last:
+            break
+        last = o[7]
+        kept += 1
+    if not kept or last > 2**62:  # (at the largest rowid, SQLite would pick new ones at random)
+        store_tables.replace_open_trace_rows(conn, _open_trace_rows(traces))
+        return
+    if kept == len(loaded):  # every row read stays (then in rowid order: nothing between them was deleted)
+        deleted: Iterable[int] = ()
+    else:
+        stay = {o[7] for _, o in traces[:kept]}
+        deleted = [r for r in loaded if r not in stay]
+    store_tables.update_open_trace_rows(conn, deleted, _open_trace_rows(traces[kept:]))
+
+
+def _open_trace_rows(traces: list[tuple[str, _Open]]) -> Iterator[tuple[Any, ...]]:
+    """The rows of these open traces for ``findings.replace_open_trace_rows``: those of the traces that rests
+    opened read from their columns (each attribute a property call was most of writing them), those read from
+    the store as they were read."""
     dumps = orjson.dumps
     texts: dict[int, list[str]] = {}  # per batch (its _Rests' id): every rest's fingerprints text
-
-    def rows() -> Iterator[tuple[Any, ...]]:
-        for trace_id, o in traces:
-            if type(o) is _OpenRest:
-                newest, events, rests, i = o
-                batch = texts.get(id(rests))
-                if batch is None:
-                    batch = texts[id(rests)] = rests.fingerprints_json()
-                yield (trace_id, newest, events, rests.queries[i], rests.db_ms[i], rests.cache_ms[i],
-                       rests.external_ms[i], batch[i])
-            else:
-                yield (trace_id, o.newest, o.events, o.queries, o.db_ms, o.cache_ms, o.external_ms,
-                       dumps(o.fingerprints).decode())
-
-    store_tables.replace_open_trace_rows(conn, rows())
+    for trace_id, o in traces:
+        kind = type(o)
+        if kind is _OpenRest:
+            newest, events, rests, i = o
+            batch = texts.get(id(rests))
+            if batch is None:
+                batch = texts[id(rests)] = rests.fingerprints_json()
+            yield (trace_id, newest, events, rests.queries[i], rests.db_ms[i], rests.cache_ms[i],
+                   rests.external_ms[i], batch[i])
+        elif kind is _Stored:
+            yield (trace_id, *o[:7])
+        else:
+            yield (trace_id, o.newest, o.events, o.queries, o.db_ms, o.cache_ms, o.external_ms,
+                   dumps(o.fingerprints).decode())
 
 
 def _finding_lines(route: str, method: str, text: str, requests: int, executions: int, time_ms: float,

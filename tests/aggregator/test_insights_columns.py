@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import pickle
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,20 +83,26 @@ def state(store_path: Path, aggs: list[Any]) -> tuple[Any, ...]:
     return tuple(repr(x) for x in (shown, *tables))
 
 
-def run_all(store_path: Path, runs: list[list[list[list[Any]]]], to_parts: Callable[[list[Any]], list[Any]],
-            cfg: dict[str, Any]) -> tuple[Any, ...]:
-    """Each run is a list of engine parts, each part a list of decoder chunks."""
-    aggs: list[Any] = []
+def each_run(store_path: Path, runs: list[list[list[list[Any]]]], to_parts: Callable[[list[Any]], list[Any]],
+             cfg: dict[str, Any], analyzer_cls: type[TraceAnalyzer] = TraceAnalyzer) -> Iterator[list[Any]]:
+    """Each run's aggregates, after its commit; each run is a list of engine parts, each part a list of
+    decoder chunks."""
     for parts in runs:
         store = Store(store_path)
-        analyzer = TraceAnalyzer(store, load_config(environ={}, overrides=cfg))
+        analyzer = analyzer_cls(store, load_config(environ={}, overrides=cfg))
         for part in parts:
             # pickled as a worker's PartResult is, on its way to the parent
             analyzer.feed(pickle.loads(pickle.dumps([p for chunk in part for p in to_parts(chunk)])))
         with store.transaction():
-            aggs += analyzer.finish()
+            aggs = analyzer.finish()
         store.close()
-    return state(store_path, aggs)
+        yield aggs
+
+
+def run_all(store_path: Path, runs: list[list[list[list[Any]]]], to_parts: Callable[[list[Any]], list[Any]],
+            cfg: dict[str, Any]) -> tuple[Any, ...]:
+    """The state after the runs, with the aggregates of them all."""
+    return state(store_path, [a for aggs in each_run(store_path, runs, to_parts, cfg) for a in aggs])
 
 
 @pytest.mark.parametrize(("chunk_bytes", "cfg"), [
