@@ -244,3 +244,30 @@ class WindowsStore:
             "ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
             (value,),
         )
+
+
+def window_rows(
+    store: WindowsStore, family: str, start: int, end: int, *, match: Mapping[str, str] | None = None,
+    sketches: bool = True,
+) -> list[tuple[SeriesKey, tuple[Any, ...]]]:
+    """The rows ``WindowsStore.windows`` would decode, as stored: ``(series, row)`` in the same order (start,
+    then tags) with the same filter, ``row`` the ``_COLUMNS`` (family, tags, start, width, count, errors,
+    total, min, max, counters, sketch). ``row_to_aggregate(row, series)`` makes the aggregate ``windows``
+    yields. ``sketches=False`` reads the sketch column as NULL (the exact fields alone). For a reader that
+    decodes only what it needs (``alerting.columns``)."""
+    sql = (f"SELECT {_COLUMNS if sketches else _COLUMNS.replace('sketch', 'NULL')} FROM windows "
+           "WHERE family = ? AND start >= ? AND start < ? ORDER BY start, tags")
+    series: dict[str, SeriesKey | None] = {}
+    out: list[tuple[SeriesKey, tuple[Any, ...]]] = []
+    for row in store.conn.execute(sql, (family, start, end)):
+        key = series.get(row[1], _UNSEEN)
+        if key is _UNSEEN:
+            key = series[row[1]] = _matching(SeriesKey(family, decode_tags(row[1])), match)
+        if key is not None:
+            out.append((key, row))  # type: ignore[arg-type]
+    return out
+
+
+def row_to_aggregate(row: tuple[Any, ...], series: SeriesKey | None = None) -> WindowAggregate:
+    """The aggregate of one of ``window_rows``' rows (what ``WindowsStore.windows`` yields for it)."""
+    return _row_to_agg(row, series)
