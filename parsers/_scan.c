@@ -29,7 +29,12 @@
  * nesting deeper than MAX_DEPTH, escaped timestamps, a metric name with a trailing newline (Python's `$`),
  * number tokens longer than MAX_NUMBER, duplicated metric tag keys.
  *
- * Plain CPython C API, no numpy: the columns are returned as bytearrays the wrapper views with numpy.
+ * Plain CPython C API, no numpy: the columns are returned in one bytearray (an arena, reused from call to
+ * call once nothing refers to it) at the offsets returned with it, which the wrapper views with numpy.
+ *
+ * The result: ``(lines, skipped, n, arena, offsets, tables, tags, stop)``; offsets: where each column's n
+ * values start in the arena, the numeric ones in columns.NUMERIC_FIELDS' order then the codes in
+ * STRING_FIELDS' order; tables: per string field, its table (a list of str; parent_span_id's is span_id's).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -220,7 +225,7 @@ static uint64_t required_mask[6];
  * the larger of the two (up to KEEP_MAX bytes). Taken buffers are the caller's alone: a nested call (from a
  * finalizer, say) finds the slot empty and allocates its own. */
 #define KEEP_MAX ((size_t)16 << 20)
-enum { B_ARENA, B_SCRATCH, B_ENDS, B_SLOTS, B_ENTRIES = B_SLOTS + N_STR, N_KEPT = B_ENTRIES + N_STR };
+enum { B_SCRATCH, B_ENDS, B_SLOTS, B_ENTRIES = B_SLOTS + N_STR, N_KEPT = B_ENTRIES + N_STR };
 static struct {
     void *p;
     size_t size;
@@ -247,6 +252,48 @@ static void give(int slot, void *p, size_t size) {
     } else {
         PyMem_Free(p);
     }
+}
+
+/* ---- the columns' memory ------------------------------------------------------------------------------
+ * One bytearray (an arena) holds every column of a call's result, at the offsets the result gives; the
+ * wrapper views it with numpy, without a copy (the columns were copied into a bytearray each). A fresh
+ * arena per block (about 120 bytes a line) could be fresh pages every time (glibc hands freed memory back to
+ * the kernel, page faults take it again: ~15% of the time when each block's columns are dropped before the
+ * next call, a few % when they are held until after it). So the last ARENAS arenas are kept and
+ * one is reused as soon as nothing but this module refers to it (refcount 1: every numpy view, and so every
+ * column still in use, holds a reference). Several, because a caller typically still holds the previous
+ * block's columns while it parses the next one (the engine's loop variables). An arena is the caller's alone
+ * while a call fills it: a nested call (from a finalizer, say) does not find it in its slot. */
+#define ARENAS 3
+static PyObject *arenas[ARENAS];
+static unsigned arena_turn; /* the slot replaced next when every slot holds an arena */
+
+static PyObject *take_arena(size_t need) {
+    for (int i = 0; i < ARENAS; i++) {
+        PyObject *a = arenas[i];
+        if (a && Py_REFCNT(a) == 1 && (size_t)PyByteArray_GET_SIZE(a) >= need) {
+            arenas[i] = NULL;
+            return a;
+        }
+    }
+    /* some room over: the next block is often a few lines longer */
+    return PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(need + need / 16 + 64));
+}
+
+/* Keep the arena (a reference the caller gives up), or let it go when it is too large to keep. */
+static void keep_arena(PyObject *a) {
+    if ((size_t)PyByteArray_GET_SIZE(a) > KEEP_MAX) {
+        Py_DECREF(a);
+        return;
+    }
+    for (int i = 0; i < ARENAS; i++) {
+        if (!arenas[i]) {
+            arenas[i] = a;
+            return;
+        }
+    }
+    unsigned i = arena_turn++ % ARENAS;
+    Py_SETREF(arenas[i], a);
 }
 
 /* ---- a per-table string intern table ------------------------------------------------------------------ */
@@ -1172,10 +1219,6 @@ static int grow_ends(uint32_t **ends, size_t *cap, size_t *size) {
     return 0;
 }
 
-static PyObject *bytearray_of(const void *p, size_t n) {
-    return PyByteArray_FromStringAndSize((const char *)p, (Py_ssize_t)n);
-}
-
 static PyObject *scan(PyObject *self, PyObject *args) {
     Py_buffer buf;
     double past, future;
@@ -1189,9 +1232,9 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     Cols c;
     memset(&c, 0, sizeof(c));
     unsigned char *scratch = NULL;
-    void *arena = NULL;
+    PyObject *arena = NULL;
     uint32_t *ends = NULL;
-    size_t arena_size = 0, scratch_size = 0, ends_size = 0;
+    size_t scratch_size = 0, ends_size = 0;
 
     cp data = (cp)buf.buf;
     size_t size = (size_t)buf.len;
@@ -1250,14 +1293,17 @@ static PyObject *scan(PyObject *self, PyObject *args) {
 
     c.cap = nlines_max;
     size_t per = 5 * sizeof(int8_t) + sizeof(int16_t) + 4 * sizeof(double) + N_STR * sizeof(int32_t);
-    arena = take(B_ARENA, c.cap * per + 64, &arena_size);
+    arena = take_arena(c.cap * per);
+    if (!arena) goto error;
     scratch = (unsigned char *)take(B_SCRATCH, 2 * longest + 64, &scratch_size);
-    if (!arena || !scratch) {
+    if (!scratch) {
         PyErr_NoMemory();
         goto error;
     }
+    /* the columns, each c.cap long, in the arena: the doubles first (aligned), the narrower ones after */
+    char *const base = PyByteArray_AS_STRING(arena);
     {
-        char *a = (char *)arena;
+        char *a = base;
         c.ts = (double *)a; a += c.cap * sizeof(double);
         c.duration = (double *)a; a += c.cap * sizeof(double);
         c.queue_wait = (double *)a; a += c.cap * sizeof(double);
@@ -1348,31 +1394,33 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     if (!c.n && stop >= 7 && memcmp(data, "{\"log\":", 7) == 0) goto give_up;
 
     {
-        size_t n = c.n;
-        PyObject *codes = PyList_New(N_STR), *tabs = PyList_New(N_STR);
-        if (!codes || !tabs) {
-            Py_XDECREF(codes);
+        /* where each column starts in the arena: the numeric ones in columns.NUMERIC_FIELDS' order, then the
+         * codes in STRING_FIELDS' order */
+        const void *starts[10 + N_STR] = {c.kind, c.ts, c.duration, c.outcome, c.status, c.cache_hit,
+                                          c.task_state, c.queue_wait, c.metric_type, c.metric_value};
+        for (int f = 0; f < N_STR; f++) starts[10 + f] = c.codes[f];
+        PyObject *offsets = PyTuple_New(10 + N_STR), *tabs = PyTuple_New(N_STR);
+        if (!offsets || !tabs) {
+            Py_XDECREF(offsets);
             Py_XDECREF(tabs);
             goto error;
         }
-        for (int f = 0; f < N_STR; f++) {
-            PyObject *b = bytearray_of(c.codes[f], n * sizeof(int32_t));
-            if (!b) {
-                Py_DECREF(codes);
+        for (int i = 0; i < 10 + N_STR; i++) {
+            PyObject *o = PyLong_FromSsize_t((const char *)starts[i] - base);
+            if (!o) {
+                Py_DECREF(offsets);
                 Py_DECREF(tabs);
                 goto error;
             }
-            PyList_SET_ITEM(codes, f, b);
+            PyTuple_SET_ITEM(offsets, i, o);
+        }
+        for (int f = 0; f < N_STR; f++) {
             PyObject *t = tables[table_of(f)].list;
             Py_INCREF(t);
-            PyList_SET_ITEM(tabs, f, t);
+            PyTuple_SET_ITEM(tabs, f, t);
         }
-        result = Py_BuildValue(
-            "(nnnNNNNNNNNNNNNNn)", (Py_ssize_t)lines, (Py_ssize_t)skipped, (Py_ssize_t)n,
-            bytearray_of(c.kind, n), bytearray_of(c.ts, n * 8), bytearray_of(c.duration, n * 8),
-            bytearray_of(c.outcome, n), bytearray_of(c.status, n * 2), bytearray_of(c.cache_hit, n),
-            bytearray_of(c.task_state, n), bytearray_of(c.queue_wait, n * 8), bytearray_of(c.metric_type, n),
-            bytearray_of(c.metric_value, n * 8), codes, tabs, tags, (Py_ssize_t)stop);
+        result = Py_BuildValue("(nnnONNNn)", (Py_ssize_t)lines, (Py_ssize_t)skipped, (Py_ssize_t)c.n, arena,
+                               offsets, tabs, tags, (Py_ssize_t)stop);
         tags = NULL; /* stolen by "N" */
     }
     goto done;
@@ -1386,7 +1434,7 @@ error:
 done:
     Py_XDECREF(tags);
     for (int i = 0; i < ntables; i++) interner_free(&tables[i]);
-    give(B_ARENA, arena, arena_size);
+    if (arena) keep_arena(arena);
     give(B_SCRATCH, scratch, scratch_size);
     give(B_ENDS, ends, ends_size);
     PyBuffer_Release(&buf);
@@ -1395,8 +1443,9 @@ done:
 
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
-     "scan(data, past_limit, future_limit, max_line_bytes) -> tuple | None: see parsers/scan.py (the last item: "
-     "the offset where the range read ends, len(data) or the start of a declined line)."},
+     "scan(data, past_limit, future_limit, max_line_bytes) -> (lines, skipped, n, arena, offsets, tables, tags, "
+     "stop) | None: see the top of parsers/_scan.c and parsers/scan.py (stop: the offset where the range read "
+     "ends, len(data) or the start of a declined line)."},
     {NULL, NULL, 0, NULL},
 };
 

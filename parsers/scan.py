@@ -36,7 +36,9 @@ except ImportError:  # pragma: no cover - the extension is optional
 
 available: bool = _native is not None and os.environ.get("LOGAPM_NATIVE", "1") != "0"
 
-_I32: Final = np.dtype(np.int32)
+# the dtypes of the C function's columns, in the order of its offsets: NUMERIC_FIELDS, then the codes
+_DTYPES: Final = [np.dtype(t) for t in NUMERIC_FIELDS.values()] + [np.dtype(np.int32)] * len(STRING_FIELDS)
+_NUMERIC: Final = len(NUMERIC_FIELDS)
 
 
 def scan(data: bytes | memoryview, past_limit: float, future_limit: float,
@@ -58,13 +60,14 @@ def scan_range(data: bytes | memoryview, past_limit: float, future_limit: float,
         raw = _native.scan(data, float(past_limit), float(future_limit), int(max_line_bytes))
         if raw is None:
             return None
-        lines, skipped, n, *numeric = raw[:13]
-        codes, tables, tags, stop = raw[13:]
+        lines, skipped, n, arena, offsets, tables, tags, stop = raw
+        # every column a view of the one arena (no copy): NUMERIC_FIELDS' then STRING_FIELDS' order
+        views = [np.frombuffer(arena, dtype, n, off) for dtype, off in zip(_DTYPES, offsets, strict=True)]
         c = EventColumns()
         c.n = n
-        for (name, dtype), buf in zip(NUMERIC_FIELDS.items(), numeric, strict=True):
-            setattr(c, name, np.frombuffer(buf, dtype=dtype))
-        c.codes = {name: np.frombuffer(buf, dtype=_I32) for name, buf in zip(STRING_FIELDS, codes, strict=True)}
+        for name, view in zip(NUMERIC_FIELDS, views[:_NUMERIC], strict=True):
+            setattr(c, name, view)
+        c.codes = dict(zip(STRING_FIELDS, views[_NUMERIC:], strict=True))
         c.tables = {name: table for name, table in zip(STRING_FIELDS, tables, strict=True)
                     if name != "parent_span_id"}
         c.metric_tags = tags

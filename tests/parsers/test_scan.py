@@ -141,6 +141,30 @@ def test_generated_log_blocks() -> None:
     assert any(t for t in cols.metric_tags)
 
 
+def test_columns_outlive_later_calls() -> None:
+    """The columns are views of an arena the module reuses once nothing refers to it: columns still held (all
+    of them, or one column alone) keep their values through later calls, and a dropped result's arena is
+    used again."""
+    from parsers import _scan  # type: ignore[attr-defined]
+
+    data = _generated(3_000, seed=11)
+    blocks = _cut(data, 100_000)
+    held = [run(b, accept=True) for b in blocks[:4]]  # more results held than the module keeps arenas
+    one_column = run(blocks[4], accept=True)[2].ts
+    expected_ts = one_column.tobytes()
+    for b in blocks[5:] + blocks:
+        run(b, accept=True)
+    for b, got in zip(blocks, held, strict=False):
+        ref = LineParser(now=NOW, max_future_seconds=MAX_FUTURE, max_past_seconds=MAX_PAST,
+                         max_line_bytes=MAX_LINE).parse(b)
+        assert from_events(ref.events).differences(got[2]) == []
+    assert one_column.tobytes() == expected_ts
+    first = _scan.scan(blocks[0], NOW - MAX_PAST, NOW + MAX_FUTURE, MAX_LINE)
+    arena = id(first[3])
+    del first
+    assert id(_scan.scan(blocks[1], NOW - MAX_PAST, NOW + MAX_FUTURE, MAX_LINE)[3]) == arena
+
+
 @pytest.mark.parametrize("kind", list(BY_KIND))
 def test_each_valid_line(kind: str) -> None:
     run(block(event_line(kind)), accept=True)
