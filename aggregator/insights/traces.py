@@ -42,7 +42,7 @@ import orjson
 
 from aggregator.insights import findings as store_tables
 from aggregator.insights import metrics as _metrics  # registers the trace metrics with the catalog
-from aggregator.insights.columns import TraceBatch, summarize_batch
+from aggregator.insights.columns import TraceBatch, split_keys, summarize_batch
 from aggregator.insights.partials import (
     PIECE,
     ROOT_TASK,
@@ -139,8 +139,8 @@ class _Rests:
 
     Holds only the rests' own arrays and the fingerprint columns (a few KB), not the batch."""
 
-    __slots__ = ("_groups", "bounds", "cache_ms", "db_ms", "events", "external_ms", "fp_key", "fp_key_offsets",
-                 "fp_keys", "fp_ms", "fp_n", "fp_table", "fp_tables", "fp_text", "fp_texts", "newest", "queries")
+    __slots__ = ("_groups", "_keys", "bounds", "cache_ms", "db_ms", "events", "external_ms", "fp_key", "fp_keys",
+                 "fp_ms", "fp_n", "fp_table", "fp_tables", "fp_text", "fp_texts", "newest", "queries")
 
     def __init__(self, b: TraceBatch, bounds: list[int]) -> None:
         nreq = b.requests
@@ -151,16 +151,21 @@ class _Rests:
         self.db_ms, self.cache_ms, self.external_ms = b.rest_db.tolist(), b.rest_cache.tolist(), b.rest_external.tolist()
         self.fp_key, self.fp_n, self.fp_ms = b.fp_key[lo:], b.fp_n[lo:], b.fp_ms[lo:]
         self.fp_text, self.fp_table = b.fp_text[lo:], b.fp_table[lo:]
-        self.fp_keys, self.fp_key_offsets, self.fp_texts, self.fp_tables = (b.fp_keys, b.fp_key_offsets, b.fp_texts,
-                                                                            b.fp_tables)
+        self.fp_keys, self.fp_texts, self.fp_tables = b.fp_keys, b.fp_texts, b.fp_tables
+        self._keys: list[str] | None = None
         self._groups: tuple[list[str], list[list[Any]]] | None = None
+
+    def key_list(self) -> list[str]:
+        """The batch's fingerprints (``TraceBatch.key_list``), split once."""
+        if self._keys is None:
+            self._keys = split_keys(self.fp_keys)
+        return self._keys
 
     def groups(self) -> tuple[list[str], list[list[Any]]]:
         """The fingerprint groups of every rest (made once, when a first rest is read): their keys, and their
         [executions, time_ms, text, table] entries (shared: ``fingerprints`` gives copies)."""
         if self._groups is None:
-            offsets, text, codes = self.fp_key_offsets, self.fp_keys, self.fp_key
-            keys = [text[a:z] for a, z in zip(offsets[codes].tolist(), offsets[codes + 1].tolist(), strict=True)]
+            keys = list(map(self.key_list().__getitem__, self.fp_key.tolist()))
             texts, tables = self.fp_texts, self.fp_tables
             self._groups = keys, list(map(list, zip(
                 self.fp_n.tolist(), self.fp_ms.tolist(), map(texts.__getitem__, self.fp_text.tolist()),
@@ -173,11 +178,10 @@ class _Rests:
         lo, hi = self.bounds[i], self.bounds[i + 1]
         if lo == hi:
             return {}
-        offsets, text, codes = self.fp_key_offsets, self.fp_keys, self.fp_key[lo:hi]
-        texts, tables = self.fp_texts, self.fp_tables
-        return {text[a:z]: [n, ms, texts[x], tables[y]] for a, z, n, ms, x, y in zip(
-            offsets[codes].tolist(), offsets[codes + 1].tolist(), self.fp_n[lo:hi].tolist(),
-            self.fp_ms[lo:hi].tolist(), self.fp_text[lo:hi].tolist(), self.fp_table[lo:hi].tolist(), strict=True)}
+        keys, texts, tables = self.key_list(), self.fp_texts, self.fp_tables
+        return {keys[k]: [n, ms, texts[x], tables[y]] for k, n, ms, x, y in zip(
+            self.fp_key[lo:hi].tolist(), self.fp_n[lo:hi].tolist(), self.fp_ms[lo:hi].tolist(),
+            self.fp_text[lo:hi].tolist(), self.fp_table[lo:hi].tolist(), strict=True)}
 
     def fingerprints_json(self) -> list[str]:
         """Every rest's fingerprints as JSON text (``orjson.dumps(fingerprints(i))``), from ``groups`` (made once
@@ -385,7 +389,7 @@ class TraceAnalyzer:
         self.counts["task_traces_completed"] += b.tasks
         open_, traces = self._open, b.traces
         nreq = b.requests
-        queries, db_ms, cache_ms, external_ms = b.req_queries, b.req_db, b.req_cache, b.req_external
+        queries, db_ms, cache_ms, external_ms = b.req_queries, b.req_db_ms(), b.req_cache_ms(), b.req_external_ms()
         bounds = np.searchsorted(b.fp_owner, np.arange(nreq + b.rest_trace.size + 1)).tolist()
         fps = self._fingerprints_of(b, bounds)
         to_check: dict[int, Fingerprints] = {}  # requests that may have findings -> their fingerprints
@@ -395,11 +399,13 @@ class TraceAnalyzer:
         req_hit = np.flatnonzero(hit[b.req_trace])
         root_hit = np.flatnonzero(hit[b.root_trace])
         if req_hit.size or root_hit.size:
-            queries, db_ms, cache_ms, external_ms = (queries.copy(), db_ms.copy(), cache_ms.copy(),
-                                                     external_ms.copy())
-            steps = sorted([(b.req_row[j], j, True) for j in req_hit.tolist()]
-                           + [(b.root_row[j], j, False) for j in root_hit.tolist()])
-            for _row, j, is_request in steps:
+            queries = queries.astype(np.int64)  # (a copy, wide enough for the merged counts)
+            # in event order: a request's place is its index; a root task's, the requests before it (it comes
+            # before the request of that index)
+            steps = sorted([(j, 1, j) for j in req_hit.tolist()]
+                           + [(at, 0, j) for at, j in zip(b.root_at[root_hit].tolist(), root_hit.tolist(),
+                                                          strict=True)])
+            for _at, is_request, j in steps:
                 if not is_request:  # a root task: what is open of its trace was the task's
                     dropped = open_.pop(traces[b.root_trace[j]], None)
                     if dropped is not None:
@@ -498,13 +504,17 @@ class TraceAnalyzer:
     def _fingerprints_of(b: TraceBatch, bounds: list[int]) -> Any:
         """A function giving a piece's fingerprints (as ``partials.summarize`` has them) from the columns."""
         texts, tables = b.fp_texts, b.fp_tables
+        split: list[list[str]] = []  # the batch's fingerprints, split when first needed
 
         def fingerprints(owner: int) -> Fingerprints:
             lo, hi = bounds[owner], bounds[owner + 1]
             if lo == hi:
                 return {}
-            return {key: [n, ms, texts[text], tables[table]] for key, n, ms, text, table in zip(
-                b.keys(b.fp_key[lo:hi]), b.fp_n[lo:hi].tolist(), b.fp_ms[lo:hi].tolist(),
+            if not split:
+                split.append(b.key_list())
+            keys = split[0]
+            return {keys[key]: [n, ms, texts[text], tables[table]] for key, n, ms, text, table in zip(
+                b.fp_key[lo:hi].tolist(), b.fp_n[lo:hi].tolist(), b.fp_ms[lo:hi].tolist(),
                 b.fp_text[lo:hi].tolist(), b.fp_table[lo:hi].tolist(), strict=True)}
 
         return fingerprints

@@ -151,8 +151,9 @@ def as_tuples(b: TraceBatch) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...
                                               b.fp_ms.tolist(), b.fp_text.tolist(), b.fp_table.tolist(),
                                               strict=True):
         fps.setdefault(owner, {})[key] = [n, ms, b.fp_texts[text], b.fp_tables[table]]
-    requests = [(b.traces[b.req_trace[j]], int(b.req_queries[j]), float(b.req_db[j]), float(b.req_cache[j]),
-                 float(b.req_external[j]), fps.get(j, {}), float(b.req_end[j]), float(b.req_dur[j]),
+    db, cache, external = b.req_db_ms(), b.req_cache_ms(), b.req_external_ms()
+    requests = [(b.traces[b.req_trace[j]], int(b.req_queries[j]), float(db[j]), float(cache[j]),
+                 float(external[j]), fps.get(j, {}), float(b.req_end[j]), float(b.req_dur[j]),
                  b.routes[b.req_route[j]], b.methods[b.req_method[j]], bool(b.req_failed[j]))
                 for j in range(b.requests)]
     rests = [(b.traces[b.rest_trace[s]], "p", float(b.rest_newest[s]), int(b.rest_events[s]),
@@ -242,3 +243,31 @@ def test_codes_give_first_appearance_codes_and_where_none_is() -> None:
         for codes, got_table, none in (_codes(values), _trace_codes(values)):
             assert (codes.tolist(), got_table, none) == want
             assert codes.dtype == np.int32
+
+
+def test_wide_counts_and_many_traces_give_the_per_part_result(tmp_path: Path) -> None:
+    """What the narrow columns must widen for: a request of 300 queries (past uint8), one whose trace's open
+    queries and its own add up past 255 only in the parent, chunks of more than 256 traces (uint16 codes) and
+    fingerprints holding the separator of ``fp_keys`` (sent as a list then)."""
+    def db(trace: str, ts: float, key: str) -> Event:
+        return Event(timestamp="-", schema=1, kind="db", duration_ms=0.5, trace_id=trace, span_id="1" * 16,
+                     ts=ts, db_system="sqlite", db_query_fingerprint=key, db_query_text="SELECT 1")
+
+    def request(trace: str, ts: float) -> Event:
+        return Event(timestamp="-", schema=1, kind="request", duration_ms=9.0, trace_id=trace, span_id="2" * 16,
+                     ts=ts, http_route="api/a/", http_request_method="GET", http_response_status_code=200)
+
+    wide, split, many = "a" * 32, "b" * 32, [f"{i:032x}" for i in range(1, 400)]
+    first = [db(wide, T0 + i * 1e-3, f"k{i % 3}") for i in range(300)] + [request(wide, T0 + 1)]
+    first += [db(split, T0 + 2 + i * 1e-3, "x\x00y" if i % 2 else "k0") for i in range(200)]
+    second = [db(split, T0 + 3 + i * 1e-3, "x\x00y") for i in range(100)] + [request(split, T0 + 4)]
+    third = [e for i, t in enumerate(many) for e in (db(t, T0 + 5 + i, f"k{i}"), request(t, T0 + 5.5 + i))]
+    batches = [b for chunk in (first, second, third) for b in extract(chunk)]
+    assert [b.req_queries.dtype for b in batches] == [np.uint16, np.uint8, np.uint8]
+    assert isinstance(batches[0].fp_keys, list) and isinstance(batches[2].fp_keys, str)
+    assert batches[2].req_trace.dtype == np.uint16
+    for cfg in ({}, {"run.n_plus_one_threshold": 2}):
+        runs = [[[first, second]], [[third]]]
+        assert run_all(tmp_path / "old.db", runs, summarize, cfg) == run_all(tmp_path / "new.db", runs, extract, cfg)
+        (tmp_path / "old.db").unlink()
+        (tmp_path / "new.db").unlink()

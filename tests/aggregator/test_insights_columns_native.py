@@ -53,7 +53,7 @@ def test_differences_sees_each_kind_of_difference() -> None:
     base = summarize_batch(events)
     assert base.differences(summarize_batch(events)) == []
     for name, change in (("rest_db", lambda b: np.negative(b.rest_db)),
-                         ("req_row", lambda b: b.req_row.astype(np.int64)),
+                         ("req_trace", lambda b: b.req_trace.astype(np.int64)),
                          ("traces", lambda b: [b.traces[1], b.traces[0], *b.traces[2:]]),
                          ("routes", lambda b: [None if r == "" else r for r in b.routes]),
                          ("fp_texts", lambda b: [t.encode() for t in b.fp_texts]),
@@ -80,7 +80,7 @@ def test_a_generated_log_in_chunks(tmp_path: Path, chunk_bytes: int) -> None:
     assert any(b.rest_trace.size for b in batches) and any(b.fp_owner.size for b in batches)
     assert any(None in b.traces and b.traces[0] is not None for b in batches)  # None later
     assert any(b.req_failed.any() for b in batches)
-    assert any(b.root_row.size for b in batches)
+    assert any(b.root_trace.size for b in batches)
     assert any((np.signbit(b.fp_ms) & (b.fp_ms == 0.0)).any() for b in batches)  # a group of -0.0 only
 
 
@@ -174,7 +174,7 @@ def test_the_odd_streams_cover_the_cases() -> None:
         tids = [e.trace_id for e in events]
         seen |= {name for name, yes in (
             ("None first", tids[0] is None and any(tids)), ("None later", tids[0] is not None and None in tids),
-            ("root task", b.root_row.size > 0),
+            ("root task", b.root_trace.size > 0),
             ("child task", any(e.kind == "task" and e.trace_id and e.parent_span_id for e in events)),
             ("operation below a task", any(e.kind == "db" and e.parent_span_id in spans for e in events)),
             ("fingerprint from text", any(e.kind == "db" and not e.db_query_fingerprint and e.db_query_text
