@@ -142,10 +142,11 @@ class _Rests:
     __slots__ = ("_groups", "_keys", "bounds", "cache_ms", "db_ms", "events", "external_ms", "fp_key", "fp_keys",
                  "fp_ms", "fp_n", "fp_table", "fp_tables", "fp_text", "fp_texts", "newest", "queries")
 
-    def __init__(self, b: TraceBatch, bounds: list[int]) -> None:
+    def __init__(self, b: TraceBatch) -> None:
         nreq = b.requests
-        lo = bounds[nreq]
-        self.bounds = [x - lo for x in bounds[nreq:]]  # rest i's groups: fp rows bounds[i]..bounds[i + 1]
+        bounds = np.searchsorted(b.fp_owner, np.arange(nreq, nreq + b.rest_trace.size + 1))
+        lo = int(bounds[0])
+        self.bounds = (bounds - lo).tolist()  # rest i's groups: fp rows bounds[i]..bounds[i + 1]
         # as lists: read one by one (a merge, the open traces written at the end), a list item is the cheapest
         self.newest, self.events, self.queries = b.rest_newest.tolist(), b.rest_events.tolist(), b.rest_queries.tolist()
         self.db_ms, self.cache_ms, self.external_ms = b.rest_db.tolist(), b.rest_cache.tolist(), b.rest_external.tolist()
@@ -390,8 +391,7 @@ class TraceAnalyzer:
         open_, traces = self._open, b.traces
         nreq = b.requests
         queries, db_ms, cache_ms, external_ms = b.req_queries, b.req_db_ms(), b.req_cache_ms(), b.req_external_ms()
-        bounds = np.searchsorted(b.fp_owner, np.arange(nreq + b.rest_trace.size + 1)).tolist()
-        fps = self._fingerprints_of(b, bounds)
+        fps = self._fingerprints_of(b)
         to_check: dict[int, Fingerprints] = {}  # requests that may have findings -> their fingerprints
 
         hit = (np.fromiter(map(open_.__contains__, traces), bool, len(traces)) if open_
@@ -432,9 +432,15 @@ class TraceAnalyzer:
                     to_check[owner] = fps(owner)
 
         self.counts["traces_completed"] += nreq
-        # What stays open of the chunk's traces joins what is open here.
+        # What stays open of the chunk's traces joins what is open here: open already are the rests' traces
+        # that were before the batch, unless a request or root task of the batch took them.
         if b.rest_trace.size:
-            self._open_rests(b, bounds)
+            known = hit
+            if req_hit.size or root_hit.size:
+                known = hit.copy()
+                known[b.req_trace[req_hit]] = False
+                known[b.root_trace[root_hit]] = False
+            self._open_rests(b, np.flatnonzero(known[b.rest_trace]).tolist())
         return b, queries, db_ms, cache_ms, external_ms, to_check
 
     def _add_batches(self, batches: list[_Batch]) -> None:
@@ -465,7 +471,7 @@ class TraceAnalyzer:
                 self._n_plus_one(windows[at + j], traces[b.req_trace[j]], request, to_check[j])
             at += b.requests
 
-    def _open_rests(self, b: TraceBatch, bounds: list[int]) -> None:
+    def _open_rests(self, b: TraceBatch, known: list[int]) -> None:
         """``_add`` of each rest (a piece without its request): merged into its open trace, or opened.
 
         Nearly every rest opens a new trace (the benchmark log: 148 of 64,868 rests find theirs open; most are
@@ -473,12 +479,12 @@ class TraceAnalyzer:
         columns, made in bulk in C; its fingerprints are read only if it is ever merged or written (making
         every rest a ``PackedTrace`` at once was most of the parent's trace join). The dict ends in the same
         order as one rest at a time (a merged rest keeps its trace's place, a new one is appended in rest
-        order), as long as no trace has two rests in one batch (else they go one at a time)."""
+        order), as long as no trace has two rests in one batch (else they go one at a time). ``known``: the
+        rests whose trace is open here."""
         open_ = self._open
-        rests = _Rests(b, bounds)
+        rests = _Rests(b)
         trace_ids = list(map(b.traces.__getitem__, b.rest_trace.tolist()))
         n = len(trace_ids)
-        known = list(compress(range(n), map(open_.__contains__, trace_ids)))
         if known and len(set(trace_ids)) < n:
             for i, trace_id in enumerate(trace_ids):
                 packed = open_.get(trace_id)
@@ -501,18 +507,18 @@ class TraceAnalyzer:
         self._open_events += int(b.rest_events.sum())
 
     @staticmethod
-    def _fingerprints_of(b: TraceBatch, bounds: list[int]) -> Any:
-        """A function giving a piece's fingerprints (as ``partials.summarize`` has them) from the columns."""
+    def _fingerprints_of(b: TraceBatch) -> Any:
+        """A function giving a request's fingerprints (as ``partials.summarize`` has them) from the columns."""
         texts, tables = b.fp_texts, b.fp_tables
-        split: list[list[str]] = []  # the batch's fingerprints, split when first needed
+        made: list[Any] = []  # when first needed: where each request's groups start, and the fingerprints
 
         def fingerprints(owner: int) -> Fingerprints:
+            if not made:
+                made.extend((np.searchsorted(b.fp_owner, np.arange(b.requests + 1)).tolist(), b.key_list()))
+            bounds, keys = made
             lo, hi = bounds[owner], bounds[owner + 1]
             if lo == hi:
                 return {}
-            if not split:
-                split.append(b.key_list())
-            keys = split[0]
             return {keys[key]: [n, ms, texts[text], tables[table]] for key, n, ms, text, table in zip(
                 b.fp_key[lo:hi].tolist(), b.fp_n[lo:hi].tolist(), b.fp_ms[lo:hi].tolist(),
                 b.fp_text[lo:hi].tolist(), b.fp_table[lo:hi].tolist(), strict=True)}
