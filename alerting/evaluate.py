@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, cast
 
-import numpy as np
-
 from aggregator.model import WindowAggregate, WindowReader
+from alerting.columns import Grid, group_mapping, read_chunk
 from alerting.rules import Rule, Shown, format_duration, render_message
 from alerting.spans import Floats, SpanQuantiles, span_quantiles
 from alerting.state import AlertStore, GroupKey, GroupState, Notification, Transition
@@ -82,6 +82,22 @@ class Counted:
 Merged = WindowAggregate | Counted
 
 
+MergedAt = Callable[[int, int], Mapping[GroupKey, Merged | None]]  # (point index, point) -> its merged spans per group
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """One chunk of a cluster's evaluation points to read."""
+
+    family: str
+    match: dict[str, str] | None
+    group_by: tuple[str, ...]
+    span: int
+    chunk: list[int]
+    quantiles: dict[str, float | None] | None  # Evaluator._quantiles
+    grid: Grid
+
+
 @dataclass(slots=True)
 class EvaluationReport:
     points: int = 0  # (rule, evaluation point) pairs judged
@@ -97,6 +113,18 @@ class Judgement:
     value: float | None
     samples: int
     breach: bool | None  # None: leave the state as it is (no data, rule says "keep")
+
+
+def _row_reader(reader: WindowReader, catalog: MetricCatalog | None) -> Callable[..., Any] | None:
+    """The stored rows of ``reader`` (``window_rows``) when it is the state store's ``WindowsStore`` and
+    the metrics are ``aggregator.catalog``'s, for ``alerting.columns``; None for any other reader or catalog."""
+    try:
+        from aggregator.windows_store import WindowsStore, window_rows
+    except ImportError:
+        return None
+    if type(reader) is not WindowsStore or (catalog is not None and catalog is not _default_catalog()):
+        return None
+    return partial(window_rows, reader)
 
 
 def _default_catalog() -> MetricCatalog:
@@ -132,6 +160,7 @@ class Evaluator:
         self._spans_catalog = (cast(SpanCatalog, self.catalog) if hasattr(self.catalog, "quantile_of")
                                and hasattr(self.catalog, "reads_sketch") else None)
         self.now = now
+        self._row_reader = _row_reader(reader, catalog)
         self._earliest_cache: dict[tuple[str, tuple[tuple[str, str], ...], int], int | None] = {}
 
     def run(self, rules: Sequence[Rule]) -> EvaluationReport:
@@ -190,31 +219,10 @@ class Evaluator:
         quantiles = self._quantiles(rules) if every else None
         for chunk_start in range(0, len(every), CHUNK_POINTS):
             chunk = every[chunk_start:chunk_start + CHUNK_POINTS]
-            # per window start and group: the group's series merged (one aggregate per group and minute)
-            minute: dict[int, dict[GroupKey, list[WindowAggregate]]] = defaultdict(lambda: defaultdict(list))
-            keys: dict[Any, GroupKey] = {}  # per series (a series recurs in every window): its group
-            for agg in self.reader.windows(family, chunk[0] - span, chunk[-1], match=match):
-                key = keys.get(agg.series)
-                if key is None:
-                    key = keys[agg.series] = tuple((g, agg.series.tag(g)) for g in group_by)
-                minute[agg.start][key].append(agg)
-            found: SpanQuantiles | None = None
-            counts = quantiles is not None and None not in quantiles.values()
-            if quantiles is not None:
-                qs = {q for q in quantiles.values() if q is not None}
-                found = self._span_quantiles(minute, chunk, span, qs) if qs else SpanQuantiles({}, set())
-            per_minute = {
-                start: {key: m for key, aggs in groups.items()
-                        if (m := self._merge(found, key, aggs, counts)) is not None}
-                for start, groups in minute.items()
-            }
-            del minute
+            job = _Chunk(family, match, group_by, span, chunk, quantiles, Grid.of(chunk, span, self.width))
+            found, merged_at = self._chunk_columns(job) or self._chunk_merging(job)
             for i, t in enumerate(chunk):
-                spans: dict[GroupKey, list[Merged]] = defaultdict(list)
-                for start in range(t - span, t, self.width):
-                    for key, part in per_minute.get(start, {}).items():
-                        spans[key].append(part)
-                merged = {key: self._merge(found, key, aggs, counts) for key, aggs in spans.items()}
+                merged = merged_at(i, t)
                 for rule in rules:
                     if t in points[rule.name]:
                         q = quantiles.get(rule.name) if quantiles is not None else None
@@ -227,6 +235,68 @@ class Evaluator:
             self.alerts.save_groups(states[rule.name].values())
             report.firing += sum(1 for g in states[rule.name].values() if g.state == "firing")
             report.pending += sum(1 for g in states[rule.name].values() if g.state == "pending")
+
+    def _chunk_merging(self, job: _Chunk) -> tuple[SpanQuantiles | None, MergedAt]:
+        """The chunk's span quantiles (None: none read, or every span merged with its sketches) and each
+        point's merged spans per group, from the decoded windows merged per group and minute."""
+        span, chunk, quantiles, group_by = job.span, job.chunk, job.quantiles, job.group_by
+        # per window start and group: the group's series merged (one aggregate per group and minute)
+        minute: dict[int, dict[GroupKey, list[WindowAggregate]]] = defaultdict(lambda: defaultdict(list))
+        keys: dict[Any, GroupKey] = {}  # per series (a series recurs in every window): its group
+        for agg in self.reader.windows(job.family, chunk[0] - span, chunk[-1], match=job.match):
+            key = keys.get(agg.series)
+            if key is None:
+                key = keys[agg.series] = tuple((g, agg.series.tag(g)) for g in group_by)
+            minute[agg.start][key].append(agg)
+        found: SpanQuantiles | None = None
+        counts = quantiles is not None and None not in quantiles.values()
+        if quantiles is not None:
+            qs = {q for q in quantiles.values() if q is not None}
+            found = self._span_quantiles(minute, job.grid, qs) if qs else SpanQuantiles({}, set())
+        per_minute = {
+            start: {key: m for key, aggs in groups.items()
+                    if (m := self._merge(found, key, aggs, counts)) is not None}
+            for start, groups in minute.items()
+        }
+        del minute
+
+        def merged_at(i: int, t: int) -> dict[GroupKey, Merged | None]:
+            spans: dict[GroupKey, list[Merged]] = defaultdict(list)
+            for start in range(t - span, t, self.width):
+                for key, part in per_minute.get(start, {}).items():
+                    spans[key].append(part)
+            return {key: self._merge(found, key, aggs, counts) for key, aggs in spans.items()}
+
+        return found, merged_at
+
+    def _chunk_columns(self, job: _Chunk) -> tuple[SpanQuantiles, MergedAt] | None:
+        """What ``_chunk_merging`` gives, from the stored rows as columns (``alerting.columns``); None when
+        that does not apply (another reader or catalog, a rule reading the sketch otherwise than by a
+        quantile, spans off the window grid, a window off the span grid, a sketch ``alerting.spans``
+        leaves to the merge)."""
+        if self._row_reader is None or job.quantiles is None or job.span % self.width:
+            return None
+        window_rows = self._row_reader
+        cat = cast(SpanCatalog, self._spans_catalog)
+        grid, family, match, end = job.grid, job.family, job.match, job.chunk[-1]
+        qs = {q for q in job.quantiles.values() if q is not None}
+        read = read_chunk(lambda sketches: window_rows(family, grid.base, end, match=match, sketches=sketches),
+                          job.group_by, grid, qs, None in job.quantiles.values())
+        if read is None:
+            return None
+        chunk_read = read
+
+        def merged_at(i: int, t: int) -> dict[GroupKey, Merged]:
+            present = group_mapping(chunk_read, i)
+            if chunk_read.minutes is None:
+                return {key: Counted(count) for key, count in present.items()}
+            spans: dict[GroupKey, list[WindowAggregate]] = {key: [] for key in present}
+            for r in range(int(grid.first[i]), int(grid.first[i]) + grid.per_span):
+                for key, part in chunk_read.minutes[r].items():
+                    spans[key].append(part)
+            return {key: m for key, aggs in spans.items() if (m := cat.merge(aggs, sketches=False)) is not None}
+
+        return chunk_read.quantiles, merged_at
 
     def _quantiles(self, rules: list[Rule]) -> dict[str, float | None] | None:
         """Per rule, the quantile it reads (None: a metric of the exact fields alone); None when a rule
@@ -262,25 +332,20 @@ class Evaluator:
     def _span_quantiles(
         self,
         minute: dict[int, dict[GroupKey, list[WindowAggregate]]],
-        chunk: list[int],
-        span: int,
+        grid: Grid,
         qs: set[float],
     ) -> SpanQuantiles | None:
         """The chunk's quantiles per group and point (``alerting.spans``); None to merge every group's
         sketches instead (a window off the span grid)."""
         w = self.width
-        base = chunk[0] - span
-        per_span = len(range(-span, 0, w))  # window starts per span, as the merging loop visits them
-        rows = (chunk[-1] - chunk[0]) // w + per_span
         sketches: dict[GroupKey, list[tuple[int, Any]]] = defaultdict(list)
         for start, groups in minute.items():
-            row, off = divmod(start - base, w)
-            if off or not 0 <= row < rows:
+            row, off = divmod(start - grid.base, w)
+            if off or not 0 <= row < grid.rows:
                 return None
             for key, aggs in groups.items():
                 sketches[key].extend((row, a.sketch) for a in aggs if a.sketch is not None)
-        first = np.array([(t - chunk[0]) // w for t in chunk], dtype=np.int64)
-        return span_quantiles(sketches, rows, first, per_span, qs)
+        return span_quantiles(sketches, grid.rows, grid.first, grid.per_span, qs)
 
     def _points(self, rule: Rule, family: str, match: dict[str, str] | None, watermark: int) -> list[int]:
         w = self.width
@@ -322,7 +387,7 @@ class Evaluator:
         self,
         rule: Rule,
         t: int,
-        merged: dict[GroupKey, Merged | None],
+        merged: Mapping[GroupKey, Merged | None],
         states: dict[GroupKey, GroupState],
         report: EvaluationReport,
         column: Column | None = None,

@@ -73,14 +73,14 @@ class _Spans:
 
     __slots__ = ("cum", "gamma", "lo", "maxs", "mins", "n", "valid", "zeros")
 
-    def __init__(self, cum: npt.NDArray[np.int64], zeros: npt.NDArray[np.int64], mins: list[float],
-                 maxs: list[float], valid: npt.NDArray[np.bool_], lo: int, gamma: float) -> None:
+    def __init__(self, cum: npt.NDArray[np.int64], zeros: npt.NDArray[np.int64], mins: Any,
+                 maxs: Any, valid: npt.NDArray[np.bool_], lo: int, gamma: float) -> None:
         self.cum, self.zeros, self.lo, self.gamma = cum, zeros, lo, gamma
         self.n = cum[:, -1] + zeros
         self.valid = valid & (self.n > 0)
         # Spans without values read 0 (and are NaN in the end): no inf - inf on the way.
-        self.mins = np.where(self.valid, np.array(mins), 0.0)
-        self.maxs = np.where(self.valid, np.array(maxs), 0.0)
+        self.mins = np.where(self.valid, np.asarray(mins, dtype=np.float64), 0.0)
+        self.maxs = np.where(self.valid, np.asarray(maxs, dtype=np.float64), 0.0)
 
 
 def _negative_zero(x: float) -> bool:
@@ -125,12 +125,21 @@ def _group(items: Sequence[tuple[int, Any]], rows: int, first: npt.NDArray[np.in
         sketched[row + 1] += 1
         mins[row] = min(mins[row], s.min)  # builtin min and max in the merge's order, as DDSketch.merge
         maxs[row] = max(maxs[row], s.max)
-    np.cumsum(counts, axis=0, out=counts)
-    zero_sums = np.cumsum(np.array(zeros, dtype=np.int64))
-    sketch_sums = np.cumsum(np.array(sketched, dtype=np.int64))
-    span_counts = counts[ends] - counts[first]
     span_min = [min(mins[i:i + per_span], default=math.inf) for i in first.tolist()]
     span_max = [max(maxs[i:i + per_span], default=-math.inf) for i in first.tolist()]
+    return spans_of(counts, zeros, sketched, span_min, span_max, first, ends, lo, gamma)
+
+
+def spans_of(counts: npt.NDArray[np.int64], zeros: Any, sketched: Any, span_min: Any, span_max: Any,
+             first: npt.NDArray[np.int64], ends: npt.NDArray[np.int64], lo: int, gamma: float) -> _Spans:
+    """One group's spans from its windows' rows: ``counts`` (``rows + 1`` by the group's buckets from
+    ``lo``; row 0 zero, window row ``r`` at ``r + 1``; summed over in place), ``zeros`` and ``sketched`` (zero
+    counts and sketches per row, laid out alike), and each span's min and max (``alerting.columns`` builds
+    the same from the stored bytes)."""
+    np.cumsum(counts, axis=0, out=counts)
+    zero_sums = np.cumsum(np.asarray(zeros, dtype=np.int64))
+    sketch_sums = np.cumsum(np.asarray(sketched, dtype=np.int64))
+    span_counts = counts[ends] - counts[first]
     return _Spans(np.cumsum(span_counts, axis=1), zero_sums[ends] - zero_sums[first], span_min, span_max,
                   (sketch_sums[ends] - sketch_sums[first]) > 0, lo, gamma)
 

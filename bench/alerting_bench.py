@@ -22,7 +22,9 @@ store built by ``logapm run`` (e.g. ``logapm run --input /tmp/lb/1m.log --state 
 medians and best of ``--repeats``, each on a fresh copy); with the outcome's fingerprint (points,
 transitions, notifications and a hash of the group states, history and notification log), so two versions
 can be checked to judge alike. ``--merging`` times the evaluator's merging path (every span's sketches
-merged, each quantile read from the merged sketch) instead of ``alerting.spans``.
+merged, each quantile read from the merged sketch) instead; ``--compare`` times, interleaved in one process,
+the evaluator's read of the stored rows as columns (``alerting.columns``, the default) and its previous
+read (decoded windows, ``alerting.spans``), and checks the two outcomes are identical.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,46 +88,68 @@ def timed(fn: object, repeats: int) -> float:
 ALERT_TABLES = ("alert_deliveries", "alert_notifications", "alert_history", "alert_groups", "alert_rules")
 
 
-def catch_up_on(source: Path, repeats: int, *, merging: bool) -> None:
-    """The catch-up of the configured rules on fresh copies of ``source`` with no alert state."""
+def catch_up_on(source: Path, repeats: int, *, merging: bool, compare: bool = False) -> None:
+    """The catch-up of the configured rules on fresh copies of ``source`` with no alert state; ``compare``:
+    interleaved with the evaluator's previous read (``--spans``), both timed, outcomes checked equal."""
     from alerting.evaluate import Evaluator
     from alerting.rules import load_rules
 
-    if merging:
-        Evaluator._quantiles = lambda self, rules: None  # type: ignore[method-assign, assignment]
     config = load_config(environ={})
     rules = load_rules(config)
-    samples: list[float] = []
-    prints: set[str] = set()
+    paths = {"merging path": {"_quantiles": lambda self, rules: None}} if merging else {"": {}}
+    if compare:
+        paths["previous read (alerting.spans)"] = {"_chunk_columns": lambda self, job: None}
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    prints: dict[str, set[str]] = {name: set() for name in paths}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeats + 1):  # the first also pays the imports a run has already paid: not counted
-            path = Path(tmp) / "state.db"
-            shutil.copyfile(source, path)
-            store = Store(path)
-            AlertStore(store)
-            with store.transaction():
-                for table in ALERT_TABLES:
-                    store.conn.execute(f"DELETE FROM {table}")
-            started = time.process_time()
-            report = evaluate_rules(store, config, rules, now=0.0)
-            samples.append(time.process_time() - started)
-            c = store.conn
-            outcome = repr((
-                c.execute("SELECT * FROM alert_groups ORDER BY rule, group_key").fetchall(),
-                c.execute("SELECT rule, group_key, at, from_state, to_state, value FROM alert_history ORDER BY id")
-                .fetchall(),
-                c.execute("SELECT rule, group_key, kind, at, body FROM alert_notifications ORDER BY id").fetchall(),
-                report.errors,
-            ))
-            prints.add(f"{report.points} points, {len(report.transitions)} transitions, "
-                       f"{len(report.notifications)} notifications, outcome {hashlib.sha256(outcome.encode()).hexdigest()[:16]}")
-            store.close()
-            path.unlink()
-    timed_ = samples[1:]
-    print(f"catch-up of {len(rules)} rules{' (merging path)' if merging else ''} on {source}: "
-          f"median {statistics.median(timed_):.3f} CPU s, best {min(timed_):.3f} ({len(timed_)} runs)")
-    for line in sorted(prints):
-        print("  " + line)
+            for name, patches in paths.items():
+                saved = {attr: getattr(Evaluator, attr) for attr in patches}
+                for attr, fn in patches.items():
+                    setattr(Evaluator, attr, fn)
+                try:
+                    cpu, outcome = _catch_up_once(source, Path(tmp) / "state.db", config, rules)
+                finally:
+                    for attr, fn in saved.items():
+                        setattr(Evaluator, attr, fn)
+                samples[name].append(cpu)
+                prints[name].add(outcome)
+    for name in paths:
+        timed_ = samples[name][1:]
+        print(f"catch-up of {len(rules)} rules{f' ({name})' if name else ''} on {source}: "
+              f"median {statistics.median(timed_):.3f} CPU s, best {min(timed_):.3f} ({len(timed_)} runs)")
+        for line in sorted(prints[name]):
+            print("  " + line)
+    if compare:
+        new, old = (statistics.median(samples[name][1:]) for name in paths)
+        same = len({frozenset(p) for p in prints.values()}) == 1
+        print(f"ratio {new / old:.3f}; outcomes {'identical' if same else 'DIFFER'}")
+
+
+def _catch_up_once(source: Path, path: Path, config: Any, rules: Any) -> tuple[float, str]:
+    """One catch-up on a fresh copy of ``source``: CPU seconds, and the outcome's fingerprint."""
+    shutil.copyfile(source, path)
+    store = Store(path)
+    AlertStore(store)
+    with store.transaction():
+        for table in ALERT_TABLES:
+            store.conn.execute(f"DELETE FROM {table}")
+    started = time.process_time()
+    report = evaluate_rules(store, config, rules, now=0.0)
+    cpu = time.process_time() - started
+    c = store.conn
+    outcome = repr((
+        c.execute("SELECT * FROM alert_groups ORDER BY rule, group_key").fetchall(),
+        c.execute("SELECT rule, group_key, at, from_state, to_state, value FROM alert_history ORDER BY id")
+        .fetchall(),
+        c.execute("SELECT rule, group_key, kind, at, body FROM alert_notifications ORDER BY id").fetchall(),
+        report.errors,
+    ))
+    store.close()
+    path.unlink()
+    return cpu, (f"{report.points} points, {len(report.transitions)} transitions, "
+                 f"{len(report.notifications)} notifications, "
+                 f"outcome {hashlib.sha256(outcome.encode()).hexdigest()[:16]}")
 
 
 def main() -> None:
@@ -134,9 +159,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--state", type=Path, help="time the catch-up on copies of this store instead")
     ap.add_argument("--merging", action="store_true", help="with --state: the evaluator's merging path")
+    ap.add_argument("--compare", action="store_true",
+                    help="with --state: interleaved with the previous read (alerting.spans), outcomes compared")
     args = ap.parse_args()
     if args.state is not None:
-        catch_up_on(args.state, args.repeats, merging=args.merging)
+        catch_up_on(args.state, args.repeats, merging=args.merging, compare=args.compare)
         return
     config = load_config(environ={})
     rules = default_rules(config)

@@ -22,6 +22,7 @@ from aggregator.model import SeriesKey, WindowAggregate, make_tags
 from aggregator.run import execute
 from aggregator.sketch import DDSketch, sketch_of
 from aggregator.store import Store
+from alerting.columns import read_chunk
 from alerting.evaluate import Evaluator
 from alerting.rules import load_rules
 from alerting.spans import span_quantiles
@@ -121,8 +122,11 @@ def test_catalog_says_what_its_metrics_read_of_the_sketch() -> None:
 # --- the evaluator, against its merging path ---------------------------------------------------------------
 
 
-def _outcome(state: Path, config: Any, *, merging: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, bool]:
-    """Everything a catch-up of the default rules leaves, and whether it took the quick path."""
+def _outcome(state: Path, config: Any, *, merging: bool, monkeypatch: pytest.MonkeyPatch,
+             columns: bool = True) -> tuple[Any, bool]:
+    """Everything a catch-up of the default rules leaves, and whether it took a quick path: the span
+    quantiles from the stored rows (``alerting.columns``), or, with ``columns=False`` (the evaluator's
+    previous read), from the decoded windows (``alerting.spans``)."""
     store = Store(state)
     try:
         AlertStore(store)
@@ -137,6 +141,11 @@ def _outcome(state: Path, config: Any, *, merging: bool, monkeypatch: pytest.Mon
             else:
                 m.setattr("alerting.evaluate.span_quantiles",
                           lambda *a: calls.append(1) or span_quantiles(*a))  # type: ignore[func-returns-value]
+                if columns:  # a chunk of quantile rules read from the stored rows
+                    m.setattr("alerting.evaluate.read_chunk", lambda *a: (
+                        out := read_chunk(*a), out is not None and bool(a[3]) and calls.append(1))[0])
+                else:
+                    m.setattr(Evaluator, "_chunk_columns", lambda self, *a: None)
             report = evaluate_rules(store, config, load_rules(config), now=0.0)
         c = store.conn
         return (
@@ -180,10 +189,11 @@ def test_catch_up_judges_as_the_merging_path(hour_store: Path, env: dict[str, st
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_config(environ=env)
     quick, took_quick = _outcome(hour_store, config, merging=False, monkeypatch=monkeypatch)
+    spans, took_spans = _outcome(hour_store, config, merging=False, monkeypatch=monkeypatch, columns=False)
     merging, _ = _outcome(hour_store, config, merging=True, monkeypatch=monkeypatch)
-    assert took_quick == (env.get("ALERT_SPAN_SECONDS") != "90")
+    assert took_quick == took_spans == (env.get("ALERT_SPAN_SECONDS") != "90")
     assert quick[0][0] > 7 * 60  # most default rules at every minute of the hour
-    assert quick == merging
+    assert quick == spans == merging
     if env.get("ALERT_FOR_SECONDS") == "0":
         assert len(quick[2]) > 50 and len(quick[3]) > 50  # the comparison saw many values
 
