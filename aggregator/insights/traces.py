@@ -636,8 +636,22 @@ class TraceAnalyzer:
         """Drop open traces too old or beyond the cap (``_trim``); return what stays open, oldest trace first."""
         self._trim()
         open_ = self._open
-        # (newest, trace id) pairs built in C: the sort is most of the cost, ~30 ms at 60,000 open events
-        return [(tid, open_[tid]) for _, tid in sorted(zip(map(_NEWEST, open_.values()), open_, strict=True))]
+        items = list(open_.items())
+        # sorted by (newest, trace id): by newest with numpy (a sort of (newest, trace id) pairs was ~25 ms at
+        # 23,500 open traces, the benchmark log's, most of this), then each run of equal newest by trace id
+        newest = np.fromiter(map(_NEWEST, open_.values()), np.float64, len(items))
+        order = np.argsort(newest, kind="stable")
+        by_age = newest[order]
+        ties = np.flatnonzero(by_age[1:] == by_age[:-1]).tolist()
+        at = order.tolist()
+        start = None
+        for k, t in enumerate(ties):
+            if start is None:
+                start = t
+            if k + 1 == len(ties) or ties[k + 1] != t + 1:  # the run is at[start:t + 2]
+                at[start:t + 2] = sorted(at[start:t + 2], key=lambda i: items[i][0])
+                start = None
+        return list(map(items.__getitem__, at))
 
     def finish(self) -> list[WindowAggregate]:
         """Write findings, counters and open traces (in the caller's transaction); return aggregates."""
