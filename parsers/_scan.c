@@ -403,15 +403,22 @@ static inline int is_ascii(const char *s, Py_ssize_t n) {
     return !(acc & HIGHS);
 }
 
+/* Whether the string is the value of ``last`` (a code, or -1). */
+static inline int is_last(const Interner *t, Py_ssize_t last, const char *s, Py_ssize_t n) {
+    if (last < 0) return 0;
+    const Entry *le = &t->entries[last];
+    return le->len == n && same_bytes(le->ptr, s, (size_t)n);
+}
+
 /* The code of the string (valid UTF-8, no lone surrogates), adding it to the table when new; -2 on error.
- * ``*last``: the code the caller's field had last time (checked first; updated), or -1. ``in_data``: s points into the scanned data (alive for the call), not into the scratch buffer. */
-static int32_t intern(Interner *t, Py_ssize_t *last, const char *s, Py_ssize_t n, int in_data) {
-    if (*last >= 0) {
-        /* the previous value again (service names, environments, routes...): no hashing */
-        const Entry *le = &t->entries[*last];
-        if (le->len == n && same_bytes(le->ptr, s, (size_t)n)) return (int32_t)*last;
-    }
-    uint64_t h = hash_bytes(s, (size_t)n);
+ * ``*last``: the code the caller's field had last time (checked first; updated), or -1. ``in_data``: s points
+ * into the scanned data (alive for the call), not into the scratch buffer. ``hash``: NULL, or the string's
+ * hash_bytes when the caller has found it is not the last value already (see prefetch_slot). */
+static int32_t intern(Interner *t, Py_ssize_t *last, const char *s, Py_ssize_t n, int in_data,
+                      const uint64_t *hash) {
+    /* the previous value again (service names, environments, routes...): no hashing */
+    if (!hash && is_last(t, *last, s, n)) return (int32_t)*last;
+    uint64_t h = hash ? *hash : hash_bytes(s, (size_t)n);
     uint64_t tag = h >> 32 << 32;
     size_t mask = t->cap - 1;
     size_t j = h & mask;
@@ -894,6 +901,8 @@ typedef struct {
     double ts, duration, queue_wait, metric_value;
     Str strs[N_STR];
     uint32_t has_str; /* bit f: strs[f] is set */
+    uint32_t hashed;  /* bit f: hash[f] is strs[f]'s hash_bytes, and strs[f] is not field f's last value */
+    uint64_t hash[N_STR];
     PyObject *tags; /* new reference or NULL */
 } Row;
 
@@ -966,10 +975,29 @@ static double quiet_nan(void) {
     return d;
 }
 
+/* The string tables and each field's last code, for prefetch_slot. */
+typedef struct {
+    Interner *tables;
+    Py_ssize_t *last;
+} Coding;
+
+/* Ids (trace, span): a new value is looked up in a table of about one entry per line (span ids), which is
+ * larger than the L2 cache: the slot is a cache miss. When the value is not the field's last one, its hash is
+ * taken now and its slot fetched while the rest of the line is parsed (the line is interned after it). */
+static inline void prefetch_slot(const Coding *coding, Row *row, int f) {
+    const Interner *t = &coding->tables[table_of(f)];
+    const Str *o = &row->strs[f];
+    if (is_last(t, coding->last[f], o->ptr, o->len)) return;
+    uint64_t h = hash_bytes(o->ptr, (size_t)o->len);
+    row->hash[f] = h;
+    row->hashed |= 1u << f;
+    __builtin_prefetch(&t->slots[h & (t->cap - 1)]);
+}
+
 /* Parse one line [p, end) (p at '{', end at its '\n') into row. 0 on success, -1 when it is not an
  * event this scanner is sure of. Strings with escapes are decoded into scratch. */
 static int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch, double past, double future,
-                      int *pred, MinuteCache *mc) {
+                      int *pred, MinuteCache *mc, const Coding *coding) {
     uint64_t seen = 0, present = 0;
     int prev = N_KEYS;
     double nan = quiet_nan();
@@ -978,6 +1006,7 @@ static int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch, 
     row->status = -1;
     row->duration = row->queue_wait = row->metric_value = nan;
     row->has_str = 0;
+    row->hashed = 0;
     row->tags = NULL;
     unsigned char *tmp = scratch + (end - p) + 8; /* beyond any decoded string of this line */
 
@@ -1083,6 +1112,7 @@ static int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch, 
                     if (o->len == want ? !is_ascii(o->ptr, o->len) : code_points(o->ptr, o->len) != want)
                         goto fail;
                     row->has_str |= 1u << kd->col;
+                    prefetch_slot(coding, row, kd->col);
                     break;
                 }
                 case T_METRIC_NAME:
@@ -1339,11 +1369,12 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     for (int k = 0; k < N_KEYS + 2; k++) pred[k] = -1;
     MinuteCache mc;
     mc.valid = 0;
+    Coding coding = {tables, last};
     Row row;
     for (size_t line = 0; line < nlines_max; line++) {
         cp p = line ? data + ends[line - 1] + 1 : data;
         cp nl = data + ends[line];
-        if (parse_line(p, nl, data_end, &row, scratch, past, future, pred, &mc) < 0) {
+        if (parse_line(p, nl, data_end, &row, scratch, past, future, pred, &mc, &coding) < 0) {
             if (PyErr_Occurred()) goto error; /* out of memory building a metric's tags: not a verdict */
             /* not an event: skipped only when the line does not mention the marker at all; a line that
              * does is declined: the block ends before it (the caller has the reference read it) */
@@ -1372,7 +1403,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         for (uint32_t m = row.has_str; m; m &= m - 1) {
             int f = __builtin_ctz(m);
             int32_t code = intern(&tables[table_of(f)], &last[f], row.strs[f].ptr, row.strs[f].len,
-                                  !row.strs[f].escaped);
+                                  !row.strs[f].escaped, row.hashed >> f & 1 ? &row.hash[f] : NULL);
             if (code < 0) {
                 Py_CLEAR(row.tags);
                 goto error;

@@ -419,6 +419,45 @@ def test_block_preconditions() -> None:
     run(block(b'{"log": "x"}', b'{"log": "y"}'), accept=False)  # a block of log wrappers without events
 
 
+def test_newline_pass_around_vector_widths() -> None:
+    """The first pass (newlines, NUL, non-ASCII bytes; 16 bytes a step, then a byte at a time):
+    lines of every length from 2 to 140 bytes, so that newlines fall on every offset of a step, in blocks
+    whose length is and is not a multiple of the step; a NUL, a non-ASCII character and an invalid byte at
+    each offset of the first 200 bytes."""
+    lines = [b'{"a":"' + b"x" * (n - 8) + b'"}' if n >= 8 else b"{" + b" " * (n - 2) + b"}" for n in range(2, 141)]
+    for cut in (len(lines), 63, 64, 65, 1):
+        data = block(*lines[:cut], event_line("db"))
+        assert run(data, accept=True)[:2] == (cut + 1, cut)
+    head = block(*lines[100:110])  # long enough for several 64-byte steps
+    for k in range(6, 200):
+        i = k if head[k : k + 1] == b"x" else None
+        if i is None:
+            continue
+        run(head[:i] + b"\x00" + head[i + 1 :], accept=False)
+        assert run(head[:i] + b"\xc3\xa9" + head[i + 1 :], accept=True)[:2] == (10, 10)
+        run(head[:i] + b"\xff" + head[i + 1 :], accept=False)
+
+
+def test_id_codes_across_lines() -> None:
+    """Trace and span ids are looked up (their table slot fetched early) only when they differ from the
+    field's previous value: ids repeated, alternating, a parent equal to its own span, a span id equal to
+    the previous line's parent, and the same value in both span columns across lines."""
+    a, b, c = "a" * 16, "b" * 16, "c" * 16
+    ta, tb = "1" * 32, "2" * 32
+    pattern = [(ta, a, None), (ta, a, None), (ta, b, a), (tb, a, b), (ta, a, a), (ta, c, a), (tb, a, c),
+               (tb, b, b), (ta, b, None), (ta, c, b), (ta, a, c)]
+    lines = [event_line("db", trace_id=t, span_id=s, parent_span_id=p) for t, s, p in pattern]
+    cols = run(block(*lines), accept=True)[2]
+    assert cols.strings("span_id") == [s for _, s, _ in pattern]
+    assert cols.strings("parent_span_id") == [p for _, _, p in pattern]
+    assert cols.strings("trace_id") == [t for t, _, _ in pattern]
+    rng = random.Random(5)
+    for _ in range(50):
+        picked = [(rng.choice([ta, tb]), rng.choice([a, b, c]), rng.choice([a, b, c, None])) for _ in range(12)]
+        run(block(*(event_line("request", trace_id=t, span_id=s, parent_span_id=p) for t, s, p in picked)),
+            accept=True)
+
+
 def test_escaped_marker_in_unmarked_lines() -> None:
     # msgspec reads "apm\u002eschema" as the marker key: when every line decodes as an event, the reference
     # counts the unmarked line as an event, so the scanner cannot call it skipped...
