@@ -187,11 +187,19 @@ class _Rests:
     def fingerprints_json(self) -> list[str]:
         """Every rest's fingerprints as JSON text (``orjson.dumps(fingerprints(i))``), from ``groups`` (made once
         for every rest of the batch, its entries themselves: only read here) in one pass: the open traces written
-        at the end are nearly all of a batch's rests."""
+        at the end are nearly all of a batch's rests). A rest of one group (nearly half of them) makes its dict
+        directly, one of none takes "{}" (a quarter): half the time of a dict of slices for every rest."""
         keys, entries = self._groups or self.groups()
-        dumps, b = orjson.dumps, self.bounds
-        return [dumps(dict(zip(keys[lo:hi], entries[lo:hi], strict=True))).decode() if lo != hi else "{}"
-                for lo, hi in pairwise(b)]
+        dumps = orjson.dumps
+        out = []
+        for lo, hi in pairwise(self.bounds):
+            if hi - lo == 1:
+                out.append(dumps({keys[lo]: entries[lo]}).decode())
+            elif lo == hi:
+                out.append("{}")
+            else:
+                out.append(dumps(dict(zip(keys[lo:hi], entries[lo:hi], strict=True))).decode())
+        return out
 
     def part(self, i: int, trace_id: str) -> TracePart:
         return TracePart(trace_id, PIECE, self.newest[i], self.events[i], self.queries[i], self.db_ms[i],
