@@ -13,6 +13,7 @@ order (the trace insights need records in input order, and checkpoints advance i
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing as mp
 import os
@@ -34,6 +35,14 @@ from aggregator.windows import WindowAccumulator
 # chunks: no faster, 92 MB). Three interleaved rounds.
 CHUNK_BYTES: Final = 4 << 20
 PART_BYTES: Final = 32 << 20
+# glibc malloc for a run's processes: a chunk's numpy columns and a part's pickled result are arrays of a
+# few MB, which glibc's default (mmap above a dynamic threshold, trim the heap top past 128 KB) maps and
+# unmaps again chunk after chunk, page-faulting every page in afresh. Served from a heap that keeps what
+# it freed instead (tune_malloc, in the workers and the CLI's process): the workers' system CPU on the 1M
+# log 0.34-0.53 -> 0.13-0.22 s, the process tree's CPU x0.955 (1M) and x0.89 (5M), medians of 7 rounds;
+# peak PSS 161 -> 169 MB (1M), 192 -> 192 MB (5M), 203 -> 210 MB (10M): under the 250 MB limit.
+# (mallopt parameter, value): M_MMAP_THRESHOLD 256 MB, M_TRIM_THRESHOLD 512 MB, M_TOP_PAD 64 MB.
+MALLOC_OPTIONS: Final = ((-3, 256 << 20), (-1, 512 << 20), (-2, 64 << 20))
 TRACE_EXTRACT: Final = ("aggregator.insights.traces", "extract")
 TRACE_EXTRACT_COLUMNS: Final = ("aggregator.insights.columns", "extract_columns")
 
@@ -153,6 +162,21 @@ def _process_part(source: Any, task: Any, settings: EngineSettings, task_index: 
     return out
 
 
+def tune_malloc() -> bool:
+    """Apply ``MALLOC_OPTIONS`` to this process (and so to the workers it forks afterwards) when its C
+    library is glibc; a no-op elsewhere. For processes that end with the run (the CLI, the workers): memory
+    freed during the run stays in the heap for reuse until the process exits. -> whether it applied."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return False
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ValueError, OSError, AttributeError):  # no such confstr name (not glibc), no libc symbols
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return all(mallopt(param, value) == 1 for param, value in MALLOC_OPTIONS)
+
+
 # --- worker processes ------------------------------------------------------------------------------
 
 _W: dict[str, Any] = {}
@@ -167,6 +191,7 @@ def _init_worker(source: Any, settings: EngineSettings, progress: Any, lock_path
     # and aggregates (hundreds of thousands of tuples, dicts and lists) cost more than decoding it. Nothing
     # a worker builds forms cycles that need collecting.
     gc.disable()
+    tune_malloc()
     _W.update(source=source, settings=settings, progress=progress)
 
 

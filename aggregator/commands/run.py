@@ -67,6 +67,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"logapm run: run.engine must be local or dask, not {config['run.engine']!r}", file=sys.stderr)
         return EXIT_USAGE
     progress = None if args.quiet or args.no_progress else Progress()
+    from aggregator.engine import tune_malloc
+
+    tune_malloc()  # this process ends with the run: its heap may keep what it frees (workers inherit it)
     from aggregator.dask_engine import DaskEngineError
     from aggregator.sources import InputError
 

@@ -168,3 +168,37 @@ def test_engine_pool_handler_does_not_wait_on_the_result_pipe() -> None:
     finally:
         pool.terminate()
         pool.join()
+
+
+def test_tune_malloc_applies_on_glibc_and_is_a_no_op_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """engine.tune_malloc sets glibc's malloc options through mallopt (each call must succeed), in a process
+    of its own here (it lasts for the process); without glibc it does nothing and says so."""
+    import os
+    import subprocess
+    import sys
+
+    from aggregator import engine
+
+    glibc = bool(hasattr(os, "confstr") and _confstr_glibc())
+    code = "from aggregator.engine import tune_malloc; print(tune_malloc())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(glibc)
+
+    monkeypatch.setattr(engine.os, "confstr", lambda name: None)  # musl and others: no glibc version
+    assert engine.tune_malloc() is False
+
+    def no_such_name(name: str) -> str:
+        raise ValueError("unrecognized configuration name")
+
+    monkeypatch.setattr(engine.os, "confstr", no_such_name)
+    assert engine.tune_malloc() is False
+
+
+def _confstr_glibc() -> str | None:
+    import os
+
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION")
+    except (ValueError, OSError):
+        return None
+
