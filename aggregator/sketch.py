@@ -192,11 +192,12 @@ class DDSketch:
     Keeps exact ``count``, ``min`` and ``max`` beside the buckets (the read-out clamps with them).
     """
 
-    __slots__ = ("_blob", "_gamma", "_min_indexable", "_multiplier", "max", "min", "neg", "pos", "relative_accuracy",
-                 "zero_count")
+    __slots__ = ("_blob", "_gamma", "_min_indexable", "_multiplier", "_stored", "max", "min", "neg", "pos",
+                 "relative_accuracy", "zero_count")
 
     def __init__(self, relative_accuracy: float = RELATIVE_ACCURACY) -> None:
         self._blob: bytes | None = None  # the stored form, while it is known to be this sketch's (see __reduce__)
+        self._stored: bytes | None = None  # ``to_bytes()``, once made and while unchanged (see ``seal``)
         self._gamma, self._multiplier, self._min_indexable = _mapping(relative_accuracy)
         self.relative_accuracy = relative_accuracy
         self.pos = _Store()
@@ -215,10 +216,12 @@ class DDSketch:
         return np.ceil(np.log(magnitudes) * self._multiplier).astype(np.int64)
 
     def _changing(self) -> None:
-        """About to change: a sketch still in its stored form is decoded first, then forgets that form."""
+        """About to change: a sketch still in its stored form is decoded first, then forgets that form (and the
+        stored bytes ``seal`` made)."""
         if self._blob is not None:
             self.pos  # noqa: B018 - decoded now if it was not yet (``__getattr__``)
             self._blob = None
+        self._stored = None
 
     def add(self, value: float) -> None:
         self.add_many(np.asarray([value], dtype=np.float64))
@@ -280,7 +283,7 @@ class DDSketch:
         """``DDSketch(relative_accuracy)`` then ``add_bucket_counts(key_lo, counts, vmin, vmax, adopt=True)``,
         in one step: the accumulators make one such sketch per series and window."""
         sketch = cls.__new__(cls)
-        sketch._blob = None
+        sketch._blob = sketch._stored = None
         sketch._gamma, sketch._multiplier, sketch._min_indexable = (
             _MAPPINGS.get(relative_accuracy) or _mapping(relative_accuracy))
         sketch.relative_accuracy = relative_accuracy
@@ -319,10 +322,12 @@ class DDSketch:
 
     def copy(self) -> DDSketch:
         if self._blob is not None:  # a sketch as it came from a worker: another, decoded when read
-            return _from_stored(self._blob)
-        out = DDSketch(self.relative_accuracy)
-        out.pos, out.neg = self.pos.copy(), self.neg.copy()
-        out.zero_count, out.min, out.max = self.zero_count, self.min, self.max
+            out = _from_stored(self._blob)
+        else:
+            out = DDSketch(self.relative_accuracy)
+            out.pos, out.neg = self.pos.copy(), self.neg.copy()
+            out.zero_count, out.min, out.max = self.zero_count, self.min, self.max
+        out._stored = self._stored
         return out
 
     # --- reading ----------------------------------------------------------------------------------
@@ -373,18 +378,40 @@ class DDSketch:
     # --- serialisation ----------------------------------------------------------------------------
 
     def to_bytes(self, *, compress: bool = True) -> bytes:
-        """The stored form (zlib); ``compress=False`` for a quick hop between processes."""
+        """The stored form (zlib); ``compress=False`` for a quick hop between processes.
+
+        Encoded once: the stored form a sketch came with, or ``seal`` made, is given back while it is unchanged;
+        a sketch still in the quick form (as a worker sent it) compresses that form's body, which is the stored
+        form's body (``_load`` then these steps give the same bytes), without decoding it."""
+        if compress and self._stored is not None:
+            return self._stored
         blob = self._blob
-        if compress and blob is not None and blob[:1] != b"\0":  # the stored form it came with, unchanged
-            return blob
+        if blob is not None:
+            if blob[:1] != b"\0":
+                if compress:  # the stored form it came with, unchanged
+                    return blob
+            elif compress:
+                return zlib.compress(memoryview(blob)[1:], 1)
+            else:
+                return blob
         body = (_HEADER.pack(_FORMAT_VERSION, 0, self.relative_accuracy, self.min, self.max, self.zero_count)
                 + self.pos.to_bytes() + self.neg.to_bytes())
         return zlib.compress(body, 1) if compress else b"\0" + body
 
+    def seal(self) -> bytes:
+        """``to_bytes()``, kept for the next calls until the sketch changes: the run encodes a window's sketch
+        as soon as it looks final (``aggregator.windows.WindowState.merge``), while the workers still read, so
+        that the commit only writes it. A sketch sealed then changed is encoded again: the same bytes as
+        without the seal."""
+        stored = self._stored
+        if stored is None:
+            stored = self._stored = self.to_bytes()
+        return stored
+
     @classmethod
     def from_bytes(cls, data: bytes) -> DDSketch:
         sketch = cls.__new__(cls)
-        sketch._blob = None
+        sketch._blob = sketch._stored = None
         sketch._load(data)
         return sketch
 
@@ -441,6 +468,7 @@ def _from_stored(blob: bytes) -> DDSketch:
     (``DDSketch.__getattr__``); ``to_bytes`` gives a stored form back as it came."""
     sketch = DDSketch.__new__(DDSketch)
     sketch._blob = blob
+    sketch._stored = None
     return sketch
 
 

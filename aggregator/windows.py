@@ -66,6 +66,8 @@ def is_event_family(family: str) -> bool:
 
 
 AggKey = tuple[str, Tags, int]  # family, tags, window start
+SEAL_WASTE: Final = 8  # WindowState stops sealing when more than 1 in 8 sealed sketches changed again ...
+SEAL_SLACK: Final = 256  # ... and more than 256 / 8 did
 FOLD_EVENTS: Final = 1 << 18  # events buffered as columns (about 10 MB) before they are folded
 FOLDED_MEMO: Final = 1 << 16  # raw keys of folded series remembered per family (faster, exact `folded` counts)
 _OTHER_KEY: Final = object()  # marks the raw key of a family's `other` series (no field tuple can equal it)
@@ -774,23 +776,60 @@ class ApplyResult:
 
 
 class WindowState:
-    """The run's merged aggregates, keyed by (family, tags, window start)."""
+    """The run's merged aggregates, keyed by (family, tags, window start).
+
+    ``merge`` also seals (``DDSketch.seal``: encodes for the store, once) the sketches of the windows that look
+    final: those that start before every window of the batch just merged. The parts of a log arrive in input
+    order, so the windows behind the newest part are usually done, and the parent encodes them while the
+    workers read the next parts, instead of at the commit, when the workers are idle. A window a later batch
+    changes after all is encoded again when it is written, with the same bytes (the seal only keeps bytes
+    while the sketch is unchanged); when that happens to more than one sealed window in ``SEAL_WASTE`` (inputs
+    not in time order, files overlapping in time), the state stops sealing.
+    """
 
     def __init__(self, max_ts: float | None = None) -> None:
         self.aggs: dict[AggKey, WindowAggregate] = {}
         self.max_ts: float | None = max_ts
+        self._unsealed: dict[int, dict[AggKey, WindowAggregate]] = {}  # per start: the windows merged, not sealed
+        self._sealed = 0
+        self._resealed = 0  # sealed sketches changed again by a later batch
 
     def merge(self, partials: Iterable[WindowAggregate], max_ts: float | None = None) -> None:
         aggs = self.aggs
+        unsealed = self._unsealed
+        first: int | None = None
+        resealed = 0
         for p in partials:
-            k = (p.series.family, p.series.tags, p.start)
+            start = p.start
+            k = (p.series.family, p.series.tags, start)
             cur = aggs.get(k)
             if cur is None:
-                aggs[k] = p
+                aggs[k] = cur = p
             else:
+                kept = cur.sketch
+                if type(kept) is DDSketch and kept._stored is not None and p.sketch is not None:
+                    resealed += 1
                 merge_into(cur, p)
+            pending = unsealed.get(start)
+            if pending is None:
+                unsealed[start] = {k: cur}
+            else:
+                pending[k] = cur
+            if first is None or start < first:
+                first = start
         if max_ts is not None and (self.max_ts is None or max_ts > self.max_ts):
             self.max_ts = max_ts
+        self._resealed += resealed
+        if first is None or self._resealed * SEAL_WASTE > self._sealed + SEAL_SLACK:
+            return
+        sealed = 0
+        for start in [s for s in unsealed if s < first]:
+            for agg in unsealed.pop(start).values():
+                sketch = agg.sketch
+                if type(sketch) is DDSketch:
+                    sketch.seal()
+                    sealed += 1
+        self._sealed += sealed
 
     def apply(self, ws: WindowsStore, *, lateness_seconds: int, max_series: int, now: float,
               warn: Any = None) -> ApplyResult:
@@ -803,17 +842,74 @@ class WindowState:
         ``other``.
         """
         res = ApplyResult()
-        stored_wm = ws.watermark()
-        wm = max((x for x in (stored_wm, self.max_ts) if x is not None), default=None)
-        res.watermark = wm
-        cutoff = (wm - lateness_seconds) if wm is not None else None
+        cutoff = self._cutoff(ws, lateness_seconds, res)
         known = ws.known_series()
         final: dict[AggKey, WindowAggregate] = {}
         new_series: list[tuple[str, Tags, int]] = []
-        # A family's `other` series (every tag value `other`: what the workers folded) comes after its real
-        # series, so that it does not take one of the cap's places from them.
-        # Sorted by (family, is `other`, tags, start) as a series then its starts: the same order as sorting
-        # the keys (they are unique), with the tags compared and folded once per series, not once per window.
+        aggs = self.aggs
+        folded_windows = res.folded
+        for (family, tags), starts in self._series_in_order():
+            fam_known: set[Tags] | None = None  # the family's series, once a window of this one is not late
+            fold = False  # past the cap: its windows go to the family's `other` series (``target``)
+            target = tags
+            pipeline = family == "pipeline"
+            for start in starts:
+                k = (family, tags, start)
+                agg = aggs[k]
+                if cutoff is not None and start + agg.width <= cutoff and not pipeline:
+                    if is_event_family(family):
+                        res.late_events += agg.count
+                        res.late_windows += 1
+                    continue
+                # The cap decides once per series, at its first window in time: the family's set only grows,
+                # so its later windows would be decided the same way (admitted, or folded into `other`).
+                if fam_known is None:
+                    fam_known = known.setdefault(family, set())
+                    if tags not in fam_known:
+                        if len(fam_known) < max_series or pipeline:
+                            fam_known.add(tags)
+                            new_series.append((family, tags, start))
+                        else:
+                            fold, target = True, fold_tags(tags)
+                if fold:
+                    if folded_windows.get(family, 0) == 0 and warn is not None:
+                        warn(cap_warning(family, max_series))
+                    folded_windows[family] = folded_windows.get(family, 0) + 1
+                    if target not in fam_known:
+                        fam_known.add(target)
+                        new_series.append((family, target, start))
+                    agg = WindowAggregate(SeriesKey(family, target), start, agg.width, agg.count, agg.errors,
+                                          agg.total, agg.min, agg.max, dict(agg.counters), agg.sketch)
+                    k = (family, target, start)
+                cur = final.get(k)
+                if cur is None:
+                    final[k] = agg
+                else:
+                    merge_into(cur, agg)
+        stored = ws.get_many(final)
+        out = list(final.values())
+        if stored:
+            for i, (k, agg) in enumerate(final.items()):
+                kept = stored.get(k)
+                if kept is not None:
+                    merge_into(kept, agg)
+                    out[i] = kept
+        res.changed_starts.update(start for _, _, start in final)
+        res.request_windows.extend(agg for agg in out if agg.series.family == "request")
+        return self._write(ws, res, out, new_series, now)
+
+    def _cutoff(self, ws: WindowsStore, lateness_seconds: int, res: ApplyResult) -> float | None:
+        """The end a window must pass not to be late (None: nothing is), from the watermark (``res.watermark``)."""
+        wm = max((x for x in (ws.watermark(), self.max_ts) if x is not None), default=None)
+        res.watermark = wm
+        return (wm - lateness_seconds) if wm is not None else None
+
+    def _series_in_order(self) -> list[tuple[tuple[str, Tags], list[int]]]:
+        """Each series with its starts, in ``apply``'s order: by (family, is `other`, tags), then start.
+
+        A family's `other` series (every tag value `other`: what the workers folded) comes after its real
+        series, so that it does not take one of the cap's places from them. The same order as sorting the keys
+        (they are unique), with the tags compared and folded once per series, not once per window."""
         by_series: dict[tuple[str, Tags], list[int]] = {}
         for family, tags, start in self.aggs:
             starts = by_series.get((family, tags))
@@ -821,54 +917,17 @@ class WindowState:
                 by_series[(family, tags)] = [start]
             else:
                 starts.append(start)
-        keys = [(family, tags, start)
-                for family, tags in sorted(by_series, key=lambda s: (s[0], fold_tags(s[1]) == s[1], s[1]))
-                for start in sorted(by_series[(family, tags)])]
-        aggs = self.aggs
-        for k in keys:
-            family, tags, start = k
-            agg = aggs[k]
-            if cutoff is not None and agg.end <= cutoff and family != "pipeline":
-                if is_event_family(family):
-                    res.late_events += agg.count
-                    res.late_windows += 1
-                continue
-            fam_known = known.setdefault(family, set())
-            if tags not in fam_known:
-                if len(fam_known) < max_series or family == "pipeline":
-                    fam_known.add(tags)
-                    new_series.append((family, tags, start))
-                else:
-                    folded = fold_tags(tags)
-                    if res.folded.get(family, 0) == 0 and warn is not None:
-                        warn(cap_warning(family, max_series))
-                    res.folded[family] = res.folded.get(family, 0) + 1
-                    if folded not in fam_known:
-                        fam_known.add(folded)
-                        new_series.append((family, folded, start))
-                    agg = WindowAggregate(SeriesKey(family, folded), start, agg.width, agg.count, agg.errors,
-                                          agg.total, agg.min, agg.max, dict(agg.counters), agg.sketch)
-                    tags = folded
-            fk = (family, tags, start)
-            cur = final.get(fk)
-            if cur is None:
-                final[fk] = agg
-            else:
-                merge_into(cur, agg)
-        out: list[WindowAggregate] = []
-        for (family, tags, start), agg in final.items():
-            stored = ws.get(family, tags, start)
-            if stored is not None:
-                merge_into(stored, agg)
-                agg = stored
-            out.append(agg)
-            res.changed_starts.add(start)
-            if family == "request":
-                res.request_windows.append(agg)
+        return [(series, sorted(by_series[series]))
+                for series in sorted(by_series, key=lambda s: (s[0], fold_tags(s[1]) == s[1], s[1]))]
+
+    @staticmethod
+    def _write(ws: WindowsStore, res: ApplyResult, out: list[WindowAggregate], new_series: list[tuple[str, Tags, int]],
+               now: float) -> ApplyResult:
+        """Write the windows, the new series and the watermark; count them in ``res``."""
         ws.put(out, now)
         ws.add_series(new_series)
-        if wm is not None:
-            ws.set_watermark(wm)
+        if res.watermark is not None:
+            ws.set_watermark(res.watermark)
         res.windows_updated = len(out)
         res.new_series = len(new_series)
         return res

@@ -189,8 +189,36 @@ class WindowsStore:
                 (family, encode_tags(tags), start),
             ).fetchone()
             return None if row is None else _row_to_agg(row)
-        # In our write transaction no one else writes: the rows of the start, read once, stay right until this
-        # connection changes something (its total_changes moves).
+        rows = self._start_rows(start)
+        row = rows.get((family, encode_tags(tags))) if rows else None
+        return None if row is None else _row_to_agg(row)
+
+    def get_many(self, keys: Iterable[tuple[str, Tags, int]]) -> dict[tuple[str, Tags, int], WindowAggregate]:
+        """``get`` of each (family, tags, start): the ones stored, by key (the run's commit asks for every window
+        it writes; into a new store, or past the stored starts, it reads one empty query per start)."""
+        out: dict[tuple[str, Tags, int], WindowAggregate] = {}
+        if not self.store.in_write_transaction:
+            for family, tags, start in keys:
+                agg = self.get(family, tags, start)
+                if agg is not None:
+                    out[(family, tags, start)] = agg
+            return out
+        by_start: dict[int, dict[tuple[str, str], tuple[Any, ...]]] = {}
+        for key in keys:
+            family, tags, start = key
+            rows = by_start.get(start)
+            if rows is None:
+                rows = by_start[start] = self._start_rows(start)
+            if rows:
+                row = rows.get((family, encode_tags(tags)))
+                if row is not None:
+                    out[key] = _row_to_agg(row)
+        return out
+
+    def _start_rows(self, start: int) -> dict[tuple[str, str], tuple[Any, ...]]:
+        """The stored rows of a window start by (family, tags text), inside our write transaction: no one else
+        writes in it, so the rows, read once, stay right until this connection changes something (its
+        total_changes moves)."""
         valid = (self.store.transactions, self.conn.total_changes)
         if valid != self._rows_valid:
             self._rows.clear()
@@ -199,8 +227,7 @@ class WindowsStore:
         if rows is None:
             rows = self._rows[start] = {
                 (r[0], r[1]): r for r in self.conn.execute(f"SELECT {_COLUMNS} FROM windows WHERE start = ?", (start,))}
-        row = rows.get((family, encode_tags(tags))) if rows else None
-        return None if row is None else _row_to_agg(row)
+        return rows
 
     def put(self, aggs: Iterable[WindowAggregate], now: float) -> int:
         """Insert or replace aggregates (call inside the run's transaction). Returns how many."""

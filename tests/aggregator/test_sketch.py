@@ -202,3 +202,45 @@ def test_an_unpickled_sketch_keeps_its_stored_form_until_it_changes() -> None:
     want = a.copy()
     want.add_bucket_counts(10, np.array([2, 0, 1]), 1.2, 1.3)
     assert binned.to_bytes() == want.to_bytes() != a.to_bytes()
+
+
+def _decoded(sketch: DDSketch) -> bool:
+    try:
+        object.__getattribute__(sketch, "pos")
+    except AttributeError:
+        return False
+    return True
+
+
+def test_quick_and_sealed_forms_write_the_bytes_of_a_fresh_encoding() -> None:
+    """A sketch still in the quick form (as a worker sent it) is written by compressing that form's body, without
+    decoding it; ``seal`` keeps the stored bytes until the sketch changes, and survives a copy. Every case writes
+    the bytes that encoding the decoded sketch afresh writes, changed or not."""
+    rng = np.random.default_rng(31)
+    a = sketch_of(rng.lognormal(2, 1, 700))
+    b = sketch_of(np.concatenate([rng.normal(0, 5, 90), np.zeros(10)]))
+    big = sketch_of(np.repeat(rng.lognormal(2, 1, 50), 70_000))  # counts past uint16
+    for original in (a, b, big, DDSketch()):
+        want = original.to_bytes()
+        fresh = sketch_module._HEADER.pack(sketch_module._FORMAT_VERSION, 0, original.relative_accuracy, original.min,
+                                           original.max, original.zero_count)
+        assert sketch_module.zlib.decompress(want) == fresh + original.pos.to_bytes() + original.neg.to_bytes()
+        sent = pickle.loads(pickle.dumps(original))
+        assert sent.to_bytes() == want and not _decoded(sent)
+        assert sent.to_bytes(compress=False) == original.to_bytes(compress=False) and not _decoded(sent)
+        sealed = pickle.loads(pickle.dumps(original))
+        assert sealed.seal() == want and sealed.to_bytes() is sealed.seal() and not _decoded(sealed)
+        copied = sealed.copy()
+        assert copied.to_bytes() == want and copied.quantiles(QS) == original.quantiles(QS)
+        decoded = original.copy()
+        assert decoded.seal() == want and decoded.copy().to_bytes() == want
+        for target in (sealed, decoded, copied):  # sealed, then changed: encoded again
+            target.merge(a)
+            target.add_many([3.0, -1.0])
+            target.add_bucket_counts(100, np.array([1, 0, 4]), 2.0, 2.2)
+            again = original.copy()
+            again.merge(a)
+            again.add_many([3.0, -1.0])
+            again.add_bucket_counts(100, np.array([1, 0, 4]), 2.0, 2.2)
+            assert target.to_bytes() == again.to_bytes() != want
+            assert target.seal() == again.to_bytes()
