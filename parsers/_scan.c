@@ -299,8 +299,9 @@ static void keep_arena(PyObject *a) {
 /* ---- a per-table string intern table ------------------------------------------------------------------ */
 typedef struct {
     uint64_t hash;
-    const char *ptr;   /* the value's UTF-8: in the data (alive for the call) or in the table's str */
+    const char *ptr;   /* the value's UTF-8: in the data (alive for the call) or in obj */
     Py_ssize_t len;
+    PyObject *obj;     /* the value as a str (a reference owned here until interner_list) */
 } Entry;
 
 typedef struct {
@@ -311,7 +312,9 @@ typedef struct {
     size_t entries_cap;
     size_t entries_size;
     int id;            /* the table's number (for the kept buffers) */
-    PyObject *list;    /* the table: str values in order of first appearance */
+    size_t used;       /* the codes given: entries[:used] */
+    PyObject *list;    /* the table (str values in order of first appearance), made at the end by
+                        * interner_list: one allocation instead of a list grown value by value */
 } Interner;
 
 static inline uint64_t hash_bytes(const char *s, size_t n) {
@@ -344,13 +347,16 @@ static int interner_init(Interner *t, int id, size_t expect) {
     t->entries_cap = t->cap / 2 + 1; /* codes up to cap / 2: the table grows past half full */
     t->slots = (uint64_t *)take(B_SLOTS + id, t->cap * sizeof(uint64_t), &t->slots_size);
     t->entries = (Entry *)take(B_ENTRIES + id, t->entries_cap * sizeof(Entry), &t->entries_size);
-    t->list = PyList_New(0);
-    if (!t->slots || !t->entries || !t->list) return -1;
+    t->used = 0;
+    t->list = NULL;
+    if (!t->slots || !t->entries) return -1;
     memset(t->slots, 0, t->cap * sizeof(uint64_t));
     return 0;
 }
 
 static void interner_free(Interner *t) {
+    for (size_t code = 0; code < t->used; code++) Py_DECREF(t->entries[code].obj);
+    t->used = 0;
     give(B_SLOTS + t->id, t->slots, t->slots_size);
     give(B_ENTRIES + t->id, t->entries, t->entries_size);
     t->slots = NULL;
@@ -358,8 +364,18 @@ static void interner_free(Interner *t) {
     Py_CLEAR(t->list);
 }
 
+/* t->list made from the entries' str (their references move to it); -1 when out of memory */
+static int interner_list(Interner *t) {
+    PyObject *list = PyList_New((Py_ssize_t)t->used);
+    if (!list) return -1;
+    for (size_t code = 0; code < t->used; code++) PyList_SET_ITEM(list, (Py_ssize_t)code, t->entries[code].obj);
+    t->used = 0;
+    t->list = list;
+    return 0;
+}
+
 static int interner_grow(Interner *t) {
-    size_t ncap = t->cap * 2, used = (size_t)PyList_GET_SIZE(t->list);
+    size_t ncap = t->cap * 2, used = t->used;
     uint64_t *ns = (uint64_t *)PyMem_Calloc(ncap, sizeof(uint64_t));
     if (!ns) {
         PyErr_NoMemory();
@@ -454,21 +470,18 @@ static int32_t intern(Interner *t, Py_ssize_t *last, const char *s, Py_ssize_t n
             }
         }
     }
-    Py_ssize_t code = PyList_GET_SIZE(t->list);
+    Py_ssize_t code = (Py_ssize_t)t->used;
     if (code >= INT32_MAX - 1) {
         Py_DECREF(str);
         PyErr_SetString(PyExc_OverflowError, "too many distinct strings in one block");
         return -2;
     }
-    if (PyList_Append(t->list, str) < 0) { /* sets the exception */
-        Py_DECREF(str);
-        return -2;
-    }
-    Py_DECREF(str); /* the list holds it */
     Entry *e = &t->entries[code];
     e->hash = h;
     e->ptr = ptr;
     e->len = n;
+    e->obj = str;
+    t->used++;
     t->slots[j] = tag | (uint64_t)(code + 1);
     *last = code;
     if ((size_t)(code + 1) * 2 > t->cap && interner_grow(t) < 0) return -2;
@@ -1444,6 +1457,13 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                 goto error;
             }
             PyTuple_SET_ITEM(offsets, i, o);
+        }
+        for (int f = 0; f < N_STR; f++) {
+            if (table_of(f) == f && interner_list(&tables[f]) < 0) {
+                Py_DECREF(offsets);
+                Py_DECREF(tabs);
+                goto error;
+            }
         }
         for (int f = 0; f < N_STR; f++) {
             PyObject *t = tables[table_of(f)].list;
