@@ -172,8 +172,8 @@ static inline int same_bytes(const char *a, const char *b, size_t n) {
 static int key_head[KEY_BUCKETS];
 static size_t key_len[64];
 static char key_name[64][32] __attribute__((aligned(16))); /* the names again, side by side, each with
-                                                            * its closing quote */
-static uint32_t key_need[64]; /* the bits of the name and its quote, for the 32-byte comparison */
+                                                            * its closing quote and a colon */
+static uint32_t key_need[64]; /* the bits of the name, quote and colon, for the 32-byte comparison */
 static int key_next[64];
 
 static inline unsigned key_hash(const unsigned char *s, size_t n) {
@@ -188,7 +188,9 @@ static int find_key(const unsigned char *s, size_t n) {
     return -1;
 }
 
-/* Whether the key at ks (after its opening quote) is KEYS[k]: its name and closing quote, compared in place. */
+/* Whether the key at ks (after its opening quote) is KEYS[k] followed at once by its colon: the name, the
+ * closing quote and the colon, compared in place (a key and its colon with whitespace between them take the
+ * general path). */
 static inline int predicted_key(int k, const unsigned char *ks, const unsigned char *end,
                                 const unsigned char *limit) {
 #if defined(__SSE2__)
@@ -202,7 +204,7 @@ static inline int predicted_key(int k, const unsigned char *ks, const unsigned c
     }
 #endif
     (void)limit;
-    return (size_t)(end - ks) > key_len[k] && same_bytes(key_name[k], (const char *)ks, key_len[k] + 1);
+    return (size_t)(end - ks) > key_len[k] + 1 && same_bytes(key_name[k], (const char *)ks, key_len[k] + 2);
 }
 
 /* kinds, in parsers.columns.KIND_CODES order (kind_of below hard-codes the same codes), and what each
@@ -494,9 +496,11 @@ typedef const unsigned char *cp;
 /* character classes for the string scan: 1 for '"', '\\' and control characters */
 static unsigned char str_stop[256];
 
-static inline int is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\r'; }
+/* 1 for the whitespace JSON allows inside a line (space, tab, CR): a table is one load and test where the
+ * three comparisons were several instructions at each of the four places a key and its value pass */
+static unsigned char ws[256];
 /* '\n' is never skipped: it ends the line and stops every scan (a sentinel) */
-#define SKIP_WS(p) while (is_ws(*(p))) (p)++
+#define SKIP_WS(p) while (ws[*(p)]) (p)++
 
 static inline uint64_t has_zero(uint64_t v) { return (v - ONES) & ~v & HIGHS; }
 
@@ -704,6 +708,8 @@ static cp parse_int(cp p, int64_t *out) {
     *out = neg ? -v : v;
     return q;
 }
+
+#define IS_DIGIT(c) ((unsigned)((c) - '0') < 10u)
 
 static const double POW10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
                                  1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
@@ -1032,18 +1038,18 @@ static int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch, 
         /* the key that followed the previous one last time (writers keep an order): compared in place */
         int k = pred[prev];
         if (k >= 0 && predicted_key(k, ks, end, limit)) {
-            p = ks + key_len[k];
+            p = ks + key_len[k] + 2; /* past the colon */
         } else {
             p = scan_plain(p, limit);
             if (*p != '"') goto fail;
             k = find_key(ks, (size_t)(p - ks));
             pred[prev] = k;
+            p++;
+            SKIP_WS(p);
+            if (*p != ':') goto fail;
+            p++;
         }
         prev = k >= 0 ? k : N_KEYS + 1;
-        p++;
-        SKIP_WS(p);
-        if (*p != ':') goto fail;
-        p++;
         SKIP_WS(p);
         if (k < 0) {
             p = skip_value(p, end, limit, 1, tmp);
@@ -1505,17 +1511,21 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "parsers._scan",
                                     -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__scan(void) {
-    for (int i = 0; i < 256; i++) str_stop[i] = i < 0x20 || i == '"' || i == '\\';
+    for (int i = 0; i < 256; i++) {
+        str_stop[i] = i < 0x20 || i == '"' || i == '\\';
+        ws[i] = i == ' ' || i == '\t' || i == '\r';
+    }
     for (int i = 0; i < KEY_BUCKETS; i++) key_head[i] = -1;
     for (int k = 0; k < N_KEYS; k++) {
         key_len[k] = strlen(KEYS[k].name);
-        if (key_len[k] + 1 >= sizeof(key_name[k])) {
+        if (key_len[k] + 2 >= sizeof(key_name[k])) {
             PyErr_SetString(PyExc_ImportError, "parsers._scan: a key name is too long");
             return NULL;
         }
         memcpy(key_name[k], KEYS[k].name, key_len[k]);
         key_name[k][key_len[k]] = '"';
-        key_need[k] = (uint32_t)((1ull << (key_len[k] + 1)) - 1);
+        key_name[k][key_len[k] + 1] = ':';
+        key_need[k] = (uint32_t)((1ull << (key_len[k] + 2)) - 1);
     }
     for (int k = N_KEYS - 1; k >= 0; k--) {
         const unsigned char *s = (const unsigned char *)KEYS[k].name;

@@ -281,6 +281,16 @@ def test_shuffled_key_orders() -> None:
     run(block(*lines), accept=True)
 
 
+def test_key_and_colon_spacing() -> None:
+    """Keys are predicted with their colon (``"name":``): a key with whitespace before its colon, or after it,
+    takes the general path, and the prediction recovers on the next line; the same fields either way."""
+    compact = event_line("db")
+    forms = [compact, compact.replace(b'":', b'" :'), compact.replace(b'":', b'":\t'), compact.replace(b'":', b'"\r:  '),
+             compact.replace(b'"db.system":', b'"db.system" :'), compact]
+    cols = run(block(*forms, *forms[::-1]), accept=True)[2]
+    assert cols.n == 2 * len(forms) and len(set(cols.strings("db_system"))) == 1
+
+
 def test_variants_with_ordinary_lines() -> None:
     ordinary = b'{"timestamp":"2026-11-29T10:15:04.512Z","level":"info","message":"caf\xc3\xa9 \\"q\\""}'
     lines = [ordinary, *VARIANTS.values(), ordinary, b'{"msg":"plain"}']
