@@ -715,51 +715,61 @@ static const double POW10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e
                                  1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
 /* A number as msgspec reads it into a float field: an integer token as its int converted (so "-0" is
- * 0.0), any other token correctly rounded. */
+ * 0.0), any other token correctly rounded. One pass checks the token's syntax and gathers its digits. */
 static cp parse_float(cp p, double *out) {
-    int is_int;
-    cp q = number_token(p, &is_int);
-    if (!q || q - p > MAX_NUMBER) return NULL;
+    cp q = p;
+    int neg = *q == '-';
+    q += neg;
+    /* mant: the first 19 significant digits (those from the first non-zero one on; 10^19 fits in 64
+     * bits), sig: how many significant digits there are, frac: how many digits follow the point */
+    uint64_t mant = 0;
+    int sig = 0, int_digits = 0, frac = 0, is_int = 1;
+    if (*q == '0') {
+        q++;
+        int_digits = 1;
+    } else if (IS_DIGIT(*q)) {
+        for (; IS_DIGIT(*q); q++, int_digits++, sig++) {
+            if (sig < 19) mant = mant * 10 + (uint64_t)(*q - '0');
+        }
+    } else {
+        return NULL;
+    }
+    if (*q == '.') {
+        q++;
+        if (!IS_DIGIT(*q)) return NULL;
+        for (; IS_DIGIT(*q); q++, frac++) {
+            if (mant || *q != '0') {
+                if (sig < 19) mant = mant * 10 + (uint64_t)(*q - '0');
+                sig++;
+            }
+        }
+        is_int = 0;
+    }
+    int exp = 0, eneg = 0, edigits = 0;
+    if (*q == 'e' || *q == 'E') {
+        q++;
+        if (*q == '+' || *q == '-') eneg = *q++ == '-';
+        if (!IS_DIGIT(*q)) return NULL;
+        for (; IS_DIGIT(*q); q++, edigits++) {
+            if (edigits < 5) exp = exp * 10 + (*q - '0');
+        }
+        is_int = 0;
+    }
+    if (q - p > MAX_NUMBER) return NULL;
     if (is_int) {
-        int64_t v;
-        if (!parse_int(p, &v)) return NULL;
-        *out = (double)v;
+        if (int_digits > 18) return NULL; /* as parse_int */
+        *out = (double)(neg ? -(int64_t)mant : (int64_t)mant);
         return q;
     }
-    /* the exact fast path: at most 15 significant digits and a power of ten up to 22 */
-    int neg = *p == '-';
-    cp d = p + neg;
-    uint64_t mant = 0;
-    int sig = 0, frac = 0, in_frac = 0;
-    for (; d < q && *d != 'e' && *d != 'E'; d++) {
-        if (*d == '.') {
-            in_frac = 1;
-            continue;
-        }
-        if (mant || *d != '0') {
-            if (++sig > 15) break;
-        }
-        mant = mant * 10 + (uint64_t)(*d - '0');
-        frac += in_frac;
-    }
-    if (sig <= 15) {
-        int exp = 0, eneg = 0, edigits = 0;
-        if (d < q) { /* 'e' */
-            d++;
-            if (*d == '+' || *d == '-') eneg = *d++ == '-';
-            for (; d < q; d++) {
-                if (++edigits > 5) break;
-                exp = exp * 10 + (*d - '0');
-            }
-        }
-        if (edigits <= 5) {
-            int e10 = (eneg ? -exp : exp) - frac;
-            if (e10 >= -22 && e10 <= 22) {
-                double v = (double)mant;
-                v = e10 < 0 ? v / POW10[-e10] : v * POW10[e10];
-                *out = neg ? -v : v;
-                return q;
-            }
+    /* Clinger's fast path: at most 15 significant digits (the mantissa is an exact double) and a power of
+     * ten up to 22 (exact too): one correctly rounded multiplication or division */
+    if (sig <= 15 && edigits <= 5) {
+        int e10 = (eneg ? -exp : exp) - frac;
+        if (e10 >= -22 && e10 <= 22) {
+            double v = (double)mant;
+            v = e10 < 0 ? v / POW10[-e10] : v * POW10[e10];
+            *out = neg ? -v : v;
+            return q;
         }
     }
     char buf[MAX_NUMBER + 1];
