@@ -279,9 +279,9 @@ def window_rows(
 ) -> list[tuple[SeriesKey, tuple[Any, ...]]]:
     """The rows ``WindowsStore.windows`` would decode, as stored: ``(series, row)`` in the same order (start,
     then tags) with the same filter, ``row`` the ``_COLUMNS`` (family, tags, start, width, count, errors,
-    total, min, max, counters, sketch). ``row_to_aggregate(row, series)`` makes the aggregate ``windows``
-    yields. ``sketches=False`` reads the sketch column as NULL (the exact fields alone). For a reader that
-    decodes only what it needs (``alerting.columns``)."""
+    total, min, max, counters, sketch), which ``windows`` decodes with ``_row_to_agg(row, series)``.
+    ``sketches=False`` reads the sketch column as NULL (the exact fields alone). For a reader that decodes
+    only what it needs (``alerting.columns``)."""
     sql = (f"SELECT {_COLUMNS if sketches else _COLUMNS.replace('sketch', 'NULL')} FROM windows "
            "WHERE family = ? AND start >= ? AND start < ? ORDER BY start, tags")
     series: dict[str, SeriesKey | None] = {}
@@ -293,8 +293,3 @@ def window_rows(
         if key is not None:
             out.append((key, row))  # type: ignore[arg-type]
     return out
-
-
-def row_to_aggregate(row: tuple[Any, ...], series: SeriesKey | None = None) -> WindowAggregate:
-    """The aggregate of one of ``window_rows``' rows (what ``WindowsStore.windows`` yields for it)."""
-    return _row_to_agg(row, series)
