@@ -8,8 +8,11 @@ app's ordinary logs routed to the same handler) becomes a small JSON object with
 Three interchangeable formatters, all usable from ``LOGGING`` by dotted path:
 
 - ``OrjsonFormatter`` (default): orjson, about 1 microsecond per event. It also offers ``format_bytes`` which
-  ``logging_apm.handlers.BackgroundHandler`` uses to skip a decode/encode round trip.
-- ``EventJsonFormatter``: python-json-logger's ``JsonFormatter``, for teams that already configure it.
+  ``logging_apm.handlers.BackgroundHandler`` uses to skip a decode/encode round trip, and writes the request
+  event's line without its dict (``format_request``; in C when ``logging_apm._speedups`` is built).
+- ``EventJsonFormatter``: python-json-logger's ``JsonFormatter``, for teams that already configure it. For the
+  background handler it writes a queued event without a log record (``format_event``) and, when its hooks
+  and encoder are python-json-logger's own, without the event dict (``format_pending``): the same bytes.
 - ``structlog_formatter()``: structlog's ``ProcessorFormatter`` for apps on structlog.
 """
 
@@ -18,18 +21,27 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import time
 from typing import Any
 
 import orjson
 
-from logging_apm.emit import _MILLIS, _trunc
+from logging_apm.emit import _MILLIS, EVENT_LOGGER, _trunc, event_record, request_attrs
 from logging_apm.schema import KIND_FIELD, SCHEMA_FIELD
 
 __all__ = ["EventJsonFormatter", "OrjsonFormatter", "event_of", "structlog_event", "structlog_formatter"]
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 _dumps = orjson.dumps
+
+_RequestLine: Any
+try:  # the optional C extension (built by ``pip install``); LOGAPM_NATIVE=0 leaves it out
+    from logging_apm._speedups import RequestLine as _RequestLine  # type: ignore[no-redef]
+except ImportError:  # pragma: no cover - built without a compiler
+    _RequestLine = None
+if os.environ.get("LOGAPM_NATIVE", "1") == "0":
+    _RequestLine = None
 
 
 def event_of(record: logging.LogRecord) -> dict[str, Any] | None:
@@ -68,6 +80,14 @@ class OrjsonFormatter(logging.Formatter):
 
     # (emitter, its request-line template or None): see format_request.
     _request_parts: tuple[Any, tuple[str, str, str] | None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if _RequestLine is not None and type(self).format_request is OrjsonFormatter.format_request:
+            # The C extension's format_request (logging_apm/_speedups.c): the same bytes as the method below,
+            # which it calls for any line it does not write itself.
+            self.format_request = _RequestLine(  # type: ignore[method-assign]
+                self, OrjsonFormatter.format_request, _request_tails, _MILLIS, _FRACTIONS)
 
     def format_event(self, event: dict[str, Any]) -> bytes:
         """One event dict as JSON bytes (no record needed: ``BackgroundHandler``'s fast path)."""
@@ -195,12 +215,165 @@ class EventJsonFormatter(_pjl_base()):  # type: ignore[misc]
         data = self.process_log_record(dict(event))
         if self.json_serializer is not json.dumps:
             return self.serialize_log_record(data)  # type: ignore[no-any-return]
-        # json.dumps(cls=...) builds a new encoder per call; one encoder with the same options is reused.
-        encoder = self.__dict__.get("_apm_encoder")
-        if encoder is None:
-            encoder = self._apm_encoder = (self.json_encoder or json.JSONEncoder)(
+        return self.prefix + self._apm_encode(data)  # type: ignore[no-any-return]
+
+    def format_event(self, event: dict[str, Any]) -> bytes:
+        """A queued event's line, without its newline, as ``BackgroundHandler`` writes it from a record
+        (``self.format(event_record(event)).encode()``, a newline inside escaped): the same bytes without the
+        record, and without copying the event when ``process_log_record`` is python-json-logger's own (which
+        returns its argument). tests/logging_apm/test_formatters.py compares the two."""
+        if type(self).format is not _EVENT_JSON_FORMAT or self.json_serializer is not json.dumps \
+                or SCHEMA_FIELD not in event:
+            line = self.format(event_record(event, EVENT_LOGGER)).encode()
+        elif type(self).process_log_record is _PJL_PROCESS:
+            line = (self.prefix + self._apm_encode(event)).encode()
+        else:
+            line = (self.prefix + self._apm_encode(self.process_log_record(dict(event)))).encode()
+        return line.replace(b"\n", b"\\n") if b"\n" in line else line
+
+    def format_request(self, pending: tuple[Any, ...]) -> bytes | None:
+        """A pending request event's line (``logging_apm.emit.REQUEST``) by ``format_pending``: the same bytes
+        as ``format_event(build_request(pending)) + b"\\n"``, or None (the caller takes that path)."""
+        _, emitter, duration_ms, method, route, status, error, span, end_time = pending
+        return self.format_pending((emitter, "request", duration_ms, "success" if error is None else "failure",
+                                    request_attrs(method, route, status, error), span, end_time))
+
+    def format_pending(self, pending: tuple[Any, ...]) -> bytes | None:
+        """The line (newline included) of a pending event (``logging_apm.emit.PendingEvent``), written
+        without building its dict: the same bytes as ``format_event(build_pending(pending)) + b"\\n"`` (a
+        property test compares them), or None when this shortcut is not sure of it; the caller then takes the
+        dict path. The members every event of an emitter shares are encoded once (``_pending_template``);
+        the attributes by the same C encoder a whole event goes through."""
+        emitter, kind, duration_ms, outcome, attrs, ids, end_time = pending
+        parts = self.__dict__.get("_apm_pending")
+        if parts is None or parts[0] is not emitter:
+            parts = self._apm_pending = (emitter, self._pending_template(emitter))
+        template = parts[1]
+        if template is None or type(kind) is not str or type(outcome) is not str or type(attrs) is not dict \
+                or not template[9].isdisjoint(attrs):
+            return None
+        string = template[10]
+        if duration_ms is None:
+            duration = ""
+        elif duration_ms < 1e12:  # printed as emit writes it (see OrjsonFormatter.format_request); nan fails
+            micros = _trunc(duration_ms * 1000.0 + 0.5) if duration_ms >= 0 else 0
+            duration = f"{template[2]}{micros // 1000}{_FRACTIONS[micros % 1000]}"
+        else:
+            return None
+        if ids is None:
+            trace = ""
+        else:
+            trace_id, span_id, parent = ids[0], ids[1], ids[2]
+            if type(trace_id) is not str or type(span_id) is not str:
+                return None
+            trace = f"{template[5]}{string(trace_id)}{template[6]}{string(span_id)}"
+            if parent is not None:
+                if type(parent) is not str:
+                    return None
+                trace = f"{trace}{template[7]}{string(parent)}"
+        members = self._apm_encode(attrs)[1:-1] if attrs else ""
+        return (f"{template[0]}{emitter._clock.format(end_time)}{template[1]}{string(kind)}{duration}"
+                f"{template[3]}{string(outcome)}{template[4]}{trace}"
+                f"{template[8] if members else ''}{members}}}\n").encode()
+
+    def _pending_template(self, emitter: Any) -> tuple[Any, ...] | None:
+        """The fixed runs of an emitter's lines for ``format_pending``, encoded as this formatter's encoder
+        writes them: (up to the timestamp's value, from it to the kind's value, the duration's key, the
+        outcome's key, the resource members, the keys of the trace, span and parent span ids, the item
+        separator, the keys an attribute must not have, the string encoder). None when a line cannot be
+        written that way: hooks or a serializer of one's own, no reusable C encoder, sorted keys, a prefix
+        with a newline, or a resource attribute that shares a name with another field."""
+        if type(self).format is not _EVENT_JSON_FORMAT or type(self).process_log_record is not _PJL_PROCESS \
+                or self.json_serializer is not json.dumps or "\n" in self.prefix:
+            return None
+        self._apm_encode({})  # builds the encoder
+        scan = self.__dict__.get("_apm_scan")
+        if scan.__class__ is not _CEncoder:
+            return None
+        encoder = scan.encoder
+        if encoder.sort_keys or encoder.skipkeys:
+            return None
+        leading = ["timestamp", SCHEMA_FIELD, KIND_FIELD, "duration_ms", "outcome"]
+        base = emitter._base
+        resource = {k: v for k, v in base.items() if k not in leading}
+        ids = ("trace_id", "span_id", "parent_span_id")
+        if list(base)[:5] != leading or set(ids) & set(resource):
+            return None
+        from json import encoder as stdlib
+
+        string = stdlib.encode_basestring_ascii if encoder.ensure_ascii else stdlib.encode_basestring
+        sep = encoder.item_separator
+
+        def key(name: str) -> str:
+            return f"{sep}{string(name)}{encoder.key_separator}"
+
+        try:
+            members = self._apm_encode(resource)[1:-1]
+            schema = self._apm_encode(base[SCHEMA_FIELD])
+        except Exception:
+            return None
+        return (f'{self.prefix}{{{string("timestamp")}{encoder.key_separator}"',
+                f'"{key(SCHEMA_FIELD)}{schema}{key(KIND_FIELD)}', key("duration_ms"), key("outcome"),
+                f"{sep}{members}" if members else "", key(ids[0]), key(ids[1]), key(ids[2]), sep,
+                frozenset({*base, *ids}), string)
+
+    def _apm_encode(self, data: Any) -> str:
+        """``json.dumps(data, cls=json_encoder, ...)`` with one encoder reused (json.dumps(cls=...) builds a
+        new encoder per call) and, when that encoder is a plain ``JSONEncoder`` (python-json-logger's only
+        overrides ``default``), its C encoder too: ``JSONEncoder.encode`` makes one per call (and a closure),
+        with the arguments ``_c_encoder`` gives it. Same string, same errors."""
+        scan: Any = self.__dict__.get("_apm_scan")
+        if scan is None:
+            encoder = (self.json_encoder or json.JSONEncoder)(
                 default=self.json_default, indent=self.json_indent, ensure_ascii=self.json_ensure_ascii)
-        return self.prefix + encoder.encode(data)  # type: ignore[no-any-return]
+            scan = self._apm_scan = _c_encoder(encoder) or encoder.encode
+        if scan.__class__ is not _CEncoder:
+            return scan(data)  # type: ignore[no-any-return]
+        if scan.markers:
+            # Another thread is inside this C encoder (its markers hold the containers it is in, while a
+            # ``default`` written in Python lets this thread run): a new one for this call, as encode makes.
+            return scan.encoder.encode(data)  # type: ignore[no-any-return]
+        try:
+            return "".join(scan.encode(data, 0))
+        except BaseException:
+            # A failing C encoder leaves the containers it was in among its circular-reference markers: the
+            # next call gets a new one, as it would from JSONEncoder.encode.
+            self._apm_scan = _c_encoder(scan.encoder)
+            raise
+
+
+class _CEncoder:
+    """A ``JSONEncoder``, its C encoder (``json.encoder.c_make_encoder``) and that one's circular-reference
+    markers (empty between calls)."""
+
+    __slots__ = ("encode", "encoder", "markers")
+
+    def __init__(self, encoder: json.JSONEncoder, encode: Any, markers: dict[int, Any]) -> None:
+        self.encoder = encoder
+        self.encode = encode
+        self.markers = markers
+
+
+def _c_encoder(encoder: json.JSONEncoder) -> _CEncoder | None:
+    """What ``encoder.encode(o)`` builds to write a dict, built once: the C encoder with the arguments
+    ``JSONEncoder.iterencode(o, _one_shot=True)`` gives it. None when ``encode`` would not use one: no C
+    module, an indent, no circular check, or an encoder class overriding ``encode`` or ``iterencode``."""
+    from json import encoder as stdlib
+
+    cls = type(encoder)
+    make = getattr(stdlib, "c_make_encoder", None)  # None without the C module
+    if make is None or encoder.indent is not None or not encoder.check_circular \
+            or cls.encode is not json.JSONEncoder.encode or cls.iterencode is not json.JSONEncoder.iterencode:
+        return None
+    markers: dict[int, Any] = {}
+    string = stdlib.encode_basestring_ascii if encoder.ensure_ascii else stdlib.encode_basestring
+    return _CEncoder(encoder, make(
+        markers, encoder.default, string, encoder.indent, encoder.key_separator, encoder.item_separator,
+        encoder.sort_keys, encoder.skipkeys, encoder.allow_nan), markers)
+
+
+_EVENT_JSON_FORMAT = EventJsonFormatter.format
+_PJL_PROCESS = _pjl_base().process_log_record  # type: ignore[attr-defined]
 
 
 def structlog_event(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:

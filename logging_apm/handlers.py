@@ -3,7 +3,8 @@
 Python 3.11's ``dictConfig`` has no ``listener`` key for ``QueueHandler`` (3.12 added it), and the stdlib
 ``QueueHandler`` formats in the calling thread. ``BackgroundHandler`` is both halves in one class that
 ``LOGGING`` can name: ``emit`` only puts the record on a ``SimpleQueue``; a daemon thread drains the queue in
-batches, formats each record (``format_bytes`` when the formatter offers it), and writes the batch with one
+batches, formats each record (``format_bytes`` when the formatter offers it; a queued event by
+``format_request``, ``format_pending`` or ``format_event`` when it offers them), and writes the batch with one
 ``write`` to a file or a stream.
 
 Files follow ``WatchedFileHandler`` semantics so that logrotate's default move-and-create works: before each
@@ -202,6 +203,7 @@ class BackgroundHandler(logging.Handler):
         format_bytes = getattr(fmt, "format_bytes", None)
         format_event = getattr(fmt, "format_event", None)
         format_request = getattr(fmt, "format_request", None)
+        format_pending = getattr(fmt, "format_pending", None)
         received = 0
         for item in batch:
             if type(item) is tuple:  # a pending event (enqueue_event): the common case
@@ -215,6 +217,11 @@ class BackgroundHandler(logging.Handler):
                                 continue
                         item = build_request(item)
                     else:
+                        if format_pending is not None:
+                            line = format_pending(item)
+                            if line is not None:
+                                append(line)
+                                continue
                         item = build_pending(item)
                     if format_event is not None:
                         # JSON escapes newlines: one line. Adding the newline copies orjson's output into a

@@ -99,6 +99,19 @@ def _random_text(rng: Any, alphabet: str = 'abz/<>:_-.{}%"\\\n\t\x00\x1féø€�
     return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
 
 
+def _odd_emitters(resource: dict[str, Any]) -> list[Any]:
+    """Emitters whose resource values need escaping, and one with the given resource attributes (named like
+    event fields: in the event dict they replace those fields' values, the schema's excepted)."""
+    from logging_apm import emit
+    from logging_apm.conf import AppSettings
+
+    emitters = [emit.Emitter(AppSettings(enabled=True, service_name=name, environment=env, host_name=host))
+                for name, env, host in (("shop", "prod", "web-1"), ('we"ird{}', "é\n", "h\\o"),
+                                        ("s", "", "%s{0}"))]
+    emitters.append(emit.Emitter(AppSettings(enabled=True, service_name="x", resource=resource)))
+    return emitters
+
+
 def test_request_line_shortcut_writes_the_bytes_of_the_dict_path() -> None:
     """OrjsonFormatter.format_request (the request event's line without its dict) gives exactly the bytes of
     the dict path (build_request + format_event) for every event it accepts, over random routes, statuses,
@@ -111,13 +124,8 @@ def test_request_line_shortcut_writes_the_bytes_of_the_dict_path() -> None:
     from logging_apm.conf import AppSettings
 
     rng = random.Random(20261129)
-    emitters = [emit.Emitter(AppSettings(enabled=True, service_name=name, environment=env, host_name=host))
-                for name, env, host in (("shop", "prod", "web-1"), ('we"ird{}', "é\n", "h\\o"),
-                                        ("s", "", "%s{0}"))]
     # A resource attribute named like a leading field replaces its value in the dict (the schema's stays).
-    emitters.append(emit.Emitter(AppSettings(enabled=True, service_name="x",
-                                             resource={"apm.schema": 2,  # type: ignore[dict-item]
-                                                       "timestamp": "t", "service.name": "x"})))
+    emitters = _odd_emitters({"apm.schema": 2, "timestamp": "t", "service.name": "x"})
     colliding = emit.Emitter(AppSettings(enabled=True, service_name="shop"))
     colliding._base["http.route"] = "resource value"  # the dict would keep this key where the resource is
     formatter = OrjsonFormatter()
@@ -185,3 +193,226 @@ def test_format_event_same_bytes_as_the_full_orjson_call() -> None:
         event = {f"k{i}": value() for i in range(4)}
         assert outcome(formatter.format_event, event) == \
             outcome(orjson.dumps, event, default=_default, option=_OPTIONS), event
+
+
+def _pjl_record_line(formatter: logging.Formatter, build: Any, pending: Any) -> Any:
+    """What BackgroundHandler wrote for a pending event through a formatter without format_pending,
+    format_request or format_event: its dict (``build(pending)``) in a record (the line, or the class of the
+    error, which the handler counts as a format error)."""
+    from logging_apm.emit import event_record
+
+    try:
+        line = formatter.format(event_record(build(pending))).encode()
+    except Exception as exc:
+        return type(exc)
+    return line.replace(b"\n", b"\\n") + b"\n" if b"\n" in line else line + b"\n"
+
+
+def _pjl_formatters() -> list[Any]:
+    import datetime
+
+    class Hooked(EventJsonFormatter):  # type: ignore[misc]
+        def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+            log_data["hooked"] = True
+            return log_data
+
+    class OwnFormat(EventJsonFormatter):  # type: ignore[misc]
+        def format(self, record: logging.LogRecord) -> str:
+            return "own:" + super().format(record)
+
+    class Compact(json.JSONEncoder):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**{**kwargs, "separators": (",", ":")})
+
+    class Sorted(json.JSONEncoder):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**{**kwargs, "sort_keys": True})
+
+    class OwnEncode(json.JSONEncoder):
+        def encode(self, o: Any) -> str:
+            return super().encode(o).replace("e", "E")
+
+    def dates(value: Any) -> Any:
+        if isinstance(value, datetime.date):
+            return value.isoformat()
+        raise TypeError("no")
+
+    return [EventJsonFormatter(), EventJsonFormatter(json_ensure_ascii=False, prefix="@"),
+            EventJsonFormatter(prefix="a\nb"), EventJsonFormatter(json_indent=2), Hooked(), OwnFormat(),
+            EventJsonFormatter(json_encoder=Compact), EventJsonFormatter(json_encoder=Sorted),
+            EventJsonFormatter(json_encoder=OwnEncode), EventJsonFormatter(json_default=dates),
+            EventJsonFormatter(json_serializer=lambda obj, **kw: json.dumps(obj, default=str))]
+
+
+def test_python_json_logger_shortcuts_write_the_bytes_of_the_record_path() -> None:
+    """EventJsonFormatter's format_pending / format_request (no event dict) and format_event (no record)
+    give BackgroundHandler exactly the bytes (or the failure) of the record path it took before, for random
+    events: kinds, outcomes, durations (None, negative, nan, inf, huge), spans, attributes of every JSON type,
+    unencodable ones, non-str keys, keys that collide with the event's own fields; emitters with odd
+    resources; formatters with options, hooks, encoders and serializers of their own."""
+    import datetime
+    import random
+
+    from logging_apm import emit, tracing
+    from logging_apm.conf import AppSettings
+
+    rng = random.Random(20261129)
+    emitters = _odd_emitters({"apm.schema": 2, "timestamp": "t", "duration_ms": "d"})
+    colliding = emit.Emitter(AppSettings(enabled=True, service_name="shop"))
+    colliding._base["span_id"] = "resource value"
+    emitters.append(colliding)
+
+    def value(depth: int = 0) -> Any:
+        pick = rng.randrange(12)
+        if pick == 0:
+            return rng.random() * 10 ** rng.randrange(-8, 20)
+        if pick == 1:
+            return rng.randrange(-2**66, 2**66)
+        if pick in (2, 3, 4):
+            return _random_text(rng)
+        if pick == 5 and depth < 2:
+            return {rng.choice(["a", "b.c", "é", 1, 2.5, None, True]): value(depth + 1) for _ in range(2)}
+        if pick == 6 and depth < 2:
+            return [value(depth + 1) for _ in range(2)]
+        if pick == 7:
+            return rng.choice([float("inf"), float("nan"), -0.0, None, True, False])
+        if pick == 8:
+            return rng.choice([datetime.date(2026, 1, 2), b"x", 1j, Path("/tmp")])
+        return rng.randrange(1000)
+
+    formatters = _pjl_formatters()
+    shortcut = 0
+    for case in range(6_000):
+        formatter = formatters[case % len(formatters)]
+        emitter = rng.choice(emitters)
+        root = tracing.new_root()
+        ids = rng.choice([None, root, root.child(), (root.trace_id, root.span_id, None),
+                          ("t\"x", "é", 5) if case % 40 == 0 else root])
+        duration = rng.choice([None, rng.random() * 10 ** rng.randrange(-7, 14), 0.0, -1.5, 0.0005,
+                               999.9995, 1e12, float("nan"), float("inf"), 3])
+        attrs: dict[Any, Any] = {rng.choice(["db.system", "db.query.text", "rows", "é", "cache.hit"]): value()
+                 for _ in range(rng.randrange(0, 6))}
+        if case % 30 == 0:
+            attrs[rng.choice(["outcome", "trace_id", "parent_span_id", "service.name", "apm.kind", 7])] = value()
+        kind = rng.choice(["db", "cache", "external", _random_text(rng)])
+        outcome = rng.choice(["success", "failure", _random_text(rng)])
+        end = rng.choice([time.time(), 1.9999999, 0.0, 1_700_000_000.9995])
+        pending: Any = (emitter, kind, duration, outcome, attrs, ids, end)
+        expected = _pjl_record_line(formatter, emit.build_pending, pending)
+        try:
+            line = formatter.format_pending(pending)
+        except Exception as exc:
+            line = type(exc)
+        if line is not None:
+            shortcut += 1
+            assert line == expected, (pending, formatter)
+        try:
+            via_event = formatter.format_event(emit.build_pending(pending)) + b"\n"
+        except Exception as exc:
+            via_event = type(exc)
+        assert via_event == expected, (pending, formatter)
+        if case % 3 == 0:
+            error = rng.choice([None, "RuntimeError", _random_text(rng)])
+            request = (emit.REQUEST, emitter, duration if duration is not None else 1.0,
+                       rng.choice(["GET", "_OTHER", _random_text(rng)]), rng.choice(["ping/", _random_text(rng)]),
+                       rng.choice([200, 404, 500, True]), error, ids, end)
+            expected = _pjl_record_line(formatter, emit.build_request, request)
+            try:
+                line = formatter.format_request(request)
+            except Exception as exc:
+                line = type(exc)
+            assert line is None or line == expected, (request, formatter)
+    assert shortcut > 1_000
+
+
+def test_python_json_logger_encoder_recovers_after_a_failure() -> None:
+    """The reused C encoder: after an event it cannot write (a circular attribute) the next one is written
+    as before; and a call while its markers are in use (another thread inside it) is written right too."""
+    from logging_apm import emit
+    from logging_apm.conf import AppSettings
+
+    def refuse(value: Any) -> Any:
+        raise TypeError(f"not JSON: {value!r}")
+
+    formatter = EventJsonFormatter(json_default=refuse)
+    emitter = emit.Emitter(AppSettings(enabled=True, service_name="shop"))
+    loop: list[Any] = []
+    loop.append(loop)
+    good = {"rows": [1, 2], "db.system": "sqlite"}
+    expected = _pjl_record_line(formatter, emit.build_pending, (emitter, "db", 1.0, "success", good, None, 5.0))
+    for bad in ({"rows": loop}, {"rows": [{"a": 1j}]}):
+        with pytest.raises((ValueError, TypeError)):
+            formatter.format_pending((emitter, "db", 1.0, "success", bad, None, 5.0))
+        assert not formatter.__dict__["_apm_scan"].markers
+        assert formatter.format_pending((emitter, "db", 1.0, "success", good, None, 5.0)) == expected
+    scan: Any = formatter._apm_scan
+    scan.markers[1] = object()  # as while another thread is inside it
+    assert formatter.format_pending((emitter, "db", 1.0, "success", good, None, 5.0)) == expected
+
+
+def test_request_line_in_c_writes_the_bytes_of_the_python_method() -> None:
+    """logging_apm._speedups.RequestLine (installed as OrjsonFormatter's format_request when built) returns
+    exactly what the Python method returns (bytes, None or the error) for random request events, ordinary
+    and odd (error types, spans of other types or with surrogates, negative or huge end times, int and nan
+    durations, float statuses, str subclasses); it writes most ordinary lines itself (its fallback, the
+    method, is not called)."""
+    import math
+    import random
+
+    from logging_apm import emit, tracing
+    from logging_apm import formatters as fm
+
+    if fm._RequestLine is None:
+        pytest.skip("logging_apm._speedups is not built (or LOGAPM_NATIVE=0)")
+
+    class Text(str):
+        pass
+
+    rng = random.Random(97)
+    emitters = _odd_emitters({"http.route": "r"})  # the last one has no template: None
+    formatter = OrjsonFormatter()
+    assert type(formatter.format_request) is fm._RequestLine
+    fallbacks: list[Any] = []
+
+    def reference(self: OrjsonFormatter, pending: Any) -> Any:
+        fallbacks.append(pending)
+        return OrjsonFormatter.format_request(self, pending)
+
+    make: Any = fm._RequestLine
+    native = make(formatter, reference, fm._request_tails, fm._MILLIS, fm._FRACTIONS)
+
+    def outcome(call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except Exception as exc:
+            return type(exc)
+
+    written = 0
+    for case in range(20_000):
+        emitter = emitters[0] if case % 3 else rng.choice(emitters)
+        root = tracing.new_root()
+        span = rng.choice([root, root, root.child(), (root.trace_id, root.span_id, None),
+                           (Text(root.trace_id), root.span_id, None), ("\ud800", "é", None), (1, 2, 3),
+                           (root.trace_id, root.span_id), None, [root.trace_id, root.span_id, None]])
+        duration = rng.choice([rng.random() * 10 ** rng.randrange(-7, 14), 0.0, -0.0, -1.5, 0.0005, 999.9995,
+                               1e12, math.nan, math.inf, 3, True])
+        end = rng.choice([time.time(), time.time(), 1.9999999, 0.0, -1.5, 1e17, math.nan, 1_700_000_000.9995, 7])
+        pending = (emit.REQUEST, emitter, duration, rng.choice(["GET", "POST", _random_text(rng)]),
+                   rng.choice(["ping/", "api/<int:id>/", "<unmatched>"]), rng.choice([200, 404, 500, 200.0]),
+                   rng.choice([None, None, None, "RuntimeError", _random_text(rng)]), span, end)
+        expected = outcome(OrjsonFormatter.format_request, formatter, pending)  # warms the caches it reads
+        fallbacks.clear()
+        assert outcome(native, pending) == expected, pending
+        written += not fallbacks
+    assert written > 1_000
+    assert outcome(native, pending, pending) is TypeError
+
+
+def test_request_line_in_c_not_installed_over_a_subclass_method() -> None:
+    """A subclass that overrides format_request keeps its own."""
+
+    class Own(OrjsonFormatter):
+        def format_request(self, pending: tuple[Any, ...]) -> bytes | None:
+            return b"own\n"
+
+    assert Own().format_request(()) == b"own\n"

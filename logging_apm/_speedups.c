@@ -1,0 +1,246 @@
+/* logging_apm._speedups: the request event's line in C (optional: built when a compiler is there).
+ *
+ * ``RequestLine(formatter, fallback, tails, millis, fractions)`` is a callable that
+ * ``OrjsonFormatter.__init__`` installs as the formatter's ``format_request``: called with a pending request
+ * event (``logging_apm.emit.REQUEST``'s 9-tuple) it returns the bytes ``fallback(formatter, pending)``
+ * returns (``OrjsonFormatter.format_request``, the Python reference), or that call's result itself whenever
+ * this is not the plain case it writes: every value of the exact type the middleware gives (float duration
+ * below 1e12 and end time, int status, str ids, a span tuple), no error type, the formatter's request
+ * template made for this emitter, the (method, route, status) tail already cached in ``tails``, the
+ * emitter clock's second already formatted and a non-negative millisecond. The reference computes and
+ * caches what is missing, so the next line of the same kind is written here.
+ *
+ * The arithmetic is the reference's, in the same IEEE double operations: micros = trunc(duration * 1000.0 +
+ * 0.5) (0 for a negative duration), the second trunc(end), the millisecond trunc((end - second) * 1000).
+ * tests/logging_apm/test_formatters.py compares the two paths over random events.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *formatter;  /* the OrjsonFormatter */
+    PyObject *fallback;   /* OrjsonFormatter.format_request (unbound) */
+    PyObject *tails;      /* formatters._request_tails: {(method, route, status): str} */
+    PyObject *millis;     /* emit._MILLIS: 1000 str, ".mmmZ" */
+    PyObject *fractions;  /* formatters._FRACTIONS: 1000 str */
+    vectorcallfunc vectorcall;
+} RequestLine;
+
+static PyObject *str_request_parts, *str_clock, *str_cache;
+
+static PyObject *fallback(RequestLine *self, PyObject *pending) {
+    return PyObject_CallFunctionObjArgs(self->fallback, self->formatter, pending, NULL);
+}
+
+/* A str's UTF-8 bytes (NULL with an exception for a lone surrogate, as str.encode raises). */
+static const char *utf8(PyObject *s, Py_ssize_t *size) { return PyUnicode_AsUTF8AndSize(s, size); }
+
+static PyObject *line(RequestLine *self, PyObject *pending) {
+    if (!PyTuple_CheckExact(pending) || PyTuple_GET_SIZE(pending) != 9) return fallback(self, pending);
+    PyObject *emitter = PyTuple_GET_ITEM(pending, 1), *duration = PyTuple_GET_ITEM(pending, 2),
+             *method = PyTuple_GET_ITEM(pending, 3), *route = PyTuple_GET_ITEM(pending, 4),
+             *status = PyTuple_GET_ITEM(pending, 5), *error = PyTuple_GET_ITEM(pending, 6),
+             *span = PyTuple_GET_ITEM(pending, 7), *end = PyTuple_GET_ITEM(pending, 8);
+    if (error != Py_None || !PyFloat_CheckExact(duration) || !PyFloat_CheckExact(end) ||
+        !PyLong_CheckExact(status) || !PyTuple_Check(span) || PyTuple_GET_SIZE(span) < 3)
+        return fallback(self, pending);
+    double ms = PyFloat_AS_DOUBLE(duration), when = PyFloat_AS_DOUBLE(end);
+    if (!(ms < 1e12) || !(when >= 0.0 && when < 9e15)) return fallback(self, pending);
+    PyObject *trace_id = PyTuple_GET_ITEM(span, 0), *span_id = PyTuple_GET_ITEM(span, 1),
+             *parent = PyTuple_GET_ITEM(span, 2);
+    if (!PyUnicode_CheckExact(trace_id) || !PyUnicode_CheckExact(span_id) ||
+        (parent != Py_None && !PyUnicode_CheckExact(parent)))
+        return fallback(self, pending);
+
+    /* The template: formatter._request_parts == (emitter, (3 str) or None). */
+    PyObject *parts = PyObject_GetAttr(self->formatter, str_request_parts);
+    if (parts == NULL) return NULL;
+    int usable = PyTuple_CheckExact(parts) && PyTuple_GET_SIZE(parts) == 2 && PyTuple_GET_ITEM(parts, 0) == emitter;
+    PyObject *template = usable ? PyTuple_GET_ITEM(parts, 1) : NULL;
+    Py_DECREF(parts);  /* the formatter still holds it (template is read below, before anything can run) */
+    if (template == Py_None) Py_RETURN_NONE;
+    if (template == NULL || !PyTuple_CheckExact(template) || PyTuple_GET_SIZE(template) != 3)
+        return fallback(self, pending);
+    Py_INCREF(template);
+
+    PyObject *result = NULL, *key = NULL, *clock = NULL, *cache = NULL;
+    key = PyTuple_Pack(3, method, route, status);
+    if (key == NULL) goto done;
+    PyObject *tail = PyDict_GetItemWithError(self->tails, key);  /* borrowed */
+    if (tail == NULL || !PyUnicode_CheckExact(tail)) {
+        if (!PyErr_Occurred()) result = fallback(self, pending);
+        goto done;
+    }
+    Py_INCREF(tail);
+    Py_SETREF(key, tail);  /* key now holds the tail */
+
+    /* The timestamp: the clock's cached (second, prefix) and the millisecond suffix. */
+    clock = PyObject_GetAttr(emitter, str_clock);
+    if (clock == NULL) goto done;
+    cache = PyObject_GetAttr(clock, str_cache);
+    if (cache == NULL) goto done;
+    double second = trunc(when);
+    long long millis = (long long)((when - second) * 1000);
+    if (!PyTuple_CheckExact(cache) || PyTuple_GET_SIZE(cache) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(cache, 0))
+        || !PyUnicode_CheckExact(PyTuple_GET_ITEM(cache, 1)) || millis < 0 || millis > 999) {
+        result = fallback(self, pending);
+        goto done;
+    }
+    int overflow = 0;
+    long long cached_second = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(cache, 0), &overflow);
+    if (cached_second == -1 && PyErr_Occurred()) goto done;
+    if (overflow || (double)cached_second != second) {
+        result = fallback(self, pending);
+        goto done;
+    }
+
+    long long micros = ms >= 0 ? (long long)(ms * 1000.0 + 0.5) : 0;
+    char whole[24];
+    int whole_size = snprintf(whole, sizeof whole, "%lld", micros / 1000);
+
+    PyObject *strings[9] = {PyTuple_GET_ITEM(cache, 1), PyTuple_GET_ITEM(self->millis, millis),
+                            PyTuple_GET_ITEM(template, 0), PyTuple_GET_ITEM(self->fractions, micros % 1000),
+                            PyTuple_GET_ITEM(template, 1), trace_id, span_id,
+                            parent == Py_None ? NULL : parent, key};
+    const char *text[9];
+    Py_ssize_t size[9], total = 0;
+    for (int i = 0; i < 9; i++) {
+        if (strings[i] == NULL) { text[i] = ""; size[i] = 0; continue; }
+        text[i] = utf8(strings[i], &size[i]);
+        if (text[i] == NULL) goto done;
+        total += size[i];
+    }
+    static const char head[] = "{\"timestamp\":\"", span_key[] = "\",\"span_id\":\"",
+                      parent_key[] = ",\"parent_span_id\":\"";
+    total += (sizeof head - 1) + whole_size + (sizeof span_key - 1) + 1 /* span's quote */ + 2 /* }\n */;
+    if (parent != Py_None) total += (sizeof parent_key - 1) + 1;
+    result = PyBytes_FromStringAndSize(NULL, total);
+    if (result == NULL) goto done;
+    char *out = PyBytes_AS_STRING(result);
+#define PUT(p, n) do { memcpy(out, (p), (n)); out += (n); } while (0)
+    PUT(head, sizeof head - 1);
+    PUT(text[0], size[0]);        /* the second */
+    PUT(text[1], size[1]);        /* .mmmZ */
+    PUT(text[2], size[2]);        /* ", schema, kind, "duration_ms": */
+    PUT(whole, whole_size);
+    PUT(text[3], size[3]);        /* the duration's fraction */
+    PUT(text[4], size[4]);        /* outcome, resource, "trace_id":" */
+    PUT(text[5], size[5]);
+    PUT(span_key, sizeof span_key - 1);
+    PUT(text[6], size[6]);
+    *out++ = '"';
+    if (parent != Py_None) {
+        PUT(parent_key, sizeof parent_key - 1);
+        PUT(text[7], size[7]);
+        *out++ = '"';
+    }
+    PUT(text[8], size[8]);        /* method, route, status */
+    *out++ = '}';
+    *out++ = '\n';
+#undef PUT
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(clock);
+    Py_XDECREF(cache);
+    Py_DECREF(template);
+    return result;
+}
+
+static PyObject *RequestLine_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "format_request takes one argument (the pending request event)");
+        return NULL;
+    }
+    return line((RequestLine *)callable, args[0]);
+}
+
+static PyObject *RequestLine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *formatter, *fb, *tails, *millis, *fractions;
+    if (!PyArg_ParseTuple(args, "OOO!O!O!:RequestLine", &formatter, &fb, &PyDict_Type, &tails, &PyTuple_Type,
+                          &millis, &PyTuple_Type, &fractions))
+        return NULL;
+    if (PyTuple_GET_SIZE(millis) != 1000 || PyTuple_GET_SIZE(fractions) != 1000) {
+        PyErr_SetString(PyExc_ValueError, "RequestLine: millis and fractions need 1000 items each");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < 1000; i++)
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(millis, i)) || !PyUnicode_CheckExact(PyTuple_GET_ITEM(fractions, i))) {
+            PyErr_SetString(PyExc_TypeError, "RequestLine: millis and fractions hold str");
+            return NULL;
+        }
+    RequestLine *self = (RequestLine *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    Py_INCREF(formatter); self->formatter = formatter;
+    Py_INCREF(fb); self->fallback = fb;
+    Py_INCREF(tails); self->tails = tails;
+    Py_INCREF(millis); self->millis = millis;
+    Py_INCREF(fractions); self->fractions = fractions;
+    self->vectorcall = RequestLine_vectorcall;
+    return (PyObject *)self;
+}
+
+static int RequestLine_traverse(RequestLine *self, visitproc visit, void *arg) {
+    Py_VISIT(self->formatter);
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->tails);
+    Py_VISIT(self->millis);
+    Py_VISIT(self->fractions);
+    return 0;
+}
+
+static int RequestLine_clear(RequestLine *self) {
+    Py_CLEAR(self->formatter);
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->tails);
+    Py_CLEAR(self->millis);
+    Py_CLEAR(self->fractions);
+    return 0;
+}
+
+static void RequestLine_dealloc(RequestLine *self) {
+    PyObject_GC_UnTrack(self);
+    RequestLine_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *RequestLine_call(PyObject *self, PyObject *args, PyObject *kwds) {
+    return PyVectorcall_Call(self, args, kwds);
+}
+
+static PyTypeObject RequestLineType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "logging_apm._speedups.RequestLine",
+    .tp_basicsize = sizeof(RequestLine),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "The request event's line (see the module docstring).",
+    .tp_new = RequestLine_new,
+    .tp_traverse = (traverseproc)RequestLine_traverse,
+    .tp_clear = (inquiry)RequestLine_clear,
+    .tp_dealloc = (destructor)RequestLine_dealloc,
+    .tp_call = RequestLine_call,
+    .tp_vectorcall_offset = offsetof(RequestLine, vectorcall),
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "logging_apm._speedups",
+                                    "The request event's line in C (see RequestLine).", -1, NULL};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    str_request_parts = PyUnicode_InternFromString("_request_parts");
+    str_clock = PyUnicode_InternFromString("_clock");
+    str_cache = PyUnicode_InternFromString("_cache");
+    if (str_request_parts == NULL || str_clock == NULL || str_cache == NULL) return NULL;
+    if (PyType_Ready(&RequestLineType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&RequestLineType);
+    if (PyModule_AddObject(m, "RequestLine", (PyObject *)&RequestLineType) < 0) {
+        Py_DECREF(&RequestLineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
