@@ -103,12 +103,18 @@ class APMMiddleware:
             method = request.method
             if method not in KNOWN_METHODS:
                 method = OTHER_METHOD
-            match = getattr(request, "resolver_match", None)
+            try:  # getattr(request, "resolver_match", None), without the builtin's call
+                match = request.resolver_match
+            except AttributeError:
+                match = None
             if match is None:
                 route = UNMATCHED_ROUTE
             else:
                 route = match.route
-                route = str(route) if route else UNMATCHED_ROUTE
+                if not route:
+                    route = UNMATCHED_ROUTE
+                elif type(route) is not str:
+                    route = str(route)
             # A 5xx is a failure, named by process_exception when a view raised (see _finish).
             error = (getattr(request, _ERROR_ATTR, None) or str(status)) if status >= 500 else None
             emitter = _emit._emitter  # read again, as _finish does: it may have been reconfigured meanwhile
