@@ -153,9 +153,12 @@ def replace_open_trace_rows(conn: sqlite3.Connection, rows: Iterable[tuple[Any, 
     conn.executemany("INSERT INTO insights_open_traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
-def update_open_trace_rows(conn: sqlite3.Connection, deleted: Iterable[int], rows: Iterable[tuple[Any, ...]]) -> None:
-    """Delete the open-trace rows of these rowids, then append ``rows`` (as ``replace_open_trace_rows`` takes
-    them): they come after every row kept (a new rowid is the largest one plus one)."""
+def update_open_trace_rows(conn: sqlite3.Connection, below: int, deleted: Iterable[int],
+                           rows: Iterable[tuple[Any, ...]]) -> None:
+    """Delete the open-trace rows of rowids under ``below`` and of these rowids, then append ``rows`` (as
+    ``replace_open_trace_rows`` takes them): they come after every row kept (a new rowid is the largest one plus
+    one)."""
+    conn.execute("DELETE FROM insights_open_traces WHERE rowid < ?", (below,))
     conn.executemany("DELETE FROM insights_open_traces WHERE rowid = ?", ((r,) for r in deleted))
     conn.executemany("INSERT INTO insights_open_traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 

@@ -753,12 +753,15 @@ def _write_open_traces(conn: Any, traces: list[tuple[str, _Open]], loaded: list[
     if not kept or last > 2**62:  # (at the largest rowid, SQLite would pick new ones at random)
         store_tables.replace_open_trace_rows(conn, _open_trace_rows(traces))
         return
+    # The rows under the first one kept go in one range (the oldest: expired, or dropped over the cap), the
+    # others not kept (their traces completed, merged, or dropped) one by one.
+    first = traces[0][1][7]
     if kept == len(loaded):  # every row read stays (then in rowid order: nothing between them was deleted)
         deleted: Iterable[int] = ()
     else:
         stay = {o[7] for _, o in traces[:kept]}
-        deleted = [r for r in loaded if r not in stay]
-    store_tables.update_open_trace_rows(conn, deleted, _open_trace_rows(traces[kept:]))
+        deleted = [r for r in loaded if r > first and r not in stay]
+    store_tables.update_open_trace_rows(conn, first, deleted, _open_trace_rows(traces[kept:]))
 
 
 def _open_trace_rows(traces: list[tuple[str, _Open]]) -> Iterator[tuple[Any, ...]]:

@@ -53,11 +53,10 @@ def kept_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     kept: list[int] = []
     update = findings.update_open_trace_rows
 
-    def spy(conn: Any, deleted: Any, rows: Any) -> None:
-        deleted = list(deleted)
-        before = conn.execute("SELECT count(*) FROM insights_open_traces").fetchone()[0]
-        kept.append(before - len(deleted))
-        update(conn, deleted, rows)
+    def spy(conn: Any, below: int, deleted: Any, rows: Any) -> None:
+        inserted = list(rows)
+        update(conn, below, deleted, inserted)
+        kept.append(conn.execute("SELECT count(*) FROM insights_open_traces").fetchone()[0] - len(inserted))
 
     monkeypatch.setattr(findings, "update_open_trace_rows", spy)
     return kept
