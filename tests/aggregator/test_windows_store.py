@@ -111,3 +111,32 @@ def test_get_in_a_new_transaction_sees_another_connections_write(tmp_path: Path)
         with store.transaction():
             got = ws.get("request", a, 60)
             assert got is not None and got.count == 1 and got.total == 4
+
+
+def test_get_many_is_get_of_each_key(tmp_path: Path) -> None:
+    """``get_many`` gives, by key, what ``get`` gives for each key that is stored, in a write transaction (rows
+    read per start, seeing the writes made in it) and outside one."""
+    a, b = make_tags(route="a/", method="GET"), make_tags(route="b/", method="GET")
+    keys = [("request", a, 60), ("request", b, 60), ("request", a, 120), ("request", b, 180), ("db", a, 60)]
+
+    def fields(agg: WindowAggregate | None) -> object:
+        return None if agg is None else (agg.series, agg.start, agg.width, agg.count, agg.errors, agg.total,
+                                         agg.min, agg.max, agg.counters,
+                                         None if agg.sketch is None else agg.sketch.to_bytes())
+
+    with Store(tmp_path / "s.db") as store:
+        ws = WindowsStore(store)
+
+        def check() -> None:
+            got = ws.get_many(keys)
+            assert list(got) == [k for k in keys if ws.get(*k) is not None]
+            assert {k: fields(v) for k, v in got.items()} == {k: fields(ws.get(*k)) for k in got}
+
+        with store.transaction():
+            assert ws.get_many(keys) == {}
+            ws.put([_agg("a/", 60, [1, 2, 3]), _agg("b/", 60, [5]), _agg("a/", 120, [7, 8])], now=1.0)
+            check()
+            ws.put([_agg("b/", 180, [9])], now=1.0)
+            check()
+            assert len(ws.get_many(keys)) == 4
+        check()
