@@ -442,8 +442,9 @@ class DDSketch:
         Not compressed for the hop from a worker to the parent: on the 5M-event benchmark log almost every
         window lies across two parts (6,573 of 6,771 are merged in the parent), so a worker's compression
         (~17 us a sketch, ~37,000 sketches) was thrown away by the merge; the quick form costs ~3 us to write
-        and ~3 to read (against ~6.7 to decompress). A window one part holds is compressed once, in the
-        parent, when it is written. A sketch read from the store goes on as its stored bytes."""
+        and ~3 to read (against ~6.7 to decompress). A window is compressed once, in the parent: when it looks
+        final (``seal``, from ``WindowState.merge``) or when it is written; the quick form of a window one part
+        holds is compressed as it is, undecoded. A sketch read from the store goes on as its stored bytes."""
         blob = self._blob
         return _from_stored, (blob if blob is not None else self.to_bytes(compress=False),)
 
