@@ -17,7 +17,8 @@ whole traces it had while the run used it, so its feed measures about twice what
 (``time.process_time``) per event of each stage, medians of R interleaved rounds. ``--against REV`` adds the columnar path with ``summarize_batch`` as
 ``aggregator/insights/columns.py`` was at git revision REV (read with ``git show``; its batches are checked to
 pickle to the same bytes as this tree's, chunk by chunk), to measure a change of the summary before and after
-in the same rounds.
+in the same rounds (REV must have this tree's ``TraceBatch`` fields: 753acbb or later). For the whole trace path
+as a run has it (native columns, parts, feed and finish per run, several runs), see ``bench/insights_run.py``.
 
 With ``--columns``: the trace summary from a chunk's ``Event`` objects (``columns.summarize_batch``, after the
 engine's windows step, as in a worker) against the same from the chunk's ``parsers.columns.EventColumns``
