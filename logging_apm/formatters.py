@@ -83,11 +83,25 @@ class OrjsonFormatter(logging.Formatter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._use_request_line()
+
+    def _use_request_line(self) -> None:
         if _RequestLine is not None and type(self).format_request is OrjsonFormatter.format_request:
             # The C extension's format_request (logging_apm/_speedups.c): the same bytes as the method below,
             # which it calls for any line it does not write itself.
             self.format_request = _RequestLine(  # type: ignore[method-assign]
                 self, OrjsonFormatter.format_request, _request_tails, _MILLIS, _FRACTIONS)
+
+    # A copy or an unpickled formatter gets its own C format_request (the object is bound to this one).
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if _RequestLine is not None and type(state.get("format_request")) is _RequestLine:
+            del state["format_request"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._use_request_line()
 
     def format_event(self, event: dict[str, Any]) -> bytes:
         """One event dict as JSON bytes (no record needed: ``BackgroundHandler``'s fast path)."""
@@ -216,6 +230,13 @@ class EventJsonFormatter(_pjl_base()):  # type: ignore[misc]
         if self.json_serializer is not json.dumps:
             return self.serialize_log_record(data)  # type: ignore[no-any-return]
         return self.prefix + self._apm_encode(data)  # type: ignore[no-any-return]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Without the caches (the C encoder cannot be copied or pickled): a copy builds its own.
+        state = self.__dict__.copy()
+        state.pop("_apm_scan", None)
+        state.pop("_apm_pending", None)
+        return state
 
     def format_event(self, event: dict[str, Any]) -> bytes:
         """A queued event's line, without its newline, as ``BackgroundHandler`` writes it from a record

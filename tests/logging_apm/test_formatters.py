@@ -416,3 +416,27 @@ def test_request_line_in_c_not_installed_over_a_subclass_method() -> None:
             return b"own\n"
 
     assert Own().format_request(()) == b"own\n"
+
+
+@pytest.mark.parametrize("make", [OrjsonFormatter, EventJsonFormatter], ids=["orjson", "python-json-logger"])
+def test_formatters_copy_and_pickle_after_use(make: Any) -> None:
+    """A used formatter (its caches and, for orjson, the C request line filled) deep-copies and pickles as
+    before; the copy writes the same lines and keeps its own request line."""
+    import copy
+    import pickle
+
+    from logging_apm import emit, tracing
+    from logging_apm.conf import AppSettings
+
+    emitter = emit.Emitter(AppSettings(enabled=True, service_name="shop"))
+    request = (emit.REQUEST, emitter, 1.5, "GET", "ping/", 200, None, tracing.new_root(), 1_700_000_000.5)
+    pending = (emitter, "db", 2.0, "success", {"db.system": "sqlite"}, None, 1_700_000_000.5)
+    formatter = make()
+    lines = [formatter.format_request(request), formatter.format_request(request),
+             formatter.format_event(emit.build_pending(pending))]
+    for other in (copy.deepcopy(formatter), copy.copy(formatter), pickle.loads(pickle.dumps(formatter))):
+        assert [other.format_request(request), other.format_request(request),
+                other.format_event(emit.build_pending(pending))] == lines
+        assert type(other.format_request) is type(formatter.format_request)
+        if "format_request" in vars(other):
+            assert vars(other)["format_request"] is not vars(formatter)["format_request"]
