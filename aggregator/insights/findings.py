@@ -138,12 +138,24 @@ def load_open_traces(conn: sqlite3.Connection) -> Iterator[tuple[str, OpenTrace]
         yield trace_id, ops
 
 
-def load_open_trace_rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-    """The stored open traces as their rows, in rowid order: (trace_id, newest, events, queries, db_ms,
-    cache_ms, external_ms, fingerprints JSON text, rowid)."""
-    return conn.execute(
-        "SELECT trace_id, newest, events, queries, db_ms, cache_ms, external_ms, fingerprints, rowid"
-        " FROM insights_open_traces ORDER BY rowid").fetchall()
+def load_open_trace_heads(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+    """The stored open traces, in rowid order, as what every run reads of them: (newest, events, rowid,
+    trace_id); ``open_trace_values`` reads the rest of a row (a run needs it only for the few it merges or
+    moves)."""
+    return conn.execute("SELECT newest, events, rowid, trace_id FROM insights_open_traces ORDER BY rowid").fetchall()
+
+
+def open_trace_values(conn: sqlite3.Connection, rowids: list[int]) -> dict[int, tuple[Any, ...]]:
+    """The rest of these open-trace rows: rowid -> (queries, db_ms, cache_ms, external_ms, fingerprints JSON
+    text)."""
+    out: dict[int, tuple[Any, ...]] = {}
+    for at in range(0, len(rowids), 500):
+        some = rowids[at:at + 500]
+        for rowid, *values in conn.execute(
+                "SELECT rowid, queries, db_ms, cache_ms, external_ms, fingerprints FROM insights_open_traces"
+                f" WHERE rowid IN ({','.join('?' * len(some))})", some):
+            out[rowid] = tuple(values)
+    return out
 
 
 def replace_open_trace_rows(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:

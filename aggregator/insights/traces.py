@@ -63,7 +63,7 @@ __all__ = ["FAMILY", "TraceAnalyzer", "TraceRecord", "extract", "summary_lines"]
 
 FAMILY = "trace"
 _NEWEST, _EVENTS = operator.itemgetter(0), operator.itemgetter(1)  # a PackedTrace's newest and events
-_FIRST, _LAST, _ROW_VALUES = operator.itemgetter(0), operator.itemgetter(-1), operator.itemgetter(slice(1, None))
+_LAST = operator.itemgetter(-1)
 
 
 def extract(events: Iterable[Any]) -> list[Any]:
@@ -234,32 +234,58 @@ class _OpenRest(tuple[Any, ...]):
         return ops
 
 
-class _Stored(tuple[Any, ...]):
-    """A trace left open by an earlier run, as the parent holds it until it is read: its stored row (newest,
-    events, queries, db_ms, cache_ms, external_ms, fingerprints JSON text, rowid). Read as a ``PackedTrace`` is
-    (its first six items too): the same values as the ``PackedTrace`` of the ``OpenTrace`` the row holds.
+class _StoredRows:
+    """Where ``_Stored`` traces read the rest of their rows (queries, db_ms, cache_ms, external_ms, fingerprints
+    JSON text), each read once, when first needed."""
 
-    Nearly all of them are never merged (orphans that wait to expire, or to be dropped over the cap): kept as
-    read, their JSON is parsed only if one is, and one still open and unmerged is written back as its row (the
-    text as it was read: the text ``orjson.dumps`` gives for what ``orjson.loads`` reads from it, as every row
-    is written by ``orjson.dumps``), or left in place (see ``_write_open_traces``)."""
+    __slots__ = ("conn", "values")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.values: dict[int, tuple[Any, ...]] = {}
+
+    def fetch(self, rowids: list[int]) -> None:
+        """Read these rows (those not read yet) at once."""
+        missing = [r for r in rowids if r not in self.values]
+        if missing:
+            self.values.update(store_tables.open_trace_values(self.conn, missing))
+
+    def get(self, rowid: int) -> tuple[Any, ...]:
+        got = self.values.get(rowid)
+        if got is None:
+            self.fetch([rowid])
+            got = self.values[rowid]
+        return got
+
+
+class _Stored(tuple[Any, ...]):
+    """A trace left open by an earlier run, as the parent holds it until it is read: (newest, events, rowid,
+    the ``_StoredRows`` holding the rest of its row). Read as a ``PackedTrace`` is (its first two items too): the
+    same values as the ``PackedTrace`` of the ``OpenTrace`` the row holds.
+
+    Nearly all of them are never merged (orphans that wait to expire, or to be dropped over the cap): the run
+    reads only their newest, events and rowid; the rest of a row is read, and its JSON parsed, only if the trace
+    is merged; one still open and unmerged stays in place (see ``_write_open_traces``), or is written back as its
+    row (the text as it was read: the text ``orjson.dumps`` gives for what ``orjson.loads`` reads from it, as
+    every row is written by ``orjson.dumps``)."""
 
     __slots__ = ()
 
     newest = property(operator.itemgetter(0))
     events = property(operator.itemgetter(1))
-    queries = property(operator.itemgetter(2))
-    db_ms = property(operator.itemgetter(3))
-    cache_ms = property(operator.itemgetter(4))
-    external_ms = property(operator.itemgetter(5))
+    queries = property(lambda self: self[3].get(self[2])[0])
+    db_ms = property(lambda self: self[3].get(self[2])[1])
+    cache_ms = property(lambda self: self[3].get(self[2])[2])
+    external_ms = property(lambda self: self[3].get(self[2])[3])
 
     @property
     def fingerprints(self) -> Fingerprints:
-        return orjson.loads(self[6])  # type: ignore[no-any-return]
+        return orjson.loads(self[3].get(self[2])[4])  # type: ignore[no-any-return]
 
     def unpack(self) -> OpenTrace:
         ops = OpenTrace.__new__(OpenTrace)
-        ops.newest, ops.events, ops.queries, ops.db_ms, ops.cache_ms, ops.external_ms, text, _ = self
+        ops.newest, ops.events = self[0], self[1]
+        ops.queries, ops.db_ms, ops.cache_ms, ops.external_ms, text = self[3].get(self[2])
         ops.fingerprints = orjson.loads(text)
         return ops
 
@@ -298,13 +324,14 @@ class TraceAnalyzer:
     def _load_pending(self) -> None:
         if self._loaded_pending >= 0:
             return
-        rows = store_tables.load_open_trace_rows(self.store.conn)
+        rows = store_tables.load_open_trace_heads(self.store.conn)
         self._loaded_pending = len(rows)
         if not rows:
             return
-        self._loaded_rowids = list(map(_LAST, rows))
-        stored = list(map(tuple.__new__, repeat(_Stored), map(_ROW_VALUES, rows)))
-        self._open.update(zip(map(_FIRST, rows), stored, strict=True))
+        source = _StoredRows(self.store.conn)
+        self._loaded_rowids = [rowid for _, _, rowid, _ in rows]
+        stored = [tuple.__new__(_Stored, (newest, events, rowid, source)) for newest, events, rowid, _ in rows]
+        self._open.update(zip(map(_LAST, rows), stored, strict=True))
         self._open_events += sum(map(_EVENTS, stored))
         self._newest = max(self._newest, max(map(_NEWEST, stored)))
 
@@ -746,20 +773,26 @@ def _write_open_traces(conn: Any, traces: list[tuple[str, _Open]], loaded: list[
     kept = 0
     last = -1
     for _, o in traces:
-        if type(o) is not _Stored or o[7] <= last:
+        if type(o) is not _Stored or o[2] <= last:
             break
-        last = o[7]
+        last = o[2]
         kept += 1
     if not kept or last > 2**62:  # (at the largest rowid, SQLite would pick new ones at random)
+        kept = 0
+    # the rest of the rows to write again, read before any is deleted
+    moved = [o for _, o in traces[kept:] if type(o) is _Stored]
+    if moved:
+        moved[0][3].fetch([o[2] for o in moved])
+    if not kept:
         store_tables.replace_open_trace_rows(conn, _open_trace_rows(traces))
         return
     # The rows under the first one kept go in one range (the oldest: expired, or dropped over the cap), the
     # others not kept (their traces completed, merged, or dropped) one by one.
-    first = traces[0][1][7]
+    first = traces[0][1][2]
     if kept == len(loaded):  # every row read stays (then in rowid order: nothing between them was deleted)
         deleted: Iterable[int] = ()
     else:
-        stay = {o[7] for _, o in traces[:kept]}
+        stay = {o[2] for _, o in traces[:kept]}
         deleted = [r for r in loaded if r > first and r not in stay]
     store_tables.update_open_trace_rows(conn, first, deleted, _open_trace_rows(traces[kept:]))
 
@@ -780,7 +813,7 @@ def _open_trace_rows(traces: list[tuple[str, _Open]]) -> Iterator[tuple[Any, ...
             yield (trace_id, newest, events, rests.queries[i], rests.db_ms[i], rests.cache_ms[i],
                    rests.external_ms[i], batch[i])
         elif kind is _Stored:
-            yield (trace_id, *o[:7])
+            yield (trace_id, o[0], o[1], *o[3].values[o[2]])
         else:
             yield (trace_id, o.newest, o.events, o.queries, o.db_ms, o.cache_ms, o.external_ms,
                    dumps(o.fingerprints).decode())

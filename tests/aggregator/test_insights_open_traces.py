@@ -129,12 +129,13 @@ def test_a_stored_trace_reads_as_its_packed_trace(tmp_path: Path) -> None:
         analyzer.feed(extract(chunk))
     with store.transaction():
         analyzer.finish()
-    rows = findings.load_open_trace_rows(store.conn)
     eager = dict(findings.load_open_traces(store.conn))
-    assert rows and len(rows) == len(eager)
-    for row in rows:
-        stored = tuple.__new__(traces._Stored, row[1:])
-        packed = pack(eager[row[0]])
+    lazy = TraceAnalyzer(store, load_config(environ={}))
+    lazy._load_pending()
+    assert eager and list(lazy._open) == list(eager)
+    for trace_id, stored in lazy._open.items():
+        assert type(stored) is traces._Stored
+        packed = pack(eager[trace_id])
         for name in ("newest", "events", "queries", "db_ms", "cache_ms", "external_ms", "fingerprints"):
             assert repr(getattr(stored, name)) == repr(getattr(packed, name))
         assert pack(stored.unpack()) == packed
