@@ -133,6 +133,7 @@ _FLAG_CODES: Final[dict[str, int | None]] = {
     name: len(values) - 1 for name, values in _FLAG_VALUE.items()} | {"http_response_status_code": None}
 _COMBO_SPAN: Final = 1 << 62  # combined codes stay below this (int64)
 _COMBO_TABLE: Final = 1 << 16  # combined codes below this are numbered by a table, not a sort
+_DIRECT_KEYS: Final = 1 << 16  # a fold's (series, window) keys below this (or the values) need no sort
 
 
 def _tags(*pairs: tuple[str, Any]) -> Tags:
@@ -244,6 +245,24 @@ def _window_index(ts: npt.NDArray[np.float64], width: int, lo: float, hi: float)
     q = np.floor(ts / width)
     q -= q * width > ts
     return q.astype(np.int64)
+
+
+def _key_extremes(x: npt.NDArray[Any], key: npt.NDArray[np.int64], nkeys: int, seg_keys: npt.NDArray[np.intp],
+                  ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """The min and max of ``x`` per key (``key``: each value's, below ``nkeys``), at the keys ``seg_keys`` (each
+    one some value's): ``minimum.at`` / ``maximum.at`` compare a key's values in array order, from +-inf (or
+    the integer extremes), as ``reduceat`` over the same values in that order does."""
+    if x.dtype.kind == "f":
+        hi_init, lo_init = np.inf, -np.inf
+    else:
+        info = np.iinfo(x.dtype)
+        hi_init, lo_init = info.max, info.min
+    ext = np.full(nkeys, hi_init, dtype=x.dtype)
+    np.minimum.at(ext, key, x)
+    mins = ext[seg_keys]
+    ext.fill(lo_init)
+    np.maximum.at(ext, key, x)
+    return mins, ext[seg_keys]
 
 
 class WindowAccumulator:
@@ -648,40 +667,69 @@ class WindowAccumulator:
               flags: dict[str, npt.NDArray[np.bool_]]) -> None:
         """Aggregate one family's batch per (series, window) segment and merge into the aggregates.
 
-        Segments come from one stable sort of the (series, window) keys (a radix sort while there are fewer
-        than 65,536 keys), so each segment's values keep their batch order: the sums (``bincount``, which
-        adds in array order) are the same to the bit as a running sum over the segment's events."""
+        A segment's key is ``series * span + window`` (``span``: the batch's windows). While there are few
+        possible keys (``_DIRECT_KEYS``, or up to one per value) the segments need no sort: ``bincount`` over
+        the keys themselves gives counts, sums and threshold counts, ``minimum.at`` / ``maximum.at`` the
+        extremes and the sketch key ranges (numpy's ``ufunc.at``, in array order). Else they come from one
+        stable sort of the keys (a radix sort while there are fewer than 65,536 keys). Either way each
+        segment's values are taken in batch order: the sums (``bincount`` adds in array order) are the same to
+        the bit as a running sum over the segment's events. Min / max: the same values, but numpy's
+        ``reduceat`` (SIMD) and a running min may differ in the sign of a zero result, so a segment holding a
+        value not above the sketch's smallest bucket (zero, negative: gauges) takes ``reduceat``'s, from the
+        values sorted then (``tests/aggregator/test_windows_fold.py`` holds the two ways to each other)."""
         n = ts.size
         tmin, tmax = float(ts.min()), float(ts.max())
         win = _window_index(ts, self.width, tmin, tmax)
         wmin = int(win.min())
         span = int(win.max()) - wmin + 1
-        key = sid * span + (win - wmin)
-        if (int(sid.max()) + 1) * span <= _RADIX_KEYS:
-            order = np.argsort(key.astype(np.uint16), kind="stable")
+        key = sid * span
+        win -= wmin
+        key += win
+        nkeys = (int(sid.max()) + 1) * span
+        direct = nkeys <= max(_DIRECT_KEYS, n)
+        if direct:
+            at_key = np.bincount(key, minlength=nkeys)
+            seg_keys = np.flatnonzero(at_key)
+            nseg = seg_keys.size
+            counts = at_key[seg_keys]
+            inv = key  # each value's place in the per-key arrays (nkeys of them), taken at seg_keys
+            v = values
+            starts = np.cumsum(counts) - counts  # each segment's first value, the values sorted by key (below)
+            mins, maxs = _key_extremes(v, key, nkeys, seg_keys)
+            errors_, flags_ = errors, flags
+
+            def per_segment(weights: npt.NDArray[Any]) -> npt.NDArray[Any]:
+                return np.bincount(key, weights=weights, minlength=nkeys)[seg_keys]
         else:
-            order = np.argsort(key, kind="stable")
-        sk = key[order]
-        starts = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1])))
-        nseg = starts.size
-        seg_keys = sk[starts]
-        counts = np.diff(np.append(starts, n))
-        inv = np.repeat(np.arange(nseg, dtype=np.intp), counts)  # segment of each sorted value
-        v = values[order]
-        sums = np.bincount(inv, weights=v, minlength=nseg)
-        mins = np.minimum.reduceat(v, starts)
-        maxs = np.maximum.reduceat(v, starts)
-        err = np.bincount(inv, weights=errors[order], minlength=nseg) if errors.any() else np.zeros(nseg)
+            if nkeys <= _RADIX_KEYS:
+                order = np.argsort(key.astype(np.uint16), kind="stable")
+            else:
+                order = np.argsort(key, kind="stable")
+            sk = key[order]
+            starts = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1])))
+            nseg = starts.size
+            seg_keys = sk[starts]
+            counts = np.diff(np.append(starts, n))
+            inv = np.repeat(np.arange(nseg, dtype=np.intp), counts)  # segment of each sorted value
+            v = values[order]
+            mins = np.minimum.reduceat(v, starts)
+            maxs = np.maximum.reduceat(v, starts)
+            errors_ = errors[order]
+            flags_ = {name: flag[order] for name, flag in flags.items()}
+
+            def per_segment(weights: npt.NDArray[Any]) -> npt.NDArray[Any]:
+                return np.bincount(inv, weights=weights, minlength=nseg)
+        sums = per_segment(v)
+        err = per_segment(errors_) if errors.any() else np.zeros(nseg)
         extra: dict[str, list[float]] = {}
         if family == "request":
-            sat = np.bincount(inv, weights=v <= self.apdex_t, minlength=nseg)
+            sat = per_segment(v <= self.apdex_t)
             extra["satisfied"] = sat.tolist()
-            extra["tolerating"] = (np.bincount(inv, weights=v <= 4.0 * self.apdex_t, minlength=nseg)
-                                   - sat).tolist()
+            extra["tolerating"] = (per_segment(v <= 4.0 * self.apdex_t) - sat).tolist()
         elif family == "db":
-            extra["slow"] = np.bincount(inv, weights=v > self.slow_ms, minlength=nseg).tolist()
-        for name, flag in flags.items():
-            extra[name] = np.bincount(inv, weights=flag[order], minlength=nseg).tolist()
+            extra["slow"] = per_segment(v > self.slow_ms).tolist()
+        for name, flag in flags_.items():
+            extra[name] = per_segment(flag).tolist()
 
         # Sketch buckets for every positive value at once; segments with zeros or negatives (gauges only)
         # take the sketch's general path.
@@ -690,14 +738,30 @@ class WindowAccumulator:
         positive = mins > floor
         every = bool(positive.all())
         keys = mapping.key_of(v if every else np.where(v > floor, v, 1.0))
-        kmin = np.minimum.reduceat(keys, starts)
-        kmax = np.maximum.reduceat(keys, starts)
+        if direct:
+            kmin, kmax = _key_extremes(keys, key, nkeys, seg_keys)
+        else:
+            kmin = np.minimum.reduceat(keys, starts)
+            kmax = np.maximum.reduceat(keys, starts)
         widths = kmax - kmin + 1 if every else np.where(positive, kmax - kmin + 1, 0)
         base = np.zeros(nseg, dtype=np.int64)
         np.cumsum(widths[:-1], out=base[1:])
-        flat = keys + (base - kmin)[inv]
+        if direct:  # per key, at the segments' keys
+            off = np.zeros(nkeys, dtype=np.int64)
+            off[seg_keys] = base - kmin
+            kept_ = np.zeros(nkeys, dtype=np.bool_)
+            kept_[seg_keys] = positive
+        else:
+            off, kept_ = base - kmin, positive
+        flat = keys + off[inv]
         if not every:
-            flat = flat[positive[inv]]
+            flat = flat[kept_[inv]]
+            if direct:  # the general path takes each such segment's values in order: sorted now, stably
+                v = values[np.argsort(key, kind="stable")]
+                # and min / max as reduceat gives them, which may differ from the in-order ones in the sign
+                # of a zero (its SIMD loops): only where a segment holds a zero, one of these
+                mins = np.minimum.reduceat(v, starts)
+                maxs = np.maximum.reduceat(v, starts)
         binned = np.bincount(flat, minlength=int(widths.sum())) if flat.size else np.zeros(0, dtype=np.int64)
 
         seg_series = (seg_keys // span).tolist()
