@@ -185,14 +185,10 @@ def execute(
         report.warnings.append(message)
         warn(message)
 
-    # Import every component the run touches before opening the store: each registers its tables'
-    # migrations on import, and opening the store applies them.
+    # Components register their tables' migrations on import and opening the store applies them: what the
+    # read needs is imported first (the insights' analyzer, whose module the workers also use), the
+    # post-commit stages while the workers read (``_import_stages``).
     analyzer_cls = optional_attr(*TRACE_ANALYZER)
-    for spec in stages:
-        try:
-            _resolve(spec)
-        except Exception:  # reported when the stage runs
-            pass
     _locked_run(config, inputs, state_path, started, report, interactive, progress, stages, _warn,
                 FileSource, part_bytes, analyzer_cls)
     return report
@@ -240,45 +236,48 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
         admitted={fam: frozenset(tags) for fam, tags in ws.known_series().items()},
     )
     engine = make_engine(config, source, settings, lock_path=str(state_path) + ".lock")
-    analyzer = analyzer_cls(store, config) if settings.traces else None
-    outbox = StoreOutbox(store, str(config["run.metric_prefix"]))
-    sinks = configured_sinks(config)
-    report.sinks = sinks
-    dead = DeadLetters(store)
-    lateness = int(config["run.lateness_seconds"])
-    state = WindowState()
-    warned: set[str] = set()
-
-    def warn_once(message: str) -> None:  # the cap is met per part and per commit batch: one warning a run
-        if message not in warned:
-            warned.add(message)
-            warn(message)
-
-    changed: set[int] = set()
-    new_checkpoints: dict[int, Any] = {}
-
-    def apply(st: WindowState) -> None:
-        res = st.apply(ws, lateness_seconds=lateness, max_series=cap, now=started, warn=warn_once)
-        report.late += res.late_events
-        for fam, n in res.folded.items():
-            report.folded[fam] = report.folded.get(fam, 0) + n
-        report.windows_updated += res.windows_updated
-        changed.update(res.changed_starts)
-        for agg in res.request_windows:  # merged per route: the summary's slowest routes
-            report.add_route_window(f"{agg.series.tag('method', '?')} {agg.series.tag('route', '?')}", agg)
-
     if progress is not None:
         progress.start(sum(max(0, _task_bytes(t)) for t in tasks))
     on_wait = (lambda: progress.update(engine.bytes_done)) if progress is not None else None
-    # The read phase allocates millions of short-lived objects and makes no reference cycles worth
-    # collecting: the cyclic GC rescanning the heap cost about 10% of a run. It is back on for the stages.
+    # The workers start on the first parts now: the rest of the setup overlaps their reading. The read phase
+    # allocates millions of short-lived objects and makes no reference cycles worth collecting: the cyclic
+    # GC rescanning the heap cost about 10% of a run. It is back on for the stages.
+    parts = engine.start(tasks, on_wait=on_wait)
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
+        _import_stages(store, stages)
+        analyzer = analyzer_cls(store, config) if settings.traces else None
+        outbox = StoreOutbox(store, str(config["run.metric_prefix"]))
+        sinks = configured_sinks(config)
+        report.sinks = sinks
+        dead = DeadLetters(store)
+        lateness = int(config["run.lateness_seconds"])
+        state = WindowState()
+        warned: set[str] = set()
+
+        def warn_once(message: str) -> None:  # the cap is met per part and per commit batch: one warning a run
+            if message not in warned:
+                warned.add(message)
+                warn(message)
+
+        changed: set[int] = set()
+        new_checkpoints: dict[int, Any] = {}
+
+        def apply(st: WindowState) -> None:
+            res = st.apply(ws, lateness_seconds=lateness, max_series=cap, now=started, warn=warn_once)
+            report.late += res.late_events
+            for fam, n in res.folded.items():
+                report.folded[fam] = report.folded.get(fam, 0) + n
+            report.windows_updated += res.windows_updated
+            changed.update(res.changed_starts)
+            for agg in res.request_windows:  # merged per route: the summary's slowest routes
+                report.add_route_window(f"{agg.series.tag('method', '?')} {agg.series.tag('route', '?')}", agg)
+
         # The whole run is one transaction. Aggregates and dead letters go into it as parts finish once they
         # are many (a backlog spanning days), so the parent's memory stays bounded by SPILL_AGGREGATES.
         with store.transaction():
-            for part in engine.run(tasks, on_wait=on_wait):
+            for part in parts:
                 report.parts += 1
                 state.merge(part.aggregates, part.max_ts)
                 for fam, n in part.folded.items():
@@ -323,6 +322,7 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
             store.conn.execute("INSERT INTO runs (started_at, finished_at, summary) VALUES (?, ?, ?)",
                                (started, commit_time, orjson.dumps(report.counts()).decode()))
     finally:
+        parts.close()  # ends the workers of a run that failed before taking every part
         if gc_was_enabled:
             gc.enable()
 
@@ -341,6 +341,17 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
                      interactive=interactive)
     report.stages = export_failed + run_stages(ctx, stages)
     report.finished_at = time.time()
+
+
+def _import_stages(store: Store, stages: Sequence[str]) -> None:
+    """Import the post-commit stages' modules and apply the migrations they registered (the store was opened
+    before, for the read); a stage that cannot be imported is reported when it runs."""
+    for spec in stages:
+        try:
+            _resolve(spec)
+        except Exception:
+            pass
+    store.migrate()
 
 
 def _copy(sketch: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -202,3 +203,77 @@ def _confstr_glibc() -> str | None:
     except (ValueError, OSError):
         return None
 
+
+def test_cli_parser_for_a_command_parses_as_the_full_one(capsys: pytest.CaptureFixture[str]) -> None:
+    """cli.parser_for(["run", ...]) builds the parser from the run command's module alone: the same
+    arguments, the same help; anything else (no command, an option first, a command not named after its
+    module) gets every command."""
+    from aggregator.cli import build_parser, parser_for
+
+    argv = ["run", "--input", "a.log", "-i", "b.log", "--state", "s.db", "--workers", "3", "-q", "--no-progress"]
+    fast, full = parser_for(argv), build_parser()
+    got, want = vars(fast.parse_args(argv)), vars(full.parse_args(argv))
+    assert got.keys() == want.keys() and all(got[k] == want[k] for k in want if k != "func")
+    assert got["func"] is want["func"]
+    for parser in (fast, full):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["run", "--help"])
+    fast_help, full_help = capsys.readouterr().out.split("usage: ")[1:]
+    assert fast_help == full_help
+    everything = set(full._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert {"run", "metrics"} <= everything
+    assert "alerts" in everything  # alerting.commands: not named after its module
+    for other in ([], ["--version"], ["alerts", "--help"], ["no-such-command"]):
+        assert set(parser_for(other)._subparsers._group_actions[0].choices) == everything  # type: ignore[union-attr]
+    assert set(fast._subparsers._group_actions[0].choices) == {"run"}  # type: ignore[union-attr]
+    assert set(parser_for(["metrics"])._subparsers._group_actions[0].choices) == {"metrics"}  # type: ignore[union-attr]
+
+
+def _engine_on_a_log(tmp_path: Path) -> tuple[Any, list[Any]]:
+    from aggregator.engine import EngineSettings, LocalEngine
+    from aggregator.loggen import generate_events, write_log
+    from aggregator.sources import FileSource
+
+    log = tmp_path / "app.log"
+    write_log(log, generate_events(6000, start=1_700_000_000.0, seconds=900, seed=3), ordinary_every=30)
+    source = FileSource([str(log)])
+    engine = LocalEngine(source, EngineSettings(now=1_700_001_000.0, workers=2, part_bytes=64 << 10))
+    return engine, source.scan({})
+
+
+def test_engine_start_reads_before_it_is_iterated(tmp_path: Path) -> None:
+    """LocalEngine.start forks the workers and queues the first parts before it returns (run.py does its
+    own setup meanwhile); it then yields what run() yields, in input order, and ends its pool."""
+    import multiprocessing as mp
+    import time
+
+    engine, tasks = _engine_on_a_log(tmp_path)
+    def seen(r: Any) -> tuple[Any, ...]:
+        return r.task_index, r.part_index, r.lines, r.events, r.bytes_read, r.checkpoint.offset, r.by_kind
+
+    want = [seen(r) for r in engine.run(tasks)]
+    assert len(want) == len(engine.plan(tasks)) > 5
+    engine.progress.value = 0
+    parts = engine.start(tasks)
+    deadline = time.monotonic() + 60
+    while engine.bytes_done == 0 and time.monotonic() < deadline:  # nobody has asked for a result yet
+        time.sleep(0.01)
+    assert engine.bytes_done > 0
+    got = [seen(r) for r in parts]
+    assert got == want
+    assert not mp.active_children()
+
+
+def test_engine_start_closed_early_ends_its_workers(tmp_path: Path) -> None:
+    """A run that fails between start() and its last part closes the iterator: the pool is terminated,
+    its workers gone, whether it had yielded nothing yet or some parts."""
+    import multiprocessing as mp
+
+    engine, tasks = _engine_on_a_log(tmp_path)
+    for taken in (0, 2):
+        parts = engine.start(tasks)
+        assert mp.active_children()
+        for _ in range(taken):
+            next(parts)
+        parts.close()
+        assert not mp.active_children()
