@@ -408,6 +408,35 @@ def test_request_line_in_c_writes_the_bytes_of_the_python_method() -> None:
     assert outcome(native, pending, pending) is TypeError
 
 
+def test_request_line_in_c_with_request_parts_made_on_each_read() -> None:
+    """A subclass whose _request_parts is made anew on each read (a property) still gets the Python method's
+    lines from the C request line: the template it reads is its own reference (it read a freed tuple, which
+    the key tuple it builds next took over: the method and route in place of the template)."""
+    from logging_apm import emit, tracing
+    from logging_apm import formatters as fm
+
+    if fm._RequestLine is None:
+        pytest.skip("logging_apm._speedups is not built (or LOGAPM_NATIVE=0)")
+
+    class Fresh(OrjsonFormatter):
+        @property  # type: ignore[override]
+        def _request_parts(self) -> Any:
+            parts = self.__dict__.get("_parts")
+            return None if parts is None else (parts[0], None if parts[1] is None else tuple(list(parts[1])))
+
+        @_request_parts.setter
+        def _request_parts(self, parts: Any) -> None:
+            self.__dict__["_parts"] = parts
+
+    formatter = Fresh()
+    assert type(formatter.format_request) is fm._RequestLine
+    emitter = _odd_emitters({})[0]
+    root = tracing.new_root()
+    for case in range(200):
+        pending = (emit.REQUEST, emitter, case / 7, "GET", "ping/", 200, None, root, time.time())
+        assert formatter.format_request(pending) == OrjsonFormatter.format_request(formatter, pending)
+
+
 def test_request_line_in_c_not_installed_over_a_subclass_method() -> None:
     """A subclass that overrides format_request keeps its own."""
 
