@@ -61,11 +61,18 @@ static PyObject *line(RequestLine *self, PyObject *pending) {
     if (parts == NULL) return NULL;
     int usable = PyTuple_CheckExact(parts) && PyTuple_GET_SIZE(parts) == 2 && PyTuple_GET_ITEM(parts, 0) == emitter;
     PyObject *template = usable ? PyTuple_GET_ITEM(parts, 1) : NULL;
-    Py_DECREF(parts);  /* the formatter still holds it (template is read below, before anything can run) */
-    if (template == Py_None) Py_RETURN_NONE;
-    if (template == NULL || !PyTuple_CheckExact(template) || PyTuple_GET_SIZE(template) != 3)
+    /* A reference of its own before parts goes: parts may be the only one (a _request_parts made anew on
+     * each read, a subclass's property, say), and the code below can run Python code (key comparisons). */
+    Py_XINCREF(template);
+    Py_DECREF(parts);
+    if (template == Py_None) {
+        Py_DECREF(template);
+        Py_RETURN_NONE;
+    }
+    if (template == NULL || !PyTuple_CheckExact(template) || PyTuple_GET_SIZE(template) != 3) {
+        Py_XDECREF(template);
         return fallback(self, pending);
-    Py_INCREF(template);
+    }
 
     PyObject *result = NULL, *key = NULL, *clock = NULL, *cache = NULL;
     key = PyTuple_Pack(3, method, route, status);
