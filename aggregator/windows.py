@@ -239,9 +239,15 @@ def _combos(parts: list[npt.NDArray[Any]], codes: list[int | None],
 def _window_index(ts: npt.NDArray[np.float64], width: int, lo: float, hi: float) -> npt.NDArray[np.int64]:
     """``floor_divide(ts, width)`` as int64, cheaper: ``floor(ts / width)`` is that or one more (the
     quotient rounded up to an integer), and ``q * width > ts`` (exact for an integer width and these
-    magnitudes) tells which."""
+    magnitudes) tells which. Times from 0 on (as a run's are; below 2 ** 52) cheaper still, in integers:
+    ``floor(ts / width) == floor(ts) // width`` for an integer width, and ``astype`` truncates: floors them
+    (both ways give that exact floor: ``tests/aggregator/test_windows_fold.py``)."""
     if type(width) is not int or max(abs(lo), abs(hi)) / width >= _EXACT_FLOAT:
         return np.floor_divide(ts, width).astype(np.int64)
+    if lo >= 0.0 and hi < _EXACT_FLOAT and width < _EXACT_FLOAT:
+        whole = ts.astype(np.int64)
+        whole //= width
+        return whole
     q = np.floor(ts / width)
     q -= q * width > ts
     return q.astype(np.int64)

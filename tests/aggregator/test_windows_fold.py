@@ -88,3 +88,21 @@ def test_key_extremes_integers() -> None:
     x = np.array([5, -2, 7, 1, 4], dtype=np.int64)
     lo, hi = windows._key_extremes(x, key, 5, np.array([0, 3]))
     assert lo.tolist() == [-2, 1] and hi.tolist() == [4, 7] and lo.dtype == np.int64
+
+
+@pytest.mark.parametrize("width", [1, 7, 60, 3600, 86_400])
+def test_window_index_is_the_floor(width: int) -> None:
+    """Both ways of ``_window_index`` (integers for times from 0 on, else the float quotient checked) give
+    ``floor_divide``'s window: at, just below and just above each boundary, fractions, near 0 and far."""
+    rng = np.random.default_rng(width)
+    edges = (rng.integers(0, 40_000_000_000 // width, 2_000) * width).astype(np.float64)
+    ts = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), edges + 0.5,
+                         rng.uniform(0.0, 4e9, 2_000), rng.uniform(0.0, 3.0 * width, 500), [0.0, 2.0 ** 51]])
+    ts = ts[ts >= 0.0]
+    ref = np.floor_divide(ts, width).astype(np.int64)
+    lo, hi = float(ts.min()), float(ts.max())
+    got = windows._window_index(ts, width, lo, hi)  # the integer way
+    assert got.dtype == np.int64 and np.array_equal(got, ref)
+    shifted = np.concatenate([ts, [-1.5]])  # a time before 0: the float quotient
+    got = windows._window_index(shifted, width, -1.5, hi)
+    assert np.array_equal(got, np.concatenate([ref, np.floor_divide([-1.5], width).astype(np.int64)]))
