@@ -1,6 +1,6 @@
 """CPU cost of the windows stage: ``WindowAccumulator.add`` over a part's chunks, then ``take``.
 
-    python bench/windows_bench.py [--log PATH] [--repeat R] [--cap N] [--against FILE.py | --columns]
+    python bench/windows_bench.py [--log PATH] [--repeat R] [--cap N] [--against FILE.py] [--columns]
 
 Each round feeds a fresh accumulator as ``process_part`` does: every chunk (the engine's ``CHUNK_BYTES``) is
 decoded (``LineParser``, not timed) and its events are added at once, while they are still in the CPU's
@@ -11,7 +11,8 @@ field, counters in order, sketch bytes, in ``take``'s order) and the same event,
 Without ``--log`` a generated hour of 100k events (``aggregator.loggen``) is used. ``--columns`` times
 ``add`` against ``add_columns`` (``WindowAccumulator``) on the same chunks, interleaved, each chunk's
 ``EventColumns`` built (``parsers.columns.from_events``, not timed) just before it is added, and checks the
-same things; it prints the feeding (add) and ``take`` parts apart too.
+same things; it prints the feeding (add) and ``take`` parts apart too. Both: ``add_columns`` of this
+version against the other's, interleaved (as the engine's workers feed it).
 
 The events' memory decides much of the cost (each field read is mostly a cache miss), hence the decode of
 each chunk just before its ``add``, as in a run, rather than all chunks first: the two orders measure
@@ -101,10 +102,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--cap", type=int, default=None, help="max_series, as run.max_series_per_metric")
     ap.add_argument("--against", help="another windows.py to time, interleaved")
-    ap.add_argument("--columns", action="store_true", help="time add against add_columns, interleaved")
+    ap.add_argument("--columns", action="store_true", help="time add against add_columns, interleaved (with --against: add_columns of both)")
     args = ap.parse_args()
-    if args.against and args.columns:
-        ap.error("--against and --columns: one comparison at a time")
     if args.log:
         data = Path(args.log).read_bytes()
     else:
@@ -114,10 +113,10 @@ def main() -> None:
     gc.disable()  # as in the engine's workers
     import aggregator.windows as current
 
-    modes = {"current": (current, False)}
+    modes = {"current": (current, args.columns)}
     if args.against:
-        modes["against"] = (load(args.against), False)
-    if args.columns:
+        modes["against"] = (load(args.against), args.columns)
+    elif args.columns:
         modes = {"add": (current, False), "columns": (current, True)}
     times: dict[str, list[float]] = {name: [] for name in modes}
     takes: dict[str, list[float]] = {name: [] for name in modes}
