@@ -437,6 +437,29 @@ def test_request_line_in_c_with_request_parts_made_on_each_read() -> None:
         assert formatter.format_request(pending) == OrjsonFormatter.format_request(formatter, pending)
 
 
+def test_request_line_in_c_reads_a_span_as_python_indexes_it() -> None:
+    """A span of a tuple subclass with its own __getitem__ gives the ids that indexing gives (the Python
+    method reads span[0], span[1], span[2]); the C request line read the tuple's items past it."""
+    from logging_apm import emit, tracing
+    from logging_apm import formatters as fm
+
+    if fm._RequestLine is None:
+        pytest.skip("logging_apm._speedups is not built (or LOGAPM_NATIVE=0)")
+
+    root = tracing.new_root()
+
+    class Span(tuple):  # type: ignore[type-arg]
+        def __getitem__(self, index: Any) -> Any:
+            return (root.trace_id, root.span_id, None)[index]
+
+    formatter = OrjsonFormatter()
+    emitter = _odd_emitters({})[0]
+    for span in (Span(("x", "y", "z")), root, root.child(), (root.trace_id, root.span_id, None)):
+        pending = (emit.REQUEST, emitter, 1.5, "GET", "ping/", 200, None, span, time.time())
+        expected = OrjsonFormatter.format_request(formatter, pending)  # fills the caches the C line reads
+        assert formatter.format_request(pending) == expected
+
+
 def test_request_line_in_c_not_installed_over_a_subclass_method() -> None:
     """A subclass that overrides format_request keeps its own."""
 
