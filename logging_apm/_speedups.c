@@ -46,7 +46,9 @@ static PyObject *line(RequestLine *self, PyObject *pending) {
              *status = PyTuple_GET_ITEM(pending, 5), *error = PyTuple_GET_ITEM(pending, 6),
              *span = PyTuple_GET_ITEM(pending, 7), *end = PyTuple_GET_ITEM(pending, 8);
     if (error != Py_None || !PyFloat_CheckExact(duration) || !PyFloat_CheckExact(end) ||
-        !PyLong_CheckExact(status) || !PyTuple_Check(span) || PyTuple_GET_SIZE(span) < 3)
+        !PyLong_CheckExact(status) || !PyTuple_Check(span) || PyTuple_GET_SIZE(span) < 3 ||
+        /* a tuple subclass (TraceContext) indexed as a tuple: span[i] is its item (not a __getitem__'s) */
+        Py_TYPE(span)->tp_as_mapping->mp_subscript != PyTuple_Type.tp_as_mapping->mp_subscript)
         return fallback(self, pending);
     double ms = PyFloat_AS_DOUBLE(duration), when = PyFloat_AS_DOUBLE(end);
     if (!(ms < 1e12) || !(when >= 0.0 && when < 9e15)) return fallback(self, pending);
