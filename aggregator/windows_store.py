@@ -121,19 +121,8 @@ class WindowsStore:
     def windows(
         self, family: str, start: int, end: int, *, match: Mapping[str, str] | None = None
     ) -> Iterator[WindowAggregate]:
-        cur = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM windows WHERE family = ? AND start >= ? AND start < ? ORDER BY start, tags",
-            (family, start, end),
-        )
-        # A series recurs in every window: its tags are decoded and matched once per call (None: filtered
-        # out, and its rows are not decoded at all). SeriesKey is immutable, so its windows share it.
-        series: dict[str, SeriesKey | None] = {}
-        for row in cur:
-            key = series.get(row[1], _UNSEEN)
-            if key is _UNSEEN:
-                key = series[row[1]] = _matching(SeriesKey(family, decode_tags(row[1])), match)
-            if key is not None:
-                yield _row_to_agg(row, key)  # type: ignore[arg-type]
+        for key, row in _matched_rows(self.conn, _COLUMNS, family, start, end, match):
+            yield _row_to_agg(row, key)
 
     def earliest_start(
         self, family: str, start: int, end: int, *, match: Mapping[str, str] | None = None
@@ -282,14 +271,21 @@ def window_rows(
     total, min, max, counters, sketch), which ``windows`` decodes with ``_row_to_agg(row, series)``.
     ``sketches=False`` reads the sketch column as NULL (the exact fields alone). For a reader that decodes
     only what it needs (``alerting.columns``)."""
-    sql = (f"SELECT {_COLUMNS if sketches else _COLUMNS.replace('sketch', 'NULL')} FROM windows "
-           "WHERE family = ? AND start >= ? AND start < ? ORDER BY start, tags")
+    return list(_matched_rows(store.conn, _COLUMNS if sketches else _COLUMNS.replace("sketch", "NULL"), family,
+                              start, end, match))
+
+
+def _matched_rows(conn: sqlite3.Connection, columns: str, family: str, start: int, end: int,
+                  match: Mapping[str, str] | None) -> Iterator[tuple[SeriesKey, tuple[Any, ...]]]:
+    """``(series, row)`` of the family's windows starting in ``[start, end)``, by start then tags, whose series
+    matches ``match``; ``row`` the ``columns`` read. A series recurs in every window: its tags are decoded and
+    matched once per call (None: filtered out, and its rows are not decoded at all). SeriesKey is immutable,
+    so its windows share it."""
     series: dict[str, SeriesKey | None] = {}
-    out: list[tuple[SeriesKey, tuple[Any, ...]]] = []
-    for row in store.conn.execute(sql, (family, start, end)):
+    for row in conn.execute(f"SELECT {columns} FROM windows WHERE family = ? AND start >= ? AND start < ? "
+                            "ORDER BY start, tags", (family, start, end)):
         key = series.get(row[1], _UNSEEN)
         if key is _UNSEEN:
             key = series[row[1]] = _matching(SeriesKey(family, decode_tags(row[1])), match)
         if key is not None:
-            out.append((key, row))  # type: ignore[arg-type]
-    return out
+            yield key, row
