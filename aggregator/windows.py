@@ -948,6 +948,9 @@ class WindowState:
                     if target not in fam_known:
                         fam_known.add(target)
                         new_series.append((family, target, start))
+                    # `other` itself (the workers' folds) folds into itself once: it is a known series from then
+                    # on, its later windows not counted as folded (as a check per window counts them)
+                    fold = target != tags
                     agg = WindowAggregate(SeriesKey(family, target), start, agg.width, agg.count, agg.errors,
                                           agg.total, agg.min, agg.max, dict(agg.counters), agg.sketch)
                     k = (family, target, start)

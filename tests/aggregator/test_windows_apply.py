@@ -213,3 +213,51 @@ def test_sealing_stops_when_sealed_windows_keep_changing() -> None:
         assert (agg.count, agg.total, agg.min, agg.max) == (want.count, want.total, want.min, want.max)
         assert agg.sketch is not None and want.sketch is not None
         assert agg.sketch.to_bytes() == _reference_to_bytes(want.sketch)  # type: ignore[arg-type]
+
+
+def test_an_unknown_other_series_past_the_cap_counts_one_folded_window(tmp_path: Path) -> None:
+    """A family at its cap, and the workers' `other` series (what they folded) not stored yet: its first window
+    folds (into itself: counted once, the series registered), its later windows are then of a known series, as
+    the per-window check counted them (a spilled batch of a run meets this: the cap filled by an earlier batch).
+    Fails when the decision taken once per series counts every window of `other` as folded."""
+    def windows(tags: Tags, starts: range) -> list[WindowAggregate]:
+        out = []
+        for s in starts:
+            sk = DDSketch()
+            sk.add_many([10.0, 20.0])
+            out.append(WindowAggregate(SeriesKey("request", tags), START + 60 * s, 60, count=2, total=30.0,
+                                       min=10.0, max=20.0, counters={"satisfied": 2.0}, sketch=sk))
+        return out
+
+    real = [(("method", "GET"), ("route", f"r{i}")) for i in range(3)]
+    other = fold_tags(real[0])
+    results = []
+    for apply in (WindowState.apply, _reference_apply):
+        with Store(tmp_path / f"{apply.__name__}.db") as store:
+            ws = WindowsStore(store)
+            with store.transaction():
+                first = WindowState()
+                first.merge([agg for tags in real[:2] for agg in windows(tags, range(2))])
+                apply(first, ws, lateness_seconds=10**6, max_series=2, now=NOW)
+                later = WindowState()  # a later batch: the family full, and the `other` series alone
+                later.merge(windows(other, range(2, 6)) + windows(real[0], range(2, 6)))
+                res = apply(later, ws, lateness_seconds=10**6, max_series=2, now=NOW)
+            results.append((res.folded, res.new_series, res.windows_updated, _state(tmp_path / f"{apply.__name__}.db")))
+    assert results[0] == results[1]
+    assert results[1][0] == {"request": 1}  # `other`'s first window
+
+
+@pytest.mark.parametrize("cap", [1000, 4])
+def test_spilled_runs_store_and_count_what_the_previous_implementation_did(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          cap: int) -> None:
+    """The same runs, their aggregates spilled into the store every few parts (``run.SPILL_AGGREGATES``): the
+    later batches meet a family already at its cap and the `other` series the workers folded (with cap 4, the
+    folded counts differed before ``apply`` stopped counting `other`'s later windows)."""
+    import aggregator.run as run_module
+
+    monkeypatch.setattr(run_module, "SPILL_AGGREGATES", 40)
+    new_reports, new_state, _ = _runs(tmp_path, "new", cap, False, monkeypatch)
+    ref_reports, ref_state, _ = _runs(tmp_path, "ref", cap, True, monkeypatch)
+    assert new_reports == ref_reports
+    assert new_state == ref_state
