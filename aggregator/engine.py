@@ -41,8 +41,11 @@ PART_BYTES: Final = 32 << 20
 # it freed instead (tune_malloc, in the workers and the CLI's process): the workers' system CPU on the 1M
 # log 0.34-0.53 -> 0.13-0.22 s, the process tree's CPU x0.955 (1M) and x0.89 (5M), medians of 7 rounds;
 # peak PSS 161 -> 169 MB (1M), 192 -> 192 MB (5M), 203 -> 210 MB (10M): under the 250 MB limit.
-# (mallopt parameter, value): M_MMAP_THRESHOLD 256 MB, M_TRIM_THRESHOLD 512 MB, M_TOP_PAD 64 MB.
+# (mallopt parameter, value): M_MMAP_THRESHOLD 256 MB, M_TRIM_THRESHOLD 512 MB, M_TOP_PAD 64 MB. A glibc
+# before 2.35 refuses an mmap threshold above 32 MB (HEAP_MAX_SIZE / 2 on 64 bits): it gets 32 MB, still
+# far above a chunk's arrays, and the rest as here.
 MALLOC_OPTIONS: Final = ((-3, 256 << 20), (-1, 512 << 20), (-2, 64 << 20))
+MMAP_THRESHOLD_FALLBACK: Final = 32 << 20
 TRACE_EXTRACT: Final = ("aggregator.insights.traces", "extract")
 TRACE_EXTRACT_COLUMNS: Final = ("aggregator.insights.columns", "extract_columns")
 
@@ -174,7 +177,12 @@ def tune_malloc() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return all(mallopt(param, value) == 1 for param, value in MALLOC_OPTIONS)
+    (threshold_param, threshold), *rest = MALLOC_OPTIONS
+    # Only with the threshold in place do the others follow: setting them alone would also switch off
+    # glibc's dynamic mmap threshold, with the small default left fixed.
+    if mallopt(threshold_param, threshold) != 1 and mallopt(threshold_param, MMAP_THRESHOLD_FALLBACK) != 1:
+        return False
+    return all([mallopt(param, value) == 1 for param, value in rest])
 
 
 # --- worker processes ------------------------------------------------------------------------------

@@ -195,6 +195,35 @@ def test_tune_malloc_applies_on_glibc_and_is_a_no_op_elsewhere(monkeypatch: pyte
     assert engine.tune_malloc() is False
 
 
+def test_tune_malloc_on_a_glibc_that_caps_the_mmap_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A glibc before 2.35 refuses an mmap threshold above 32 MB: tune_malloc then sets 32 MB and the other
+    options; when even that is refused it sets none (the others alone would fix glibc's small default
+    threshold) and says so."""
+    from aggregator import engine
+
+    class FakeMallopt:
+        def __init__(self, max_threshold: int) -> None:
+            self.max_threshold, self.calls = max_threshold, []
+
+        def __call__(self, param: int, value: int) -> int:
+            self.calls.append((param, value))
+            return 0 if param == -3 and value > self.max_threshold else 1
+
+    def libc_with(mallopt: FakeMallopt) -> None:
+        monkeypatch.setattr(engine.os, "confstr", lambda name: "glibc 2.31")
+        monkeypatch.setattr(engine.ctypes, "CDLL", lambda name: type("Libc", (), {"mallopt": mallopt})())
+
+    old = FakeMallopt(32 << 20)
+    libc_with(old)
+    assert engine.tune_malloc() is True
+    assert old.calls == [(-3, 256 << 20), (-3, 32 << 20), (-1, 512 << 20), (-2, 64 << 20)]
+
+    none = FakeMallopt(0)
+    libc_with(none)
+    assert engine.tune_malloc() is False
+    assert none.calls == [(-3, 256 << 20), (-3, 32 << 20)]
+
+
 def _confstr_glibc() -> str | None:
     import os
 
