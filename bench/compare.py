@@ -24,8 +24,9 @@ the max of the durations.
 Each tool runs in its own subprocess with the file in the page cache; rounds are interleaved (one run of
 each tool per round) so a noisy neighbour hurts all tools alike. Reported per tool: the median wall time,
 events/s and MB/s, the median CPU seconds of the process tree (``getrusage(RUSAGE_CHILDREN)``, which a
-busy machine distorts less than the wall time), the peak RSS of the process tree (``/proc`` via psutil
-every 20 ms), and the ratio of its events/s to ``logapm``'s. Then:
+busy machine distorts less than the wall time), the peak RSS and PSS of the process tree (``/proc`` every
+20 ms, in one more round of its own: sampling slows what it samples, so the timed rounds are not observed),
+and the ratio of its events/s to ``logapm``'s. Then:
 
 - memory: ``logapm run``'s peak RSS on the first 1M events and on the file twice over (10M), fresh state;
 - incremental: a checkpointed run over the whole file, 1% new lines appended, the next run timed beside a
@@ -264,20 +265,28 @@ def side_by_side(log: Path, events: int, size: int, work: Path, args: argparse.N
     cmds = tool_commands(log, work, args)
     samples: dict[str, list[Sample]] = {t: [] for t, c in cmds.items() if c}
     counted: dict[str, int | None] = {}
-    for _ in range(args.repeats):
+    peaks: dict[str, Sample] = {}
+    # The timed rounds are not observed (measure's docstring: sampling slows what it samples); one more
+    # round, sampled, gives each tool's peak memory.
+    for r in range(args.repeats + 1):
+        sample = r == args.repeats
         for tool, cmd in cmds.items():
             if not cmd:
                 continue
             # mtail's one-shot JSON is large: read whole, not as a tail
             root = args.tool_roots.get(tool, ROOT)
-            s = _mtail(cmd) if tool == "mtail" else measure(cmd, _env(root), cwd=root)
+            s = _mtail(cmd, sample) if tool == "mtail" else measure(cmd, _env(root), cwd=root, sample=sample)
             if s.rc != 0:
                 raise SystemExit(f"{tool} failed ({s.rc}):\n{s.out}")
             counted[tool] = _events_of(tool, s, work / "state.db")
             drop_state(work / "state.db")
+            if sample:
+                peaks[tool] = s
+                print(f"  {tool:<16} peak RSS {s.peak_rss / 1e6:6.0f} MB  PSS {s.peak_pss / 1e6:6.0f} MB "
+                      f"({s.wall:.2f} s observed)", file=sys.stderr, flush=True)
+                continue
             samples[tool].append(s)
-            print(f"  {tool:<16} {s.wall:8.2f} s  cpu {s.cpu:7.1f} s  RSS {s.peak_rss / 1e6:6.0f} MB  "
-                  f"PSS {s.peak_pss / 1e6:6.0f} MB", file=sys.stderr, flush=True)
+            print(f"  {tool:<16} {s.wall:8.2f} s  cpu {s.cpu:7.1f} s", file=sys.stderr, flush=True)
     rows: dict[str, Any] = {}
     for tool, ss in samples.items():
         n_in = min(events, args.pandas_max) if tool == "pandas" else events
@@ -286,8 +295,8 @@ def side_by_side(log: Path, events: int, size: int, work: Path, args: argparse.N
         rows[tool] = {"events": n_in, "seconds": round(wall, 3), "cpu_s": round(statistics.median(s.cpu for s in ss), 2),
                       "events_per_s": round(n_in / wall), "mb_per_s": round(bytes_in / wall / 1e6, 1),
                       "events_per_cpu_s": round(n_in / max(1e-9, statistics.median(s.cpu for s in ss))),
-                      "peak_rss_mb": round(max(s.peak_rss for s in ss) / 1e6, 1),
-                      "peak_pss_mb": round(max(s.peak_pss for s in ss) / 1e6, 1), "counted": counted.get(tool)}
+                      "peak_rss_mb": round(peaks[tool].peak_rss / 1e6, 1),
+                      "peak_pss_mb": round(peaks[tool].peak_pss / 1e6, 1), "counted": counted.get(tool)}
     # The ratios are to `logapm` (this tree), else to the first revision timed with --against.
     ref = rows.get("logapm") or next((r for t, r in rows.items() if t.startswith("logapm@")), None)
     for r in rows.values():
@@ -295,13 +304,15 @@ def side_by_side(log: Path, events: int, size: int, work: Path, args: argparse.N
     return rows
 
 
-def _mtail(cmd: list[str]) -> Sample:
+def _mtail(cmd: list[str], sample: bool = True) -> Sample:
     with tempfile.TemporaryFile() as out:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
         root = psutil.Process(proc.pid)
         peak = peak_pss = 0
+        if not sample:
+            proc.wait()
         while proc.poll() is None:
             try:
                 peak = max(peak, root.memory_info().rss)
@@ -335,15 +346,18 @@ def memory_at(log: Path, events: int, sizes: list[int], work: Path, args: argpar
                         shutil.copyfileobj(src, dst, 16 << 20)
             got, size = events * copies, path.stat().st_size
         warm(path)
-        s = measure(logapm_cmd(path, work / "mem.db", args), _env(args.subject), cwd=args.subject)
-        if s.rc != 0:
-            raise SystemExit(f"logapm run failed ({s.rc}):\n{s.out}")
+        s, timed = (measure(logapm_cmd(path, work / "mem.db", args), _env(args.subject), cwd=args.subject,
+                            sample=sample) for sample in (True, False))  # the peaks, then the time unobserved
+        for run in (s, timed):
+            if run.rc != 0:
+                raise SystemExit(f"logapm run failed ({run.rc}):\n{run.out}")
         drop_state(work / "mem.db")
         path.unlink()
-        out.append({"events": got, "bytes": size, "seconds": round(s.wall, 2), "events_per_s": round(got / s.wall),
+        out.append({"events": got, "bytes": size, "seconds": round(timed.wall, 2),
+                    "events_per_s": round(got / timed.wall),
                     "peak_rss_mb": round(s.peak_rss / 1e6, 1), "peak_pss_mb": round(s.peak_pss / 1e6, 1)})
         print(f"  memory {got:>11,} events: RSS {s.peak_rss / 1e6:6.0f} MB, PSS {s.peak_pss / 1e6:6.0f} MB, "
-              f"{s.wall:6.1f} s", file=sys.stderr)
+              f"{timed.wall:6.1f} s", file=sys.stderr)
     return out
 
 
