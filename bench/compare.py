@@ -346,12 +346,15 @@ def memory_at(log: Path, events: int, sizes: list[int], work: Path, args: argpar
                         shutil.copyfileobj(src, dst, 16 << 20)
             got, size = events * copies, path.stat().st_size
         warm(path)
-        s, timed = (measure(logapm_cmd(path, work / "mem.db", args), _env(args.subject), cwd=args.subject,
-                            sample=sample) for sample in (True, False))  # the peaks, then the time unobserved
-        for run in (s, timed):
+        runs = []
+        for sample in (True, False):  # the peaks, then the time unobserved; each into a fresh state
+            run = measure(logapm_cmd(path, work / "mem.db", args), _env(args.subject), cwd=args.subject,
+                          sample=sample)
+            drop_state(work / "mem.db")
             if run.rc != 0:
                 raise SystemExit(f"logapm run failed ({run.rc}):\n{run.out}")
-        drop_state(work / "mem.db")
+            runs.append(run)
+        s, timed = runs
         path.unlink()
         out.append({"events": got, "bytes": size, "seconds": round(timed.wall, 2),
                     "events_per_s": round(got / timed.wall),
