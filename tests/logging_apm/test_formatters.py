@@ -99,6 +99,33 @@ def _random_text(rng: Any, alphabet: str = 'abz/<>:_-.{}%"\\\n\t\x00\x1féø€�
     return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
 
 
+def _random_value(rng: Any, *, texts: int, width: int, odd: list[Any], depth: int = 0) -> Any:
+    """A value of an event field for the formatters' equivalence tests: floats of any size, ints past 64 bits,
+    odd text (``texts`` times as likely as one other kind), dicts and lists of ``width`` values (two levels
+    deep at most) with non-str keys, infinities, NaN, -0.0, None, booleans, and the ``odd`` types only a
+    default hook can write."""
+    pick = rng.randrange(9 + texts)
+    if pick == 0:
+        return rng.random() * 10 ** rng.randrange(-8, 20)
+    if pick == 1:
+        return rng.randrange(-2**66, 2**66)
+    pick -= texts - 1
+    if pick < 3:
+        return _random_text(rng)
+    if pick in (3, 4) and depth < 2:
+        def inner() -> Any:
+            return _random_value(rng, texts=texts, width=width, odd=odd, depth=depth + 1)
+
+        if pick == 3:
+            return {rng.choice(["a", "b.c", "é", 1, 2.5, None, True]): inner() for _ in range(width)}
+        return [inner() for _ in range(width)]
+    if pick == 5:
+        return rng.choice([float("inf"), float("nan"), -0.0, None, True, False])
+    if pick == 6:
+        return rng.choice(odd)
+    return rng.randrange(1000)
+
+
 def _odd_emitters(resource: dict[str, Any]) -> list[Any]:
     """Emitters whose resource values need escaping, and one with the given resource attributes (named like
     event fields: in the event dict they replace those fields' values, the schema's excepted)."""
@@ -164,23 +191,8 @@ def test_format_event_same_bytes_as_the_full_orjson_call() -> None:
 
     rng = random.Random(7)
 
-    def value(depth: int = 0) -> Any:
-        pick = rng.randrange(10)
-        if pick == 0:
-            return rng.random() * 10 ** rng.randrange(-8, 20)
-        if pick == 1:
-            return rng.randrange(-2**66, 2**66)
-        if pick == 2:
-            return _random_text(rng)
-        if pick == 3 and depth < 2:
-            return {rng.choice(["a", "b.c", "é", 1, 2.5, None, True]): value(depth + 1) for _ in range(3)}
-        if pick == 4 and depth < 2:
-            return [value(depth + 1) for _ in range(3)]
-        if pick == 5:
-            return rng.choice([float("inf"), float("nan"), -0.0, None, True, False])
-        if pick == 6:
-            return rng.choice([{1, 2}, b"x", 1j, Path("/tmp")])
-        return rng.randrange(1000)
+    def value() -> Any:
+        return _random_value(rng, texts=1, width=3, odd=[{1, 2}, b"x", 1j, Path("/tmp")])
 
     def outcome(call: Any, event: dict[str, Any], **options: Any) -> Any:
         try:
@@ -262,23 +274,8 @@ def test_python_json_logger_shortcuts_write_the_bytes_of_the_record_path() -> No
     colliding._base["span_id"] = "resource value"
     emitters.append(colliding)
 
-    def value(depth: int = 0) -> Any:
-        pick = rng.randrange(12)
-        if pick == 0:
-            return rng.random() * 10 ** rng.randrange(-8, 20)
-        if pick == 1:
-            return rng.randrange(-2**66, 2**66)
-        if pick in (2, 3, 4):
-            return _random_text(rng)
-        if pick == 5 and depth < 2:
-            return {rng.choice(["a", "b.c", "é", 1, 2.5, None, True]): value(depth + 1) for _ in range(2)}
-        if pick == 6 and depth < 2:
-            return [value(depth + 1) for _ in range(2)]
-        if pick == 7:
-            return rng.choice([float("inf"), float("nan"), -0.0, None, True, False])
-        if pick == 8:
-            return rng.choice([datetime.date(2026, 1, 2), b"x", 1j, Path("/tmp")])
-        return rng.randrange(1000)
+    def value() -> Any:
+        return _random_value(rng, texts=3, width=2, odd=[datetime.date(2026, 1, 2), b"x", 1j, Path("/tmp")])
 
     formatters = _pjl_formatters()
     shortcut = 0
