@@ -177,12 +177,7 @@ class _Rests:
         """Rest ``i``'s fingerprints, as ``PackedTrace.fingerprints`` gives them, read from the columns alone (a
         merge: rare; the open traces written at the end take ``fingerprints_json``)."""
         lo, hi = self.bounds[i], self.bounds[i + 1]
-        if lo == hi:
-            return {}
-        keys, texts, tables = self.key_list(), self.fp_texts, self.fp_tables
-        return {keys[k]: [n, ms, texts[x], tables[y]] for k, n, ms, x, y in zip(
-            self.fp_key[lo:hi].tolist(), self.fp_n[lo:hi].tolist(), self.fp_ms[lo:hi].tolist(),
-            self.fp_text[lo:hi].tolist(), self.fp_table[lo:hi].tolist(), strict=True)}
+        return _fingerprint_rows(self, self.key_list(), lo, hi) if lo != hi else {}
 
     def fingerprints_json(self) -> list[str]:
         """Every rest's fingerprints as JSON text (``orjson.dumps(fingerprints(i))``), from ``groups`` (made once
@@ -204,6 +199,15 @@ class _Rests:
     def part(self, i: int, trace_id: str) -> TracePart:
         return TracePart(trace_id, PIECE, self.newest[i], self.events[i], self.queries[i], self.db_ms[i],
                          self.cache_ms[i], self.external_ms[i], self.fingerprints(i), None)
+
+
+def _fingerprint_rows(c: TraceBatch | _Rests, keys: list[str], lo: int, hi: int) -> Fingerprints:
+    """The fingerprints of fingerprint rows ``lo .. hi - 1`` of these columns (a batch's, or its rests'), as
+    ``partials.summarize`` has them; ``keys``: the batch's fingerprints (``key_list``)."""
+    texts, tables = c.fp_texts, c.fp_tables
+    return {keys[k]: [n, ms, texts[x], tables[y]] for k, n, ms, x, y in zip(
+        c.fp_key[lo:hi].tolist(), c.fp_n[lo:hi].tolist(), c.fp_ms[lo:hi].tolist(),
+        c.fp_text[lo:hi].tolist(), c.fp_table[lo:hi].tolist(), strict=True)}
 
 
 class _OpenRest(tuple[Any, ...]):
@@ -544,7 +548,6 @@ class TraceAnalyzer:
     @staticmethod
     def _fingerprints_of(b: TraceBatch) -> Any:
         """A function giving a request's fingerprints (as ``partials.summarize`` has them) from the columns."""
-        texts, tables = b.fp_texts, b.fp_tables
         made: list[Any] = []  # when first needed: where each request's groups start, and the fingerprints
 
         def fingerprints(owner: int) -> Fingerprints:
@@ -552,11 +555,7 @@ class TraceAnalyzer:
                 made.extend((np.searchsorted(b.fp_owner, np.arange(b.requests + 1)).tolist(), b.key_list()))
             bounds, keys = made
             lo, hi = bounds[owner], bounds[owner + 1]
-            if lo == hi:
-                return {}
-            return {keys[key]: [n, ms, texts[text], tables[table]] for key, n, ms, text, table in zip(
-                b.fp_key[lo:hi].tolist(), b.fp_n[lo:hi].tolist(), b.fp_ms[lo:hi].tolist(),
-                b.fp_text[lo:hi].tolist(), b.fp_table[lo:hi].tolist(), strict=True)}
+            return _fingerprint_rows(b, keys, lo, hi) if lo != hi else {}
 
         return fingerprints
 
