@@ -3,8 +3,8 @@
 ``WindowState.merge`` seals (encodes once) the sketches of the windows that look final, ``DDSketch.to_bytes``
 compresses a worker's quick form without decoding it, ``WindowState.apply`` decides the cap once per series
 and reads the stored windows with ``WindowsStore.get_many``. The reference below is the code before those
-changes: ``merge`` without sealing, ``apply``'s loop over every window with a ``get`` per window (its watermark,
-order and writes are ``apply``'s own helpers, unchanged), ``to_bytes`` that decodes and encodes every sketch. Whole runs through the worker pool (many parts, two files overlapping in time so that
+changes: ``merge`` without sealing, ``apply`` as it was (one sort of every window's key, a ``get`` per window; none
+of the new ``apply``'s helpers, so that its order and cap are checked too), ``to_bytes`` that decodes and encodes every sketch. Whole runs through the worker pool (many parts, two files overlapping in time so that
 sealed windows change again, a second run that merges into the stored windows, late events, the series cap)
 must leave the same rows, column for column, and report the same counts.
 """
@@ -64,13 +64,15 @@ def _reference_merge(self: WindowState, partials: Iterable[WindowAggregate], max
 def _reference_apply(self: WindowState, ws: WindowsStore, *, lateness_seconds: int, max_series: int, now: float,
                      warn: Any = None) -> ApplyResult:
     res = ApplyResult()
-    cutoff = self._cutoff(ws, lateness_seconds, res)
+    stored_wm = ws.watermark()
+    wm = max((x for x in (stored_wm, self.max_ts) if x is not None), default=None)
+    res.watermark = wm
+    cutoff = (wm - lateness_seconds) if wm is not None else None
     known = ws.known_series()
     final: dict[AggKey, WindowAggregate] = {}
     new_series: list[tuple[str, Tags, int]] = []
-    keys = [(family, tags, start) for (family, tags), starts in self._series_in_order() for start in starts]
     aggs = self.aggs
-    for k in keys:
+    for k in sorted(aggs, key=lambda k: (k[0], fold_tags(k[1]) == k[1], k[1], k[2])):
         family, tags, start = k
         agg = aggs[k]
         if cutoff is not None and agg.end <= cutoff and family != "pipeline":
@@ -110,7 +112,13 @@ def _reference_apply(self: WindowState, ws: WindowsStore, *, lateness_seconds: i
         res.changed_starts.add(start)
         if family == "request":
             res.request_windows.append(agg)
-    return self._write(ws, res, out, new_series, now)
+    ws.put(out, now)
+    ws.add_series(new_series)
+    if wm is not None:
+        ws.set_watermark(wm)
+    res.windows_updated = len(out)
+    res.new_series = len(new_series)
+    return res
 
 
 # --- runs ----------------------------------------------------------------------------------------------
