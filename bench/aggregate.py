@@ -13,8 +13,9 @@ times, as subprocesses with the file in the page cache:
 - ``naive``: every line through ``orjson.loads`` into a list of dicts, a pandas DataFrame, then
   ``groupby([minute, kind, name]).quantile`` for p50/p95/p99 and count (exact, the obvious way).
 
-It reports events/s, MB/s and the peak RSS of the whole process tree (sampled every 20 ms), medians over
-``--repeats``, as a table and as one JSON line (the ``--baseline`` format).
+It reports events/s, MB/s and CPU seconds, medians over ``--repeats`` rounds that run unobserved, and the peak
+RSS of the whole process tree from one more round, sampled every 20 ms (sampling slows what it samples: see
+``measure``), as a table and as one JSON line (the ``--baseline`` format).
 """
 
 from __future__ import annotations
@@ -159,11 +160,13 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None 
     return Sample(wall, cpu, peak, proc.returncode, out[-3000:], peak_pss)
 
 
-def _figures(runs: list[Sample], n: int, size: int) -> dict[str, float]:
+def _figures(runs: list[Sample], n: int, size: int, peak: Sample | None = None) -> dict[str, float]:
+    """Medians of the timed ``runs``; the peak RSS from ``peak``, a sampled run of its own, when given."""
     wall = statistics.median(r.wall for r in runs)
     cpu = statistics.median(r.cpu for r in runs)
+    peak_rss = peak.peak_rss if peak is not None else max(r.peak_rss for r in runs)
     return {"seconds": round(wall, 3), "events_per_s": round(n / wall), "mb_per_s": round(size / wall / 1e6, 1),
-            "peak_rss_mb": round(max(r.peak_rss for r in runs) / 1e6, 1), "cpu_s": round(cpu, 2),
+            "peak_rss_mb": round(peak_rss / 1e6, 1), "cpu_s": round(cpu, 2),
             "events_per_cpu_s": round(n / cpu) if cpu > 0 else 0, "load": round(os.getloadavg()[0], 1)}
 
 
@@ -189,23 +192,23 @@ def bench_size(events: int, repeats: int, workdir: Path, naive_max: int, workers
                PERFORMANCE_ALERT_SLACK_ENABLED="false")
     for name, extra in VARIANTS.items():
         runs = []
-        for r in range(repeats):
+        for r in range(repeats + 1):  # the last round, sampled, only for the peak
             state = workdir / f"state-{events}-{r}.db"
-            s = measure(_logapm(log, state, workers, extra), env)
+            s = measure(_logapm(log, state, workers, extra), env, sample=r == repeats)
             if s.rc != 0:
                 raise SystemExit(f"logapm run failed ({s.rc}):\n{s.out}")
             runs.append(s)
             for p in workdir.glob(f"state-{events}-{r}.db*"):
                 p.unlink()
-        row[name] = _figures(runs, n, size)
+        row[name] = _figures(runs[:-1], n, size, peak=runs[-1])
     if events <= naive_max:
         runs = []
-        for _ in range(repeats):
-            s = measure([sys.executable, "-c", NAIVE, str(log)])
+        for r in range(repeats + 1):
+            s = measure([sys.executable, "-c", NAIVE, str(log)], sample=r == repeats)
             if s.rc != 0:
                 raise SystemExit(f"naive baseline failed ({s.rc}):\n{s.out}")
             runs.append(s)
-        row["naive"] = _figures(runs, n, size)
+        row["naive"] = _figures(runs[:-1], n, size, peak=runs[-1])
     log.unlink()
     return row
 
