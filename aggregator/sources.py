@@ -45,6 +45,8 @@ FINGERPRINT_BYTES: Final = 1024
 # A line longer than this is read no further (its head is kept, the parser counts it too long): no event
 # comes near it, and holding a runaway line whole would take memory in proportion to its size.
 LONG_LINE_BYTES: Final = 4 << 20
+# The end of a block read first to find its last newline (``_whole_lines``): far longer than an event line.
+PROBE_BYTES: Final = 64 << 10
 _GLOB_CHARS: Final = frozenset("*?[")
 # Directory inputs: the log files directly in the directory (not recursive), rotated ones included:
 # name.log, name.log.1, name.log.1.gz, name.log-20261129(.gz), kubelet's name.log.20261129-101500(.gz),
@@ -402,14 +404,26 @@ class FileSource:
                 return
         buf = b""  # unread bytes from ``pos`` (a line start) on
         longest = max(chunk_bytes, LONG_LINE_BYTES)
-        # A plain file is read into one reused buffer, and a chunk's lines copied out of it once; the
-        # partial line at its end is read again with the next block (from the page cache). Reading into a
+        # A plain file's block is read straight into its chunk once its last newline is known (_whole_lines);
+        # else (a long line at the block's end, the file's end) into one reused buffer, and a chunk's lines
+        # copied out of it once. Either way the partial line at its end is read again with the next block
+        # (from the page cache). Reading into a
         # fresh bytes object per block, then carrying the partial line over (``buf + block``), cost twice as
         # much: new pages to fault in for every block, and the block copied once more (a 2 MB-chunked part:
         # 0.29 -> 0.15 CPU us/event). Lines longer than a block take the general path below.
         area = None if task.compressed else bytearray(chunk_bytes)
         view = None if area is None else memoryview(area)
         while True:
+            if area is not None and not buf:
+                data = _whole_lines(f, pos, chunk_bytes)
+                if data is not None:
+                    if len(data) >= end - pos:  # the range ends here (as below)
+                        stop = data.find(b"\n", int(end - pos) - 1) + 1
+                        yield self._chunk(task, data if stop == len(data) else data[:stop], pos)
+                        return
+                    yield self._chunk(task, data, pos)
+                    pos += len(data)
+                    continue
             if area is not None and view is not None and not buf:
                 got = f.readinto(view)  # type: ignore[attr-defined]  # a plain file: a BufferedReader
                 if not got:
@@ -523,6 +537,27 @@ def _skip(f: IO[bytes], n: int) -> None:
         if got == 0:
             return
         n -= got
+
+
+def _whole_lines(f: IO[bytes], pos: int, size: int) -> bytes | None:
+    """The whole lines of the ``size`` bytes at ``pos`` of a plain file, read straight into the bytes object
+    the chunk holds (the file is left after them); None when the last ``PROBE_BYTES`` of those bytes hold no
+    newline, end the file or were not all there (then the file is back at ``pos``, for the general path).
+    The block's last newline is found in a small read of its end first, so that the block itself is read
+    once, into its own bytes: reading it into a buffer and copying its lines out cost a second copy of the
+    chunk (about 0.04 CPU us per event of the 1M-event benchmark log)."""
+    probe = min(PROBE_BYTES, size)
+    f.seek(pos + size - probe)
+    nl = f.read(probe).rfind(b"\n")
+    f.seek(pos)
+    if nl < 0:
+        return None
+    want = size - probe + nl + 1
+    data = f.read(want)
+    if len(data) != want or data[-1:] != b"\n":  # changed since the probe: the general path reads it again
+        f.seek(pos)
+        return None
+    return data
 
 
 def _skip_line(f: IO[bytes], pos: int) -> int:
