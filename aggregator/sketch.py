@@ -464,6 +464,47 @@ class DDSketch:
                 f"buckets={self.pos.counts.size}+{self.neg.counts.size})")
 
 
+class BucketSlices:
+    """Sketches of positive values made (``DDSketch.of_bucket_counts``) from back-to-back slices of one array of
+    bucket counts, ``counts[start: start + width]``: an accumulator's fold, one slice per series and window.
+    Each comes with its quick form (what ``__reduce__`` sends a worker's sketch as: ``to_bytes(compress=False)``,
+    the same bytes), for which the slices' peaks and narrowed counts are found for all of them at once:
+    encoding each sketch apart cost about 5.7 us of a worker's CPU per (series, window), a tenth of its windows
+    stage. A slice whose first or last count is 0 (which ``to_bytes`` trims) or that is collapsed
+    (``MAX_BUCKETS``) gets no quick form: it is encoded when sent, as before."""
+
+    __slots__ = ("_codes", "_counts", "_narrow")
+
+    def __init__(self, counts: npt.NDArray[np.int64], starts: npt.NDArray[np.intp],
+                 widths: npt.NDArray[np.intp]) -> None:
+        """``starts``/``widths``: the slices, in order, each starting where the one before ends, the last
+        ending at the end of ``counts``; every width positive."""
+        self._counts = counts
+        self._narrow: dict[int, bytes] = {}
+        if not starts.size or counts.dtype is not _INT64:
+            self._codes: dict[int, int] = {}
+            return
+        peaks = np.maximum.reduceat(counts, starts)
+        codes = np.select([peaks < 1 << 8, peaks < 1 << 16, peaks < 1 << 32], [0, 1, 2], 3)
+        codes[(counts[starts] == 0) | (counts[starts + widths - 1] == 0) | (widths > MAX_BUCKETS)] = -1
+        self._codes = dict(zip(starts.tolist(), codes.tolist(), strict=True))
+
+    def sketch(self, key_lo: int, start: int, width: int, vmin: float, vmax: float) -> DDSketch:
+        """``DDSketch.of_bucket_counts(key_lo, counts[start: start + width], vmin, vmax)``, its quick form kept."""
+        counts = self._counts
+        sketch = DDSketch.of_bucket_counts(key_lo, counts[start: start + width], vmin, vmax)
+        code = self._codes.get(start, -1)
+        if code >= 0:
+            body = self._narrow.get(code)
+            if body is None:
+                body = self._narrow[code] = counts.astype(_DTYPES[code]).tobytes()
+            size = _DTYPE_OBJECTS[code].itemsize
+            sketch._blob = b"".join((
+                b"\0", _HEADER.pack(_FORMAT_VERSION, 0, sketch.relative_accuracy, sketch.min, sketch.max, 0),
+                _STORE_HEADER.pack(key_lo, width, code), body[start * size: (start + width) * size], _EMPTY_STORE))
+        return sketch
+
+
 def _from_stored(blob: bytes) -> DDSketch:
     """The sketch ``blob`` (the stored or the quick form) holds, decoded when first read
     (``DDSketch.__getattr__``); ``to_bytes`` gives a stored form back as it came."""

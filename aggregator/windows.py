@@ -53,7 +53,7 @@ import numpy.typing as npt
 
 from aggregator.catalog import merge_into
 from aggregator.model import SeriesKey, Tags, WindowAggregate, make_tags
-from aggregator.sketch import DDSketch
+from aggregator.sketch import BucketSlices, DDSketch
 from aggregator.windows_store import WindowsStore, fold_tags
 from parsers.columns import KIND_CODES, METRIC_TYPES, OUTCOMES, TABLE_OF, TASK_STATES, EventColumns
 
@@ -777,7 +777,7 @@ class WindowAccumulator:
         aggs = self._aggs
         width = self.width
         inf = math.inf
-        of_buckets = DDSketch.of_bucket_counts
+        slices = BucketSlices(binned, base[positive], widths[positive])
         for si, start, count, errs, total, lo, hi, pos, b, w, klo, at, row in zip(
                 seg_series, seg_start, counts.tolist(), err.astype(np.int64).tolist(), sums.tolist(), mins.tolist(),
                 maxs.tolist(), positive.tolist(), base.tolist(), widths.tolist(), kmin.tolist(), starts.tolist(),
@@ -787,7 +787,7 @@ class WindowAccumulator:
             agg = aggs.get(k)
             if agg is None:  # made whole: the same fields as updating an empty aggregate (sums are never -0.0)
                 if pos:  # the segments' bucket counts are disjoint slices of one array: each sketch keeps its own
-                    sketch = of_buckets(klo, binned[b: b + w], lo, hi)
+                    sketch = slices.sketch(klo, b, w, lo, hi)
                 else:
                     sketch = DDSketch()
                     sketch.add_many(v[at: at + count])
