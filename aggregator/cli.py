@@ -11,6 +11,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
+
+from aggregator import process_exit
 
 # command module, in the order --help lists them
 COMMAND_MODULES: tuple[str, ...] = (
@@ -65,6 +68,7 @@ def parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    process_exit.reset()
     parser = parser_for(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
@@ -78,5 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> NoReturn:
+    """The ``logapm`` process: ``main``, then the process ends (without the interpreter's teardown when the
+    command declared it may: ``aggregator.process_exit``)."""
+    process_exit.end(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

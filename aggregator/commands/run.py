@@ -39,6 +39,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _run(args: argparse.Namespace) -> int:
+    from aggregator import process_exit
+
+    status = _run_command(args)
+    # Every path here returns with the store closed, the run lock released and the dead letters' and the
+    # sinks' files written and closed (or, failing, never opened), the summary printed.
+    process_exit.finished()
+    return status
+
+
+def _run_command(args: argparse.Namespace) -> int:
     from aggregator.config import ConfigError, load_config
     from aggregator.progress import Progress
     from aggregator.run import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_STAGE_FAILED, EXIT_USAGE, execute
