@@ -465,13 +465,14 @@ class DDSketch:
 
 
 class BucketSlices:
-    """Sketches of positive values made (``DDSketch.of_bucket_counts``) from back-to-back slices of one array of
+    """Sketches of positive values (``DDSketch.of_bucket_counts``) from back-to-back slices of one array of
     bucket counts, ``counts[start: start + width]``: an accumulator's fold, one slice per series and window.
-    Each comes with its quick form (what ``__reduce__`` sends a worker's sketch as: ``to_bytes(compress=False)``,
-    the same bytes), for which the slices' peaks and narrowed counts are found for all of them at once:
-    encoding each sketch apart cost about 5.7 us of a worker's CPU per (series, window), a tenth of its windows
-    stage. A slice whose first or last count is 0 (which ``to_bytes`` trims) or that is collapsed
-    (``MAX_BUCKETS``) gets no quick form: it is encoded when sent, as before."""
+
+    Each is made in its quick form (what ``__reduce__`` sends a worker's sketch as, ``to_bytes(compress=False)``:
+    the same bytes), decoded only if read (as in the parent, which gets it so), with the slices' peaks and
+    narrowed counts found for all of them at once: a worker made each sketch, then encoded it when sending it,
+    about 8 us per series and window between them, a sixth of its windows stage. A slice whose first or last
+    count is 0 (which ``to_bytes`` trims) or that is collapsed (``MAX_BUCKETS``) is made as before."""
 
     __slots__ = ("_codes", "_counts", "_narrow")
 
@@ -481,8 +482,8 @@ class BucketSlices:
         ending at the end of ``counts``; every width positive."""
         self._counts = counts
         self._narrow: dict[int, bytes] = {}
+        self._codes: dict[int, int] = {}
         if not starts.size or counts.dtype is not _INT64:
-            self._codes: dict[int, int] = {}
             return
         peaks = np.maximum.reduceat(counts, starts)
         codes = np.select([peaks < 1 << 8, peaks < 1 << 16, peaks < 1 << 32], [0, 1, 2], 3)
@@ -490,19 +491,21 @@ class BucketSlices:
         self._codes = dict(zip(starts.tolist(), codes.tolist(), strict=True))
 
     def sketch(self, key_lo: int, start: int, width: int, vmin: float, vmax: float) -> DDSketch:
-        """``DDSketch.of_bucket_counts(key_lo, counts[start: start + width], vmin, vmax)``, its quick form kept."""
+        """``DDSketch.of_bucket_counts(key_lo, counts[start: start + width], vmin, vmax)``."""
         counts = self._counts
-        sketch = DDSketch.of_bucket_counts(key_lo, counts[start: start + width], vmin, vmax)
         code = self._codes.get(start, -1)
-        if code >= 0:
-            body = self._narrow.get(code)
-            if body is None:
-                body = self._narrow[code] = counts.astype(_DTYPES[code]).tobytes()
-            size = _DTYPE_OBJECTS[code].itemsize
-            sketch._blob = b"".join((
-                b"\0", _HEADER.pack(_FORMAT_VERSION, 0, sketch.relative_accuracy, sketch.min, sketch.max, 0),
-                _STORE_HEADER.pack(key_lo, width, code), body[start * size: (start + width) * size], _EMPTY_STORE))
-        return sketch
+        if code < 0:
+            return DDSketch.of_bucket_counts(key_lo, counts[start: start + width], vmin, vmax)
+        body = self._narrow.get(code)
+        if body is None:
+            body = self._narrow[code] = counts.astype(_DTYPES[code]).tobytes()
+        size = _DTYPE_OBJECTS[code].itemsize
+        # of_bucket_counts' min(inf, vmin) and max(-inf, vmax); no zeros, no negative store
+        mn = vmin if vmin < math.inf else math.inf
+        mx = vmax if vmax > -math.inf else -math.inf
+        return _from_stored(b"".join((
+            b"\0", _HEADER.pack(_FORMAT_VERSION, 0, RELATIVE_ACCURACY, mn, mx, 0),
+            _STORE_HEADER.pack(key_lo, width, code), body[start * size: (start + width) * size], _EMPTY_STORE)))
 
 
 def _from_stored(blob: bytes) -> DDSketch:

@@ -49,13 +49,18 @@ def fold_all(family: str, batches: list[tuple[Any, ...]], direct: bool,
         return extremes(*args)
 
     monkeypatch.setattr(windows, "_key_extremes", spy)
-    acc = WindowAccumulator(60, 100.0, 50.0)
+    acc = fold_into(WindowAccumulator(60, 100.0, 50.0), family, batches)
+    out = [agg_state(a) for a in acc.take()]
+    return [*out, bits(acc.min_ts or 0.0), bits(acc.max_ts or 0.0)], calls[0]
+
+
+def fold_into(acc: WindowAccumulator, family: str, batches: list[tuple[Any, ...]]) -> WindowAccumulator:
+    """``acc`` with the batches folded in, one after the other (copies: a fold may write into its arrays)."""
     series = [SeriesKey(family, make_tags(route=f"r{i}")) for i in range(SERIES)]
     for sid, ts, values, errors, flags in batches:
         acc._fold(family, series, sid.copy(), ts.copy(), values.copy(), errors.copy(),
                   {k: f.copy() for k, f in flags.items()})
-    out = [agg_state(a) for a in acc.take()]
-    return [*out, bits(acc.min_ts or 0.0), bits(acc.max_ts or 0.0)], calls[0]
+    return acc
 
 
 @pytest.mark.parametrize("family", list(FLAGS))
