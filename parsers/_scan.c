@@ -29,6 +29,11 @@
  * nesting deeper than MAX_DEPTH, escaped timestamps, a metric name with a trailing newline (Python's `$`),
  * number tokens longer than MAX_NUMBER, duplicated metric tag keys.
  *
+ * The block's checks and the lines' ends come from one pass over the bytes, 64 at a time (SSE2, or AVX2
+ * when the CPU has it: checked at import; LOGAPM_SCAN_NO_AVX2=1 keeps SSE2, for the tests), made a segment
+ * (SEGMENT bytes) ahead of the parse so that the parse finds the bytes still in the cache. Any check that
+ * fails, in whatever segment, gives the whole block up, as when they were all made first.
+ *
  * Plain CPython C API, no numpy: the columns are returned in one bytearray (an arena, reused from call to
  * call once nothing refers to it) at the offsets returned with it, which the wrapper views with numpy.
  *
@@ -432,7 +437,7 @@ static inline int is_last(const Interner *t, Py_ssize_t last, const char *s, Py_
  * ``*last``: the code the caller's field had last time (checked first; updated), or -1. ``in_data``: s points
  * into the scanned data (alive for the call), not into the scratch buffer. ``hash``: NULL, or the string's
  * hash_bytes when the caller has found it is not the last value already (see prefetch_slot). */
-static int32_t intern(Interner *t, Py_ssize_t *last, const char *s, Py_ssize_t n, int in_data,
+static inline int32_t intern(Interner *t, Py_ssize_t *last, const char *s, Py_ssize_t n, int in_data,
                       const uint64_t *hash) {
     /* the previous value again (service names, environments, routes...): no hashing */
     if (!hash && is_last(t, *last, s, n)) return (int32_t)*last;
@@ -1025,7 +1030,7 @@ static inline void prefetch_slot(const Coding *coding, Row *row, int f) {
 
 /* Parse one line [p, end) (p at '{', end at its '\n') into row. 0 on success, -1 when it is not an
  * event this scanner is sure of. Strings with escapes are decoded into scratch. */
-static int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch, double past, double future,
+static __attribute__((noinline)) int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch, double past, double future,
                       int *pred, MinuteCache *mc, const Coding *coding) {
     uint64_t seen = 0, present = 0;
     int prev = N_KEYS;
@@ -1182,6 +1187,11 @@ static int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch, 
                 }
             }
         }
+        /* the writers' own separator, `,"` with no whitespace: one test (p[1] is at most the line's '\n') */
+        if (p[0] == ',' && p[1] == '"') {
+            p++;
+            continue;
+        }
         SKIP_WS(p);
         if (*p == ',') {
             p++;
@@ -1258,6 +1268,123 @@ static int valid_utf8(cp s, size_t n) {
 
 static const unsigned char MARK[] = "apm.schema";
 
+/* ---- the first look at the bytes -----------------------------------------------------------------------
+ * The newlines' offsets, no NUL byte, whether any byte is not ASCII: one pass, made a segment at a time just
+ * ahead of the parse (see scan), so that the parse reads bytes this pass has just brought into the cache
+ * rather than a 4 MB block's bytes again from memory. */
+typedef struct {
+    uint32_t *at;      /* the newlines' offsets found so far */
+    size_t n, cap;
+    size_t size;       /* bytes allocated */
+} Ends;
+
+static int ends_reserve(Ends *e, size_t more) {
+    if (e->n + more <= e->cap) return 0;
+    size_t cap = e->cap * 2 + more;
+    uint32_t *at = (uint32_t *)PyMem_Realloc(e->at, cap * sizeof(uint32_t));
+    if (!at) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    e->at = at;
+    e->cap = cap;
+    e->size = cap * sizeof(uint32_t);
+    return 0;
+}
+
+/* The newlines of one 64-byte piece (bit i: data[base + i]) appended. */
+static inline int push_newlines(Ends *e, uint64_t m, size_t base) {
+    if (ends_reserve(e, 64) < 0) return -1;
+    uint32_t *at = e->at;
+    size_t n = e->n;
+    for (; m; m &= m - 1) at[n++] = (uint32_t)(base + (size_t)__builtin_ctzll(m));
+    e->n = n;
+    return 0;
+}
+
+/* The pass over data[i:to): its newlines appended to e, *high set when a byte is not ASCII. 1 when there is a
+ * NUL byte, -1 out of memory, else 0. The vector versions below do 64 bytes at a time and leave the rest
+ * (under 64 bytes, at the block's end) to this one. */
+static int prepass_bytes(cp data, size_t i, size_t to, Ends *e, int *high) {
+    int hi = 0;
+    for (; i < to; i++) {
+        unsigned char ch = data[i];
+        hi |= ch & 0x80;
+        if (!ch) return 1;
+        if (ch != '\n') continue;
+        if (ends_reserve(e, 1) < 0) return -1;
+        e->at[e->n++] = (uint32_t)i;
+    }
+    if (hi) *high = 1;
+    return 0;
+}
+
+#if defined(__SSE2__)
+static int prepass_sse2(cp data, size_t i, size_t to, Ends *e, int *high) {
+    const __m128i zero = _mm_setzero_si128(), newline = _mm_set1_epi8('\n');
+    int hi = 0;
+    for (; i + 64 <= to; i += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(data + i));
+        __m128i b = _mm_loadu_si128((const __m128i *)(data + i + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(data + i + 32));
+        __m128i d = _mm_loadu_si128((const __m128i *)(data + i + 48));
+        __m128i low = _mm_min_epu8(_mm_min_epu8(a, b), _mm_min_epu8(c, d)); /* a NUL: the minimum is 0 */
+        if (_mm_movemask_epi8(_mm_cmpeq_epi8(low, zero))) return 1;
+        hi |= _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d)));
+        uint64_t m = (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(a, newline)) |
+                     (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(b, newline)) << 16 |
+                     (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(c, newline)) << 32 |
+                     (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(d, newline)) << 48;
+        if (m && push_newlines(e, m, i) < 0) return -1;
+    }
+    if (hi) *high = 1;
+    return prepass_bytes(data, i, to, e, high);
+}
+#endif
+
+/* AVX2 where the CPU has it (checked at import): the same pass in half the instructions. The function is
+ * compiled for AVX2 by its target attribute alone, so the module builds with the compiler's defaults. */
+#if defined(__x86_64__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 5))
+#include <immintrin.h>
+#define HAVE_AVX2_PASS 1
+static int use_avx2;
+
+__attribute__((target("avx2"))) static int prepass_avx2(cp data, size_t i, size_t to, Ends *e, int *high) {
+    const __m256i zero = _mm256_setzero_si256(), newline = _mm256_set1_epi8('\n');
+    unsigned hi = 0;
+    for (; i + 64 <= to; i += 64) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(data + i));
+        __m256i b = _mm256_loadu_si256((const __m256i *)(data + i + 32));
+        if (_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(a, b), zero))) return 1;
+        hi |= (unsigned)_mm256_movemask_epi8(_mm256_or_si256(a, b));
+        uint64_t m = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(a, newline)) |
+                     (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, newline)) << 32;
+        if (m && push_newlines(e, m, i) < 0) return -1;
+    }
+    if (hi) *high = 1;
+    return prepass_bytes(data, i, to, e, high);
+}
+#endif
+
+static int prepass(cp data, size_t i, size_t to, Ends *e, int *high) {
+#if defined(HAVE_AVX2_PASS)
+    if (use_avx2) return prepass_avx2(data, i, to, e, high);
+#endif
+#if defined(__SSE2__)
+    return prepass_sse2(data, i, to, e, high);
+#else
+    return prepass_bytes(data, i, to, e, high);
+#endif
+}
+
+/* bytes per segment of the pass: well inside the L2 cache with the parse's own tables (a test build sets
+ * a few dozen, so that the tests and the fuzzer cross segments everywhere) */
+#ifndef SCAN_SEGMENT
+#define SCAN_SEGMENT (128 << 10)
+#endif
+#define SEGMENT ((size_t)(SCAN_SEGMENT))
+
+/* ---- the columns ---------------------------------------------------------------------------------------- */
 typedef struct {
     size_t cap, n;
     int8_t *kind, *outcome, *cache_hit, *task_state, *metric_type;
@@ -1266,15 +1393,40 @@ typedef struct {
     int32_t *codes[N_STR];
 } Cols;
 
-static int grow_ends(uint32_t **ends, size_t *cap, size_t *size) {
-    uint32_t *ne = (uint32_t *)PyMem_Realloc(*ends, *cap * 2 * sizeof(uint32_t));
-    if (!ne) {
-        PyErr_NoMemory();
-        return -1;
+#define ROW_BYTES (5 * sizeof(int8_t) + sizeof(int16_t) + 4 * sizeof(double) + N_STR * sizeof(int32_t))
+
+/* Columns for cap rows in a fresh arena (the doubles first, aligned; the narrower ones after), the rows so far
+ * copied over, the codes of the rows to come -1 (absent until set); the old arena goes back to the kept
+ * ones. The block's line count is not known when its first lines are parsed (the pass is a segment ahead):
+ * the first arena is sized from the first segment's lines, and this grows it when the block has more. */
+static int cols_alloc(Cols *c, PyObject **arena, size_t cap) {
+    PyObject *a = take_arena(cap * ROW_BYTES);
+    if (!a) return -1;
+    Cols o = *c;
+    char *p = PyByteArray_AS_STRING(a);
+    size_t n = c->n;
+#define PLACE(col, type)                                      \
+    c->col = (type *)p;                                       \
+    if (n) memcpy(p, o.col, n * sizeof(type));                \
+    p += cap * sizeof(type)
+    PLACE(ts, double);
+    PLACE(duration, double);
+    PLACE(queue_wait, double);
+    PLACE(metric_value, double);
+    for (int f = 0; f < N_STR; f++) {
+        PLACE(codes[f], int32_t);
+        memset(c->codes[f] + n, 0xFF, (cap - n) * sizeof(int32_t));
     }
-    *ends = ne;
-    *cap *= 2;
-    *size = *cap * sizeof(uint32_t);
+    PLACE(status, int16_t);
+    PLACE(kind, int8_t);
+    PLACE(outcome, int8_t);
+    PLACE(cache_hit, int8_t);
+    PLACE(task_state, int8_t);
+    PLACE(metric_type, int8_t);
+#undef PLACE
+    c->cap = cap;
+    if (*arena) keep_arena(*arena);
+    *arena = a;
     return 0;
 }
 
@@ -1292,8 +1444,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     memset(&c, 0, sizeof(c));
     unsigned char *scratch = NULL;
     PyObject *arena = NULL;
-    uint32_t *ends = NULL;
-    size_t scratch_size = 0, ends_size = 0;
+    Ends e = {NULL, 0, 0, 0};
+    size_t scratch_size = 0;
 
     cp data = (cp)buf.buf;
     size_t size = (size_t)buf.len;
@@ -1302,96 +1454,15 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     /* block preconditions (LineParser._parse_block) */
     if (size < 2 || data[0] != '{' || data[size - 1] != '\n') goto give_up;
     if (size >= UINT32_MAX) goto give_up;
-
-    /* One pass over the bytes: the newlines' offsets, no NUL, whether any byte is not ASCII. */
-    size_t nlines_max = 0, ends_cap = size / 256 + 16, longest = 0;
-    ends = (uint32_t *)take(B_ENDS, ends_cap * sizeof(uint32_t), &ends_size);
-    ends_cap = ends_size / sizeof(uint32_t);
-    if (!ends) {
+    e.at = (uint32_t *)take(B_ENDS, (size / 256 + 16) * sizeof(uint32_t), &e.size);
+    e.cap = e.size / sizeof(uint32_t);
+    if (!e.at) {
         PyErr_NoMemory();
         goto error;
     }
-    {
-        size_t i = 0;
-        int high = 0;
-#if defined(__SSE2__)
-        const __m128i zero = _mm_setzero_si128(), newline = _mm_set1_epi8('\n');
-        for (; i + 16 <= size; i += 16) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(data + i));
-            high |= _mm_movemask_epi8(v);
-            if (_mm_movemask_epi8(_mm_cmpeq_epi8(v, zero))) goto give_up;
-            unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, newline));
-            if (!m) continue;
-            if (nlines_max + 16 > ends_cap && grow_ends(&ends, &ends_cap, &ends_size) < 0) goto error;
-            while (m) {
-                ends[nlines_max++] = (uint32_t)(i + (size_t)__builtin_ctz(m));
-                m &= m - 1;
-            }
-        }
-#endif
-        for (; i < size; i++) {
-            unsigned char ch = data[i];
-            high |= ch & 0x80;
-            if (!ch) goto give_up;
-            if (ch != '\n') continue;
-            if (nlines_max + 1 > ends_cap && grow_ends(&ends, &ends_cap, &ends_size) < 0) goto error;
-            ends[nlines_max++] = (uint32_t)i;
-        }
-        if (high && !valid_utf8(data, size)) goto give_up;
-    }
-    /* every line an object (framing.object_lines), shorter than max_line_bytes, no Docker record */
-    for (size_t line = 0; line < nlines_max; line++) {
-        cp p = line ? data + ends[line - 1] + 1 : data;
-        cp nl = data + ends[line];
-        size_t len = (size_t)(nl - p);
-        if (len < 2 || p[0] != '{' || nl[-1] != '}') goto give_up;
-        if ((Py_ssize_t)len >= max_line) goto give_up;
-        if (len >= 8 && memcmp(p, "{\"log\":\"", 8) == 0) goto give_up;
-        if (len > longest) longest = len;
-    }
-
-    c.cap = nlines_max;
-    size_t per = 5 * sizeof(int8_t) + sizeof(int16_t) + 4 * sizeof(double) + N_STR * sizeof(int32_t);
-    arena = take_arena(c.cap * per);
-    if (!arena) goto error;
-    scratch = (unsigned char *)take(B_SCRATCH, 2 * longest + 64, &scratch_size);
-    if (!scratch) {
-        PyErr_NoMemory();
-        goto error;
-    }
-    /* the columns, each c.cap long, in the arena: the doubles first (aligned), the narrower ones after */
-    char *const base = PyByteArray_AS_STRING(arena);
-    {
-        char *a = base;
-        c.ts = (double *)a; a += c.cap * sizeof(double);
-        c.duration = (double *)a; a += c.cap * sizeof(double);
-        c.queue_wait = (double *)a; a += c.cap * sizeof(double);
-        c.metric_value = (double *)a; a += c.cap * sizeof(double);
-        for (int f = 0; f < N_STR; f++) {
-            c.codes[f] = (int32_t *)a;
-            memset(a, 0xFF, c.cap * sizeof(int32_t)); /* -1 */
-            a += c.cap * sizeof(int32_t);
-        }
-        c.status = (int16_t *)a; a += c.cap * sizeof(int16_t);
-        c.kind = (int8_t *)a; a += c.cap;
-        c.outcome = (int8_t *)a; a += c.cap;
-        c.cache_hit = (int8_t *)a; a += c.cap;
-        c.task_state = (int8_t *)a; a += c.cap;
-        c.metric_type = (int8_t *)a; a += c.cap;
-    }
-    for (ntables = 0; ntables < N_STR; ntables++) {
-        /* ids: about one distinct value per line (span ids) or per few lines (trace ids) */
-        size_t expect = ntables == S_SPAN_ID ? nlines_max : ntables == S_TRACE_ID ? nlines_max / 4 : 0;
-        if (interner_init(&tables[ntables], ntables, expect) < 0) {
-            ntables++;
-            PyErr_NoMemory();
-            goto error;
-        }
-    }
-    tags = PyList_New(0);
-    if (!tags) goto error;
 
     size_t lines = 0, skipped = 0, plain_skipped = 0, stop = size;
+    int stopped = 0; /* a line was declined: the lines after it are checked (the block's rules), not read */
     int pred[N_KEYS + 2];
     Py_ssize_t last[N_STR]; /* per field: the code of its previous value (span ids: each its own) */
     for (int f = 0; f < N_STR; f++) last[f] = -1;
@@ -1400,50 +1471,106 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     mc.valid = 0;
     Coding coding = {tables, last};
     Row row;
-    for (size_t line = 0; line < nlines_max; line++) {
-        cp p = line ? data + ends[line - 1] + 1 : data;
-        cp nl = data + ends[line];
-        if (parse_line(p, nl, data_end, &row, scratch, past, future, pred, &mc, &coding) < 0) {
-            if (PyErr_Occurred()) goto error; /* out of memory building a metric's tags: not a verdict */
-            /* not an event: skipped only when the line does not mention the marker at all; a line that
-             * does is declined: the block ends before it (the caller has the reference read it) */
-            if (memmem(p, (size_t)(nl - p), MARK, sizeof(MARK) - 1)) {
-                stop = (size_t)(p - data);
-                break;
+    /* The block's rules (no NUL, valid UTF-8, every line an object shorter than max_line_bytes, no Docker
+     * record) hold for the whole block or it is given up, whatever was read before: checked a segment at a
+     * time, on the way. */
+    size_t scanned = 0; /* bytes passed over */
+    size_t checked = 0; /* bytes checked as UTF-8: up to a line's start */
+    size_t line = 0;    /* the next line to read */
+    int high = 0;       /* a byte past `checked` is not ASCII */
+    while (scanned < size) {
+        size_t to = size - scanned > SEGMENT ? scanned + SEGMENT : size;
+        int rc = prepass(data, scanned, to, &e, &high);
+        if (rc > 0) goto give_up;
+        if (rc < 0) goto error;
+        scanned = to;
+        if (e.n == line) continue; /* no line ends in this segment */
+        size_t upto = (size_t)e.at[e.n - 1] + 1;
+        if (high) {
+            /* whole lines: a newline is never inside a UTF-8 sequence */
+            if (!valid_utf8(data + checked, upto - checked)) goto give_up;
+            high = 0;
+            for (size_t j = upto; j < scanned; j++) high |= data[j] & 0x80; /* the next line's start */
+        }
+        checked = upto;
+        if (!arena) {
+            /* as many lines as the first segment promises, a few over (more: the columns grow) */
+            size_t expect = (size_t)((double)e.n * ((double)size / (double)upto) * 1.0625) + 16;
+            if (cols_alloc(&c, &arena, expect) < 0) goto error;
+            for (ntables = 0; ntables < N_STR; ntables++) {
+                /* ids: about one distinct value per line (span ids) or per few lines (trace ids) */
+                size_t ids = ntables == S_SPAN_ID ? expect : ntables == S_TRACE_ID ? expect / 4 : 0;
+                if (interner_init(&tables[ntables], ntables, ids) < 0) {
+                    ntables++;
+                    PyErr_NoMemory();
+                    goto error;
+                }
+            }
+            tags = PyList_New(0);
+            if (!tags) goto error;
+        }
+        for (; line < e.n; line++) {
+            cp p = line ? data + e.at[line - 1] + 1 : data;
+            cp nl = data + e.at[line];
+            size_t len = (size_t)(nl - p);
+            /* every line an object (framing.object_lines), shorter than max_line_bytes, no Docker record */
+            if (len < 2 || p[0] != '{' || nl[-1] != '}') goto give_up;
+            if ((Py_ssize_t)len >= max_line) goto give_up;
+            if (len >= 8 && memcmp(p, "{\"log\":\"", 8) == 0) goto give_up;
+            if (stopped) continue;
+            if (2 * len + 64 > scratch_size) {
+                give(B_SCRATCH, scratch, scratch_size);
+                scratch = (unsigned char *)take(B_SCRATCH, 2 * len + 64, &scratch_size);
+                if (!scratch) {
+                    PyErr_NoMemory();
+                    goto error;
+                }
+            }
+            if (c.n == c.cap && cols_alloc(&c, &arena, c.cap + c.cap / 2 + 16) < 0) goto error;
+            if (parse_line(p, nl, data_end, &row, scratch, past, future, pred, &mc, &coding) < 0) {
+                if (PyErr_Occurred()) goto error; /* out of memory building a metric's tags: not a verdict */
+                /* not an event: skipped only when the line does not mention the marker at all; a line that
+                 * does is declined: the range returned ends before it (the caller has the reference read
+                 * it) */
+                if (memmem(p, len, MARK, sizeof(MARK) - 1)) {
+                    stop = (size_t)(p - data);
+                    stopped = 1;
+                    continue;
+                }
+                lines++;
+                skipped++;
+                if (!memchr(p, '\\', len)) plain_skipped++;
+                continue;
             }
             lines++;
-            skipped++;
-            if (!memchr(p, '\\', (size_t)(nl - p))) plain_skipped++;
-            continue;
-        }
-        lines++;
-        size_t i = c.n++;
-        c.kind[i] = row.kind;
-        c.ts[i] = row.ts;
-        c.duration[i] = row.duration;
-        c.outcome[i] = row.outcome;
-        c.status[i] = row.status;
-        c.cache_hit[i] = row.cache_hit;
-        c.task_state[i] = row.task_state;
-        c.queue_wait[i] = row.queue_wait;
-        c.metric_type[i] = row.metric_type;
-        c.metric_value[i] = row.metric_value;
-        /* the codes are -1 (absent) until set; in field order, so a span id is coded before its parent */
-        for (uint32_t m = row.has_str; m; m &= m - 1) {
-            int f = __builtin_ctz(m);
-            int32_t code = intern(&tables[table_of(f)], &last[f], row.strs[f].ptr, row.strs[f].len,
-                                  !row.strs[f].escaped, row.hashed >> f & 1 ? &row.hash[f] : NULL);
-            if (code < 0) {
-                Py_CLEAR(row.tags);
-                goto error;
+            size_t i = c.n++;
+            c.kind[i] = row.kind;
+            c.ts[i] = row.ts;
+            c.duration[i] = row.duration;
+            c.outcome[i] = row.outcome;
+            c.status[i] = row.status;
+            c.cache_hit[i] = row.cache_hit;
+            c.task_state[i] = row.task_state;
+            c.queue_wait[i] = row.queue_wait;
+            c.metric_type[i] = row.metric_type;
+            c.metric_value[i] = row.metric_value;
+            /* the codes are -1 (absent) until set; in field order, so a span id is coded before its parent */
+            for (uint32_t m = row.has_str; m; m &= m - 1) {
+                int f = __builtin_ctz(m);
+                int32_t code = intern(&tables[table_of(f)], &last[f], row.strs[f].ptr, row.strs[f].len,
+                                      !row.strs[f].escaped, row.hashed >> f & 1 ? &row.hash[f] : NULL);
+                if (code < 0) {
+                    Py_CLEAR(row.tags);
+                    goto error;
+                }
+                c.codes[f][i] = code;
             }
-            c.codes[f][i] = code;
-        }
-        if (row.kind == 5) {
-            PyObject *t = row.tags ? row.tags : Py_None;
-            int rc = PyList_Append(tags, t);
-            Py_CLEAR(row.tags);
-            if (rc < 0) goto error;
+            if (row.kind == 5) {
+                PyObject *t = row.tags ? row.tags : Py_None;
+                int rc2 = PyList_Append(tags, t);
+                Py_CLEAR(row.tags);
+                if (rc2 < 0) goto error;
+            }
         }
     }
     /* The block-level rules below hold for the range returned, data[:stop] (the reference reads it alone).
@@ -1452,8 +1579,10 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     if (skipped && !plain_skipped) goto give_up;
     /* No event at all in a block of {"log": ...} records: the reference unwraps them. */
     if (!c.n && stop >= 7 && memcmp(data, "{\"log\":", 7) == 0) goto give_up;
+    if (!arena) goto give_up; /* never: the block ends with a newline, so some segment ends a line */
 
     {
+        const char *base = PyByteArray_AS_STRING(arena);
         /* where each column starts in the arena: the numeric ones in columns.NUMERIC_FIELDS' order, then the
          * codes in STRING_FIELDS' order */
         const void *starts[10 + N_STR] = {c.kind, c.ts, c.duration, c.outcome, c.status, c.cache_hit,
@@ -1503,7 +1632,7 @@ done:
     for (int i = 0; i < ntables; i++) interner_free(&tables[i]);
     if (arena) keep_arena(arena);
     give(B_SCRATCH, scratch, scratch_size);
-    give(B_ENDS, ends, ends_size);
+    give(B_ENDS, e.at, e.size);
     PyBuffer_Release(&buf);
     return result;
 }
@@ -1521,6 +1650,10 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "parsers._scan",
                                     -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__scan(void) {
+#if defined(HAVE_AVX2_PASS)
+    __builtin_cpu_init();
+    use_avx2 = __builtin_cpu_supports("avx2") && getenv("LOGAPM_SCAN_NO_AVX2") == NULL;
+#endif
     for (int i = 0; i < 256; i++) {
         str_stop[i] = i < 0x20 || i == '"' || i == '\\';
         ws[i] = i == ' ' || i == '\t' || i == '\r';
@@ -1590,6 +1723,12 @@ PyMODINIT_FUNC PyInit__scan(void) {
     if (PyModule_AddObject(m, "REQUIRED_BY_KIND", req) < 0) goto fail;
     req = NULL;
     if (PyModule_AddIntConstant(m, "MAX_DEPTH", MAX_DEPTH) < 0) goto fail;
+    if (PyModule_AddIntConstant(m, "SEGMENT", (long)SEGMENT) < 0) goto fail;
+#if defined(HAVE_AVX2_PASS)
+    if (PyModule_AddIntConstant(m, "AVX2", use_avx2) < 0) goto fail;
+#else
+    if (PyModule_AddIntConstant(m, "AVX2", 0) < 0) goto fail;
+#endif
     return m;
 fail:
     Py_XDECREF(fields);

@@ -431,7 +431,7 @@ def test_block_preconditions() -> None:
 
 
 def test_newline_pass_around_vector_widths() -> None:
-    """The first pass (newlines, NUL, non-ASCII bytes; 16 bytes a step, then a byte at a time):
+    """The first pass (newlines, NUL, non-ASCII bytes; 64 bytes a step, then a byte at a time):
     lines of every length from 2 to 140 bytes, so that newlines fall on every offset of a step, in blocks
     whose length is and is not a multiple of the step; a NUL, a non-ASCII character and an invalid byte at
     each offset of the first 200 bytes."""
@@ -447,6 +447,86 @@ def test_newline_pass_around_vector_widths() -> None:
         run(head[:i] + b"\x00" + head[i + 1 :], accept=False)
         assert run(head[:i] + b"\xc3\xa9" + head[i + 1 :], accept=True)[:2] == (10, 10)
         run(head[:i] + b"\xff" + head[i + 1 :], accept=False)
+
+
+def _landing(unit: bytes, offset: int, at: int, segments: int = 3) -> bytes:
+    """A padding line then ``unit`` (whole lines) repeated, so that byte ``offset`` of one copy of ``unit`` is
+    byte ``at`` of the block, which goes on to about ``segments`` segments of the scanner's pass."""
+    from parsers import _scan  # type: ignore[attr-defined]
+
+    before = max(0, (at - offset - 100) // len(unit))
+    n = at - before * len(unit) - offset - len(b'{"pad":""}\n')
+    assert n >= 0
+    after = max(1, (segments * _scan.SEGMENT - at) // len(unit))
+    return b'{"pad":"' + b"x" * n + b'"}\n' + unit * (before + 1 + after)
+
+
+def test_segments_of_the_pass() -> None:
+    """The first pass runs a segment (``_scan.SEGMENT`` bytes) ahead of the parse: a newline or a two-byte
+    character at each offset around a segment's boundary is read as it is inside a segment (the character
+    split by the boundary is one character, an invalid byte there gives the block up), and the block's rules
+    hold for the whole block, in any segment after the first: a NUL, an invalid byte, a line that is not an
+    object, a Docker record give it up, also after a declined line (whose range is otherwise taken)."""
+    from parsers import _scan  # type: ignore[attr-defined]
+
+    seg = _scan.SEGMENT
+    ev = event_line("db")
+    unit = block(ev, b'{"level":"info","message":"' + "\u00e9".encode() * 40 + b'"}')
+    newline, accent = len(ev), unit.index(b"\xc3")
+    plain = block(ev, b'{"level":"info","message":"plain"}')
+    for d in range(-3, 4):
+        for at in (seg + d, 2 * seg + d):
+            data = _landing(unit, newline, at)
+            assert data[at : at + 1] == b"\n"
+            assert run(data, accept=True)[:2] == (data.count(b"\n"), data.count(b"\n") - data.count(b"apm.schema"))
+            data = _landing(unit, accent, at)
+            assert data[at : at + 2] == "\u00e9".encode()
+            run(data, accept=True)
+            for bad in (b"\xff\xff", b"\x00\x00", b"\xc3\x00", b"\xe9x"):
+                run(data[:at] + bad + data[at + 2 :], accept=False)
+            # the only non-ASCII bytes of the block, at the boundary
+            data = _landing(plain, plain.index(b"plain"), at)
+            run(data[:at] + "\u00e9".encode() + data[at + 2 :], accept=True)
+            run(data[:at] + b"\xe9" + data[at + 1 :], accept=False)
+            run(data[:at] + b"\xe9\x00" + data[at + 2 :], accept=False)
+    data = _landing(unit, newline, seg)
+    declined = event_line("db", duration_ms="3.2")
+    last = len(data) - len(unit) // 2
+    cut = data.index(b"\n", last) + 1  # a line in the last segment: the bad line goes after it
+    for bad in (b'{"a":"\xff"}', b'{"a":"\x00"}', b"plain text", b'{"log":"x","stream":"stdout"}'):
+        assert cut > 2 * seg
+        broken = data[:cut] + bad + b"\n" + data[cut:]
+        run(broken, accept=False)
+        assert run_range(block(ev, declined) + broken) is None
+    assert run_range(block(ev, declined) + data)[3] == len(ev) + 1
+
+
+def test_columns_grow_past_the_first_segment() -> None:
+    """The columns are first sized from the lines of the first segment: a block that starts with long lines
+    and goes on with many short event lines (or one that starts with short lines) has all its rows, equal to
+    the reference's; the id tables grow the same way."""
+    from parsers import _scan  # type: ignore[attr-defined]
+
+    long = b'{"level":"info","message":"' + b"y" * 20_000 + b'"}'
+    events = [event_line("request", span_id=f"{i:016x}", trace_id=f"{i // 3:032x}") for i in range(6_000)]
+    starts = [long] * (2 * _scan.SEGMENT // len(long) + 1)
+    got = run(block(*starts, *events), accept=True)
+    assert (got[0], got[2].n) == (len(starts) + len(events), len(events))
+    got = run(block(*[b"{}"] * 50_000, *events, *starts), accept=True)
+    assert got[2].n == len(events)
+
+
+def test_pass_without_avx2() -> None:
+    """The SSE2 (or byte) pass, as on a CPU without AVX2 (``LOGAPM_SCAN_NO_AVX2=1``), passes the tests of
+    the pass: the vector widths, the segments, the generated blocks."""
+    env = {**os.environ, "LOGAPM_SCAN_NO_AVX2": "1"}
+    code = "from parsers import _scan; print(_scan.AVX2)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0"]
+    tests = "vector_widths or segments_of_the_pass or columns_grow or generated_log_blocks"
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", tests],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.splitlines()[-1].startswith("4 passed"), out.stdout[-3000:]
 
 
 def test_id_codes_across_lines() -> None:
