@@ -21,12 +21,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import time
 from typing import Any
 
 import orjson
 
+from logging_apm._native import speedups
 from logging_apm.emit import _MILLIS, EVENT_LOGGER, _trunc, event_record, request_attrs
 from logging_apm.schema import KIND_FIELD, SCHEMA_FIELD
 
@@ -35,13 +35,8 @@ __all__ = ["EventJsonFormatter", "OrjsonFormatter", "event_of", "structlog_event
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 _dumps = orjson.dumps
 
-_RequestLine: Any
-try:  # the optional C extension (built by ``pip install``); LOGAPM_NATIVE=0 leaves it out
-    from logging_apm._speedups import RequestLine as _RequestLine  # type: ignore[no-redef]
-except ImportError:  # pragma: no cover - built without a compiler
-    _RequestLine = None
-if os.environ.get("LOGAPM_NATIVE", "1") == "0":
-    _RequestLine = None
+# The optional C extension's request line: None when it is not built, or with LOGAPM_NATIVE=0.
+_RequestLine: Any = getattr(speedups, "RequestLine", None)
 
 
 def event_of(record: logging.LogRecord) -> dict[str, Any] | None:

@@ -84,6 +84,31 @@ def test_new_roots_are_valid_distinct_and_never_all_zero(monkeypatch: pytest.Mon
     assert [(r.trace_id, r.span_id) for r in kept] == [("f" * 32, "0" * 15 + "1")]
 
 
+def test_native_roots_are_the_python_roots() -> None:
+    """The C extension's roots() (what _draw_roots uses when it is built) makes the list _roots_of makes from
+    the same random bytes: same ids, same type and values, same roots left out for an all-zero id (batches
+    of 1 to 70 roots, a zero trace id or span id planted in some)."""
+    import random
+
+    from logging_apm._native import speedups
+
+    if speedups is None:
+        pytest.skip("logging_apm._speedups is not built (or LOGAPM_NATIVE=0)")
+    draw = random.Random(7)
+    for count in [*range(1, 71), *[64] * 200]:
+        raw = bytearray(draw.randbytes(24 * count))
+        for _ in range(draw.choice((0, 0, 1, 3))):  # zero ids: a trace id, or a span id
+            i = draw.randrange(count)
+            if draw.random() < 0.5:
+                raw[16 * i:16 * i + 16] = bytes(16)
+            else:
+                raw[16 * count + 8 * i:16 * count + 8 * i + 8] = bytes(8)
+        native, python = speedups.roots(bytes(raw), tracing.TraceContext), tracing._roots_of(bytes(raw))
+        assert native == python
+        assert all(type(r) is tracing.TraceContext and type(r.trace_id) is str for r in native)
+        assert [r.sampled for r in native] == [True] * len(python)
+
+
 def test_a_forked_child_does_not_reuse_its_parents_roots() -> None:
     """The batch of drawn roots is emptied in a forked child (the random module re-seeds there too)."""
     import os
