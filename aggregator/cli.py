@@ -85,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> NoReturn:
     """The ``logapm`` process: ``main``, then the process ends (without the interpreter's teardown when the
     command declared it may: ``aggregator.process_exit``)."""
+    process_exit.arm()
     process_exit.end(main())
 
 

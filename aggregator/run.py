@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import orjson
 
+from aggregator import process_exit
 from aggregator.catalog import merge_into
 from aggregator.checkpoints import CheckpointStore
 from aggregator.config import Config
@@ -341,6 +342,7 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
                      interactive=interactive)
     report.stages = export_failed + run_stages(ctx, stages)
     report.finished_at = time.time()
+    process_exit.keep(analyzer, state)  # freeing them is work the logapm process can skip
 
 
 def _import_stages(store: Store, stages: Sequence[str]) -> None:

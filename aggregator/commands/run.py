@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from aggregator import process_exit
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
@@ -39,8 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _run(args: argparse.Namespace) -> int:
-    from aggregator import process_exit
-
     status = _run_command(args)
     # Every path here returns with the store closed, the run lock released and the dead letters' and the
     # sinks' files written and closed (or, failing, never opened), the summary printed.
@@ -95,4 +95,5 @@ def _run_command(args: argparse.Namespace) -> int:
     if not args.quiet or not report.ok:
         for line in summary_lines(report):
             print(line)
+    process_exit.keep(report)
     return EXIT_OK if report.ok else EXIT_STAGE_FAILED

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,23 @@ def test_ordinary_end_when_stdout_cannot_flush(spied: list[Any], monkeypatch: py
     with pytest.raises(SystemExit) as exc:
         process_exit.end(0)
     assert exc.value.code == 0 and spied == []
+
+
+def test_keep_holds_only_when_armed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``keep`` holds nothing for in-process callers (the run's state is freed as before); once the entry
+    armed it, it holds what it is given until the process ends."""
+    class State:
+        pass
+
+    monkeypatch.setattr(process_exit, "_kept", None)
+    state = State()
+    ref = weakref.ref(state)
+    process_exit.keep(state)
+    del state
+    assert ref() is None
+    process_exit.arm()
+    state = State()
+    ref = weakref.ref(state)
+    process_exit.keep(state)
+    del state
+    assert ref() is not None
