@@ -36,7 +36,7 @@ from aggregator.engine import PART_BYTES, EngineSettings, LocalEngine, task_size
 from aggregator.model import RunContext, StageResult, WindowAggregate
 from aggregator.optional import optional_attr
 from aggregator.outbox import StoreOutbox, configured_sinks
-from aggregator.sketch import DDSketch
+from aggregator.sketch import DDSketch, merged
 from aggregator.store import Store, run_lock
 from aggregator.windows import WindowState, cap_warning, pipeline_aggregate, stderr_warning
 from aggregator.windows_store import WindowsStore
@@ -118,15 +118,27 @@ class RunReport:
             self._merge_routes()
 
     def _merge_routes(self) -> None:
+        """Each route's windows merged into it as they came (the first one's series and window, its counters
+        left out): the exact fields one by one, the sketches in one pass per route (``sketch.merged``: the
+        same sketches as merging them one by one, which cost ~10-25 us a window at the end of the run)."""
         for label, aggs in self._route_windows.items():
             cur = self._routes.get(label)
-            for agg in aggs:
-                if cur is None:
-                    cur = self._routes[label] = WindowAggregate(agg.series, agg.start, agg.width, agg.count,
-                                                                agg.errors, agg.total, agg.min, agg.max, {},
-                                                                _copy(agg.sketch))
-                else:
-                    merge_into(cur, agg)
+            rest: Sequence[WindowAggregate] = aggs
+            if cur is None:
+                agg = aggs[0]
+                cur = self._routes[label] = WindowAggregate(agg.series, agg.start, agg.width, agg.count,
+                                                            agg.errors, agg.total, agg.min, agg.max, {},
+                                                            agg.sketch)
+                rest = aggs[1:]
+            for agg in rest:
+                merge_into(cur, agg, sketch=False)
+            theirs = [agg.sketch for agg in rest if agg.sketch is not None]
+            first = cur.sketch
+            if not theirs or type(first) not in (DDSketch, type(None)):
+                first = _copy(first)  # as merge_into takes it: a DDSketch of its own
+            if theirs:  # merge_into's target sketch: the first's copy, or a new one
+                first = merged([first if first is not None else DDSketch(theirs[0].relative_accuracy), *theirs])
+            cur.sketch = first
         self._route_windows.clear()
         self._route_windows_held = 0
 

@@ -40,7 +40,7 @@ import math
 import struct
 import sys
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -417,24 +417,11 @@ class DDSketch:
 
     def _load(self, data: bytes) -> None:
         """Become the sketch ``data`` holds (the stored form or the quick one)."""
-        buf: memoryview | bytes
-        if data[:1] == b"\0":
-            buf = memoryview(data)[1:]
-        else:
-            try:
-                buf = zlib.decompress(data)
-            except zlib.error as exc:
-                raise SketchError(f"corrupt sketch: {exc}") from None
-        if len(buf) < _HEADER.size:
-            raise SketchError("truncated sketch header")
-        version, _flags, accuracy, mn, mx, zeros = _HEADER.unpack_from(buf, 0)
-        if version != _FORMAT_VERSION:
-            raise SketchError(f"unknown sketch format version {version}")
+        accuracy, mn, mx, zeros, pos, neg = _body(data)
         self._gamma, self._multiplier, self._min_indexable = _mapping(accuracy)
         self.relative_accuracy = accuracy
         self.min, self.max, self.zero_count = mn, mx, zeros
-        self.pos, pos = _Store.from_buffer(buf, _HEADER.size)
-        self.neg, _ = _Store.from_buffer(buf, pos)
+        self.pos, self.neg = pos, neg
 
     def __reduce__(self) -> tuple[Any, tuple[bytes]]:
         """Pickled as the bytes it came with, if any, else in the quick form, and decoded only when read.
@@ -506,6 +493,90 @@ class BucketSlices:
         return _from_stored(b"".join((
             b"\0", _HEADER.pack(_FORMAT_VERSION, 0, RELATIVE_ACCURACY, mn, mx, 0),
             _STORE_HEADER.pack(key_lo, width, code), body[start * size: (start + width) * size], _EMPTY_STORE)))
+
+
+def merged(sketches: Sequence[DDSketch]) -> DDSketch:
+    """What merging each of ``sketches[1:]``, in order, into a copy of the first gives (``DDSketch.merge``):
+    the same stores, zero count and extremes, for less (~10 us a merge, ~25 us with a sketch still in a
+    worker's form, decoded first; the run's slowest routes merge thousands of windows). Each store's
+    range is known first, then every sketch's counts are added into one array per sign, read straight from
+    the bytes of a sketch still in its stored or quick form (``_body``), which is not decoded. The inputs
+    are not changed.
+
+    Integer counts add exactly in any order, and collapsing after each merge or once at the end leaves the
+    same buckets (everything at or below the final top bucket - ``MAX_BUCKETS`` in the lowest), so only
+    the extremes are folded in order, by the builtin ``min`` and ``max`` as ``merge`` folds them (ties).
+    What the merge would refuse (another type, different accuracies) or the decoder would (bytes it cannot
+    read) is merged one by one, which raises as it always did."""
+    if not all(type(s) is DDSketch for s in sketches):
+        return _one_by_one(sketches)
+    try:
+        bodies = [_body(s._blob) if s._blob is not None else (s.relative_accuracy, s.min, s.max, s.zero_count,
+                                                              s.pos, s.neg) for s in sketches]
+    except SketchError:
+        return _one_by_one(sketches)
+    accuracy = bodies[0][0]
+    if not 0.0 < accuracy < 1.0 or any(b[0] != accuracy for b in bodies):
+        return _one_by_one(sketches)
+    out = DDSketch(accuracy)
+    _, mn, mx, zeros, first_pos, first_neg = bodies[0]
+    for _, lo, hi, z, _, _ in bodies[1:]:
+        zeros += z
+        mn = min(mn, lo)
+        mx = max(mx, hi)
+    out.zero_count, out.min, out.max = zeros, mn, mx
+    out.pos = _summed(first_pos, [b[4] for b in bodies[1:]])
+    out.neg = _summed(first_neg, [b[5] for b in bodies[1:]])
+    if len(sketches) == 1:
+        out._stored = sketches[0]._stored  # as copy() keeps it: nothing was merged
+    return out
+
+
+def _one_by_one(sketches: Sequence[DDSketch]) -> DDSketch:
+    out = sketches[0].copy()
+    for s in sketches[1:]:
+        out.merge(s)
+    return out
+
+
+def _summed(first: _Store, rest: list[_Store]) -> _Store:
+    """``first.copy()`` then ``merge`` of each of ``rest`` (see ``merged``): an empty store merges nothing, and a
+    merge that adds buckets collapses, so the sum collapses exactly when one of ``rest`` has buckets."""
+    parts = [s for s in rest if s.counts.size]
+    if not parts:
+        return first.copy()
+    if first.counts.size:
+        parts.append(first)
+    lo = min(s.offset for s in parts)
+    counts = np.zeros(max(s.offset + s.counts.size for s in parts) - lo, dtype=np.int64)
+    for s in parts:
+        at = s.offset - lo
+        counts[at:at + s.counts.size] += s.counts
+    out = _Store()
+    out.offset, out.counts = lo, counts
+    out._collapse()
+    return out
+
+
+def _body(data: bytes) -> tuple[float, float, float, int, _Store, _Store]:
+    """The accuracy, min, max, zero count and stores of a sketch's stored or quick form (``to_bytes``); raises
+    ``SketchError`` for what cannot be one."""
+    buf: memoryview | bytes
+    if data[:1] == b"\0":
+        buf = memoryview(data)[1:]
+    else:
+        try:
+            buf = zlib.decompress(data)
+        except zlib.error as exc:
+            raise SketchError(f"corrupt sketch: {exc}") from None
+    if len(buf) < _HEADER.size:
+        raise SketchError("truncated sketch header")
+    version, _flags, accuracy, mn, mx, zeros = _HEADER.unpack_from(buf, 0)
+    if version != _FORMAT_VERSION:
+        raise SketchError(f"unknown sketch format version {version}")
+    pos, at = _Store.from_buffer(buf, _HEADER.size)
+    neg, _ = _Store.from_buffer(buf, at)
+    return accuracy, mn, mx, zeros, pos, neg
 
 
 def _from_stored(blob: bytes) -> DDSketch:

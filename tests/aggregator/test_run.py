@@ -273,3 +273,65 @@ def test_truth_helper_is_not_vacuous(events: list[dict]) -> None:
     families = {k[0] for k in truth(events)}
     assert {"request", "db", "cache", "external", "task", "task.queue_wait", "metric:db.pool.utilization",
             "metric:celery.queue.depth", "metric:stories.published"} <= families
+
+
+def test_routes_are_the_request_windows_merged_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``RunReport.routes`` (each route's sketches merged in one pass) is, field for field and sketch bit for bit,
+    what the previous merge gives from the same windows (each one into its route as it came: the first one's
+    series, window and sketch copy, its counters left out), and so is the summary: over a first run whose
+    extra routes fold into `other` (the series cap), then a second run on the same store whose late events
+    update stored windows (some beyond the lateness), with several applies and the held windows merged in
+    batches."""
+    import aggregator.run as run_module
+    from aggregator.catalog import merge_into
+    from aggregator.model import WindowAggregate
+    from aggregator.run import RunReport
+    from aggregator.summary import slowest_routes
+
+    monkeypatch.setattr(run_module, "ROUTE_WINDOWS_HELD", 7)
+    monkeypatch.setattr(run_module, "SPILL_AGGREGATES", 40)
+    seen: list[tuple[str, WindowAggregate]] = []
+    add = RunReport.add_route_window
+
+    def record(self: RunReport, label: str, agg: WindowAggregate) -> None:
+        seen.append((label, agg))
+        add(self, label, agg)
+
+    monkeypatch.setattr(RunReport, "add_route_window", record)
+
+    def one_by_one() -> dict[str, WindowAggregate]:  # RunReport._merge_routes before sketch.merged
+        out: dict[str, WindowAggregate] = {}
+        for label, agg in seen:
+            cur = out.get(label)
+            if cur is None:
+                out[label] = WindowAggregate(agg.series, agg.start, agg.width, agg.count, agg.errors, agg.total,
+                                             agg.min, agg.max, {}, run_module._copy(agg.sketch))
+            else:
+                merge_into(cur, agg)
+        return out
+
+    log, state = tmp_path / "app.log", tmp_path / "state.db"
+    settings = {"run.max_series_per_metric": 4, "run.lateness_seconds": 300}
+    write_log(log, generate_events(3000, start=START + 300, seconds=600, seed=21))
+    late_ok = generate_events(300, start=START + 700, seconds=120, seed=22)  # updates stored windows
+    too_late = generate_events(100, start=START, seconds=60, seed=23)
+    reports = [_run(log, state, **settings)]
+    write_log(log, late_ok + too_late + generate_events(500, start=START + 900, seconds=120, seed=24))
+    seen_first = len(seen)
+    reports.append(_run(log, state, **settings))
+    assert reports[0].folded.get("request") and reports[1].late == len(too_late)
+    assert 0 < seen_first < len(seen)
+    for report, windows in ((reports[0], seen[:seen_first]), (reports[1], seen[seen_first:])):
+        seen[:] = windows
+        want, got = one_by_one(), report.routes
+        assert list(got) == list(want) and any(label.endswith(" other") for label in got)
+        for label, w in want.items():
+            g = got[label]
+            assert (g.series, g.start, g.width, g.count, g.errors, repr(g.total), repr(g.min), repr(g.max),
+                    repr(g.counters)) == (w.series, w.start, w.width, w.count, w.errors, repr(w.total),
+                                          repr(w.min), repr(w.max), repr(w.counters))
+            assert g.sketch is not None and w.sketch is not None
+            assert (g.sketch.pos.offset, g.sketch.pos.counts.tolist(), g.sketch.zero_count) == (
+                w.sketch.pos.offset, w.sketch.pos.counts.tolist(), w.sketch.zero_count)
+            assert g.sketch.to_bytes() == w.sketch.to_bytes()
+        assert slowest_routes(got, limit=100) == slowest_routes(want, limit=100)

@@ -244,3 +244,69 @@ def test_quick_and_sealed_forms_write_the_bytes_of_a_fresh_encoding() -> None:
             again.add_bucket_counts(100, np.array([1, 0, 4]), 2.0, 2.2)
             assert target.to_bytes() == again.to_bytes() != want
             assert target.seal() == again.to_bytes()
+
+
+def _state(s: DDSketch) -> tuple[object, ...]:
+    """Everything a sketch holds, bit for bit (stores with their offsets and array lengths, extremes' reprs)."""
+    return (s.relative_accuracy, s.pos.offset, s.pos.counts.dtype, s.pos.counts.tolist(), s.neg.offset,
+            s.neg.counts.dtype, s.neg.counts.tolist(), s.zero_count, repr(s.min), repr(s.max))
+
+
+def _one_by_one(sketches: list[DDSketch]) -> DDSketch:
+    out = sketches[0].copy()
+    for s in sketches[1:]:
+        out.merge(s)
+    return out
+
+
+def test_merged_is_merging_one_by_one() -> None:
+    """``sketch.merged`` (all the counts added into one array per sign) gives the sketch merging each into a
+    copy of the first gives:
+    same stores (offsets, lengths, counts), zero count and extremes (ties of -0.0 and 0.0 in order), for mixes
+    of empty sketches, zeros, negatives, lone sketches, sketches in their quick or stored form (undecoded), buckets
+    collapsed past MAX_BUCKETS (one by one and at once); the inputs unchanged."""
+    rng = np.random.default_rng(11)
+
+    def pick() -> DDSketch:
+        kind = int(rng.integers(0, 8))
+        if kind == 0:
+            return DDSketch()
+        if kind == 1:
+            return sketch_of(np.concatenate([np.zeros(int(rng.integers(1, 4))), rng.lognormal(2, 1, 5)]))
+        if kind == 2:
+            return sketch_of(rng.normal(0, 50, int(rng.integers(1, 40))))  # both signs
+        if kind == 3:
+            return sketch_of([-0.0, 0.0] if rng.integers(0, 2) else [0.0, -0.0])
+        if kind == 4:  # far apart: the merge collapses the lowest buckets
+            return sketch_of(rng.lognormal(0, 1, 20) * 10.0 ** float(rng.choice([-200, 0, 150])))
+        if kind == 5:  # as a worker sends it (the quick form), or as stored, not decoded yet
+            s = sketch_of(rng.normal(20, 15, int(rng.integers(1, 300))))
+            return pickle.loads(pickle.dumps(s)) if rng.integers(0, 2) else sketch_module._from_stored(s.to_bytes())
+        return sketch_of(rng.lognormal(3, 1.5, int(rng.integers(1, 300))))
+
+    cases = [[pick() for _ in range(int(rng.integers(1, 30)))] for _ in range(300)]
+    cases += [[DDSketch()], [DDSketch(), DDSketch()], [DDSketch(), sketch_of([5.0])], [sketch_of([5.0]), DDSketch()]]
+    wide = sketch_of([1.0, 2.0])  # more buckets than a merge keeps (a store read from bytes is not collapsed)
+    wide.pos.counts = np.ones(MAX_BUCKETS + 50, dtype=np.int64)
+    for first in (wide, sketch_module._from_stored(wide.to_bytes())):
+        cases += [[first, DDSketch()], [first, DDSketch(), sketch_of([3.0])]]
+    collapsed = 0
+    before = [[s.to_bytes() for s in sketches] for sketches in cases]
+    wants = [_one_by_one([pickle.loads(pickle.dumps(s)) for s in sketches]) for sketches in cases]
+    for sketches, want, was in zip(cases, wants, before, strict=True):
+        got = sketch_module.merged(sketches)
+        assert _state(got) == _state(want)
+        assert got.to_bytes() == want.to_bytes() and got.quantiles(QS) == want.quantiles(QS)
+        assert [s.to_bytes() for s in sketches] == was
+        collapsed += got.pos.counts.size == MAX_BUCKETS
+    assert collapsed > 10
+
+
+def test_merged_refuses_what_merge_refuses() -> None:
+    """Different accuracies, or something that is not a DDSketch, raise the merge's SketchError."""
+    with pytest.raises(SketchError, match="different accuracy"):
+        sketch_module.merged([sketch_of([1.0]), DDSketch(0.02)])
+    with pytest.raises(SketchError, match="cannot merge a"):
+        sketch_module.merged([sketch_of([1.0]), object()])  # type: ignore[list-item]
+    with pytest.raises(SketchError, match="corrupt sketch"):
+        sketch_module.merged([sketch_of([1.0]), sketch_module._from_stored(b"not a sketch")])
