@@ -139,7 +139,7 @@ class _Rests:
 
     Holds only the rests' own arrays and the fingerprint columns (a few KB), not the batch."""
 
-    __slots__ = ("_groups", "_keys", "bounds", "cache_ms", "db_ms", "events", "external_ms", "fp_key", "fp_keys",
+    __slots__ = ("_keys", "_rows", "bounds", "cache_ms", "db_ms", "events", "external_ms", "fp_key", "fp_keys",
                  "fp_ms", "fp_n", "fp_table", "fp_tables", "fp_text", "fp_texts", "newest", "queries")
 
     def __init__(self, b: TraceBatch) -> None:
@@ -154,7 +154,7 @@ class _Rests:
         self.fp_text, self.fp_table = b.fp_text[lo:], b.fp_table[lo:]
         self.fp_keys, self.fp_texts, self.fp_tables = b.fp_keys, b.fp_texts, b.fp_tables
         self._keys: list[str] | None = None
-        self._groups: tuple[list[str], list[list[Any]]] | None = None
+        self._rows: list[tuple[Any, ...]] | None = None
 
     def key_list(self) -> list[str]:
         """The batch's fingerprints (``TraceBatch.key_list``), split once."""
@@ -162,29 +162,31 @@ class _Rests:
             self._keys = split_keys(self.fp_keys)
         return self._keys
 
-    def groups(self) -> tuple[list[str], list[list[Any]]]:
-        """The fingerprint groups of every rest (made once, when a first rest is read): their keys, and their
-        [executions, time_ms, text, table] entries (shared: ``fingerprints`` gives copies)."""
-        if self._groups is None:
-            keys = list(map(self.key_list().__getitem__, self.fp_key.tolist()))
-            texts, tables = self.fp_texts, self.fp_tables
-            self._groups = keys, list(map(list, zip(
-                self.fp_n.tolist(), self.fp_ms.tolist(), map(texts.__getitem__, self.fp_text.tolist()),
-                map(tables.__getitem__, self.fp_table.tolist()), strict=True)))
-        return self._groups
-
     def fingerprints(self, i: int) -> Fingerprints:
         """Rest ``i``'s fingerprints, as ``PackedTrace.fingerprints`` gives them, read from the columns alone (a
-        merge: rare; the open traces written at the end take ``fingerprints_json``)."""
+        merge: rare; the open traces written at the end take ``rows``)."""
         lo, hi = self.bounds[i], self.bounds[i + 1]
         return _fingerprint_rows(self, self.key_list(), lo, hi) if lo != hi else {}
 
-    def fingerprints_json(self) -> list[str]:
-        """Every rest's fingerprints as JSON text (``orjson.dumps(fingerprints(i))``), from ``groups`` (made once
-        for every rest of the batch, its entries themselves: only read here) in one pass: the open traces written
-        at the end are nearly all of a batch's rests). A rest of one group (nearly half of them) makes its dict
-        directly, one of none takes "{}" (a quarter): half the time of a dict of slices for every rest."""
-        keys, entries = self._groups or self.groups()
+    def rows(self) -> list[tuple[Any, ...]]:
+        """Every rest's open-trace row without its trace id (newest, events, queries, db_ms, cache_ms,
+        external_ms, fingerprints JSON text), made once for the batch by one ``zip`` of its columns: the rows
+        written at the end are nearly all of a batch's rests (a tuple made in Python per row, of seven list
+        items, cost more than this)."""
+        if self._rows is None:
+            self._rows = list(zip(self.newest, self.events, self.queries, self.db_ms, self.cache_ms,
+                                  self.external_ms, self._fingerprints_json(), strict=True))
+        return self._rows
+
+    def _fingerprints_json(self) -> list[str]:
+        """Every rest's fingerprints as JSON text (``orjson.dumps(fingerprints(i))``) in one pass over the
+        batch's groups. A rest of one group (nearly half of them) makes its dict directly, one of none takes
+        "{}" (a quarter): half the time of a dict of slices for every rest. The groups' entries are tuples
+        (orjson writes one as it writes the list ``fingerprints`` has; one zip makes them, no list per group)."""
+        keys = list(map(self.key_list().__getitem__, self.fp_key.tolist()))
+        texts, tables = self.fp_texts, self.fp_tables
+        entries = list(zip(self.fp_n.tolist(), self.fp_ms.tolist(), map(texts.__getitem__, self.fp_text.tolist()),
+                           map(tables.__getitem__, self.fp_table.tolist()), strict=True))
         dumps = orjson.dumps
         out = []
         for lo, hi in pairwise(self.bounds):
@@ -704,11 +706,14 @@ class TraceAnalyzer:
                 for (w, route, method, fp), s in sorted(self._findings.items())
             ))
             store_tables.add_counters(conn, self.counts)
-        self.pending_events = sum(ops.events for _, ops in still_open)
+        self.pending_events = self._open_events  # (the trim's sum of what stays)
         self.pending_traces = len(still_open)
-        return [self._aggregate(w, route, acc) for (w, route), acc in sorted(self._windows.items())]
+        windows = sorted(self._windows.items())
+        sketches = _metrics.queries_sketches([acc.queries for _, acc in windows])
+        return [self._aggregate(w, route, acc, sketch) for ((w, route), acc), sketch in zip(windows, sketches,
+                                                                                         strict=True)]
 
-    def _aggregate(self, window: int, route: str, acc: _RouteWindow) -> WindowAggregate:
+    def _aggregate(self, window: int, route: str, acc: _RouteWindow, sketch: Any) -> WindowAggregate:
         return WindowAggregate(
             series=SeriesKey(FAMILY, make_tags(route=route or "unknown")),
             start=window,
@@ -725,9 +730,7 @@ class TraceAnalyzer:
                 "external_ms": acc.external_ms,
                 "n_plus_one": float(acc.n_plus_one),
             },
-            sketch=_metrics.queries_sketch(np.repeat(np.fromiter(acc.queries, np.int64, len(acc.queries)),
-                                                     np.fromiter(acc.queries.values(), np.int64,
-                                                                 len(acc.queries)))),
+            sketch=sketch,
         )
 
     # --- the run summary -----------------------------------------------------------------------------
@@ -801,16 +804,10 @@ def _open_trace_rows(traces: list[tuple[str, _Open]]) -> Iterator[tuple[Any, ...
     opened read from their columns (each attribute a property call was most of writing them), those read from
     the store as they were read."""
     dumps = orjson.dumps
-    texts: dict[int, list[str]] = {}  # per batch (its _Rests' id): every rest's fingerprints text
     for trace_id, o in traces:
         kind = type(o)
         if kind is _OpenRest:
-            newest, events, rests, i = o
-            batch = texts.get(id(rests))
-            if batch is None:
-                batch = texts[id(rests)] = rests.fingerprints_json()
-            yield (trace_id, newest, events, rests.queries[i], rests.db_ms[i], rests.cache_ms[i],
-                   rests.external_ms[i], batch[i])
+            yield (trace_id,) + o[2].rows()[o[3]]  # (its newest and events are the columns')
         elif kind is _Stored:
             yield (trace_id, o[0], o[1], *o[3].values[o[2]])
         else:

@@ -7,11 +7,13 @@ run, through traces crossing part and run boundaries, the cap, expiry, and logs 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
+import orjson
 import pytest
 from test_insights_columns import _event, chunks_of, each_run, realistic_events, state
 
@@ -141,3 +143,69 @@ def test_a_stored_trace_reads_as_its_packed_trace(tmp_path: Path) -> None:
         assert pack(stored.unpack()) == packed
         assert stored[:2] == packed[:2]  # what the trim reads
     store.close()
+
+
+def _reference_rows(open_: list[tuple[str, traces._Open]]) -> Iterator[tuple[Any, ...]]:
+    """The open-trace rows as finish wrote them before ``_Rests.rows``: one tuple per trace from its own
+    values, the fingerprints text ``orjson.dumps`` of the trace's fingerprints dict (a stored row as read)."""
+    for trace_id, o in open_:
+        if type(o) is traces._Stored:
+            yield (trace_id, o[0], o[1], *o[3].values[o[2]])
+        else:
+            yield (trace_id, o.newest, o.events, o.queries, o.db_ms, o.cache_ms, o.external_ms,
+                   orjson.dumps(o.fingerprints).decode())
+
+
+class _ReferenceFinish(TraceAnalyzer):
+    """The analyzer writing its open traces with ``_reference_rows``, and counting what stays open by summing
+    it, as finish did."""
+
+    summed = (0, 0)  # what stays open after finish, summed: (events, traces)
+
+    def finish(self) -> list[Any]:
+        with patch.object(traces, "_open_trace_rows", _reference_rows):
+            aggs = super().finish()
+        self.summed = (sum(self._open[t].events for t in self._open), len(self._open))
+        return aggs
+
+
+@pytest.mark.parametrize(("seed", "cfg"), [
+    (3, {}),
+    (4, {"run.trace_pending_max_events": 300, "run.n_plus_one_threshold": 2}),
+    (5, {"run.trace_pending_max_events": 40, "run.trace_pending_seconds": 120}),
+])
+def test_open_trace_rows_from_the_columns_are_the_traces_own(tmp_path: Path, seed: int,
+                                                             cfg: dict[str, Any]) -> None:
+    """Finish writes each open trace opened by a batch's rest from the batch's columns at once (``_Rests.rows``:
+    one zip, the fingerprints text made per batch from its group columns, entries as tuples) and reads the
+    open events from the trim: the stored rows, findings, counters and aggregates are those of writing each
+    trace's own values and ``orjson.dumps`` of its fingerprints dict, and the pending counts those summed, after
+    every run of a sequence over one store (rows kept in place, expiry, the cap)."""
+    log = tmp_path / "app.log"
+    write_log(log, realistic_events(9_000, seed=seed), ordinary_every=13)
+    chunks = chunks_of(log, 20_000)
+    parts = [chunks[i:i + 2] for i in range(0, len(chunks), 2)]
+    cuts = [0, 1, len(parts) // 3, len(parts) // 2, len(parts) * 3 // 4, len(parts)]
+    runs = [parts[a:b] for a, b in pairwise(cuts)] + [parts[len(parts) // 2:]]  # and time going back
+    want = runs_states(tmp_path / "reference.db", runs, extract, cfg, _ReferenceFinish)
+    got = runs_states(tmp_path / "new.db", runs, extract, cfg, TraceAnalyzer)
+    for run, (a, b) in enumerate(zip(got, want, strict=True)):
+        assert a == b, f"run {run}"
+    assert sum(w[2].count("{\"") for w in want) > 20  # open traces with fingerprints were written
+
+    def pending(cls: type[TraceAnalyzer]) -> list[tuple[int, int]]:
+        store = Store(tmp_path / f"{cls.__name__}.db")
+        out = []
+        for parts_of_run in runs:
+            a = cls(store, load_config(environ={}, overrides=cfg))
+            for part in parts_of_run:
+                a.feed([p for chunk in part for p in extract(chunk)])
+            with store.transaction():
+                a.finish()
+            out.append((a.pending_events, a.pending_traces))
+            if isinstance(a, _ReferenceFinish):
+                assert out[-1] == a.summed
+        store.close()
+        return out
+
+    assert pending(TraceAnalyzer) == pending(_ReferenceFinish)
