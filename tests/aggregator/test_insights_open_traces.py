@@ -7,6 +7,7 @@ run, through traces crossing part and run boundaries, the cap, expiry, and logs 
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import Callable, Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -209,3 +210,36 @@ def test_open_trace_rows_from_the_columns_are_the_traces_own(tmp_path: Path, see
         return out
 
     assert pending(TraceAnalyzer) == pending(_ReferenceFinish)
+
+
+def test_the_migration_keeps_the_open_trace_rows_and_drops_the_trace_id_index(tmp_path: Path) -> None:
+    """A store whose open traces were kept under a trace_id primary key (the schema before insights
+    migration 3) holds, once opened, the same rows under the same rowids, without an index; the next row
+    appended takes the largest rowid plus one, as ``_write_open_traces`` expects."""
+    path = tmp_path / "s.db"
+    Store(path).close()
+    rows = [(3, "a" * 32, T0, 2, 1, 1.5, 0.0, -0.0, '{"f":[1,1.5,"SELECT 1","t"]}'),
+            (7, "b" * 32, T0 + 1.25, 1, 0, 0.0, 0.25, 0.0, "{}"),
+            (8, "c" * 32, T0 - 3.0, 4, 2, 2.0, 0.0, 3.5, '{"g":[2,2.0,null,null]}')]
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript("""
+        DROP TABLE insights_open_traces;
+        CREATE TABLE insights_open_traces (trace_id TEXT PRIMARY KEY, newest REAL NOT NULL,
+            events INTEGER NOT NULL, queries INTEGER NOT NULL, db_ms REAL NOT NULL, cache_ms REAL NOT NULL,
+            external_ms REAL NOT NULL, fingerprints TEXT NOT NULL);
+        DELETE FROM schema_migrations WHERE component = 'insights' AND version = 3;
+    """)
+    conn.executemany("INSERT INTO insights_open_traces (rowid, trace_id, newest, events, queries, db_ms, cache_ms,"
+                     " external_ms, fingerprints) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    assert conn.execute("PRAGMA index_list(insights_open_traces)").fetchall()
+    before = conn.execute("SELECT rowid, * FROM insights_open_traces ORDER BY rowid").fetchall()
+    conn.close()
+    store = Store(path)
+    conn = store.conn
+    got = conn.execute("SELECT rowid, * FROM insights_open_traces ORDER BY rowid").fetchall()
+    assert repr(got) == repr(before) and [r[0] for r in got] == [3, 7, 8]
+    assert conn.execute("PRAGMA index_list(insights_open_traces)").fetchall() == []
+    with store.transaction():
+        findings.update_open_trace_rows(conn, 0, [], [("d" * 32, T0, 1, 0, 0.0, 0.0, 0.0, "{}")])
+    assert conn.execute("SELECT max(rowid) FROM insights_open_traces").fetchone() == (9,)
+    store.close()
