@@ -451,48 +451,69 @@ class DDSketch:
                 f"buckets={self.pos.counts.size}+{self.neg.counts.size})")
 
 
+# A quick form's bytes before its counts (``to_bytes(compress=False)`` of a sketch with positive values only):
+# the mark, _HEADER, then the positive store's _STORE_HEADER; the empty negative store follows the counts.
+_QUICK_HEAD: Final = np.dtype([("mark", "u1"), ("version", "u1"), ("flags", "u1"), ("accuracy", "<f8"),
+                               ("min", "<f8"), ("max", "<f8"), ("zeros", "<u8"), ("offset", "<i4"),
+                               ("length", "<u4"), ("code", "u1")])
+assert _QUICK_HEAD.itemsize == 1 + _HEADER.size + _STORE_HEADER.size
+
+
 class BucketSlices:
     """Sketches of positive values (``DDSketch.of_bucket_counts``) from back-to-back slices of one array of
     bucket counts, ``counts[start: start + width]``: an accumulator's fold, one slice per series and window.
 
     Each is made in its quick form (what ``__reduce__`` sends a worker's sketch as, ``to_bytes(compress=False)``:
-    the same bytes), decoded only if read (as in the parent, which gets it so), with the slices' peaks and
-    narrowed counts found for all of them at once: a worker made each sketch, then encoded it when sending it,
-    about 8 us per series and window between them, a sixth of its windows stage. A slice whose first or last
-    count is 0 (which ``to_bytes`` trims) or that is collapsed (``MAX_BUCKETS``) is made as before."""
+    the same bytes), decoded only if read (as in the parent, which gets it so), with the slices' headers,
+    peaks and narrowed counts made for all of them at once: a worker made each sketch, then encoded it when
+    sending it, about 8 us per series and window between them, a sixth of its windows stage. A slice whose
+    first or last count is 0 (which ``to_bytes`` trims) or that is collapsed (``MAX_BUCKETS``) is made as
+    before, by ``of_bucket_counts``."""
 
-    __slots__ = ("_codes", "_counts", "_narrow")
+    __slots__ = ("_blobs", "_counts")
 
-    def __init__(self, counts: npt.NDArray[np.int64], starts: npt.NDArray[np.intp],
-                 widths: npt.NDArray[np.intp]) -> None:
-        """``starts``/``widths``: the slices, in order, each starting where the one before ends, the last
-        ending at the end of ``counts``; every width positive."""
+    def __init__(self, counts: npt.NDArray[np.int64], starts: npt.NDArray[np.intp], widths: npt.NDArray[np.intp],
+                 key_los: npt.NDArray[np.int64], mins: npt.NDArray[np.float64],
+                 maxs: npt.NDArray[np.float64]) -> None:
+        """The slices, in order (each starting where the one before ends, the last ending at the end of
+        ``counts``; every width positive), with what ``sketch`` will be given for each: the first bucket's
+        key, the smallest and the largest value."""
         self._counts = counts
-        self._narrow: dict[int, bytes] = {}
-        self._codes: dict[int, int] = {}
+        self._blobs: dict[int, bytes] = {}
         if not starts.size or counts.dtype is not _INT64:
             return
         peaks = np.maximum.reduceat(counts, starts)
         codes = np.select([peaks < 1 << 8, peaks < 1 << 16, peaks < 1 << 32], [0, 1, 2], 3)
-        codes[(counts[starts] == 0) | (counts[starts + widths - 1] == 0) | (widths > MAX_BUCKETS)] = -1
-        self._codes = dict(zip(starts.tolist(), codes.tolist(), strict=True))
+        quick = (counts[starts] != 0) & (counts[starts + widths - 1] != 0) & (widths <= MAX_BUCKETS)
+        quick &= (key_los >= -(1 << 31)) & (key_los < 1 << 31)  # (what _STORE_HEADER packs)
+        head = np.zeros(starts.size, _QUICK_HEAD)
+        head["version"] = _FORMAT_VERSION
+        head["accuracy"] = RELATIVE_ACCURACY
+        head["min"] = np.where(mins < np.inf, mins, np.inf)  # of_bucket_counts' min(inf, vmin) ...
+        head["max"] = np.where(maxs > -np.inf, maxs, -np.inf)  # ... and max(-inf, vmax)
+        head["offset"] = np.where(quick, key_los, 0)
+        head["length"] = widths
+        head["code"] = codes
+        heads = head.tobytes()
+        size = _QUICK_HEAD.itemsize
+        narrow: dict[int, tuple[bytes, int]] = {}
+        blobs = self._blobs
+        for i, start, width, code in zip(np.flatnonzero(quick).tolist(), starts[quick].tolist(),
+                                         widths[quick].tolist(), codes[quick].tolist(), strict=True):
+            got = narrow.get(code)
+            if got is None:
+                got = narrow[code] = (counts.astype(_DTYPES[code]).tobytes(), _DTYPE_OBJECTS[code].itemsize)
+            body, item = got
+            blobs[start] = b"".join((heads[i * size: (i + 1) * size], body[start * item: (start + width) * item],
+                                     _EMPTY_STORE))
 
     def sketch(self, key_lo: int, start: int, width: int, vmin: float, vmax: float) -> DDSketch:
-        """``DDSketch.of_bucket_counts(key_lo, counts[start: start + width], vmin, vmax)``."""
-        counts = self._counts
-        code = self._codes.get(start, -1)
-        if code < 0:
-            return DDSketch.of_bucket_counts(key_lo, counts[start: start + width], vmin, vmax)
-        body = self._narrow.get(code)
-        if body is None:
-            body = self._narrow[code] = counts.astype(_DTYPES[code]).tobytes()
-        size = _DTYPE_OBJECTS[code].itemsize
-        # of_bucket_counts' min(inf, vmin) and max(-inf, vmax); no zeros, no negative store
-        mn = vmin if vmin < math.inf else math.inf
-        mx = vmax if vmax > -math.inf else -math.inf
-        return _from_stored(b"".join((
-            b"\0", _HEADER.pack(_FORMAT_VERSION, 0, RELATIVE_ACCURACY, mn, mx, 0),
-            _STORE_HEADER.pack(key_lo, width, code), body[start * size: (start + width) * size], _EMPTY_STORE)))
+        """``DDSketch.of_bucket_counts(key_lo, counts[start: start + width], vmin, vmax)`` (the slice at ``start``
+        and what was given for it)."""
+        blob = self._blobs.get(start)
+        if blob is None:
+            return DDSketch.of_bucket_counts(key_lo, self._counts[start: start + width], vmin, vmax)
+        return _from_stored(blob)
 
 
 def merged(sketches: Sequence[DDSketch]) -> DDSketch:

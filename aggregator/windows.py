@@ -777,7 +777,7 @@ class WindowAccumulator:
         aggs = self._aggs
         width = self.width
         inf = math.inf
-        slices = BucketSlices(binned, base[positive], widths[positive])
+        slices = BucketSlices(binned, base[positive], widths[positive], kmin[positive], mins[positive], maxs[positive])
         for si, start, count, errs, total, lo, hi, pos, b, w, klo, at, row in zip(
                 seg_series, seg_start, counts.tolist(), err.astype(np.int64).tolist(), sums.tolist(), mins.tolist(),
                 maxs.tolist(), positive.tolist(), base.tolist(), widths.tolist(), kmin.tolist(), starts.tolist(),

@@ -66,10 +66,12 @@ def test_slices_are_of_bucket_counts(seed: int) -> None:
     lows[5] = np.inf
     keys = rng.integers(-50, 900, widths.size).tolist()
 
+    highs = np.where(lows == np.inf, -np.inf, lows * 9.0)
+
     def make() -> list[DDSketch]:
-        slices = BucketSlices(counts, starts, widths)
-        return [slices.sketch(key, start, width, lo, -lo if lo == np.inf else lo * 9.0)
-                for key, start, width, lo in zip(keys, starts.tolist(), widths.tolist(), lows.tolist(), strict=True)]
+        slices = BucketSlices(counts, starts, widths, np.array(keys), lows, highs)
+        return [slices.sketch(*args) for args in zip(keys, starts.tolist(), widths.tolist(), lows.tolist(),
+                                                     highs.tolist(), strict=True)]
 
     new, old = both(make)
     assert [pickle.dumps(s) for s in new] == [pickle.dumps(s) for s in old]
