@@ -725,30 +725,31 @@ static cp parse_float(cp p, double *out) {
     cp q = p;
     int neg = *q == '-';
     q += neg;
-    /* mant: the first 19 significant digits (those from the first non-zero one on; 10^19 fits in 64
-     * bits), sig: how many significant digits there are, frac: how many digits follow the point */
+    /* mant: the digits, the fraction's included, as one integer (exact while there are at most 19 of them:
+     * 10^19 fits in 64 bits; with more, only the slow path below reads the token) */
     uint64_t mant = 0;
-    int sig = 0, int_digits = 0, frac = 0, is_int = 1;
+    cp digits = q;
     if (*q == '0') {
         q++;
-        int_digits = 1;
     } else if (IS_DIGIT(*q)) {
-        for (; IS_DIGIT(*q); q++, int_digits++, sig++) {
-            if (sig < 19) mant = mant * 10 + (uint64_t)(*q - '0');
-        }
+        do mant = mant * 10 + (uint64_t)(*q++ - '0');
+        while (IS_DIGIT(*q));
     } else {
         return NULL;
     }
+    int int_digits = (int)(q - digits), frac = 0;
     if (*q == '.') {
         q++;
+        cp f = q;
         if (!IS_DIGIT(*q)) return NULL;
-        for (; IS_DIGIT(*q); q++, frac++) {
-            if (mant || *q != '0') {
-                if (sig < 19) mant = mant * 10 + (uint64_t)(*q - '0');
-                sig++;
-            }
-        }
-        is_int = 0;
+        do mant = mant * 10 + (uint64_t)(*q++ - '0');
+        while (IS_DIGIT(*q));
+        frac = (int)(q - f);
+    } else if (*q != 'e' && *q != 'E') {
+        /* an integer token */
+        if (int_digits > 18) return NULL; /* as parse_int */
+        *out = (double)(neg ? -(int64_t)mant : (int64_t)mant);
+        return q;
     }
     int exp = 0, eneg = 0, edigits = 0;
     if (*q == 'e' || *q == 'E') {
@@ -758,17 +759,11 @@ static cp parse_float(cp p, double *out) {
         for (; IS_DIGIT(*q); q++, edigits++) {
             if (edigits < 5) exp = exp * 10 + (*q - '0');
         }
-        is_int = 0;
     }
     if (q - p > MAX_NUMBER) return NULL;
-    if (is_int) {
-        if (int_digits > 18) return NULL; /* as parse_int */
-        *out = (double)(neg ? -(int64_t)mant : (int64_t)mant);
-        return q;
-    }
-    /* Clinger's fast path: at most 15 significant digits (the mantissa is an exact double) and a power of
-     * ten up to 22 (exact too): one correctly rounded multiplication or division */
-    if (sig <= 15 && edigits <= 5) {
+    /* Clinger's fast path: the digits an exact integer of a double (at most 2^53) and a power of ten up to
+     * 22 (exact too): one correctly rounded multiplication or division, as the slow path's result */
+    if (int_digits + frac <= 19 && mant <= ((uint64_t)1 << 53) && edigits <= 5) {
         int e10 = (eneg ? -exp : exp) - frac;
         if (e10 >= -22 && e10 <= 22) {
             double v = (double)mant;
@@ -1387,6 +1382,7 @@ static int prepass(cp data, size_t i, size_t to, Ends *e, int *high) {
 /* ---- the columns ---------------------------------------------------------------------------------------- */
 typedef struct {
     size_t cap, n;
+    size_t filled; /* rows whose codes are -1 so far (see cols_fill) */
     int8_t *kind, *outcome, *cache_hit, *task_state, *metric_type;
     int16_t *status;
     double *ts, *duration, *queue_wait, *metric_value;
@@ -1396,8 +1392,7 @@ typedef struct {
 #define ROW_BYTES (5 * sizeof(int8_t) + sizeof(int16_t) + 4 * sizeof(double) + N_STR * sizeof(int32_t))
 
 /* Columns for cap rows in a fresh arena (the doubles first, aligned; the narrower ones after), the rows so far
- * copied over, the codes of the rows to come -1 (absent until set); the old arena goes back to the kept
- * ones. The block's line count is not known when its first lines are parsed (the pass is a segment ahead):
+ * copied over; the old arena goes back to the kept ones. The block's line count is not known when its first lines are parsed (the pass is a segment ahead):
  * the first arena is sized from the first segment's lines, and this grows it when the block has more. */
 static int cols_alloc(Cols *c, PyObject **arena, size_t cap) {
     PyObject *a = take_arena(cap * ROW_BYTES);
@@ -1415,7 +1410,6 @@ static int cols_alloc(Cols *c, PyObject **arena, size_t cap) {
     PLACE(metric_value, double);
     for (int f = 0; f < N_STR; f++) {
         PLACE(codes[f], int32_t);
-        memset(c->codes[f] + n, 0xFF, (cap - n) * sizeof(int32_t));
     }
     PLACE(status, int16_t);
     PLACE(kind, int8_t);
@@ -1425,9 +1419,20 @@ static int cols_alloc(Cols *c, PyObject **arena, size_t cap) {
     PLACE(metric_type, int8_t);
 #undef PLACE
     c->cap = cap;
+    c->filled = n;
     if (*arena) keep_arena(*arena);
     *arena = a;
     return 0;
+}
+
+/* The codes of the next rows (up to `rows` of them, at least one: the caller has room for a row) set to -1,
+ * absent until a row sets them: just before those rows are written, a segment's lines at a time, so that the
+ * row's writes find the lines in the cache (filled for the whole block first, they were written to memory
+ * and read back for each row). */
+static void cols_fill(Cols *c, size_t rows) {
+    size_t k = c->cap - c->n < rows ? c->cap - c->n : rows;
+    for (int f = 0; f < N_STR; f++) memset(c->codes[f] + c->n, 0xFF, k * sizeof(int32_t));
+    c->filled = c->n + k;
 }
 
 static PyObject *scan(PyObject *self, PyObject *args) {
@@ -1527,6 +1532,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                 }
             }
             if (c.n == c.cap && cols_alloc(&c, &arena, c.cap + c.cap / 2 + 16) < 0) goto error;
+            if (c.n == c.filled) cols_fill(&c, e.n - line);
             if (parse_line(p, nl, data_end, &row, scratch, past, future, pred, &mc, &coding) < 0) {
                 if (PyErr_Occurred()) goto error; /* out of memory building a metric's tags: not a verdict */
                 /* not an event: skipped only when the line does not mention the marker at all; a line that

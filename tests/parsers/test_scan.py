@@ -715,16 +715,21 @@ def test_float_reprs() -> None:
 
 
 def test_numbers_at_the_fast_path_bounds() -> None:
-    """The exact fast path (at most 15 significant digits, a power of ten up to 22) and what lies just past
-    it (16 digits, 10^23, six exponent digits, 19-digit integers): every token the reference reads is read
-    to the same double, each checked against float() too."""
+    """The exact fast path (at most 19 digits making an integer up to 2^53, a power of ten up to 22) and what
+    lies just past it (2^53 + 1, 20 digits with leading zeros, 2^64 + 1 (digits that overflow 64 bits),
+    10^23, six exponent digits, 19-digit integers): every token the reference reads is read to the same double, each checked against float()
+    too."""
     texts = ["123456789012345", "123456789012345.0", "1234567890123456", "12345678901234.5", "1234567890123.45e1",
              "0.123456789012345", "0.1234567890123456", "0.000000000000000000001", "0.0000000000000000000001",
              "1e22", "1e23", "1e-22", "1e-23", "123456789012345e7", "123456789012345e8", "1.5e-0005", "1.5e-00005",
              "1.5e+000001", "9.999999999999999e22", "999999999999999", "9999999999999999", "999999999999999999",
              "9999999999999999999", "100000000000000000000", "-0", "-0.0", "0e5", "-0e-5", "0.0000", "1.000000000000000",
              "10.00000000000000000000", "7e-22", "4.35", "86.383", "2.017", "0.1", "-1.5e-7", "5e-324", "1.7e308",
-             "604800000", "604800000.0000001"]
+             "604800000", "604800000.0000001", "9007199254740992e-1", "9007199254740993e-1", "900719925474099.2",
+             "900719925474099.3", "9007199254740992.0", "0.000000000000000001", "0.0000000000000000001",
+             "0.000000000000000001e-3", "1234567890123456789e-5", "12345678901234567.0e-3", "4503599627370497.5",
+             "0.9007199254740992", "0.9007199254740993", "1.8014398509481985e-3",
+             "18446744073709551617e-5", "1844674407370955161.7", "36893488147419103233e-20"]  # 2^64 + 1, 2^65 + 1
     lines = [event_line("metric", metric__value=0.5).replace(b":0.5", b":" + t.encode()) for t in texts]
     got = [run(block(line)) for line in lines]
     for text, g in zip(texts, got, strict=True):
