@@ -1560,9 +1560,20 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             c.queue_wait[i] = row.queue_wait;
             c.metric_type[i] = row.metric_type;
             c.metric_value[i] = row.metric_value;
-            /* the codes are -1 (absent) until set; in field order, so a span id is coded before its parent */
-            for (uint32_t m = row.has_str; m; m &= m - 1) {
+            /* the codes are -1 (absent) until set. The span ids last: their table slots are being fetched
+             * (prefetch_slot), the parent's only since the end of the line (the writers put it last); the
+             * other fields' tables are their own, so their order does not matter. A span id is coded before
+             * its parent: they share a table, whose codes follow the order of first appearance. */
+            const uint32_t spans = 1u << S_SPAN_ID | 1u << S_PARENT_SPAN_ID;
+            uint32_t m = row.has_str & ~spans, later = row.has_str & spans;
+            for (;;) {
+                if (!m) {
+                    if (!later) break;
+                    m = later;
+                    later = 0;
+                }
                 int f = __builtin_ctz(m);
+                m &= m - 1;
                 int32_t code = intern(&tables[table_of(f)], &last[f], row.strs[f].ptr, row.strs[f].len,
                                       !row.strs[f].escaped, row.hashed >> f & 1 ? &row.hash[f] : NULL);
                 if (code < 0) {
