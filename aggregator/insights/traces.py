@@ -34,7 +34,7 @@ import operator
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import compress, pairwise, repeat
+from itertools import pairwise, repeat
 from typing import Any
 
 import numpy as np
@@ -142,7 +142,7 @@ class _Rests:
     __slots__ = ("_keys", "_rows", "bounds", "cache_ms", "db_ms", "events", "external_ms", "fp_key", "fp_keys",
                  "fp_ms", "fp_n", "fp_table", "fp_tables", "fp_text", "fp_texts", "newest", "queries")
 
-    def __init__(self, b: TraceBatch) -> None:
+    def __init__(self, b: TraceBatch, keys: list[list[str]] | None = None) -> None:
         nreq = b.requests
         bounds = np.searchsorted(b.fp_owner, np.arange(nreq, nreq + b.rest_trace.size + 1))
         lo = int(bounds[0])
@@ -153,14 +153,16 @@ class _Rests:
         self.fp_key, self.fp_n, self.fp_ms = b.fp_key[lo:], b.fp_n[lo:], b.fp_ms[lo:]
         self.fp_text, self.fp_table = b.fp_text[lo:], b.fp_table[lo:]
         self.fp_keys, self.fp_texts, self.fp_tables = b.fp_keys, b.fp_texts, b.fp_tables
-        self._keys: list[str] | None = None
+        # the batch's fingerprints once split, in a list shared with the batch's requests (one split a batch:
+        # a rest's trace merged by a later request, and the batch's own requests, each split it before)
+        self._keys: list[list[str]] = [] if keys is None else keys
         self._rows: list[tuple[Any, ...]] | None = None
 
     def key_list(self) -> list[str]:
         """The batch's fingerprints (``TraceBatch.key_list``), split once."""
-        if self._keys is None:
-            self._keys = split_keys(self.fp_keys)
-        return self._keys
+        if not self._keys:
+            self._keys.append(split_keys(self.fp_keys))
+        return self._keys[0]
 
     def fingerprints(self, i: int) -> Fingerprints:
         """Rest ``i``'s fingerprints, as ``PackedTrace.fingerprints`` gives them, read from the columns alone (a
@@ -432,10 +434,11 @@ class TraceAnalyzer:
         open_, traces = self._open, b.traces
         nreq = b.requests
         queries, db_ms, cache_ms, external_ms = b.req_queries, b.req_db_ms(), b.req_cache_ms(), b.req_external_ms()
-        fps = self._fingerprints_of(b)
+        keys: list[list[str]] = []  # the batch's fingerprints once split (shared by its requests and rests)
+        fps = self._fingerprints_of(b, keys)
         to_check: dict[int, Fingerprints] = {}  # requests that may have findings -> their fingerprints
 
-        hit = (np.fromiter(map(open_.__contains__, traces), bool, len(traces)) if open_
+        hit = (np.frombuffer(bytes(map(open_.__contains__, traces)), np.bool_) if open_
                else np.zeros(len(traces), bool))
         req_hit = np.flatnonzero(hit[b.req_trace])
         root_hit = np.flatnonzero(hit[b.root_trace])
@@ -481,7 +484,7 @@ class TraceAnalyzer:
                 known = hit.copy()
                 known[b.req_trace[req_hit]] = False
                 known[b.root_trace[root_hit]] = False
-            self._open_rests(b, np.flatnonzero(known[b.rest_trace]).tolist())
+            self._open_rests(b, np.flatnonzero(known[b.rest_trace]).tolist(), keys)
         return b, queries, db_ms, cache_ms, external_ms, to_check
 
     def _add_batches(self, batches: list[_Batch]) -> None:
@@ -512,7 +515,7 @@ class TraceAnalyzer:
                 self._n_plus_one(windows[at + j], traces[b.req_trace[j]], request, to_check[j])
             at += b.requests
 
-    def _open_rests(self, b: TraceBatch, known: list[int]) -> None:
+    def _open_rests(self, b: TraceBatch, known: list[int], keys: list[list[str]]) -> None:
         """``_add`` of each rest (a piece without its request): merged into its open trace, or opened.
 
         Nearly every rest opens a new trace (the benchmark log: 148 of 64,868 rests find theirs open; most are
@@ -521,9 +524,9 @@ class TraceAnalyzer:
         every rest a ``PackedTrace`` at once was most of the parent's trace join). The dict ends in the same
         order as one rest at a time (a merged rest keeps its trace's place, a new one is appended in rest
         order), as long as no trace has two rests in one batch (else they go one at a time). ``known``: the
-        rests whose trace is open here."""
+        rests whose trace is open here; ``keys``: the batch's split fingerprints, once made (``_Rests``)."""
         open_ = self._open
-        rests = _Rests(b)
+        rests = _Rests(b, keys)
         trace_ids = list(map(b.traces.__getitem__, b.rest_trace.tolist()))
         n = len(trace_ids)
         if known and len(set(trace_ids)) < n:
@@ -548,16 +551,19 @@ class TraceAnalyzer:
         self._open_events += int(b.rest_events.sum())
 
     @staticmethod
-    def _fingerprints_of(b: TraceBatch) -> Any:
-        """A function giving a request's fingerprints (as ``partials.summarize`` has them) from the columns."""
-        made: list[Any] = []  # when first needed: where each request's groups start, and the fingerprints
+    def _fingerprints_of(b: TraceBatch, keys: list[list[str]]) -> Any:
+        """A function giving a request's fingerprints (as ``partials.summarize`` has them) from the columns;
+        ``keys``: the batch's split fingerprints, once made (shared with its ``_Rests``)."""
+        made: list[Any] = []  # when first needed: where each request's groups start
 
         def fingerprints(owner: int) -> Fingerprints:
             if not made:
-                made.extend((np.searchsorted(b.fp_owner, np.arange(b.requests + 1)).tolist(), b.key_list()))
-            bounds, keys = made
+                made.append(np.searchsorted(b.fp_owner, np.arange(b.requests + 1)).tolist())
+            if not keys:
+                keys.append(b.key_list())
+            bounds = made[0]
             lo, hi = bounds[owner], bounds[owner + 1]
-            return _fingerprint_rows(b, keys, lo, hi) if lo != hi else {}
+            return _fingerprint_rows(b, keys[0], lo, hi) if lo != hi else {}
 
         return fingerprints
 
@@ -640,26 +646,27 @@ class TraceAnalyzer:
         events = np.fromiter(map(_EVENTS, open_.values()), np.int64, n)
         trace_ids = list(open_)
         expired = newest < self._newest - self.pending_seconds
+        at = None  # where the traces not expired are in trace_ids (None: all of them)
         if expired.any():
             gone = np.flatnonzero(expired)
             self.counts["pending_expired_events"] += int(events[gone].sum())
             deque(map(open_.pop, map(trace_ids.__getitem__, gone.tolist())), 0)
-            kept = ~expired
-            newest, events = newest[kept], events[kept]
-            trace_ids = list(compress(trace_ids, kept.tolist()))
+            at = np.flatnonzero(~expired)
+            newest, events = newest[at], events[at]
         total = int(events.sum())
         excess = total - self.pending_max_events
         if excess > 0:
             order = np.argsort(newest, kind="stable")
             by_age = newest[order]
+            where = order if at is None else at[order]  # (their places in trace_ids)
             # the traces dropped are those older than the newest one needed to cover the excess, then of
             # those as old as it, the first ones by trace id until the rest fit
             last = by_age[int(np.searchsorted(np.cumsum(events[order]), excess))]
             lo, hi = int(np.searchsorted(by_age, last, "left")), int(np.searchsorted(by_age, last, "right"))
             evicted = int(events[order[:lo]].sum())
-            deque(map(open_.pop, map(trace_ids.__getitem__, order[:lo].tolist())), 0)
+            deque(map(open_.pop, map(trace_ids.__getitem__, where[:lo].tolist())), 0)
             total -= evicted
-            for trace_id in sorted(trace_ids[i] for i in order[lo:hi].tolist()):
+            for trace_id in sorted(trace_ids[i] for i in where[lo:hi].tolist()):
                 if total <= self.pending_max_events:
                     break
                 size = open_.pop(trace_id)[1]
