@@ -310,7 +310,7 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
                     new_checkpoints[part.task_index] = part.checkpoint
                 if analyzer is not None and part.trace_records:
                     analyzer.feed(part.trace_records)
-                if len(state.aggs) > SPILL_AGGREGATES:
+                if len(state) > SPILL_AGGREGATES:
                     apply(state)
                     state = WindowState(max_ts=state.max_ts)
                 if on_wait is not None:

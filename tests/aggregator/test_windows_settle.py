@@ -1,0 +1,144 @@
+"""The parent merges the sketches of a window several parts hold when it seals or reads the window, in one pass
+(``WindowState._settle``: ``sketch.merged_quick`` on the workers' quick forms, else ``sketch.merged``), not part by
+part: the same stored bytes, quick bytes and fields as merging each in turn (``merge_into``, the reference).
+Checked for sketches in every form (quick, stored, decoded, new), with zeros, negatives, counts of every width,
+ranges wide enough to collapse, other accuracies (``merged_quick``), windows without sketches, and batches out of time order."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from collections.abc import Iterable
+
+import numpy as np
+import pytest
+
+from aggregator.model import SeriesKey, WindowAggregate
+from aggregator.sketch import MAX_BUCKETS, DDSketch, SketchError, merged, merged_quick
+from aggregator.windows import WindowState
+from tests.aggregator.test_windows_apply import _reference_merge
+
+
+def _quick(sketch: DDSketch) -> DDSketch:
+    """The sketch as the parent gets it from a worker: its quick form, undecoded."""
+    out = pickle.loads(pickle.dumps(sketch))
+    assert out._blob is not None and out._blob[:1] == b"\0"
+    return out
+
+
+def _values(rng: np.random.Generator, kind: int) -> np.ndarray:
+    n = int(rng.integers(1, 400))
+    if kind == 0:
+        return rng.lognormal(3.0, 1.5, n)
+    if kind == 1:  # one bucket holding more than 2**8, 2**16 values
+        return np.full(int(rng.choice([300, 70_000])), 12.5)
+    if kind == 2:  # zeros and negatives: a gauge
+        return rng.normal(0.0, 5.0, n).round(1)
+    return np.concatenate([rng.uniform(1e-30, 1e-29, 3), rng.uniform(1e20, 1e21, 3)])  # wider than MAX_BUCKETS
+
+
+def _sketch(rng: np.random.Generator, form: int, kind: int) -> DDSketch:
+    s = DDSketch(0.02) if kind == 4 else DDSketch()
+    s.add_many(_values(rng, min(kind, 3)) if kind != 4 else rng.lognormal(3.0, 1.0, 50))
+    if form == 0:
+        return _quick(s)
+    if form == 1:
+        return DDSketch.from_bytes(s.to_bytes())  # decoded from its stored form
+    if form == 2:
+        return _from_store(s)
+    return s
+
+
+def _from_store(s: DDSketch) -> DDSketch:
+    out = DDSketch.__new__(DDSketch)
+    out._blob, out._stored = s.to_bytes(), None
+    return out
+
+
+def _forms(s: DDSketch) -> tuple[bytes, bytes, float, float, float, int]:
+    return s.to_bytes(), s.to_bytes(compress=False), s.count, s.min, s.max, s.zero_count
+
+
+def test_merged_quick_is_merged() -> None:
+    """Every list of quick forms ``merged_quick`` takes gives ``merged``'s stored and quick bytes and fields;
+    what it does not take (another form, negative buckets, another accuracy, collapsing) it declines (None),
+    and the sum of the quick forms it took is not vacuous (counts of every width, zeros, several inputs)."""
+    rng = np.random.default_rng(5)
+    taken = declined = 0
+    for _ in range(1500):
+        n = int(rng.integers(1, 5))
+        sketches = [_sketch(rng, int(rng.choice([0] * 8 + [1, 2, 3])), int(rng.choice([0] * 6 + [1, 1, 2, 3, 4])))
+                    for _ in range(n)]
+        fast = merged_quick(sketches)
+        if len({sk.relative_accuracy for sk in sketches}) > 1:  # refused, by merged as by merging in turn
+            assert fast is None
+            with pytest.raises(SketchError):
+                merged(sketches)
+            continue
+        want = merged(sketches)
+        if fast is None:
+            declined += 1
+            continue
+        taken += n > 1
+        assert _forms(fast) == _forms(want)
+        assert fast.quantiles([0.5, 0.99]) == want.quantiles([0.5, 0.99])
+    assert taken > 200 and declined > 200
+    low, high = DDSketch(), DDSketch()
+    low.add_many([1e-30])
+    high.add_many([1e30])
+    assert merged([low, high]).pos.counts.size == MAX_BUCKETS  # collapsed
+    assert merged_quick([_quick(low), _quick(high)]) is None
+
+
+def _batches(seed: int) -> list[list[WindowAggregate]]:
+    """Parts of a log: each a run of windows of a few series, the first and last window shared with the parts
+    beside it; some parts out of time order, some windows without a sketch."""
+    rng = np.random.default_rng(seed)
+    pick = random.Random(seed)
+    out = []
+    starts = [int(s) for s in rng.integers(0, 40, 30)] if seed % 2 else list(range(0, 120, 4))
+    for first in starts:
+        part = []
+        for w in range(first, first + 5):
+            for route in range(4):
+                sk = None if route == 3 and pick.random() < 0.5 else _sketch(
+                    rng, pick.choice([0, 0, 0, 0, 1, 2, 3]), pick.choice([0, 0, 0, 0, 1, 2]))
+                part.append(WindowAggregate(SeriesKey("request", (("route", f"r{route}"),)), 60 * w, 60,
+                                            count=pick.randint(1, 9), errors=pick.randint(0, 2),
+                                            total=pick.random(), min=pick.random(), max=1 + pick.random(),
+                                            counters={"satisfied": 1.0}, sketch=sk))
+        out.append(part)
+    return out
+
+
+def _copies(batches: Iterable[list[WindowAggregate]]) -> list[list[WindowAggregate]]:
+    return pickle.loads(pickle.dumps(list(batches)))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_window_state_merges_as_each_part_in_turn(seed: int) -> None:
+    """The state's windows, read midway and at the end, have the reference's exact fields and sketch bytes
+    (stored and quick forms); windows were sealed and merged from several parts (not vacuous)."""
+    batches = _batches(seed)
+    state, plain = WindowState(), WindowState()
+    for i, (new, ref) in enumerate(zip(_copies(batches), _copies(batches), strict=True)):
+        state.merge(new, float(i))
+        _reference_merge(plain, ref, float(i))
+        if i == len(batches) // 2:
+            assert set(state.aggs) == set(plain.aggs)  # pending sketches merged now, the rest later
+    assert state._sealed > 50
+    assert set(state.aggs) == set(plain.aggs) and state.max_ts == plain.max_ts
+    for k, agg in state.aggs.items():
+        want = plain.aggs[k]
+        assert (agg.count, agg.errors, agg.total, agg.min, agg.max, agg.counters) == (
+            want.count, want.errors, want.total, want.min, want.max, want.counters)
+        assert (agg.sketch is None) == (want.sketch is None)
+        if agg.sketch is not None:
+            assert _forms(agg.sketch) == _forms(want.sketch)  # type: ignore[arg-type]
+    seen: dict[tuple[str, int], int] = {}
+    for part in batches:
+        for a in part:
+            if a.sketch is not None:
+                seen[(a.series.tags[0][1], a.start)] = seen.get((a.series.tags[0][1], a.start), 0) + 1
+    assert sum(n > 1 for n in seen.values()) > 20
+    assert not state._pending
