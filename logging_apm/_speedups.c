@@ -28,6 +28,9 @@ typedef struct {
     PyObject *tails;      /* formatters._request_tails: {(method, route, status): str} */
     PyObject *millis;     /* emit._MILLIS: 1000 str, ".mmmZ" */
     PyObject *fractions;  /* formatters._FRACTIONS: 1000 str */
+    /* The last (method, route, status) looked up in tails, and its tail: the next request is nearly always of
+     * the same kind (the same method and route objects), and a tail is a function of its key. */
+    PyObject *last_method, *last_route, *last_status, *last_tail;
     vectorcallfunc vectorcall;
 } RequestLine;
 
@@ -78,15 +81,28 @@ static PyObject *line(RequestLine *self, PyObject *pending) {
     }
 
     PyObject *result = NULL, *key = NULL, *clock = NULL, *cache = NULL;
-    key = PyTuple_Pack(3, method, route, status);
-    if (key == NULL) goto done;
-    PyObject *tail = PyDict_GetItemWithError(self->tails, key);  /* borrowed */
-    if (tail == NULL || !PyUnicode_CheckExact(tail)) {
-        if (!PyErr_Occurred()) result = fallback(self, pending);
-        goto done;
+    if (method == self->last_method && route == self->last_route && self->last_status != NULL &&
+        (status == self->last_status || PyObject_RichCompareBool(status, self->last_status, Py_EQ) == 1)) {
+        key = Py_NewRef(self->last_tail);  /* key holds the tail */
+    } else {
+        key = PyTuple_Pack(3, method, route, status);
+        if (key == NULL) goto done;
+        PyObject *tail = PyDict_GetItemWithError(self->tails, key);  /* borrowed */
+        if (tail == NULL || !PyUnicode_CheckExact(tail)) {
+            if (!PyErr_Occurred()) result = fallback(self, pending);
+            goto done;
+        }
+        Py_INCREF(tail);
+        Py_SETREF(key, tail);  /* key now holds the tail */
+        Py_INCREF(method);
+        Py_XSETREF(self->last_method, method);
+        Py_INCREF(route);
+        Py_XSETREF(self->last_route, route);
+        Py_INCREF(status);
+        Py_XSETREF(self->last_status, status);
+        Py_INCREF(tail);
+        Py_XSETREF(self->last_tail, tail);
     }
-    Py_INCREF(tail);
-    Py_SETREF(key, tail);  /* key now holds the tail */
 
     /* The timestamp: the clock's cached (second, prefix) and the millisecond suffix. */
     clock = PyObject_GetAttr(emitter, str_clock);
@@ -206,6 +222,10 @@ static int RequestLine_traverse(RequestLine *self, visitproc visit, void *arg) {
     Py_VISIT(self->tails);
     Py_VISIT(self->millis);
     Py_VISIT(self->fractions);
+    Py_VISIT(self->last_method);
+    Py_VISIT(self->last_route);
+    Py_VISIT(self->last_status);
+    Py_VISIT(self->last_tail);
     return 0;
 }
 
@@ -215,6 +235,10 @@ static int RequestLine_clear(RequestLine *self) {
     Py_CLEAR(self->tails);
     Py_CLEAR(self->millis);
     Py_CLEAR(self->fractions);
+    Py_CLEAR(self->last_method);
+    Py_CLEAR(self->last_route);
+    Py_CLEAR(self->last_status);
+    Py_CLEAR(self->last_tail);
     return 0;
 }
 

@@ -405,6 +405,30 @@ def test_request_line_in_c_writes_the_bytes_of_the_python_method() -> None:
     assert outcome(native, pending, pending) is TypeError
 
 
+def test_request_line_in_c_reuses_the_last_tail_only_for_the_same_kind() -> None:
+    """The C request line keeps the last (method, route, status) and its tail: consecutive requests of the
+    same method and route objects with the same status (the same int object, or an equal one made anew), a
+    different status, a different but equal route, and an unknown kind in between all give the Python
+    method's bytes."""
+    from logging_apm import emit, tracing
+    from logging_apm import formatters as fm
+
+    if fm._RequestLine is None:
+        pytest.skip("logging_apm._speedups is not built (or LOGAPM_NATIVE=0)")
+
+    formatter = OrjsonFormatter()
+    emitter = _odd_emitters({})[0]
+    root = tracing.new_root()
+    route = "api/<int:id>/"
+    kinds = [("GET", route, 200), ("GET", route, 200), ("GET", route, int("503")), ("GET", route, int("503")),
+             ("GET", route, 404), ("GET", "".join(["api/", "<int:id>/"]), 404), ("POST", route, 404),
+             ("GET", "never/seen/", 200), ("GET", route, 200), ("BREW", route, 200), ("GET", route, 200)]
+    for method, path, status in kinds * 3:
+        pending = (emit.REQUEST, emitter, 2.5, method, path, status, None, root, time.time())
+        expected = OrjsonFormatter.format_request(formatter, pending)  # fills the tails the C line reads
+        assert formatter.format_request(pending) == expected
+
+
 def test_request_line_in_c_with_request_parts_made_on_each_read() -> None:
     """A subclass whose _request_parts is made anew on each read (a property) still gets the Python method's
     lines from the C request line: the template it reads is its own reference (it read a freed tuple, which
