@@ -69,18 +69,24 @@ def span_quantiles(
 
 
 class _Spans:
-    """One group's spans: bucket counts (cumulative over the buckets), zeros, min and max."""
+    """One group's spans: bucket counts (cumulative over the buckets), zeros, min and max (several groups'
+    in ``alerting.columns``, which lays the counts out otherwise: ``totals``, ``buckets``)."""
 
     __slots__ = ("cum", "gamma", "lo", "maxs", "mins", "n", "valid", "zeros")
 
     def __init__(self, cum: npt.NDArray[np.int64], zeros: npt.NDArray[np.int64], mins: Any,
-                 maxs: Any, valid: npt.NDArray[np.bool_], lo: int, gamma: float) -> None:
+                 maxs: Any, valid: npt.NDArray[np.bool_], lo: Any, gamma: float, totals: Any = None) -> None:
         self.cum, self.zeros, self.lo, self.gamma = cum, zeros, lo, gamma
-        self.n = cum[:, -1] + zeros
+        self.n = (cum[:, -1] if totals is None else totals) + zeros
         self.valid = valid & (self.n > 0)
         # Spans without values read 0 (and are NaN in the end): no inf - inf on the way.
         self.mins = np.where(self.valid, np.asarray(mins, dtype=np.float64), 0.0)
         self.maxs = np.where(self.valid, np.asarray(maxs, dtype=np.float64), 0.0)
+
+    def buckets(self, pos_rank: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Per span, the index of the positive bucket holding ``pos_rank`` (the first whose cumulative count
+        exceeds it: ``searchsorted(..., side="right")``), the last one past the end."""
+        return np.minimum((self.cum <= pos_rank[:, None]).sum(axis=1), self.cum.shape[1] - 1)
 
 
 def _negative_zero(x: float) -> bool:
@@ -153,8 +159,7 @@ def _read(g: _Spans, q: float) -> Floats:
 
 def _at_ranks(g: _Spans, ranks: npt.NDArray[np.int64]) -> Floats:
     """The estimate at one 0-based rank per span: zero below the span's zeros, else the positive bucket
-    holding it (the first whose cumulative count exceeds the rank: ``searchsorted(..., side="right")``)."""
+    holding it."""
     pos_rank = ranks - g.zeros
-    idx = (g.cum <= pos_rank[:, None]).sum(axis=1)
-    idx = np.minimum(idx, g.cum.shape[1] - 1)
+    idx = g.buckets(pos_rank)
     return np.where(pos_rank < 0, 0.0, representatives(g.gamma, g.lo + idx))

@@ -250,3 +250,56 @@ def test_stored_sketches_read_as_the_decoded_ones(seed: int, per_span: int, poin
         assert chunk.quantiles.values[q].keys() == expected.values[q].keys()
         for key, values in expected.values[q].items():
             np.testing.assert_array_equal(chunk.quantiles.values[q][key], values)
+
+
+def _raw_sketch(accuracy: float, counts: list[int], code: int, offset: int, lo: float, hi: float) -> bytes:
+    """A stored sketch written by hand (``DDSketch.to_bytes``' uncompressed form), for counts the sketch
+    itself would not write: a wider count type than needed, uint64 counts past 2**63."""
+    from aggregator import sketch as sk
+
+    body = np.array(counts, dtype=np.uint64).astype(sk._DTYPES[code]).tobytes()
+    return b"".join((b"\0", sk._HEADER.pack(sk._FORMAT_VERSION, 0, accuracy, lo, hi, 2),
+                     sk._STORE_HEADER.pack(offset, len(counts), code), body, sk._EMPTY_STORE))
+
+
+@pytest.mark.parametrize("case", ["accuracies", "widths", "wrapping", "near_2_62"])
+def test_unusual_stored_sketches_read_as_the_decoded_ones(case: str) -> None:
+    """``read_chunk`` reads all groups of a chunk at once (one matrix, bisection of the ranks): against
+    ``alerting.spans`` over the decoded sketches, bit for bit, when the groups' accuracies differ (one
+    read-out per accuracy), when one group's sketches mix count types, and when uint64 counts wrap past
+    2**63 or sum near it (the sums may then decrease: every bucket compared instead of bisecting)."""
+    from aggregator.sketch import DDSketch as Sketch
+    from alerting.spans import span_quantiles
+
+    rng = np.random.default_rng(11)
+    per_span, points = 3, 8
+    grid = columns.Grid.of([T0 + W * (per_span + i) for i in range(points)], per_span * W, W)
+    rows: list[tuple[SeriesKey, tuple[Any, ...]]] = []
+    decoded: dict[Any, list[tuple[int, Any]]] = {}
+    for r in range(grid.rows):
+        for route in ("a", "b", "c"):
+            if case == "accuracies":
+                s = DDSketch(0.01 if route == "a" else 0.02 if route == "b" else 0.05)
+                s.add_many(rng.lognormal(3.0, 1.0, int(rng.integers(1, 40))))
+                blob = s.to_bytes(compress=bool(r % 2))
+            else:
+                n = int(rng.integers(1, 30))
+                counts = [int(c) for c in rng.integers(0, 4, n)]
+                code = int(rng.integers(0, 4)) if case == "widths" else 3
+                if case == "wrapping" and route == "b" and r % 3 == 0:  # wraps to a small positive total
+                    counts = [2**62, 2**63 + int(rng.integers(0, 9)), 2**62, *counts]
+                if case == "near_2_62" and route == "c":
+                    counts[int(rng.integers(0, n))] = 2**60 + int(rng.integers(0, 2**40))
+                blob = _raw_sketch(0.01, counts, code, int(rng.integers(300, 340)), 1.0, 500.0)
+            series = SeriesKey("request", make_tags(route=route))
+            rows.append((series, ("request", route, grid.base + r * W, W, 1, 0, 1.0, None, None, "{}", blob)))
+            decoded.setdefault((("route", route),), []).append((r, Sketch.from_bytes(blob)))
+    qs = {0.0, 0.5, 0.95, 0.99, 1.0}
+    with np.errstate(all="ignore"):  # wrapped counts: the decoded path computes with them as they are
+        chunk = columns.read_chunk(lambda sketches: rows, ("route",), grid, qs, False)
+        expected = span_quantiles(decoded, grid.rows, grid.first, grid.per_span, qs)
+    assert chunk is not None and not expected.merge
+    for q in qs:
+        assert chunk.quantiles.values[q].keys() == expected.values[q].keys()
+        for key, values in expected.values[q].items():
+            assert chunk.quantiles.values[q][key].tobytes() == values.tobytes(), (case, q, key)
