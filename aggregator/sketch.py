@@ -592,7 +592,10 @@ def merged_quick(sketches: Sequence[Any]) -> DDSketch | None:
         return None
     counts = np.zeros(width, dtype=np.int64)
     for offset, length, code, at, blob in stores:
-        counts[offset - key_lo: offset - key_lo + length] += np.frombuffer(blob, _DTYPE_OBJECTS[code], length, at)
+        values = np.frombuffer(blob, _DTYPE_OBJECTS[code], length, at)
+        if code == 3:  # int64 + uint64 is float64: the counts came from int64 ones, below 2**63
+            values = values.view(np.int64)
+        counts[offset - key_lo: offset - key_lo + length] += values
     peak = int(counts.max())
     code = 0 if peak < 1 << 8 else 1 if peak < 1 << 16 else 2 if peak < 1 << 32 else 3
     return _from_stored(b"".join((

@@ -1,8 +1,9 @@
 """The parent merges the sketches of a window several parts hold when it seals or reads the window, in one pass
 (``WindowState._settle``: ``sketch.merged_quick`` on the workers' quick forms, else ``sketch.merged``), not part by
 part: the same stored bytes, quick bytes and fields as merging each in turn (``merge_into``, the reference).
-Checked for sketches in every form (quick, stored, decoded, new), with zeros, negatives, counts of every width,
-ranges wide enough to collapse, other accuracies (``merged_quick``), windows without sketches, and batches out of time order."""
+Checked for sketches in every form (quick, stored, decoded, new), with zeros, negatives, counts of every width
+(up to 2**40), ranges wide enough to collapse, other accuracies (``merged_quick``), windows without sketches, and
+batches out of time order."""
 
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ def _values(rng: np.random.Generator, kind: int) -> np.ndarray:
 
 
 def _sketch(rng: np.random.Generator, form: int, kind: int) -> DDSketch:
+    if kind == 5:  # buckets holding more than 2**32 values
+        counts = rng.integers(1, 1 << 40, int(rng.integers(1, 30)))
+        s = DDSketch.of_bucket_counts(int(rng.integers(0, 40)), counts, 1.0, 2.0)
+        return _quick(s) if form == 0 else s
     s = DDSketch(0.02) if kind == 4 else DDSketch()
     s.add_many(_values(rng, min(kind, 3)) if kind != 4 else rng.lognormal(3.0, 1.0, 50))
     if form == 0:
@@ -67,7 +72,7 @@ def test_merged_quick_is_merged() -> None:
     taken = declined = 0
     for _ in range(1500):
         n = int(rng.integers(1, 5))
-        sketches = [_sketch(rng, int(rng.choice([0] * 8 + [1, 2, 3])), int(rng.choice([0] * 6 + [1, 1, 2, 3, 4])))
+        sketches = [_sketch(rng, int(rng.choice([0] * 8 + [1, 2, 3])), int(rng.choice([0] * 6 + [1, 1, 2, 3, 4, 5])))
                     for _ in range(n)]
         fast = merged_quick(sketches)
         if len({sk.relative_accuracy for sk in sketches}) > 1:  # refused, by merged as by merging in turn
@@ -102,7 +107,7 @@ def _batches(seed: int) -> list[list[WindowAggregate]]:
         for w in range(first, first + 5):
             for route in range(4):
                 sk = None if route == 3 and pick.random() < 0.5 else _sketch(
-                    rng, pick.choice([0, 0, 0, 0, 1, 2, 3]), pick.choice([0, 0, 0, 0, 1, 2]))
+                    rng, pick.choice([0, 0, 0, 0, 1, 2, 3]), pick.choice([0, 0, 0, 0, 1, 2, 5]))
                 part.append(WindowAggregate(SeriesKey("request", (("route", f"r{route}"),)), 60 * w, 60,
                                             count=pick.randint(1, 9), errors=pick.randint(0, 2),
                                             total=pick.random(), min=pick.random(), max=1 + pick.random(),
