@@ -75,6 +75,8 @@ def _field(data: npt.NDArray[np.uint8], at: npt.NDArray[np.int64], dtype: str) -
 _HEAD = _HEADER.size  # the positive store's header follows the sketch's
 _COUNTS = _HEAD + _STORE.size  # its counts follow that
 _ITEMSIZE = np.array([d.itemsize for d in _DTYPES], dtype=np.int64)
+# The most cells of summed counts (int64) made at once: 32 MB (see _chunk_quantiles).
+_CELLS = 1 << 22
 _VIEWS = (np.uint8, np.uint16, np.uint32, np.int64)  # each count width (code) as the decoder reads it (int64 of uint64)
 
 
@@ -127,6 +129,59 @@ def _chunk_quantiles(blobs: list[bytes], at: Any, owner: list[int], groups: int,
     widths = hi - lo
     if (widths > _sketch.MAX_BUCKETS).any():
         raise _Refused
+    per_row = np.zeros((2, (rows + 1) * groups), dtype=np.int64)  # zero counts and sketches per row and group
+    sketch_cell = (at + 1) * groups + group
+    np.add.at(per_row[0], sketch_cell, zeros.astype(_INT64))
+    np.add.at(per_row[1], sketch_cell, 1)
+    sums = np.cumsum(per_row.reshape(2, rows + 1, groups), axis=1)
+    row_min = np.full(rows * groups, math.inf)
+    row_max = np.full(rows * groups, -math.inf)
+    np.minimum.at(row_min, sketch_cell - groups, mins)  # no NaN, no -0.0: the builtin min's and max's, in any order
+    np.maximum.at(row_max, sketch_cell - groups, maxs)
+    window = first[:, None] + np.arange(per_span, dtype=np.int64)
+    n_points = len(first)
+    # Per point and group (point-major), as alerting.spans has them per group.
+    span_zeros = (sums[0][ends] - sums[0][first]).reshape(-1)
+    span_min = row_min.reshape(rows, groups)[window].min(axis=1).reshape(-1)
+    span_max = row_max.reshape(rows, groups)[window].max(axis=1).reshape(-1)
+    sketched = (sums[1][ends] - sums[1][first]).reshape(-1) > 0
+    out = {q: np.empty(n_points * groups) for q in qs}
+    # The summed counts are (rows + 1) x the groups' buckets: all groups at once would be ~1 GB for a
+    # thousand routes; a batch of groups at a time keeps them under _CELLS (each group's figures are its own).
+    cells = np.cumsum((widths + 1) * (rows + 1))
+    g0 = 0
+    while g0 < groups:
+        g1 = max(g0 + 1, int(np.searchsorted(cells, (cells[g0 - 1] if g0 else 0) + _CELLS, "right")))
+        b0, b1 = np.searchsorted(group, [g0, g1]).tolist()
+        whole = g0 == 0 and g1 == groups
+        flat, width, blocks, monotone = _summed_counts(data, group[b0:b1] - g0, at[b0:b1], offsets[b0:b1],
+                                                       starts[b0:b1], lengths[b0:b1], codes[b0:b1], lo[g0:g1],
+                                                       widths[g0:g1], rows)
+        for accuracy_, gamma in gammas.items():  # one read-out per accuracy: the bucket values' float steps
+            chosen = group_accuracy[g0:g1] == accuracy_
+            if not chosen.any():
+                continue
+            sel: Any = slice(None)
+            if len(gammas) > 1 or not whole:
+                mask = np.zeros(groups, dtype=bool)
+                mask[g0:g1] = chosen
+                sel = np.tile(mask, n_points)
+            spans = _Bisected(flat, width, first, ends, blocks[chosen], widths[g0:g1][chosen], lo[g0:g1][chosen],
+                              span_zeros[sel], span_min[sel], span_max[sel], sketched[sel], gamma, monotone)
+            for q in qs:
+                out[q][sel] = _read(spans, q)
+        g0 = g1
+    return {q: values.reshape(n_points, groups).T for q, values in out.items()}
+
+
+def _summed_counts(data: npt.NDArray[np.uint8], group: npt.NDArray[np.int64], at: npt.NDArray[np.int64],
+                   offsets: npt.NDArray[np.int64], starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
+                   codes: npt.NDArray[np.int64], lo: npt.NDArray[np.int64], widths: npt.NDArray[np.int64],
+                   rows: int) -> tuple[npt.NDArray[np.int64], int, npt.NDArray[np.int64], bool]:
+    """The counts of these groups' sketches (``group``: ``0 ..``, sorted) summed over the rows and along each
+    row, as ``_Bisected`` reads them, with the row width, each group's block and whether the sums are
+    ``monotone``."""
+    stored = lengths > 0
     # The counts of a row per window row (row 0 zero), each group's buckets in its block after a zero
     # column, summed over the rows and along each row: a span's cumulative count up to a bucket is then
     # four reads, and no span's counts are laid out (half the work before, in matrices per group).
@@ -152,31 +207,7 @@ def _chunk_quantiles(blobs: list[bytes], at: Any, owner: list[int], groups: int,
     np.cumsum(counts, axis=1, out=counts)
     for r in range(1, rows + 1):
         np.add(counts[r], counts[r - 1], out=counts[r])
-    per_row = np.zeros((2, (rows + 1) * groups), dtype=np.int64)  # zero counts and sketches per row and group
-    sketch_cell = (at + 1) * groups + group
-    np.add.at(per_row[0], sketch_cell, zeros.astype(_INT64))
-    np.add.at(per_row[1], sketch_cell, 1)
-    sums = np.cumsum(per_row.reshape(2, rows + 1, groups), axis=1)
-    row_min = np.full(rows * groups, math.inf)
-    row_max = np.full(rows * groups, -math.inf)
-    np.minimum.at(row_min, sketch_cell - groups, mins)  # no NaN, no -0.0: the builtin min's and max's, in any order
-    np.maximum.at(row_max, sketch_cell - groups, maxs)
-    window = first[:, None] + np.arange(per_span, dtype=np.int64)
-    n_points = len(first)
-    # Per point and group (point-major), as alerting.spans has them per group.
-    span_zeros = (sums[0][ends] - sums[0][first]).reshape(-1)
-    span_min = row_min.reshape(rows, groups)[window].min(axis=1).reshape(-1)
-    span_max = row_max.reshape(rows, groups)[window].max(axis=1).reshape(-1)
-    sketched = (sums[1][ends] - sums[1][first]).reshape(-1) > 0
-    out = {q: np.empty(n_points * groups) for q in qs}
-    for accuracy_, gamma in gammas.items():  # one read-out per accuracy: the bucket values' float steps as before
-        chosen = group_accuracy == accuracy_
-        sel: Any = slice(None) if len(gammas) == 1 else np.tile(chosen, n_points)
-        spans = _Bisected(flat, width, first, ends, blocks[chosen], widths[chosen], lo[chosen], span_zeros[sel],
-                          span_min[sel], span_max[sel], sketched[sel], gamma, monotone)
-        for q in qs:
-            out[q][sel] = _read(spans, q)
-    return {q: values.reshape(n_points, groups).T for q, values in out.items()}
+    return flat, width, blocks, monotone
 
 
 class _Bisected(_Spans):

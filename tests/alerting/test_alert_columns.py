@@ -262,14 +262,20 @@ def _raw_sketch(accuracy: float, counts: list[int], code: int, offset: int, lo: 
                      sk._STORE_HEADER.pack(offset, len(counts), code), body, sk._EMPTY_STORE))
 
 
+@pytest.mark.parametrize("cells", [None, 1, 200])
 @pytest.mark.parametrize("case", ["accuracies", "widths", "wrapping", "near_2_62"])
-def test_unusual_stored_sketches_read_as_the_decoded_ones(case: str) -> None:
-    """``read_chunk`` reads all groups of a chunk at once (one matrix, bisection of the ranks): against
-    ``alerting.spans`` over the decoded sketches, bit for bit, when the groups' accuracies differ (one
-    read-out per accuracy), when one group's sketches mix count types, and when uint64 counts wrap past
-    2**63 or sum near it (the sums may then decrease: every bucket compared instead of bisecting)."""
+def test_unusual_stored_sketches_read_as_the_decoded_ones(case: str, cells: int | None,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``read_chunk`` reads the groups of a chunk together (one matrix per batch of groups, bisection of the
+    ranks): against ``alerting.spans`` over the decoded sketches, bit for bit, when the groups' accuracies
+    differ (one read-out per accuracy), when one group's sketches mix count types, and when uint64 counts
+    wrap past 2**63 or sum near it (the sums may then decrease: every bucket compared instead of
+    bisecting); all groups in one batch, one group a batch (``cells`` 1), or some of each."""
     from aggregator.sketch import DDSketch as Sketch
     from alerting.spans import span_quantiles
+
+    if cells is not None:
+        monkeypatch.setattr(columns, "_CELLS", cells)
 
     rng = np.random.default_rng(11)
     per_span, points = 3, 8
@@ -303,3 +309,41 @@ def test_unusual_stored_sketches_read_as_the_decoded_ones(case: str) -> None:
         assert chunk.quantiles.values[q].keys() == expected.values[q].keys()
         for key, values in expected.values[q].items():
             assert chunk.quantiles.values[q][key].tobytes() == values.tobytes(), (case, q, key)
+
+
+def test_many_wide_groups_are_read_in_bounded_memory() -> None:
+    """A long catch-up's chunk of many routes whose sketches are wide (values from 1 to 1e17: ~2,000
+    buckets): their summed counts are read a batch of groups at a time (``columns._CELLS``), not in one
+    matrix of every group's buckets (~170 MB here, ~1 GB at a thousand routes), with the same quantiles
+    as ``alerting.spans`` over the decoded sketches."""
+    import tracemalloc
+
+    from aggregator.sketch import DDSketch as Sketch
+    from alerting.spans import span_quantiles
+
+    per_span, points = 61, 120
+    grid = columns.Grid.of([T0 + W * (per_span + i) for i in range(points)], per_span * W, W)
+    rows: list[tuple[SeriesKey, tuple[Any, ...]]] = []
+    decoded: dict[Any, list[tuple[int, Any]]] = {}
+    for g in range(60):
+        route = f"r{g}"
+        for r, values in ((g % grid.rows, np.array([1.0, 2.0 + g])), ((7 * g) % grid.rows, np.array([1e17]))):
+            blob = _sketch(values).to_bytes()
+            rows.append((SeriesKey("request", make_tags(route=route)),
+                         ("request", route, grid.base + r * W, W, 2, 0, 1.0, None, None, "{}", blob)))
+            decoded.setdefault((("route", route),), []).append((r, Sketch.from_bytes(blob)))
+    rows.sort(key=lambda x: (x[1][2], x[1][1]))
+    qs = {0.5, 0.99}
+    expected = span_quantiles(decoded, grid.rows, grid.first, grid.per_span, qs)
+    tracemalloc.start()
+    try:
+        chunk = columns.read_chunk(lambda sketches: rows, ("route",), grid, qs, False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 80 * 2**20, peak
+    assert chunk is not None and not expected.merge
+    for q in qs:
+        assert chunk.quantiles.values[q].keys() == expected.values[q].keys()
+        for key, values in expected.values[q].items():
+            assert chunk.quantiles.values[q][key].tobytes() == values.tobytes(), (q, key)
