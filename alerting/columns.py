@@ -9,9 +9,10 @@ the decoded sketches once more. Here, from the stored rows (``aggregator.windows
   group has a window in it) is one subtraction of prefix sums: all a cluster of quantile rules reads
   besides the quantiles (``Counted``);
 - a sketch is not decoded into an object: its stored bytes are decompressed and their positive bucket
-  counts added, run by run, into one matrix of the chunk (a row per window row, a block of buckets per
-  group), summed over the rows and the buckets; a span's count up to a bucket is then four reads, and the
-  ranks' buckets are found by bisection for all spans at once, with the zero counts, extremes and the
+  counts added, run by run, into one matrix per batch of groups (a row per window row, a block of buckets
+  per group; a batch at most ``_CELLS`` cells), summed over the rows and the buckets; a span's count up to
+  a bucket is then four reads, and the ranks' buckets are found by bisection for all spans of the batch at
+  once, with the zero counts, extremes and the
   number of sketches per row: the figures ``alerting.spans`` reads from the decoded sketches, the same
   floats;
 - sketches are not read at all when no rule of the cluster reads a quantile;
@@ -85,9 +86,10 @@ def _chunk_quantiles(blobs: list[bytes], at: Any, owner: list[int], groups: int,
                      qs: Sequence[float]) -> dict[float, Floats]:
     """``alerting.spans``' figures for the chunk's sketched groups (``owner``: each blob's group, ``0 ..
     groups - 1``), a row of points per group, from their windows' stored sketches (``DDSketch``'s format,
-    ``DDSketch._load``: a header, the positive store, the negative store) and their rows ``at``, all groups
-    at once: the same integer sums, extremes and float steps per span as ``alerting.spans``, for ~0.7 of
-    the CPU of doing it group by group (which laid out every span's counts: points x buckets per group)."""
+    ``DDSketch._load``: a header, the positive store, the negative store) and their rows ``at``, a batch of
+    groups at a time: the same integer sums, extremes and float steps per span as ``alerting.spans``, for
+    ~0.7 of the CPU of doing it group by group (which laid out every span's counts: points x buckets per
+    group)."""
     # Group by group (in their order within a group): each group's runs of counts land near each other.
     group = np.array(owner, dtype=np.int64)
     order = np.argsort(group, kind="stable")
