@@ -859,11 +859,15 @@ class WindowState:
     The sketches of a window several parts hold are merged when it is sealed or first read (``aggs``), all at
     once (``sketch.merged``: the bytes of the workers' quick forms summed, none decoded into a sketch), not part
     by part: the same sketch as merging each in turn (``merge_into``), for 0.6x the parent's CPU (5M-event log).
+    Inputs that overlap in time stop the sealing, and every part then adds a sketch to each window it shares;
+    so when more sketches wait than there are windows, all are merged then: the parent holds at most two
+    sketches a window (``len``, which the run's ``SPILL_AGGREGATES`` bounds), as merging part by part held one.
     """
 
     def __init__(self, max_ts: float | None = None) -> None:
         self._aggs: dict[AggKey, WindowAggregate] = {}
         self._pending: dict[AggKey, list[Any]] = {}  # the sketches still to merge into a window's, in order
+        self._waiting = 0  # how many sketches ``_pending`` holds
         self.max_ts: float | None = max_ts
         self._unsealed: dict[int, dict[AggKey, WindowAggregate]] = {}  # per start: the windows merged, not sealed
         self._sealed = 0
@@ -875,12 +879,16 @@ class WindowState:
     @property
     def aggs(self) -> dict[AggKey, WindowAggregate]:
         """The run's merged aggregates (the pending sketches merged now)."""
+        self._settle_all()
+        return self._aggs
+
+    def _settle_all(self) -> None:
         pending = self._pending
         if pending:
             aggs = self._aggs
             for k in list(pending):
                 self._settle(aggs[k], pending.pop(k))
-        return self._aggs
+            self._waiting = 0
 
     @staticmethod
     def _settle(cur: WindowAggregate, theirs: list[Any]) -> None:
@@ -899,6 +907,7 @@ class WindowState:
         unsealed = self._unsealed
         first: int | None = None
         resealed = 0
+        waiting_now = self._waiting
         for p in partials:
             start = p.start
             k = (p.series.family, p.series.tags, start)
@@ -917,6 +926,7 @@ class WindowState:
                         pending_sketches[k] = [theirs]
                     else:
                         waiting.append(theirs)
+                    waiting_now += 1
             pending = unsealed.get(start)
             if pending is None:
                 unsealed[start] = {k: cur}
@@ -927,6 +937,9 @@ class WindowState:
         if max_ts is not None and (self.max_ts is None or max_ts > self.max_ts):
             self.max_ts = max_ts
         self._resealed += resealed
+        self._waiting = waiting_now
+        if waiting_now > len(aggs):
+            self._settle_all()
         if first is None or self._resealed * SEAL_WASTE > self._sealed + SEAL_SLACK:
             return
         sealed = 0
@@ -934,6 +947,7 @@ class WindowState:
             for k, agg in unsealed.pop(start).items():
                 theirs = pending_sketches.pop(k, None)
                 if theirs is not None:
+                    self._waiting -= len(theirs)
                     self._settle(agg, theirs)
                 sketch = agg.sketch
                 if type(sketch) is DDSketch:

@@ -147,3 +147,33 @@ def test_window_state_merges_as_each_part_in_turn(seed: int) -> None:
                 seen[(a.series.tags[0][1], a.start)] = seen.get((a.series.tags[0][1], a.start), 0) + 1
     assert sum(n > 1 for n in seen.values()) > 20
     assert not state._pending
+
+
+def _held(state: WindowState) -> int:
+    """The sketches the state holds: one per window, and those still waiting to be merged into it."""
+    return len(state) + sum(len(theirs) for theirs in state._pending.values())
+
+
+def test_waiting_sketches_stay_bounded_by_the_windows() -> None:
+    """Inputs that overlap in time (one log per host, read one after the other) stop the sealing, and then every
+    part adds a sketch to each window it shares: the sketches waiting to be merged stay at most one per window
+    the state counts (``len``, what ``SPILL_AGGREGATES`` bounds), not one per part and window; the windows are
+    still the reference's (each part merged in turn), bit for bit."""
+    rng = np.random.default_rng(7)
+    hosts = [[WindowAggregate(SeriesKey("request", (("route", f"r{r}"),)), 60 * w, 60, count=1, errors=0,
+                              total=1.0, min=1.0, max=1.0, counters={},
+                              sketch=_sketch(rng, 0, 0))
+              for w in range(40) for r in range(10)] for _ in range(12)]
+    parts = [host[i: i + 100] for host in hosts for i in range(0, len(hosts[0]), 100)]  # 4 parts a host
+    state, plain = WindowState(), WindowState()
+    most = 0
+    for i, (new, ref) in enumerate(zip(_copies(parts), _copies(parts), strict=True)):
+        state.merge(new, float(i))
+        _reference_merge(plain, ref, float(i))
+        most = max(most, _held(state) - 2 * len(state))
+        assert state._waiting == _held(state) - len(state)
+    assert state._resealed * 8 > state._sealed  # the sealing stopped: nothing else merged the waiting sketches
+    assert most <= 0
+    assert set(state.aggs) == set(plain.aggs)
+    for k, agg in state.aggs.items():
+        assert _forms(agg.sketch) == _forms(plain.aggs[k].sketch)  # type: ignore[arg-type]
