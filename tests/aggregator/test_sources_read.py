@@ -5,6 +5,8 @@ sizes, start offsets and partial tails. The reference is the same reader with th
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -86,3 +88,39 @@ def test_probed_reads_of_the_benchmark_shape(tmp_path: Path, monkeypatch: pytest
     assert sum(c is not None for c in calls) >= len(new) - 3  # at most a part's end falls back
     new2, old = _both(source, tasks, 64 << 10, sources.PROBE_BYTES)
     assert new == new2 == old
+
+
+class _ChangedAfterProbe(io.BytesIO):
+    """A file that ``change`` alters right after its first read (the probe of the block's end), as a log
+    truncated (copytruncate) or rewritten in place between the probe and the block's read would be."""
+
+    def __init__(self, data: bytes, change: Callable[[io.BytesIO], None]) -> None:
+        super().__init__(data)
+        self._change: Callable[[io.BytesIO], None] | None = change
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        out = super().read(size)
+        change, self._change = self._change, None
+        if change is not None:
+            at = self.tell()
+            change(self)
+            self.seek(at)
+        return out
+
+
+def _rewrite(f: io.BytesIO) -> None:
+    size = len(f.getvalue())
+    f.seek(0)
+    f.write(b"x" * size)  # same size, no newline left
+
+
+@pytest.mark.parametrize("change", [lambda f: f.truncate(150), _rewrite], ids=["truncated", "rewritten"])
+def test_block_changed_after_its_probe_goes_to_the_general_path(change: Callable[[io.BytesIO], None]) -> None:
+    """The probe found the block's last newline, then the file changed before the block was read: no chunk
+    is made of what was read (its end is not that newline), and the file is back at the block's start for
+    the general path, which reads what is there now."""
+    data = b"".join(b"%03d:" % i + b"y" * 40 + b"\n" for i in range(20))
+    f = _ChangedAfterProbe(data, change)
+    assert sources._whole_lines(f, 100, 600) is None
+    assert f.tell() == 100
+    assert sources._whole_lines(_ChangedAfterProbe(data, lambda f: None), 100, 600) == data[100: data.rfind(b"\n", 0, 700) + 1]
