@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import re
 import sqlite3
@@ -20,6 +21,7 @@ import pytest
 from runhelp import ROOT
 
 from aggregator import cli, process_exit
+from aggregator.commands import run as run_command
 from aggregator.loggen import generate_events, write_log
 
 BAD = b'{"apm.schema":1,"apm.kind":"request","timestamp":"2026-01-01T00:00:00.000Z","duration_ms":-5}\n'
@@ -111,6 +113,11 @@ class _Exited(Exception):
 @pytest.fixture
 def spied(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """os._exit and atexit._run_exitfuncs recorded instead of done."""
+    yield _spy(monkeypatch)
+    process_exit.reset()
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     calls: list[Any] = []
 
     def fake_exit(status: int) -> None:
@@ -119,8 +126,7 @@ def spied(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     monkeypatch.setattr(os, "_exit", fake_exit)
     monkeypatch.setattr(process_exit.atexit, "_run_exitfuncs", lambda: calls.append("atexit"))
-    yield calls
-    process_exit.reset()
+    return calls
 
 
 def test_fast_end_after_finished(spied: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,3 +202,40 @@ def test_keep_holds_only_when_armed(monkeypatch: pytest.MonkeyPatch) -> None:
     process_exit.keep(state)
     del state
     assert ref() is not None
+
+
+def test_ordinary_end_with_a_child_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A multiprocessing child still running (a pool or a Dask cluster not shut down): the ordinary end, whose
+    multiprocessing hooks deal with it; once the child is gone, the fast end."""
+    monkeypatch.setattr(process_exit.threading, "active_count", lambda: 1)  # threads earlier tests left
+    monkeypatch.setattr(process_exit, "_finished", False)  # not declared for the tests after this one
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    child = ctx.Process(target=stop.wait)
+    child.start()  # before the spy: the child ends through the real os._exit
+    spied = _spy(monkeypatch)
+    try:
+        process_exit.finished()
+        with pytest.raises(SystemExit) as exc:
+            process_exit.end(0)
+        assert exc.value.code == 0 and spied == []
+    finally:
+        stop.set()
+        child.join()
+    with pytest.raises(_Exited):
+        process_exit.end(0)
+    assert spied == ["atexit", ("os._exit", 0)]
+
+
+def test_a_run_that_raised_is_not_finished(spied: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``logapm run`` raising (not returning a status) declares nothing: its exception ends the process the
+    ordinary way, with the traceback, whatever it left open flushed by the teardown."""
+    def failing(args: Any) -> int:
+        raise RuntimeError("the run failed")
+
+    monkeypatch.setattr(run_command, "_run_command", failing)
+    with pytest.raises(RuntimeError, match="the run failed"):
+        cli.main(["run", "--input", "nothing.log"])
+    with pytest.raises(SystemExit):
+        process_exit.end(1)
+    assert spied == []
