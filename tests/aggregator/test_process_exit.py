@@ -156,16 +156,21 @@ def test_ordinary_end_unless_finished(spied: list[Any]) -> None:
     assert exc.value.code == 2 and spied == []
 
 
+def _declared_yet_ordinary(spied: list[Any]) -> None:
+    """The command declares it finished, and the process still ends through sys.exit, with its status."""
+    process_exit.finished()
+    with pytest.raises(SystemExit) as exc:
+        process_exit.end(0)
+    assert exc.value.code == 0 and spied == []
+
+
 def test_ordinary_end_with_another_thread(spied: list[Any]) -> None:
     """Another thread still running: the interpreter's shutdown would join it, so the ordinary end."""
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
     thread.start()
     try:
-        process_exit.finished()
-        with pytest.raises(SystemExit) as exc:
-            process_exit.end(0)
-        assert exc.value.code == 0 and spied == []
+        _declared_yet_ordinary(spied)
     finally:
         stop.set()
         thread.join()
@@ -215,10 +220,7 @@ def test_ordinary_end_with_a_child_process(monkeypatch: pytest.MonkeyPatch) -> N
     child.start()  # before the spy: the child ends through the real os._exit
     spied = _spy(monkeypatch)
     try:
-        process_exit.finished()
-        with pytest.raises(SystemExit) as exc:
-            process_exit.end(0)
-        assert exc.value.code == 0 and spied == []
+        _declared_yet_ordinary(spied)
     finally:
         stop.set()
         child.join()
