@@ -405,6 +405,18 @@ def test_declined_line_ends_the_range() -> None:
         assert got is None or got[3] <= len(good) + 1, name
 
 
+def test_block_rules_after_a_declined_line() -> None:
+    """The block's rules (every line an object, shorter than max_line_bytes, no Docker record) hold for the
+    lines after a declined line too when they are in the same segment of the pass as it, the last one (the
+    lines after a declined line are checked, not read: test_segments_of_the_pass has them in a later
+    segment): each such line gives the block up, as it does with no declined line before it."""
+    good, declined = event_line("request"), event_line("db", duration_ms="3.2")
+    assert run_range(block(good, declined, good))[3] == len(good) + 1
+    for bad in (b"plain text", b'{"log":"x","stream":"stdout"}', b'{"a":"' + b"y" * MAX_LINE + b'"}', b'{"a":1'):
+        assert run_range(block(good, bad, good)) is None, bad[:20]
+        assert run_range(block(good, declined, good, bad, good)) is None, bad[:20]
+
+
 def test_block_rules_hold_for_the_range() -> None:
     """The rules that decide for a whole block decide for the range returned: its skipped lines not all
     with a backslash, not `{"log":` records without an event."""
