@@ -407,10 +407,10 @@ class FileSource:
         # A plain file's block is read straight into its chunk once its last newline is known (_whole_lines);
         # else (a long line at the block's end, the file's end) into one reused buffer, and a chunk's lines
         # copied out of it once. Either way the partial line at its end is read again with the next block
-        # (from the page cache). Reading into a
-        # fresh bytes object per block, then carrying the partial line over (``buf + block``), cost twice as
-        # much: new pages to fault in for every block, and the block copied once more (a 2 MB-chunked part:
-        # 0.29 -> 0.15 CPU us/event). Lines longer than a block take the general path below.
+        # (from the page cache). Reading into a fresh bytes object per block, then carrying the partial line
+        # over (``buf + block``), cost twice as much: new pages to fault in for every block, and the block
+        # copied once more (a 2 MB-chunked part: 0.29 -> 0.15 CPU us/event). Lines longer than a block take
+        # the general path below.
         area = None if task.compressed else bytearray(chunk_bytes)
         view = None if area is None else memoryview(area)
         while True:
