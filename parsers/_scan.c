@@ -1373,7 +1373,7 @@ static int prepass(cp data, size_t i, size_t to, Ends *e, int *high) {
 }
 
 /* bytes per segment of the pass: well inside the L2 cache with the parse's own tables (a test build sets
- * a few dozen, so that the tests and the fuzzer cross segments everywhere) */
+ * 100, so that the tests cross segments everywhere: test_scan.py's test_pass_in_small_segments) */
 #ifndef SCAN_SEGMENT
 #define SCAN_SEGMENT (128 << 10)
 #endif

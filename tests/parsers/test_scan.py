@@ -17,9 +17,13 @@ import io
 import json
 import os
 import random
+import shlex
+import shutil
 import subprocess
 import sys
+import sysconfig
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -539,6 +543,35 @@ def test_pass_without_avx2() -> None:
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", tests],
                          env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.splitlines()[-1].startswith("4 passed"), out.stdout[-3000:]
+
+
+def test_pass_in_small_segments(tmp_path: Path) -> None:
+    """The scanner built with 100-byte segments (``-DSCAN_SEGMENT=100``, into a copy of the package) passes
+    this module's tests (and those of the pass without AVX2): with segments that small, and not a multiple of
+    the 64-byte step, every block crosses boundaries everywhere (lines straddling one, lines longer than a
+    segment, each segment ending in the byte loop, the columns and id tables grown), where the 128 KB build
+    meets a few. test_segments_of_the_pass is left out: it lays its blocks out for segments longer than a
+    line."""
+    root = Path(__file__).resolve().parents[2]
+    copy = tmp_path / "parsers"
+    shutil.copytree(root / "parsers", copy, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    out = copy / ("_scan" + sysconfig.get_config_var("EXT_SUFFIX"))
+    subprocess.run([*cc, "-shared", "-fPIC", "-O2", "-DSCAN_SEGMENT=100", "-I" + sysconfig.get_paths()["include"],
+                    str(root / "parsers" / "_scan.c"), "-o", str(out)], check=True, capture_output=True)
+    # the copy imported before pytest puts the repository first on sys.path: `parsers` stays the copy
+    code = (f"import sys; sys.path[:0] = [{str(tmp_path)!r}, {str(root)!r}]; import pytest; "
+            "from parsers import _scan; assert _scan.SEGMENT == 100 and _scan.__file__ == sys.argv[1], _scan.__file__; "
+            "sys.exit(pytest.main(sys.argv[2:]))")
+    skip = "segments_of_the_pass or pass_without_avx2 or small_segments or structured_none or numbers_none"
+    the_pass = "vector_widths or columns_grow or generated_log_blocks or mutations_none or declined or block_rules"
+    for no_avx2, tests in ((False, f"not ({skip})"), (True, the_pass)):
+        env = {k: v for k, v in os.environ.items() if k != "LOGAPM_SCAN_NO_AVX2"}
+        env |= {"LOGAPM_SCAN_NO_AVX2": "1"} if no_avx2 else {}
+        got = subprocess.run([sys.executable, "-c", code, str(out), "-q", "-p", "no:cacheprovider", __file__, "-k",
+                              tests], cwd=root, env=env, capture_output=True, text=True)
+        assert got.returncode == 0 and " passed" in got.stdout.splitlines()[-1], (no_avx2, got.stdout[-3000:],
+                                                                                   got.stderr[-2000:])
 
 
 def test_id_codes_across_lines() -> None:
