@@ -16,6 +16,7 @@ import importlib.util
 import io
 import json
 import os
+import platform
 import random
 import shlex
 import shutil
@@ -530,6 +531,20 @@ def test_columns_grow_past_the_first_segment() -> None:
     assert (got[0], got[2].n) == (len(starts) + len(events), len(events))
     got = run(block(*[b"{}"] * 50_000, *events, *starts), accept=True)
     assert got[2].n == len(events)
+
+
+def test_avx2_pass_where_the_cpu_has_it() -> None:
+    """The AVX2 pass is the one used on a CPU that has AVX2 (the kernel's flags in /proc/cpuinfo), unless
+    ``LOGAPM_SCAN_NO_AVX2`` is set: a dispatch that never picked it would pass every other test on the SSE2
+    pass, the AVX2 code then never run by them."""
+    from parsers import _scan  # type: ignore[attr-defined]
+
+    if sys.platform != "linux" or platform.machine() not in {"x86_64", "AMD64"}:
+        pytest.skip("the check reads the flags of Linux on x86-64")
+    flags = {f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+             for f in line.split(":", 1)[1].split()}
+    expected = "avx2" in flags and "LOGAPM_SCAN_NO_AVX2" not in os.environ
+    assert expected == _scan.AVX2
 
 
 def test_pass_without_avx2() -> None:
