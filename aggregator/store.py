@@ -81,6 +81,9 @@ class Store:
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             raise StoreError(f"state store {self.path} is not a usable SQLite database: {exc}") from None
+        except StoreError:
+            self.conn.close()
+            raise
 
     def _check_identity(self) -> None:
         app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
@@ -108,6 +111,7 @@ class Store:
         applied = {
             (c, v) for c, v in self.conn.execute("SELECT component, version FROM schema_migrations")
         }
+        _refuse_newer(self.path, applied)
         for component in sorted(_MIGRATIONS):
             for version, sql in enumerate(_MIGRATIONS[component], start=1):
                 if (component, version) in applied:
@@ -162,6 +166,18 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _refuse_newer(path: Path, applied: set[tuple[str, int]]) -> None:
+    """A store that a newer logging-apm migrated past what this one knows of a component is refused: its
+    tables may no longer mean what this code assumes (a later migration need not keep older code working)."""
+    for component, version in sorted(applied):
+        known = len(_MIGRATIONS.get(component, ()))
+        if component in _MIGRATIONS and version > known:
+            raise StoreError(
+                f"state store {path} was written by a newer logging-apm ({component} schema version {version}; "
+                f"this one knows {known}): run that version, or point --state at a new store"
+            )
 
 
 def _split(sql: str) -> list[str]:

@@ -25,6 +25,24 @@ def test_migrations_apply_once(tmp_path: Path) -> None:
     assert rows == (1,)
 
 
+def test_a_store_migrated_by_a_newer_version_is_refused(tmp_path: Path) -> None:
+    """A store whose component schema is past what this code knows (a newer logging-apm migrated it) is
+    refused with a message naming the component and both versions, and left as it was: an older binary must
+    not write to tables whose meaning may have changed."""
+    path = tmp_path / "s.db"
+    Store(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_migrations (component, version) VALUES ('test_core', 2)")
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=r"newer logging-apm \(test_core schema version 2; this one knows 1\)"):
+        Store(path)
+    assert path.read_bytes() == before
+    with sqlite3.connect(path) as conn:  # a component this code does not know at all is not its business
+        conn.execute("DELETE FROM schema_migrations WHERE component='test_core' AND version=2")
+        conn.execute("INSERT INTO schema_migrations (component, version) VALUES ('not_installed_here', 9)")
+    Store(path).close()
+
+
 def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
     """A failed transaction leaves no trace; nested blocks join the outer one."""
     with Store(tmp_path / "s.db") as store:
