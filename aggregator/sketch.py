@@ -516,7 +516,7 @@ class BucketSlices:
         return _from_stored(blob)
 
 
-def merged(sketches: Sequence[DDSketch]) -> DDSketch:
+def merged(sketches: Sequence[Any]) -> DDSketch:
     """What merging each of ``sketches[1:]``, in order, into a copy of the first gives (``DDSketch.merge``):
     the same stores, zero count and extremes, for less (~10 us a merge, ~25 us with a sketch still in a
     worker's form, decoded first; the run's slowest routes merge thousands of windows). Each store's
@@ -571,7 +571,7 @@ def merged_quick(sketches: Sequence[Any]) -> DDSketch | None:
     unpack, unpack_store = _HEADER.unpack_from, _STORE_HEADER.unpack_from
     first_head = unpack(heads[0], 1)
     _, _, accuracy, mn, mx, zeros = first_head
-    stores = []
+    stores: list[tuple[int, int, int, int, bytes]] = []
     for blob in heads:
         version, _, acc, lo, hi, z = unpack(blob, 1) if stores else first_head
         offset, length, code = unpack_store(blob, 1 + _HEADER.size)

@@ -945,10 +945,10 @@ class WindowState:
         sealed = 0
         for start in [s for s in unsealed if s < first]:
             for k, agg in unsealed.pop(start).items():
-                theirs = pending_sketches.pop(k, None)
-                if theirs is not None:
-                    self._waiting -= len(theirs)
-                    self._settle(agg, theirs)
+                held = pending_sketches.pop(k, None)
+                if held is not None:
+                    self._waiting -= len(held)
+                    self._settle(agg, held)
                 sketch = agg.sketch
                 if type(sketch) is DDSketch:
                     sketch.seal()

@@ -201,7 +201,7 @@ def _summed_counts(data: npt.NDArray[np.uint8], group: npt.NDArray[np.int64], at
             flat[place:place + n] += data[at_byte:at_byte + n * (1 << code)].view(_VIEWS[code])
             total += n * bounds[code]
         else:  # uint64, read as the decoder reads it: past 2**63 wrapped negative
-            run = data[at_byte:at_byte + 8 * n].view(_VIEWS[code])
+            run = data[at_byte:at_byte + 8 * n].view(np.int64)  # _VIEWS[3]
             flat[place:place + n] += run
             total += math.inf if (run < 0).any() else float(run.sum(dtype=np.float64))
     monotone = total < 2.0 ** 61

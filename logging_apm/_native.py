@@ -4,12 +4,13 @@ gives the same result; the tests hold the two to each other."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
 speedups: ModuleType | None = None
 if os.environ.get("LOGAPM_NATIVE", "1") != "0":
     try:
-        from logging_apm import _speedups as speedups
+        speedups = importlib.import_module("logging_apm._speedups")
     except ImportError:  # pragma: no cover - built without a compiler
         speedups = None
