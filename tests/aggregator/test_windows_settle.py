@@ -179,3 +179,37 @@ def test_waiting_sketches_stay_bounded_by_the_windows() -> None:
     assert set(state.aggs) == set(plain.aggs)
     for k, agg in state.aggs.items():
         assert _forms(agg.sketch) == _forms(plain.aggs[k].sketch)  # type: ignore[arg-type]
+
+
+
+@pytest.mark.parametrize("form", [0, 3])
+def test_a_sealed_window_read_then_reopened_merges_as_each_part_in_turn(form: int) -> None:
+    """A window sealed while later parts were read, then read (its quantiles asked: the sketch decoded), then
+    reopened by a late part, merges to the reference's fields and sketch bytes, stored and quick, whether its
+    first sketch came in a worker's quick form or decoded. (The seal keeps a quick form, so ``merged_quick``
+    takes both; ``merged``, the fallback for a first sketch without one, is held to the reference by
+    ``test_window_state_merges_as_each_part_in_turn``'s decoded, stored and new forms.)"""
+    rng = np.random.default_rng(11)
+    key = ("request", (("route", "r"),), 0)
+
+    def part(starts: Iterable[int], f: int = 0) -> list[WindowAggregate]:
+        return [WindowAggregate(SeriesKey("request", (("route", "r"),)), 60 * w, 60, count=3, errors=1,
+                                total=float(w) + 0.1, min=0.5, max=9.0, counters={}, sketch=_sketch(rng, f, 0))
+                for w in starts]
+
+    batches = [part([0, 1], form), part([2, 3]), part([0, 4])]  # the third reopens window 0, sealed by the second
+    state, plain = WindowState(), WindowState()
+    for i, (new, ref) in enumerate(zip(_copies(batches), _copies(batches), strict=True)):
+        if i == 2:
+            sealed = state._aggs[key].sketch
+            assert type(sealed) is DDSketch and sealed._stored is not None  # sealed by the second part
+            sealed.quantiles([0.5])  # a reader decodes it
+        state.merge(new, float(i))
+        _reference_merge(plain, ref, float(i))
+    assert set(state.aggs) == set(plain.aggs)
+    for k, agg in state.aggs.items():
+        want = plain.aggs[k]
+        assert (agg.count, agg.errors, agg.total, agg.min, agg.max) == (
+            want.count, want.errors, want.total, want.min, want.max)
+        assert _forms(agg.sketch) == _forms(want.sketch)  # type: ignore[arg-type]
+    assert state.aggs[key].count == 6
