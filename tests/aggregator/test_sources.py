@@ -70,6 +70,18 @@ def begin(tmp_path: Path, lines: int, inputs: Sequence[str | Path] | None = None
     return log, runs, expected
 
 
+def lines_task(d: Path, lengths: list[int], tail: int, already: int) -> tuple[FileSource, ReadTask, list[bytes]]:
+    """A log of numbered lines of these lengths and a partial last line of ``tail`` bytes: its source, its
+    task from after the first ``already`` lines (as a checkpoint there would give), and the lines from there."""
+    log = d / "app.log"
+    lines = [f"{i}:".encode() + b"y" * n for i, n in enumerate(lengths)]
+    log.write_bytes(b"".join(x + b"\n" for x in lines) + b"z" * tail)
+    skip = min(already, len(lines))
+    source = FileSource([str(log)])
+    (task,) = source.scan({})
+    return source, replace(task, start=sum(len(x) + 1 for x in lines[:skip])), lines[skip:]
+
+
 def assert_once(seen: list[bytes], expected: list[bytes]) -> None:
     dup = [k for k, v in Counter(seen).items() if v > 1]
     assert not dup, f"read twice: {dup[:3]}"
@@ -333,16 +345,7 @@ def test_split_parts_read_exactly_the_sequential_lines(
     """For any line lengths, part counts, chunk sizes, start checkpoints and partial tails: the union of the
     parts' lines is the sequential read, no line twice, none lost, in order; the last checkpoint is the
     same."""
-    d = tmp_path_factory.mktemp("split")
-    log = d / "app.log"
-    lines = [f"{i}:".encode() + b"y" * n for i, n in enumerate(lengths)]
-    log.write_bytes(b"".join(x + b"\n" for x in lines) + b"z" * tail)
-    skip = min(already, len(lines))
-    start = sum(len(x) + 1 for x in lines[:skip])
-    source = FileSource([str(log)])
-    (task,) = source.scan({})
-    task = ReadTask(task.path, task.identity, start, task.end, False, True, task.dev, task.ino,
-                    task.fingerprint, task.fingerprint_len)
+    source, task, rest = lines_task(tmp_path_factory.mktemp("split"), lengths, tail, already)
     sequential = [c for c in source.read(task, 1 << 20)]
     got: list[bytes] = []
     last = None
@@ -353,7 +356,7 @@ def test_split_parts_read_exactly_the_sequential_lines(
         for c in source.read(part, chunk):
             got.extend(c.data.splitlines())
             last = c.checkpoint
-    assert got == b"".join(c.data for c in sequential).splitlines() == lines[skip:]
+    assert got == b"".join(c.data for c in sequential).splitlines() == rest
     if sequential:
         assert last is not None and sequential[-1].checkpoint is not None
         assert replace(last, read_at=0) == replace(sequential[-1].checkpoint, read_at=0)

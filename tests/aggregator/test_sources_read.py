@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from aggregator import sources
 from aggregator.sources import FileSource, ReadTask
+from tests.aggregator.test_sources import lines_task
 
 
 def _chunks(source: FileSource, tasks: list[ReadTask], chunk: int) -> list[tuple[Any, ...]]:
@@ -52,17 +53,10 @@ def test_probed_reads_give_the_earlier_chunks(tmp_path_factory: pytest.TempPathF
                                               parts: int, chunk: int, probe: int, tail: int, already: int) -> None:
     """Lines shorter and longer than the probe and than a chunk, ranges ending inside a block, a partial
     last line: the probed read yields exactly the earlier chunks."""
-    d = tmp_path_factory.mktemp("probe")
-    log = d / "app.log"
-    lines = [f"{i}:".encode() + b"y" * n for i, n in enumerate(lengths)]
-    log.write_bytes(b"".join(x + b"\n" for x in lines) + b"z" * tail)
-    start = sum(len(x) + 1 for x in lines[:min(already, len(lines))])
-    source = FileSource([str(log)])
-    (task,) = source.scan({})
-    task = replace(task, start=start)
+    source, task, rest = lines_task(tmp_path_factory.mktemp("probe"), lengths, tail, already)
     new, old = _both(source, source.split(task, parts), chunk, probe)
     assert new == old
-    assert b"".join(c[2] for c in new).splitlines() == lines[min(already, len(lines)):]
+    assert b"".join(c[2] for c in new).splitlines() == rest
 
 
 def test_probed_reads_of_the_benchmark_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
