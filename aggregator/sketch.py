@@ -596,11 +596,10 @@ def merged_quick(sketches: Sequence[Any]) -> DDSketch | None:
         if code == 3:  # int64 + uint64 is float64: the counts came from int64 ones, below 2**63
             values = values.view(np.int64)
         counts[offset - key_lo: offset - key_lo + length] += values
-    peak = int(counts.max())
-    code = 0 if peak < 1 << 8 else 1 if peak < 1 << 16 else 2 if peak < 1 << 32 else 3
-    return _from_stored(b"".join((
-        b"\0", _HEADER.pack(_FORMAT_VERSION, 0, accuracy, mn, mx, zeros), _STORE_HEADER.pack(key_lo, width, code),
-        counts.astype(_DTYPES[code]).tobytes(), _EMPTY_STORE)))
+    summed = _Store()
+    summed.offset, summed.counts = key_lo, counts  # its edge buckets are non-zero: to_bytes trims nothing
+    return _from_stored(b"".join((b"\0", _HEADER.pack(_FORMAT_VERSION, 0, accuracy, mn, mx, zeros), summed.to_bytes(),
+                                  _EMPTY_STORE)))
 
 
 def _one_by_one(sketches: Sequence[DDSketch]) -> DDSketch:
