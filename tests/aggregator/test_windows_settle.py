@@ -36,6 +36,8 @@ def _values(rng: np.random.Generator, kind: int) -> np.ndarray:
         return np.full(int(rng.choice([300, 70_000])), 12.5)
     if kind == 2:  # zeros and negatives: a gauge
         return rng.normal(0.0, 5.0, n).round(1)
+    if kind == 6:  # zeros beside positive values only: a quick form merged_quick takes, with a zero count
+        return np.concatenate([np.zeros(int(rng.integers(1, 5))), rng.lognormal(3.0, 1.5, n)])
     return np.concatenate([rng.uniform(1e-30, 1e-29, 3), rng.uniform(1e20, 1e21, 3)])  # wider than MAX_BUCKETS
 
 
@@ -45,7 +47,7 @@ def _sketch(rng: np.random.Generator, form: int, kind: int) -> DDSketch:
         s = DDSketch.of_bucket_counts(int(rng.integers(0, 40)), counts, 1.0, 2.0)
         return _quick(s) if form == 0 else s
     s = DDSketch(0.02) if kind == 4 else DDSketch()
-    s.add_many(_values(rng, min(kind, 3)) if kind != 4 else rng.lognormal(3.0, 1.0, 50))
+    s.add_many(_values(rng, kind) if kind != 4 else rng.lognormal(3.0, 1.0, 50))
     if form == 0:
         return _quick(s)
     if form == 1:
@@ -71,10 +73,10 @@ def test_merged_quick_is_merged() -> None:
     another accuracy, collapsing) it declines (None), and the sum of the quick forms it took is not vacuous
     (counts of every width, zeros, several inputs)."""
     rng = np.random.default_rng(5)
-    taken = declined = 0
+    taken = declined = with_zeros = 0
     for _ in range(1500):
         n = int(rng.integers(1, 5))
-        sketches = [_sketch(rng, int(rng.choice([0] * 8 + [1, 2, 3])), int(rng.choice([0] * 6 + [1, 1, 2, 3, 4, 5])))
+        sketches = [_sketch(rng, int(rng.choice([0] * 8 + [1, 2, 3])), int(rng.choice([0] * 6 + [1, 1, 2, 3, 4, 5, 6])))
                     for _ in range(n)]
         fast = merged_quick(sketches)
         if len({sk.relative_accuracy for sk in sketches}) > 1:  # refused, by merged as by merging in turn
@@ -87,9 +89,10 @@ def test_merged_quick_is_merged() -> None:
             declined += 1
             continue
         taken += n > 1
+        with_zeros += any(sk.zero_count for sk in sketches[1:])  # summed into the first's
         assert _forms(fast) == _forms(want)
         assert fast.quantiles([0.5, 0.99]) == want.quantiles([0.5, 0.99])
-    assert taken > 200 and declined > 200
+    assert taken > 200 and declined > 200 and with_zeros > 20
     low, high = DDSketch(), DDSketch()
     low.add_many([1e-30])
     high.add_many([1e30])
