@@ -59,6 +59,18 @@ def test_probed_reads_give_the_earlier_chunks(tmp_path_factory: pytest.TempPathF
     assert b"".join(c[2] for c in new).splitlines() == rest
 
 
+def test_range_ending_at_a_probed_blocks_last_newline(tmp_path: Path) -> None:
+    """A range that ends exactly where a probed block's whole lines end stops there: the next range's first
+    line is not read by this one too (the random cases above seldom put a part's end on a block's last
+    newline; reading on past it passed them)."""
+    source, task, rest = lines_task(tmp_path, [7] * 8, 0, 0)  # eight 10-byte lines
+    tasks = source.split(task, 2)
+    assert [(t.start, t.end) for t in tasks] == [(0, 40), (40, 80)]
+    new, old = _both(source, tasks, 20, 8)  # the first part's second block ends at byte 40
+    assert new == old
+    assert b"".join(c[2] for c in new).splitlines() == rest
+
+
 def test_probed_reads_of_the_benchmark_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Event-sized lines (about 400 bytes) in 64 kB chunks with the engine's probe, over parts: the probe
     path is the one taken (fewer fallbacks than chunks) and gives the earlier chunks."""
