@@ -128,12 +128,14 @@ def _copies(batches: Iterable[list[WindowAggregate]]) -> list[list[WindowAggrega
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_window_state_merges_as_each_part_in_turn(seed: int) -> None:
     """The state's windows, read midway and at the end, have the reference's exact fields and sketch bytes
-    (stored and quick forms); windows were sealed and merged from several parts (not vacuous)."""
+    (stored and quick forms); windows were sealed and merged from several parts (not vacuous); the count of
+    waiting sketches stays the one ``_pending`` holds as seals take theirs."""
     batches = _batches(seed)
     state, plain = WindowState(), WindowState()
     for i, (new, ref) in enumerate(zip(_copies(batches), _copies(batches), strict=True)):
         state.merge(new, float(i))
         _reference_merge(plain, ref, float(i))
+        assert state._waiting == sum(len(theirs) for theirs in state._pending.values())  # the seals' too
         if i == len(batches) // 2:
             assert set(state.aggs) == set(plain.aggs)  # pending sketches merged now, the rest later
     assert state._sealed > 50
