@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,34 @@ def test_a_store_migrated_by_a_newer_version_is_refused(tmp_path: Path) -> None:
         conn.execute("DELETE FROM schema_migrations WHERE component='test_core' AND version=2")
         conn.execute("INSERT INTO schema_migrations (component, version) VALUES ('not_installed_here', 9)")
     Store(path).close()
+
+
+def test_a_refused_store_closes_its_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store refused after it was opened (another program's database, one a newer logging-apm migrated)
+    leaves no connection open behind the error: the caller gets no Store to close."""
+    foreign, newer = tmp_path / "other.db", tmp_path / "s.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER)")
+    conn.close()
+    Store(newer).close()
+    with sqlite3.connect(newer) as conn:
+        conn.execute("INSERT INTO schema_migrations (component, version) VALUES ('test_core', 2)")
+    conn.close()
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def spy(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened.append(connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(sqlite3, "connect", spy)
+    for path in (foreign, newer):
+        with pytest.raises(StoreError):
+            Store(path)
+    assert len(opened) == 2
+    for conn in opened:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
 
 
 def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
