@@ -134,13 +134,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     root = psutil.Process(proc.pid)
     peak = peak_pss = 0
-    if not sample:
-        out_b = proc.communicate()[0] or b""
-        wall = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        return Sample(wall, cpu, 0, proc.returncode, out_b.decode(errors="replace")[-3000:], 0)
-    while proc.poll() is None:
+    while sample and proc.poll() is None:
         rss = pss = 0
         try:
             for p in (root, *root.children(recursive=True)):
@@ -153,10 +147,10 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None 
             pass
         peak, peak_pss = max(peak, rss), max(peak_pss, pss)
         time.sleep(0.02)
+    out = (proc.communicate()[0] or b"").decode(errors="replace")  # unsampled: waits for it here
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
     return Sample(wall, cpu, peak, proc.returncode, out[-3000:], peak_pss)
 
 
