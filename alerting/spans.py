@@ -140,8 +140,8 @@ def spans_of(counts: npt.NDArray[np.int64], zeros: Any, sketched: Any, span_min:
              first: npt.NDArray[np.int64], ends: npt.NDArray[np.int64], lo: int, gamma: float) -> _Spans:
     """One group's spans from its windows' rows: ``counts`` (``rows + 1`` by the group's buckets from
     ``lo``; row 0 zero, window row ``r`` at ``r + 1``; summed over in place), ``zeros`` and ``sketched`` (zero
-    counts and sketches per row, laid out alike), and each span's min and max (``alerting.columns`` builds
-    the same from the stored bytes)."""
+    counts and sketches per row, laid out alike), and each span's min and max (``alerting.columns`` reads
+    the same figures from the stored bytes, several groups at once: its ``_Bisected``)."""
     np.cumsum(counts, axis=0, out=counts)
     zero_sums = np.cumsum(np.asarray(zeros, dtype=np.int64))
     sketch_sums = np.cumsum(np.asarray(sketched, dtype=np.int64))
