@@ -32,6 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -129,9 +130,17 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None 
     ms, which walks its page tables under its memory lock: on the 2-core machine that slowed a 5M-event
     ``logapm run`` (three processes) by about 11% (medians of 3, 5.02 against 4.51 s). Timings are taken
     unobserved, peaks in runs of their own."""
+    # The output goes to a file, not a pipe: the sampling loop reads nothing until the child exits, and a
+    # child writing more than a pipe holds (64 KB) would block on it forever.
+    with tempfile.TemporaryFile() as out_file:
+        return _measured(cmd, env, cwd, sample, out_file)
+
+
+def _measured(cmd: list[str], env: dict[str, str] | None, cwd: Path | None, sample: bool,
+              out_file: IO[bytes]) -> Sample:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    proc = subprocess.Popen(cmd, stdout=out_file, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     root = psutil.Process(proc.pid)
     peak = peak_pss = 0
     while sample and proc.poll() is None:
@@ -147,11 +156,13 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None 
             pass
         peak, peak_pss = max(peak, rss), max(peak_pss, pss)
         time.sleep(0.02)
-    out = (proc.communicate()[0] or b"").decode(errors="replace")  # unsampled: waits for it here
+    proc.wait()  # unsampled: waits for it here
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Sample(wall, cpu, peak, proc.returncode, out[-3000:], peak_pss)
+    out_file.seek(max(0, out_file.seek(0, os.SEEK_END) - 3000))
+    out = out_file.read().decode(errors="replace")
+    return Sample(wall, cpu, peak, proc.returncode, out, peak_pss)
 
 
 def _figures(runs: list[Sample], n: int, size: int, peak: Sample | None = None) -> dict[str, float]:
