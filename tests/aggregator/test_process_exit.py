@@ -241,3 +241,31 @@ def test_a_run_that_raised_is_not_finished(spied: list[Any], monkeypatch: pytest
     with pytest.raises(SystemExit):
         process_exit.end(1)
     assert spied == []
+
+
+# The logapm process's entry with `main` replaced: numpy imported as a command would, then the OS threads of the
+# process counted (OpenBLAS starts its own when numpy loads).
+_BLAS_THREADS = ("import os\n"
+                 "from aggregator import cli\n"
+                 "def main():\n"
+                 "    import numpy\n"
+                 "    print(len(os.listdir('/proc/self/task')))\n"
+                 "    return 0\n"
+                 "cli.main = main\n"
+                 "cli.entry()\n")
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2 or not os.path.isdir("/proc/self/task"),
+                    reason="OpenBLAS starts threads only for further cores; threads counted in /proc")
+@pytest.mark.parametrize(("setting", "threads"), [(None, 1), ("2", 2)])
+def test_entry_loads_numpy_without_blas_threads(setting: str | None, threads: int) -> None:
+    """The ``logapm`` process's numpy starts no OpenBLAS threads (they spin at its import and logapm gives
+    them no work), unless OPENBLAS_NUM_THREADS says otherwise; the variable is read as numpy loads."""
+    env = _env()
+    env.pop("OPENBLAS_NUM_THREADS", None)
+    if setting is not None:
+        env["OPENBLAS_NUM_THREADS"] = setting
+    out = subprocess.run([sys.executable, "-c", _BLAS_THREADS], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == threads
