@@ -16,7 +16,6 @@ A run killed before step 4 commits leaves no trace; one killed after it has coun
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 import traceback
@@ -27,7 +26,7 @@ from typing import Any, Final
 
 import orjson
 
-from aggregator import process_exit
+from aggregator import collector, process_exit
 from aggregator.catalog import merge_into
 from aggregator.checkpoints import CheckpointStore
 from aggregator.config import Config
@@ -201,9 +200,16 @@ def execute(
     # Components register their tables' migrations on import and opening the store applies them: what the
     # read needs is imported first (the insights' analyzer, whose module the workers also use), the
     # post-commit stages while the workers read (``_import_stages``).
-    analyzer_cls = optional_attr(*TRACE_ANALYZER)
-    _locked_run(config, inputs, state_path, started, report, interactive, progress, stages, _warn,
-                FileSource, part_bytes, analyzer_cls)
+    # The collector is off until the read is over (the CLI turns it off before its imports), then on again
+    # for the post-commit stages, without walking what the run allocated until then: ``aggregator.collector``.
+    collector.pause()
+    try:
+        analyzer_cls = optional_attr(*TRACE_ANALYZER)
+        _locked_run(config, inputs, state_path, started, report, interactive, progress, stages, _warn,
+                    FileSource, part_bytes, analyzer_cls)
+    finally:
+        collector.resume()
+        collector.thaw()
     return report
 
 
@@ -252,12 +258,8 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
     if progress is not None:
         progress.start(sum(max(0, _task_bytes(t)) for t in tasks))
     on_wait = (lambda: progress.update(engine.bytes_done)) if progress is not None else None
-    # The workers start on the first parts now: the rest of the setup overlaps their reading. The read phase
-    # allocates millions of short-lived objects and makes no reference cycles worth collecting: the cyclic
-    # GC rescanning the heap cost about 10% of a run. It is back on for the stages.
+    # The workers start on the first parts now: the rest of the setup overlaps their reading.
     parts = engine.start(tasks, on_wait=on_wait)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
     try:
         _import_stages(store, stages)
         analyzer = analyzer_cls(store, config) if settings.traces else None
@@ -336,8 +338,7 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
                                (started, commit_time, orjson.dumps(report.counts()).decode()))
     finally:
         parts.close()  # ends the workers of a run that failed before taking every part
-        if gc_was_enabled:
-            gc.enable()
+        collector.resume()  # for the stages
 
     dl_path = dead_letter_path(config, state_path)
     report.dead_letter_path = str(dl_path)
