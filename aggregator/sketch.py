@@ -20,18 +20,28 @@ Trade-offs, measured on this machine (2 cores; ``tests/aggregator/test_sketch.py
   heavy-tailed series; interpolation + exact min/max fixes that. Values of both signs near a quantile
   (a gauge crossing zero) keep the 1% guarantee per rank, but the interpolated figure between a negative
   and a positive rank is only within 1% of the larger magnitude.
-- Size: durations from 1 us to 1 hour span ~1,000 buckets at a = 1%; a real latency series uses 100-300.
-  Serialised (counts in the narrowest integer type, zlib level 1) a window of 50 / 300 / 2,000 lognormal
-  durations takes about 115 / 170 / 260 bytes; a sketch of 10^6 values about 1.1 kB.
+- Size: durations from 1 us to 1 hour span ~1,000 buckets at a = 1%; a real latency series uses 100-300,
+  most of them empty in a window (70% in the benchmark's). Stored (form 2, ``aggregator/_sketchcodec.c``: a
+  bitmap of the non-empty buckets, then each count less 1 in as many bits as the largest needs, CRC-32) a
+  window of 50 / 300 / 2,000 lognormal(4, 1.2) durations takes about 70 / 134 / 266 bytes, a sketch of 10^6
+  values about 950 (form 1, zlib level 1 of the counts in the narrowest integer type: 117 / 187 / 280 and
+  971). The 6,771 windows of the 1M-event benchmark: median 93 bytes, 656 kB in all (form 1: 155, 985 kB).
+  Other codings, estimated on those windows (median bytes of the counts + a 22-byte header; form 2 by the same
+  estimate: 87): LEB128 counts with zero runs as (0, run) 220 (and 137 / 300 / 381 / 911 on the cases above:
+  a zero run costs two bytes), one LEB128 token per count or zero run 168, bitmap + LEB128 counts 155, bitmap
+  + 4-bit counts with an escape 109 (but 1,110 for 10^6 values).
 - Bounded: at most ``MAX_BUCKETS`` (4,096) per sign; beyond that the lowest buckets collapse into one, so
   only quantiles in the collapsed lowest range lose accuracy (needs a 1e35 dynamic range at 1%).
 - Speed (CPU time on this busy 2-core machine): ``add_many`` about 50 ns per value plus ~10 us per call;
   merging two sketches about 10 us. The window accumulators skip even that: they compute the bucket keys of
   a whole batch at once and make each window's sketch from its slice of the counts (``of_bucket_counts``,
-  ~0.9 us; ``DDSketch()`` ~0.4 us). A window's sketch (~300 buckets) serialises in ~12-17 us to the stored
-  form (zlib level 1, most of the time) and ~2.4-3 us to the quick one (``compress=False``); decoding takes
-  ~6.7 and ~3 us. A sketch pickles in the quick form (or as the stored bytes it was read from) and is
-  decoded when first read (``__reduce__``): a worker does not compress what the parent merges anyway.
+  ~0.9 us; ``DDSketch()`` ~0.4 us). A window's sketch (~300 buckets, the benchmark's windows, medians)
+  encodes to the stored form in ~1.5 us from a worker's quick form (form 1's zlib: ~10 us, mostly deflate's
+  set-up per call) and ~1.9 us from a decoded sketch (12.9), to the quick form (``compress=False``) in ~3 us;
+  decoding the stored form takes ~2.0 us (zlib: 5.3), the quick one ~2.8. Without the C codec (not built, or
+  ``LOGAPM_NATIVE=0``) the numpy twin writes the same bytes in ~18-21 us and reads them in ~21. A sketch
+  pickles in the quick form (or as the stored bytes it was read from) and is decoded when first read
+  (``__reduce__``): a worker does not encode what the parent merges anyway.
 """
 
 from __future__ import annotations
@@ -41,14 +51,19 @@ import struct
 import sys
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from types import ModuleType
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
+from logging_apm._native import load as load_native
+
 RELATIVE_ACCURACY: Final = 0.01
 MAX_BUCKETS: Final = 4096
-_FORMAT_VERSION: Final = 1
+_FORMAT_VERSION: Final = 1  # form 1's body (the quick form's; zlib's stream of it was the stored form before form 2)
+_FORM2: Final = b"\x02"  # the stored form's first byte: never a zlib stream's (0x78 here), nor the quick form's
+_FORM2_CUSTOM_ACCURACY: Final = 1  # its flags: the accuracy is not RELATIVE_ACCURACY and follows
 # The mapping uses a hair less than the stated accuracy, so that floating-point rounding at bucket edges
 # can never push an estimate past the 1% the sketch promises.
 _SAFETY: Final = 1.0 - 1e-6
@@ -63,6 +78,10 @@ _NO_COUNTS.flags.writeable = False
 _INT64: Final = np.dtype(np.int64)
 _MAPPINGS: dict[float, tuple[float, float, float]] = {}  # accuracy -> (gamma, multiplier, min indexable)
 
+# The stored form's C codec (aggregator/_sketchcodec.c), or None: not built (it is optional) or turned off with
+# LOGAPM_NATIVE=0; then the numpy twin below writes and reads the same bytes.
+_codec: ModuleType | None = load_native("aggregator._sketchcodec")
+
 
 def _mapping(relative_accuracy: float) -> tuple[float, float, float]:
     """The bucket mapping of an accuracy, computed once (a sketch is made per series and window)."""
@@ -74,7 +93,10 @@ def _mapping(relative_accuracy: float) -> tuple[float, float, float]:
     a = relative_accuracy * _SAFETY
     gamma = (1.0 + a) / (1.0 - a)
     # Below the min indexable magnitude a value is counted as zero (DDSketch's min indexable value).
-    mapping = (gamma, 1.0 / math.log(gamma), max(sys.float_info.min * gamma, 1e-300))
+    log_gamma = math.log(gamma)
+    if not log_gamma > 0.0:  # (a stored sketch names its accuracy: a corrupt one may be this small)
+        raise ValueError("relative_accuracy too small to map")
+    mapping = (gamma, 1.0 / log_gamma, max(sys.float_info.min * gamma, 1e-300))
     if len(_MAPPINGS) < 64:  # stored sketches name their accuracy: keep a corrupt store from growing this
         _MAPPINGS[relative_accuracy] = mapping
     return mapping
@@ -378,11 +400,11 @@ class DDSketch:
     # --- serialisation ----------------------------------------------------------------------------
 
     def to_bytes(self, *, compress: bool = True) -> bytes:
-        """The stored form (zlib); ``compress=False`` for a quick hop between processes.
+        """The stored form (form 2, ``_encoded``); ``compress=False`` for the quick form, a hop between processes.
 
-        Encoded once: the stored form a sketch came with, or ``seal`` made, is given back while it is unchanged;
-        a sketch still in the quick form (as a worker sent it) compresses that form's body, which is the stored
-        form's body (``_load`` then these steps give the same bytes), without decoding it."""
+        Encoded once: the stored form a sketch came with (form 2, or form 1 from an older store), or ``seal``
+        made, is given back while it is unchanged; a sketch still in the quick form (as a worker sent it) is
+        encoded from that form's bytes (``_encoded_quick``: what ``_load`` then these steps give), undecoded."""
         if compress and self._stored is not None:
             return self._stored
         blob = self._blob
@@ -391,12 +413,13 @@ class DDSketch:
                 if compress:  # the stored form it came with, unchanged
                     return blob
             elif compress:
-                return zlib.compress(memoryview(blob)[1:], 1)
+                return _encoded_quick(blob)
             else:
                 return blob
-        body = (_HEADER.pack(_FORMAT_VERSION, 0, self.relative_accuracy, self.min, self.max, self.zero_count)
-                + self.pos.to_bytes() + self.neg.to_bytes())
-        return zlib.compress(body, 1) if compress else b"\0" + body
+        if compress:
+            return _encoded(self.relative_accuracy, self.min, self.max, self.zero_count, self.pos, self.neg)
+        return b"".join((b"\0", _HEADER.pack(_FORMAT_VERSION, 0, self.relative_accuracy, self.min, self.max,
+                                             self.zero_count), self.pos.to_bytes(), self.neg.to_bytes()))
 
     def seal(self) -> bytes:
         """``to_bytes()``, kept for the next calls until the sketch changes: the run encodes a window's sketch
@@ -418,7 +441,10 @@ class DDSketch:
     def _load(self, data: bytes) -> None:
         """Become the sketch ``data`` holds (the stored form or the quick one)."""
         accuracy, mn, mx, zeros, pos, neg = _body(data)
-        self._gamma, self._multiplier, self._min_indexable = _mapping(accuracy)
+        try:
+            self._gamma, self._multiplier, self._min_indexable = _mapping(accuracy)
+        except ValueError as exc:
+            raise SketchError(f"corrupt sketch: {exc}") from None
         self.relative_accuracy = accuracy
         self.min, self.max, self.zero_count = mn, mx, zeros
         self.pos, self.neg = pos, neg
@@ -426,12 +452,13 @@ class DDSketch:
     def __reduce__(self) -> tuple[Any, tuple[bytes]]:
         """Pickled as the bytes it came with, if any, else in the quick form, and decoded only when read.
 
-        Not compressed for the hop from a worker to the parent: on the 5M-event benchmark log almost every
-        window lies across two parts (6,573 of 6,771 are merged in the parent), so a worker's compression
-        (~17 us a sketch, ~37,000 sketches) was thrown away by the merge; the quick form costs ~3 us to write
-        and ~3 to read (against ~6.7 to decompress). A window is compressed once, in the parent: when it looks
-        final (``seal``, from ``WindowState.merge``) or when it is written; the quick form of a window one part
-        holds is compressed as it is, undecoded. A sketch read from the store goes on as its stored bytes."""
+        Not in the stored form for the hop from a worker to the parent: on the 5M-event benchmark log almost
+        every window lies across two parts (6,573 of 6,771 are merged in the parent), so a worker's encoding
+        (zlib's, then: ~17 us a sketch, ~37,000 sketches) was thrown away by the merge, and the parent merges
+        quick forms without decoding them (``merged_quick``). A window is encoded once, in the parent: when it
+        looks final (``seal``, from ``WindowState.merge``) or when it is written; the quick form of a window one
+        part holds is encoded from its bytes, undecoded. A sketch read from the store goes on as its stored
+        bytes."""
         blob = self._blob
         return _from_stored, (blob if blob is not None else self.to_bytes(compress=False),)
 
@@ -557,7 +584,7 @@ def merged_quick(sketches: Sequence[Any]) -> DDSketch | None:
     """``merged(sketches)`` as a sketch in the quick form (its ``to_bytes(compress=False)``), made from the bytes
     without decoding any store, when each of ``sketches`` is in the quick form a worker sends (``__reduce__``,
     ``BucketSlices``) of the same accuracy, with positive buckets only and no collapsing; else None. The parent
-    merges the windows several parts hold so, then compresses the body as it is (``seal``).
+    merges the windows several parts hold so, then encodes them from those bytes (``seal``).
 
     The same bytes as ``merged`` then ``to_bytes``: the extremes folded in order by the builtin ``min`` and
     ``max``, the zero counts summed, the counts summed exactly over the union of the ranges; each input's edge
@@ -628,17 +655,16 @@ def _summed(first: _Store, rest: list[_Store]) -> _Store:
     return out
 
 
-def _body(data: bytes) -> tuple[float, float, float, int, _Store, _Store]:
-    """The accuracy, min, max, zero count and stores of a sketch's stored or quick form (``to_bytes``); raises
-    ``SketchError`` for what cannot be one."""
-    buf: memoryview | bytes
-    if data[:1] == b"\0":
-        buf = memoryview(data)[1:]
-    else:
-        try:
-            buf = zlib.decompress(data)
-        except zlib.error as exc:
-            raise SketchError(f"corrupt sketch: {exc}") from None
+_Body = tuple[float, float, float, int, _Store, _Store]
+
+
+def _body(data: bytes) -> _Body:
+    """The accuracy, min, max, zero count and stores of a sketch's stored form (form 2, or form 1: zlib) or quick
+    form (``to_bytes``); raises ``SketchError`` for what cannot be one."""
+    first = data[:1]
+    if first == _FORM2:
+        return _decoded(data)
+    buf: memoryview | bytes = memoryview(data)[1:] if first == b"\0" else _inflated(data)
     if len(buf) < _HEADER.size:
         raise SketchError("truncated sketch header")
     version, _flags, accuracy, mn, mx, zeros = _HEADER.unpack_from(buf, 0)
@@ -647,6 +673,229 @@ def _body(data: bytes) -> tuple[float, float, float, int, _Store, _Store]:
     pos, at = _Store.from_buffer(buf, _HEADER.size)
     neg, _ = _Store.from_buffer(buf, at)
     return accuracy, mn, mx, zeros, pos, neg
+
+
+def _inflated(data: bytes) -> bytes:
+    """Form 1's body from its zlib stream (sketches stored before form 2)."""
+    try:
+        return zlib.decompress(data)
+    except zlib.error as exc:
+        raise SketchError(f"corrupt sketch: {exc}") from None
+
+
+# --- the stored form, form 2 (aggregator/_sketchcodec.c describes the bytes; the C codec and this numpy twin
+# write and read the same bytes, and refuse the same ones) ---------------------------------------------------
+
+def _encoded(accuracy: float, mn: float, mx: float, zeros: int, pos: _Store, neg: _Store) -> bytes:
+    """The stored form of a sketch's fields and stores."""
+    if _codec is not None:
+        out: bytes = _codec.encode(accuracy, mn, mx, zeros, pos.offset, _int64(pos.counts), neg.offset,
+                                   _int64(neg.counts))
+        return out
+    return _encoded_py(accuracy, mn, mx, zeros, pos, neg)
+
+
+def _encoded_py(accuracy: float, mn: float, mx: float, zeros: int, pos: _Store, neg: _Store) -> bytes:
+    """``_encoded`` in numpy."""
+    custom = accuracy != RELATIVE_ACCURACY
+    parts = [_FORM2, bytes((_FORM2_CUSTOM_ACCURACY if custom else 0,))]
+    if custom:
+        parts.append(struct.pack("<d", accuracy))
+    if zeros < 0 or zeros >= 1 << 64:
+        raise OverflowError("a sketch's zero count must fit 64 bits")
+    parts += [struct.pack("<dd", mn, mx), _varint(int(zeros)), _store2(pos), _store2(neg)]
+    body = b"".join(parts)
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def _encoded_quick(blob: bytes) -> bytes:
+    """``_encoded`` of what the quick form ``blob`` holds, from its bytes."""
+    if _codec is not None:
+        try:
+            out: bytes = _codec.encode_quick(blob)
+            return out
+        except ValueError as exc:
+            raise SketchError(str(exc)) from None
+    return _encoded(*_body(blob))
+
+
+def _decoded(data: bytes) -> _Body:
+    """What a sketch's form 2 holds."""
+    if _codec is None:
+        return _decoded_py(data)
+    try:
+        accuracy, mn, mx, zeros, pos_offset, pos_counts, neg_offset, neg_counts = _codec.decode(data)
+    except ValueError as exc:
+        raise SketchError(str(exc)) from None
+    return accuracy, mn, mx, zeros, _store_of(pos_offset, pos_counts), _store_of(neg_offset, neg_counts)
+
+
+def _int64(counts: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    return counts if counts.dtype is _INT64 and counts.flags.c_contiguous else np.ascontiguousarray(counts, np.int64)
+
+
+def _store_of(offset: int, counts: bytearray) -> _Store:
+    store = _Store.__new__(_Store)
+    if counts:
+        store.offset, store.counts = offset, np.frombuffer(counts, np.int64)  # (a bytearray's: writeable)
+    else:
+        store.offset, store.counts = 0, _NO_COUNTS
+    return store
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(buf: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if at >= len(buf):
+            raise SketchError("truncated sketch")
+        byte = buf[at]
+        at += 1
+        if shift == 63 and byte > 1:
+            raise SketchError("corrupt sketch: a number past 64 bits")
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            if byte == 0 and shift:
+                raise SketchError("corrupt sketch: a number with a redundant byte")
+            return value, at
+        shift += 7
+
+
+_U1: Final = np.uint64(1)
+
+
+def _store2(store: _Store) -> bytes:
+    """A store in form 2: its buckets from the first to the last non-zero one, which are marked in a bitmap,
+    and each non-zero count less 1 in as many bits as the largest needs."""
+    nz = np.flatnonzero(store.counts)
+    if not nz.size:
+        return b"\0"
+    first = store.offset + int(nz[0])
+    if not -(1 << 31) <= first < 1 << 31:
+        raise OverflowError("a sketch's first bucket key must be within int32")
+    counts = _int64(store.counts[nz[0]: nz[-1] + 1]).view(np.uint64)
+    present = counts != 0
+    values = counts[present] - _U1
+    width = int(np.bitwise_or.reduce(values)).bit_length()
+    parts = [_varint(counts.size), _varint(first << 1 if first >= 0 else (-first << 1) - 1), bytes((width,)),
+             np.packbits(present, bitorder="little").tobytes()]
+    if width:
+        bits = (values[:, None] >> np.arange(width, dtype=np.uint64)) & _U1
+        parts.append(np.packbits(bits.astype(np.uint8).ravel(), bitorder="little").tobytes())
+    return b"".join(parts)
+
+
+def _decoded_py(data: bytes) -> _Body:
+    """``_decoded`` in numpy."""
+    if len(data) < 2 or data[:1] != _FORM2:
+        raise SketchError("not a sketch of form 2")
+    if len(data) < 6 or zlib.crc32(data[:-4]) != int.from_bytes(data[-4:], "little"):
+        raise SketchError("corrupt sketch: its checksum differs")
+    data = data[:-4]
+    flags, at = data[1], 2
+    if flags & ~_FORM2_CUSTOM_ACCURACY:
+        raise SketchError("corrupt sketch: unknown flags")
+    if len(data) - at < (24 if flags else 16):
+        raise SketchError("truncated sketch header")
+    accuracy = RELATIVE_ACCURACY
+    if flags:
+        (accuracy,) = struct.unpack_from("<d", data, at)
+        at += 8
+        if accuracy == RELATIVE_ACCURACY:
+            raise SketchError("corrupt sketch: the default accuracy written out")
+    mn, mx = struct.unpack_from("<dd", data, at)
+    zeros, at = _read_varint(data, at + 16)
+    pos, at = _read_store2(data, at)
+    neg, at = _read_store2(data, at)
+    if at != len(data):
+        raise SketchError("corrupt sketch: bytes after its stores")
+    return accuracy, mn, mx, zeros, pos, neg
+
+
+def _read_store2(data: bytes, at: int) -> tuple[_Store, int]:
+    store = _Store()
+    n, at = _read_varint(data, at)
+    if not n:
+        return store, at
+    zigzag, at = _read_varint(data, at)
+    offset = zigzag >> 1 if not zigzag & 1 else -(zigzag >> 1) - 1
+    if not -(1 << 31) <= offset < 1 << 31:
+        raise SketchError("corrupt sketch: a bucket key past int32")
+    if at >= len(data):
+        raise SketchError("truncated sketch")
+    width = data[at]
+    at += 1
+    if width > 64:
+        raise SketchError("corrupt sketch: a count wider than 64 bits")
+    map_bytes = (n + 7) // 8
+    if map_bytes > len(data) - at:
+        raise SketchError("truncated sketch")
+    marks = np.unpackbits(np.frombuffer(data, np.uint8, map_bytes, at), bitorder="little")
+    if not (marks[0] and marks[n - 1]) or marks[n:].any():
+        raise SketchError("corrupt sketch: a store's edges or padding")
+    present = marks[:n].view(bool)
+    k = int(np.count_nonzero(present))
+    at += map_bytes
+    value_bytes = (k * width + 7) // 8
+    if value_bytes > len(data) - at:
+        raise SketchError("truncated sketch")
+    counts = np.zeros(n, dtype=np.uint64)
+    if width:
+        bits = np.unpackbits(np.frombuffer(data, np.uint8, value_bytes, at), bitorder="little")
+        if bits[k * width:].any():
+            raise SketchError("corrupt sketch: a store's padding")
+        values = np.bitwise_or.reduce(bits[:k * width].reshape(k, width).astype(np.uint64)
+                                      << np.arange(width, dtype=np.uint64), axis=1)
+        if (values == np.uint64(2**64 - 1)).any():
+            raise SketchError("corrupt sketch: a count past 64 bits")
+        if not int(np.bitwise_or.reduce(values)) >> (width - 1):
+            raise SketchError("corrupt sketch: counts wider than they need")
+        counts[present] = values + _U1
+    else:
+        counts[present] = 1
+    store.offset, store.counts = offset, counts.view(np.int64)
+    return store, at + value_bytes
+
+
+# Per stored sketch, what ``stored_columns`` reads of it.
+STORED_COLUMNS: Final = np.dtype([("accuracy", "=f8"), ("min", "=f8"), ("max", "=f8"), ("zeros", "=u8"),
+                                  ("offset", "=i8"), ("length", "=i8"), ("negative", "=i8"), ("start", "=i8")])
+
+
+def stored_columns(blobs: Sequence[bytes]) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
+    """Many stored sketches (either stored form, or the quick one) read at once (``alerting.columns``): per blob a
+    ``STORED_COLUMNS`` record (the accuracy, extremes and zero count, the positive store's offset and length, the
+    negative store's length, and where the positive counts start in the second array), and every positive
+    store's counts, one after another, as ``DDSketch.from_bytes`` decodes them (empty stores: offset 0). Raises
+    ``SketchError`` for a blob ``from_bytes`` would refuse."""
+    if _codec is not None:
+        try:
+            meta, counts = _codec.decode_many(blobs, _inflated)
+        except ValueError as exc:
+            raise SketchError(str(exc)) from None
+        return np.frombuffer(meta, STORED_COLUMNS), np.frombuffer(counts, np.int64)
+    return _stored_columns_py(blobs)
+
+
+def _stored_columns_py(blobs: Sequence[bytes]) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
+    """``stored_columns`` in numpy, a sketch at a time."""
+    meta = np.zeros(len(blobs), STORED_COLUMNS)
+    runs = []
+    start = 0
+    for i, blob in enumerate(blobs):
+        accuracy, mn, mx, zeros, pos, neg = _body(blob)
+        meta[i] = (accuracy, mn, mx, zeros, pos.offset, pos.counts.size, neg.counts.size, start)
+        runs.append(pos.counts)
+        start += pos.counts.size
+    return meta, np.concatenate(runs) if runs else np.zeros(0, np.int64)
 
 
 def _from_stored(blob: bytes) -> DDSketch:

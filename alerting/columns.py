@@ -8,13 +8,13 @@ the decoded sketches once more. Here, from the stored rows (``aggregator.windows
 - the event count per group and minute adds up in integer arrays, and every span's count (and whether the
   group has a window in it) is one subtraction of prefix sums: all a cluster of quantile rules reads
   besides the quantiles (``Counted``);
-- a sketch is not decoded into an object: its stored bytes are decompressed and their positive bucket
-  counts added, run by run, into one matrix per batch of groups (a row per window row, a block of buckets
-  per group; a batch at most ``_CELLS`` cells), summed over the rows and the buckets; a span's count up to
-  a bucket is then four reads, and the ranks' buckets are found by bisection for all spans of the batch at
-  once, with the zero counts, extremes and the
-  number of sketches per row: the figures ``alerting.spans`` reads from the decoded sketches, the same
-  floats;
+- a sketch is not decoded into an object: the stored bytes of all are decoded at once, in C
+  (``aggregator.sketch.stored_columns``), and their positive bucket counts added, run by run, into one matrix
+  per batch of groups (a row per window row, a block of buckets per group; a batch at most ``_CELLS``
+  cells), summed over the rows and the buckets; a span's count up to a bucket is then four reads, and the
+  ranks' buckets are found by bisection for all spans of the batch at once, with the zero counts, extremes
+  and the number of sketches per row: the figures ``alerting.spans`` reads from the decoded sketches, the
+  same floats;
 - sketches are not read at all when no rule of the cluster reads a quantile;
 - only a cluster with a rule of the exact fields (an error or hit rate) makes aggregates, without their
   sketches, and merges them as the evaluator does (``catalog.merge(..., sketches=False)``, same order).
@@ -28,7 +28,6 @@ the figures, or raises the error, it always did.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,9 +43,6 @@ from alerting.state import GroupKey
 
 Rows = Sequence[tuple[SeriesKey, tuple[Any, ...]]]
 
-_HEADER = _sketch._HEADER
-_STORE = _sketch._STORE_HEADER
-_DTYPES = _sketch._DTYPE_OBJECTS
 _INT64 = np.dtype(np.int64)
 
 
@@ -67,26 +63,16 @@ class Chunk:
     minutes: list[dict[GroupKey, WindowAggregate]] | None
 
 
-def _field(data: npt.NDArray[np.uint8], at: npt.NDArray[np.int64], dtype: str) -> npt.NDArray[Any]:
-    """The little-endian ``dtype`` field at each byte position ``at``."""
-    size = np.dtype(dtype).itemsize
-    return data[at[:, None] + np.arange(size)].reshape(-1).view(dtype)
-
-
-_HEAD = _HEADER.size  # the positive store's header follows the sketch's
-_COUNTS = _HEAD + _STORE.size  # its counts follow that
-_ITEMSIZE = np.array([d.itemsize for d in _DTYPES], dtype=np.int64)
 # The most cells of summed counts (int64) made at once: 32 MB (see _chunk_quantiles).
 _CELLS = 1 << 22
-_VIEWS = (np.uint8, np.uint16, np.uint32, np.int64)  # each count width (code) as the decoder reads it (int64 of uint64)
 
 
 def _chunk_quantiles(blobs: list[bytes], at: Any, owner: list[int], groups: int, rows: int,
                      first: npt.NDArray[np.int64], ends: npt.NDArray[np.int64], per_span: int,
                      qs: Sequence[float]) -> dict[float, Floats]:
     """``alerting.spans``' figures for the chunk's sketched groups (``owner``: each blob's group, ``0 ..
-    groups - 1``), a row of points per group, from their windows' stored sketches (``DDSketch``'s format,
-    ``DDSketch._load``: a header, the positive store, the negative store) and their rows ``at``, a batch of
+    groups - 1``), a row of points per group, from their windows' stored sketches (``blobs``, read together by
+    ``aggregator.sketch.stored_columns``) and their rows ``at``, a batch of
     groups at a time: the same integer sums, extremes and float steps per span as ``alerting.spans``, for
     ~0.7 of the CPU of doing it group by group (which laid out every span's counts: points x buckets per
     group)."""
@@ -95,31 +81,19 @@ def _chunk_quantiles(blobs: list[bytes], at: Any, owner: list[int], groups: int,
     order = np.argsort(group, kind="stable")
     group = group[order]
     at = np.array(at, dtype=np.int64)[order]
-    bufs = [memoryview(b)[1:] if b[:1] == b"\0" else zlib.decompress(b) for b in map(blobs.__getitem__, order.tolist())]
-    sizes = np.fromiter(map(len, bufs), dtype=np.int64, count=len(bufs))
-    if (sizes < _COUNTS + _STORE.size).any():
-        raise _Refused  # truncated, or not a sketch
-    data = np.frombuffer(b"".join(bufs), dtype=np.uint8)
-    starts = np.cumsum(sizes) - sizes
-    accuracy = _field(data, starts + 2, "<f8")
-    mins, maxs = _field(data, starts + 10, "<f8"), _field(data, starts + 18, "<f8")
-    zeros = _field(data, starts + 26, "<u8")
-    offsets = _field(data, starts + _HEAD, "<i4").astype(np.int64)
-    lengths = _field(data, starts + _HEAD + 4, "<u4").astype(np.int64)
-    codes = data[starts + _HEAD + 8].astype(np.int64)
-    first_blob = np.full(groups, len(bufs), dtype=np.int64)
-    np.minimum.at(first_blob, group, np.arange(len(bufs), dtype=np.int64))
+    meta, counts = _sketch.stored_columns(list(map(blobs.__getitem__, order.tolist())))
+    accuracy, mins, maxs, zeros = meta["accuracy"], meta["min"], meta["max"], meta["zeros"]
+    offsets, lengths, starts = meta["offset"], meta["length"], meta["start"]
+    first_blob = np.full(groups, len(meta), dtype=np.int64)
+    np.minimum.at(first_blob, group, np.arange(len(meta), dtype=np.int64))
     group_accuracy = accuracy[first_blob]
-    if ((data[starts] != _sketch._FORMAT_VERSION).any() or (accuracy != group_accuracy[group]).any()
-            or ((lengths > 0) & (codes >= len(_DTYPES))).any() or (zeros >= 1 << 63).any()):
+    if (accuracy != group_accuracy[group]).any() or (zeros >= 1 << 63).any():
         raise _Refused  # (sketches of different accuracies within a group: the merge raises)
     extremes = np.concatenate([mins, maxs])
     if np.isnan(extremes).any() or ((extremes == 0.0) & np.signbit(extremes)).any():
         raise _Refused  # alerting.spans leaves NaN and -0.0 extremes to the merge
-    nbytes = lengths * _ITEMSIZE[np.minimum(codes, len(_DTYPES) - 1)]
-    negative = starts + _COUNTS + nbytes  # the negative store's header
-    if (negative + _STORE.size > starts + sizes).any() or _field(data, negative + 4, "<u4").any():
-        raise _Refused  # truncated, or negative values: left to the merge
+    if meta["negative"].any():
+        raise _Refused  # negative values: left to the merge
     gammas = {float(a): _sketch._mapping(float(a))[0] for a in group_accuracy.tolist()}  # raises for a bad one
     stored = lengths > 0
     lo = np.full(groups, np.iinfo(np.int64).max, dtype=np.int64)
@@ -156,9 +130,9 @@ def _chunk_quantiles(blobs: list[bytes], at: Any, owner: list[int], groups: int,
         g1 = max(g0 + 1, int(np.searchsorted(cells, (cells[g0 - 1] if g0 else 0) + _CELLS, "right")))
         b0, b1 = np.searchsorted(group, [g0, g1]).tolist()
         whole = g0 == 0 and g1 == groups
-        flat, width, blocks, monotone = _summed_counts(data, group[b0:b1] - g0, at[b0:b1], offsets[b0:b1],
-                                                       starts[b0:b1], lengths[b0:b1], codes[b0:b1], lo[g0:g1],
-                                                       widths[g0:g1], rows)
+        flat, width, blocks, monotone = _summed_counts(counts, group[b0:b1] - g0, at[b0:b1], offsets[b0:b1],
+                                                       starts[b0:b1], lengths[b0:b1], lo[g0:g1], widths[g0:g1],
+                                                       rows)
         for accuracy_, gamma in gammas.items():  # one read-out per accuracy: the bucket values' float steps
             chosen = group_accuracy[g0:g1] == accuracy_
             if not chosen.any():
@@ -176,13 +150,13 @@ def _chunk_quantiles(blobs: list[bytes], at: Any, owner: list[int], groups: int,
     return {q: values.reshape(n_points, groups).T for q, values in out.items()}
 
 
-def _summed_counts(data: npt.NDArray[np.uint8], group: npt.NDArray[np.int64], at: npt.NDArray[np.int64],
+def _summed_counts(runs: npt.NDArray[np.int64], group: npt.NDArray[np.int64], at: npt.NDArray[np.int64],
                    offsets: npt.NDArray[np.int64], starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
-                   codes: npt.NDArray[np.int64], lo: npt.NDArray[np.int64], widths: npt.NDArray[np.int64],
+                   lo: npt.NDArray[np.int64], widths: npt.NDArray[np.int64],
                    rows: int) -> tuple[npt.NDArray[np.int64], int, npt.NDArray[np.int64], bool]:
-    """The counts of these groups' sketches (``group``: ``0 ..``, sorted) summed over the rows and along each
-    row, as ``_Bisected`` reads them, with the row width, each group's block and whether the sums are
-    ``monotone``."""
+    """The counts of these groups' sketches (``group``: ``0 ..``, sorted; each sketch's positive counts
+    ``runs[start: start + length]`` from bucket ``offset``) summed over the rows and along each row, as
+    ``_Bisected`` reads them, with the row width, each group's block and whether the sums are ``monotone``."""
     stored = lengths > 0
     # The counts of a row per window row (row 0 zero), each group's buckets in its block after a zero
     # column, summed over the rows and along each row: a span's cumulative count up to a bucket is then
@@ -191,20 +165,15 @@ def _summed_counts(data: npt.NDArray[np.uint8], group: npt.NDArray[np.int64], at
     width = int((widths + 1).sum())
     cell = (at + 1) * width + blocks[group] + 1 - lo[group]
     flat = np.zeros((rows + 1) * width, dtype=np.int64)
-    # Each sketch's counts are one run of bytes and one run of its row: added run by run (the runs are a
-    # few hundred counts; numpy arrays of every count's position cost more than the loop).
-    total = 0.0  # a bound of the sum of all counts: far below 2**63, the sums cannot wrap or decrease
-    bounds = (float(1 << 8), float(1 << 16), float(1 << 32))
-    for place, at_byte, n, code in zip((cell + offsets)[stored].tolist(), (starts + _COUNTS)[stored].tolist(),
-                                       lengths[stored].tolist(), codes[stored].tolist(), strict=True):
-        if code < 3:
-            flat[place:place + n] += data[at_byte:at_byte + n * (1 << code)].view(_VIEWS[code])
-            total += n * bounds[code]
-        else:  # uint64, read as the decoder reads it: past 2**63 wrapped negative
-            run = data[at_byte:at_byte + 8 * n].view(np.int64)  # _VIEWS[3]
-            flat[place:place + n] += run
-            total += math.inf if (run < 0).any() else float(run.sum(dtype=np.float64))
-    monotone = total < 2.0 ** 61
+    # Each sketch's counts are one run of its row: added run by run (the runs are a few hundred counts; numpy
+    # arrays of every count's position cost more than the loop).
+    for place, start, n in zip((cell + offsets)[stored].tolist(), starts[stored].tolist(), lengths[stored].tolist(),
+                               strict=True):
+        flat[place:place + n] += runs[start:start + n]
+    # No count negative (form 1's uint64 past 2**63, read as the decoder reads it) and their sum far below 2**63:
+    # the sums cannot wrap or decrease. (These sketches' runs are one slice of ``runs``.)
+    used = runs[int(starts[0]): int(starts[-1] + lengths[-1])] if len(starts) else runs[:0]
+    monotone = not (used < 0).any() and float(used.sum(dtype=np.float64)) < 2.0 ** 61
     counts = flat.reshape(rows + 1, width)
     np.cumsum(counts, axis=1, out=counts)
     for r in range(1, rows + 1):
@@ -338,7 +307,7 @@ def read_chunk(rows_of: Callable[[bool], Rows], group_by: tuple[str, ...], grid:
             for q, values in _chunk_quantiles(blobs, blob_rows, blob_groups, len(sketched), rows, first, ends,
                                               grid.per_span, sorted(qs)).items():
                 quantiles.values[q].update(zip([keys[g] for g in sketched], values, strict=True))
-    except (_Refused, ValueError, OverflowError, zlib.error):
+    except (_Refused, ValueError, OverflowError):
         return None
     minutes: list[dict[GroupKey, WindowAggregate]] | None = None
     if minute is not None:

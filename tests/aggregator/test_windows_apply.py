@@ -1,7 +1,7 @@
 """The run's end phase stores exactly what the previous implementation stored.
 
 ``WindowState.merge`` seals (encodes once) the sketches of the windows that look final, ``DDSketch.to_bytes``
-compresses a worker's quick form without decoding it, ``WindowState.apply`` decides the cap once per series
+encodes a worker's quick form without decoding it, ``WindowState.apply`` decides the cap once per series
 and reads the stored windows with ``WindowsStore.get_many``. The reference below is the code before those
 changes: ``merge`` without sealing, ``apply`` as it was (one sort of every window's key, a ``get`` per window; none
 of the new ``apply``'s helpers, so that its order and cap are checked too), ``to_bytes`` that decodes and encodes every sketch. Whole runs through the worker pool (many parts, two files overlapping in time so that
@@ -12,7 +12,6 @@ must leave the same rows, column for column, and report the same counts.
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -42,10 +41,12 @@ def _reference_to_bytes(self: DDSketch, *, compress: bool = True) -> bytes:
     blob = self._blob
     if compress and blob is not None and blob[:1] != b"\0":  # the stored form it came with, unchanged
         return blob
-    body = (sketch_module._HEADER.pack(sketch_module._FORMAT_VERSION, 0, self.relative_accuracy, self.min,
-                                       self.max, self.zero_count)
-            + self.pos.to_bytes() + self.neg.to_bytes())
-    return zlib.compress(body, 1) if compress else b"\0" + body
+    if compress:  # the decoded sketch, by the stored form's numpy twin
+        return sketch_module._encoded_py(self.relative_accuracy, self.min, self.max, self.zero_count, self.pos,
+                                         self.neg)
+    return b"".join((b"\0", sketch_module._HEADER.pack(sketch_module._FORMAT_VERSION, 0, self.relative_accuracy,
+                                                       self.min, self.max, self.zero_count),
+                     self.pos.to_bytes(), self.neg.to_bytes()))
 
 
 def _reference_merge(self: WindowState, partials: Iterable[WindowAggregate], max_ts: float | None = None) -> None:

@@ -7,6 +7,7 @@ notifications and reports."""
 from __future__ import annotations
 
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -212,13 +213,25 @@ def test_what_columns_refuse_is_read_as_before(monkeypatch: pytest.MonkeyPatch) 
         assert outcomes[0] == outcomes[1], name
 
 
+def _in_form(blob: bytes, form: str) -> bytes:
+    """A sketch's bytes (its quick form) in ``form``: "quick" as it is, "stored" (form 2, ``to_bytes``), "zlib"
+    (form 1, what stores hold from before form 2), or "mixed": one of those, at random."""
+    from aggregator import sketch as sk
+
+    if form == "mixed":
+        form = ("quick", "stored", "zlib")[zlib.crc32(blob) % 3]
+    if form == "stored":
+        return DDSketch.from_bytes(blob).to_bytes()
+    return zlib.compress(blob[1:], 1) if form == "zlib" else sk._from_stored(blob).to_bytes(compress=False)
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), per_span=st.integers(1, 6), points=st.integers(1, 12),
-       quick=st.booleans())
-def test_stored_sketches_read_as_the_decoded_ones(seed: int, per_span: int, points: int, quick: bool) -> None:
+       form=st.sampled_from(["stored", "quick", "zlib", "mixed"]))
+def test_stored_sketches_read_as_the_decoded_ones(seed: int, per_span: int, points: int, form: str) -> None:
     """``read_chunk``'s quantiles from stored bytes against ``alerting.spans`` over the decoded sketches:
     counts of every width (8 to 32 bits), empty and zero-only sketches, sketches of any span of rows, the
-    uncompressed form."""
+    stored form, the quick one, form 1 (zlib) and all of them mixed."""
     from aggregator.sketch import DDSketch as Sketch
     from alerting.spans import span_quantiles
 
@@ -236,7 +249,7 @@ def test_stored_sketches_read_as_the_decoded_ones(seed: int, per_span: int, poin
                       3: np.full(int(rng.choice([300, 70_000])), float(rng.integers(1, 100))),
                       4: np.concatenate([np.zeros(3), rng.lognormal(6.0, 2.0, 20)])}[int(kind)]
             s = _sketch(values)
-            blob = s.to_bytes(compress=not quick)
+            blob = _in_form(s.to_bytes(compress=False), form)
             series = SeriesKey("request", make_tags(route=route))
             rows.append((series, ("request", route, grid.base + r * W, W, int(values.size), 0, float(values.sum()),
                                   None, None, "{}", blob)))
@@ -262,15 +275,17 @@ def _raw_sketch(accuracy: float, counts: list[int], code: int, offset: int, lo: 
                      sk._STORE_HEADER.pack(offset, len(counts), code), body, sk._EMPTY_STORE))
 
 
+@pytest.mark.parametrize("form", ["quick", "mixed"])
 @pytest.mark.parametrize("cells", [None, 1, 200])
 @pytest.mark.parametrize("case", ["accuracies", "widths", "wrapping", "near_2_62"])
-def test_unusual_stored_sketches_read_as_the_decoded_ones(case: str, cells: int | None,
+def test_unusual_stored_sketches_read_as_the_decoded_ones(case: str, cells: int | None, form: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """``read_chunk`` reads the groups of a chunk together (one matrix per batch of groups, bisection of the
     ranks): against ``alerting.spans`` over the decoded sketches, bit for bit, when the groups' accuracies
     differ (one read-out per accuracy), when one group's sketches mix count types, and when uint64 counts
     wrap past 2**63 or sum near it (the sums may then decrease: every bucket compared instead of
-    bisecting); all groups in one batch, one group a batch (``cells`` 1), or some of each."""
+    bisecting); all groups in one batch, one group a batch (``cells`` 1), or some of each; the bytes in the
+    quick form, or each in one of the forms (``_in_form``)."""
     from aggregator.sketch import DDSketch as Sketch
     from alerting.spans import span_quantiles
 
@@ -287,7 +302,7 @@ def test_unusual_stored_sketches_read_as_the_decoded_ones(case: str, cells: int 
             if case == "accuracies":
                 s = DDSketch(0.01 if route == "a" else 0.02 if route == "b" else 0.05)
                 s.add_many(rng.lognormal(3.0, 1.0, int(rng.integers(1, 40))))
-                blob = s.to_bytes(compress=bool(r % 2))
+                blob = s.to_bytes(compress=False)
             else:
                 n = int(rng.integers(1, 30))
                 counts = [int(c) for c in rng.integers(0, 4, n)]
@@ -297,6 +312,7 @@ def test_unusual_stored_sketches_read_as_the_decoded_ones(case: str, cells: int 
                 if case == "near_2_62" and route == "c":
                     counts[int(rng.integers(0, n))] = 2**60 + int(rng.integers(0, 2**40))
                 blob = _raw_sketch(0.01, counts, code, int(rng.integers(300, 340)), 1.0, 500.0)
+            blob = _in_form(blob, form)
             series = SeriesKey("request", make_tags(route=route))
             rows.append((series, ("request", route, grid.base + r * W, W, 1, 0, 1.0, None, None, "{}", blob)))
             decoded.setdefault((("route", route),), []).append((r, Sketch.from_bytes(blob)))
