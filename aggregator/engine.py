@@ -48,6 +48,7 @@ MALLOC_OPTIONS: Final = ((-3, 256 << 20), (-1, 512 << 20), (-2, 64 << 20))
 MMAP_THRESHOLD_FALLBACK: Final = 32 << 20
 TRACE_EXTRACT: Final = ("aggregator.insights.traces", "extract")
 TRACE_EXTRACT_COLUMNS: Final = ("aggregator.insights.columns", "extract_columns")
+TRACE_FINISH_PART: Final = ("aggregator.insights.traces", "finish_part")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,7 @@ class PartResult:
     folded: dict[str, int] = field(default_factory=dict)  # family -> new series folded into `other` here
 
 
-def _trace_extractor(enabled: bool, where: tuple[str, str] = TRACE_EXTRACT) -> Callable[[Any], list[Any]] | None:
+def _trace_extractor(enabled: bool, where: tuple[str, str] = TRACE_EXTRACT) -> Callable[..., list[Any]] | None:
     fn = optional_attr(*where) if enabled else None
     return fn if callable(fn) else None
 
@@ -122,6 +123,7 @@ def _process_part(source: Any, task: Any, settings: EngineSettings, task_index: 
     parser = _make_parser(settings)
     extract = _trace_extractor(settings.traces)
     extract_columns = _trace_extractor(settings.traces, TRACE_EXTRACT_COLUMNS)
+    finish_part = _trace_extractor(settings.traces, TRACE_FINISH_PART)
     # A chunk arrives as pieces in input order: the runs of lines the native scanner takes as columns, the
     # others (declined lines, blocks it gives up on) as events, through the same stages' object paths. Both
     # stages give the same results for any split of the events into batches, columns and events mixed
@@ -157,6 +159,9 @@ def _process_part(source: Any, task: Any, settings: EngineSettings, task_index: 
         if progress is not None:
             with progress.get_lock():
                 progress.value += len(chunk.data)
+    if finish_part is not None and out.trace_records:
+        # the part's requests summed per window and route here, not request by request in the parent
+        out.trace_records = finish_part(out.trace_records, settings.window_seconds)
     out.aggregates = acc.take()
     out.events = acc.events
     out.by_kind = dict(acc.by_kind)

@@ -5,7 +5,7 @@ the same ordering rules, see that module) with numpy over the whole chunk, and r
 of numpy arrays plus a few small tables of shared strings, instead of one tuple with its own fingerprint
 dict per trace piece. Pickling the arrays is a copy of their bytes, so sending a part's trace summary to the
 parent costs little more than its size; and the parent (``traces.TraceAnalyzer``) adds the requests of a
-batch to its per-route windows in bulk.
+part to its per-route windows as ``RequestSums``, summed per window and route in the worker.
 
 How the pieces are found without a loop per event: each trace's events are grouped (a stable sort by the
 trace's code keeps them in event order), and an operation belongs to the next *closer* of its trace (its
@@ -211,6 +211,107 @@ class TraceBatch:
     def keys(self, codes: Codes) -> list[str]:
         """The fingerprints of these ``fp_key`` codes."""
         return list(map(self.key_list().__getitem__, codes.tolist()))
+
+
+class RequestSums:
+    """The requests of a part's batches summed per (window, route), each with only its own piece's operations
+    (what a worker can know): what the parent adds to its windows in place of every request's columns.
+
+    ``groups``: per (window start, route), in no particular order, a tuple (start, route, requests, failed,
+    request_ms, db_ms, cache_ms, external_ms, {queries per request: requests}) with the times capped per request
+    at its duration, as ``TraceAnalyzer._complete`` adds them. A request whose trace was open before its chunk
+    (rare: ``TraceAnalyzer`` finds it by its trace id) is corrected in the parent by the difference its merged
+    operations make. Each sum adds its requests in input order from 0.0 (``np.bincount``), so a run's windows are
+    the same doubles for the same parts; the parent adding a part's sums, not its requests one by one, may
+    round them differently from a request-by-request sum (within a few ulps of the whole)."""
+
+    __slots__ = ("groups",)
+
+    def __init__(self, groups: list[tuple[Any, ...]]) -> None:
+        self.groups = groups
+
+    def __getstate__(self) -> list[tuple[Any, ...]]:
+        return self.groups
+
+    def __setstate__(self, state: list[tuple[Any, ...]]) -> None:
+        self.groups = state
+
+
+def request_sums(batches: Sequence[TraceBatch], width: int) -> RequestSums:
+    """The ``RequestSums`` of these batches' requests for windows of ``width`` seconds."""
+    batches = [b for b in batches if b.requests]
+    if not batches:
+        return RequestSums([])
+    codes: dict[str, int] = {}  # the batches' routes in one table
+    route = np.concatenate([np.asarray([codes.setdefault(r, len(codes)) for r in b.routes], np.int64)[b.req_route]
+                            for b in batches])
+    routes = list(codes)
+    nroutes = len(routes)
+    dur = np.concatenate([b.req_dur for b in batches])
+    key = window_numbers(np.concatenate([b.req_end for b in batches]), width)
+    key *= nroutes
+    key += route
+    keys, group = _dense(key)  # (window number * routes + route) of each group, and each request's group
+    ngroups = keys.size
+    offsets = np.cumsum([0] + [b.requests for b in batches])
+    whole = bool((dur < 0.0).any())  # (the parser admits no negative duration)
+
+    def capped(at: str, values: str) -> list[float]:
+        """The group sums of a time column capped at each request's duration: min(x, duration) as Python's
+        min takes it (x unless duration is smaller). Its zeros (most requests) add 0.0 unless the duration is
+        negative: only the columns' entries are summed when none is."""
+        x = np.concatenate([getattr(b, values) for b in batches])
+        rows = np.concatenate([getattr(b, at).astype(np.int64) + o for b, o in zip(batches, offsets.tolist(),
+                                                                                  strict=False)])
+        d, g = (dur, group) if whole else (dur[rows], group[rows])
+        if whole:
+            x = _spread(rows, x, dur.size)
+        return np.bincount(g, weights=np.where(d < x, d, x),  # type: ignore[no-any-return]
+                           minlength=ngroups).astype(np.float64, copy=False).tolist()
+
+    queries = np.concatenate([b.req_queries for b in batches]).astype(np.int64)
+    hists: list[dict[int, int]] = [{} for _ in range(ngroups)]
+    span = int(queries.max()) + 1
+    pairs, counts = _counts(group * span + queries)
+    for pair, n in zip(pairs.tolist(), counts.tolist(), strict=True):
+        hists[pair // span][pair % span] = n
+    failed = np.concatenate([b.req_failed for b in batches])
+    return RequestSums(list(zip(
+        ((keys // nroutes) * width).tolist(), list(map(routes.__getitem__, (keys % nroutes).tolist())),
+        np.bincount(group, minlength=ngroups).tolist(), np.bincount(group[failed], minlength=ngroups).tolist(),
+        np.bincount(group, weights=dur, minlength=ngroups).tolist(), capped("req_db_at", "req_db"),
+        capped("req_cache_at", "req_cache"), capped("req_external_at", "req_external"), hists, strict=True)))
+
+
+def window_numbers(ends: F64, width: int) -> I64:
+    """``int(end // width)`` of each end, as Python computes it, at half ``np.floor_divide``'s cost (its float
+    path takes an fmod per value): the floor of the rounded quotient. For ends below 2**53 both are the exact
+    quotient's floor: Python's ``//`` subtracts the exact fmod and divides a multiple of ``width``; and a
+    quotient below an integer k is more than half a spacing of the doubles below k away from it (an integer
+    ``width`` puts k * width in a binade at least log2(width) above k's), so it is never rounded up to k."""
+    q = ends / width
+    np.floor(q, out=q)
+    return q.astype(np.int64)
+
+
+def _dense(keys: Any) -> tuple[Any, Any]:
+    """``np.unique(keys, return_inverse=True)``, by counting when the keys span a small range (a part's
+    windows and routes): sorting the keys costs more than the rest of the sums."""
+    lo = int(keys.min())
+    span = int(keys.max()) - lo + 1
+    if span > 4 * keys.size + 4096:
+        return np.unique(keys, return_inverse=True)
+    present = np.bincount(keys - lo, minlength=span) > 0
+    return np.flatnonzero(present) + lo, (np.cumsum(present) - 1)[keys - lo]
+
+
+def _counts(keys: Any) -> tuple[Any, Any]:
+    """``np.unique(keys, return_counts=True)`` of non-negative keys, by counting when their range is small."""
+    if int(keys.max()) > 4 * keys.size + 4096:
+        return np.unique(keys, return_counts=True)
+    counts = np.bincount(keys)
+    present = np.flatnonzero(counts)
+    return present, counts[present]
 
 
 def split_keys(keys: str | list[str]) -> list[str]:

@@ -5,12 +5,16 @@ Contract with the run (``aggregator.run``):
 - ``extract(events)`` runs in the decoder processes: it keeps request, db, cache, external and task events
   that carry a trace id and sums them per trace piece (``aggregator.insights.partials`` says what a piece
   is) into one columnar ``TraceBatch`` per chunk (``aggregator.insights.columns``);
-- ``TraceAnalyzer.feed(parts)`` is called in the parent, in input order, as often as needed. It takes the
-  batches (and, for tests and tools, ``partials.summarize``'s tuples). A batch's requests whose trace has
-  nothing open in the parent (all but a few per chunk) are added to their route's window in bulk with numpy;
-  the few others, and the pieces left open, go through the per-piece path in their order. Either way each
-  window's sums add its requests in input order, so the results are the same doubles as one request at a
-  time (``tests/aggregator/test_insights_columns.py`` compares both paths on a generated log).
+- ``finish_part(records, window_seconds)`` runs in the decoder once its part is read: it puts first the
+  ``RequestSums`` of the part's requests, summed per (window, route) each with its own piece's operations;
+- ``TraceAnalyzer.feed(parts)`` is called in the parent, in input order, once per part. It takes the records
+  (and, for tests and tools, ``partials.summarize``'s tuples, or batches without their sums, which it sums as a
+  worker does). It adds a part's sums to its windows, then joins the batches' traces in order: a request whose
+  trace had something open in the parent (a few per chunk) is corrected in its window by what its merged
+  operations change. Counts, queries per request, N+1 findings and open traces are exactly what one request at
+  a time gives; the time sums are added per part, so they may differ from a request-by-request sum in the last
+  bits, always the same doubles for the same parts (``tests/aggregator/test_insights_columns.py`` holds them to
+  the per-part path on a generated log).
 - ``TraceAnalyzer.finish()`` is called inside the run's transaction: it writes the N+1 findings, the
   counters and the still-open traces, and returns the ``trace`` family's window aggregates for the run to
   merge before its commit. A killed run therefore leaves nothing behind, and a committed one has counted
@@ -42,7 +46,7 @@ import orjson
 
 from aggregator.insights import findings as store_tables
 from aggregator.insights import metrics as _metrics  # registers the trace metrics with the catalog
-from aggregator.insights.columns import TraceBatch, split_keys, summarize_batch
+from aggregator.insights.columns import RequestSums, TraceBatch, request_sums, split_keys, summarize_batch
 from aggregator.insights.partials import (
     PIECE,
     ROOT_TASK,
@@ -58,7 +62,7 @@ from aggregator.insights.records import TraceRecord
 from aggregator.insights.text import printable
 from aggregator.model import SeriesKey, WindowAggregate, make_tags
 
-__all__ = ["FAMILY", "TraceAnalyzer", "TraceRecord", "extract", "summary_lines"]
+__all__ = ["FAMILY", "TraceAnalyzer", "TraceRecord", "extract", "finish_part", "summary_lines"]
 
 
 FAMILY = "trace"
@@ -74,25 +78,12 @@ def extract(events: Iterable[Any]) -> list[Any]:
     return [] if batch.empty else [batch]
 
 
-def _dense(keys: Any) -> tuple[Any, Any]:
-    """``np.unique(keys, return_inverse=True)``, by counting when the keys span a small range (a chunk's
-    windows and routes): sorting a few thousand keys costs more than the rest of a batch's bulk step."""
-    lo = int(keys.min())
-    span = int(keys.max()) - lo + 1
-    if span > 4 * keys.size + 4096:
-        return np.unique(keys, return_inverse=True)
-    present = np.bincount(keys - lo, minlength=span) > 0
-    return np.flatnonzero(present) + lo, (np.cumsum(present) - 1)[keys - lo]
-
-
-def _counts(keys: Any) -> tuple[Any, Any]:
-    """``np.unique(keys, return_counts=True)`` of non-negative keys, by counting when their range is small."""
-    if int(keys.max()) > 4 * keys.size + 4096:
-        return np.unique(keys, return_counts=True)
-    counts = np.bincount(keys)
-    present = np.flatnonzero(counts)
-    return present, counts[present]
-
+def finish_part(records: list[Any], window_seconds: int) -> list[Any]:
+    """In a decoder, once its part is read: the part's records (``extract``'s batches) with the ``RequestSums``
+    of their requests first, which the parent adds to its windows instead of each request's columns (see
+    ``TraceAnalyzer.feed``)."""
+    batches = [r for r in records if type(r) is TraceBatch]
+    return [request_sums(batches, window_seconds), *records] if any(b.requests for b in batches) else records
 
 @dataclass(slots=True)
 class _RouteWindow:
@@ -300,11 +291,6 @@ class _Stored(tuple[Any, ...]):
 
 _Open = PackedTrace | _OpenRest | _Stored  # an open trace, as the parent holds it
 
-# A fed batch whose requests wait for ``_add_batches``: the batch, its requests' merged queries, db_ms, cache_ms
-# and external_ms, and the requests to check for N+1 findings with their fingerprints.
-_Batch = tuple[TraceBatch, Any, Any, Any, Any, dict[int, Fingerprints]]
-
-
 class TraceAnalyzer:
     """Adds up trace parts across feeds and runs and measures each completed request; one per run."""
 
@@ -344,21 +330,30 @@ class TraceAnalyzer:
         self._newest = max(self._newest, max(map(_NEWEST, stored)))
 
     def feed(self, parts: Iterable[Any]) -> None:
-        """Take the parts from ``extract`` (or ``partials.summarize``), in input order."""
+        """Take the parts from ``extract`` (or ``partials.summarize``), in input order: one engine part's records
+        a call (``finish_part``'s: its batches' ``RequestSums`` first). Without ``RequestSums``, the call's batches
+        are summed here as a worker sums them."""
         if self._finished:
             raise RuntimeError("TraceAnalyzer.feed after finish")
         self._load_pending()
-        # Batches in a row add their requests to the windows together (see _add_batches); anything else
-        # adds to the windows at once, so the batches before it go first.
-        batches: list[_Batch] = []
+        parts = parts if type(parts) is list else list(parts)
+        # The batches' requests go into their windows first, each with its own piece only: a request whose
+        # trace was open here is then corrected as its batch is read (_feed_batch).
+        given = False
         for raw in parts:
-            if type(raw) is TraceBatch:
-                batches.append(self._feed_batch(raw))
-            else:  # summarize's tuples (the reference path, for tests and the bench): one at a time
-                self._add_batches(batches)
-                batches = []
+            if type(raw) is RequestSums:
+                self._add_sums(raw)
+                given = True
+        if not given:
+            batches = [raw for raw in parts if type(raw) is TraceBatch]
+            if batches:
+                self._add_sums(request_sums(batches, self.width))
+        for raw in parts:
+            kind = type(raw)
+            if kind is TraceBatch:
+                self._feed_batch(raw)
+            elif kind is not RequestSums:  # summarize's tuples (the reference path, for tests and the bench)
                 self._add(tuple.__new__(TracePart, raw))  # a view of the plain tuple, no NamedTuple.__new__
-        self._add_batches(batches)
         # Keep a long catch-up run's memory bounded too: orphans (no request will come) would otherwise
         # pile up until finish(). Trimmed back to the cap once TRIM_AT times over it (was twice: the open
         # traces are most of the parent's memory for traces; each trim costs ~14 ms at 60,000 events: ~50
@@ -399,7 +394,7 @@ class TraceAnalyzer:
     def _complete(self, trace_id: str, request: RequestInfo, queries: int, db_ms: float, cache_ms: float,
                   external_ms: float, fingerprints: Fingerprints) -> None:
         """Measure one completed request from its trace's summed operations and add it to its route's
-        window (the per-part path's step; ``_feed_batch`` does the same for a batch's requests in bulk)."""
+        window (the per-part path's step; a batch's requests are summed per part, ``columns.request_sums``)."""
         end, duration, outcome, route, _method, status = request
         window = int(end // self.width) * self.width
         key = (window, route or "")
@@ -418,22 +413,39 @@ class TraceAnalyzer:
         if fingerprints:
             self._n_plus_one(window, trace_id, request, fingerprints)
 
-    def _feed_batch(self, b: TraceBatch) -> _Batch:
-        """One chunk's columns: what ``_add``/``_complete`` would do with its parts, one by one, in order;
-        its requests' window sums and N+1 findings are left to ``_add_batches`` (they depend on nothing that
-        later batches change: only the open traces carry over, and they are done here).
+    def _add_sums(self, sums: RequestSums) -> None:
+        """A part's requests into their windows, summed per window and route (``columns.request_sums``)."""
+        windows = self._windows
+        get = windows.get
+        for start, route, requests, failed, request_ms, db_ms, cache_ms, external_ms, hist in sums.groups:
+            acc = get((start, route))
+            if acc is None:  # (the sums as they are: each is 0.0 + itself, the same double)
+                windows[(start, route)] = _RouteWindow(requests, failed, request_ms, db_ms, cache_ms, external_ms,
+                                                       0, hist)
+                continue
+            acc.requests += requests
+            acc.failed += failed
+            acc.request_ms += request_ms
+            acc.db_ms += db_ms
+            acc.cache_ms += cache_ms
+            acc.external_ms += external_ms
+            queries = acc.queries
+            for q, n in hist.items():
+                queries[q] = queries.get(q, 0) + n
+
+    def _feed_batch(self, b: TraceBatch) -> None:
+        """One chunk's columns: what ``_add``/``_complete`` would do with its parts, one by one, in order, its
+        requests already in their windows (``_add_sums``), each with its own piece's operations.
 
         Traces with nothing open here (all but a few per chunk) are independent of everything before the
-        chunk, and the worker has already cut them into pieces: their requests are added to the windows in
-        bulk. Traces with something open here go through their parts in order, one at a time, as ``_add``
-        does, and their merged sums are put back into the request columns before the bulk step, so every
-        window sums its requests in input order (the same doubles as one ``_complete`` per request)."""
+        chunk, and the worker has already cut them into pieces: their requests are done. Traces with something
+        open here go through their parts in order, one at a time, as ``_add`` does, and the first request of
+        each is corrected in its window by what its merged operations change (``_correct``)."""
         if b.newest > self._newest:
             self._newest = b.newest
         self.counts["task_traces_completed"] += b.tasks
         open_, traces = self._open, b.traces
         nreq = b.requests
-        queries, db_ms, cache_ms, external_ms = b.req_queries, b.req_db_ms(), b.req_cache_ms(), b.req_external_ms()
         keys: list[list[str]] = []  # the batch's fingerprints once split (shared by its requests and rests)
         fps = self._fingerprints_of(b, keys)
         to_check: dict[int, Fingerprints] = {}  # requests that may have findings -> their fingerprints
@@ -443,12 +455,12 @@ class TraceAnalyzer:
         req_hit = np.flatnonzero(hit[b.req_trace])
         root_hit = np.flatnonzero(hit[b.root_trace])
         if req_hit.size or root_hit.size:
-            queries = queries.astype(np.int64)  # (a copy, wide enough for the merged counts)
             # in event order: a request's place is its index; a root task's, the requests before it (it comes
             # before the request of that index)
             steps = sorted([(j, 1, j) for j in req_hit.tolist()]
                            + [(at, 0, j) for at, j in zip(b.root_at[root_hit].tolist(), root_hit.tolist(),
                                                           strict=True)])
+            piece = None
             for _at, is_request, j in steps:
                 if not is_request:  # a root task: what is open of its trace was the task's
                     dropped = open_.pop(traces[b.root_trace[j]], None)
@@ -457,23 +469,35 @@ class TraceAnalyzer:
                     continue
                 trace_id = traces[b.req_trace[j]]
                 packed = open_.pop(trace_id, None)
-                if packed is None:
-                    ops = OpenTrace()
-                else:
-                    ops = packed.unpack()
-                    self._open_events -= packed[1]
-                ops.merge(TracePart(trace_id, PIECE, float(b.req_end[j]), 0, int(queries[j]), float(db_ms[j]),
-                                    float(cache_ms[j]), float(external_ms[j]), fps(j), None))
-                queries[j], db_ms[j], cache_ms[j], external_ms[j] = (ops.queries, ops.db_ms, ops.cache_ms,
-                                                                     ops.external_ms)
+                if packed is None:  # (an earlier request or root task of the batch took it: the piece is all)
+                    fingerprints = fps(j)
+                    if fingerprints:
+                        to_check[j] = fingerprints
+                    continue
+                self._open_events -= packed[1]
+                if piece is None:
+                    piece = (b.req_queries, b.req_db_ms(), b.req_cache_ms(), b.req_external_ms())
+                own = (int(piece[0][j]), float(piece[1][j]), float(piece[2][j]), float(piece[3][j]))
+                ops = packed.unpack()
+                ops.merge(TracePart(trace_id, PIECE, float(b.req_end[j]), 0, *own, fps(j), None))
+                self._correct(b, j, own, ops)
                 if ops.fingerprints:
                     to_check[j] = ops.fingerprints
 
         threshold = self.threshold
         if threshold > 0 and b.fp_n.size:
-            for owner in np.unique(b.fp_owner[b.fp_n >= threshold]).tolist():
-                if owner < nreq and not hit[b.req_trace[owner]]:
-                    to_check[owner] = fps(owner)
+            owners = b.fp_owner[b.fp_n >= threshold]
+            if owners.size:  # (np.unique would import numpy.ma, ~8 ms, in the parent)
+                for owner in set(owners.tolist()):
+                    if owner < nreq and not hit[b.req_trace[owner]]:
+                        to_check[owner] = fps(owner)
+        if to_check:
+            width = self.width
+            for j in sorted(to_check):
+                end = float(b.req_end[j])
+                request = (end, float(b.req_dur[j]), "failure" if b.req_failed[j] else "success",
+                           b.routes[b.req_route[j]], b.methods[b.req_method[j]], None)
+                self._n_plus_one(int(end // width) * width, traces[b.req_trace[j]], request, to_check[j])
 
         self.counts["traces_completed"] += nreq
         # What stays open of the chunk's traces joins what is open here: open already are the rests' traces
@@ -485,35 +509,26 @@ class TraceAnalyzer:
                 known[b.req_trace[req_hit]] = False
                 known[b.root_trace[root_hit]] = False
             self._open_rests(b, np.flatnonzero(known[b.rest_trace]).tolist(), keys)
-        return b, queries, db_ms, cache_ms, external_ms, to_check
 
-    def _add_batches(self, batches: list[_Batch]) -> None:
-        """The batches' requests into their windows, all at once (a part's batches share most windows: per
-        batch, the Python steps per window were most of the bulk step), then their N+1 findings in order.
-        Each window still sums its requests in input order: the same doubles."""
-        if not batches:
-            return
-        if len(batches) == 1:
-            b, queries, db_ms, cache_ms, external_ms, _ = batches[0]
-            windows = self._add_requests(b.req_end, b.req_dur, b.req_failed, b.req_route, b.routes, queries, db_ms,
-                                         cache_ms, external_ms)
+    def _correct(self, b: TraceBatch, j: int, own: tuple[int, float, float, float], ops: OpenTrace) -> None:
+        """Request ``j`` of the batch, added to its window with its own piece's (queries, db_ms, cache_ms,
+        external_ms), has the merged operations ``ops``: its window takes the difference."""
+        width = self.width
+        end, duration = float(b.req_end[j]), float(b.req_dur[j])
+        acc = self._windows[(int(end // width) * width, b.routes[b.req_route[j]])]
+        hist = acc.queries
+        left = hist[own[0]] - 1
+        if left:
+            hist[own[0]] = left
         else:
-            codes: dict[str, int] = {}
-            routes = [np.asarray([codes.setdefault(r, len(codes)) for r in x[0].routes], np.int64)[x[0].req_route]
-                      for x in batches]
-            windows = self._add_requests(*(np.concatenate([x[0].req_end for x in batches]),
-                                           np.concatenate([x[0].req_dur for x in batches]),
-                                           np.concatenate([x[0].req_failed for x in batches]),
-                                           np.concatenate(routes), list(codes)),
-                                         *(np.concatenate([x[k] for x in batches]) for k in range(1, 5)))
-        at = 0
-        for b, _, _, _, _, to_check in batches:
-            traces = b.traces
-            for j in sorted(to_check):
-                request = (float(b.req_end[j]), float(b.req_dur[j]), "failure" if b.req_failed[j] else "success",
-                           b.routes[b.req_route[j]], b.methods[b.req_method[j]], None)
-                self._n_plus_one(windows[at + j], traces[b.req_trace[j]], request, to_check[j])
-            at += b.requests
+            del hist[own[0]]
+        hist[ops.queries] = hist.get(ops.queries, 0) + 1
+        # capped as _complete caps them; unchanged times (most: the open part had no such call) are left alone
+        for name, old, new in (("db_ms", own[1], ops.db_ms), ("cache_ms", own[2], ops.cache_ms),
+                               ("external_ms", own[3], ops.external_ms)):
+            old, new = min(old, duration), min(new, duration)
+            if new != old:
+                setattr(acc, name, getattr(acc, name) + (new - old))
 
     def _open_rests(self, b: TraceBatch, known: list[int], keys: list[list[str]]) -> None:
         """``_add`` of each rest (a piece without its request): merged into its open trace, or opened.
@@ -566,53 +581,6 @@ class TraceAnalyzer:
             return _fingerprint_rows(b, keys[0], lo, hi) if lo != hi else {}
 
         return fingerprints
-
-    def _add_requests(self, end: Any, duration: Any, failed: Any, route: Any, routes: list[str], queries: Any,
-                      db_ms: Any, cache_ms: Any, external_ms: Any) -> list[int]:
-        """``_complete``'s window sums for these requests at once (their end, duration, failed flag, route as
-        an index into ``routes`` and merged operation sums, in input order); returns each request's window.
-
-        ``np.bincount`` adds its weights one after the other in row order: with each window's running sum
-        put first, each sum is the same double as adding the requests one by one."""
-        if end.size == 0:
-            return []
-        width = self.width
-        windows = np.floor_divide(end, width).astype(np.int64) * width
-        starts, window_index = _dense(windows)
-        nroutes = len(routes)
-        groups, group = _dense(window_index * nroutes + route)
-        accs = []
-        get = self._windows.get
-        for g in groups.tolist():
-            key = (int(starts[g // nroutes]), routes[g % nroutes])
-            acc = get(key)
-            if acc is None:
-                acc = self._windows[key] = _RouteWindow()
-            accs.append(acc)
-        ngroups = len(accs)
-        index = np.concatenate((np.arange(ngroups), group))
-
-        def running(prior: list[float], values: Any) -> list[float]:
-            return np.bincount(index, weights=np.concatenate((prior, values)), minlength=ngroups).tolist()
-
-        request_ms = running([a.request_ms for a in accs], duration)
-        # min(x, duration) as Python takes it: x unless duration is smaller
-        db = running([a.db_ms for a in accs], np.where(duration < db_ms, duration, db_ms))
-        cache = running([a.cache_ms for a in accs], np.where(duration < cache_ms, duration, cache_ms))
-        external = running([a.external_ms for a in accs], np.where(duration < external_ms, duration, external_ms))
-        requests = np.bincount(group, minlength=ngroups).tolist()
-        fails = np.bincount(group[failed], minlength=ngroups).tolist()
-        for i, acc in enumerate(accs):
-            acc.requests += requests[i]
-            acc.failed += fails[i]
-            acc.request_ms, acc.db_ms, acc.cache_ms, acc.external_ms = request_ms[i], db[i], cache[i], external[i]
-        span = int(queries.max()) + 1
-        pairs, counts = _counts(group * span + queries)
-        for pair, n in zip(pairs.tolist(), counts.tolist(), strict=True):
-            hist = accs[pair // span].queries
-            q = pair % span
-            hist[q] = hist.get(q, 0) + n
-        return windows.tolist()  # type: ignore[no-any-return]
 
     def _n_plus_one(self, window: int, trace_id: str, request: RequestInfo, fingerprints: Fingerprints) -> None:
         """The N+1 findings of one completed request, when a fingerprint ran ``threshold`` times or more (rare:
