@@ -340,6 +340,7 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
         parts.close()  # ends the workers of a run that failed before taking every part
         collector.resume()  # for the stages
 
+    store.start_checkpoint()  # the log's copy into the database overlaps the stages
     dl_path = dead_letter_path(config, state_path)
     report.dead_letter_path = str(dl_path)
     export_failed: list[StageResult] = []

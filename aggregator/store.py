@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,7 @@ class Store:
         self.readonly = readonly
         self._depth = 0
         self.transactions = 0  # write transactions begun: what a reader may cache is valid within one
+        self._checkpointer: threading.Thread | None = None
         if readonly:
             if not self.path.exists():
                 raise StoreError(f"state store {self.path} does not exist")
@@ -158,7 +160,26 @@ class Store:
         """Inside ``transaction()``: no other connection can write until it ends."""
         return bool(self._depth) and self.conn.in_transaction
 
+    def start_checkpoint(self) -> None:
+        """Start copying what the write-ahead log holds into the database file, in a thread with a connection
+        of its own (``PRAGMA wal_checkpoint(PASSIVE)``: it waits for no one), while this connection goes on;
+        ``close`` waits for it, then checkpoints what was written since, as it always does.
+
+        For the run: its commit leaves ~8.5 MB in the log (1M events), whose checkpoint at the close took
+        ~25 ms at the run's very end (~8 ms of CPU copying, the rest waiting for two fsyncs), with one core
+        idle; started after the commit, it overlaps the post-commit stages, and the close copies only what
+        they wrote. Nothing is left in the log either way: the database file alone holds the run once the
+        store is closed."""
+        if self.readonly or self._checkpointer is not None:
+            return
+        self._checkpointer = threading.Thread(target=_checkpoint, args=(self.path,), name="logapm-checkpoint",
+                                              daemon=True)
+        self._checkpointer.start()
+
     def close(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.join()
         self.conn.close()
 
     def __enter__(self) -> Store:
@@ -166,6 +187,19 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _checkpoint(path: Path) -> None:
+    """A passive checkpoint of the store at ``path`` through a connection of its own (``Store.start_checkpoint``).
+    A checkpoint that cannot be done now is not an error: the store's close does it."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass
 
 
 def _refuse_newer(path: Path, applied: set[tuple[str, int]]) -> None:

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
+import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from aggregator.config import load_config
 from aggregator.loggen import generate_events, write_log
+from aggregator.model import RunContext, StageResult
 from aggregator.run import execute
 from aggregator.store import PAGE_SIZE, STORE_APPLICATION_ID, Store
 
@@ -86,3 +92,81 @@ def test_old_store_keeps_its_pages_and_a_run_stores_the_same(tmp_path: Path) -> 
     got_new, got_old = _content(new), _content(old)
     assert got_new["windows"] and got_new["dead_letters"] and got_new["checkpoints"]
     assert got_new == got_old
+
+
+def _windows_in_file_alone(path: Path, copy: Path) -> int:
+    """The windows the database file holds without its write-ahead log (a copy of the file alone; 0 before
+    the table itself is there)."""
+    copy.write_bytes(path.read_bytes())
+    conn = sqlite3.connect(copy)
+    try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'windows'").fetchone():
+            return 0
+        return int(conn.execute("SELECT count(*) FROM windows").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_the_commit_is_checkpointed_while_the_stages_run(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's commit is copied into the database file while the post-commit stages run (in a thread, by a
+    connection of its own), not at the close; after the close the file alone holds everything, the stages'
+    writes too, and no thread is left."""
+    seen: list[int] = []
+
+    def stage(ctx: RunContext) -> StageResult:
+        with ctx.store.transaction():  # a stage's own write, in the log until the close
+            ctx.store.conn.execute("INSERT INTO runs (started_at, finished_at, summary) VALUES (0, 0, '{}')")
+        deadline = time.monotonic() + 10
+        while not (n := _windows_in_file_alone(ctx.store.path, tmp_path / "during.db")):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        seen.append(n)
+        return StageResult("probe")
+
+    mod = types.ModuleType("checkpoint_probe_stage")
+    mod.stage = stage  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "checkpoint_probe_stage", mod)
+    start = int(time.time() // 60) * 60 - 1800
+    log, state = tmp_path / "app.log", tmp_path / "s.db"
+    write_log(log, generate_events(3000, start=start, seconds=600, seed=5))
+    threads = threading.active_count()
+    report = execute(load_config(environ={}, overrides={"run.workers": 2}), inputs=[str(log)], state_path=state,
+                     stages=("checkpoint_probe_stage:stage",), warn=lambda m: None)
+    assert report.ok, report.stages
+    assert seen and seen[0] == report.windows_updated + 1  # the run's windows and its pipeline window
+    assert threading.active_count() == threads
+    alone = tmp_path / "after.db"
+    assert _windows_in_file_alone(state, alone) == seen[0]
+    conn = sqlite3.connect(alone)
+    try:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 2  # the run's row and the stage's
+    finally:
+        conn.close()
+
+
+def test_a_started_checkpoint_ends_with_the_close(tmp_path: Path) -> None:
+    """``start_checkpoint`` on a store with nothing to copy, twice, or on a read-only store: the close waits
+    for it, and what was committed before is in the file alone."""
+    path = tmp_path / "s.db"
+    threads = threading.active_count()
+    store = Store(path)
+    store.start_checkpoint()
+    store.start_checkpoint()
+    with store.transaction():
+        store.conn.execute("CREATE TABLE t (x)")
+        store.conn.execute("INSERT INTO t VALUES (1)")
+    store.start_checkpoint()  # a store starts one: this is still the first
+    store.close()
+    assert threading.active_count() == threads
+    reader = Store(path, readonly=True)
+    reader.start_checkpoint()
+    reader.close()
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(path.read_bytes())
+    conn = sqlite3.connect(copy)
+    try:
+        assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+    finally:
+        conn.close()
