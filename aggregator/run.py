@@ -20,6 +20,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -216,31 +217,28 @@ def execute(
 def _locked_run(config: Config, inputs: Sequence[str], state_path: str | os.PathLike[str], started: float,
                 report: RunReport, interactive: bool, progress: Any, stages: Sequence[str],
                 warn: Callable[[str], None], source_cls: Any, part_bytes: int | None, analyzer_cls: Any) -> None:
-    with run_lock(state_path):
-        if not os.path.exists(state_path):
-            # A first run whose inputs cannot be read must not leave a new, empty state store behind: check
-            # them (InputError names the problem) before the store is created.
-            source_cls(list(inputs)).scan({})
-        store = Store(state_path)
-        try:
-            _execute_locked(store, config, inputs, state_path, started, report, interactive, progress, stages,
-                            warn, source_cls, part_bytes, analyzer_cls)
-        finally:
-            store.close()
+    with run_lock(state_path), ExitStack() as held:
+        # A store that does not exist yet is created once the workers read (``_execute_locked``).
+        store = held.enter_context(Store(state_path)) if os.path.exists(state_path) else None
+        _execute_locked(store, held, config, inputs, state_path, started, report, interactive, progress, stages,
+                        warn, source_cls, part_bytes, analyzer_cls)
 
 
-def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_path: str | os.PathLike[str],
-                    started: float, report: RunReport, interactive: bool, progress: Any,
-                    stages: Sequence[str], warn: Callable[[str], None], source_cls: Any,
+def _execute_locked(store: Store | None, held: ExitStack, config: Config, inputs: Sequence[str],
+                    state_path: str | os.PathLike[str], started: float, report: RunReport, interactive: bool,
+                    progress: Any, stages: Sequence[str], warn: Callable[[str], None], source_cls: Any,
                     part_bytes: int | None, analyzer_cls: Any) -> None:
-    checkpoints = CheckpointStore(store)
     source = source_cls(list(inputs))
-    tasks = source.scan(checkpoints.load())
+    # What the plan needs from the store: the checkpoints and the series admitted so far. A new store (None)
+    # holds neither, so the workers start without it, and it is created while they read: its creation
+    # (tables, the switch to WAL, with their fsyncs: 15-40 ms) no longer delays the read. A first run whose
+    # inputs cannot be read still leaves no new, empty store behind: the scan raises before it is created.
+    tasks = source.scan(CheckpointStore(store).load() if store is not None else {})
+    known = WindowsStore(store).known_series() if store is not None else {}
     report.files = len(tasks)
     workers = int(config.get("run.workers") or 0) or (os.cpu_count() or 2)
     width = int(config["run.window_seconds"])
     cap = int(config["run.max_series_per_metric"])
-    ws = WindowsStore(store)
     settings = EngineSettings(
         window_seconds=width,
         apdex_t_ms=float(config["run.apdex_t_ms"]),
@@ -252,7 +250,7 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
         part_bytes=part_bytes or PART_BYTES,
         traces=analyzer_cls is not None and bool(config.get("run.trace_insights", True)),
         max_series=cap,
-        admitted={fam: frozenset(tags) for fam, tags in ws.known_series().items()},
+        admitted={fam: frozenset(tags) for fam, tags in known.items()},
     )
     engine = make_engine(config, source, settings, lock_path=str(state_path) + ".lock")
     if progress is not None:
@@ -261,6 +259,10 @@ def _execute_locked(store: Store, config: Config, inputs: Sequence[str], state_p
     # The workers start on the first parts now: the rest of the setup overlaps their reading.
     parts = engine.start(tasks, on_wait=on_wait)
     try:
+        if store is None:
+            store = held.enter_context(Store(state_path))
+        checkpoints = CheckpointStore(store)
+        ws = WindowsStore(store)
         _import_stages(store, stages)
         analyzer = analyzer_cls(store, config) if settings.traces else None
         outbox = StoreOutbox(store, str(config["run.metric_prefix"]))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections import defaultdict
@@ -106,3 +108,23 @@ def logapm(*args: str, env: dict[str, str] | None = None, timeout: float = 300) 
                           timeout=timeout, env={**base, **(env or {})}, cwd=ROOT)
 
 
+def store_content(path: Path) -> dict[str, list[Any]]:
+    """Every table's rows, but for the columns that record the wall clock or name the store's own files."""
+    clock = {"updated_at", "applied_at", "recorded_at", "started_at", "finished_at", "summary", "created_at",
+             "enqueued_at"}
+    conn = sqlite3.connect(path)
+    try:
+        out: dict[str, list[Any]] = {}
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"):
+            cols = [c[1] for c in conn.execute(f'PRAGMA table_info("{table}")') if c[1] not in clock]
+            rows = conn.execute(f'SELECT {", ".join(cols)} FROM "{table}"').fetchall()
+            if table == "windows":  # the pipeline's own window holds the run's duration
+                rows = [r for r in rows if r[0] != "pipeline"]
+            if table == "dead_letter_export":
+                rows = [r[:1] + r[2:] for r in rows]  # path: each store's own dead-letter file
+            if table == "checkpoints":  # data: the checkpoint's JSON, with its read time
+                rows = [(*r[:-1], {**json.loads(r[-1]), "read_at": None}) for r in rows]
+            out[table] = sorted(rows, key=repr)
+        return out
+    finally:
+        conn.close()

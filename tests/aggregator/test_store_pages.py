@@ -3,16 +3,15 @@ SQLite's default 4 KB pages (every store before) keeps them, and a run stores th
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import sys
 import threading
 import time
 import types
 from pathlib import Path
-from typing import Any
 
 import pytest
+from runhelp import store_content
 
 from aggregator.config import load_config
 from aggregator.loggen import generate_events, write_log
@@ -36,28 +35,6 @@ def _pragmas(path: Path) -> tuple[int, str, int]:
     try:
         return (conn.execute("PRAGMA page_size").fetchone()[0], conn.execute("PRAGMA journal_mode").fetchone()[0],
                 conn.execute("PRAGMA application_id").fetchone()[0])
-    finally:
-        conn.close()
-
-
-def _content(path: Path) -> dict[str, list[Any]]:
-    """Every table's rows, but for the columns that record the wall clock or name the store's own files."""
-    clock = {"updated_at", "applied_at", "recorded_at", "started_at", "finished_at", "summary", "created_at",
-             "enqueued_at"}
-    conn = sqlite3.connect(path)
-    try:
-        out: dict[str, list[Any]] = {}
-        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"):
-            cols = [c[1] for c in conn.execute(f'PRAGMA table_info("{table}")') if c[1] not in clock]
-            rows = conn.execute(f'SELECT {", ".join(cols)} FROM "{table}"').fetchall()
-            if table == "windows":  # the pipeline's own window holds the run's duration
-                rows = [r for r in rows if r[0] != "pipeline"]
-            if table == "dead_letter_export":
-                rows = [r[:1] + r[2:] for r in rows]  # path: each store's own dead-letter file
-            if table == "checkpoints":  # data: the checkpoint's JSON, with its read time
-                rows = [(*r[:-1], {**json.loads(r[-1]), "read_at": None}) for r in rows]
-            out[table] = sorted(rows, key=repr)
-        return out
     finally:
         conn.close()
 
@@ -89,7 +66,7 @@ def test_old_store_keeps_its_pages_and_a_run_stores_the_same(tmp_path: Path) -> 
             execute(config, inputs=[str(log)], state_path=state, stages=(), warn=lambda m: None)
     assert _pragmas(old) == (4096, "wal", STORE_APPLICATION_ID)
     assert _pragmas(new) == (PAGE_SIZE, "wal", STORE_APPLICATION_ID)
-    got_new, got_old = _content(new), _content(old)
+    got_new, got_old = store_content(new), store_content(old)
     assert got_new["windows"] and got_new["dead_letters"] and got_new["checkpoints"]
     assert got_new == got_old
 
