@@ -28,6 +28,9 @@ STORE_APPLICATION_ID: Final = 0x4C41504D  # "LAPM": tells our file from a foreig
 # and closing the store did it again for the post-commit stages' writes. In 16 KB pages it is ~530, one
 # checkpoint at the close, and fewer B-tree pages to insert into.
 PAGE_SIZE: Final = 16384
+# What ``start_checkpoint`` wants free beyond the log's size: the database file grows by at most the log's
+# size while the log stays (the stages append to it meanwhile), and the stages write their own.
+CHECKPOINT_ROOM: Final = 64 << 20
 
 _MIGRATIONS: dict[str, list[str]] = {}
 
@@ -169,12 +172,24 @@ class Store:
         ~25 ms at the run's very end (~8 ms of CPU copying, the rest waiting for two fsyncs), with one core
         idle; started after the commit, it overlaps the post-commit stages, and the close copies only what
         they wrote. Nothing is left in the log either way: the database file alone holds the run once the
-        store is closed."""
-        if self.readonly or self._checkpointer is not None:
+        store is closed.
+
+        Until the close, the log's pages take room twice (in the log and in the database file) while the
+        stages append to the log: on a file system without room for that (``CHECKPOINT_ROOM`` beyond the
+        log's size), the checkpoint is left to the close, so that a stage's write does not fail for it."""
+        if self.readonly or self._checkpointer is not None or not self._room_to_checkpoint():
             return
         self._checkpointer = threading.Thread(target=_checkpoint, args=(self.path,), name="logapm-checkpoint",
                                               daemon=True)
         self._checkpointer.start()
+
+    def _room_to_checkpoint(self) -> bool:
+        try:
+            log = os.path.getsize(f"{self.path}-wal")
+            fs = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        return fs.f_bavail * fs.f_frsize >= log + CHECKPOINT_ROOM
 
     def close(self) -> None:
         checkpointer, self._checkpointer = self._checkpointer, None

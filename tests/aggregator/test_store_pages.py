@@ -3,12 +3,14 @@ SQLite's default 4 KB pages (every store before) keeps them, and a run stores th
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 import threading
 import time
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 from runhelp import store_content
@@ -84,17 +86,27 @@ def _windows_in_file_alone(path: Path, copy: Path) -> int:
         conn.close()
 
 
-def test_the_commit_is_checkpointed_while_the_stages_run(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("room", [True, False])
+def test_the_commit_is_checkpointed_while_the_stages_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         room: bool) -> None:
     """The run's commit is copied into the database file while the post-commit stages run (in a thread, by a
-    connection of its own), not at the close; after the close the file alone holds everything, the stages'
-    writes too, and no thread is left."""
+    connection of its own), not at the close; unless the file system lacks the room for the log's pages a
+    second time (then the close does it, as before). Either way, after the close the file alone holds
+    everything, the stages' writes too, and no thread is left."""
     seen: list[int] = []
+    if not room:
+        real = os.statvfs
+
+        def statvfs(path: Any) -> Any:  # what the state's file system would say with 64 MB free
+            fs = real(path)
+            return types.SimpleNamespace(f_bavail=(64 << 20) // fs.f_frsize, f_frsize=fs.f_frsize)
+
+        monkeypatch.setattr("aggregator.store.os.statvfs", statvfs)
 
     def stage(ctx: RunContext) -> StageResult:
         with ctx.store.transaction():  # a stage's own write, in the log until the close
             ctx.store.conn.execute("INSERT INTO runs (started_at, finished_at, summary) VALUES (0, 0, '{}')")
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + (10 if room else 0.3)
         while not (n := _windows_in_file_alone(ctx.store.path, tmp_path / "during.db")):
             if time.monotonic() > deadline:
                 break
@@ -112,10 +124,11 @@ def test_the_commit_is_checkpointed_while_the_stages_run(tmp_path: Path,
     report = execute(load_config(environ={}, overrides={"run.workers": 2}), inputs=[str(log)], state_path=state,
                      stages=("checkpoint_probe_stage:stage",), warn=lambda m: None)
     assert report.ok, report.stages
-    assert seen and seen[0] == report.windows_updated + 1  # the run's windows and its pipeline window
+    windows = report.windows_updated + 1  # the run's windows and its pipeline window
+    assert seen == [windows if room else 0]
     assert threading.active_count() == threads
     alone = tmp_path / "after.db"
-    assert _windows_in_file_alone(state, alone) == seen[0]
+    assert _windows_in_file_alone(state, alone) == windows
     conn = sqlite3.connect(alone)
     try:
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 2  # the run's row and the stage's
