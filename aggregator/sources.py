@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import hashlib
 import os
 import re
 import stat
@@ -40,6 +39,11 @@ from pathlib import Path
 from typing import IO, Final, cast
 
 import orjson
+
+try:  # CPython's own SHA-1 (the same digests): importing hashlib loads OpenSSL's libcrypto, ~2.3 ms of each
+    from _sha1 import sha1  # run's start, before its workers fork
+except ImportError:  # an interpreter built without it
+    from hashlib import sha1
 
 FINGERPRINT_BYTES: Final = 1024
 # A line longer than this is read no further (its head is kept, the parser counts it too long): no event
@@ -130,7 +134,7 @@ class _File:
     family: str = ""  # the named file it belongs to (itself or a rotated sibling); "" for other inputs
 
     def fingerprint(self, length: int) -> str:
-        return hashlib.sha1(self.head[:length]).hexdigest()
+        return sha1(self.head[:length]).hexdigest()
 
 
 @dataclass
@@ -371,7 +375,7 @@ class FileSource:
                 # Same inode but other first bytes: truncated (copytruncate) since the scan. Reading from
                 # the old offset would read the new content under the old identity.
                 head = raw.read(task.fingerprint_len)
-                if hashlib.sha1(head).hexdigest() != task.fingerprint:
+                if sha1(head).hexdigest() != task.fingerprint:
                     return
                 raw.seek(0)
             stream = cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if task.compressed else raw

@@ -9,10 +9,14 @@ these to its parent process: it sends per-trace sums (``aggregator.insights.part
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from operator import attrgetter
 from typing import Any, NamedTuple
+
+try:  # what hashlib.blake2b is, without importing hashlib (it loads OpenSSL: see aggregator.sources)
+    from _blake2 import blake2b
+except ImportError:  # an interpreter built without it
+    from hashlib import blake2b
 
 ANALYZED_KINDS = frozenset({"request", "db", "cache", "external", "task"})
 SHOWN_KINDS = ANALYZED_KINDS
@@ -77,7 +81,7 @@ def as_record(raw: RawRecord) -> TraceRecord:
 
 def query_fingerprint(text: str) -> str:
     """The fingerprint used when an event has query text but no ``db.query.fingerprint``."""
-    return hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).hexdigest()
+    return blake2b(text.encode("utf-8", "replace"), digest_size=8).hexdigest()
 
 
 def to_record(event: Any) -> TraceRecord | None:

@@ -525,3 +525,14 @@ def test_a_trim_drops_what_a_sort_drops(tmp_path: Path, traces: list[tuple[int, 
         assert a.counts["pending_expired_events"] == expired
         assert a.counts["pending_evicted_events"] == sum(t.events for t in open_.values()) - expired - total
         assert a._open_events == total == sum(t.events for t in a._open.values())
+
+
+def test_query_fingerprint_is_hashlibs_blake2b() -> None:
+    """``query_fingerprint`` gives hashlib's 8-byte BLAKE2b hex digest of the text (what stored findings hold)."""
+    import hashlib
+
+    from aggregator.insights.records import query_fingerprint
+
+    for text in ("SELECT * FROM t WHERE id = ?", "", "é \udcff"):
+        want = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).hexdigest()
+        assert query_fingerprint(text) == want
