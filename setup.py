@@ -1,9 +1,10 @@
-"""The optional native extensions: the scanner (parsers._scan), the request line (logging_apm._speedups) and the
-sketch's stored form (aggregator._sketchcodec); everything else is in pyproject.toml.
+"""The optional native extensions: the scanner (parsers._scan), the request line (logging_apm._speedups), the
+sketch's stored form (aggregator._sketchcodec) and the alert catch-up's sum of stored counts (alerting._columns);
+everything else is in pyproject.toml.
 
 ``optional=True``: without a C compiler the build goes on, ``parsers.scan.available`` is False,
 ``logging_apm.formatters`` writes the request line in Python and ``aggregator.sketch`` codes its stored form in
-numpy (the same bytes).
+numpy (the same bytes) and ``alerting.columns`` adds the counts run by run in Python (the same sums).
 """
 
 from setuptools import Extension, setup
@@ -12,4 +13,6 @@ setup(ext_modules=[Extension("parsers._scan", ["parsers/_scan.c"], optional=True
                    Extension("logging_apm._speedups", ["logging_apm/_speedups.c"], optional=True,
                              extra_compile_args=["-O2"]),
                    Extension("aggregator._sketchcodec", ["aggregator/_sketchcodec.c"], optional=True,
+                             extra_compile_args=["-O2"]),
+                   Extension("alerting._columns", ["alerting/_columns.c"], optional=True,
                              extra_compile_args=["-O2"])])

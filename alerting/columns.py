@@ -40,10 +40,13 @@ from aggregator import sketch as _sketch
 from aggregator.model import SeriesKey, WindowAggregate
 from alerting.spans import Floats, SpanQuantiles, _read, _Spans
 from alerting.state import GroupKey
+from logging_apm._native import load as load_native
 
 Rows = Sequence[tuple[SeriesKey, tuple[Any, ...]]]
 
 _INT64 = np.dtype(np.int64)
+# alerting/_columns.c (optional; None: not built, or LOGAPM_NATIVE=0): _add_runs' loop in C.
+_native = load_native("alerting._columns")
 
 
 class _Refused(Exception):
@@ -150,6 +153,18 @@ def _chunk_quantiles(blobs: list[bytes], at: Any, owner: list[int], groups: int,
     return {q: values.reshape(n_points, groups).T for q, values in out.items()}
 
 
+def _add_runs(flat: npt.NDArray[np.int64], runs: npt.NDArray[np.int64], places: npt.NDArray[np.int64],
+              starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> None:
+    """Add each sketch's run of counts ``runs[starts[i]: starts[i] + lengths[i]]`` into ``flat`` from
+    ``places[i]``, in order: in C (``alerting/_columns.c``, one loop for them all) when it is built and the
+    runs lie where they should, else run by run here (the runs are a few hundred counts; numpy arrays of
+    every count's position cost more than the loop)."""
+    if _native is not None and _native.add_runs(flat, runs, places, starts, lengths):
+        return
+    for place, start, n in zip(places.tolist(), starts.tolist(), lengths.tolist(), strict=True):
+        flat[place:place + n] += runs[start:start + n]
+
+
 def _summed_counts(runs: npt.NDArray[np.int64], group: npt.NDArray[np.int64], at: npt.NDArray[np.int64],
                    offsets: npt.NDArray[np.int64], starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
                    lo: npt.NDArray[np.int64], widths: npt.NDArray[np.int64],
@@ -165,11 +180,7 @@ def _summed_counts(runs: npt.NDArray[np.int64], group: npt.NDArray[np.int64], at
     width = int((widths + 1).sum())
     cell = (at + 1) * width + blocks[group] + 1 - lo[group]
     flat = np.zeros((rows + 1) * width, dtype=np.int64)
-    # Each sketch's counts are one run of its row: added run by run (the runs are a few hundred counts; numpy
-    # arrays of every count's position cost more than the loop).
-    for place, start, n in zip((cell + offsets)[stored].tolist(), starts[stored].tolist(), lengths[stored].tolist(),
-                               strict=True):
-        flat[place:place + n] += runs[start:start + n]
+    _add_runs(flat, runs, (cell + offsets)[stored], starts[stored], lengths[stored])
     # No count negative (form 1's uint64 past 2**63, read as the decoder reads it) and their sum far below 2**63:
     # the sums cannot wrap or decrease. (These sketches' runs are one slice of ``runs``.)
     used = runs[int(starts[0]): int(starts[-1] + lengths[-1])] if len(starts) else runs[:0]
