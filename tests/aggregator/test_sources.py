@@ -472,10 +472,10 @@ def test_fingerprints_are_the_sha1_checkpoints_hold(tmp_path: Path) -> None:
         assert task.fingerprint == hashlib.sha1(head).hexdigest()
 
 
-def test_a_run_imports_no_hashlib() -> None:
+def test_what_a_run_imports_leaves_out() -> None:
     """What ``logapm run`` imports (before its workers fork and for its stages) leaves hashlib out: importing
     it loads OpenSSL's libcrypto, ~2.3 ms of each run's start (sources and the trace records use CPython's
-    own SHA-1 and BLAKE2)."""
+    own SHA-1 and BLAKE2); and the app's logging_apm.conf, unless a boolean setting comes as text."""
     import subprocess
     import sys
 
@@ -483,7 +483,9 @@ def test_a_run_imports_no_hashlib() -> None:
             "import aggregator.commands.run, aggregator.run, aggregator.sources, aggregator.summary\n"
             "import aggregator.insights.traces, aggregator.insights.records\n"
             "import aggregator.progress, aggregator.dask_engine, alerting.stage, aggregator.delivery\n"
-            "print(sorted(m for m in ('hashlib', '_hashlib') if m in sys.modules))\n")
+            "from aggregator.config import load_config\n"
+            "load_config(None, environ={'LOGAPM_WORKERS': '2'}, overrides={'run.trace_insights': None})\n"
+            "print(sorted(m for m in ('hashlib', '_hashlib', 'logging_apm.conf') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr
