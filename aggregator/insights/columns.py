@@ -79,7 +79,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from itertools import islice
+from itertools import islice, repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -162,11 +162,15 @@ class TraceBatch:
     fp_tables: list[Any]
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
+        state = [getattr(self, name) for name in self.__slots__]
+        state[_TRACES] = _packed_ids(self.traces)
+        return tuple(state)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         for name, value in zip(self.__slots__, state, strict=True):
             setattr(self, name, value)
+        if type(self.traces) is tuple:
+            self.traces = _unpacked_ids(self.traces)
 
     @property
     def requests(self) -> int:
@@ -312,6 +316,41 @@ def _counts(keys: Any) -> tuple[Any, Any]:
     counts = np.bincount(keys)
     present = np.flatnonzero(counts)
     return present, counts[present]
+
+
+_TRACES = TraceBatch.__slots__.index("traces")
+
+
+def _packed_ids(ids: list[Any]) -> Any:
+    """A batch's trace ids as pickled: (one string of them, ``KEY_SEPARATOR`` between them; where None stands
+    among them, or -1), which pickles at a third of the cost of a list of ~1,300 strings (the workers: ~50 M
+    instructions less for the 1M-event benchmark log's parts); the list itself when it is empty, when an id
+    holds the separator or is neither a str nor None, or None stands more than once."""
+    none = -1
+    strs = ids
+    try:
+        joined = KEY_SEPARATOR.join(strs)
+    except TypeError:  # None among them (the events without a trace id stand there), or an id of another type
+        flags = list(map(operator.is_, ids, repeat(None)))
+        if flags.count(True) != 1:
+            return ids
+        none = flags.index(True)
+        strs = ids[:none] + ids[none + 1:]
+        try:
+            joined = KEY_SEPARATOR.join(strs)
+        except TypeError:
+            return ids
+    if not strs or joined.count(KEY_SEPARATOR) != len(strs) - 1:
+        return ids
+    return joined, none
+
+
+def _unpacked_ids(packed: tuple[str, int]) -> list[Any]:
+    joined, none = packed
+    ids: list[Any] = joined.split(KEY_SEPARATOR)
+    if none >= 0:
+        ids.insert(none, None)
+    return ids
 
 
 def split_keys(keys: str | list[str]) -> list[str]:

@@ -46,7 +46,14 @@ import orjson
 
 from aggregator.insights import findings as store_tables
 from aggregator.insights import metrics as _metrics  # registers the trace metrics with the catalog
-from aggregator.insights.columns import RequestSums, TraceBatch, request_sums, split_keys, summarize_batch
+from aggregator.insights.columns import (
+    KEY_SEPARATOR,
+    RequestSums,
+    TraceBatch,
+    request_sums,
+    split_keys,
+    summarize_batch,
+)
 from aggregator.insights.partials import (
     PIECE,
     ROOT_TASK,
@@ -125,6 +132,38 @@ class _FindingSum:
         self.last_seen = max(self.last_seen, f.end)
 
 
+class _Keys:
+    """A batch's fingerprints (``TraceBatch.fp_keys``, one string): read one by one where a few are needed (a
+    merged trace's, an N+1 check's: a few a batch) from where the separators are, and split into a list once
+    all are (the open traces written at the end). Splitting thousands of them for a few was ~10% of the
+    parent's trace join."""
+
+    __slots__ = ("_all", "_bounds", "_keys")
+
+    def __init__(self, keys: str | list[str]) -> None:
+        self._keys = keys
+        self._all: list[str] | None = keys if isinstance(keys, list) else None
+        self._bounds: Any = None
+
+    def all(self) -> list[str]:
+        if self._all is None:
+            self._all = split_keys(self._keys)
+        return self._all
+
+    def __getitem__(self, k: int) -> str:
+        if self._all is not None:
+            return self._all[k]
+        keys = self._keys
+        assert isinstance(keys, str)
+        if self._bounds is None:
+            if not keys.isascii():  # (a byte is a character only in ASCII)
+                return self.all()[k]
+            at = np.flatnonzero(np.frombuffer(keys.encode("ascii"), np.uint8) == ord(KEY_SEPARATOR))
+            self._bounds = np.concatenate(([-1], at, [len(keys)]))
+        bounds = self._bounds
+        return keys[int(bounds[k]) + 1:int(bounds[k + 1])]
+
+
 class _Rests:
     """The rests of one batch (its columns' tail; see ``columns``), read by the ``_OpenRest`` that point here.
 
@@ -133,7 +172,7 @@ class _Rests:
     __slots__ = ("_keys", "_rows", "bounds", "cache_ms", "db_ms", "events", "external_ms", "fp_key", "fp_keys",
                  "fp_ms", "fp_n", "fp_table", "fp_tables", "fp_text", "fp_texts", "newest", "queries")
 
-    def __init__(self, b: TraceBatch, keys: list[list[str]] | None = None) -> None:
+    def __init__(self, b: TraceBatch, keys: _Keys | None = None) -> None:
         nreq = b.requests
         bounds = np.searchsorted(b.fp_owner, np.arange(nreq, nreq + b.rest_trace.size + 1))
         lo = int(bounds[0])
@@ -144,22 +183,19 @@ class _Rests:
         self.fp_key, self.fp_n, self.fp_ms = b.fp_key[lo:], b.fp_n[lo:], b.fp_ms[lo:]
         self.fp_text, self.fp_table = b.fp_text[lo:], b.fp_table[lo:]
         self.fp_keys, self.fp_texts, self.fp_tables = b.fp_keys, b.fp_texts, b.fp_tables
-        # the batch's fingerprints once split, in a list shared with the batch's requests (one split a batch:
-        # a rest's trace merged by a later request, and the batch's own requests, each split it before)
-        self._keys: list[list[str]] = [] if keys is None else keys
+        # the batch's fingerprints, shared with the batch's requests (split once at most)
+        self._keys = _Keys(b.fp_keys) if keys is None else keys
         self._rows: list[tuple[Any, ...]] | None = None
 
     def key_list(self) -> list[str]:
         """The batch's fingerprints (``TraceBatch.key_list``), split once."""
-        if not self._keys:
-            self._keys.append(split_keys(self.fp_keys))
-        return self._keys[0]
+        return self._keys.all()
 
     def fingerprints(self, i: int) -> Fingerprints:
         """Rest ``i``'s fingerprints, as ``PackedTrace.fingerprints`` gives them, read from the columns alone (a
         merge: rare; the open traces written at the end take ``rows``)."""
         lo, hi = self.bounds[i], self.bounds[i + 1]
-        return _fingerprint_rows(self, self.key_list(), lo, hi) if lo != hi else {}
+        return _fingerprint_rows(self, self._keys, lo, hi) if lo != hi else {}
 
     def rows(self) -> list[tuple[Any, ...]]:
         """Every rest's open-trace row without its trace id (newest, events, queries, db_ms, cache_ms,
@@ -196,9 +232,9 @@ class _Rests:
                          self.cache_ms[i], self.external_ms[i], self.fingerprints(i), None)
 
 
-def _fingerprint_rows(c: TraceBatch | _Rests, keys: list[str], lo: int, hi: int) -> Fingerprints:
+def _fingerprint_rows(c: TraceBatch | _Rests, keys: _Keys, lo: int, hi: int) -> Fingerprints:
     """The fingerprints of fingerprint rows ``lo .. hi - 1`` of these columns (a batch's, or its rests'), as
-    ``partials.summarize`` has them; ``keys``: the batch's fingerprints (``key_list``)."""
+    ``partials.summarize`` has them; ``keys``: the batch's fingerprints."""
     texts, tables = c.fp_texts, c.fp_tables
     return {keys[k]: [n, ms, texts[x], tables[y]] for k, n, ms, x, y in zip(
         c.fp_key[lo:hi].tolist(), c.fp_n[lo:hi].tolist(), c.fp_ms[lo:hi].tolist(),
@@ -446,7 +482,7 @@ class TraceAnalyzer:
         self.counts["task_traces_completed"] += b.tasks
         open_, traces = self._open, b.traces
         nreq = b.requests
-        keys: list[list[str]] = []  # the batch's fingerprints once split (shared by its requests and rests)
+        keys = _Keys(b.fp_keys)  # (shared by its requests and rests)
         fps = self._fingerprints_of(b, keys)
         to_check: dict[int, Fingerprints] = {}  # requests that may have findings -> their fingerprints
 
@@ -454,6 +490,7 @@ class TraceAnalyzer:
                else np.zeros(len(traces), bool))
         req_hit = np.flatnonzero(hit[b.req_trace])
         root_hit = np.flatnonzero(hit[b.root_trace])
+        merged: list[int] = []  # the requests that took an open trace (the others: their piece is all)
         if req_hit.size or root_hit.size:
             # in event order: a request's place is its index; a root task's, the requests before it (it comes
             # before the request of that index)
@@ -470,10 +507,8 @@ class TraceAnalyzer:
                 trace_id = traces[b.req_trace[j]]
                 packed = open_.pop(trace_id, None)
                 if packed is None:  # (an earlier request or root task of the batch took it: the piece is all)
-                    fingerprints = fps(j)
-                    if fingerprints:
-                        to_check[j] = fingerprints
                     continue
+                merged.append(j)
                 self._open_events -= packed[1]
                 if piece is None:
                     piece = (b.req_queries, b.req_db_ms(), b.req_cache_ms(), b.req_external_ms())
@@ -488,8 +523,8 @@ class TraceAnalyzer:
         if threshold > 0 and b.fp_n.size:
             owners = b.fp_owner[b.fp_n >= threshold]
             if owners.size:  # (np.unique would import numpy.ma, ~8 ms, in the parent)
-                for owner in set(owners.tolist()):
-                    if owner < nreq and not hit[b.req_trace[owner]]:
+                for owner in set(owners.tolist()).difference(merged):
+                    if owner < nreq:  # (the merged requests are checked with their whole trace's)
                         to_check[owner] = fps(owner)
         if to_check:
             width = self.width
@@ -530,7 +565,7 @@ class TraceAnalyzer:
             if new != old:
                 setattr(acc, name, getattr(acc, name) + (new - old))
 
-    def _open_rests(self, b: TraceBatch, known: list[int], keys: list[list[str]]) -> None:
+    def _open_rests(self, b: TraceBatch, known: list[int], keys: _Keys) -> None:
         """``_add`` of each rest (a piece without its request): merged into its open trace, or opened.
 
         Nearly every rest opens a new trace (the benchmark log: 148 of 64,868 rests find theirs open; most are
@@ -539,7 +574,7 @@ class TraceAnalyzer:
         every rest a ``PackedTrace`` at once was most of the parent's trace join). The dict ends in the same
         order as one rest at a time (a merged rest keeps its trace's place, a new one is appended in rest
         order), as long as no trace has two rests in one batch (else they go one at a time). ``known``: the
-        rests whose trace is open here; ``keys``: the batch's split fingerprints, once made (``_Rests``)."""
+        rests whose trace is open here; ``keys``: the batch's fingerprints (``_Rests``)."""
         open_ = self._open
         rests = _Rests(b, keys)
         trace_ids = list(map(b.traces.__getitem__, b.rest_trace.tolist()))
@@ -551,8 +586,8 @@ class TraceAnalyzer:
                 ops.merge(rests.part(i, trace_id))
                 open_[trace_id] = pack(ops)
         else:
-            refs = list(map(tuple.__new__, repeat(_OpenRest), zip(
-                b.rest_newest.tolist(), b.rest_events.tolist(), repeat(rests), range(n))))
+            refs = list(map(tuple.__new__, repeat(_OpenRest), zip(rests.newest, rests.events, repeat(rests),
+                                                                   range(n))))
             if known:
                 for i in known:
                     trace_id = trace_ids[i]
@@ -566,19 +601,14 @@ class TraceAnalyzer:
         self._open_events += int(b.rest_events.sum())
 
     @staticmethod
-    def _fingerprints_of(b: TraceBatch, keys: list[list[str]]) -> Any:
+    def _fingerprints_of(b: TraceBatch, keys: _Keys) -> Any:
         """A function giving a request's fingerprints (as ``partials.summarize`` has them) from the columns;
-        ``keys``: the batch's split fingerprints, once made (shared with its ``_Rests``)."""
-        made: list[Any] = []  # when first needed: where each request's groups start
+        ``keys``: the batch's fingerprints (shared with its ``_Rests``)."""
+        owners = b.fp_owner
 
         def fingerprints(owner: int) -> Fingerprints:
-            if not made:
-                made.append(np.searchsorted(b.fp_owner, np.arange(b.requests + 1)).tolist())
-            if not keys:
-                keys.append(b.key_list())
-            bounds = made[0]
-            lo, hi = bounds[owner], bounds[owner + 1]
-            return _fingerprint_rows(b, keys[0], lo, hi) if lo != hi else {}
+            lo, hi = np.searchsorted(owners, (owner, owner + 1)).tolist()  # (the rows are by owner)
+            return _fingerprint_rows(b, keys, lo, hi) if lo != hi else {}
 
         return fingerprints
 

@@ -19,16 +19,18 @@ import pytest
 
 from aggregator.config import load_config
 from aggregator.insights.columns import (
+    KEY_SEPARATOR,
     TraceBatch,
     _codes,
     _counts,
     _dense,
+    _packed_ids,
     _trace_codes,
     summarize_batch,
     window_numbers,
 )
 from aggregator.insights.partials import summarize
-from aggregator.insights.traces import TraceAnalyzer, extract, finish_part
+from aggregator.insights.traces import TraceAnalyzer, _Keys, extract, finish_part
 from aggregator.loggen import generate_events, write_log
 from aggregator.store import Store
 from parsers import LineParser
@@ -269,6 +271,33 @@ def test_negative_durations_give_the_per_part_result(tmp_path: Path) -> None:
     runs = [[chunks[i:i + 2] for i in range(0, len(chunks), 2)]]
     assert run_all(tmp_path / "old.db", runs, summarize, {}, near=True) == run_all(tmp_path / "new.db", runs,
                                                                                   extract, {}, near=True)
+
+
+def test_keys_read_one_by_one_are_the_split_keys() -> None:
+    """``traces._Keys`` gives each fingerprint of a batch's ``fp_keys`` as splitting them gives it: ASCII (read
+    between the separators), not ASCII (split), a list (a fingerprint held the separator), empty ones too."""
+    for keys in (["a1", "", "bbb", "c"], ["", ""], ["x"], ["é1", "ab", "ü"], ["a\x00b", "c"]):
+        joined = KEY_SEPARATOR.join(keys)
+        form: str | list[str] = joined if joined.count(KEY_SEPARATOR) == len(keys) - 1 else keys
+        one_by_one = _Keys(form)
+        assert [one_by_one[k] for k in reversed(range(len(keys)))] == keys[::-1]
+        assert _Keys(form).all() == keys == one_by_one.all()
+
+
+def test_trace_ids_pickle_as_one_string_and_come_back_as_they_were(tmp_path: Path) -> None:
+    """A batch's trace ids travel as one string and where None stands (``_packed_ids``), or as the list when
+    that cannot hold them: either way they come back the same (types too)."""
+    log = tmp_path / "app.log"
+    write_log(log, realistic_events(300, seed=2))
+    (batch,) = extract(chunks_of(log, 10**9)[0])
+    assert None in batch.traces and type(_packed_ids(batch.traces)) is tuple  # (an event without a trace id)
+    for ids in ([None], ["a"], ["", "a"], ["a", ""], [""], ["x", None], ["a", None, "b"], ["x\x00y", "z"],
+                [None, None, "a"], ["a", None, 3], [], batch.traces):
+        copy = pickle.loads(pickle.dumps(batch))
+        copy.traces = list(ids)
+        back = pickle.loads(pickle.dumps(copy))
+        assert [(type(x), x) for x in back.traces] == [(type(x), x) for x in ids]
+        assert back.differences(copy) == []
 
 
 def test_dense_and_counts_are_numpys_unique() -> None:
