@@ -3,7 +3,8 @@
 Each component owns its tables and declares their migrations under its own name with
 ``register_migrations(component, [sql, ...])``; opening the store applies the ones not yet applied, in
 order, each in its own transaction, and records them in ``schema_migrations``. A migration is never edited
-once released: changes are new entries at the end of the component's list.
+once released: changes are new entries at the end of the component's list. An entry is SQL, or a function
+given the connection, for a change SQL cannot express (rows re-encoded in Python).
 
 All writes of a run that must be atomic (new window aggregates, advanced checkpoints, outbox entries) go
 through one ``with store.transaction():`` block.
@@ -16,7 +17,7 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Final
@@ -32,7 +33,8 @@ PAGE_SIZE: Final = 16384
 # size while the log stays (the stages append to it meanwhile), and the stages write their own.
 CHECKPOINT_ROOM: Final = 64 << 20
 
-_MIGRATIONS: dict[str, list[str]] = {}
+Migration = str | Callable[[sqlite3.Connection], None]  # SQL (statements separated by ";"), or a function
+_MIGRATIONS: dict[str, list[Migration]] = {}
 
 
 class StoreError(RuntimeError):
@@ -43,8 +45,9 @@ class LockedError(StoreError):
     """Another run holds the run lock."""
 
 
-def register_migrations(component: str, statements: Sequence[str]) -> None:
-    """Declare ``component``'s migrations (each entry is one migration, possibly several statements).
+def register_migrations(component: str, statements: Sequence[Migration]) -> None:
+    """Declare ``component``'s migrations (each entry is one migration: SQL, possibly several statements, or a
+    function run with the connection inside the migration's transaction).
 
     Calling it again for the same component replaces the list (modules may be re-imported in tests); the
     list must only ever grow.
@@ -86,7 +89,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             raise StoreError(f"state store {self.path} is not a usable SQLite database: {exc}") from None
-        except StoreError:
+        except BaseException:  # a refused store, a migration function that failed: no connection left behind
             self.conn.close()
             raise
 
@@ -122,8 +125,11 @@ class Store:
                 if (component, version) in applied:
                     continue
                 with self.transaction():
-                    for statement in _split(sql):
-                        self.conn.execute(statement)
+                    if callable(sql):
+                        sql(self.conn)
+                    else:
+                        for statement in _split(sql):
+                            self.conn.execute(statement)
                     self.conn.execute(
                         "INSERT INTO schema_migrations (component, version) VALUES (?, ?)", (component, version)
                     )

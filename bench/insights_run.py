@@ -13,8 +13,8 @@ insights is timed in CPU seconds (``time.process_time``) as a worker and the par
 ``--runs N`` splits the parts into N runs over one store (open traces carried from run to run). Each tree (this
 one, and ``--against REV``: a copy of this tree with ``aggregator/insights`` as at the revision) runs in its own
 process, taking turns, ``--rounds`` times; medians are printed per stage in us per event (finish also
-in seconds), and a digest of what the runs leave (every run's trace aggregates, then the findings, open-trace
-rows in rowid order and counters) must be the same for every round and tree.
+in seconds), and a digest of what the runs leave (every run's trace aggregates, then the findings, open traces
+in their order and counters) must be the same for every round and tree.
 """
 
 from __future__ import annotations
@@ -106,11 +106,27 @@ def child(tree: str, log: str, runs: int, limit: int) -> dict[str, Any]:
                                     a.sketch.to_bytes())).encode())
             store.close()
         store = Store(Path(tmp) / "state.db")
-        for table in ("insights_n_plus_one", "insights_open_traces", "insights_counters"):
-            for row in store.conn.execute(f"SELECT * FROM {table} ORDER BY rowid"):
+        for rows in (store.conn.execute("SELECT * FROM insights_n_plus_one ORDER BY rowid"), _open_traces(store.conn),
+                     store.conn.execute("SELECT * FROM insights_counters ORDER BY rowid")):
+            for row in rows:
                 digest.update(repr(row).encode())
         store.close()
     return {"cpu": cpu, "bytes": sent, "events": events, "parts": len(jobs), "digest": digest.hexdigest()}
+
+
+def _open_traces(conn: Any) -> list[tuple[Any, ...]]:
+    """The stored open traces in their order, each as the row the table had before the rows of columns (the
+    fingerprints as their dict), whichever way the tree stores them."""
+    import orjson
+
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'insights_open_traces'").fetchone():
+        return [(*row[:7], orjson.loads(row[7])) for row in conn.execute(
+            "SELECT trace_id, newest, events, queries, db_ms, cache_ms, external_ms, fingerprints"
+            " FROM insights_open_traces ORDER BY rowid")]
+    from aggregator.insights.findings import load_open_traces
+
+    return [(t, o.newest, o.events, o.queries, o.db_ms, o.cache_ms, o.external_ms, o.fingerprints)
+            for t, o in load_open_traces(conn)]
 
 
 def checkout(rev: str, into: Path) -> Path:

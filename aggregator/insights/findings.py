@@ -9,11 +9,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from itertools import chain
+from operator import itemgetter
+from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 
-from aggregator.insights.partials import OpenTrace
+from aggregator.insights.partials import Fingerprints, OpenTrace, PackedTrace, pack
 from aggregator.store import register_migrations
 
 # The columns of an open trace's sums (after its trace id), in both of the open-trace table's migrations.
@@ -86,6 +89,9 @@ register_migrations("insights", [
     DROP TABLE insights_open_traces;
     ALTER TABLE insights_open_traces_by_rowid RENAME TO insights_open_traces
     """,
+    # The open traces as columns, a few rows a store (``OpenTraceColumns``); the rows of the table before
+    # become them, in their order (``_open_traces_as_columns``).
+    lambda conn: _open_traces_as_columns(conn),
 ])
 
 # Counter names in ``insights_counters`` (cumulative over all runs).
@@ -144,53 +150,274 @@ def upsert_findings(conn: sqlite3.Connection, rows: Iterable[tuple[object, ...]]
     )
 
 
+# --- open traces: a few rows of columns ------------------------------------------------------------
+
+# A row holds at most this many open traces: a backlog far past the default cap (50,000 events, so at most as
+# many traces) is several rows rather than one blob of any size.
+CHUNK_TRACES = 1 << 15
+
+
+_OPEN_TRACE_COLUMNS = """
+    CREATE TABLE insights_open_trace_columns (
+        trace_count INTEGER NOT NULL,
+        event_count INTEGER NOT NULL,
+        dtypes TEXT NOT NULL,
+        trace_ids BLOB NOT NULL,
+        newest BLOB NOT NULL,
+        events BLOB NOT NULL,
+        queries BLOB NOT NULL,
+        db_ms BLOB NOT NULL,
+        cache_ms BLOB NOT NULL,
+        external_ms BLOB NOT NULL,
+        fp_groups BLOB NOT NULL,
+        fp_key BLOB NOT NULL,
+        fp_n BLOB NOT NULL,
+        fp_ms BLOB NOT NULL,
+        fp_text BLOB NOT NULL,
+        fp_table BLOB NOT NULL,
+        strings BLOB NOT NULL
+    )
+"""
+# The table's arrays, in its order: which hold floats (stored as little-endian doubles); the others hold counts
+# and indexes, stored in the narrowest little-endian dtype that holds a row's values (``_stored_dtype``: most are
+# small, and a row's bytes are most of what writing it costs). ``dtypes`` names each array's, in this order.
+_ARRAYS = ("newest", "events", "queries", "db_ms", "cache_ms", "external_ms", "fp_groups", "fp_key", "fp_n", "fp_ms",
+           "fp_text", "fp_table")
+_FLOATS = {"newest", "db_ms", "cache_ms", "external_ms", "fp_ms"}
+
+
+class TraceSums(NamedTuple):
+    """What some open traces hold beyond their ids, newest and events, as columns: per trace its queries, db_ms,
+    cache_ms, external_ms and number of fingerprint groups; per group (trace by trace, each trace's in the order
+    of its fingerprints dict) the fingerprint, executions, time_ms, query text and table, the three strings as
+    indexes into ``strings`` (which keeps None and "" apart)."""
+
+    queries: Any
+    db_ms: Any
+    cache_ms: Any
+    external_ms: Any
+    fp_groups: Any
+    fp_key: Any
+    fp_n: Any
+    fp_ms: Any
+    fp_text: Any
+    fp_table: Any
+    strings: list[Any]
+
+
+def take_sums(idx: Any, per_trace: tuple[Any, ...], bounds: Any, groups: tuple[Any, ...],
+              tables: tuple[list[Any], list[Any], list[Any]]) -> TraceSums:
+    """The ``TraceSums`` of traces ``idx`` (in that order) of some columns: ``per_trace`` their queries, db_ms,
+    cache_ms and external_ms, trace i's groups the rows ``bounds[i] .. bounds[i + 1] - 1`` of ``groups``
+    (fingerprint, executions, time_ms, text, table), whose strings index ``tables`` (fingerprints, texts,
+    tables; one list may be all three). Only the strings used are kept."""
+    starts = bounds[idx]
+    counts = bounds[idx + 1] - starts
+    ends = np.cumsum(counts)
+    rows = np.arange(int(ends[-1]) if ends.size else 0) + np.repeat(starts - (ends - counts), counts)
+    key, n, ms, text, table = (g[rows] for g in groups)
+    (key, text, table), strings = _compact(tables, (key, text, table))
+    queries, db_ms, cache_ms, external_ms = (c[idx] for c in per_trace)
+    return TraceSums(queries.astype(np.int64), db_ms, cache_ms, external_ms, counts.astype(np.int64), key,
+                     n.astype(np.int64), ms, text, table, strings)
+
+
+def _compact(tables: tuple[list[Any], ...], codes: tuple[Any, ...]) -> tuple[list[Any], list[Any]]:
+    """``codes`` (indexes into ``tables``, one array each) as indexes into one list of the strings they use (a
+    table given more than once is taken once). The tables are put end to end, so that one pass of numpy finds
+    what is used (a handful of numpy calls each: a batch's rests are one of many sources of a write)."""
+    distinct = list({id(t): t for t in tables}.values())
+    at = {id(t): sum(map(len, distinct[:k])) for k, t in enumerate(distinct)}  # where each table starts
+    size = sum(map(len, distinct))
+    every = np.concatenate([c.astype(np.int64) + at[id(t)] for t, c in zip(tables, codes, strict=True)])
+    if every.size * 8 < size:  # a few strings of large tables (a batch's rests, of all its fingerprints): sorted
+        used, new = np.unique(every, return_inverse=True)
+    else:
+        present = np.zeros(size, np.bool_)
+        present[every] = True
+        used = np.flatnonzero(present)
+        new = (np.cumsum(present) - 1)[every]
+    strings: list[Any] = []
+    bounds = np.searchsorted(used, [at[id(t)] for t in distinct] + [size]).tolist()
+    for k, t in enumerate(distinct):
+        strings += map(t.__getitem__, (used[bounds[k]:bounds[k + 1]] - at[id(t)]).tolist())
+    ends = np.cumsum([c.size for c in codes]).tolist()
+    return [new[e - c.size:e] for c, e in zip(codes, ends, strict=True)], strings
+
+
+def packed_sums(traces: list[PackedTrace]) -> TraceSums:
+    """The ``TraceSums`` of these packed traces (the few a run merged: one pass of Python over them)."""
+    n = len(traces)
+    queries, db_ms, cache_ms, external_ms = (np.fromiter(map(itemgetter(k), traces), dtype, n)
+                                             for k, dtype in ((2, np.int64), (3, np.float64), (4, np.float64),
+                                                              (5, np.float64)))
+    flat = list(chain.from_iterable(t[6:] for t in traces))  # key, executions, time_ms, text, table per group
+    keys = flat[0::5]
+    g = len(keys)
+    return TraceSums(queries, db_ms, cache_ms, external_ms,
+                     np.fromiter(((len(t) - 6) // 5 for t in traces), np.int64, n),
+                     np.arange(g), np.array(flat[1::5], np.int64), np.array(flat[2::5], np.float64),
+                     np.arange(g, 2 * g), np.arange(2 * g, 3 * g), keys + flat[3::5] + flat[4::5])
+
+
+def assemble_sums(n: int, parts: list[tuple[Any, TraceSums]]) -> TraceSums:
+    """The ``TraceSums`` of ``n`` traces from parts of them: (their places among the n, their sums); every place
+    in exactly one part."""
+    def per_trace(name: str, dtype: Any) -> Any:
+        out = np.empty(n, dtype)
+        for at, s in parts:
+            out[at] = getattr(s, name)
+        return out
+
+    # each trace's groups stay in their order: a stable sort of every part's rows by their trace's place
+    order = np.argsort(np.concatenate([np.repeat(at, s.fp_groups) for at, s in parts] or [np.zeros(0, np.int64)]),
+                       kind="stable")
+    strings: list[Any] = []
+    offsets = []
+    for _, s in parts:
+        offsets.append(len(strings))
+        strings += s.strings
+
+    def rows(name: str, strings_at: bool = False) -> Any:
+        got = [getattr(s, name) + off if strings_at else getattr(s, name) for off, (_, s) in zip(offsets, parts,
+                                                                                                 strict=True)]
+        return np.concatenate(got or [np.zeros(0, np.int64)])[order]
+
+    return TraceSums(per_trace("queries", np.int64), per_trace("db_ms", np.float64), per_trace("cache_ms", np.float64),
+                     per_trace("external_ms", np.float64), per_trace("fp_groups", np.int64), rows("fp_key", True),
+                     rows("fp_n"), rows("fp_ms"), rows("fp_text", True), rows("fp_table", True), strings)
+
+
+class OpenTraceColumns:
+    """One stored row of open traces, read: its arrays are views of the row's bytes, its trace ids a list, its
+    strings parsed when first needed. A run indexes it for the few traces it merges (``sums``,
+    ``fingerprints``), and takes the rest in bulk when it writes them back (``take``)."""
+
+    __slots__ = ("_bounds", "_strings", "arrays", "events", "newest", "trace_ids")
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        """``row``: its dtypes, trace_ids, arrays (``_ARRAYS``) and strings."""
+        self.trace_ids: list[str] = orjson.loads(row[1])
+        self.arrays = [np.frombuffer(blob, dtype) for blob, dtype in zip(row[2:14], row[0].split(), strict=True)]
+        self.newest, self.events = self.arrays[0], self.arrays[1]
+        self._strings: bytes | list[Any] = row[14]
+        self._bounds: Any = None
+
+    def __len__(self) -> int:
+        return len(self.trace_ids)
+
+    def strings(self) -> list[Any]:
+        if type(self._strings) is bytes:
+            self._strings = orjson.loads(self._strings)
+        return self._strings  # type: ignore[return-value]
+
+    def bounds(self) -> Any:
+        """Trace i's groups are rows ``bounds[i] .. bounds[i + 1] - 1``."""
+        if self._bounds is None:
+            self._bounds = np.concatenate(([0], np.cumsum(self.arrays[6], dtype=np.int64)))
+        return self._bounds
+
+    def sums(self, i: int) -> tuple[int, float, float, float]:
+        """Trace ``i``'s queries, db_ms, cache_ms and external_ms."""
+        a = self.arrays
+        return int(a[2][i]), float(a[3][i]), float(a[4][i]), float(a[5][i])
+
+    def fingerprints(self, i: int) -> Fingerprints:
+        """Trace ``i``'s fingerprints, as ``partials.summarize`` has them."""
+        bounds = self.bounds()
+        lo, hi = int(bounds[i]), int(bounds[i + 1])
+        if lo == hi:
+            return {}
+        s = self.strings()
+        a = self.arrays
+        return {s[k]: [n, ms, s[x], s[y]] for k, n, ms, x, y in zip(
+            *(a[j][lo:hi].tolist() for j in range(7, 12)), strict=True)}
+
+    def take(self, idx: Any) -> TraceSums:
+        """The ``TraceSums`` of traces ``idx``."""
+        s = self.strings()
+        return take_sums(idx, tuple(self.arrays[2:6]), self.bounds(), tuple(self.arrays[7:12]), (s, s, s))
+
+
+def load_open_trace_columns(conn: sqlite3.Connection) -> list[OpenTraceColumns]:
+    """The stored open traces, row by row (oldest trace first: by newest event, ties by trace id)."""
+    return [OpenTraceColumns(row) for row in conn.execute(
+        f"SELECT dtypes, trace_ids, {', '.join(_ARRAYS)}, strings FROM insights_open_trace_columns ORDER BY rowid")]
+
+
 def load_open_traces(conn: sqlite3.Connection) -> Iterator[tuple[str, OpenTrace]]:
+    """Each stored open trace (oldest first) with its sums."""
+    for cols in load_open_trace_columns(conn):
+        for i, (trace_id, newest, events) in enumerate(zip(cols.trace_ids, cols.newest.tolist(),
+                                                            cols.events.tolist(), strict=True)):
+            ops = OpenTrace()
+            ops.newest, ops.events = newest, events
+            ops.queries, ops.db_ms, ops.cache_ms, ops.external_ms = cols.sums(i)
+            ops.fingerprints = cols.fingerprints(i)
+            yield trace_id, ops
+
+
+def write_open_traces(conn: sqlite3.Connection, trace_ids: list[str], newest: Any, events: Any,
+                      sums: TraceSums) -> None:
+    """The stored open traces become these (in this order; ids unique), ``CHUNK_TRACES`` a row.
+
+    newest, db_ms, cache_ms and external_ms are stored as the REAL columns of the table before kept them: -0.0
+    as 0.0 (SQLite reads a REAL -0.0 back as 0.0), so that a run after this one sums what it would have
+    summed then; everything else as it is (a fingerprint's -0.0 time too: it was JSON text)."""
+    conn.execute("DELETE FROM insights_open_trace_columns")
+    n = len(trace_ids)
+    for a in range(0, n, CHUNK_TRACES):
+        b = min(a + CHUNK_TRACES, n)
+        part = sums if (a, b) == (0, n) else _chunk(sums, a, b)
+        arrays = (newest[a:b] + 0.0, events[a:b], part.queries, part.db_ms + 0.0, part.cache_ms + 0.0,
+                  part.external_ms + 0.0, *part[4:10])
+        dtypes = [_stored_dtype(name, x) for name, x in zip(_ARRAYS, arrays, strict=True)]
+        conn.execute(f"INSERT INTO insights_open_trace_columns (trace_count, event_count, dtypes, trace_ids,"
+                     f" {', '.join(_ARRAYS)}, strings) VALUES ({', '.join('?' * 17)})",
+                     (b - a, int(events[a:b].sum()), " ".join(dtypes), orjson.dumps(trace_ids[a:b]),
+                      *(np.ascontiguousarray(x, dtype).tobytes() for x, dtype in zip(arrays, dtypes, strict=True)),
+                      orjson.dumps(part.strings)))
+
+
+def _stored_dtype(name: str, values: Any) -> str:
+    """How array ``name`` of a row is stored: floats as doubles, counts and indexes in the narrowest unsigned
+    dtype that holds them, all little-endian."""
+    if name in _FLOATS:
+        return "<f8"
+    if not values.size:
+        return "<u1"
+    top = int(values.max())
+    if int(values.min()) < 0:
+        return "<i8"
+    return "<u1" if top < 1 << 8 else "<u2" if top < 1 << 16 else "<u4" if top < 1 << 32 else "<i8"
+
+
+def _chunk(sums: TraceSums, a: int, b: int) -> TraceSums:
+    """The ``TraceSums`` of traces ``a .. b - 1`` of ``sums``, with only the strings they use."""
+    bounds = np.concatenate(([0], np.cumsum(sums.fp_groups, dtype=np.int64)))
+    s = sums.strings
+    return take_sums(np.arange(a, b), sums[:4], bounds, sums[5:10], (s, s, s))
+
+
+def _open_traces_as_columns(conn: sqlite3.Connection) -> None:
+    """Migration 4: the open traces as the table before held them, one row each in rowid order, become rows of
+    columns in the same order, the same values (those read as the table gave them: its REAL columns had no
+    -0.0, its fingerprints were ``orjson.dumps`` text; the format as of this migration: a later one converts it)."""
+    conn.execute(_OPEN_TRACE_COLUMNS)
+    trace_ids, traces = [], []
     for trace_id, newest, events, queries, db_ms, cache_ms, external_ms, fps in conn.execute(
-        "SELECT trace_id, newest, events, queries, db_ms, cache_ms, external_ms, fingerprints"
-        " FROM insights_open_traces ORDER BY rowid"
-    ):
+            "SELECT trace_id, newest, events, queries, db_ms, cache_ms, external_ms, fingerprints"
+            " FROM insights_open_traces ORDER BY rowid"):
         ops = OpenTrace()
         ops.newest, ops.events, ops.queries = newest, events, queries
         ops.db_ms, ops.cache_ms, ops.external_ms = db_ms, cache_ms, external_ms
         ops.fingerprints = orjson.loads(fps)
-        yield trace_id, ops
-
-
-def load_open_trace_heads(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-    """The stored open traces, in rowid order, as what every run reads of them: (newest, events, rowid,
-    trace_id); ``open_trace_values`` reads the rest of a row (a run needs it only for the few it merges or
-    moves)."""
-    return conn.execute("SELECT newest, events, rowid, trace_id FROM insights_open_traces ORDER BY rowid").fetchall()
-
-
-def open_trace_values(conn: sqlite3.Connection, rowids: list[int]) -> dict[int, tuple[Any, ...]]:
-    """The rest of these open-trace rows: rowid -> (queries, db_ms, cache_ms, external_ms, fingerprints JSON
-    text)."""
-    out: dict[int, tuple[Any, ...]] = {}
-    for at in range(0, len(rowids), 500):
-        some = rowids[at:at + 500]
-        for rowid, *values in conn.execute(
-                "SELECT rowid, queries, db_ms, cache_ms, external_ms, fingerprints FROM insights_open_traces"
-                f" WHERE rowid IN ({','.join('?' * len(some))})", some):
-            out[rowid] = tuple(values)
-    return out
-
-
-def replace_open_trace_rows(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
-    """The open traces become ``rows``: (trace_id, newest, events, queries, db_ms, cache_ms, external_ms,
-    fingerprints JSON text)."""
-    conn.execute("DELETE FROM insights_open_traces")
-    conn.executemany("INSERT INTO insights_open_traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-
-
-def update_open_trace_rows(conn: sqlite3.Connection, below: int, deleted: Iterable[int],
-                           rows: Iterable[tuple[Any, ...]]) -> None:
-    """Delete the open-trace rows of rowids under ``below`` and of these rowids, then append ``rows`` (as
-    ``replace_open_trace_rows`` takes them): they come after every row kept (a new rowid is the largest one plus
-    one)."""
-    conn.execute("DELETE FROM insights_open_traces WHERE rowid < ?", (below,))
-    conn.executemany("DELETE FROM insights_open_traces WHERE rowid = ?", ((r,) for r in deleted))
-    conn.executemany("INSERT INTO insights_open_traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        trace_ids.append(trace_id)
+        traces.append(pack(ops))
+    if traces:
+        write_open_traces(conn, trace_ids, np.fromiter(map(itemgetter(0), traces), np.float64, len(traces)),
+                          np.fromiter(map(itemgetter(1), traces), np.int64, len(traces)), packed_sums(traces))
+    conn.execute("DROP TABLE insights_open_traces")
 
 
 def add_counters(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
@@ -206,7 +433,8 @@ def counters(conn: sqlite3.Connection) -> dict[str, int]:
     if _has_tables(conn):
         out.update(dict(conn.execute("SELECT name, value FROM insights_counters")))
         out["pending_events"], out["pending_traces"] = conn.execute(
-            "SELECT coalesce(sum(events), 0), count(*) FROM insights_open_traces").fetchone()
+            "SELECT coalesce(sum(event_count), 0), coalesce(sum(trace_count), 0) FROM insights_open_trace_columns"
+        ).fetchone()
     return out
 
 

@@ -24,9 +24,9 @@ A trace is complete when its request event arrives: the middleware writes it whe
 every query, cache call and external call of the request, so in one log stream the operations come first.
 The request takes everything open of its trace (operations of requests that ended earlier were taken by
 them). Operations below a task span belong to the task, not to the request. What is open when a run ends
-(a request cut in half by the run boundary) is kept in the store (``insights_open_traces``) and the next
-run continues from it, so that traces crossing the boundary between two runs come out as if read in one
-run. Open traces expire after ``run.trace_pending_seconds`` of event time without their request (a request
+(a request cut in half by the run boundary) is kept in the store (``insights_open_trace_columns``: a few rows
+of columns, ``findings.OpenTraceColumns``) and the next run continues from it, so that traces crossing the
+boundary between two runs come out as if read in one run. Open traces expire after ``run.trace_pending_seconds`` of event time without their request (a request
 that never logged, a script with a trace context) and are capped at ``run.trace_pending_max_events``
 (oldest traces dropped first); both are counted, never silent.
 """
@@ -36,13 +36,12 @@ from __future__ import annotations
 import math
 import operator
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import pairwise, repeat
-from typing import Any
+from itertools import compress, pairwise, repeat
+from typing import Any, cast
 
 import numpy as np
-import orjson
 
 from aggregator.insights import findings as store_tables
 from aggregator.insights import metrics as _metrics  # registers the trace metrics with the catalog
@@ -74,6 +73,8 @@ __all__ = ["FAMILY", "TraceAnalyzer", "TraceRecord", "extract", "finish_part", "
 
 FAMILY = "trace"
 _NEWEST, _EVENTS = operator.itemgetter(0), operator.itemgetter(1)  # a PackedTrace's newest and events
+# an _OpenRest's or _Stored's source (its batch's rests, its stored row) and its index there
+_SOURCE, _INDEX = operator.itemgetter(2), operator.itemgetter(3)
 _LAST = operator.itemgetter(-1)
 
 
@@ -169,23 +170,24 @@ class _Rests:
 
     Holds only the rests' own arrays and the fingerprint columns (a few KB), not the batch."""
 
-    __slots__ = ("_keys", "_rows", "bounds", "cache_ms", "db_ms", "events", "external_ms", "fp_key", "fp_keys",
-                 "fp_ms", "fp_n", "fp_table", "fp_tables", "fp_text", "fp_texts", "newest", "queries")
+    __slots__ = ("_keys", "bound_array", "bounds", "cache_ms", "columns", "db_ms", "events", "external_ms", "fp_key",
+                 "fp_keys", "fp_ms", "fp_n", "fp_table", "fp_tables", "fp_text", "fp_texts", "newest", "queries")
 
     def __init__(self, b: TraceBatch, keys: _Keys | None = None) -> None:
         nreq = b.requests
         bounds = np.searchsorted(b.fp_owner, np.arange(nreq, nreq + b.rest_trace.size + 1))
         lo = int(bounds[0])
-        self.bounds = (bounds - lo).tolist()  # rest i's groups: fp rows bounds[i]..bounds[i + 1]
-        # as lists: read one by one (a merge, the open traces written at the end), a list item is the cheapest
+        self.bound_array = bounds - lo  # rest i's groups: fp rows bounds[i]..bounds[i + 1]
+        self.bounds = self.bound_array.tolist()
+        # as lists: read one by one (a merge), a list item is the cheapest; as arrays: taken in bulk (``take``)
         self.newest, self.events, self.queries = b.rest_newest.tolist(), b.rest_events.tolist(), b.rest_queries.tolist()
         self.db_ms, self.cache_ms, self.external_ms = b.rest_db.tolist(), b.rest_cache.tolist(), b.rest_external.tolist()
+        self.columns = (b.rest_queries, b.rest_db, b.rest_cache, b.rest_external)
         self.fp_key, self.fp_n, self.fp_ms = b.fp_key[lo:], b.fp_n[lo:], b.fp_ms[lo:]
         self.fp_text, self.fp_table = b.fp_text[lo:], b.fp_table[lo:]
         self.fp_keys, self.fp_texts, self.fp_tables = b.fp_keys, b.fp_texts, b.fp_tables
         # the batch's fingerprints, shared with the batch's requests (split once at most)
         self._keys = _Keys(b.fp_keys) if keys is None else keys
-        self._rows: list[tuple[Any, ...]] | None = None
 
     def key_list(self) -> list[str]:
         """The batch's fingerprints (``TraceBatch.key_list``), split once."""
@@ -193,39 +195,16 @@ class _Rests:
 
     def fingerprints(self, i: int) -> Fingerprints:
         """Rest ``i``'s fingerprints, as ``PackedTrace.fingerprints`` gives them, read from the columns alone (a
-        merge: rare; the open traces written at the end take ``rows``)."""
+        merge: rare; the open traces written at the end are taken in bulk, ``take``)."""
         lo, hi = self.bounds[i], self.bounds[i + 1]
         return _fingerprint_rows(self, self._keys, lo, hi) if lo != hi else {}
 
-    def rows(self) -> list[tuple[Any, ...]]:
-        """Every rest's open-trace row without its trace id (newest, events, queries, db_ms, cache_ms,
-        external_ms, fingerprints JSON text), made once for the batch by one ``zip`` of its columns: the rows
-        written at the end are nearly all of a batch's rests (a tuple made in Python per row, of seven list
-        items, cost more than this)."""
-        if self._rows is None:
-            self._rows = list(zip(self.newest, self.events, self.queries, self.db_ms, self.cache_ms,
-                                  self.external_ms, self._fingerprints_json(), strict=True))
-        return self._rows
-
-    def _fingerprints_json(self) -> list[str]:
-        """Every rest's fingerprints as JSON text (``orjson.dumps(fingerprints(i))``) in one pass over the
-        batch's groups. A rest of one group (nearly half of them) makes its dict directly, one of none takes
-        "{}" (a quarter): half the time of a dict of slices for every rest. The groups' entries are tuples
-        (orjson writes one as it writes the list ``fingerprints`` has; one zip makes them, no list per group)."""
-        keys = list(map(self.key_list().__getitem__, self.fp_key.tolist()))
-        texts, tables = self.fp_texts, self.fp_tables
-        entries = list(zip(self.fp_n.tolist(), self.fp_ms.tolist(), map(texts.__getitem__, self.fp_text.tolist()),
-                           map(tables.__getitem__, self.fp_table.tolist()), strict=True))
-        dumps = orjson.dumps
-        out = []
-        for lo, hi in pairwise(self.bounds):
-            if hi - lo == 1:
-                out.append(dumps({keys[lo]: entries[lo]}).decode())
-            elif lo == hi:
-                out.append("{}")
-            else:
-                out.append(dumps(dict(zip(keys[lo:hi], entries[lo:hi], strict=True))).decode())
-        return out
+    def take(self, idx: Any) -> store_tables.TraceSums:
+        """The sums of rests ``idx`` as the stored open traces' columns (what ``fingerprints`` and the rest's
+        values give, with numpy: no Python per trace)."""
+        return store_tables.take_sums(idx, self.columns, self.bound_array,
+                                      (self.fp_key, self.fp_n, self.fp_ms, self.fp_text, self.fp_table),
+                                      (self.key_list(), self.fp_texts, self.fp_tables))
 
     def part(self, i: int, trace_id: str) -> TracePart:
         return TracePart(trace_id, PIECE, self.newest[i], self.events[i], self.queries[i], self.db_ms[i],
@@ -269,59 +248,33 @@ class _OpenRest(tuple[Any, ...]):
         return ops
 
 
-class _StoredRows:
-    """Where ``_Stored`` traces read the rest of their rows (queries, db_ms, cache_ms, external_ms, fingerprints
-    JSON text), each read once, when first needed."""
-
-    __slots__ = ("conn", "values")
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.values: dict[int, tuple[Any, ...]] = {}
-
-    def fetch(self, rowids: list[int]) -> None:
-        """Read these rows (those not read yet) at once."""
-        missing = [r for r in rowids if r not in self.values]
-        if missing:
-            self.values.update(store_tables.open_trace_values(self.conn, missing))
-
-    def get(self, rowid: int) -> tuple[Any, ...]:
-        got = self.values.get(rowid)
-        if got is None:
-            self.fetch([rowid])
-            got = self.values[rowid]
-        return got
-
-
 class _Stored(tuple[Any, ...]):
-    """A trace left open by an earlier run, as the parent holds it until it is read: (newest, events, rowid,
-    the ``_StoredRows`` holding the rest of its row). Read as a ``PackedTrace`` is (its first two items too): the
-    same values as the ``PackedTrace`` of the ``OpenTrace`` the row holds.
+    """A trace left open by an earlier run, as the parent holds it until it is read: (newest, events, its stored
+    row's ``OpenTraceColumns``, its index there), laid out as an ``_OpenRest``. Read as a ``PackedTrace`` is (its first two items too): the
+    same values as the ``PackedTrace`` of the ``OpenTrace`` stored.
 
     Nearly all of them are never merged (orphans that wait to expire, or to be dropped over the cap): the run
-    reads only their newest, events and rowid; the rest of a row is read, and its JSON parsed, only if the trace
-    is merged; one still open and unmerged stays in place (see ``_write_open_traces``), or is written back as its
-    row (the text as it was read: the text ``orjson.dumps`` gives for what ``orjson.loads`` reads from it, as
-    every row is written by ``orjson.dumps``)."""
+    reads only their newest and events; the rest is read from the row's columns only for a trace merged, and
+    one still open at the end is taken from them in bulk with the others of its row (``_open_sums``)."""
 
     __slots__ = ()
 
     newest = property(operator.itemgetter(0))
     events = property(operator.itemgetter(1))
-    queries = property(lambda self: self[3].get(self[2])[0])
-    db_ms = property(lambda self: self[3].get(self[2])[1])
-    cache_ms = property(lambda self: self[3].get(self[2])[2])
-    external_ms = property(lambda self: self[3].get(self[2])[3])
+    queries = property(lambda self: self[2].sums(self[3])[0])
+    db_ms = property(lambda self: self[2].sums(self[3])[1])
+    cache_ms = property(lambda self: self[2].sums(self[3])[2])
+    external_ms = property(lambda self: self[2].sums(self[3])[3])
 
     @property
     def fingerprints(self) -> Fingerprints:
-        return orjson.loads(self[3].get(self[2])[4])  # type: ignore[no-any-return]
+        return self[2].fingerprints(self[3])  # type: ignore[no-any-return]
 
     def unpack(self) -> OpenTrace:
         ops = OpenTrace.__new__(OpenTrace)
         ops.newest, ops.events = self[0], self[1]
-        ops.queries, ops.db_ms, ops.cache_ms, ops.external_ms, text = self[3].get(self[2])
-        ops.fingerprints = orjson.loads(text)
+        ops.queries, ops.db_ms, ops.cache_ms, ops.external_ms = self[2].sums(self[3])
+        ops.fingerprints = self[2].fingerprints(self[3])
         return ops
 
 
@@ -341,8 +294,7 @@ class TraceAnalyzer:
         self.pending_max_events = int(config["run.trace_pending_max_events"])
         self._open: dict[str, _Open] = {}
         self._open_events = 0  # the events of self._open, kept as it changes (summing it per feed cost more)
-        self._loaded_pending = -1  # rows read from the store; -1 until read
-        self._loaded_rowids: list[int] = []  # their rowids
+        self._loaded_pending = -1  # open traces read from the store; -1 until read
         self._newest = -math.inf  # newest event time seen (the clock pending traces expire by)
         self._windows: dict[tuple[int, str], _RouteWindow] = {}
         self._findings: dict[tuple[int, str, str, str], _FindingSum] = {}
@@ -352,18 +304,18 @@ class TraceAnalyzer:
     # --- feeding ---------------------------------------------------------------------------------------
 
     def _load_pending(self) -> None:
+        """The open traces earlier runs left, as ``_Stored`` references to their rows' columns (made in C: no
+        Python per trace)."""
         if self._loaded_pending >= 0:
             return
-        rows = store_tables.load_open_trace_heads(self.store.conn)
-        self._loaded_pending = len(rows)
-        if not rows:
-            return
-        source = _StoredRows(self.store.conn)
-        self._loaded_rowids = [rowid for _, _, rowid, _ in rows]
-        stored = [tuple.__new__(_Stored, (newest, events, rowid, source)) for newest, events, rowid, _ in rows]
-        self._open.update(zip(map(_LAST, rows), stored, strict=True))
-        self._open_events += sum(map(_EVENTS, stored))
-        self._newest = max(self._newest, max(map(_NEWEST, stored)))
+        self._loaded_pending = 0
+        for cols in store_tables.load_open_trace_columns(self.store.conn):
+            n = len(cols)
+            self._loaded_pending += n
+            self._open.update(zip(cols.trace_ids, map(tuple.__new__, repeat(_Stored), zip(
+                cols.newest.tolist(), cols.events.tolist(), repeat(cols), range(n))), strict=True))
+            self._open_events += int(cols.events.sum())
+            self._newest = max(self._newest, float(cols.newest.max()))
 
     def feed(self, parts: Iterable[Any]) -> None:
         """Take the parts from ``extract`` (or ``partials.summarize``), in input order: one engine part's records
@@ -634,22 +586,25 @@ class TraceAnalyzer:
 
     # --- the end of the run --------------------------------------------------------------------------
 
-    def _trim(self) -> None:
+    def _trim(self) -> tuple[list[str], Any, Any]:
         """Drop open traces too old, then the oldest (by newest event, ties by trace id) until the rest fit the
         cap. Found with numpy instead of a sort of every open trace (~40 ms at 60,000 open events, then most
-        of a trim), and the expired ones too (a Python test per open trace was most of a trim after that)."""
+        of a trim), and the expired ones too (a Python test per open trace was most of a trim after that).
+        Returns what stays, in the dict's order: trace ids, newest events and events (arrays)."""
         open_ = self._open
         n = len(open_)
-        newest = np.fromiter(map(_NEWEST, open_.values()), np.float64, n)
-        events = np.fromiter(map(_EVENTS, open_.values()), np.int64, n)
+        all_newest = newest = np.fromiter(map(_NEWEST, open_.values()), np.float64, n)
+        all_events = events = np.fromiter(map(_EVENTS, open_.values()), np.int64, n)
         trace_ids = list(open_)
         expired = newest < self._newest - self.pending_seconds
         at = None  # where the traces not expired are in trace_ids (None: all of them)
+        keep = None  # which of trace_ids stay (None: all of them)
         if expired.any():
             gone = np.flatnonzero(expired)
             self.counts["pending_expired_events"] += int(events[gone].sum())
             deque(map(open_.pop, map(trace_ids.__getitem__, gone.tolist())), 0)
-            at = np.flatnonzero(~expired)
+            keep = ~expired
+            at = np.flatnonzero(keep)
             newest, events = newest[at], events[at]
         total = int(events.sum())
         excess = total - self.pending_max_events
@@ -663,24 +618,30 @@ class TraceAnalyzer:
             lo, hi = int(np.searchsorted(by_age, last, "left")), int(np.searchsorted(by_age, last, "right"))
             evicted = int(events[order[:lo]].sum())
             deque(map(open_.pop, map(trace_ids.__getitem__, where[:lo].tolist())), 0)
+            if keep is None:
+                keep = np.ones(n, np.bool_)
+            keep[where[:lo]] = False
             total -= evicted
-            for trace_id in sorted(trace_ids[i] for i in where[lo:hi].tolist()):
+            for trace_id, i in sorted((trace_ids[i], i) for i in where[lo:hi].tolist()):
                 if total <= self.pending_max_events:
                     break
                 size = open_.pop(trace_id)[1]
+                keep[i] = False
                 total -= size
                 evicted += size
             self.counts["pending_evicted_events"] += evicted
         self._open_events = total
+        if keep is None:
+            return trace_ids, all_newest, all_events
+        return list(compress(trace_ids, keep.tolist())), all_newest[keep], all_events[keep]
 
-    def _expire(self) -> list[tuple[str, _Open]]:
-        """Drop open traces too old or beyond the cap (``_trim``); return what stays open, oldest trace first."""
-        self._trim()
-        open_ = self._open
-        items = list(open_.items())
+    def _expire(self) -> tuple[list[str], list[_Open], Any, Any, list[int]]:
+        """Drop open traces too old or beyond the cap (``_trim``); return what stays open, in the dict's order
+        (trace ids, open traces, newest events and events, arrays), and that order's places oldest trace first."""
+        trace_ids, newest, events = self._trim()
+        opens = list(self._open.values())
         # sorted by (newest, trace id): by newest with numpy (a sort of (newest, trace id) pairs was ~25 ms at
         # 23,500 open traces, the benchmark log's, most of this), then each run of equal newest by trace id
-        newest = np.fromiter(map(_NEWEST, open_.values()), np.float64, len(items))
         order = np.argsort(newest, kind="stable")
         by_age = newest[order]
         ties = np.flatnonzero(by_age[1:] == by_age[:-1]).tolist()
@@ -690,9 +651,9 @@ class TraceAnalyzer:
             if start is None:
                 start = t
             if k + 1 == len(ties) or ties[k + 1] != t + 1:  # the run is at[start:t + 2]
-                at[start:t + 2] = sorted(at[start:t + 2], key=lambda i: items[i][0])
+                at[start:t + 2] = sorted(at[start:t + 2], key=trace_ids.__getitem__)
                 start = None
-        return list(map(items.__getitem__, at))
+        return trace_ids, opens, newest, events, at
 
     def finish(self) -> list[WindowAggregate]:
         """Write findings, counters and open traces (in the caller's transaction); return aggregates."""
@@ -700,11 +661,11 @@ class TraceAnalyzer:
             raise RuntimeError("TraceAnalyzer.finish called twice")
         self._load_pending()
         self._finished = True
-        still_open = self._expire()
+        trace_ids, opens, newest, events, order = self._expire()
         conn = self.store.conn
         with self.store.transaction():
-            if still_open or self._loaded_pending:
-                _write_open_traces(conn, still_open, self._loaded_rowids)
+            if opens or self._loaded_pending:
+                _write_open_traces(conn, trace_ids, opens, newest, events, order)
             store_tables.upsert_findings(conn, (
                 (w, route, method, fp, s.text, s.table, s.requests, s.executions, s.max_executions,
                  s.time_ms, s.example_trace_id, s.first_seen, s.last_seen)
@@ -712,7 +673,7 @@ class TraceAnalyzer:
             ))
             store_tables.add_counters(conn, self.counts)
         self.pending_events = self._open_events  # (the trim's sum of what stays)
-        self.pending_traces = len(still_open)
+        self.pending_traces = len(opens)
         windows = sorted(self._windows.items())
         sketches = _metrics.queries_sketches([acc.queries for _, acc in windows])
         return [self._aggregate(w, route, acc, sketch) for ((w, route), acc), sketch in zip(windows, sketches,
@@ -769,55 +730,43 @@ class TraceAnalyzer:
         return lines
 
 
-def _write_open_traces(conn: Any, traces: list[tuple[str, _Open]], loaded: list[int]) -> None:
-    """The stored open traces become ``traces`` (in this order, by rowid), given the rowids of the rows read.
-
-    The rows of traces read from the store and still open unmerged (``_Stored``) that come first, in rowid order,
-    stay where they are (a steady stream of runs: the orphans waiting to expire or be dropped, the oldest open
-    traces, each run ending after them); the other rows read are deleted and the rest appended after them, in
-    order. The table then holds the same rows in the same order as after a delete of every row and an insert of
-    ``traces`` (``replace_open_trace_rows``, what is done when nothing can stay), only fewer are written."""
-    kept = 0
-    last = -1
-    for _, o in traces:
-        if type(o) is not _Stored or o[2] <= last:
-            break
-        last = o[2]
-        kept += 1
-    if not kept or last > 2**62:  # (at the largest rowid, SQLite would pick new ones at random)
-        kept = 0
-    # the rest of the rows to write again, read before any is deleted
-    moved = [o for _, o in traces[kept:] if type(o) is _Stored]
-    if moved:
-        moved[0][3].fetch([o[2] for o in moved])
-    if not kept:
-        store_tables.replace_open_trace_rows(conn, _open_trace_rows(traces))
-        return
-    # The rows under the first one kept go in one range (the oldest: expired, or dropped over the cap), the
-    # others not kept (their traces completed, merged, or dropped) one by one.
-    first = traces[0][1][2]
-    if kept == len(loaded):  # every row read stays (then in rowid order: nothing between them was deleted)
-        deleted: Iterable[int] = ()
-    else:
-        stay = {o[2] for _, o in traces[:kept]}
-        deleted = [r for r in loaded if r > first and r not in stay]
-    store_tables.update_open_trace_rows(conn, first, deleted, _open_trace_rows(traces[kept:]))
+def _write_open_traces(conn: Any, trace_ids: list[str], opens: list[_Open], newest: Any, events: Any,
+                       order: list[int]) -> None:
+    """The stored open traces become these (their ids, the traces, their newest events and events), written in
+    ``order`` (their places, oldest trace first)."""
+    at = np.asarray(order, np.int64)
+    place = np.empty(len(order), np.int64)
+    place[at] = np.arange(len(order))
+    store_tables.write_open_traces(conn, list(map(trace_ids.__getitem__, order)), newest[at], events[at],
+                                   _open_sums(opens, place))
 
 
-def _open_trace_rows(traces: list[tuple[str, _Open]]) -> Iterator[tuple[Any, ...]]:
-    """The rows of these open traces for ``findings.replace_open_trace_rows``: those of the traces that rests
-    opened read from their columns (each attribute a property call was most of writing them), those read from
-    the store as they were read."""
-    dumps = orjson.dumps
-    for trace_id, o in traces:
-        kind = type(o)
-        if kind is _OpenRest:
-            yield (trace_id,) + o[2].rows()[o[3]]  # (its newest and events are the columns')
-        elif kind is _Stored:
-            yield (trace_id, o[0], o[1], *o[3].values[o[2]])
-        else:
-            yield (trace_id, o.newest, o.events, o.queries, o.db_ms, o.cache_ms, o.external_ms,
-                   dumps(o.fingerprints).decode())
+def _open_sums(opens: list[_Open], place: Any) -> store_tables.TraceSums:
+    """The sums of these open traces as the stored columns, trace ``i`` at ``place[i]``. Nearly all are
+    references to columns (a batch's rests, a stored row's traces): those of one source are taken from it at
+    once with numpy; the few packed ones (merged in this run) go through Python. A trace's source is its third
+    item (a ``PackedTrace``'s is its queries, an int: never a source), so the traces are grouped by that item's
+    identity."""
+    n = len(opens)
+    if not n:
+        return store_tables.assemble_sums(0, [])
+    sources = list(map(_SOURCE, opens))
+    _, first, group = np.unique(np.fromiter(map(id, sources), np.uint64, n), return_index=True,
+                                return_inverse=True)
+    by_group = np.argsort(group, kind="stable")
+    parts = []
+    packed = []
+    for g, (lo, hi) in enumerate(pairwise([0, *np.cumsum(np.bincount(group)).tolist()])):
+        at = by_group[lo:hi]
+        if type(opens[int(first[g])]) is PackedTrace:
+            packed.append(at)
+            continue
+        idx = np.fromiter(map(_INDEX, map(opens.__getitem__, at.tolist())), np.int64, hi - lo)
+        parts.append((place[at], sources[int(first[g])].take(idx)))
+    if packed:
+        at = np.concatenate(packed)
+        parts.append((place[at], store_tables.packed_sums(cast(list[PackedTrace], [opens[i] for i in at.tolist()]))))
+    return store_tables.assemble_sums(n, parts)
 
 
 def _finding_lines(route: str, method: str, text: str, requests: int, executions: int, time_ms: float,

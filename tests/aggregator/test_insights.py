@@ -498,7 +498,8 @@ def test_open_traces_are_trimmed_to_the_cap_once_a_quarter_over_it(tmp_path: Pat
 def test_a_trim_drops_what_a_sort_drops(tmp_path: Path, traces: list[tuple[int, int]], cap: int) -> None:
     """The trim (numpy) drops the traces a plain sort finds: the expired ones, then the oldest newest event
     first, ties by trace id (many here), until the rest fit the cap; with the same counters. ``_expire``
-    (finish's) gives back what stays, oldest first."""
+    (finish's) gives back what stays, oldest first; both give what stays in the dict's order (ids, newest events
+    and events)."""
     from aggregator.insights.partials import PackedTrace
 
     open_ = {f"{(i * 7919) % 101:04x}{i}": tuple.__new__(PackedTrace, (T0 + age, events, 0, 0.0, 0.0, 0.0))
@@ -518,9 +519,13 @@ def test_a_trim_drops_what_a_sort_drops(tmp_path: Path, traces: list[tuple[int, 
         return a
 
     trimmed, finished = analyzer_with_open(), analyzer_with_open()
-    trimmed._trim()
-    assert finished._expire() == want
+    stays = trimmed._trim()
+    trace_ids, opens, newest, events, order = finished._expire()
+    assert [(trace_ids[i], opens[i]) for i in order] == want
     assert sorted(trimmed._open.items()) == sorted(want)
+    for a, (ids, new, ev) in ((trimmed, stays), (finished, (trace_ids, newest, events))):
+        assert ids == list(a._open) and list(a._open.values()) == opens
+        assert new.tolist() == [t.newest for t in opens] and ev.tolist() == [t.events for t in opens]
     for a in (trimmed, finished):
         assert a.counts["pending_expired_events"] == expired
         assert a.counts["pending_evicted_events"] == sum(t.events for t in open_.values()) - expired - total

@@ -29,6 +29,7 @@ from aggregator.insights.columns import (
     summarize_batch,
     window_numbers,
 )
+from aggregator.insights.findings import load_open_traces
 from aggregator.insights.partials import summarize
 from aggregator.insights.traces import TraceAnalyzer, _Keys, extract, finish_part
 from aggregator.loggen import generate_events, write_log
@@ -82,6 +83,13 @@ def chunks_of(path: Path, chunk_bytes: int) -> list[list[Any]]:
     return out
 
 
+def open_trace_rows(conn: Any) -> list[tuple[Any, ...]]:
+    """The stored open traces in their order, each as the row the table had before the rows of columns (the
+    fingerprints as their dict)."""
+    return [(t, o.newest, o.events, o.queries, o.db_ms, o.cache_ms, o.external_ms, o.fingerprints)
+            for t, o in load_open_traces(conn)]
+
+
 SUMS = ("request_ms", "db_ms", "cache_ms", "external_ms")
 
 
@@ -110,8 +118,9 @@ def state(store_path: Path, aggs: list[Any], near: bool = False) -> tuple[Any, .
     ``near``), then the findings, open traces and counters tables' reprs."""
     store = Store(store_path)
     try:
-        tables = tuple(list(store.conn.execute(f"SELECT * FROM {t} ORDER BY rowid"))
-                       for t in ("insights_n_plus_one", "insights_open_traces", "insights_counters"))
+        conn = store.conn
+        tables = (list(conn.execute("SELECT * FROM insights_n_plus_one ORDER BY rowid")), open_trace_rows(conn),
+                  list(conn.execute("SELECT * FROM insights_counters ORDER BY rowid")))
     finally:
         store.close()
     shown = []

@@ -22,6 +22,7 @@ from runhelp import ROOT
 
 from aggregator import cli, process_exit
 from aggregator.commands import run as run_command
+from aggregator.insights.findings import load_open_traces
 from aggregator.loggen import generate_events, write_log
 
 BAD = b'{"apm.schema":1,"apm.kind":"request","timestamp":"2026-01-01T00:00:00.000Z","duration_ms":-5}\n'
@@ -64,7 +65,7 @@ def _stored(state: Path) -> dict[str, list[Any]]:
             "checkpoints": [{**json.loads(data), "read_at": None} for (data,) in
                             conn.execute("SELECT data FROM checkpoints ORDER BY identity")],
             "dead_letters": conn.execute("SELECT source, offset, reason, line FROM dead_letters ORDER BY id").fetchall(),
-            "open_traces": conn.execute("SELECT * FROM insights_open_traces ORDER BY trace_id").fetchall(),
+            "open_traces": sorted(ops.part(trace_id) for trace_id, ops in load_open_traces(conn)),
             "outbox": conn.execute("SELECT count(*) FROM outbox").fetchall(),
             "runs": conn.execute("SELECT count(*) FROM runs").fetchall(),
         }

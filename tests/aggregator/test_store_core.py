@@ -26,6 +26,44 @@ def test_migrations_apply_once(tmp_path: Path) -> None:
     assert rows == (1,)
 
 
+def test_a_migration_given_as_a_function_runs_once_in_its_transaction(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A migration may be a function of the connection (rows re-encoded in Python): it runs once, after the ones
+    before it, inside the migration's transaction: one that fails leaves nothing of itself and is not recorded,
+    and runs again at the next open."""
+    from aggregator import store as store_module
+
+    calls: list[int] = []
+
+    def move(conn: sqlite3.Connection) -> None:
+        calls.append(conn.execute("SELECT count(*) FROM tc_fn").fetchone()[0])
+        conn.execute("INSERT INTO tc_fn VALUES (2)")
+        if len(calls) == 1:
+            raise RuntimeError("killed halfway")
+
+    monkeypatch.setitem(store_module._MIGRATIONS, "test_fn", ["CREATE TABLE tc_fn (v INTEGER); INSERT INTO tc_fn VALUES (1)",
+                                                              move])
+    path = tmp_path / "s.db"
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: opened.append(connect(*a, **k)) or opened[-1])
+    with pytest.raises(RuntimeError, match="killed halfway"):
+        Store(path)
+    with pytest.raises(sqlite3.ProgrammingError):  # closed
+        opened[0].execute("SELECT 1")
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT v FROM tc_fn").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_migrations WHERE component = 'test_fn'").fetchall() == [(1,)]
+    conn.close()
+    Store(path).close()
+    Store(path).close()
+    assert calls == [1, 1]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT v FROM tc_fn").fetchall() == [(1,), (2,)]
+    conn.close()
+
+
 def test_a_store_migrated_by_a_newer_version_is_refused(tmp_path: Path) -> None:
     """A store whose component schema is past what this code knows (a newer logging-apm migrated it) is
     refused with a message naming the component and both versions, and left as it was: an older binary must
