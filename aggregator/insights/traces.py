@@ -744,25 +744,35 @@ def _write_open_traces(conn: Any, trace_ids: list[str], opens: list[_Open], newe
 def _open_sums(opens: list[_Open], place: Any) -> store_tables.TraceSums:
     """The sums of these open traces as the stored columns, trace ``i`` at ``place[i]``. Nearly all are
     references to columns (a batch's rests, a stored row's traces): those of one source are taken from it at
-    once with numpy; the few packed ones (merged in this run) go through Python. A trace's source is its third
-    item (a ``PackedTrace``'s is its queries, an int: never a source), so the traces are grouped by that item's
-    identity."""
+    once with numpy; the few packed ones (merged in this run) go through Python.
+
+    A trace's source is its third item (a ``PackedTrace``'s is its queries, an int: never a source), so the
+    traces are grouped by that item's identity; in the dict's order a source's traces mostly come in runs (a
+    stored row's, then each batch's rests), so only the runs' identities are sorted, and the traces put in
+    their groups' order by a sort of small group numbers (a radix sort)."""
     n = len(opens)
     if not n:
         return store_tables.assemble_sums(0, [])
     sources = list(map(_SOURCE, opens))
-    _, first, group = np.unique(np.fromiter(map(id, sources), np.uint64, n), return_index=True,
-                                return_inverse=True)
+    ids = np.fromiter(map(id, sources), np.uint64, n)
+    starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+    _, first_run, run_group = np.unique(ids[starts], return_index=True, return_inverse=True)
+    groups = len(first_run)
+    group = np.repeat(run_group.astype(np.uint16 if groups <= 1 << 16 else np.int64),
+                      np.diff(np.append(starts, n)))
     by_group = np.argsort(group, kind="stable")
+    # each trace's index in its source (a PackedTrace's db_ms there, never read: a float, as the indexes are
+    # read, exactly, in one pass)
+    index = np.fromiter(map(_INDEX, opens), np.float64, n)
     parts = []
     packed = []
-    for g, (lo, hi) in enumerate(pairwise([0, *np.cumsum(np.bincount(group)).tolist()])):
+    for g, (lo, hi) in enumerate(pairwise([0, *np.cumsum(np.bincount(group, minlength=groups)).tolist()])):
         at = by_group[lo:hi]
-        if type(opens[int(first[g])]) is PackedTrace:
+        first = int(starts[first_run[g]])
+        if type(opens[first]) is PackedTrace:
             packed.append(at)
             continue
-        idx = np.fromiter(map(_INDEX, map(opens.__getitem__, at.tolist())), np.int64, hi - lo)
-        parts.append((place[at], sources[int(first[g])].take(idx)))
+        parts.append((place[at], sources[first].take(index[at].astype(np.int64))))
     if packed:
         at = np.concatenate(packed)
         parts.append((place[at], store_tables.packed_sums(cast(list[PackedTrace], [opens[i] for i in at.tolist()]))))
