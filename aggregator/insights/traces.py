@@ -586,11 +586,12 @@ class TraceAnalyzer:
 
     # --- the end of the run --------------------------------------------------------------------------
 
-    def _trim(self) -> tuple[list[str], Any, Any]:
+    def _trim(self) -> tuple[list[str], Any, Any, Any]:
         """Drop open traces too old, then the oldest (by newest event, ties by trace id) until the rest fit the
         cap. Found with numpy instead of a sort of every open trace (~40 ms at 60,000 open events, then most
         of a trim), and the expired ones too (a Python test per open trace was most of a trim after that).
-        Returns what stays, in the dict's order: trace ids, newest events and events (arrays)."""
+        Returns the trace ids, newest events and events (arrays) it read, in the dict's order, and which of them
+        stay (a mask; None: all), for ``_expire`` (a trim during the feed takes nothing more)."""
         open_ = self._open
         n = len(open_)
         all_newest = newest = np.fromiter(map(_NEWEST, open_.values()), np.float64, n)
@@ -631,14 +632,14 @@ class TraceAnalyzer:
                 evicted += size
             self.counts["pending_evicted_events"] += evicted
         self._open_events = total
-        if keep is None:
-            return trace_ids, all_newest, all_events
-        return list(compress(trace_ids, keep.tolist())), all_newest[keep], all_events[keep]
+        return trace_ids, all_newest, all_events, keep
 
     def _expire(self) -> tuple[list[str], list[_Open], Any, Any, list[int]]:
         """Drop open traces too old or beyond the cap (``_trim``); return what stays open, in the dict's order
         (trace ids, open traces, newest events and events, arrays), and that order's places oldest trace first."""
-        trace_ids, newest, events = self._trim()
+        trace_ids, newest, events, keep = self._trim()
+        if keep is not None:
+            trace_ids, newest, events = list(compress(trace_ids, keep.tolist())), newest[keep], events[keep]
         opens = list(self._open.values())
         # sorted by (newest, trace id): by newest with numpy (a sort of (newest, trace id) pairs was ~25 ms at
         # 23,500 open traces, the benchmark log's, most of this), then each run of equal newest by trace id
