@@ -73,7 +73,7 @@ __all__ = ["FAMILY", "TraceAnalyzer", "TraceRecord", "extract", "finish_part", "
 
 FAMILY = "trace"
 _NEWEST, _EVENTS = operator.itemgetter(0), operator.itemgetter(1)  # a PackedTrace's newest and events
-# an _OpenRest's or _Stored's source (its batch's rests, its stored row) and its index there
+# an _InColumns' source (its batch's rests, its stored row) and its index there
 _SOURCE, _INDEX = operator.itemgetter(2), operator.itemgetter(3)
 _LAST = operator.itemgetter(-1)
 
@@ -166,12 +166,12 @@ class _Keys:
 
 
 class _Rests:
-    """The rests of one batch (its columns' tail; see ``columns``), read by the ``_OpenRest`` that point here.
+    """The rests of one batch (its columns' tail; see ``columns``), read by the ``_InColumns`` that point here.
 
     Holds only the rests' own arrays and the fingerprint columns (a few KB), not the batch."""
 
-    __slots__ = ("_keys", "bound_array", "bounds", "cache_ms", "columns", "db_ms", "events", "external_ms", "fp_key",
-                 "fp_keys", "fp_ms", "fp_n", "fp_table", "fp_tables", "fp_text", "fp_texts", "newest", "queries")
+    __slots__ = ("_keys", "bound_array", "bounds", "columns", "events", "fp_key", "fp_keys", "fp_ms", "fp_n",
+                 "fp_table", "fp_tables", "fp_text", "fp_texts", "newest")
 
     def __init__(self, b: TraceBatch, keys: _Keys | None = None) -> None:
         nreq = b.requests
@@ -179,9 +179,8 @@ class _Rests:
         lo = int(bounds[0])
         self.bound_array = bounds - lo  # rest i's groups: fp rows bounds[i]..bounds[i + 1]
         self.bounds = self.bound_array.tolist()
-        # as lists: read one by one (a merge), a list item is the cheapest; as arrays: taken in bulk (``take``)
-        self.newest, self.events, self.queries = b.rest_newest.tolist(), b.rest_events.tolist(), b.rest_queries.tolist()
-        self.db_ms, self.cache_ms, self.external_ms = b.rest_db.tolist(), b.rest_cache.tolist(), b.rest_external.tolist()
+        # the arrays themselves: taken in bulk at the end (``take``), an item read only for a merge (rare)
+        self.newest, self.events = b.rest_newest, b.rest_events
         self.columns = (b.rest_queries, b.rest_db, b.rest_cache, b.rest_external)
         self.fp_key, self.fp_n, self.fp_ms = b.fp_key[lo:], b.fp_n[lo:], b.fp_ms[lo:]
         self.fp_text, self.fp_table = b.fp_text[lo:], b.fp_table[lo:]
@@ -199,6 +198,11 @@ class _Rests:
         lo, hi = self.bounds[i], self.bounds[i + 1]
         return _fingerprint_rows(self, self._keys, lo, hi) if lo != hi else {}
 
+    def sums(self, i: int) -> tuple[int, float, float, float]:
+        """Rest ``i``'s queries, db_ms, cache_ms and external_ms."""
+        queries, db_ms, cache_ms, external_ms = self.columns
+        return int(queries[i]), float(db_ms[i]), float(cache_ms[i]), float(external_ms[i])
+
     def take(self, idx: Any) -> store_tables.TraceSums:
         """The sums of rests ``idx`` as the stored open traces' columns (what ``fingerprints`` and the rest's
         values give, with numpy: no Python per trace)."""
@@ -207,8 +211,8 @@ class _Rests:
                                       (self.key_list(), self.fp_texts, self.fp_tables))
 
     def part(self, i: int, trace_id: str) -> TracePart:
-        return TracePart(trace_id, PIECE, self.newest[i], self.events[i], self.queries[i], self.db_ms[i],
-                         self.cache_ms[i], self.external_ms[i], self.fingerprints(i), None)
+        return TracePart(trace_id, PIECE, float(self.newest[i]), int(self.events[i]), *self.sums(i),
+                         self.fingerprints(i), None)
 
 
 def _fingerprint_rows(c: TraceBatch | _Rests, keys: _Keys, lo: int, hi: int) -> Fingerprints:
@@ -220,42 +224,16 @@ def _fingerprint_rows(c: TraceBatch | _Rests, keys: _Keys, lo: int, hi: int) -> 
         c.fp_text[lo:hi].tolist(), c.fp_table[lo:hi].tolist(), strict=True)}
 
 
-class _OpenRest(tuple[Any, ...]):
-    """A trace opened by a batch's rest, as the parent holds it until it is read: (newest, events, the batch's
-    ``_Rests``, the rest's index). Read as a ``PackedTrace`` is (its first two items too): the same values as
-    the ``PackedTrace`` of ``OpenTrace().merge(rest)``."""
-
-    __slots__ = ()
-
-    newest = property(operator.itemgetter(0))
-    events = property(operator.itemgetter(1))
-
-    queries = property(lambda self: self[2].queries[self[3]])
-    db_ms = property(lambda self: self[2].db_ms[self[3]])
-    cache_ms = property(lambda self: self[2].cache_ms[self[3]])
-    external_ms = property(lambda self: self[2].external_ms[self[3]])
-
-    @property
-    def fingerprints(self) -> Fingerprints:
-        return self[2].fingerprints(self[3])  # type: ignore[no-any-return]
-
-    def unpack(self) -> OpenTrace:
-        ops = OpenTrace.__new__(OpenTrace)
-        ops.newest, ops.events = self[0], self[1]
-        ops.queries, ops.db_ms, ops.cache_ms, ops.external_ms = (self.queries, self.db_ms, self.cache_ms,
-                                                                 self.external_ms)
-        ops.fingerprints = self.fingerprints
-        return ops
-
-
-class _Stored(tuple[Any, ...]):
-    """A trace left open by an earlier run, as the parent holds it until it is read: (newest, events, its stored
-    row's ``OpenTraceColumns``, its index there), laid out as an ``_OpenRest``. Read as a ``PackedTrace`` is (its first two items too): the
-    same values as the ``PackedTrace`` of the ``OpenTrace`` stored.
+class _InColumns(tuple[Any, ...]):
+    """An open trace as the parent holds it until it is read, a reference to columns: (newest, events, its source,
+    its index there). The source is a batch's ``_Rests`` (a trace one of its rests opened) or a stored row's
+    ``findings.OpenTraceColumns`` (a trace an earlier run left open); both give ``sums(i)`` and
+    ``fingerprints(i)``. Read as a ``PackedTrace`` is (its first two items too): the same values as the
+    ``PackedTrace`` of ``OpenTrace().merge(rest)``, or of the ``OpenTrace`` stored.
 
     Nearly all of them are never merged (orphans that wait to expire, or to be dropped over the cap): the run
-    reads only their newest and events; the rest is read from the row's columns only for a trace merged, and
-    one still open at the end is taken from them in bulk with the others of its row (``_open_sums``)."""
+    reads only their newest and events; the rest is read from the columns only for a trace merged, and one
+    still open at the end is taken from them in bulk with the others of its source (``_open_sums``)."""
 
     __slots__ = ()
 
@@ -278,7 +256,7 @@ class _Stored(tuple[Any, ...]):
         return ops
 
 
-_Open = PackedTrace | _OpenRest | _Stored  # an open trace, as the parent holds it
+_Open = PackedTrace | _InColumns  # an open trace, as the parent holds it
 
 class TraceAnalyzer:
     """Adds up trace parts across feeds and runs and measures each completed request; one per run."""
@@ -304,7 +282,7 @@ class TraceAnalyzer:
     # --- feeding ---------------------------------------------------------------------------------------
 
     def _load_pending(self) -> None:
-        """The open traces earlier runs left, as ``_Stored`` references to their rows' columns (made in C: no
+        """The open traces earlier runs left, as ``_InColumns`` references to their rows' columns (made in C: no
         Python per trace)."""
         if self._loaded_pending >= 0:
             return
@@ -312,7 +290,7 @@ class TraceAnalyzer:
         for cols in store_tables.load_open_trace_columns(self.store.conn):
             n = len(cols)
             self._loaded_pending += n
-            self._open.update(zip(cols.trace_ids, map(tuple.__new__, repeat(_Stored), zip(
+            self._open.update(zip(cols.trace_ids, map(tuple.__new__, repeat(_InColumns), zip(
                 cols.newest.tolist(), cols.events.tolist(), repeat(cols), range(n))), strict=True))
             self._open_events += int(cols.events.sum())
             self._newest = max(self._newest, float(cols.newest.max()))
@@ -521,7 +499,7 @@ class TraceAnalyzer:
         """``_add`` of each rest (a piece without its request): merged into its open trace, or opened.
 
         Nearly every rest opens a new trace (the benchmark log: 148 of 64,868 rests find theirs open; most are
-        orphans that a trim later drops), so a new one is held as an ``_OpenRest``, a reference to the batch's
+        orphans that a trim later drops), so a new one is held as an ``_InColumns``, a reference to the batch's
         columns, made in bulk in C; its fingerprints are read only if it is ever merged or written (making
         every rest a ``PackedTrace`` at once was most of the parent's trace join). The dict ends in the same
         order as one rest at a time (a merged rest keeps its trace's place, a new one is appended in rest
@@ -538,8 +516,8 @@ class TraceAnalyzer:
                 ops.merge(rests.part(i, trace_id))
                 open_[trace_id] = pack(ops)
         else:
-            refs = list(map(tuple.__new__, repeat(_OpenRest), zip(rests.newest, rests.events, repeat(rests),
-                                                                   range(n))))
+            refs = list(map(tuple.__new__, repeat(_InColumns), zip(
+                b.rest_newest.tolist(), b.rest_events.tolist(), repeat(rests), range(n))))
             if known:
                 for i in known:
                     trace_id = trace_ids[i]

@@ -1,5 +1,5 @@
 """Open traces carried from run to run as a few rows of columns (``findings.OpenTraceColumns``): read as
-references to those columns until a trace is merged (``traces._Stored``), and written back by taking each
+references to those columns until a trace is merged (``traces._InColumns``), and written back by taking each
 source's traces in bulk (``traces._open_sums``). The store ends each run as it did when every open trace was
 read into a ``PackedTrace`` and written from its own values (``EagerAnalyzer``), and as it did when the open
 traces were one row each (the table before insights migration 4, ``V3Analyzer``): the same aggregates, findings,
@@ -44,7 +44,7 @@ class _WritesEachTrace(TraceAnalyzer):
 
 class EagerAnalyzer(_WritesEachTrace):
     """The analyzer reading and writing each open trace on its own: each stored one read into a ``PackedTrace``
-    at once (no ``_Stored``), and every open trace written from its own values."""
+    at once (no ``_InColumns``), and every open trace written from its own values."""
 
     def _load_pending(self) -> None:
         if self._loaded_pending >= 0:
@@ -274,7 +274,7 @@ def _one_run(tmp_path: Path, seed: int) -> tuple[Store, TraceAnalyzer]:
 
 
 def test_a_stored_trace_reads_as_its_packed_trace(tmp_path: Path) -> None:
-    """A ``_Stored`` trace gives the values (and the ``OpenTrace``) of the ``PackedTrace`` read from its row."""
+    """A stored trace (``_InColumns``) gives the values (and the ``OpenTrace``) of the ``PackedTrace`` read from its row."""
     store, _ = _one_run(tmp_path, 2)
     eager = dict(findings.load_open_traces(store.conn))
     lazy = TraceAnalyzer(store, load_config(environ={}))
@@ -282,7 +282,7 @@ def test_a_stored_trace_reads_as_its_packed_trace(tmp_path: Path) -> None:
     assert eager and list(lazy._open) == list(eager)
     assert sum(len(pack(o).fingerprints) > 1 for o in eager.values()) > 5
     for trace_id, stored in lazy._open.items():
-        assert type(stored) is traces._Stored
+        assert type(stored) is traces._InColumns and type(stored[2]) is findings.OpenTraceColumns
         packed = pack(eager[trace_id])
         for name in ("newest", "events", "queries", "db_ms", "cache_ms", "external_ms", "fingerprints"):
             assert repr(getattr(stored, name)) == repr(getattr(packed, name))
@@ -293,7 +293,7 @@ def test_a_stored_trace_reads_as_its_packed_trace(tmp_path: Path) -> None:
 
 class _ReferenceFinish(_WritesEachTrace):
     """The analyzer writing every open trace from its own values (as ``EagerAnalyzer`` does, but reading stored
-    traces as ``_Stored``), and counting what stays open by summing it."""
+    traces as ``_InColumns``), and counting what stays open by summing it."""
 
     summed = (0, 0)  # what stays open after finish, summed: (events, traces)
 
