@@ -429,10 +429,14 @@ def add_counters(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
 
 
 def counters(conn: sqlite3.Connection) -> dict[str, int]:
+    """The cumulative counters, and what is pending now. Works on a read-only store not migrated yet (its open
+    traces one row each: the table before insights migration 4)."""
     out = dict.fromkeys(COUNTERS, 0)
     if _has_tables(conn):
         out.update(dict(conn.execute("SELECT name, value FROM insights_counters")))
+        old = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'insights_open_traces'").fetchone()
         out["pending_events"], out["pending_traces"] = conn.execute(
+            "SELECT coalesce(sum(events), 0), count(*) FROM insights_open_traces" if old else
             "SELECT coalesce(sum(event_count), 0), coalesce(sum(trace_count), 0) FROM insights_open_trace_columns"
         ).fetchone()
     return out

@@ -396,6 +396,10 @@ def test_the_migrations_keep_the_open_traces(tmp_path: Path, monkeypatch: pytest
                      [(rowid, *row) for rowid, row in reversed(V3_ROWS)])
     want = repr(list(v3_open_traces_rows(conn)))
     conn.close()
+    readonly = Store(path, readonly=True)  # not migrated: what is pending is read from the rows as they are
+    assert (findings.counters(readonly.conn)["pending_events"], findings.counters(readonly.conn)["pending_traces"]) \
+        == (8, 4)
+    readonly.close()
     store = Store(path)
     conn = store.conn
     assert repr(open_trace_rows(conn)) == want and "'g': [2, -0.0, None, None]" in want
