@@ -737,6 +737,11 @@ def _open_sums(opens: list[_Open], place: Any) -> store_tables.TraceSums:
     starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
     _, first_run, run_group = np.unique(ids[starts], return_index=True, return_inverse=True)
     groups = len(first_run)
+    # the groups numbered by their first trace, not by identity (an address): the same bytes written every time
+    by_first = np.argsort(first_run)
+    rank = np.empty(groups, np.int64)
+    rank[by_first] = np.arange(groups)
+    first_run, run_group = first_run[by_first], rank[run_group]
     group = np.repeat(run_group.astype(np.uint16 if groups <= 1 << 16 else np.int64),
                       np.diff(np.append(starts, n)))
     by_group = np.argsort(group, kind="stable")

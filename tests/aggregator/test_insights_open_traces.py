@@ -372,6 +372,24 @@ def test_rows_hold_a_bounded_number_of_traces_and_only_their_strings(tmp_path: P
     store.close()
 
 
+def test_the_same_open_traces_are_written_as_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The traces of several sources are written in the order they are held, whatever the sources' addresses:
+    their strings come first source first, so the same open traces make the same rows, run after run."""
+    monkeypatch.setattr(findings, "CHUNK_TRACES", 40)
+    store, _ = _one_run(tmp_path, 6)
+    rows = findings.load_open_trace_columns(store.conn)
+    assert len(rows) >= 3 and all(len(r.strings()) for r in rows[:3])
+    got = []
+    for sources in (rows[:3], rows[2::-1]):  # their identities in one order, then in the other
+        opens = [tuple.__new__(traces._InColumns, (r.newest[i], r.events[i], r, i)) for r in sources
+                 for i in range(len(r))]
+        sums = traces._open_sums(opens, np.arange(len(opens)))
+        assert sums.strings == [x for r in sources for x in r.take(np.arange(len(r))).strings]
+        got.append(sums)
+    assert got[0].strings != got[1].strings
+    store.close()
+
+
 V3_ROWS = [  # (rowid, row) as a store before insights migration 4 held them: odd values on purpose
     (3, ("a" * 32, T0, 2, 1, 1.5, 0.0, 0.0, '{"f":[1,1.5,"SELECT 1","t"]}')),
     (7, ("b" * 32, T0 + 1.25, 1, 0, 0.0, 0.25, 0.0, "{}")),
