@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from aggregator.insights.partials import Fingerprints, OpenTrace, PackedTrace, pack
-from aggregator.store import register_migrations
+from aggregator.store import StoreError, register_migrations
 
 # The columns of an open trace's sums (after its trace id), in both of the open-trace table's migrations.
 _OPEN_TRACE_SUMS = """newest REAL NOT NULL,
@@ -288,28 +288,68 @@ def assemble_sums(n: int, parts: list[tuple[Any, TraceSums]]) -> TraceSums:
                      rows("fp_n"), rows("fp_ms"), rows("fp_text", True), rows("fp_table", True), strings)
 
 
+_COUNT_DTYPES = {"<u1", "<u2", "<u4", "<i8"}  # what ``_stored_dtype`` picks for counts and indexes
+
+
+class OpenTracesCorrupt(StoreError):
+    """A row of stored open traces is not as ``write_open_traces`` wrote it (a damaged or edited store)."""
+
+    def __init__(self, rowid: int, why: str) -> None:
+        super().__init__(f"state store: the open traces' row {rowid} (insights_open_trace_columns) is corrupt: {why};"
+                         " delete that row to drop its traces (they are then never joined) and run again")
+
+
 class OpenTraceColumns:
     """One stored row of open traces, read: its arrays are views of the row's bytes, its trace ids a list, its
     strings parsed when first needed. A run indexes it for the few traces it merges (``sums``,
     ``fingerprints``), and takes the rest in bulk when it writes them back (``take``)."""
 
-    __slots__ = ("_bounds", "_strings", "arrays", "events", "newest", "trace_ids")
+    __slots__ = ("_bounds", "_strings", "arrays", "events", "newest", "rowid", "trace_ids")
 
     def __init__(self, row: tuple[Any, ...]) -> None:
-        """``row``: its dtypes, trace_ids, arrays (``_ARRAYS``) and strings."""
-        self.trace_ids: list[str] = orjson.loads(row[1])
-        self.arrays = [np.frombuffer(blob, dtype) for blob, dtype in zip(row[2:14], row[0].split(), strict=True)]
+        """``row``: its rowid, trace_count, event_count, dtypes, trace_ids, arrays (``_ARRAYS``) and strings.
+        Raises ``OpenTracesCorrupt`` for a row this module did not write: one read as it comes would join the
+        wrong sums to a trace, or lose traces, without a word."""
+        rowid, count, event_count, dtypes, ids, *blobs, strings = row
+        try:
+            self.trace_ids: list[str] = orjson.loads(ids)
+            dtypes = dtypes.split()
+        except (orjson.JSONDecodeError, AttributeError, TypeError):
+            raise OpenTracesCorrupt(rowid, "its trace ids or dtypes do not parse") from None
+        if type(self.trace_ids) is not list or len(self.trace_ids) != count or count < 1:
+            got = len(self.trace_ids) if type(self.trace_ids) is list else "no list of"
+            raise OpenTracesCorrupt(rowid, f"trace_count {count} with {got} trace ids (a row holds one or more)")
+        if len(dtypes) != len(_ARRAYS) or not all(d == "<f8" if name in _FLOATS else d in _COUNT_DTYPES
+                                                  for name, d in zip(_ARRAYS, dtypes, strict=True)):
+            raise OpenTracesCorrupt(rowid, f"dtypes {' '.join(dtypes)!r}")
+        if not all(type(b) is bytes and len(b) % np.dtype(d).itemsize == 0 for b, d in zip(blobs, dtypes, strict=True)):
+            raise OpenTracesCorrupt(rowid, "an array's bytes are cut")
+        self.arrays = [np.frombuffer(blob, dtype) for blob, dtype in zip(blobs, dtypes, strict=True)]
+        groups = int(self.arrays[6].sum()) if self.arrays[6].size == count else -1
+        if any(a.size != count for a in self.arrays[:7]) or any(a.size != groups for a in self.arrays[7:]):
+            raise OpenTracesCorrupt(rowid, "an array's length is not its traces' or their fingerprints'")
+        if int(self.arrays[1].sum()) != event_count or any(int(a.min()) < 0 for a in self.arrays[6:] if a.size
+                                                            and a.dtype.kind == "i"):
+            raise OpenTracesCorrupt(rowid, "its events or fingerprint indexes are not as written")
         self.newest, self.events = self.arrays[0], self.arrays[1]
-        self._strings: bytes | list[Any] = row[14]
+        self.rowid = rowid
+        self._strings: Any = strings  # bytes until parsed, then the list
         self._bounds: Any = None
 
     def __len__(self) -> int:
         return len(self.trace_ids)
 
     def strings(self) -> list[Any]:
-        if type(self._strings) is bytes:
-            self._strings = orjson.loads(self._strings)
-        return self._strings  # type: ignore[return-value]
+        if type(self._strings) is not list:
+            try:
+                strings = orjson.loads(self._strings)
+            except (orjson.JSONDecodeError, TypeError):
+                raise OpenTracesCorrupt(self.rowid, "its strings do not parse") from None
+            codes = (self.arrays[7], self.arrays[10], self.arrays[11])  # fp_key, fp_text, fp_table
+            if type(strings) is not list or max((int(a.max()) for a in codes if a.size), default=-1) >= len(strings):
+                raise OpenTracesCorrupt(self.rowid, "a fingerprint's string is not among its strings")
+            self._strings = strings
+        return self._strings  # type: ignore[no-any-return]
 
     def bounds(self) -> Any:
         """Trace i's groups are rows ``bounds[i] .. bounds[i + 1] - 1``."""
@@ -342,7 +382,8 @@ class OpenTraceColumns:
 def load_open_trace_columns(conn: sqlite3.Connection) -> list[OpenTraceColumns]:
     """The stored open traces, row by row (oldest trace first: by newest event, ties by trace id)."""
     return [OpenTraceColumns(row) for row in conn.execute(
-        f"SELECT dtypes, trace_ids, {', '.join(_ARRAYS)}, strings FROM insights_open_trace_columns ORDER BY rowid")]
+        f"SELECT rowid, trace_count, event_count, dtypes, trace_ids, {', '.join(_ARRAYS)}, strings"
+        " FROM insights_open_trace_columns ORDER BY rowid")]
 
 
 def load_open_traces(conn: sqlite3.Connection) -> Iterator[tuple[str, OpenTrace]]:

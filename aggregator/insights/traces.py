@@ -290,8 +290,11 @@ class TraceAnalyzer:
         for cols in store_tables.load_open_trace_columns(self.store.conn):
             n = len(cols)
             self._loaded_pending += n
+            had = len(self._open)
             self._open.update(zip(cols.trace_ids, map(tuple.__new__, repeat(_InColumns), zip(
                 cols.newest.tolist(), cols.events.tolist(), repeat(cols), range(n))), strict=True))
+            if len(self._open) != had + n:  # a trace stored twice: one of its sums would be lost unsaid
+                raise store_tables.OpenTracesCorrupt(cols.rowid, "a trace id stored twice")
             self._open_events += int(cols.events.sum())
             self._newest = max(self._newest, float(cols.newest.max()))
 

@@ -467,3 +467,44 @@ def test_sums_read_back_as_the_table_of_one_row_per_trace_read_them(tmp_path: Pa
     store = Store(path)  # and as migrated
     assert repr(open_trace_rows(store.conn)) == want
     store.close()
+
+
+CORRUPT = {  # a damage to the stored rows -> what the error names
+    "a float array cut by a value": ("UPDATE {t} SET newest = substr(newest, 1, length(newest) - 8)", "length"),
+    "an array cut mid-value": ("UPDATE {t} SET fp_ms = substr(fp_ms, 1, length(fp_ms) - 3)", "cut"),
+    "a count array cut": ("UPDATE {t} SET queries = substr(queries, 1, length(queries) - 1)", "length"),
+    "an index array cut": ("UPDATE {t} SET fp_text = substr(fp_text, 1, length(fp_text) - 1)", "length"),
+    "floats read as bytes": ("UPDATE {t} SET dtypes = replace(dtypes, '<f8', '<u1')", "dtypes"),
+    "a dtype missing": ("UPDATE {t} SET dtypes = substr(dtypes, 5)", "dtypes"),
+    "fewer trace ids": ("UPDATE {t} SET trace_ids = '[\"a\"]'", "trace ids"),
+    "trace ids not a list": ("UPDATE {t} SET trace_ids = '{{}}'", "trace ids"),
+    "trace ids not JSON": ("UPDATE {t} SET trace_ids = X'00ff'", "do not parse"),
+    "no fingerprint groups": ("UPDATE {t} SET fp_groups = zeroblob(length(fp_groups))", "length"),
+    "strings cut": ("UPDATE {t} SET strings = substr(strings, 1, length(strings) - 1)", "strings do not parse"),
+    "strings missing": ("UPDATE {t} SET strings = '[]'", "string is not among"),
+    "events not their sum": ("UPDATE {t} SET event_count = event_count + 1", "events"),
+    "an empty row": ("INSERT INTO {t} SELECT 0, 0, dtypes, '[]', X'', X'', X'', X'', X'', X'', X'', X'', X'', X'',"
+                     " X'', X'', '[]' FROM {t} LIMIT 1", "trace_count 0"),
+    "a trace stored twice": ("INSERT INTO {t} SELECT * FROM {t} LIMIT 1", "stored twice"),
+}
+
+
+@pytest.mark.parametrize("damage", list(CORRUPT))
+def test_a_damaged_row_of_open_traces_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       damage: str) -> None:
+    """A row of open traces not as written (cut, edited) stops the next run with a ``StoreError`` naming the row
+    and what is wrong, before anything is joined: read as it came, it would join a trace to another's sums, lose
+    traces, or fail deep in numpy. The run's transaction is not committed: the rows stay as they were."""
+    monkeypatch.setattr(findings, "CHUNK_TRACES", 50)
+    store, _ = _one_run(tmp_path, 3)
+    sql, why = CORRUPT[damage]
+    with store.transaction():
+        store.conn.execute(sql.format(t="insights_open_trace_columns"))
+    before = store.conn.execute("SELECT * FROM insights_open_trace_columns ORDER BY rowid").fetchall()
+    assert len(before) > 2
+    analyzer = TraceAnalyzer(store, load_config(environ={}))
+    with pytest.raises(store_module.StoreError, match=f"open traces' row [0-9]+ .* is corrupt: .*{why}"):
+        with store.transaction():
+            analyzer.finish()
+    assert store.conn.execute("SELECT * FROM insights_open_trace_columns ORDER BY rowid").fetchall() == before
+    store.close()
