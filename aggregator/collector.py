@@ -18,6 +18,8 @@ pays that collection). Not thread-safe: one run at a time in a process, as the s
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _paused = False  # pause turned the collector off, resume has not turned it back on
 _frozen = False  # resume froze the objects, thaw has not handed them back
@@ -51,3 +53,15 @@ def thaw() -> None:
     if _frozen:
         gc.unfreeze()
         _frozen = False
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    """``pause`` for the block, then ``resume`` and ``thaw`` however it ends (a ``resume`` inside it, for the
+    run's stages, leaves nothing for the end but the thaw)."""
+    pause()
+    try:
+        yield
+    finally:
+        resume()
+        thaw()

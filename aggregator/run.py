@@ -206,14 +206,10 @@ def execute(
     # post-commit stages while the workers read (``_import_stages``).
     # The collector is off until the read is over (the CLI turns it off before its imports), then on again
     # for the post-commit stages, without walking what the run allocated until then: ``aggregator.collector``.
-    collector.pause()
-    try:
+    with collector.paused():
         analyzer_cls = optional_attr(*TRACE_ANALYZER)
         _locked_run(config, inputs, state_path, started, report, interactive, progress, stages, _warn,
                     FileSource, part_bytes, analyzer_cls)
-    finally:
-        collector.resume()
-        collector.thaw()
     return report
 
 

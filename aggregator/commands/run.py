@@ -43,12 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _run(args: argparse.Namespace) -> int:
     # No collections while the run's modules load either (``execute`` turns the collector back on after the
     # read); back on whichever way the command ends.
-    collector.pause()
-    try:
+    with collector.paused():
         status = _run_command(args)
-    finally:
-        collector.resume()
-        collector.thaw()
     # Every path here returns with the store closed, the run lock released and the dead letters' and the
     # sinks' files written and closed (or, failing, never opened), the summary printed.
     process_exit.finished()

@@ -86,6 +86,15 @@ def test_the_process_own_freeze_is_left_alone() -> None:
     assert gc.get_freeze_count() == frozen and mine not in gc.get_objects()
 
 
+def test_paused_block_hands_everything_back_however_it_ends() -> None:
+    with pytest.raises(RuntimeError), collector.paused():
+        assert not gc.isenabled()
+        collector.resume()  # as a run does for its stages
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+        raise RuntimeError
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
 def test_a_run_stages_with_the_read_frozen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In a run, the post-commit stages find the collector on and the run's objects frozen (the read's
     windows among them); after the run it is on and nothing is frozen."""
