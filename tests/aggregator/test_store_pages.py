@@ -136,23 +136,39 @@ def test_the_commit_is_checkpointed_while_the_stages_run(tmp_path: Path, monkeyp
         conn.close()
 
 
-def test_a_started_checkpoint_ends_with_the_close(tmp_path: Path) -> None:
-    """``start_checkpoint`` on a store with nothing to copy, twice, or on a read-only store: the close waits
-    for it, and what was committed before is in the file alone."""
+def test_a_started_checkpoint_ends_with_the_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``start_checkpoint`` starts one checkpoint a store (none on a read-only store), and the close waits for
+    it to end: the real checkpoint, held back until after the close has begun. What was committed before is
+    in the file alone after the close."""
+    from aggregator import store as store_module
+
     path = tmp_path / "s.db"
+    release, ran = threading.Event(), []
+    real = store_module._checkpoint
+
+    def held_back(p: Path) -> None:
+        release.wait(10)
+        real(p)
+        ran.append(p)
+
+    monkeypatch.setattr(store_module, "_checkpoint", held_back)
     threads = threading.active_count()
     store = Store(path)
-    store.start_checkpoint()
-    store.start_checkpoint()
     with store.transaction():
         store.conn.execute("CREATE TABLE t (x)")
         store.conn.execute("INSERT INTO t VALUES (1)")
+    store.start_checkpoint()
     store.start_checkpoint()  # a store starts one: this is still the first
+    timer = threading.Timer(0.2, release.set)
+    timer.start()
     store.close()
+    assert ran == [path] and release.is_set()
+    timer.join()
     assert threading.active_count() == threads
     reader = Store(path, readonly=True)
     reader.start_checkpoint()
     reader.close()
+    assert ran == [path]
     copy = tmp_path / "copy.db"
     copy.write_bytes(path.read_bytes())
     conn = sqlite3.connect(copy)
