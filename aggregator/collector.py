@@ -40,7 +40,7 @@ def resume() -> None:
     global _paused, _frozen
     if not _paused:
         return
-    if not _frozen and gc.get_freeze_count() == 0:
+    if gc.get_freeze_count() == 0:  # nothing frozen: neither by an earlier resume nor by the process
         gc.freeze()
         _frozen = True
     gc.enable()
