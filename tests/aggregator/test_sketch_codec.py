@@ -11,7 +11,7 @@ import subprocess
 import sys
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -201,7 +201,7 @@ def _dense(offset: int, nonzero: dict[int, int], n: int) -> tuple[int, list[int]
 def test_form_1_bytes_read_as_they_always_did(native: bool) -> None:
     """Stored sketches of form 1 (zlib) decode to the sketches they held, give their quantiles, read in bulk
     (``stored_columns``), are written back unchanged while unchanged, and in form 2 once changed."""
-    with _numpy_twin() if not native else _nothing():
+    with _numpy_twin() if not native else nullcontext():
         for hexed, (acc, mn, mx, zeros, pos, neg), quantiles in _FORM1:
             blob = bytes.fromhex(hexed)
             s = DDSketch.from_bytes(blob)
@@ -216,11 +216,6 @@ def test_form_1_bytes_read_as_they_always_did(native: bool) -> None:
             s.add(2.0)
             again = s.to_bytes()
             assert again[:1] == b"\x02" and _state(DDSketch.from_bytes(again)) == _state(s)
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 # --- refused bytes --------------------------------------------------------------------------------------------
@@ -238,7 +233,7 @@ def _refused(data: bytes) -> None:
     """Both codecs refuse ``data``, alone and among valid blobs in bulk."""
     good = _sample_blobs()[2]
     for twin in (False, True):
-        with _numpy_twin() if twin else _nothing():
+        with _numpy_twin() if twin else nullcontext():
             with pytest.raises(SketchError):
                 DDSketch.from_bytes(data).pos  # noqa: B018
             with pytest.raises(SketchError):
@@ -306,7 +301,7 @@ def test_the_hand_written_bodies_are_otherwise_valid() -> None:
                       (HEAD + b"\x00" + _store(1, 2**31 - 1, 0, b"\x01", b"") + b"\x00", (2**31 - 1, [1]))]:
         blob = _sealed(body)
         for twin in (False, True):
-            with _numpy_twin() if twin else _nothing():
+            with _numpy_twin() if twin else nullcontext():
                 s = DDSketch.from_bytes(blob)
                 assert _state(s)[4] == pos and s.to_bytes() == blob
                 assert _sketch(0.01, 1.0, 2.0, 0, pos, (0, [])).to_bytes() == blob
@@ -330,7 +325,7 @@ def test_mutated_bytes_are_refused_or_read_alike(data: Any) -> None:
     mutated = _sealed(bytes(blob))
     outcomes = []
     for twin in (False, True):
-        with _numpy_twin() if twin else _nothing():
+        with _numpy_twin() if twin else nullcontext():
             try:
                 s = DDSketch.from_bytes(mutated)
                 outcomes.append(_state(s))
@@ -344,7 +339,7 @@ def test_mutated_bytes_are_refused_or_read_alike(data: Any) -> None:
 def test_encoding_refuses_what_form_1_could_not_hold() -> None:
     """A first bucket key past int32 and a zero count past 64 bits raise, as form 1's packing did."""
     for twin in (False, True):
-        with _numpy_twin() if twin else _nothing():
+        with _numpy_twin() if twin else nullcontext():
             with pytest.raises(OverflowError):
                 _sketch(0.01, 1.0, 1.0, 0, (2**31, [1]), (0, [])).to_bytes()
             with pytest.raises(OverflowError):
