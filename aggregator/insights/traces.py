@@ -170,23 +170,22 @@ class _Rests:
 
     Holds only the rests' own arrays and the fingerprint columns (a few KB), not the batch."""
 
-    __slots__ = ("_keys", "bound_array", "bounds", "columns", "events", "fp_key", "fp_keys", "fp_ms", "fp_n",
-                 "fp_table", "fp_tables", "fp_text", "fp_texts", "newest")
+    __slots__ = ("_keys", "bounds", "columns", "events", "fp_key", "fp_ms", "fp_n", "fp_table", "fp_tables",
+                 "fp_text", "fp_texts", "newest")
 
-    def __init__(self, b: TraceBatch, keys: _Keys | None = None) -> None:
+    def __init__(self, b: TraceBatch, keys: _Keys) -> None:
         nreq = b.requests
         bounds = np.searchsorted(b.fp_owner, np.arange(nreq, nreq + b.rest_trace.size + 1))
         lo = int(bounds[0])
-        self.bound_array = bounds - lo  # rest i's groups: fp rows bounds[i]..bounds[i + 1]
-        self.bounds = self.bound_array.tolist()
+        self.bounds = bounds - lo  # rest i's groups: fp rows bounds[i]..bounds[i + 1]
         # the arrays themselves: taken in bulk at the end (``take``), an item read only for a merge (rare)
         self.newest, self.events = b.rest_newest, b.rest_events
         self.columns = (b.rest_queries, b.rest_db, b.rest_cache, b.rest_external)
         self.fp_key, self.fp_n, self.fp_ms = b.fp_key[lo:], b.fp_n[lo:], b.fp_ms[lo:]
         self.fp_text, self.fp_table = b.fp_text[lo:], b.fp_table[lo:]
-        self.fp_keys, self.fp_texts, self.fp_tables = b.fp_keys, b.fp_texts, b.fp_tables
+        self.fp_texts, self.fp_tables = b.fp_texts, b.fp_tables
         # the batch's fingerprints, shared with the batch's requests (split once at most)
-        self._keys = _Keys(b.fp_keys) if keys is None else keys
+        self._keys = keys
 
     def key_list(self) -> list[str]:
         """The batch's fingerprints (``TraceBatch.key_list``), split once."""
@@ -195,7 +194,7 @@ class _Rests:
     def fingerprints(self, i: int) -> Fingerprints:
         """Rest ``i``'s fingerprints, as ``PackedTrace.fingerprints`` gives them, read from the columns alone (a
         merge: rare; the open traces written at the end are taken in bulk, ``take``)."""
-        lo, hi = self.bounds[i], self.bounds[i + 1]
+        lo, hi = self.bounds[i:i + 2].tolist()
         return _fingerprint_rows(self, self._keys, lo, hi) if lo != hi else {}
 
     def sums(self, i: int) -> tuple[int, float, float, float]:
@@ -206,7 +205,7 @@ class _Rests:
     def take(self, idx: Any) -> store_tables.TraceSums:
         """The sums of rests ``idx`` as the stored open traces' columns (what ``fingerprints`` and the rest's
         values give, with numpy: no Python per trace)."""
-        return store_tables.take_sums(idx, self.columns, self.bound_array,
+        return store_tables.take_sums(idx, self.columns, self.bounds,
                                       (self.fp_key, self.fp_n, self.fp_ms, self.fp_text, self.fp_table),
                                       (self.key_list(), self.fp_texts, self.fp_tables))
 
