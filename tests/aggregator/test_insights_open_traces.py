@@ -95,6 +95,8 @@ class V3Analyzer(TraceAnalyzer):
 def v3_open_traces(conn: Any) -> Iterator[tuple[str, OpenTrace]]:
     """The open traces of a version-3 store, in rowid order, read as 93d8d48's ``findings.load_open_traces`` read
     them (the reference migration 4's own reader of that table is held to)."""
+    # A copy of ``findings._open_traces_as_columns``'s loop on purpose, not a call to it: the tests compare the
+    # migrated store with this, so calling the migration's reader would hold it to itself.
     for trace_id, newest, events, queries, db_ms, cache_ms, external_ms, fps in conn.execute(
             "SELECT trace_id, newest, events, queries, db_ms, cache_ms, external_ms, fingerprints"
             " FROM insights_open_traces ORDER BY rowid"):
