@@ -38,7 +38,7 @@ import operator
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import compress, pairwise, repeat
+from itertools import pairwise, repeat
 from typing import Any, cast
 
 import numpy as np
@@ -566,12 +566,12 @@ class TraceAnalyzer:
 
     # --- the end of the run --------------------------------------------------------------------------
 
-    def _trim(self) -> tuple[list[str], Any, Any, Any]:
+    def _trim(self) -> tuple[Any, Any, Any]:
         """Drop open traces too old, then the oldest (by newest event, ties by trace id) until the rest fit the
         cap. Found with numpy instead of a sort of every open trace (~40 ms at 60,000 open events, then most
         of a trim), and the expired ones too (a Python test per open trace was most of a trim after that).
-        Returns the trace ids, newest events and events (arrays) it read, in the dict's order, and which of them
-        stay (a mask; None: all), for ``_expire`` (a trim during the feed takes nothing more)."""
+        Returns the newest events and events (arrays) it read, in the dict's order, and which of them stay (a
+        mask; None: all), for ``_expire`` (a trim during the feed takes nothing more)."""
         open_ = self._open
         n = len(open_)
         all_newest = newest = np.fromiter(map(_NEWEST, open_.values()), np.float64, n)
@@ -612,15 +612,15 @@ class TraceAnalyzer:
                 evicted += size
             self.counts["pending_evicted_events"] += evicted
         self._open_events = total
-        return trace_ids, all_newest, all_events, keep
+        return all_newest, all_events, keep
 
     def _expire(self) -> tuple[list[str], list[_Open], Any, Any, list[int]]:
         """Drop open traces too old or beyond the cap (``_trim``); return what stays open, in the dict's order
         (trace ids, open traces, newest events and events, arrays), and that order's places oldest trace first."""
-        trace_ids, newest, events, keep = self._trim()
+        newest, events, keep = self._trim()
         if keep is not None:
-            trace_ids, newest, events = list(compress(trace_ids, keep.tolist())), newest[keep], events[keep]
-        opens = list(self._open.values())
+            newest, events = newest[keep], events[keep]
+        trace_ids, opens = list(self._open), list(self._open.values())
         # sorted by (newest, trace id): by newest with numpy (a sort of (newest, trace id) pairs was ~25 ms at
         # 23,500 open traces, the benchmark log's, most of this), then each run of equal newest by trace id
         order = np.argsort(newest, kind="stable")

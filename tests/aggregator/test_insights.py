@@ -498,8 +498,8 @@ def test_open_traces_are_trimmed_to_the_cap_once_a_quarter_over_it(tmp_path: Pat
 def test_a_trim_drops_what_a_sort_drops(tmp_path: Path, traces: list[tuple[int, int]], cap: int) -> None:
     """The trim (numpy) drops the traces a plain sort finds: the expired ones, then the oldest newest event
     first, ties by trace id (many here), until the rest fit the cap; with the same counters. ``_expire``
-    (finish's) gives back what stays, oldest first; both tell what stays in the dict's order (ids, newest events
-    and events)."""
+    (finish's) gives back what stays, oldest first; both tell what stays in the dict's order (newest events and
+    events; ``_expire`` the ids too)."""
     from aggregator.insights.partials import PackedTrace
 
     open_ = {f"{(i * 7919) % 101:04x}{i}": tuple.__new__(PackedTrace, (T0 + age, events, 0, 0.0, 0.0, 0.0))
@@ -519,8 +519,8 @@ def test_a_trim_drops_what_a_sort_drops(tmp_path: Path, traces: list[tuple[int, 
         return a
 
     trimmed, finished = analyzer_with_open(), analyzer_with_open()
-    ids, new, ev, keep = trimmed._trim()
-    stays = (ids, new, ev) if keep is None else ([t for t, k in zip(ids, keep, strict=True) if k], new[keep], ev[keep])
+    new, ev, keep = trimmed._trim()
+    stays = (list(trimmed._open), new, ev) if keep is None else (list(trimmed._open), new[keep], ev[keep])
     trace_ids, opens, newest, events, order = finished._expire()
     assert [(trace_ids[i], opens[i]) for i in order] == want
     assert sorted(trimmed._open.items()) == sorted(want)
