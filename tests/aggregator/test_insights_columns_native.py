@@ -144,17 +144,22 @@ def stream(rng: random.Random) -> list[Any]:
     return events
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_odd_streams_cut_at_random(tmp_path: Path, seed: int) -> None:
-    rng = random.Random(seed)
-    events = stream(rng)
+def cut_at_random(events: list[Any], seed: int, rng: random.Random) -> list[list[Any]]:
+    """The events (trace ids taken away from the first, or from the second half, by ``seed``) cut into chunks
+    at random."""
     if seed % 4 == 1:
         events[0].trace_id = None  # None first
     elif seed % 4 == 2 and len(events) > 2:
         for e in events[len(events) // 2:]:
             e.trace_id = None  # None only late
     cuts = sorted({0, len(events), *(rng.randint(0, len(events)) for _ in range(rng.randint(0, 8)))})
-    chunks = [events[a:b] for a, b in itertools.pairwise(cuts)]
+    return [events[a:b] for a, b in itertools.pairwise(cuts)]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_odd_streams_cut_at_random(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    chunks = cut_at_random(stream(rng), seed, rng)
     for chunk in chunks:
         same_batch(chunk)
     if seed % 5 == 0:  # and through the parent

@@ -1,0 +1,725 @@
+/* aggregator.insights._summary: a chunk's trace summary from its columns in C (optional: the numpy path of
+ * aggregator/insights/columns.py, ``_summarize`` with ``_FromColumns``, is its twin, which the tests hold it
+ * to, and which takes over wherever this returns None).
+ *
+ * The numpy path makes some sixty numpy calls and a sort per chunk, each a pass over a column or a subset of
+ * it, plus the Python between them. Here three passes over the chunk's columns: (A) where None stands among
+ * the trace ids and which spans are tasks'; (B) backwards, each operation's piece (the next closer of its
+ * trace after it: a request, or a root task that drops it; none: its trace's rest); (C) forwards, the
+ * requests' and root tasks' columns, the pieces' sums and the (piece, fingerprint) groups (a hash table), in
+ * row order, so that every sum adds the same doubles in the same order as ``np.bincount`` does.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* parsers.columns.KIND_CODES (columns.py asserts they are these) */
+enum { K_REQUEST = 0, K_DB = 1, K_CACHE = 2, K_EXTERNAL = 3, K_TASK = 4, K_METRIC = 5 };
+/* a row's part in the pieces */
+enum { C_NONE = 0, C_REQUEST, C_ROOT, C_TASK, C_OP };
+#define REST (-1)    /* an operation's piece: its trace's rest */
+#define DROPPED (-2) /* an operation's piece: none, a root task dropped it */
+#define FAILURE 1    /* parsers.columns.OUTCOMES["failure"] */
+#define NFIELDS 36
+
+static PyObject *frombuffer;                                            /* numpy.frombuffer */
+static PyObject *dt_u1, *dt_u2, *dt_u4, *dt_i4, *dt_i8, *dt_f8, *dt_b1; /* numpy dtypes */
+static PyObject *empty_str;
+
+/* ---- allocations of one call, freed together ---- */
+
+typedef struct {
+    void *blocks[64];
+    int n;
+} Arena;
+
+static void *arena_alloc(Arena *a, size_t bytes, int fill) {
+    if (a->n == (int)(sizeof a->blocks / sizeof a->blocks[0])) {
+        return NULL;
+    }
+    void *p = malloc(bytes ? bytes : 1);
+    if (p != NULL) {
+        if (fill >= 0) {
+            memset(p, fill, bytes);
+        }
+        a->blocks[a->n++] = p;
+    }
+    return p;
+}
+
+static void arena_free(Arena *a) {
+    for (int i = 0; i < a->n; i++) {
+        free(a->blocks[i]);
+    }
+    a->n = 0;
+}
+
+/* ---- input columns ---- */
+
+/* A C-contiguous one-dimensional view of obj with items of `size` bytes of one of the struct letters in
+ * `letters`: 0, or -1 (no exception set). */
+static int view_of(PyObject *obj, Py_buffer *view, Py_ssize_t size, const char *letters) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    const char *f = view->format;
+    if (f != NULL && (*f == '<' || *f == '=' || *f == '@')) {
+        f++;
+    }
+    if (view->itemsize != size || view->ndim != 1 || f == NULL || f[0] == '\0' || f[1] != '\0'
+        || strchr(letters, f[0]) == NULL) {
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- output arrays: numpy arrays over new bytearrays (writable, as numpy's own) ---- */
+
+static PyObject *new_array(Py_ssize_t nbytes, PyObject *dtype, void **data) {
+    PyObject *buf = PyByteArray_FromStringAndSize(NULL, nbytes);
+    if (buf == NULL) {
+        return NULL;
+    }
+    *data = PyByteArray_AS_STRING(buf);
+    PyObject *arr = PyObject_CallFunctionObjArgs(frombuffer, buf, dtype, NULL);
+    Py_DECREF(buf);
+    return arr;
+}
+
+static PyObject *f64_array(const double *v, Py_ssize_t n) {
+    void *data;
+    PyObject *arr = new_array(n * 8, dt_f8, &data);
+    if (arr != NULL && n) {
+        memcpy(data, v, (size_t)n * 8);
+    }
+    return arr;
+}
+
+static PyObject *bool_array(const uint8_t *v, Py_ssize_t n) {
+    void *data;
+    PyObject *arr = new_array(n, dt_b1, &data);
+    if (arr != NULL && n) {
+        memcpy(data, v, (size_t)n);
+    }
+    return arr;
+}
+
+/* columns._index_array: codes into a table of `size` entries in the narrowest dtype that holds them. */
+static PyObject *index_array(const int64_t *v, Py_ssize_t n, int64_t size) {
+    void *data;
+    PyObject *arr;
+    if (size <= 1 << 8) {
+        if ((arr = new_array(n, dt_u1, &data)) != NULL) {
+            for (Py_ssize_t i = 0; i < n; i++) ((uint8_t *)data)[i] = (uint8_t)v[i];
+        }
+    } else if (size <= 1 << 16) {
+        if ((arr = new_array(n * 2, dt_u2, &data)) != NULL) {
+            for (Py_ssize_t i = 0; i < n; i++) ((uint16_t *)data)[i] = (uint16_t)v[i];
+        }
+    } else if ((arr = new_array(n * 4, dt_i4, &data)) != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) ((int32_t *)data)[i] = (int32_t)v[i];
+    }
+    return arr;
+}
+
+/* columns._count_array: non-negative counts in the narrowest unsigned dtype that holds them. */
+static PyObject *count_array(const int64_t *v, Py_ssize_t n) {
+    int64_t top = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (v[i] > top) top = v[i];
+    }
+    void *data;
+    PyObject *arr;
+    if (top < 1 << 8) {
+        if ((arr = new_array(n, dt_u1, &data)) != NULL) {
+            for (Py_ssize_t i = 0; i < n; i++) ((uint8_t *)data)[i] = (uint8_t)v[i];
+        }
+    } else if (top < 1 << 16) {
+        if ((arr = new_array(n * 2, dt_u2, &data)) != NULL) {
+            for (Py_ssize_t i = 0; i < n; i++) ((uint16_t *)data)[i] = (uint16_t)v[i];
+        }
+    } else if (top < ((int64_t)1 << 32)) {
+        if ((arr = new_array(n * 4, dt_u4, &data)) != NULL) {
+            for (Py_ssize_t i = 0; i < n; i++) ((uint32_t *)data)[i] = (uint32_t)v[i];
+        }
+    } else if ((arr = new_array(n * 8, dt_i8, &data)) != NULL) {
+        if (n) memcpy(data, v, (size_t)n * 8);
+    }
+    return arr;
+}
+
+/* columns._nonzero into out[0] (where) and out[1] (the values): the entries whose bits are not all zero
+ * (-0.0 is kept). `at` and `values` are scratch space of n entries. */
+static int nonzero_into(PyObject **out, const double *v, Py_ssize_t n, int64_t *at, double *values) {
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t bits;
+        memcpy(&bits, &v[i], 8);
+        if (bits) {
+            at[k] = i;
+            values[k++] = v[i];
+        }
+    }
+    out[0] = index_array(at, k, n);
+    out[1] = f64_array(values, k);
+    return out[0] && out[1] ? 0 : -1;
+}
+
+/* ---- re-coding a string column's codes by first appearance (columns._subset_codes) ---- */
+
+typedef struct {
+    PyObject *table;  /* list */
+    PyObject *absent; /* what code -1 reads as (None or "") */
+    int64_t *map;     /* per code + 1: the dense code, or -1 */
+    int64_t *ids;     /* per dense code: its code + 1 (0: absent) */
+    int64_t n;        /* dense codes given */
+    int64_t alias;    /* the table's entry equal to absent ("" only), -2 until looked for */
+} Recoder;
+
+static int recoder_init(Recoder *r, Arena *a, PyObject *table, PyObject *absent, Py_ssize_t most) {
+    Py_ssize_t size = PyList_GET_SIZE(table) + 1;
+    r->table = table;
+    r->absent = absent;
+    r->map = arena_alloc(a, (size_t)size * 8, 0xff);
+    r->ids = arena_alloc(a, (size_t)(most < size ? most : size) * 8, -1);
+    r->n = 0;
+    r->alias = absent == Py_None ? -1 : -2;
+    return r->map && r->ids ? 0 : -1;
+}
+
+/* The dense code of this code (-1 absent); -1 when it is outside the table. */
+static int64_t recode(Recoder *r, int64_t code) {
+    if (code >= PyList_GET_SIZE(r->table)) {
+        return -1;
+    }
+    if (code < 0) {
+        if (r->alias == -2) { /* the absent value's entry in the table, if it has one: table.index("") */
+            r->alias = -1;
+            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(r->table); i++) {
+                PyObject *item = PyList_GET_ITEM(r->table, i);
+                if (PyUnicode_Check(item) && PyUnicode_GET_LENGTH(item) == 0) {
+                    r->alias = i;
+                    break;
+                }
+            }
+        }
+        code = r->alias;
+    }
+    int64_t *slot = &r->map[code + 1];
+    if (*slot < 0) {
+        *slot = r->n;
+        r->ids[r->n++] = code + 1;
+    }
+    return *slot;
+}
+
+/* The values of the dense codes, in order: a new list. */
+static PyObject *recoded_values(const Recoder *r) {
+    PyObject *out = PyList_New(r->n);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (int64_t i = 0; i < r->n; i++) {
+        PyObject *v = r->ids[i] ? PyList_GET_ITEM(r->table, r->ids[i] - 1) : r->absent;
+        Py_INCREF(v);
+        PyList_SET_ITEM(out, i, v);
+    }
+    return out;
+}
+
+/* ---- the newest end of a part of the rows, as `float(part.max())` (NaN if one is NaN) ---- */
+
+typedef struct {
+    int64_t n;
+    int nan;
+    double max;
+} Newest;
+
+static inline void newest_add(Newest *w, double x) {
+    if (isnan(x)) {
+        w->nan = 1;
+    } else if (w->n++ == 0 || x > w->max) {
+        w->max = x;
+    }
+}
+
+/* max(newest, part's max) as Python's max takes it (the first unless the second is greater) */
+static double newest_join(double newest, const Newest *w) {
+    if (!w->n && !w->nan) {
+        return newest;
+    }
+    double part = w->nan ? NAN : w->max;
+    return part > newest ? part : newest;
+}
+
+/* ---- the (piece, fingerprint) groups ---- */
+
+typedef struct {
+    int64_t piece, key, n, first, next;
+    double ms;
+    int all_negative_zero;
+} Group;
+
+static inline uint64_t group_hash(int64_t piece, int64_t key) {
+    uint64_t h = (uint64_t)piece * 0x9E3779B97F4A7C15ull ^ ((uint64_t)key + 0x632BE59BD9B4E019ull)
+                 * 0xC2B2AE3D27D4EB4Full;
+    return h ^ (h >> 29);
+}
+
+PyDoc_STRVAR(summarize_doc,
+"summarize(kind, tid, ntraces, ts, dur, span, parent, nspans, outcome, status, route, routes, method, methods,\n"
+"          fp, fps, text, texts, coll, colls) -> tuple | False | None\n\n"
+"columns._summarize of a chunk's columns (parsers.columns.EventColumns: kind int8, tid the trace_id codes\n"
+"and ntraces its table's size,"
+"ts and dur float64, span and parent the span_id and parent_span_id codes, nspans the span table's size,\n"
+"outcome int8, status int16, route/method/fp/text/coll the codes of http_route, http_request_method,\n"
+"db_query_fingerprint, db_query_text and db_collection_name (int32) with their tables (lists)). False when no\n"
+"event has a trace id (or there is none); None when the numpy path must do it (a kept query without a\n"
+"fingerprint, or one that is empty; a column not as described; a code outside its table); else the tuple\n"
+"(untraced, tasks, newest, req_trace, req_end, req_dur, req_failed, req_route, routes, req_method, methods,\n"
+"req_queries, req_db_at, req_db, req_cache_at, req_cache, req_external_at, req_external, root_trace,\n"
+"root_at, rest_trace, rest_newest, rest_events, rest_queries, rest_db, rest_cache, rest_external,\n"
+"fp_owner, fp_key, fp_n, fp_ms, fp_text, fp_texts, fp_table, fp_tables, fingerprints) with untraced where\n"
+"None goes in the trace table (-1: nowhere) and fingerprints the list fp_key indexes.");
+
+enum { A_KIND, A_TID, A_NTRACES, A_TS, A_DUR, A_SPAN, A_PARENT, A_NSPANS, A_OUTCOME, A_STATUS, A_ROUTE, A_ROUTES, A_METHOD,
+       A_METHODS, A_FP, A_FPS, A_TEXT, A_TEXTS, A_COLL, A_COLLS, NARGS };
+
+static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != NARGS) {
+        PyErr_SetString(PyExc_TypeError, "summarize() takes 20 arguments");
+        return NULL;
+    }
+    static const int columns[] = {A_KIND, A_TID, A_TS, A_DUR, A_SPAN, A_PARENT, A_OUTCOME, A_STATUS, A_ROUTE,
+                                  A_METHOD, A_FP, A_TEXT, A_COLL};
+    static const int sizes[] = {1, 4, 8, 8, 4, 4, 1, 2, 4, 4, 4, 4, 4};
+    static const char *letters[] = {"b", "il", "d", "d", "il", "il", "b", "h", "il", "il", "il", "il", "il"};
+    enum { NCOLS = sizeof columns / sizeof columns[0] };
+    Py_buffer views[NCOLS];
+    int held = 0;
+    Arena arena = {.n = 0};
+    PyObject *result = NULL;
+    PyObject *out[NFIELDS] = {NULL};
+
+    for (int k = A_ROUTES; k <= A_COLLS; k += 2) {
+        if (!PyList_Check(args[k])) {
+            Py_RETURN_NONE;
+        }
+    }
+    Py_ssize_t nspans = PyLong_AsSsize_t(args[A_NSPANS]), ntrace_table = PyLong_AsSsize_t(args[A_NTRACES]);
+    if (nspans < 0 || ntrace_table < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    for (; held < NCOLS; held++) {
+        if (view_of(args[columns[held]], &views[held], sizes[held], letters[held]) < 0) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    const Py_ssize_t n = views[0].len;
+    for (int k = 1; k < NCOLS; k++) {
+        if (views[k].len / views[k].itemsize != n) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    const int8_t *kind = views[0].buf;
+    const int32_t *tid = views[1].buf, *span = views[4].buf, *parent = views[5].buf;
+    const double *ts = views[2].buf, *dur = views[3].buf;
+    const int8_t *outcome = views[6].buf;
+    const int16_t *status = views[7].buf;
+    const int32_t *route = views[8].buf, *method = views[9].buf, *fp = views[10].buf, *text = views[11].buf,
+                  *coll = views[12].buf;
+    PyObject *fps = args[A_FPS];
+
+    /* (A) where None goes among the trace ids (after the ids first seen before the first event without one),
+     * and the spans of every task (with or without a trace id): operations below them are the task's */
+    Py_ssize_t first_absent = -1;
+    int64_t max_before = -1;
+    int traced_any = 0, task_spans = 0;
+    uint8_t *is_task_span = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int32_t t = tid[i];
+        if (t < 0) {
+            if (first_absent < 0) first_absent = i;
+        } else {
+            traced_any = 1;
+            if (t >= ntrace_table) {
+                result = Py_NewRef(Py_None);
+                goto done;
+            }
+            if (first_absent < 0 && t > max_before) max_before = t;
+        }
+        if (kind[i] == K_TASK && span[i] >= 0) {
+            if (span[i] >= nspans) {
+                result = Py_NewRef(Py_None);
+                goto done;
+            }
+            if (is_task_span == NULL && (is_task_span = arena_alloc(&arena, (size_t)nspans, 0)) == NULL) {
+                goto nomemory;
+            }
+            is_task_span[span[i]] = 1;
+            task_spans = 1;
+        }
+    }
+    if (!traced_any) {
+        result = Py_NewRef(Py_False);
+        goto done;
+    }
+    const int64_t untraced = first_absent < 0 ? -1 : first_absent ? max_before + 1 : 0;
+    const int64_t ntraces = ntrace_table + (untraced >= 0);
+#define CODE(t) ((t) < 0 ? untraced : (int64_t)(t) + (untraced >= 0 && (t) >= untraced))
+
+    /* (B) backwards: each row's part, and each operation's piece (the closer after it in its trace) */
+    uint8_t *part = arena_alloc(&arena, (size_t)n, -1);
+    int32_t *piece_of = arena_alloc(&arena, (size_t)n * 4, -1);
+    int32_t *next_closer = arena_alloc(&arena, (size_t)ntraces * 4, 0xff); /* REST */
+    uint8_t *with_rest = arena_alloc(&arena, (size_t)ntraces, 0);
+    if (!part || !piece_of || !next_closer || !with_rest) {
+        goto nomemory;
+    }
+    int64_t nreq = 0, nroots = 0, nkept_queries = 0;
+    for (Py_ssize_t i = n - 1; i >= 0; i--) {
+        int32_t t = tid[i];
+        int k = kind[i];
+        part[i] = C_NONE;
+        if (t < 0 || k == K_METRIC) {
+            continue;
+        }
+        int64_t c = CODE(t);
+        if (k == K_REQUEST) {
+            part[i] = C_REQUEST;
+            next_closer[c] = (int32_t)nreq++; /* counted from the last request: made first-to-last in (C) */
+        } else if (k == K_TASK) {
+            if (parent[i] < 0) {
+                part[i] = C_ROOT;
+                next_closer[c] = DROPPED;
+                nroots++;
+            } else {
+                part[i] = C_TASK;
+            }
+        } else if (k >= K_DB && k <= K_EXTERNAL) {
+            int32_t p = parent[i];
+            if (task_spans && p >= 0) {
+                if (p >= nspans) {
+                    result = Py_NewRef(Py_None);
+                    goto done;
+                }
+                if (is_task_span[p]) {
+                    continue; /* the task's: in no piece */
+                }
+            }
+            part[i] = C_OP;
+            int32_t closer = next_closer[c];
+            piece_of[i] = closer;
+            if (closer == REST) {
+                with_rest[c] = 1;
+            }
+            if (closer != DROPPED && k == K_DB) {
+                nkept_queries++;
+            }
+        }
+    }
+    /* the rests in the order of their traces' codes: piece nreq + their rank */
+    int32_t *rest_rank = next_closer; /* (reused) */
+    int64_t nrest = 0;
+    for (int64_t c = 0; c < ntraces; c++) {
+        rest_rank[c] = with_rest[c] ? (int32_t)nrest++ : -1;
+    }
+    const int64_t npieces = nreq + nrest;
+
+    /* (C) forwards */
+    int64_t *req_trace = arena_alloc(&arena, (size_t)nreq * 8, -1);
+    double *req_end = arena_alloc(&arena, (size_t)nreq * 8, -1);
+    double *req_dur = arena_alloc(&arena, (size_t)nreq * 8, -1);
+    uint8_t *req_failed = arena_alloc(&arena, (size_t)nreq, -1);
+    int64_t *req_route = arena_alloc(&arena, (size_t)nreq * 8, -1);
+    int64_t *req_method = arena_alloc(&arena, (size_t)nreq * 8, -1);
+    int64_t *root_trace = arena_alloc(&arena, (size_t)nroots * 8, -1);
+    int64_t *root_at = arena_alloc(&arena, (size_t)nroots * 8, -1);
+    int64_t *rest_trace = arena_alloc(&arena, (size_t)nrest * 8, -1);
+    int64_t *queries = arena_alloc(&arena, (size_t)npieces * 8, 0);
+    double *db_ms = arena_alloc(&arena, (size_t)npieces * 8, 0); /* (all bits zero: 0.0) */
+    double *cache_ms = arena_alloc(&arena, (size_t)npieces * 8, 0);
+    double *external_ms = arena_alloc(&arena, (size_t)npieces * 8, 0);
+    int64_t *rest_events = arena_alloc(&arena, (size_t)nrest * 8, 0);
+    double *rest_newest = arena_alloc(&arena, (size_t)nrest * 8, -1);
+    int64_t *heads = arena_alloc(&arena, (size_t)npieces * 8, 0xff);
+    int64_t *tails = arena_alloc(&arena, (size_t)npieces * 8, 0xff);
+    Group *groups = arena_alloc(&arena, (size_t)nkept_queries * sizeof(Group), -1);
+    int64_t slots = 2;
+    while (slots < 2 * nkept_queries) slots *= 2;
+    int64_t *table = arena_alloc(&arena, (size_t)slots * 8, 0xff);
+    const Py_ssize_t nfps = PyList_GET_SIZE(fps);
+    int64_t *key_of = arena_alloc(&arena, (size_t)nfps * 8, 0xff); /* per fingerprint code: its key, or -1 */
+    int64_t *keys = arena_alloc(&arena, (size_t)(nkept_queries < nfps ? nkept_queries : nfps) * 8, -1);
+    Recoder routes, methods;
+    if (!req_trace || !req_end || !req_dur || !req_failed || !req_route || !req_method || !root_trace
+        || !root_at || !rest_trace || !queries || !db_ms || !cache_ms || !external_ms || !rest_events
+        || !rest_newest || !heads || !tails || !groups || !table || !key_of || !keys
+        || recoder_init(&routes, &arena, args[A_ROUTES], empty_str, nreq) < 0
+        || recoder_init(&methods, &arena, args[A_METHODS], empty_str, nreq) < 0) {
+        goto nomemory;
+    }
+    for (int64_t c = 0, r = 0; c < ntraces; c++) {
+        if (rest_rank[c] >= 0) rest_trace[r++] = c;
+    }
+    for (int64_t r = 0; r < nrest; r++) rest_newest[r] = -INFINITY;
+    Newest new_req = {0, 0, 0.0}, new_task = {0, 0, 0.0}, new_op = {0, 0, 0.0};
+    int64_t ri = 0, oi = 0, tasks = 0, ngroups = 0, nkeys = 0;
+    const uint64_t mask = (uint64_t)slots - 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        switch (part[i]) {
+        case C_NONE:
+            continue;
+        case C_REQUEST: {
+            req_trace[ri] = CODE(tid[i]);
+            req_end[ri] = ts[i];
+            req_dur[ri] = dur[i];
+            req_failed[ri] = outcome[i] == FAILURE || status[i] >= 500;
+            if ((req_route[ri] = recode(&routes, route[i])) < 0
+                || (req_method[ri] = recode(&methods, method[i])) < 0) {
+                result = Py_NewRef(Py_None);
+                goto done;
+            }
+            newest_add(&new_req, ts[i]);
+            ri++;
+            continue;
+        }
+        case C_ROOT:
+            root_trace[oi] = CODE(tid[i]);
+            root_at[oi++] = ri; /* the requests before it */
+            /* fall through */
+        case C_TASK:
+            tasks++;
+            newest_add(&new_task, ts[i]);
+            continue;
+        default:
+            break;
+        }
+        int32_t closer = piece_of[i];
+        if (closer == DROPPED) {
+            continue;
+        }
+        int64_t p = closer == REST ? nreq + rest_rank[CODE(tid[i])] : nreq - 1 - closer;
+        double d = dur[i];
+        newest_add(&new_op, ts[i]);
+        if (p >= nreq) {
+            int64_t r = p - nreq;
+            rest_events[r]++;
+            double cur = rest_newest[r], x = ts[i];
+            rest_newest[r] = (cur >= x || isnan(cur)) ? cur : x; /* np.maximum.at */
+        }
+        switch (kind[i]) {
+        case K_CACHE:
+            cache_ms[p] += d;
+            continue;
+        case K_EXTERNAL:
+            external_ms[p] += d;
+            continue;
+        default:
+            break;
+        }
+        queries[p]++;
+        db_ms[p] += d;
+        int32_t f = fp[i];
+        if (f < 0 || f >= nfps) {
+            result = Py_NewRef(Py_None); /* without a fingerprint: the text's, in Python */
+            goto done;
+        }
+        int64_t key = key_of[f];
+        if (key < 0) {
+            PyObject *item = PyList_GET_ITEM(fps, f);
+            if (!PyUnicode_Check(item) || PyUnicode_GET_LENGTH(item) == 0) {
+                result = Py_NewRef(Py_None);
+                goto done;
+            }
+            key = key_of[f] = nkeys;
+            keys[nkeys++] = f;
+        }
+        uint64_t h = group_hash(p, key) & mask;
+        Group *g;
+        for (;;) {
+            int64_t at = table[h];
+            if (at < 0) {
+                at = table[h] = ngroups++;
+                g = &groups[at];
+                g->piece = p;
+                g->key = key;
+                g->n = 0;
+                g->ms = 0.0;
+                g->all_negative_zero = 1;
+                g->first = i;
+                g->next = -1;
+                if (tails[p] < 0) {
+                    heads[p] = at;
+                } else {
+                    groups[tails[p]].next = at;
+                }
+                tails[p] = at;
+                break;
+            }
+            g = &groups[at];
+            if (g->piece == p && g->key == key) {
+                break;
+            }
+            h = (h + 1) & mask;
+        }
+        g->n++;
+        g->ms += d;
+        if (!(d == 0.0 && signbit(d))) {
+            g->all_negative_zero = 0;
+        }
+    }
+
+    /* the groups by piece, each piece's in the order they first appear */
+    int64_t *fp_owner = arena_alloc(&arena, (size_t)ngroups * 8, -1);
+    int64_t *fp_key = arena_alloc(&arena, (size_t)ngroups * 8, -1);
+    int64_t *fp_n = arena_alloc(&arena, (size_t)ngroups * 8, -1);
+    double *fp_ms = arena_alloc(&arena, (size_t)ngroups * 8, -1);
+    int64_t *fp_text = arena_alloc(&arena, (size_t)ngroups * 8, -1);
+    int64_t *fp_table = arena_alloc(&arena, (size_t)ngroups * 8, -1);
+    int64_t *scratch_at = arena_alloc(&arena, (size_t)nreq * 8, -1);
+    double *scratch_v = arena_alloc(&arena, (size_t)nreq * 8, -1);
+    Recoder texts, colls;
+    if (!fp_owner || !fp_key || !fp_n || !fp_ms || !fp_text || !fp_table || !scratch_at || !scratch_v
+        || recoder_init(&texts, &arena, args[A_TEXTS], Py_None, ngroups) < 0
+        || recoder_init(&colls, &arena, args[A_COLLS], Py_None, ngroups) < 0) {
+        goto nomemory;
+    }
+    int64_t e = 0;
+    for (int64_t p = 0; p < npieces; p++) {
+        for (int64_t at = heads[p]; at >= 0; at = groups[at].next, e++) {
+            const Group *g = &groups[at];
+            fp_owner[e] = p;
+            fp_key[e] = g->key;
+            fp_n[e] = g->n;
+            fp_ms[e] = g->all_negative_zero ? -0.0 : g->ms; /* the loop's sum starts from the first duration */
+            if ((fp_text[e] = recode(&texts, text[g->first])) < 0
+                || (fp_table[e] = recode(&colls, coll[g->first])) < 0) {
+                result = Py_NewRef(Py_None);
+                goto done;
+            }
+        }
+    }
+
+    double newest = -INFINITY;
+    newest = newest_join(newest, &new_req);
+    newest = newest_join(newest, &new_task);
+    newest = newest_join(newest, &new_op);
+    PyObject *key_list = PyList_New(nkeys);
+    if (key_list == NULL) {
+        goto error;
+    }
+    for (int64_t k = 0; k < nkeys; k++) {
+        PyObject *item = PyList_GET_ITEM(fps, keys[k]);
+        Py_INCREF(item);
+        PyList_SET_ITEM(key_list, k, item);
+    }
+    int o = 0;
+    out[o++] = PyLong_FromLongLong(untraced);
+    out[o++] = PyLong_FromLongLong(tasks);
+    out[o++] = PyFloat_FromDouble(newest);
+    out[o++] = index_array(req_trace, nreq, ntraces);
+    out[o++] = f64_array(req_end, nreq);
+    out[o++] = f64_array(req_dur, nreq);
+    out[o++] = bool_array(req_failed, nreq);
+    out[o++] = index_array(req_route, nreq, routes.n);
+    out[o++] = recoded_values(&routes);
+    out[o++] = index_array(req_method, nreq, methods.n);
+    out[o++] = recoded_values(&methods);
+    out[o++] = count_array(queries, nreq);
+    if (nonzero_into(&out[o], db_ms, nreq, scratch_at, scratch_v) < 0
+        || nonzero_into(&out[o + 2], cache_ms, nreq, scratch_at, scratch_v) < 0
+        || nonzero_into(&out[o + 4], external_ms, nreq, scratch_at, scratch_v) < 0) {
+        Py_DECREF(key_list);
+        goto error;
+    }
+    o += 6;
+    out[o++] = index_array(root_trace, nroots, ntraces);
+    out[o++] = index_array(root_at, nroots, nreq + 1);
+    out[o++] = index_array(rest_trace, nrest, ntraces);
+    out[o++] = f64_array(rest_newest, nrest);
+    out[o++] = count_array(rest_events, nrest);
+    out[o++] = count_array(queries + nreq, nrest);
+    out[o++] = f64_array(db_ms + nreq, nrest);
+    out[o++] = f64_array(cache_ms + nreq, nrest);
+    out[o++] = f64_array(external_ms + nreq, nrest);
+    out[o++] = index_array(fp_owner, ngroups, npieces);
+    out[o++] = index_array(fp_key, ngroups, nkeys);
+    out[o++] = count_array(fp_n, ngroups);
+    out[o++] = f64_array(fp_ms, ngroups);
+    out[o++] = index_array(fp_text, ngroups, texts.n);
+    out[o++] = recoded_values(&texts);
+    out[o++] = index_array(fp_table, ngroups, colls.n);
+    out[o++] = recoded_values(&colls);
+    out[o++] = key_list;
+    for (int k = 0; k < NFIELDS; k++) {
+        if (out[k] == NULL) {
+            goto error;
+        }
+    }
+    result = PyTuple_New(NFIELDS);
+    if (result != NULL) {
+        for (int k = 0; k < NFIELDS; k++) {
+            PyTuple_SET_ITEM(result, k, out[k]);
+            out[k] = NULL;
+        }
+    }
+    goto done;
+nomemory:
+    PyErr_NoMemory();
+error:
+    result = NULL;
+done:
+#undef CODE
+    for (int k = 0; k < NFIELDS; k++) {
+        Py_XDECREF(out[k]);
+    }
+    for (int k = 0; k < held; k++) {
+        PyBuffer_Release(&views[k]);
+    }
+    arena_free(&arena);
+    return result;
+}
+
+static PyMethodDef module_methods[] = {
+    {"summarize", (PyCFunction)(void (*)(void))summarize, METH_FASTCALL, summarize_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "aggregator.insights._summary",
+                                    "A chunk's trace summary from its columns in C.", -1, module_methods};
+
+PyMODINIT_FUNC PyInit__summary(void) {
+    PyObject *numpy = PyImport_ImportModule("numpy");
+    if (numpy == NULL) {
+        return NULL;
+    }
+    frombuffer = PyObject_GetAttrString(numpy, "frombuffer");
+    PyObject *dtype = PyObject_GetAttrString(numpy, "dtype");
+    Py_DECREF(numpy);
+    if (frombuffer == NULL || dtype == NULL) {
+        Py_XDECREF(dtype);
+        return NULL;
+    }
+    static const char *names[] = {"u1", "u2", "u4", "i4", "i8", "f8", "?"};
+    PyObject **dtypes[] = {&dt_u1, &dt_u2, &dt_u4, &dt_i4, &dt_i8, &dt_f8, &dt_b1};
+    for (int k = 0; k < 7; k++) {
+        if ((*dtypes[k] = PyObject_CallFunction(dtype, "s", names[k])) == NULL) {
+            Py_DECREF(dtype);
+            return NULL;
+        }
+    }
+    Py_DECREF(dtype);
+    if ((empty_str = PyUnicode_FromStringAndSize("", 0)) == NULL) {
+        return NULL;
+    }
+    return PyModule_Create(&module);
+}

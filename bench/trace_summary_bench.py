@@ -1,0 +1,126 @@
+"""The workers' trace summary on a log's columns: ``columns.extract_columns`` per chunk and
+``columns.request_sums`` per part (what ``traces.finish_part`` adds), this tree against a git revision.
+
+    python bench/trace_summary_bench.py --log /tmp/lb/300k.log [--against main] [--repeat 9] [--profile]
+
+The log is read in the engine's chunks (``CHUNK_BYTES``) and parsed once, outside the timing, with
+``LineParser.parse_columns`` (the native scanner's columns, as a worker has them); every round then runs each
+path over all the chunks' columns and each part's batches (``PART_BYTES`` of chunks), the paths taking turns
+going first. CPU time (``time.process_time``) per event, medians of the rounds, and the median of the rounds'
+ratios; every chunk's batch (``TraceBatch.differences``) and every part's ``RequestSums`` are checked to be
+the same values from both paths. With ``--profile``: cProfile of this tree's path over one round instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+from aggregator.engine import CHUNK_BYTES, PART_BYTES
+from aggregator.insights import columns
+from parsers import LineParser
+
+
+def module_at(rev: str) -> Any:
+    """``aggregator/insights/columns.py`` as it was at git revision ``rev`` (its own ``TraceBatch``)."""
+    root = Path(__file__).resolve().parent.parent
+    src = subprocess.run(["git", "show", f"{rev}:aggregator/insights/columns.py"], cwd=root, check=True,
+                         capture_output=True, text=True).stdout
+    module = types.ModuleType(f"columns_at_{rev}")
+    module.__dict__["__name__"] = module.__name__
+    sys.modules[module.__name__] = module  # (dataclasses and pickling look their module up)
+    exec(compile(src, f"aggregator/insights/columns.py@{rev}", "exec"), module.__dict__)
+    return module
+
+
+def load(path: str, limit: int) -> tuple[list[list[Any]], int]:
+    """The log's chunks' columns pieces, grouped per part, and the number of events."""
+    data = Path(path).read_bytes()[:limit] if limit else Path(path).read_bytes()
+    parser = LineParser(now=time.time() + 86_400)
+    parts: list[list[Any]] = [[]]
+    pos = done = n = 0
+    while pos < len(data):
+        end = data.find(b"\n", min(pos + CHUNK_BYTES, len(data) - 1)) + 1 or len(data)
+        for res in parser.parse_columns(data[pos:end], path, pos):
+            if res.columns is not None and res.columns.n:
+                parts[-1].append(res.columns)
+                n += res.columns.n
+            elif res.events:  # (the log's cut last line: the scanner leaves a block without its newline)
+                print(f"left out: {len(res.events)} events parsed as objects at offset {pos}", file=sys.stderr)
+        done += end - pos
+        pos = end
+        if done >= PART_BYTES and pos < len(data):
+            parts.append([])
+            done = 0
+    return parts, n
+
+
+def run(module: Any, parts: list[list[Any]], width: int) -> tuple[list[Any], list[Any]]:
+    batches, sums = [], []
+    for part in parts:
+        got = []
+        for cols in part:
+            got.extend(module.extract_columns(cols))
+        batches.extend(got)
+        if any(b.requests for b in got):
+            sums.append(module.request_sums(got, width))
+    return batches, sums
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--log", default="/tmp/lb/300k.log")
+    ap.add_argument("--limit", type=int, default=0, help="only the log's first LIMIT bytes")
+    ap.add_argument("--against", default="main")
+    ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--width", type=int, default=60)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    parts, n = load(args.log, args.limit)
+    gc.disable()  # as in the engine's workers
+    if args.profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.runcall(run, columns, parts, args.width)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        return
+    old = module_at(args.against)
+    paths = {f"@{args.against}": old, "this tree": columns}
+    cpu: dict[str, list[float]] = {name: [] for name in paths}
+    for r in range(args.repeat):
+        got = {}
+        for name in (list(paths) if r % 2 else list(paths)[::-1]):
+            t = time.process_time()
+            got[name] = run(paths[name], parts, args.width)
+            cpu[name].append(time.process_time() - t)
+        (ob, osums), (nb, nsums) = got.values()
+        if len(ob) != len(nb) or len(osums) != len(nsums):
+            raise SystemExit("the paths give different numbers of batches or sums")
+        for i, (a, b) in enumerate(zip(ob, nb, strict=True)):
+            if diff := b.differences(a):
+                raise SystemExit(f"batch {i}: differs in {diff}")
+        for i, (a, b) in enumerate(zip(osums, nsums, strict=True)):
+            if repr(sorted(a.groups, key=repr)) != repr(sorted(b.groups, key=repr)):
+                raise SystemExit(f"part {i}: the RequestSums differ")
+        gc.collect()
+    chunks = sum(map(len, parts))
+    print(f"{args.log}: {n} events, {chunks} columns pieces in {len(parts)} parts; the same batches and sums; "
+          f"CPU us/event, medians (min) of {args.repeat} interleaved rounds")
+    for name in paths:
+        print(f"{name:<16}{statistics.median(cpu[name]) / n * 1e6:>8.4f}  ({min(cpu[name]) / n * 1e6:.4f})")
+    names = list(paths)
+    ratio = statistics.median(a / b for a, b in zip(cpu[names[0]], cpu[names[1]], strict=True))
+    print(f"{'old / new':<16}{ratio:>8.3f}  (median of the rounds' ratios)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""The trace summary in C (``aggregator/insights/_summary.c``, ``columns._summarize_native``) gives the batch the
+numpy path gives (``columns.summarize_columns`` without the extension), field by field (``TraceBatch.differences``:
+arrays by dtype and bytes, -0.0 apart from 0.0, lists item by item with their types), and leaves to the numpy
+path exactly the chunks it must (a kept query without a fingerprint, or with an empty one)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_insights_columns import T0, chunks_of, realistic_events
+from test_insights_columns_native import cut_at_random, stream
+
+from aggregator.insights import columns
+from aggregator.insights.columns import TraceBatch, summarize_columns
+from aggregator.loggen import generate_events, write_log
+from parsers import scan
+from parsers.columns import EventColumns, from_events
+from parsers.event import Event, Kind
+
+pytestmark = pytest.mark.skipif(columns._native is None,
+                                reason="aggregator.insights._summary not built, or LOGAPM_NATIVE=0")
+
+
+def numpy_batch(cols: EventColumns, monkeypatch: pytest.MonkeyPatch) -> TraceBatch:
+    with monkeypatch.context() as m:
+        m.setattr(columns, "_native", None)
+        return summarize_columns(cols)
+
+
+def same(cols: EventColumns, monkeypatch: pytest.MonkeyPatch) -> TraceBatch | None:
+    """The C batch of these columns, checked identical to the numpy path's; None where C leaves it to numpy
+    (then ``summarize_columns`` is the numpy path's batch all the same)."""
+    want = numpy_batch(cols, monkeypatch)
+    got = columns._summarize_native(cols)
+    assert summarize_columns(cols).differences(want) == []
+    if got is not None:
+        assert got.differences(want) == [], f"{got.differences(want)} differ"
+    return got
+
+
+def scanned_chunks(path: Path, chunk_bytes: int) -> Iterator[EventColumns]:
+    """The native scanner's columns of the log's chunks (as a worker has them), or ``from_events``' where it is
+    not built."""
+    if not scan.available:
+        yield from map(from_events, chunks_of(path, chunk_bytes))
+        return
+    data = path.read_bytes()
+    pos = 0
+    while pos < len(data):
+        end = data.find(b"\n", min(pos + chunk_bytes, len(data) - 1)) + 1 or len(data)
+        got = scan.scan(data[pos:end], T0 - 400 * 86400.0, T0 + 7200 + 600.0, 64 * 1024)
+        assert got is not None
+        yield got[2]
+        pos = end
+
+
+@pytest.mark.parametrize("chunk_bytes", [4 << 20, 40_000, 9_000])
+def test_generated_logs(tmp_path: Path, chunk_bytes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """loggen's events (every query with a fingerprint: C takes every chunk), cut mid-trace into chunks; and
+    the tests' realistic mix (queries without a fingerprint or text, untraced events, -0.0, N+1 loops), where
+    C takes the chunks whose kept queries all have one."""
+    log = tmp_path / "plain.log"
+    write_log(log, generate_events(12_000, start=T0, seconds=1800.0, seed=4), ordinary_every=13)
+    batches = [same(cols, monkeypatch) for cols in scanned_chunks(log, chunk_bytes)]
+    assert batches and all(b is not None for b in batches)
+    taken = [b for b in batches if b is not None]
+    assert sum(b.requests for b in taken) > 3000 and any(b.rest_trace.size for b in taken)
+    assert any(b.root_trace.size for b in taken) and any(b.fp_owner.size for b in taken)
+    assert any(b.req_failed.any() for b in taken)
+
+    log = tmp_path / "realistic.log"
+    write_log(log, realistic_events(12_000, seed=7), ordinary_every=17)
+    batches = [same(cols, monkeypatch) for cols in scanned_chunks(log, chunk_bytes // 4)]
+    assert None in batches  # (queries without a fingerprint)
+    if chunk_bytes < 1 << 20:
+        assert any(b is not None and None in b.traces for b in batches)
+
+
+def odd_stream(rng: random.Random) -> list[Any]:
+    """``test_insights_columns_native.stream`` (few traces and spans, tasks with and without parents and spans,
+    operations below tasks' spans, None trace ids, -0.0, 5xx, failures, metrics) with NaN durations too and
+    every query's fingerprint present (some holding ``fp_keys``' separator), but in a fifth of the streams."""
+    events = stream(rng)
+    missing = rng.random() < 0.2
+    for e in events:
+        if e.kind == "db" and not (missing and rng.random() < 0.3):
+            e.db_query_fingerprint = rng.choice(["f1", "f2", "f3", "f\x00"])
+        if e.kind != "metric" and rng.random() < 0.05:
+            e.duration_ms = math.nan
+    return events
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_odd_streams_cut_at_random(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(seed)
+    for chunk in cut_at_random(odd_stream(rng), seed, rng):
+        same(from_events(chunk), monkeypatch)
+
+
+def test_the_odd_streams_reach_c_and_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``test_odd_streams_cut_at_random`` is for happens: C takes most streams, with root tasks,
+    operations below tasks, rests, -0.0 and NaN groups and keys sent as a list; the others go to numpy."""
+    seen: set[str] = set()
+    for seed in range(60):
+        events = odd_stream(random.Random(seed))
+        b = same(from_events(events), monkeypatch)
+        spans = {e.span_id for e in events if e.kind == "task"} - {None}
+        seen.add("numpy" if b is None else "C")
+        if b is None:
+            continue
+        seen |= {name for name, yes in (
+            ("root task", b.root_trace.size > 0), ("rest", b.rest_trace.size > 0),
+            ("below a task", any(e.kind == "db" and e.parent_span_id in spans for e in events)),
+            ("-0.0 group", bool((np.signbit(b.fp_ms) & (b.fp_ms == 0.0)).any())),
+            ("NaN group", bool(np.isnan(b.fp_ms).any())), ("keys as a list", isinstance(b.fp_keys, list)),
+            ("None trace", None in b.traces), ("failed", bool(b.req_failed.any())),
+        ) if yes}
+    assert len(seen) == 10, seen
+
+
+def test_nothing_traced_and_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No events, only metrics, no trace ids at all: C's False, the empty batch, as numpy has it."""
+    metrics = [Event(timestamp="-", schema=1, kind="metric", trace_id=t, metric_name="m", metric_type="count",
+                     metric_value=1.0, ts=T0 + i) for i, t in enumerate(["a" * 32, None, "b" * 32, "a" * 32])]
+    for events in ([], metrics, metrics[1:2]):
+        b = same(from_events(events), monkeypatch)
+        assert b is not None and b.empty
+    assert same(from_events(metrics), monkeypatch).traces == ["a" * 32, None, "b" * 32]  # type: ignore[union-attr]
+
+
+def test_one_trace_and_its_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One trace: two requests (each with the queries before it), a child task, a root task that drops what
+    is open, a query below the root task's span, and a rest at the end."""
+    def ev(kind: Kind, ts: float, span: str, parent: str | None = None, key: str = "k", dur: float = 1.0) -> Event:
+        fields: dict[str, Any] = {"db_query_fingerprint": key, "db_query_text": f"SELECT {key}",
+                                  "db_collection_name": "t"} if kind == "db" else {}
+        if kind == "request":
+            fields = {"http_route": "api/a/", "http_request_method": "GET", "http_response_status_code": 200}
+        return Event(timestamp="-", schema=1, kind=kind, duration_ms=dur, trace_id="a" * 32, span_id=span,
+                     parent_span_id=parent, ts=T0 + ts, **fields)
+
+    events = [ev("db", 1, "1"), ev("db", 2, "2", key="j"), ev("db", 3, "3"), ev("request", 4, "r"),
+              ev("cache", 5, "4"), ev("task", 6, "t", parent="r"), ev("db", 7, "5"), ev("request", 8, "s"),
+              ev("db", 9, "6"), ev("db", 10, "7", parent="u"), ev("task", 11, "u"), ev("external", 12, "8"),
+              ev("db", 13, "9", dur=-0.0)]
+    b = same(from_events(events), monkeypatch)
+    assert b is not None
+    assert b.req_queries.tolist() == [3, 1] and b.req_cache_ms().tolist() == [0.0, 1.0]
+    assert (b.root_trace.tolist(), b.root_at.tolist(), b.tasks) == ([0], [2], 2)
+    assert (b.rest_trace.tolist(), b.rest_events.tolist(), b.rest_queries.tolist()) == ([0], [2], [1])
+    assert (b.fp_owner.tolist(), b.key_list(), b.fp_n.tolist()) == ([0, 0, 1, 2], ["k", "j"], [2, 1, 1, 1])
+    assert b.rest_external.tolist() == [1.0] and str(b.fp_ms[-1]) == "-0.0"
+
+
+def test_wide_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the narrow columns widen for: more than 65,536 traces and fingerprints (int32 codes), a group of
+    70,000 executions (uint32 counts), a request of as many queries."""
+    n = 70_000
+    events = []
+    for i in range(n):
+        events.append(Event(timestamp="-", schema=1, kind="db", duration_ms=0.5, trace_id=f"{i:032x}",
+                            span_id="1" * 16, ts=T0 + i * 1e-3, db_query_fingerprint=f"k{i}",
+                            db_query_text="SELECT 1"))
+        events.append(Event(timestamp="-", schema=1, kind="db", duration_ms=0.25, trace_id="f" * 32,
+                            span_id="2" * 16, ts=T0 + i * 1e-3, db_query_fingerprint="loop",
+                            db_query_text="SELECT 2", db_collection_name="t"))
+    events.append(Event(timestamp="-", schema=1, kind="request", duration_ms=9.0, trace_id="f" * 32,
+                        span_id="3" * 16, ts=T0 + n, http_route="api/a/", http_request_method="GET",
+                        http_response_status_code=200))
+    b = same(from_events(events), monkeypatch)
+    assert b is not None
+    assert (b.req_trace.dtype, b.rest_trace.dtype, b.fp_key.dtype, b.fp_owner.dtype) == (np.int32,) * 4
+    assert (b.req_queries.dtype, b.fp_n.dtype, int(b.fp_n.max())) == (np.uint32, np.uint32, n)
+
+
+def test_queries_without_a_fingerprint_go_to_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kept query without a fingerprint, or with an empty one, is numpy's (its text's fingerprint, or none);
+    one dropped by a root task, or below a task, does not matter."""
+    def db(key: str | None, parent: str | None = None) -> Event:
+        return Event(timestamp="-", schema=1, kind="db", duration_ms=1.0, trace_id="a" * 32, span_id="1" * 16,
+                     parent_span_id=parent, ts=T0, db_query_fingerprint=key, db_query_text="SELECT 1")
+
+    task = Event(timestamp="-", schema=1, kind="task", duration_ms=1.0, trace_id="a" * 32, span_id="9" * 16,
+                 ts=T0 + 1)
+    for key in (None, ""):
+        assert same(from_events([db("k"), db(key)]), monkeypatch) is None
+        assert same(from_events([db(key), task, db("k")]), monkeypatch) is not None  # dropped by the root task
+        assert same(from_events([db("k"), db(key, parent="9" * 16), task]), monkeypatch) is not None
