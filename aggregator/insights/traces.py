@@ -35,10 +35,9 @@ from __future__ import annotations
 
 import math
 import operator
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import pairwise, repeat
+from itertools import pairwise
 from typing import Any, cast
 
 import numpy as np
@@ -53,6 +52,8 @@ from aggregator.insights.columns import (
     split_keys,
     summarize_batch,
 )
+from aggregator.insights.opentraces import InColumns as _InColumns
+from aggregator.insights.opentraces import OpenTraces, OpenView
 from aggregator.insights.partials import (
     PIECE,
     ROOT_TASK,
@@ -72,10 +73,8 @@ __all__ = ["FAMILY", "TraceAnalyzer", "TraceRecord", "extract", "finish_part", "
 
 
 FAMILY = "trace"
-_NEWEST, _EVENTS = operator.itemgetter(0), operator.itemgetter(1)  # a PackedTrace's newest and events
 # an _InColumns' source (its batch's rests, its stored row) and its index there
 _SOURCE, _INDEX = operator.itemgetter(2), operator.itemgetter(3)
-_LAST = operator.itemgetter(-1)
 
 
 def extract(events: Iterable[Any]) -> list[Any]:
@@ -223,38 +222,6 @@ def _fingerprint_rows(c: TraceBatch | _Rests, keys: _Keys, lo: int, hi: int) -> 
         c.fp_text[lo:hi].tolist(), c.fp_table[lo:hi].tolist(), strict=True)}
 
 
-class _InColumns(tuple[Any, ...]):
-    """An open trace as the parent holds it until it is read, a reference to columns: (newest, events, its source,
-    its index there). The source is a batch's ``_Rests`` (a trace one of its rests opened) or a stored row's
-    ``findings.OpenTraceColumns`` (a trace an earlier run left open); both give ``sums(i)`` and
-    ``fingerprints(i)``. Read as a ``PackedTrace`` is (its first two items too): the same values as the
-    ``PackedTrace`` of ``OpenTrace().merge(rest)``, or of the ``OpenTrace`` stored.
-
-    Nearly all of them are never merged (orphans that wait to expire, or to be dropped over the cap): the run
-    reads only their newest and events; the rest is read from the columns only for a trace merged, and one
-    still open at the end is taken from them in bulk with the others of its source (``_open_sums``)."""
-
-    __slots__ = ()
-
-    newest = property(operator.itemgetter(0))
-    events = property(operator.itemgetter(1))
-    queries = property(lambda self: self[2].sums(self[3])[0])
-    db_ms = property(lambda self: self[2].sums(self[3])[1])
-    cache_ms = property(lambda self: self[2].sums(self[3])[2])
-    external_ms = property(lambda self: self[2].sums(self[3])[3])
-
-    @property
-    def fingerprints(self) -> Fingerprints:
-        return self[2].fingerprints(self[3])  # type: ignore[no-any-return]
-
-    def unpack(self) -> OpenTrace:
-        ops = OpenTrace.__new__(OpenTrace)
-        ops.newest, ops.events = self[0], self[1]
-        ops.queries, ops.db_ms, ops.cache_ms, ops.external_ms = self[2].sums(self[3])
-        ops.fingerprints = self[2].fingerprints(self[3])
-        return ops
-
-
 _Open = PackedTrace | _InColumns  # an open trace, as the parent holds it
 
 class TraceAnalyzer:
@@ -269,7 +236,7 @@ class TraceAnalyzer:
         self.width = int(config["run.window_seconds"])
         self.pending_seconds = float(config["run.trace_pending_seconds"])
         self.pending_max_events = int(config["run.trace_pending_max_events"])
-        self._open: dict[str, _Open] = {}
+        self._open = OpenTraces()
         self._open_events = 0  # the events of self._open, kept as it changes (summing it per feed cost more)
         self._loaded_pending = -1  # open traces read from the store; -1 until read
         self._newest = -math.inf  # newest event time seen (the clock pending traces expire by)
@@ -289,11 +256,10 @@ class TraceAnalyzer:
         for cols in store_tables.load_open_trace_columns(self.store.conn):
             n = len(cols)
             self._loaded_pending += n
-            had = len(self._open)
-            self._open.update(zip(cols.trace_ids, map(tuple.__new__, repeat(_InColumns), zip(
-                cols.newest.tolist(), cols.events.tolist(), repeat(cols), range(n))), strict=True))
-            if len(self._open) != had + n:  # a trace stored twice: one of its sums would be lost unsaid
+            # a trace stored twice: one of its sums would be lost unsaid
+            if len(set(cols.trace_ids)) != n or (self._open.lookup(cols.trace_ids) >= 0).any():
                 raise store_tables.OpenTracesCorrupt(cols.rowid, "a trace id stored twice")
+            self._open.append(cols.trace_ids, cols.newest, cols.events, cols, np.arange(n))
             self._open_events += int(cols.events.sum())
             self._newest = max(self._newest, float(cols.newest.max()))
 
@@ -324,8 +290,8 @@ class TraceAnalyzer:
                 self._add(tuple.__new__(TracePart, raw))  # a view of the plain tuple, no NamedTuple.__new__
         # Keep a long catch-up run's memory bounded too: orphans (no request will come) would otherwise
         # pile up until finish(). Trimmed back to the cap once TRIM_AT times over it (was twice: the open
-        # traces are most of the parent's memory for traces; each trim costs ~14 ms at 60,000 events: ~50
-        # trims, ~0.7 s, in the 5M-event benchmark run, whose orphans pile up). Which
+        # traces are most of the parent's memory for traces; a trim costs ~1.2 ms at 60,000 events over
+        # the table's columns, ~4 ms in a dict: 30 trims in the 5M-event benchmark run, whose orphans pile up). Which
         # traces a trim evicts depends on when it runs: the benchmark log's results are the same as at 2.0, the
         # log twice over (time going back, so requests come after older orphans) differs in 7 of 732 windows.
         if self._open_events > self.TRIM_AT * self.pending_max_events:
@@ -418,8 +384,7 @@ class TraceAnalyzer:
         fps = self._fingerprints_of(b, keys)
         to_check: dict[int, Fingerprints] = {}  # requests that may have findings -> their fingerprints
 
-        hit = (np.frombuffer(bytes(map(open_.__contains__, traces)), np.bool_) if open_
-               else np.zeros(len(traces), bool))
+        hit = open_.lookup(traces) >= 0
         req_hit = np.flatnonzero(hit[b.req_trace])
         root_hit = np.flatnonzero(hit[b.root_trace])
         merged: list[int] = []  # the requests that took an open trace (the others: their piece is all)
@@ -501,12 +466,13 @@ class TraceAnalyzer:
         """``_add`` of each rest (a piece without its request): merged into its open trace, or opened.
 
         Nearly every rest opens a new trace (the benchmark log: 148 of 64,868 rests find theirs open; most are
-        orphans that a trim later drops), so a new one is held as an ``_InColumns``, a reference to the batch's
-        columns, made in bulk in C; its fingerprints are read only if it is ever merged or written (making
-        every rest a ``PackedTrace`` at once was most of the parent's trace join). The dict ends in the same
-        order as one rest at a time (a merged rest keeps its trace's place, a new one is appended in rest
-        order), as long as no trace has two rests in one batch (else they go one at a time). ``known``: the
-        rests whose trace is open here; ``keys``: the batch's fingerprints (``_Rests``)."""
+        orphans that a trim later drops), so the new ones are appended to the open traces' columns in bulk
+        (``OpenTraces.append``), their sums left in the batch's columns (``_Rests``): read only if a trace is
+        ever merged, taken in bulk if written (making every rest a ``PackedTrace`` at once was most of the
+        parent's trace join). The table ends in the same order as a dict fed one rest at a time (a merged rest
+        keeps its trace's place, a new one is appended in rest order), as long as no trace has two rests in one
+        batch (else they go one at a time). ``known``: the rests whose trace is open here; ``keys``: the batch's
+        fingerprints (``_Rests``)."""
         open_ = self._open
         rests = _Rests(b, keys)
         trace_ids = list(map(b.traces.__getitem__, b.rest_trace.tolist()))
@@ -517,19 +483,19 @@ class TraceAnalyzer:
                 ops = OpenTrace() if packed is None else packed.unpack()
                 ops.merge(rests.part(i, trace_id))
                 open_[trace_id] = pack(ops)
-        else:
-            refs = list(map(tuple.__new__, repeat(_InColumns), zip(
-                b.rest_newest.tolist(), b.rest_events.tolist(), repeat(rests), range(n))))
-            if known:
-                for i in known:
-                    trace_id = trace_ids[i]
-                    ops = open_[trace_id].unpack()
-                    ops.merge(rests.part(i, trace_id))
-                    open_[trace_id] = pack(ops)
-                new = set(range(n)).difference(known)
-                open_.update([(trace_ids[i], refs[i]) for i in sorted(new)])
-            else:
-                open_.update(zip(trace_ids, refs, strict=True))
+        elif known:
+            for i in known:
+                trace_id = trace_ids[i]
+                ops = open_[trace_id].unpack()
+                ops.merge(rests.part(i, trace_id))
+                open_[trace_id] = pack(ops)
+            new = np.ones(n, np.bool_)
+            new[known] = False
+            at = np.flatnonzero(new)
+            open_.append(list(map(trace_ids.__getitem__, at.tolist())), b.rest_newest[at], b.rest_events[at], rests,
+                         at)
+        else:  # (a batch's rests are of distinct traces: codes into its table of distinct trace ids)
+            open_.append(trace_ids, b.rest_newest, b.rest_events, rests, np.arange(n))
         self._open_events += int(b.rest_events.sum())
 
     @staticmethod
@@ -570,20 +536,21 @@ class TraceAnalyzer:
         """Drop open traces too old, then the oldest (by newest event, ties by trace id) until the rest fit the
         cap. Found with numpy instead of a sort of every open trace (~40 ms at 60,000 open events, then most
         of a trim), and the expired ones too (a Python test per open trace was most of a trim after that).
-        Returns the newest events and events (arrays) it read, in the dict's order, and which of them stay (a
-        mask; None: all), for ``_expire`` (a trim during the feed takes nothing more)."""
+        Returns the newest events and events (arrays) it read, in the table's order, and which of them stay (a
+        mask; None: all), for ``_expire`` (a trim during the feed takes nothing more). A trace dropped is a
+        cleared flag of its slot (``OpenTraces.kill``): no Python per open trace."""
         open_ = self._open
-        n = len(open_)
-        all_newest = newest = np.fromiter(map(_NEWEST, open_.values()), np.float64, n)
-        all_events = events = np.fromiter(map(_EVENTS, open_.values()), np.int64, n)
-        trace_ids = list(open_)
+        slots = open_.slots()
+        n = slots.size
+        all_newest = newest = open_.newest[slots]
+        all_events = events = open_.events[slots]
         expired = newest < self._newest - self.pending_seconds
-        at = None  # where the traces not expired are in trace_ids (None: all of them)
-        keep = None  # which of trace_ids stay (None: all of them)
+        at = None  # where the traces not expired are among the slots (None: all of them)
+        keep = None  # which of the slots stay (None: all of them)
         if expired.any():
             gone = np.flatnonzero(expired)
             self.counts["pending_expired_events"] += int(events[gone].sum())
-            deque(map(open_.pop, map(trace_ids.__getitem__, gone.tolist())), 0)
+            open_.kill(slots[gone])
             keep = ~expired
             at = np.flatnonzero(keep)
             newest, events = newest[at], events[at]
@@ -592,21 +559,23 @@ class TraceAnalyzer:
         if excess > 0:
             order = np.argsort(newest, kind="stable")
             by_age = newest[order]
-            where = order if at is None else at[order]  # (their places in trace_ids)
+            where = order if at is None else at[order]  # (their places among the slots)
             # the traces dropped are those older than the newest one needed to cover the excess, then of
             # those as old as it, the first ones by trace id until the rest fit
             last = by_age[int(np.searchsorted(np.cumsum(events[order]), excess))]
             lo, hi = int(np.searchsorted(by_age, last, "left")), int(np.searchsorted(by_age, last, "right"))
             evicted = int(events[order[:lo]].sum())
-            deque(map(open_.pop, map(trace_ids.__getitem__, where[:lo].tolist())), 0)
+            open_.kill(slots[where[:lo]])
             if keep is None:
                 keep = np.ones(n, np.bool_)
             keep[where[:lo]] = False
             total -= evicted
-            for trace_id, i in sorted((trace_ids[i], i) for i in where[lo:hi].tolist()):
+            tied = where[lo:hi].tolist()
+            for _, i in sorted(zip(open_.ids[slots[tied]].tolist(), tied, strict=True)):
                 if total <= self.pending_max_events:
                     break
-                size = open_.pop(trace_id)[1]
+                open_.kill(slots[i:i + 1])
+                size = int(all_events[i])
                 keep[i] = False
                 total -= size
                 evicted += size
@@ -614,13 +583,14 @@ class TraceAnalyzer:
         self._open_events = total
         return all_newest, all_events, keep
 
-    def _expire(self) -> tuple[list[str], list[_Open], Any, Any, list[int]]:
-        """Drop open traces too old or beyond the cap (``_trim``); return what stays open, in the dict's order
+    def _expire(self) -> tuple[list[str], OpenView, Any, Any, list[int]]:
+        """Drop open traces too old or beyond the cap (``_trim``); return what stays open, in the table's order
         (trace ids, open traces, newest events and events, arrays), and that order's places oldest trace first."""
         newest, events, keep = self._trim()
         if keep is not None:
             newest, events = newest[keep], events[keep]
-        trace_ids, opens = list(self._open), list(self._open.values())
+        slots = self._open.slots()
+        trace_ids, opens = self._open.ids[slots].tolist(), OpenView(self._open, slots)
         # sorted by (newest, trace id): by newest with numpy (a sort of (newest, trace id) pairs was ~25 ms at
         # 23,500 open traces, the benchmark log's, most of this), then each run of equal newest by trace id
         order = np.argsort(newest, kind="stable")
@@ -711,7 +681,7 @@ class TraceAnalyzer:
         return lines
 
 
-def _write_open_traces(conn: Any, trace_ids: list[str], opens: list[_Open], newest: Any, events: Any,
+def _write_open_traces(conn: Any, trace_ids: list[str], opens: list[_Open] | OpenView, newest: Any, events: Any,
                        order: list[int]) -> None:
     """The stored open traces become these (their ids, the traces, their newest events and events), written in
     ``order`` (their places, oldest trace first)."""
@@ -722,20 +692,37 @@ def _write_open_traces(conn: Any, trace_ids: list[str], opens: list[_Open], newe
                                    _open_sums(opens, place))
 
 
-def _open_sums(opens: list[_Open], place: Any) -> store_tables.TraceSums:
+def _open_sums(opens: list[_Open] | OpenView, place: Any) -> store_tables.TraceSums:
     """The sums of these open traces as the stored columns, trace ``i`` at ``place[i]``. Nearly all are
     references to columns (a batch's rests, a stored row's traces): those of one source are taken from it at
     once with numpy; the few packed ones (merged in this run) go through Python.
 
     A trace's source is its third item (a ``PackedTrace``'s is its queries, an int: never a source), so the
-    traces are grouped by that item's identity; in the dict's order a source's traces mostly come in runs (a
+    traces are grouped by that item's identity; in the table's order a source's traces mostly come in runs (a
     stored row's, then each batch's rests), so only the runs' identities are sorted, and the traces put in
     their groups' order by a sort of small group numbers (a radix sort)."""
     n = len(opens)
     if not n:
         return store_tables.assemble_sums(0, [])
-    sources = list(map(_SOURCE, opens))
-    ids = np.fromiter(map(id, sources), np.uint64, n)
+    if isinstance(opens, OpenView):  # the table's live traces: the same from its columns, no Python per trace
+        table, slots = opens.table, opens.slots
+        src, index = table.src[slots], table.idx[slots]
+        ids = np.fromiter(map(id, table.sources), np.uint64, len(table.sources))[src]
+        in_packed = np.flatnonzero(src == 0)  # (OpenTraces' own PackedTrace list)
+        ids[in_packed] = np.fromiter(map(id, map(_SOURCE, map(table.packed.__getitem__,
+                                                               index[in_packed].tolist()))), np.uint64, in_packed.size)
+
+        def source(i: int) -> Any:
+            return table.sources[int(src[i])] if src[i] else None
+    else:
+        sources = list(map(_SOURCE, opens))
+        ids = np.fromiter(map(id, sources), np.uint64, n)
+        # each trace's index in its source (a PackedTrace's db_ms there, never read: a float, as the indexes are
+        # read, exactly, in one pass)
+        index = np.fromiter(map(_INDEX, opens), np.float64, n)
+
+        def source(i: int) -> Any:
+            return None if type(opens[i]) is PackedTrace else sources[i]
     starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
     _, first_run, run_group = np.unique(ids[starts], return_index=True, return_inverse=True)
     groups = len(first_run)
@@ -747,18 +734,15 @@ def _open_sums(opens: list[_Open], place: Any) -> store_tables.TraceSums:
     group = np.repeat(run_group.astype(np.uint16 if groups <= 1 << 16 else np.int64),
                       np.diff(np.append(starts, n)))
     by_group = np.argsort(group, kind="stable")
-    # each trace's index in its source (a PackedTrace's db_ms there, never read: a float, as the indexes are
-    # read, exactly, in one pass)
-    index = np.fromiter(map(_INDEX, opens), np.float64, n)
     parts = []
     packed = []
     for g, (lo, hi) in enumerate(pairwise([0, *np.cumsum(np.bincount(group, minlength=groups)).tolist()])):
         at = by_group[lo:hi]
-        first = int(starts[first_run[g]])
-        if type(opens[first]) is PackedTrace:
+        first = source(int(starts[first_run[g]]))
+        if first is None:
             packed.append(at)
             continue
-        parts.append((place[at], sources[first].take(index[at].astype(np.int64))))
+        parts.append((place[at], first.take(index[at].astype(np.int64))))
     if packed:
         at = np.concatenate(packed)
         parts.append((place[at], store_tables.packed_sums(cast(list[PackedTrace], [opens[i] for i in at.tolist()]))))

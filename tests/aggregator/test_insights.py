@@ -514,7 +514,8 @@ def test_a_trim_drops_what_a_sort_drops(tmp_path: Path, traces: list[tuple[int, 
 
     def analyzer_with_open() -> TraceAnalyzer:
         a = TraceAnalyzer(None, config(**{"run.trace_pending_max_events": cap, "run.trace_pending_seconds": 4}))
-        a._open = dict(open_)
+        for trace_id, trace in open_.items():  # (opened in this order: the table reads as the dict did)
+            a._open[trace_id] = trace
         a._newest = T0 + 6
         return a
 
