@@ -48,6 +48,12 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+/* AVX2 (and BMI1/2) code paths, compiled by target attributes and chosen at import when the CPU has them */
+#if defined(__x86_64__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 5))
+#include <immintrin.h>
+#define HAVE_AVX2_PASS 1
+static int use_avx2;
+#endif
 
 #define MAX_DEPTH 64      /* msgspec refuses nesting somewhere between 200 and 2000: stay well below */
 #define MAX_NUMBER 64     /* longest number token read (longer: give up) */
@@ -56,6 +62,9 @@
 #define FINITE 1.7e308
 #define ONES 0x0101010101010101ull
 #define HIGHS 0x8080808080808080ull
+/* Readable bytes past every line's '\n' that parse_line is given (the next lines', or a padded copy of the
+ * block's end: see scan): its vector reads (up to 32 bytes from a byte of the line) need no bound checks. */
+#define LINE_PAD 64
 
 /* ---- string columns, in the order of columns.STRING_FIELDS ------------------------------------------- */
 enum {
@@ -140,6 +149,9 @@ static const KeyDef KEYS[] = {
     {"@logapm.parsed_ts", "ts", T_REFUSE, -1},
 };
 #define N_KEYS ((int)(sizeof(KEYS) / sizeof(KEYS[0])))
+/* KEYS' types and columns side by side, compact: the dispatch on a key's value reads a byte */
+static uint8_t key_type[64];
+static int8_t key_col[64];
 #define K_TIMESTAMP 0
 #define K_SCHEMA 1
 #define K_KIND 2
@@ -193,23 +205,38 @@ static int find_key(const unsigned char *s, size_t n) {
     return -1;
 }
 
-/* Whether the key at ks (after its opening quote) is KEYS[k] followed at once by its colon: the name, the
- * closing quote and the colon, compared in place (a key and its colon with whitespace between them take the
- * general path). */
-static inline int predicted_key(int k, const unsigned char *ks, const unsigned char *end,
-                                const unsigned char *limit) {
+/* Whether the bytes at p start with the n bytes of pat (a 32-byte pattern whose first n bytes are flagged in
+ * need), compared in place at once. p is in a line: 32 bytes from it are readable (LINE_PAD); end is the
+ * line's '\n' (for the bytewise comparison without SSE2). */
+static inline int starts_with(const unsigned char *p, const char *pat, uint32_t need, size_t n,
+                              const unsigned char *end) {
 #if defined(__SSE2__)
-    if (limit - ks >= 32) {
-        __m128i a0 = _mm_loadu_si128((const __m128i *)ks), a1 = _mm_loadu_si128((const __m128i *)(ks + 16));
-        __m128i b0 = _mm_load_si128((const __m128i *)key_name[k]);
-        __m128i b1 = _mm_load_si128((const __m128i *)(key_name[k] + 16));
-        uint32_t eq = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(a0, b0)) |
-                      ((uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(a1, b1)) << 16);
-        return (eq & key_need[k]) == key_need[k];
-    }
+    (void)n;
+    (void)end;
+    __m128i a0 = _mm_loadu_si128((const __m128i *)p), a1 = _mm_loadu_si128((const __m128i *)(p + 16));
+    __m128i b0 = _mm_load_si128((const __m128i *)pat), b1 = _mm_load_si128((const __m128i *)(pat + 16));
+    uint32_t eq = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(a0, b0)) |
+                  ((uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(a1, b1)) << 16);
+    return (eq & need) == need;
+#else
+    (void)need;
+    return (size_t)(end - p) >= n && same_bytes(pat, (const char *)p, n);
 #endif
-    (void)limit;
-    return (size_t)(end - ks) > key_len[k] + 1 && same_bytes(key_name[k], (const char *)ks, key_len[k] + 2);
+}
+
+/* Whether the key at ks (after its opening quote) is KEYS[k] followed at once by its colon: the name, the
+ * closing quote and the colon (a key and its colon with whitespace between them take the general path). */
+static inline int predicted_key(int k, const unsigned char *ks, const unsigned char *end) {
+    return starts_with(ks, key_name[k], key_need[k], key_len[k] + 2, end);
+}
+
+/* Whether the bytes at p (just past a value) are the writers' separator and KEYS[k] with its colon,
+ * `,"name":` (a separator with whitespace takes the general path). */
+static char key_entry[64][32] __attribute__((aligned(16))); /* `,"name":` per key */
+static uint32_t entry_need[64];
+
+static inline int predicted_entry(int k, const unsigned char *p, const unsigned char *end) {
+    return starts_with(p, key_entry[k], entry_need[k], key_len[k] + 4, end);
 }
 
 /* kinds, in parsers.columns.KIND_CODES order (kind_of below hard-codes the same codes), and what each
@@ -504,18 +531,22 @@ static unsigned char str_stop[256];
 /* 1 for the whitespace JSON allows inside a line (space, tab, CR): a table is one load and test where the
  * three comparisons were several instructions at each of the four places a key and its value pass */
 static unsigned char ws[256];
+/* 1 for those and 'n': what a value may start with other than its own first byte (whitespace, null) */
+static unsigned char ws_or_n[256];
 /* '\n' is never skipped: it ends the line and stops every scan (a sentinel) */
 #define SKIP_WS(p) while (ws[*(p)]) (p)++
 
 static inline uint64_t has_zero(uint64_t v) { return (v - ONES) & ~v & HIGHS; }
 
-/* The first '"', '\\' or control character at or after p. Reads 8 bytes at a time up to ``limit`` (the
- * data's end, not the line's: the line's '\n' stops the scan first, and the lowest flagged byte of a word
- * is exact, whatever the bytes after it). */
+/* The first '"', '\\' or control character at or after p, a byte of a line: the line's '\n' stops the scan
+ * at the latest, and the lowest flagged byte of a vector is exact, whatever the bytes after it. With SSE2,
+ * 16 bytes at a time without a bound (LINE_PAD bytes past the '\n' are readable); else 8 at a time up to
+ * ``limit``. */
 static inline cp scan_plain(cp p, cp limit) {
 #if defined(__SSE2__)
+    (void)limit;
     const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1F);
-    while (p + 16 <= limit) {
+    for (;;) {
         __m128i v = _mm_loadu_si128((const __m128i *)p);
         __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
                                  _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v)); /* v <= 0x1F */
@@ -523,7 +554,7 @@ static inline cp scan_plain(cp p, cp limit) {
         if (mask) return p + __builtin_ctz((unsigned)mask);
         p += 16;
     }
-#endif
+#else
     while (p + 8 <= limit) {
         uint64_t v;
         memcpy(&v, p, 8);
@@ -534,6 +565,7 @@ static inline cp scan_plain(cp p, cp limit) {
     }
     while (!str_stop[*p]) p++;
     return p;
+#endif
 }
 
 /* A decoded string: its UTF-8 bytes (in the line or in the scratch buffer). */
@@ -700,21 +732,30 @@ static cp number_token(cp p, int *is_int) {
     return q;
 }
 
-/* An integer token of at most 18 digits. */
-static cp parse_int(cp p, int64_t *out) {
-    int is_int;
-    cp q = number_token(p, &is_int);
-    if (!q || !is_int) return NULL;
-    int neg = *p == '-';
-    cp d = p + neg;
-    if (q - d > 18) return NULL;
-    int64_t v = 0;
-    for (; d < q; d++) v = v * 10 + (*d - '0');
-    *out = neg ? -v : v;
+#define IS_DIGIT(c) ((unsigned)((c) - '0') < 10u)
+
+/* An integer token of at most 18 digits: number_token's syntax with neither fraction nor exponent, in one
+ * pass (a token with either is no integer: NULL, as a longer one). Inline: the schema's `1` and the status
+ * codes cost a call and a second pass over the digits before (about 60 instructions each). */
+static inline cp parse_int(cp p, int64_t *out) {
+    cp q = p;
+    int neg = *q == '-';
+    q += neg;
+    uint64_t v = 0; /* unsigned: more than 18 digits wrap before they are refused */
+    if (*q == '0') {
+        q++;
+    } else if (IS_DIGIT(*q)) {
+        cp d = q;
+        do v = v * 10 + (uint64_t)(*q++ - '0');
+        while (IS_DIGIT(*q));
+        if (q - d > 18) return NULL;
+    } else {
+        return NULL;
+    }
+    if (*q == '.' || *q == 'e' || *q == 'E') return NULL;
+    *out = neg ? -(int64_t)v : (int64_t)v;
     return q;
 }
-
-#define IS_DIGIT(c) ((unsigned)((c) - '0') < 10u)
 
 static const double POW10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
                                  1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
@@ -1004,6 +1045,30 @@ static double quiet_nan(void) {
     return d;
 }
 
+/* Whether the n bytes at s (16 or 32: a span or trace id) are printable ASCII but '"' and '\\', and s[n] is
+ * '"': then they are the whole string, n code points, without escapes; else the general path decides (a
+ * non-ASCII id of n code points, an escaped one, a wrong length). Ids are not read as hex: the schema
+ * requires their length alone. One vector step per 16 bytes: a signed
+ * comparison with 0x20 flags the control characters and every byte >= 0x80 at once. */
+static inline int plain_id(cp s, Py_ssize_t n) {
+    if (s[n] != '"') return 0; /* s is in the line, n <= 32: readable (LINE_PAD) */
+#if defined(__SSE2__)
+    const __m128i space = _mm_set1_epi8(0x20), quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+    __m128i bad = _mm_setzero_si128();
+    for (Py_ssize_t i = 0; i < n; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
+        bad = _mm_or_si128(bad, _mm_or_si128(_mm_cmplt_epi8(v, space),
+                                             _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash))));
+    }
+    return _mm_movemask_epi8(bad) == 0;
+#else
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] < 0x20 || s[i] >= 0x80 || s[i] == '"' || s[i] == '\\') return 0;
+    }
+    return 1;
+#endif
+}
+
 /* The string tables and each field's last code, for prefetch_slot. */
 typedef struct {
     Interner *tables;
@@ -1024,12 +1089,14 @@ static inline void prefetch_slot(const Coding *coding, Row *row, int f) {
 }
 
 /* Parse one line [p, end) (p at '{', end at its '\n') into row. 0 on success, -1 when it is not an
- * event this scanner is sure of. Strings with escapes are decoded into scratch. Out of line, intern inline:
+ * event this scanner is sure of. Strings with escapes are decoded into scratch. limit: the end of the
+ * readable bytes, at least LINE_PAD past end. Out of line, intern inline:
  * the layout 6cc7966 measured (when scan() grew, gcc had inlined this one into it and called intern). */
-static __attribute__((noinline)) int parse_line(cp p, cp end, cp limit, Row *row, unsigned char *scratch,
-                                                double past, double future, int *pred, MinuteCache *mc,
-                                                const Coding *coding) {
-    uint64_t seen = 0, present = 0;
+static inline __attribute__((always_inline)) int parse_line_body(cp p, cp end, cp limit, Row *row,
+                                                                 unsigned char *scratch, double past,
+                                                                 double future, int *pred, MinuteCache *mc,
+                                                                 const Coding *coding) {
+    uint64_t seen = 0, nulls = 0; /* keys read; those of them null */
     int prev = N_KEYS;
     double nan = quiet_nan();
     row->kind = -1;
@@ -1044,41 +1111,66 @@ static __attribute__((noinline)) int parse_line(cp p, cp end, cp limit, Row *row
     p++;
     SKIP_WS(p);
     if (*p != '"') goto fail;
+    int k;
+    goto key;
     for (;;) {
-        /* the key: raw bytes, no escapes */
-        cp ks = ++p;
-        /* the key that followed the previous one last time (writers keep an order): compared in place */
-        int k = pred[prev];
-        if (k >= 0 && predicted_key(k, ks, end, limit)) {
-            p = ks + key_len[k] + 2; /* past the colon */
+        /* p past a value. The writers' separator and the key that followed this one last time (writers keep
+         * an order), `,"name":`, compared in place at once */
+        k = pred[prev];
+        if (k >= 0 && predicted_entry(k, p, end)) {
+            p += key_len[k] + 4; /* past the colon */
         } else {
-            p = scan_plain(p, limit);
-            if (*p != '"') goto fail;
-            k = find_key(ks, (size_t)(p - ks));
-            pred[prev] = k;
-            p++;
             SKIP_WS(p);
-            if (*p != ':') goto fail;
-            p++;
+            if (*p == ',') {
+                p++;
+                SKIP_WS(p);
+                if (*p != '"') goto fail;
+            } else {
+                if (*p != '}') goto fail;
+                p++;
+                break;
+            }
+        key:;
+            /* the key: raw bytes, no escapes */
+            cp ks = ++p;
+            k = pred[prev];
+            if (k >= 0 && predicted_key(k, ks, end)) {
+                p = ks + key_len[k] + 2; /* past the colon */
+            } else {
+                p = scan_plain(p, limit);
+                if (*p != '"') goto fail;
+                k = find_key(ks, (size_t)(p - ks));
+                pred[prev] = k;
+                p++;
+                SKIP_WS(p);
+                if (*p != ':') goto fail;
+                p++;
+            }
         }
         prev = k >= 0 ? k : N_KEYS + 1;
-        SKIP_WS(p);
         if (k < 0) {
+            SKIP_WS(p);
             p = skip_value(p, end, limit, 1, tmp);
             if (!p) goto fail;
         } else {
-            const KeyDef *kd = &KEYS[k];
+            int type = key_type[k], col = key_col[k];
             if (seen & BIT(k)) goto fail; /* msgspec: the last one wins; here: not sure */
             seen |= BIT(k);
-            if (*p == 'n') {
-                p = literal_null(p, end);
-                if (!p || k == K_TIMESTAMP || k == K_SCHEMA || k == K_KIND || kd->type == T_REFUSE) goto fail;
-            } else {
-                present |= BIT(k);
+            /* whitespace before the value, or null: one test of the value's first byte */
+            if (ws_or_n[*p]) {
+                SKIP_WS(p);
+                if (*p == 'n') {
+                    p = literal_null(p, end);
+                    if (!p || k == K_TIMESTAMP || k == K_SCHEMA || k == K_KIND || type == T_REFUSE) goto fail;
+                    nulls |= BIT(k);
+                    continue;
+                }
+            }
+            {
                 Str s;
                 int64_t iv;
                 double dv;
-                switch (kd->type) {
+                switch (type) {
                 case T_TIMESTAMP:
                     if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
                     if (read_timestamp(&s, &row->ts, mc) < 0) goto fail;
@@ -1123,10 +1215,10 @@ static __attribute__((noinline)) int parse_line(cp p, cp end, cp limit, Row *row
                     else goto fail;
                     break;
                 case T_STR: {
-                    Str *o = &row->strs[kd->col];
+                    Str *o = &row->strs[col];
                     if (*p != '"' || !(p = parse_string(p, limit, o, &scratch))) goto fail;
                     if (o->len > MAX_STR && code_points(o->ptr, o->len) > MAX_STR) goto fail;
-                    row->has_str |= 1u << kd->col;
+                    row->has_str |= 1u << col;
                     break;
                 }
                 case T_STR_V:
@@ -1135,22 +1227,30 @@ static __attribute__((noinline)) int parse_line(cp p, cp end, cp limit, Row *row
                     break;
                 case T_TRACE:
                 case T_SPAN: {
-                    Py_ssize_t want = kd->type == T_TRACE ? 32 : 16;
-                    Str *o = &row->strs[kd->col];
-                    if (*p != '"' || !(p = parse_string(p, limit, o, &scratch))) goto fail;
-                    if (o->len < want || o->len > 4 * want) goto fail;
-                    /* want code points: want bytes all ASCII, or more bytes counted */
-                    if (o->len == want ? !is_ascii(o->ptr, o->len) : code_points(o->ptr, o->len) != want)
-                        goto fail;
-                    row->has_str |= 1u << kd->col;
-                    prefetch_slot(coding, row, kd->col);
+                    Py_ssize_t want = type == T_TRACE ? 32 : 16;
+                    Str *o = &row->strs[col];
+                    if (*p != '"') goto fail;
+                    if (plain_id(p + 1, want)) {
+                        o->ptr = (const char *)p + 1;
+                        o->len = want;
+                        o->escaped = 0;
+                        p += want + 2;
+                    } else {
+                        if (!(p = parse_string(p, limit, o, &scratch))) goto fail;
+                        if (o->len < want || o->len > 4 * want) goto fail;
+                        /* want code points: want bytes all ASCII, or more bytes counted */
+                        if (o->len == want ? !is_ascii(o->ptr, o->len) : code_points(o->ptr, o->len) != want)
+                            goto fail;
+                    }
+                    row->has_str |= 1u << col;
+                    prefetch_slot(coding, row, col);
                     break;
                 }
                 case T_METRIC_NAME:
                     if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
                     if (!metric_name_ok(&s)) goto fail;
-                    row->strs[kd->col] = s;
-                    row->has_str |= 1u << kd->col;
+                    row->strs[col] = s;
+                    row->has_str |= 1u << col;
                     break;
                 case T_STATUS:
                     if (!(p = parse_int(p, &iv)) || iv < 100 || iv > 599) goto fail;
@@ -1179,28 +1279,16 @@ static __attribute__((noinline)) int parse_line(cp p, cp end, cp limit, Row *row
                 case T_TAGS:
                     if (*p != '{' || !(p = parse_tags(p, limit, tmp, &row->tags))) goto fail;
                     break;
-                default:
+                case T_REFUSE:
                     goto fail;
+                default:
+                    __builtin_unreachable(); /* key_type holds nothing else: no bounds check */
                 }
             }
         }
-        /* the writers' own separator, `,"` with no whitespace: one test (p[1] is at most the line's '\n') */
-        if (p[0] == ',' && p[1] == '"') {
-            p++;
-            continue;
-        }
-        SKIP_WS(p);
-        if (*p == ',') {
-            p++;
-            SKIP_WS(p);
-            if (*p != '"') goto fail;
-            continue;
-        }
-        if (*p != '}') goto fail;
-        p++;
-        break;
     }
     if (p != end) goto fail; /* anything after the object */
+    uint64_t present = seen & ~nulls;
     if ((present & (BIT(K_TIMESTAMP) | BIT(K_SCHEMA) | BIT(K_KIND))) !=
         (BIT(K_TIMESTAMP) | BIT(K_SCHEMA) | BIT(K_KIND)))
         goto fail;
@@ -1210,6 +1298,29 @@ static __attribute__((noinline)) int parse_line(cp p, cp end, cp limit, Row *row
 fail:
     Py_CLEAR(row->tags);
     return -1;
+}
+
+#define PARSE_LINE_ARGS                                                                                       \
+    cp p, cp end, cp limit, Row *row, unsigned char *scratch, double past, double future, int *pred,           \
+        MinuteCache *mc, const Coding *coding
+static __attribute__((noinline)) int parse_line_base(PARSE_LINE_ARGS) {
+    return parse_line_body(p, end, limit, row, scratch, past, future, pred, mc, coding);
+}
+
+/* The same parse compiled for AVX2 with BMI1/2 (CPUs with AVX2 have them all), chosen at import with the
+ * pass: the vector code in three-operand form (no register copies), shifts by a register without the count
+ * in CL; the same results. */
+#if defined(HAVE_AVX2_PASS)
+static __attribute__((noinline, target("avx2,bmi,bmi2"))) int parse_line_avx2(PARSE_LINE_ARGS) {
+    return parse_line_body(p, end, limit, row, scratch, past, future, pred, mc, coding);
+}
+#endif
+
+static inline int parse_line(PARSE_LINE_ARGS) {
+#if defined(HAVE_AVX2_PASS)
+    if (use_avx2) return parse_line_avx2(p, end, limit, row, scratch, past, future, pred, mc, coding);
+#endif
+    return parse_line_base(p, end, limit, row, scratch, past, future, pred, mc, coding);
 }
 
 /* ---- the block ---------------------------------------------------------------------------------------- */
@@ -1341,11 +1452,7 @@ static int prepass_sse2(cp data, size_t i, size_t to, Ends *e, int *high) {
 
 /* AVX2 where the CPU has it (checked at import): the same pass in half the instructions. The function is
  * compiled for AVX2 by its target attribute alone, so the module builds with the compiler's defaults. */
-#if defined(__x86_64__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 5))
-#include <immintrin.h>
-#define HAVE_AVX2_PASS 1
-static int use_avx2;
-
+#if defined(HAVE_AVX2_PASS)
 __attribute__((target("avx2"))) static int prepass_avx2(cp data, size_t i, size_t to, Ends *e, int *high) {
     const __m256i zero = _mm256_setzero_si256(), newline = _mm256_set1_epi8('\n');
     unsigned hi = 0;
@@ -1451,6 +1558,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     Cols c;
     memset(&c, 0, sizeof(c));
     unsigned char *scratch = NULL;
+    unsigned char *tail = NULL; /* the block's end, from tail_from, copied with LINE_PAD bytes after it */
+    size_t tail_from = 0;
     PyObject *arena = NULL;
     Ends e = {NULL, 0, 0, 0};
     size_t scratch_size = 0;
@@ -1536,7 +1645,25 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             }
             if (c.n == c.cap && cols_alloc(&c, &arena, c.cap + c.cap / 2 + 16) < 0) goto error;
             if (c.n == c.filled) cols_fill(&c, e.n - line);
-            if (parse_line(p, nl, data_end, &row, scratch, past, future, pred, &mc, &coding) < 0) {
+            /* parse_line reads up to LINE_PAD bytes past a line's '\n': the lines that end closer to the
+             * block's end than that are read from a padded copy (their strings stay there for the call) */
+            cp lp = p, lnl = nl, llimit = data_end;
+            if ((size_t)(data_end - nl) < LINE_PAD) {
+                if (!tail) {
+                    tail_from = (size_t)(p - data);
+                    tail = (unsigned char *)PyMem_Malloc(size - tail_from + LINE_PAD);
+                    if (!tail) {
+                        PyErr_NoMemory();
+                        goto error;
+                    }
+                    memcpy(tail, p, size - tail_from);
+                    memset(tail + (size - tail_from), 0, LINE_PAD);
+                }
+                lp = tail + ((size_t)(p - data) - tail_from);
+                lnl = lp + len;
+                llimit = tail + (size - tail_from) + LINE_PAD;
+            }
+            if (parse_line(lp, lnl, llimit, &row, scratch, past, future, pred, &mc, &coding) < 0) {
                 if (PyErr_Occurred()) goto error; /* out of memory building a metric's tags: not a verdict */
                 /* not an event: skipped only when the line does not mention the marker at all; a line that
                  * does is declined: the range returned ends before it (the caller has the reference read
@@ -1650,6 +1777,7 @@ error:
 done:
     Py_XDECREF(tags);
     for (int i = 0; i < ntables; i++) interner_free(&tables[i]);
+    PyMem_Free(tail); /* after the tables: their entries may point into it */
     if (arena) keep_arena(arena);
     give(B_SCRATCH, scratch, scratch_size);
     give(B_ENDS, e.at, e.size);
@@ -1677,11 +1805,12 @@ PyMODINIT_FUNC PyInit__scan(void) {
     for (int i = 0; i < 256; i++) {
         str_stop[i] = i < 0x20 || i == '"' || i == '\\';
         ws[i] = i == ' ' || i == '\t' || i == '\r';
+        ws_or_n[i] = ws[i] || i == 'n';
     }
     for (int i = 0; i < KEY_BUCKETS; i++) key_head[i] = -1;
     for (int k = 0; k < N_KEYS; k++) {
         key_len[k] = strlen(KEYS[k].name);
-        if (key_len[k] + 2 >= sizeof(key_name[k])) {
+        if (key_len[k] + 4 > sizeof(key_entry[k])) {
             PyErr_SetString(PyExc_ImportError, "parsers._scan: a key name is too long");
             return NULL;
         }
@@ -1689,6 +1818,12 @@ PyMODINIT_FUNC PyInit__scan(void) {
         key_name[k][key_len[k]] = '"';
         key_name[k][key_len[k] + 1] = ':';
         key_need[k] = (uint32_t)((1ull << (key_len[k] + 2)) - 1);
+        key_type[k] = (uint8_t)KEYS[k].type;
+        key_col[k] = (int8_t)KEYS[k].col;
+        key_entry[k][0] = ',';
+        key_entry[k][1] = '"';
+        memcpy(key_entry[k] + 2, key_name[k], key_len[k] + 2);
+        entry_need[k] = (uint32_t)((1ull << (key_len[k] + 4)) - 1);
     }
     for (int k = N_KEYS - 1; k >= 0; k--) {
         const unsigned char *s = (const unsigned char *)KEYS[k].name;

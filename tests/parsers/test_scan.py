@@ -11,6 +11,7 @@ not silently degrade).
 
 from __future__ import annotations
 
+import ast
 import calendar
 import importlib.util
 import io
@@ -863,3 +864,112 @@ def test_out_of_memory_is_a_memory_error_not_a_verdict(shape: str) -> None:
             assert got[:3] == whole[:3] and got[-1] == whole[-1], (k, got[:3])
         outcomes.add(got is MemoryError)
     assert outcomes == {True, False}  # the sweep reached the function's allocations and went past them
+
+
+# --- the parse's fast paths at their edges --------------------------------------------------------------------
+
+@pytest.mark.parametrize("field", ["trace_id", "span_id", "parent_span_id"])
+def test_ids_with_an_odd_byte_at_each_position(field: str) -> None:
+    """An id whose bytes are all printable ASCII but '"' and '\\\\', followed by its closing quote, is taken in
+    one vector step; anything else at any of its positions (a non-hex letter, an escape, a two-byte character,
+    a quote, a control character, a backslash) and ids one too short or too long go the general way, with the
+    reference's verdict."""
+    want = 32 if field == "trace_id" else 16
+    base = "0123456789abcdef" * (want // 16)
+    line = event_line("db", **{"trace_id": "f" * 32, "span_id": "e" * 16, "parent_span_id": "d" * 16, field: base})
+    quoted = f'"{field}":"{base}"'.encode()
+    assert quoted in line
+    odd = [b"g", b"G", b"\\u0041", b"\\\"", b"\xc3\xa9", b"\xe6\x97\xa5", b'"', b"\x01", b"\x7f", b"\\", b"\\n", b" "]
+    for i in range(want):
+        for o in odd:
+            raw = base.encode()[:i] + o + base.encode()[i + 1 :]
+            changed = line.replace(quoted, f'"{field}":"'.encode() + raw + b'"')
+            got = run(block(event_line("request"), changed, line))
+            if o in (b"g", b"G", b"\\u0041", b"\xc3\xa9", b"\xe6\x97\xa5", b"\x7f", b" "):
+                assert got is not None and got[2].n == 3, (i, o)  # still want code points: an event
+    for raw in (base[:-1], base + "0", base[:-1] + "\u00e9", ""):
+        run(block(line.replace(quoted, f'"{field}":"{raw}"'.encode(), 1), line))
+
+
+def test_predicted_keys_near_misses() -> None:
+    """A key is compared in place with the one that followed the previous key last time, with the
+    separator before it (`,"name":`): lines that train that prediction, then one whose key differs from it
+    in any byte (an unknown key then, or a required one missing), whose separator has whitespace, or that
+    repeats a key where the prediction expects it, each with the reference's verdict."""
+    base = event_line("db")
+    names = [k.encode() for k in event_dict("db")]
+    for name in names:
+        entry = b',"' + name + b'":'
+        if entry not in base:
+            continue  # the first key: no separator before it
+        for j in range(len(entry)):
+            for c in (b"X", b" ", b"\t"):
+                changed = base.replace(entry, entry[:j] + c + entry[j + 1 :], 1)
+                run(block(base, base, changed, base))
+                changed = base.replace(entry, entry[:j] + c + entry[j:], 1)
+                run(block(base, base, changed, base))
+    # a repeated key where its successor is predicted: `"a":1,"b":2,"a":1` after lines `"a":1,"b":2,...`
+    for i in range(1, len(names)):
+        first = json.loads(base)
+        dup = base[:-1] + b',"' + names[i - 1] + b'":' + orjson.dumps(first[names[i - 1].decode()]) + b"}"
+        run(block(base, base, dup, base), accept=False)
+        got = run_range(block(base, dup, base))
+        assert got is not None and got[3] == len(base) + 1  # the duplicate declined, as before
+
+
+def test_escapes_at_vector_boundaries() -> None:
+    """Strings are scanned 16 bytes a step: an escape (each kind) and a closing quote at every offset of the
+    first three steps of a value, in keys' and values' places the writers use."""
+    lines = []
+    for offset in range(0, 50):
+        for esc in (b'\\"', b"\\\\", b"\\/", b"\\n", b"\\u00e9", b"\\ud83d\\ude00"):
+            text = b"a" * offset + esc + b"b" * (offset % 17)
+            lines.append(event_line("db").replace(b'"db.query.text":"SELECT * FROM stories_story WHERE id = %s"',
+                                                  b'"db.query.text":"' + text + b'"'))
+        lines.append(event_line("request", http__route="r" * offset))
+    got = run(block(*lines), accept=True)
+    assert got[2].n == len(lines)
+
+
+_GUARDED = r'''
+import ast, ctypes, mmap, sys
+from parsers import scan
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+PAGE = mmap.PAGESIZE
+out = []
+for data in ast.literal_eval(sys.stdin.read()):
+    pages = (len(data) + PAGE - 1) // PAGE + 1
+    base = libc.mmap(None, pages * PAGE, 3, 0x22, -1, 0)  # read/write, private anonymous
+    guard = base + (pages - 1) * PAGE
+    assert libc.mprotect(guard, PAGE, 0) == 0  # the page after the block: any read of it faults
+    buf = (ctypes.c_ubyte * len(data)).from_address(guard - len(data))
+    ctypes.memmove(buf, data, len(data))
+    got = scan.scan_range(memoryview(buf).cast("B"), 0.0, 2e9, 65536)
+    out.append(None if got is None else (got[0], got[1], got[2].n, got[3]))
+print(repr(out))
+'''
+
+
+def test_reads_no_byte_past_the_block() -> None:
+    """The parse reads up to LINE_PAD bytes past a line's newline (its vector steps need no bound checks):
+    the lines near the block's end are read from a padded copy. Blocks placed right before a page that
+    faults when read (in a child process), ending with every kind of line (an event whose last value is an
+    id, a string, a number; short lines; one line alone; lines cut short), give the results they give in
+    ordinary memory."""
+    ev = event_line("request")
+    ends = [event_line("db", parent_span_id="00f067aa0ba902b7"), event_line("request"), event_line("metric"),
+            b"{}", b'{"a":"x"}', b'{"a":1}', ev[:40] + b"}", ev[:-1] + b',"trace_id":"' + b"a" * 32 + b'"}']
+    blocks = [block(e) for e in ends] + [block(ev, ev, e) for e in ends] + [block(ev, b"{}", b"{}", b"{}")]
+    blocks += [block(ev, ev[:n] + b"}") for n in range(1, len(ev), 3)]
+    blocks += [block(ev, ev[:n] + b'"}') for n in range(1, len(ev), 5)]
+    root = Path(__file__).resolve().parents[2]
+    got = subprocess.run([sys.executable, "-c", _GUARDED], input=repr(blocks), cwd=root, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(root)})
+    assert got.returncode == 0, (got.returncode, got.stderr[-2000:])
+    results = ast.literal_eval(got.stdout)
+    for data, res in zip(blocks, results, strict=True):
+        ref = run_range(data)
+        assert res == (None if ref is None else (ref[0], ref[1], ref[2].n, ref[3])), data
