@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import attrgetter, call, itemgetter
+from types import ModuleType
 from typing import Any, Final
 
 import numpy as np
@@ -53,9 +54,23 @@ import numpy.typing as npt
 
 from aggregator.catalog import merge_into
 from aggregator.model import SeriesKey, Tags, WindowAggregate, make_tags
-from aggregator.sketch import BucketSlices, DDSketch, merged, merged_quick
+from aggregator.sketch import (
+    _FORMAT_VERSION,
+    MAX_BUCKETS,
+    RELATIVE_ACCURACY,
+    BucketSlices,
+    DDSketch,
+    _from_stored,
+    merged,
+    merged_quick,
+)
 from aggregator.windows_store import WindowsStore, fold_tags
+from logging_apm._native import load as load_native
 from parsers.columns import KIND_CODES, METRIC_TYPES, OUTCOMES, TABLE_OF, TASK_STATES, EventColumns
+
+# The per-event work in C (aggregator/_windows.c), or None: not built (it is optional) or turned off with
+# LOGAPM_NATIVE=0; then the numpy path below gives the same aggregates (tests/aggregator/test_windows_native.py).
+_native: ModuleType | None = load_native("aggregator._windows")
 
 # Families with exactly one aggregate entry per event: the ones whose counts make "events" (late ones too).
 EVENT_FAMILIES: Final = frozenset({"request", "db", "cache", "external", "task"})
@@ -134,6 +149,15 @@ _FLAG_CODES: Final[dict[str, int | None]] = {
 _COMBO_SPAN: Final = 1 << 62  # combined codes stay below this (int64)
 _COMBO_TABLE: Final = 1 << 16  # combined codes below this are numbered by a table, not a sort
 _DIRECT_KEYS: Final = 1 << 16  # a fold's (series, window) keys below this (or the values) need no sort
+# For the native routine (``aggregator._windows``): the key fields of kinds 0-4 in its order (each kind's
+# ``_KEY_FIELDS`` without the kind, kind after kind), the families its blocks fill, and each family's fold.
+_NATIVE_FIELDS: Final = tuple(name for kind in _KINDS[:5] for name in _KEY_FIELDS[kind][1:])
+_NATIVE_FAMILIES: Final = (*_KINDS[:5], "task.queue_wait")
+_FOLD_MODES: Final = {"request": 0, "external": 1, "db": 2, "cache": 3, "task": 4, "task.queue_wait": 5, "metric": 6}
+# The counters of each family's fold, in the order it adds them to an aggregate.
+_COUNTERS: Final[dict[str, tuple[str, ...]]] = {
+    "request": ("satisfied", "tolerating"), "external": (), "db": ("slow",), "cache": ("hits", "misses"),
+    "task": ("failures", "retries"), "task.queue_wait": (), "metric": ("count_samples",)}
 
 
 def _tags(*pairs: tuple[str, Any]) -> Tags:
@@ -236,6 +260,31 @@ def _combos(parts: list[npt.NDArray[Any]], codes: list[int | None],
     return inv, rows
 
 
+def _errors_and_flags(family: str, ids: npt.NDArray[np.int64],
+                      ) -> tuple[npt.NDArray[np.bool_], dict[str, npt.NDArray[np.bool_]]]:
+    """A family's errors and counter flags (``_fold``'s), from its events' lookup values: the flag bits
+    (``_flag_bits``; a metric's: counted) above the series id."""
+    bits = (ids >> _BITS_SHIFT).astype(np.uint8)  # (the kind's code above them: masked off below)
+    failed = (bits & 1).astype(np.bool_)
+    flags: dict[str, npt.NDArray[np.bool_]] = {}
+    if family in ("request", "external"):
+        errors = (bits & 3).astype(np.bool_)  # a failure or a 5xx
+    elif family == "task":  # the state's failure, else (no state) the outcome's
+        errors = (bits & 2).astype(np.bool_) | ((bits & 8).astype(np.bool_) & failed)
+        flags["failures"] = errors
+        flags["retries"] = (bits & 4).astype(np.bool_)
+    elif family in ("task.queue_wait", "metric"):
+        errors = np.zeros(ids.size, dtype=np.bool_)
+        if family == "metric":
+            flags["count_samples"] = failed
+    else:
+        errors = failed
+    if family == "cache":
+        flags["hits"] = (bits & 2).astype(np.bool_)
+        flags["misses"] = (bits & 4).astype(np.bool_)
+    return errors, flags
+
+
 def _window_index(ts: npt.NDArray[np.float64], width: int, lo: float, hi: float) -> npt.NDArray[np.int64]:
     """``floor_divide(ts, width)`` as int64, cheaper: ``floor(ts / width)`` is that or one more (the
     quotient rounded up to an integer), and ``q * width > ts`` (exact for an integer width and these
@@ -315,8 +364,12 @@ class WindowAccumulator:
         self._sizes: dict[str, int] = {}
         self._lookup: dict[Any, int] = {"metric": KIND_CODES["metric"] << _CODE_SHIFT}
         self._series: dict[str, list[SeriesKey]] = {}
-        # Columns waiting to be folded, per family: (series ids, ts, values, errors, flags).
+        # Columns waiting to be folded, per family: (lookup values, ts, values); the lookup values hold the
+        # series id and the flag bits the family's errors and counters come from (``_errors_and_flags``).
         self._pending: dict[str, list[tuple[Any, ...]]] = {}
+        # The lookup of scanned columns in C, mirroring ``_lookup`` (and the fold in C): None without it.
+        self._native: Any = None if _native is None else _native.Router(
+            _KINDS, _FLAG_VALUE["outcome"], _FLAG_VALUE["cache_hit"], _FLAG_VALUE["task_state"])
         self._buffered = 0
         self.max_series = max_series
         self._admitted: Mapping[str, Set[Tags]] = admitted or {}
@@ -424,22 +477,77 @@ class WindowAccumulator:
 
     def _add_rows(self, cols: EventColumns, lo: int, hi: int) -> None:
         """The events ``lo:hi`` of ``cols`` as one batch (``_add`` of columns)."""
+        router = self._native
+        if router is not None:
+            self._add_rows_native(router, cols, lo, hi)
+            return
         m = hi - lo
         codes = cols.kind[lo:hi]
         present: list[int] = np.bincount(codes, minlength=len(_KINDS)).tolist()
         # A radix sort of the kinds (unless there is one): it keeps each kind's events in order.
         order = np.arange(lo, hi) if max(present) == m else np.argsort(codes, kind="stable") + lo
-        for code, kind, pos, end in self._kinds(present):
+        for _, kind, pos, end in self._kinds(present):
             idx = order[pos:end]  # the kind's events, by their place in cols
             if kind == "metric":
-                first = int(np.count_nonzero(cols.kind[:lo] == code))  # metric_tags: one per metric event
-                table: list[Any] = [*cols.tables["metric_name"], None]
-                self._add_metric_series(list(map(table.__getitem__, cols.codes["metric_name"][idx].tolist())),
-                                        cols.metric_tags[first:first + end - pos], cols.ts[idx],
-                                        cols.metric_value[idx],
-                                        cols.metric_type[idx] == METRIC_TYPES["count"])
+                self._add_metric_columns(cols, lo, idx)
             else:
                 self._add_kind_columns(kind, cols, idx)
+
+    def _add_metric_columns(self, cols: EventColumns, lo: int, idx: npt.NDArray[np.intp]) -> None:
+        """The metric events ``idx`` (their places in ``cols``, in order, all from ``lo`` on)."""
+        first = int(np.count_nonzero(cols.kind[:lo] == KIND_CODES["metric"]))  # metric_tags: one per metric event
+        table: list[Any] = [*cols.tables["metric_name"], None]
+        self._add_metric_series(list(map(table.__getitem__, cols.codes["metric_name"][idx].tolist())),
+                                cols.metric_tags[first:first + idx.size], cols.ts[idx], cols.metric_value[idx],
+                                cols.metric_type[idx] == METRIC_TYPES["count"])
+
+    def _add_rows_native(self, router: Any, cols: EventColumns, lo: int, hi: int) -> None:
+        """``_add_rows`` by the native routine: one pass looks every event's combination of codes up in its
+        table (the keys ``_lookup`` holds, with its values); the combinations it has not seen come back as
+        lookup keys, once each, and are resolved here as ``_add_kind_columns`` resolves its misses (the same
+        calls in the same order: the same series, lookup table and folded counts); a second pass writes the
+        kinds' pending columns. Metric events (rare) go as in ``_add_rows``."""
+        counts, misses = router.probe(
+            cols.kind, lo, hi, tuple([(cols.codes[name], cols.tables[TABLE_OF[name]]) for name in _NATIVE_FIELDS]),
+            cols.outcome, cols.status, cols.cache_hit, cols.task_state, cols.queue_wait_ms)
+        resolved: list[Any] = [None] * 5
+        for code, kind, _, _ in self._kinds(list(counts[:6])):
+            if code < 5:
+                self._family(kind)
+                got = misses[code]
+                if got is not None:
+                    resolved[code] = self._resolve_native(kind, got[0], np.frombuffer(got[1], dtype=np.int32))
+        out = tuple([None if not k else (np.empty(k, dtype=np.int64), np.empty(k), np.empty(k))
+                     for k in (*counts[:5], counts[6])])
+        router.emit(cols.kind, cols.ts, cols.duration_ms, cols.queue_wait_ms, tuple(resolved), out)
+        pending = self._pending
+        for family, columns in zip(_NATIVE_FAMILIES, out, strict=True):
+            if columns is not None:
+                pending.setdefault(family, []).append(columns)
+        if counts[5]:
+            self._add_metric_columns(cols, lo, np.flatnonzero(cols.kind[lo:hi] == KIND_CODES["metric"]) + lo)
+
+    def _resolve_native(self, kind: str, keys: list[Any], inv: npt.NDArray[np.int32],
+                        ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The lookup values of the events whose combination the native table has not (``keys``: the
+        combinations' lookup keys, in the order their first events come; ``inv``: each such event's), as
+        ``_add_kind_columns`` gives them, and per key what the table takes: its value in ``_lookup`` now, or
+        -1 (a key ``_lookup`` does not hold: a folded series past the memo, a full table)."""
+        values = self._combo_values(kind, keys, inv)
+        return values, np.fromiter(map(self._lookup.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+
+    def _combo_values(self, kind: str, keys: list[Any], inv: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.int64]:
+        """The lookup values of events given as their combinations' lookup keys ``keys`` (in the order their
+        first events come) and each event's combination ``inv``: from the table, the misses resolved."""
+        found = np.fromiter(map(self._lookup.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        missed = found < 0
+        ev = None
+        if missed.any():
+            ev = self._resolve_combos(kind, keys, found, missed, inv)
+        values = found[inv]
+        if ev is not None:
+            values[ev[0]] = ev[1]
+        return values
 
     def _add_kind_columns(self, kind: str, cols: EventColumns, idx: npt.NDArray[np.intp]) -> None:
         """One kind's events (``idx``: their places in ``cols``, in order): ``_add_kind`` from columns."""
@@ -460,27 +568,17 @@ class WindowAccumulator:
                 fields.append(list(map(_FLAG_VALUE[name].__getitem__, got)))
             else:  # the status
                 fields.append([None if c < 0 else c for c in got])
-        keys = list(zip(repeat(kind), *fields))
-        found = np.fromiter(map(self._lookup.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
-        missed = found < 0
-        ev = None
-        if missed.any():
-            ev = self._resolve_combos(kind, keys, found, missed, inv)
-        ids = found[inv]
-        if ev is not None:
-            ids[ev[0]] = ev[1]
+        ids = self._combo_values(kind, list(zip(repeat(kind), *fields)), inv)
         ts = cols.ts[idx]
-        sid = self._pend(kind, ids, ts, cols.duration_ms[idx])
+        self._pend(kind, ids, ts, cols.duration_ms[idx])
         if kind == "task":
             waits = cols.queue_wait_ms[idx]
             has = ~np.isnan(waits)
-            k = int(has.sum())
-            if k:
-                self._pending.setdefault("task.queue_wait", []).append(
-                    (sid[has], ts[has], waits[has], np.zeros(k, dtype=np.bool_), {}))
+            if has.any():
+                self._pending.setdefault("task.queue_wait", []).append((ids[has], ts[has], waits[has]))
 
     def _resolve_combos(self, kind: str, keys: list[Any], found: npt.NDArray[np.int64],
-                        missed: npt.NDArray[np.bool_], inv: npt.NDArray[np.intp],
+                        missed: npt.NDArray[np.bool_], inv: npt.NDArray[np.integer[Any]],
                         ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]] | None:
         """``_resolve`` of the combinations that missed the table (``found`` -1), in the order their first
         events come, once per combination. Near the memo's end (where ``_series_ids`` registers a folded key
@@ -593,36 +691,19 @@ class WindowAccumulator:
         m = ids.size
         self._family(kind)
         self._resolve(kind, events, idx, ids)
-        sid = self._pend(kind, ids, ts, values)
+        self._pend(kind, ids, ts, values)
         if kind == "task":
             waits = list(map(_QUEUE_WAIT, _pick(events, idx)))
             has = ~_flags(_NONE, waits, m)
             k = int(has.sum())
             if k:
                 wv = np.fromiter(compress(waits, has.tolist()), dtype=np.float64, count=k)
-                self._pending.setdefault("task.queue_wait", []).append(
-                    (sid[has], ts[has], wv, np.zeros(k, dtype=np.bool_), {}))
+                self._pending.setdefault("task.queue_wait", []).append((ids[has], ts[has], wv))
 
     def _pend(self, kind: str, ids: npt.NDArray[np.int64], ts: npt.NDArray[np.float64],
-              values: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-        """Buffer one kind's columns from its events' lookup values (all resolved): -> their series ids."""
-        sid = ids & _INDEX_MASK
-        bits = (ids >> _BITS_SHIFT).astype(np.uint8)  # the flags (_flag_bits), under the kind's code
-        failed = (bits & 1).astype(np.bool_)
-        flags: dict[str, npt.NDArray[np.bool_]] = {}
-        if kind in ("request", "external"):
-            errors = (bits & 3).astype(np.bool_)  # a failure or a 5xx
-        elif kind == "task":  # the state's failure, else (no state) the outcome's
-            errors = (bits & 2).astype(np.bool_) | ((bits & 8).astype(np.bool_) & failed)
-            flags["failures"] = errors
-            flags["retries"] = (bits & 4).astype(np.bool_)
-        else:
-            errors = failed
-        if kind == "cache":
-            flags["hits"] = (bits & 2).astype(np.bool_)
-            flags["misses"] = (bits & 4).astype(np.bool_)
-        self._pending.setdefault(kind, []).append((sid, ts, values, errors, flags))
-        return sid
+              values: npt.NDArray[np.float64]) -> None:
+        """Buffer one kind's columns from its events' lookup values (all resolved)."""
+        self._pending.setdefault(kind, []).append((ids, ts, values))
 
     def _add_metrics(self, sub: Sequence[Any], ts: npt.NDArray[np.float64]) -> None:
         m = len(sub)
@@ -646,8 +727,7 @@ class WindowAccumulator:
         miss = np.flatnonzero(sid < 0)
         if miss.size:
             sid[miss] = self._series_ids("metric", [_metric_key(names[i], tags[i]) for i in miss.tolist()])
-        self._pending.setdefault("metric", []).append(
-            (sid, ts, values, np.zeros(m, dtype=np.bool_), {"count_samples": counted}))
+        self._pending.setdefault("metric", []).append((sid | counted.astype(np.int64) << _BITS_SHIFT, ts, values))
 
     def flush(self) -> None:
         """Fold the buffered columns into the aggregates."""
@@ -659,14 +739,47 @@ class WindowAccumulator:
             else:
                 series = self._series[family]
             if len(batches) == 1:
-                sid, ts, values, errors, flags = batches[0]
+                ids, ts, values = batches[0]
             else:
-                sid = np.concatenate([b[0] for b in batches])
-                ts = np.concatenate([b[1] for b in batches])
-                values = np.concatenate([b[2] for b in batches])
-                errors = np.concatenate([b[3] for b in batches])
-                flags = {name: np.concatenate([b[4][name] for b in batches]) for name in batches[0][4]}
-            self._fold(family, series, sid, ts, values, errors, flags)
+                ids, ts, values = (np.concatenate(column) for column in zip(*batches, strict=True))
+            if self._native is None or not self._fold_native(family, series, ids, ts, values):
+                self._fold(family, series, ids & _INDEX_MASK, ts, values, *_errors_and_flags(family, ids))
+
+    def _fold_native(self, family: str, series: list[SeriesKey], ids: npt.NDArray[np.int64],
+                     ts: npt.NDArray[np.float64], values: npt.NDArray[np.float64]) -> bool:
+        """``_fold`` in C (``aggregator._windows.fold``: one pass numbers the segments in a table, one adds
+        them up, one counts the sketch buckets): the same segments, sums (added in the same order), counters,
+        extremes and buckets. -> False where it declines (times before 0 or past 2 ** 52, a width not an
+        integer, more (series, window) keys than a table of about a million): ``_fold`` does those."""
+        width = self.width
+        if type(width) is not int or ids.dtype != np.int64:
+            return False
+        ids, ts, values = np.ascontiguousarray(ids), np.ascontiguousarray(ts), np.ascontiguousarray(values)
+        mapping = self._mapping
+        with np.errstate(all="ignore"):  # zeros, negatives, NaN: their segments take the general path
+            logs = np.log(values)  # numpy's log, as key_of takes it (its SIMD loops may round unlike libm)
+        assert _native is not None
+        got = _native.fold(ids, ts, values, logs, width, _FOLD_MODES[family], float(self.apdex_t),
+                           float(self.slow_ms), mapping.min_indexable, mapping._multiplier, RELATIVE_ACCURACY,
+                           _FORMAT_VERSION, MAX_BUCKETS)
+        if got is None:
+            return False
+        every, tmin, tmax, *arrays, blobs = got
+        i64, f64 = np.int64, np.float64
+        cols: list[Any] = [np.frombuffer(a, dtype=t) for a, t in zip(
+            arrays, (i64, i64, i64, i64, f64, f64, f64, np.bool_, i64, i64, i64, i64, f64, i64), strict=True)]
+        sid, win, counts, errs, sums, mins, maxs, positive, kmin, widths, base, binned, extras, order = cols
+        nseg = counts.size
+        starts = np.cumsum(counts) - counts  # each segment's first value, the values sorted by segment
+        v = values
+        if not every:  # min / max as reduceat gives them over the values in order (see _fold)
+            v = values[order]
+            mins = np.minimum.reduceat(v, starts)
+            maxs = np.maximum.reduceat(v, starts)
+        extra = {name: extras[i * nseg: (i + 1) * nseg].tolist() for i, name in enumerate(_COUNTERS[family])}
+        self._merge(series, sid.tolist(), (win * width).tolist(), counts, errs, sums, mins, maxs, positive, base,
+                    widths, kmin, starts, extra, binned, v, tmin, tmax, blobs)
+        return True
 
     def _fold(self, family: str, series: list[SeriesKey], sid: npt.NDArray[np.int64], ts: npt.NDArray[np.float64],
               values: npt.NDArray[np.float64], errors: npt.NDArray[np.bool_],
@@ -769,25 +882,43 @@ class WindowAccumulator:
                 mins = np.minimum.reduceat(v, starts)
                 maxs = np.maximum.reduceat(v, starts)
         binned = np.bincount(flat, minlength=int(widths.sum())) if flat.size else np.zeros(0, dtype=np.int64)
+        self._merge(series, (seg_keys // span).tolist(), ((seg_keys % span + wmin) * self.width).tolist(), counts,
+                    err.astype(np.int64), sums, mins, maxs, positive, base, widths, kmin, starts, extra, binned, v,
+                    tmin, tmax, None)
 
-        seg_series = (seg_keys // span).tolist()
-        seg_start = ((seg_keys % span + wmin) * self.width).tolist()
+    def _merge(self, series: list[SeriesKey], seg_series: list[int], seg_start: list[int], counts: npt.NDArray[Any],
+               err: npt.NDArray[np.int64], sums: npt.NDArray[np.float64], mins: npt.NDArray[np.float64],
+               maxs: npt.NDArray[np.float64], positive: npt.NDArray[np.bool_], base: npt.NDArray[np.int64],
+               widths: npt.NDArray[np.int64], kmin: npt.NDArray[np.int64], starts: npt.NDArray[Any],
+               extra: dict[str, list[float]], binned: npt.NDArray[np.int64], v: npt.NDArray[np.float64],
+               tmin: float, tmax: float, blobs: list[bytes | None] | None) -> None:
+        """A fold's segments (in key order, with their series, window start, count, errors, sum, extremes,
+        sketch buckets ``binned[base: base + width]`` from key ``kmin`` where ``positive``, else their values
+        ``v[start: start + count]``, counters) into the aggregates. ``blobs``: each new segment's sketch in
+        its quick form, made already (None where it is not: made here, as ``BucketSlices`` makes it)."""
+        nseg = counts.size
         names = list(extra)
         rows = zip(*extra.values(), strict=True) if names else repeat((), nseg)
         aggs = self._aggs
         width = self.width
         inf = math.inf
-        slices = BucketSlices(binned, base[positive], widths[positive], kmin[positive], mins[positive], maxs[positive])
-        for si, start, count, errs, total, lo, hi, pos, b, w, klo, at, row in zip(
-                seg_series, seg_start, counts.tolist(), err.astype(np.int64).tolist(), sums.tolist(), mins.tolist(),
+        slices: Any = None
+        if blobs is None:
+            slices = BucketSlices(binned, base[positive], widths[positive], kmin[positive], mins[positive],
+                                  maxs[positive])
+        for si, start, count, errs, total, lo, hi, pos, b, w, klo, at, row, blob in zip(
+                seg_series, seg_start, counts.tolist(), err.tolist(), sums.tolist(), mins.tolist(),
                 maxs.tolist(), positive.tolist(), base.tolist(), widths.tolist(), kmin.tolist(), starts.tolist(),
-                rows, strict=True):
+                rows, repeat(None, nseg) if blobs is None else blobs, strict=True):
             sk_ = series[si]
             k = (sk_.family, sk_.tags, start)
             agg = aggs.get(k)
             if agg is None:  # made whole: the same fields as updating an empty aggregate (sums are never -0.0)
-                if pos:  # the segments' bucket counts are disjoint slices of one array: each sketch keeps its own
-                    sketch = slices.sketch(klo, b, w, lo, hi)
+                if blob is not None:
+                    sketch = _from_stored(blob)
+                elif pos:  # the segments' bucket counts are disjoint slices of one array: each sketch keeps its own
+                    sketch = (slices.sketch(klo, b, w, lo, hi) if slices is not None else
+                              DDSketch.of_bucket_counts(klo, binned[b: b + w], lo, hi))
                 else:
                     sketch = DDSketch()
                     sketch.add_many(v[at: at + count])

@@ -135,6 +135,11 @@ def main() -> None:
         print(f"{name:8s} median {med * 1e3:8.1f} ms  {med / n * 1e6:6.3f} us/event  (take {took / n * 1e6:.3f}, "
               f"add {statistics.median(t - k for t, k in zip(ts, takes[name], strict=True)) / n * 1e6:.3f}; "
               f"runs: {', '.join(f'{t * 1e3:.0f}' for t in ts)})")
+    check_same(prints, first, others)
+
+
+def check_same(prints: dict[str, Any], first: str, others: list[str]) -> None:
+    """Print whether every other version gave what the first did; exit 1 if not."""
     if others:
         same = all(prints[first] == prints[name] for name in others)
         print("identical aggregates:", same)

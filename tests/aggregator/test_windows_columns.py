@@ -2,7 +2,7 @@
 ``add`` of the same events gives: every field of every aggregate (doubles bit for bit, sketch bins, counters in
 order, ``take``'s order), the event, kind and folded counts, the time range, and the same state (series in the
 same order, lookup table, admitted series), for any sequence of calls of either, under the series cap, past
-the lookup table's and the memo's sizes."""
+the lookup table's and the memo's sizes; with the native routine and without it (``either_way``)."""
 
 from __future__ import annotations
 
@@ -183,6 +183,15 @@ def small_tables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(windows, "FOLDED_MEMO", 6)
     monkeypatch.setattr(windows, "_WARM_UP", 5)
     monkeypatch.setattr(windows, "FOLD_EVENTS", 700)
+
+
+@pytest.fixture(autouse=True, params=["native", "numpy"])
+def either_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test with the native routine (``aggregator._windows``) when it is built, and without it."""
+    if request.param == "numpy":
+        monkeypatch.setattr(windows, "_native", None)
+    elif windows._native is None:
+        pytest.skip("aggregator._windows is not built")
 
 
 # --- tests ----------------------------------------------------------------------------------------------

@@ -1,0 +1,1067 @@
+/* aggregator._windows: the window accumulator's per-event work in C (optional: aggregator/windows.py keeps
+ * its numpy path, which the tests hold this to, and which takes over wherever this is absent or declines).
+ *
+ * Two parts, each one pass over a block's events instead of a few dozen numpy calls:
+ *
+ * - Router: per block of scanned columns, each event's lookup value (kind code, flag bits, series id: what
+ *   WindowAccumulator._lookup maps the event's lookup key to), from a table of the combinations of codes
+ *   already seen (global string codes, the flag codes), which mirrors the Python table: only keys that
+ *   _lookup holds are entered, with its value, so a hit here is a hit there with the same value. probe()
+ *   looks every event up and hands the misses (their lookup keys, built here, once per combination) to
+ *   Python, which resolves them as it always did; emit() writes the kinds' pending columns (lookup values,
+ *   times, durations; the task queue waits) for the fold.
+ * - fold(): one family's pending columns -> its (series, window) segments in key order: counts, sums (added
+ *   in the events' order, as numpy's bincount adds them), error and counter counts, min / max, the sketch's
+ *   bucket key range and counts. The bucket keys are ceil(log(v) * multiplier) from numpy's log (passed in:
+ *   its SIMD log may differ from libm's in the last bit), so the buckets are the numpy path's.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NKINDS 5 /* request, db, cache, external, task (KIND_CODES 0-4); metric (5) stays in Python */
+#define METRIC 5
+#define NFIELDS 14 /* the kinds' key fields (windows._KEY_FIELDS without the kind), kind after kind */
+#define CODE_SHIFT 40
+#define BITS_SHIFT 36
+#define INDEX_MASK ((INT64_C(1) << BITS_SHIFT) - 1)
+
+static const int NKEYS[NKINDS] = {4, 4, 2, 2, 2};
+static const int FIELD0[NKINDS] = {0, 4, 8, 10, 12};
+/* Each kind's second flag field (after the outcome): 0 none, 1 the status, 2 the cache hit, 3 the task state. */
+static const int FLAG2[NKINDS] = {1, 0, 2, 1, 3};
+
+/* ---- buffers ------------------------------------------------------------------------------------------ */
+
+/* A C-contiguous 1-d buffer of items of `size` bytes whose struct format is one of `codes` (native order). */
+static int view_of(PyObject *obj, Py_buffer *view, Py_ssize_t size, const char *codes, int writable,
+                   const char *what) {
+    int flags = PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return -1;
+    const char *f = view->format;
+    if (f != NULL && (f[0] == '<' || f[0] == '=' || f[0] == '@'))
+        f++;
+    if (view->itemsize != size || view->ndim > 1 || f == NULL || f[0] == 0 || f[1] != 0
+        || strchr(codes, f[0]) == NULL) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_TypeError, "%s: expected a contiguous array of %zd-byte items (%s)", what, size,
+                     codes);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the combinations table --------------------------------------------------------------------------- */
+
+/* Eight int32 in four words (built in registers: int32 stores read back as words would stall the loads):
+ * kind + 1 (0: an empty slot), the key fields' global codes (-1 absent, -2 a field the kind has not),
+ * the outcome code, the second flag's code, 0 (in the probe's missed keys: the key's number in its kind). */
+typedef struct {
+    uint64_t w[4];
+} Key;
+
+static inline int32_t kget(const Key *key, int i) { return (int32_t)(uint32_t)(key->w[i >> 1] >> ((i & 1) * 32)); }
+
+static inline uint64_t pair(int32_t lo, int32_t hi) { return (uint64_t)(uint32_t)lo | (uint64_t)(uint32_t)hi << 32; }
+
+static inline void kset(Key *key, int i, int32_t v) {
+    key->w[i >> 1] = i & 1 ? pair(kget(key, i - 1), v) : pair(v, kget(key, i + 1));
+}
+
+static inline int kempty(const Key *key) { return (uint32_t)key->w[0] == 0; }
+
+typedef struct {
+    Key key;
+    int64_t value;
+} Entry;
+
+typedef struct {
+    Entry *slots;
+    size_t cap; /* a power of two */
+    size_t used;
+} Table;
+
+static inline uint64_t key_hash(const Key *key) {
+    const uint64_t *w = key->w;
+    uint64_t h = (w[0] ^ (w[1] * 0x9E3779B97F4A7C15ULL) ^ (w[2] * 0xC2B2AE3D27D4EB4FULL) ^ w[3])
+                 * 0xBF58476D1CE4E5B9ULL;
+    return h ^ (h >> 31);
+}
+
+static inline int key_equal(const Key *a, const Key *b) {
+    const uint64_t *x = a->w, *y = b->w;
+    return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
+}
+
+/* The slot of `key`: its entry, or the empty slot where it would go. */
+static inline Entry *table_slot(const Table *t, const Key *key) {
+    size_t mask = t->cap - 1, i = (size_t)key_hash(key) & mask;
+    for (;;) {
+        Entry *e = &t->slots[i];
+        if (kempty(&e->key) || key_equal(&e->key, key))
+            return e;
+        i = (i + 1) & mask;
+    }
+}
+
+static int table_init(Table *t, size_t cap) {
+    t->slots = calloc(cap, sizeof(Entry));
+    if (t->slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->cap = cap;
+    t->used = 0;
+    return 0;
+}
+
+static void table_clear(Table *t) {
+    if (t->used) {
+        memset(t->slots, 0, t->cap * sizeof(Entry));
+        t->used = 0;
+    }
+}
+
+/* Enter key -> value (a new key); grows at half full. */
+static int table_put(Table *t, const Key *key, int64_t value) {
+    if (2 * (t->used + 1) > t->cap) {
+        Table bigger;
+        if (table_init(&bigger, 2 * t->cap) < 0)
+            return -1;
+        for (size_t i = 0; i < t->cap; i++)
+            if (!kempty(&t->slots[i].key))
+                *table_slot(&bigger, &t->slots[i].key) = t->slots[i];
+        bigger.used = t->used;
+        free(t->slots);
+        *t = bigger;
+    }
+    Entry *e = table_slot(t, key);
+    if (kempty(&e->key)) {
+        e->key = *key;
+        t->used++;
+    }
+    e->value = value;
+    return 0;
+}
+
+/* ---- Router ------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *kinds;           /* the kinds' names, by code */
+    PyObject *flag_values[4];  /* per flag (0 outcome, 2 cache hit, 3 task state): the value of code c at c */
+    PyObject *codes[NFIELDS];  /* per key field: string -> global code (a dict) */
+    PyObject *strings[NFIELDS]; /* per key field: global code -> string (a list) */
+    Table table;               /* combinations -> lookup values (the keys _lookup holds) */
+    Table missed;              /* the probe's missed combinations -> their number */
+    Key *missed_keys;          /* by number */
+    Py_ssize_t missed_cap, nmissed;
+    int64_t *scratch;          /* per event of the probed block: its lookup value, or -1 - its missed number */
+    Py_ssize_t scratch_cap;
+    Py_ssize_t lo, hi;         /* the probed block */
+    Py_ssize_t counts[NKINDS + 2]; /* its events per kind (metric at 5), its task events with a queue wait */
+    Py_ssize_t misses[NKINDS]; /* per kind: events that missed */
+    int probed;
+} Router;
+
+static void router_dealloc(Router *self) {
+    Py_XDECREF(self->kinds);
+    for (int i = 0; i < 4; i++)
+        Py_XDECREF(self->flag_values[i]);
+    for (int f = 0; f < NFIELDS; f++) {
+        Py_XDECREF(self->codes[f]);
+        Py_XDECREF(self->strings[f]);
+    }
+    free(self->table.slots);
+    free(self->missed.slots);
+    free(self->missed_keys);
+    free(self->scratch);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int router_init(Router *self, PyObject *args, PyObject *kw) {
+    PyObject *kinds, *outcomes, *hits, *states;
+    static char *names[] = {"kinds", "outcomes", "cache_hits", "task_states", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!O!", names, &PyTuple_Type, &kinds, &PyTuple_Type, &outcomes,
+                                     &PyTuple_Type, &hits, &PyTuple_Type, &states))
+        return -1;
+    if (PyTuple_GET_SIZE(kinds) < NKINDS) {
+        PyErr_SetString(PyExc_ValueError, "Router: five kinds at least");
+        return -1;
+    }
+    Py_XSETREF(self->kinds, Py_NewRef(kinds));
+    Py_XSETREF(self->flag_values[0], Py_NewRef(outcomes));
+    Py_XSETREF(self->flag_values[2], Py_NewRef(hits));
+    Py_XSETREF(self->flag_values[3], Py_NewRef(states));
+    for (int f = 0; f < NFIELDS; f++) {
+        Py_XSETREF(self->codes[f], PyDict_New());
+        Py_XSETREF(self->strings[f], PyList_New(0));
+        if (self->codes[f] == NULL || self->strings[f] == NULL)
+            return -1;
+    }
+    free(self->table.slots);
+    free(self->missed.slots);
+    self->table.slots = self->missed.slots = NULL;
+    if (table_init(&self->table, 1024) < 0 || table_init(&self->missed, 256) < 0)
+        return -1;
+    self->probed = 0;
+    return 0;
+}
+
+/* Global codes of a block's string table (a list of str) for field f, into remap: the code of table entry i
+ * at i + 1, -1 (absent) at 0. */
+static int remap_table(Router *self, int f, PyObject *table, int32_t **remap, Py_ssize_t *size) {
+    if (!PyList_Check(table)) {
+        PyErr_SetString(PyExc_TypeError, "Router.probe: a string table is not a list");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(table);
+    int32_t *out = malloc((size_t)(n + 1) * sizeof(int32_t));
+    if (out == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject *codes = self->codes[f], *strings = self->strings[f];
+    *out++ = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PyList_GET_ITEM(table, i);
+        PyObject *code = PyDict_GetItemWithError(codes, s);
+        if (code == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            Py_ssize_t next = PyList_GET_SIZE(strings);
+            if (next >= INT32_MAX) {
+                PyErr_SetString(PyExc_OverflowError, "Router: too many distinct strings");
+                goto fail;
+            }
+            code = PyLong_FromSsize_t(next);
+            if (code == NULL)
+                goto fail;
+            int bad = PyDict_SetItem(codes, s, code) < 0 || PyList_Append(strings, s) < 0;
+            Py_DECREF(code);
+            if (bad)
+                goto fail;
+            out[i] = (int32_t)next;
+        } else {
+            out[i] = (int32_t)PyLong_AsLong(code);
+        }
+    }
+    *remap = out - 1;
+    *size = n;
+    return 0;
+fail:
+    free(out - 1);
+    return -1;
+}
+
+/* The lookup key _LOOKUP_KEYS[kind] reads from an event of combination `key`. */
+static PyObject *lookup_key(Router *self, const Key *key) {
+    int kind = kget(key, 0) - 1, nk = NKEYS[kind], f2 = FLAG2[kind];
+    PyObject *out = PyTuple_New(1 + nk + 1 + (f2 != 0));
+    if (out == NULL)
+        return NULL;
+    PyTuple_SET_ITEM(out, 0, Py_NewRef(PyTuple_GET_ITEM(self->kinds, kind)));
+    for (int j = 0; j < nk; j++) {
+        int32_t g = kget(key, 1 + j);
+        PyObject *s = g < 0 ? Py_None : PyList_GET_ITEM(self->strings[FIELD0[kind] + j], g);
+        PyTuple_SET_ITEM(out, 1 + j, Py_NewRef(s));
+    }
+    for (int j = 0; j < 1 + (f2 != 0); j++) {
+        int which = j == 0 ? 0 : f2;
+        int32_t c = kget(key, 5 + j);
+        PyObject *v;
+        if (which == 1) {
+            v = c < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(c);
+            if (v == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        } else {
+            PyObject *values = self->flag_values[which];
+            Py_ssize_t nv = PyTuple_GET_SIZE(values); /* code -1 (absent) reads the last entry */
+            if (c < -1 || c >= nv - 1) {
+                Py_DECREF(out);
+                PyErr_Format(PyExc_ValueError, "Router: flag code %d out of range", (int)c);
+                return NULL;
+            }
+            v = Py_NewRef(PyTuple_GET_ITEM(values, c < 0 ? nv - 1 : c));
+        }
+        PyTuple_SET_ITEM(out, 1 + nk + j, v);
+    }
+    return out;
+}
+
+PyDoc_STRVAR(probe_doc,
+"probe(kind, lo, hi, fields, outcome, status, cache_hit, task_state, queue_wait) -> (counts, misses)\n\n"
+"Look up the events lo:hi of a block (its columns: kind int8, outcome / cache_hit / task_state int8, status\n"
+"int16, queue_wait float64; fields: per key field, in windows._NATIVE_FIELDS order, (codes int32, table)).\n"
+"counts: the block's events per kind code (0-5), then its task events with a queue wait (not NaN).\n"
+"misses: per kind 0-4, None, or (keys, inv): the lookup keys of the combinations not in the table, in the\n"
+"order their first events come, and per missed event (in order) its key's number, as int32 bytes. Then\n"
+"emit() (before any other probe).");
+
+static PyObject *router_probe(Router *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "probe() takes 9 arguments");
+        return NULL;
+    }
+    Py_buffer kind_v, flag_v[4], qw_v, code_v[NFIELDS];
+    int have_flags = 0, have_codes = 0, have_kind = 0, have_qw = 0;
+    int32_t *remap[NFIELDS] = {0};
+    Py_ssize_t remap_n[NFIELDS] = {0};
+    PyObject *result = NULL, *misses = NULL;
+    Py_ssize_t lo = PyLong_AsSsize_t(args[1]), hi = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *fields = args[3];
+    if (!PyTuple_Check(fields) || PyTuple_GET_SIZE(fields) != NFIELDS) {
+        PyErr_SetString(PyExc_TypeError, "probe: fields is a tuple of 14 (codes, table) pairs");
+        return NULL;
+    }
+    if (view_of(args[0], &kind_v, 1, "bB", 0, "kind") < 0)
+        return NULL;
+    have_kind = 1;
+    static const char *flag_names[4] = {"outcome", "status", "cache_hit", "task_state"};
+    for (; have_flags < 4; have_flags++)
+        if (view_of(args[4 + have_flags], &flag_v[have_flags], have_flags == 1 ? 2 : 1,
+                    have_flags == 1 ? "hH" : "bB", 0, flag_names[have_flags]) < 0)
+            goto done;
+    if (view_of(args[8], &qw_v, 8, "d", 0, "queue_wait") < 0)
+        goto done;
+    have_qw = 1;
+    Py_ssize_t n = kind_v.len;
+    if (lo < 0 || hi < lo || hi > n || qw_v.len / 8 != n) {
+        PyErr_SetString(PyExc_ValueError, "probe: bad range or column lengths");
+        goto done;
+    }
+    for (int i = 0; i < 4; i++)
+        if (flag_v[i].len / flag_v[i].itemsize != n) {
+            PyErr_SetString(PyExc_ValueError, "probe: column lengths differ");
+            goto done;
+        }
+    const int8_t *kind = kind_v.buf;
+    Py_ssize_t counts[NKINDS + 2] = {0};
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        int8_t c = kind[i];
+        if (c < 0 || c > METRIC) {
+            PyErr_Format(PyExc_ValueError, "probe: kind code %d", (int)c);
+            goto done;
+        }
+        counts[c]++;
+    }
+    for (; have_codes < NFIELDS; have_codes++) {
+        PyObject *pair = PyTuple_GET_ITEM(fields, have_codes);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "probe: a field is a (codes, table) pair");
+            goto done;
+        }
+        if (view_of(PyTuple_GET_ITEM(pair, 0), &code_v[have_codes], 4, "iIl", 0, "codes") < 0)
+            goto done;
+        if (code_v[have_codes].len / 4 != n) {
+            PyBuffer_Release(&code_v[have_codes]);
+            PyErr_SetString(PyExc_ValueError, "probe: column lengths differ");
+            goto done;
+        }
+    }
+    for (int k = 0; k < NKINDS; k++) {
+        if (!counts[k])
+            continue;
+        for (int j = 0; j < NKEYS[k]; j++) {
+            int f = FIELD0[k] + j;
+            if (remap_table(self, f, PyTuple_GET_ITEM(PyTuple_GET_ITEM(fields, f), 1), &remap[f], &remap_n[f]) < 0)
+                goto done;
+        }
+    }
+    if (self->scratch_cap < hi - lo) {
+        int64_t *s = realloc(self->scratch, (size_t)(hi - lo) * sizeof(int64_t));
+        if (s == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        self->scratch = s;
+        self->scratch_cap = hi - lo;
+    }
+    table_clear(&self->missed);
+    self->nmissed = 0;
+    Py_ssize_t missed_per_kind[NKINDS] = {0};
+    const int8_t *outcome = flag_v[0].buf, *hit = flag_v[2].buf, *state = flag_v[3].buf;
+    const int16_t *status = flag_v[1].buf;
+    const double *qw = qw_v.buf;
+    int64_t *scratch = self->scratch;
+    /* Per kind, four key columns and their remaps, a kind with fewer reading a constant column of code 0
+     * (stride 0) whose remap gives -2: the same work for every kind, without branches on the kind (blocks
+     * interleave the kinds: a branch on them would be mispredicted at about every other event). */
+    static const int32_t zero_code = 0, missing[2] = {-2, -2};
+    const int32_t *col[NKINDS][4], *rm[NKINDS][4];
+    Py_ssize_t stride[NKINDS][4], limit[NKINDS][4];
+    for (int k = 0; k < NKINDS; k++)
+        for (int j = 0; j < 4; j++) {
+            int f = FIELD0[k] + j;
+            int real = j < NKEYS[k] && remap[f] != NULL;
+            col[k][j] = real ? (const int32_t *)code_v[f].buf : &zero_code;
+            stride[k][j] = real;
+            rm[k][j] = real ? remap[f] + 1 : missing + 1;
+            limit[k][j] = real ? remap_n[f] : 1;
+        }
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        int c = kind[i];
+        if (c == METRIC)
+            continue;
+        int32_t g[4];
+        for (int j = 0; j < 4; j++) {
+            int32_t code = col[c][j][i * stride[c][j]];
+            if (code < -1 || code >= limit[c][j]) {
+                PyErr_Format(PyExc_ValueError, "probe: string code %d out of its table", (int)code);
+                goto done;
+            }
+            g[j] = rm[c][j][code];
+        }
+        int32_t flags2[4] = {0, status[i], hit[i], state[i]};
+        int32_t second = flags2[FLAG2[c]];
+        Key key = {{pair(c + 1, g[0]), pair(g[1], g[2]), pair(g[3], outcome[i]), pair(second, 0)}};
+        if (c == 4 && !isnan(qw[i]))
+            counts[NKINDS + 1]++;
+        Entry *e = table_slot(&self->table, &key);
+        if (!kempty(&e->key)) {
+            scratch[i - lo] = e->value;
+            continue;
+        }
+        missed_per_kind[c]++;
+        Entry *m = table_slot(&self->missed, &key);
+        if (kempty(&m->key)) {
+            if (self->nmissed == self->missed_cap) {
+                Py_ssize_t cap = self->missed_cap ? 2 * self->missed_cap : 256;
+                Key *keys = realloc(self->missed_keys, (size_t)cap * sizeof(Key));
+                if (keys == NULL) {
+                    PyErr_NoMemory();
+                    goto done;
+                }
+                self->missed_keys = keys;
+                self->missed_cap = cap;
+            }
+            self->missed_keys[self->nmissed] = key;
+            if (table_put(&self->missed, &key, self->nmissed) < 0)
+                goto done;
+            m = table_slot(&self->missed, &key);
+            self->nmissed++;
+        }
+        scratch[i - lo] = -1 - m->value;
+    }
+    /* The misses per kind: their keys (numbered per kind in the order they first come) and numbers. */
+    misses = PyTuple_New(NKINDS);
+    if (misses == NULL)
+        goto done;
+    for (int k = 0; k < NKINDS; k++) {
+        if (!missed_per_kind[k]) {
+            PyTuple_SET_ITEM(misses, k, Py_NewRef(Py_None));
+            continue;
+        }
+        PyObject *keys = PyList_New(0), *inv = PyBytes_FromStringAndSize(NULL, missed_per_kind[k] * 4);
+        PyObject *pair = NULL;
+        int32_t *local = NULL;
+        if (keys == NULL || inv == NULL)
+            goto kind_fail;
+        local = malloc((size_t)self->nmissed * sizeof(int32_t) + 4);
+        if (local == NULL) {
+            PyErr_NoMemory();
+            goto kind_fail;
+        }
+        for (Py_ssize_t m = 0; m < self->nmissed; m++)
+            local[m] = -1;
+        int32_t *out = (int32_t *)PyBytes_AS_STRING(inv);
+        Py_ssize_t at = 0;
+        for (Py_ssize_t i = lo; i < hi; i++) {
+            if (kind[i] != k || scratch[i - lo] >= 0)
+                continue;
+            Py_ssize_t m = -1 - scratch[i - lo];
+            if (local[m] < 0) {
+                local[m] = (int32_t)PyList_GET_SIZE(keys);
+                PyObject *lk = lookup_key(self, &self->missed_keys[m]);
+                if (lk == NULL || PyList_Append(keys, lk) < 0) {
+                    Py_XDECREF(lk);
+                    goto kind_fail;
+                }
+                Py_DECREF(lk);
+            }
+            out[at++] = local[m];
+        }
+        /* the missed numbers become per kind: emit() reads the kind's values in the events' order */
+        for (Py_ssize_t i = lo; i < hi; i++)
+            if (kind[i] == k && scratch[i - lo] < 0)
+                kset(&self->missed_keys[-1 - scratch[i - lo]], 7, local[-1 - scratch[i - lo]]);
+        free(local);
+        local = NULL;
+        pair = PyTuple_Pack(2, keys, inv);
+        if (pair == NULL)
+            goto kind_fail;
+        Py_DECREF(keys);
+        Py_DECREF(inv);
+        PyTuple_SET_ITEM(misses, k, pair);
+        continue;
+    kind_fail:
+        free(local);
+        Py_XDECREF(keys);
+        Py_XDECREF(inv);
+        goto done;
+    }
+    PyObject *count_tuple = PyTuple_New(NKINDS + 2);
+    if (count_tuple == NULL)
+        goto done;
+    for (int k = 0; k < NKINDS + 2; k++) {
+        PyObject *v = PyLong_FromSsize_t(counts[k]);
+        if (v == NULL) {
+            Py_DECREF(count_tuple);
+            goto done;
+        }
+        PyTuple_SET_ITEM(count_tuple, k, v);
+    }
+    result = PyTuple_Pack(2, count_tuple, misses);
+    Py_DECREF(count_tuple);
+    if (result != NULL) {
+        memcpy(self->counts, counts, sizeof counts);
+        memcpy(self->misses, missed_per_kind, sizeof missed_per_kind);
+        self->lo = lo;
+        self->hi = hi;
+        self->probed = 1;
+    }
+done:
+    Py_XDECREF(misses);
+    for (int f = 0; f < NFIELDS; f++)
+        free(remap[f]);
+    for (int i = 0; i < have_codes; i++)
+        PyBuffer_Release(&code_v[i]);
+    for (int i = 0; i < have_flags; i++)
+        PyBuffer_Release(&flag_v[i]);
+    if (have_qw)
+        PyBuffer_Release(&qw_v);
+    if (have_kind)
+        PyBuffer_Release(&kind_v);
+    return result;
+}
+
+PyDoc_STRVAR(emit_doc,
+"emit(kind, ts, duration, queue_wait, resolved, out) -> None\n\n"
+"After probe() of the same block: resolved, per kind 0-4, None (no misses) or (values, cache): values (int64)\n"
+"the lookup value of each missed event in order, cache (int64) per missed key (probe's numbering) the value\n"
+"to enter in the table, or -1 (not in _lookup: not entered). out: per kind 0-4 then the queue waits, None\n"
+"(no events) or (ids int64, ts float64, values float64) of the counts probe gave, written here: each event's\n"
+"lookup value, time and duration (queue waits: the task's lookup value, time and wait).");
+
+static PyObject *router_emit(Router *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "emit() takes 6 arguments");
+        return NULL;
+    }
+    if (!self->probed) {
+        PyErr_SetString(PyExc_RuntimeError, "emit() without probe()");
+        return NULL;
+    }
+    self->probed = 0;
+    PyObject *resolved = args[4], *out = args[5];
+    if (!PyTuple_Check(resolved) || PyTuple_GET_SIZE(resolved) != NKINDS || !PyTuple_Check(out)
+        || PyTuple_GET_SIZE(out) != NKINDS + 1) {
+        PyErr_SetString(PyExc_TypeError, "emit: resolved is a 5-tuple, out a 6-tuple");
+        return NULL;
+    }
+    Py_buffer in_v[4], res_v[NKINDS][2], out_v[NKINDS + 1][3];
+    int n_in = 0, n_res[NKINDS] = {0}, n_out[NKINDS + 1] = {0};
+    PyObject *result = NULL;
+    static const char *in_names[4] = {"kind", "ts", "duration", "queue_wait"};
+    for (; n_in < 4; n_in++)
+        if (view_of(args[n_in], &in_v[n_in], n_in ? 8 : 1, n_in ? "d" : "bB", 0, in_names[n_in]) < 0)
+            goto done;
+    Py_ssize_t lo = self->lo, hi = self->hi, n = in_v[0].len;
+    if (hi > n || in_v[1].len / 8 != n || in_v[2].len / 8 != n || in_v[3].len / 8 != n) {
+        PyErr_SetString(PyExc_ValueError, "emit: not the probed block's columns");
+        goto done;
+    }
+    const int64_t *values[NKINDS] = {0}, *cache[NKINDS] = {0};
+    for (int k = 0; k < NKINDS; k++) {
+        PyObject *r = PyTuple_GET_ITEM(resolved, k);
+        if (r == Py_None) {
+            if (self->misses[k]) {
+                PyErr_SetString(PyExc_ValueError, "emit: a kind's misses not resolved");
+                goto done;
+            }
+            continue;
+        }
+        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2) {
+            PyErr_SetString(PyExc_TypeError, "emit: a resolved kind is (values, cache)");
+            goto done;
+        }
+        for (; n_res[k] < 2; n_res[k]++)
+            if (view_of(PyTuple_GET_ITEM(r, n_res[k]), &res_v[k][n_res[k]], 8, "qlQL", 0, "resolved") < 0)
+                goto done;
+        if (res_v[k][0].len / 8 != self->misses[k]) {
+            PyErr_SetString(PyExc_ValueError, "emit: values are not one per missed event");
+            goto done;
+        }
+        values[k] = res_v[k][0].buf;
+        cache[k] = res_v[k][1].buf;
+        Py_ssize_t nkeys = res_v[k][1].len / 8;
+        /* enter the keys _lookup now holds (the probe's keys of this kind carry their number in their last int32) */
+        for (Py_ssize_t m = 0; m < self->nmissed; m++) {
+            Key key = self->missed_keys[m];
+            if (kget(&key, 0) != k + 1)
+                continue;
+            int32_t local = kget(&key, 7);
+            if (local < 0 || local >= nkeys) {
+                PyErr_SetString(PyExc_ValueError, "emit: cache is not one per missed key");
+                goto done;
+            }
+            int64_t v = cache[k][local];
+            if (v < 0)
+                continue;
+            kset(&key, 7, 0);
+            if (table_put(&self->table, &key, v) < 0)
+                goto done;
+        }
+    }
+    double *o_ts[NKINDS + 1] = {0}, *o_val[NKINDS + 1] = {0};
+    int64_t *o_ids[NKINDS + 1] = {0};
+    for (int k = 0; k <= NKINDS; k++) {
+        PyObject *o = PyTuple_GET_ITEM(out, k);
+        Py_ssize_t want = k < NKINDS ? self->counts[k] : self->counts[NKINDS + 1];
+        if (o == Py_None) {
+            if (want) {
+                PyErr_SetString(PyExc_ValueError, "emit: no output for a kind's events");
+                goto done;
+            }
+            continue;
+        }
+        if (!PyTuple_Check(o) || PyTuple_GET_SIZE(o) != 3) {
+            PyErr_SetString(PyExc_TypeError, "emit: an output is (ids, ts, values)");
+            goto done;
+        }
+        for (; n_out[k] < 3; n_out[k]++)
+            if (view_of(PyTuple_GET_ITEM(o, n_out[k]), &out_v[k][n_out[k]], 8, n_out[k] ? "d" : "qlQL", 1,
+                        "out") < 0)
+                goto done;
+        if (out_v[k][0].len / 8 != want || out_v[k][1].len / 8 != want || out_v[k][2].len / 8 != want) {
+            PyErr_SetString(PyExc_ValueError, "emit: output sizes are not the probe's counts");
+            goto done;
+        }
+        o_ids[k] = out_v[k][0].buf;
+        o_ts[k] = out_v[k][1].buf;
+        o_val[k] = out_v[k][2].buf;
+    }
+    const int8_t *kind = in_v[0].buf;
+    const double *ts = in_v[1].buf, *dur = in_v[2].buf, *qw = in_v[3].buf;
+    const int64_t *scratch = self->scratch;
+    Py_ssize_t at[NKINDS + 1] = {0}, used[NKINDS] = {0};
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        int c = kind[i];
+        if (c == METRIC)
+            continue;
+        int64_t v = scratch[i - lo];
+        if (v < 0)
+            v = values[c][used[c]++];
+        Py_ssize_t a = at[c]++;
+        o_ids[c][a] = v;
+        o_ts[c][a] = ts[i];
+        o_val[c][a] = dur[i];
+        if (c == 4 && !isnan(qw[i])) {
+            Py_ssize_t b = at[NKINDS]++;
+            o_ids[NKINDS][b] = v;
+            o_ts[NKINDS][b] = ts[i];
+            o_val[NKINDS][b] = qw[i];
+        }
+    }
+    result = Py_NewRef(Py_None);
+done:
+    for (int k = 0; k <= NKINDS; k++)
+        for (int j = 0; j < n_out[k]; j++)
+            PyBuffer_Release(&out_v[k][j]);
+    for (int k = 0; k < NKINDS; k++)
+        for (int j = 0; j < n_res[k]; j++)
+            PyBuffer_Release(&res_v[k][j]);
+    for (int i = 0; i < n_in; i++)
+        PyBuffer_Release(&in_v[i]);
+    return result;
+}
+
+static PyObject *router_size(Router *self, PyObject *unused) { return PyLong_FromSize_t(self->table.used); }
+
+static PyMethodDef router_methods[] = {
+    {"probe", (PyCFunction)(void (*)(void))router_probe, METH_FASTCALL, probe_doc},
+    {"emit", (PyCFunction)(void (*)(void))router_emit, METH_FASTCALL, emit_doc},
+    {"size", (PyCFunction)router_size, METH_NOARGS, "How many combinations the table holds."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RouterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aggregator._windows.Router",
+    .tp_basicsize = sizeof(Router),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Router(kinds, outcomes, cache_hits, task_states): a WindowAccumulator's lookup of scanned columns.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)router_init,
+    .tp_dealloc = (destructor)router_dealloc,
+    .tp_methods = router_methods,
+};
+
+/* ---- fold --------------------------------------------------------------------------------------------- */
+
+enum { F_REQUEST, F_EXTERNAL, F_DB, F_CACHE, F_TASK, F_QUEUE_WAIT, F_METRIC, F_MODES };
+static const int NEXTRA[F_MODES] = {2, 0, 1, 2, 2, 0, 1};
+
+#define EXACT_FLOAT 4503599627370496.0 /* 2 ** 52 */
+#define DIRECT_MAX (1 << 20)            /* (series, window) keys a fold numbers in a table */
+
+static PyObject *new_bytes(Py_ssize_t n, void **buf) {
+    PyObject *b = PyByteArray_FromStringAndSize(NULL, n);
+    if (b != NULL)
+        *buf = PyByteArray_AS_STRING(b);
+    return b;
+}
+
+/* Per segment, the sketch of its bucket counts in the quick form (sketch.BucketSlices makes the same bytes: the
+ * mark, version, flags, accuracy, min, max, zero count, the positive store's offset, length and dtype code, its
+ * counts narrowed to the smallest unsigned type that holds the largest, the empty negative store; little
+ * endian), or None: no positive values only, more than max_buckets buckets, a first key past int32. */
+static PyObject *quick_forms(Py_ssize_t nseg, const char *pos, const int64_t *kmin, const int64_t *width,
+                             const int64_t *base, const double *mn, const double *mx, const int64_t *binned,
+                             double accuracy, long version, long long max_buckets) {
+    PyObject *out = PyList_New(nseg);
+    if (out == NULL)
+        return NULL;
+    const int little = 1;
+    for (Py_ssize_t s = 0; s < nseg; s++) {
+        int64_t w = width[s], k = kmin[s];
+        if (!pos[s] || w > max_buckets || k < INT32_MIN || k > INT32_MAX || *(const char *)&little != 1
+            || binned[base[s]] == 0 || binned[base[s] + w - 1] == 0) {
+            PyList_SET_ITEM(out, s, Py_NewRef(Py_None));
+            continue;
+        }
+        const int64_t *c = binned + base[s];
+        int64_t peak = 0;
+        for (int64_t j = 0; j < w; j++)
+            if (c[j] > peak)
+                peak = c[j];
+        int code = peak < (INT64_C(1) << 8) ? 0 : peak < (INT64_C(1) << 16) ? 1 : peak < (INT64_C(1) << 32) ? 2 : 3;
+        Py_ssize_t item = (Py_ssize_t)1 << code, head = 44, size = head + w * item + 9;
+        PyObject *blob = PyBytes_FromStringAndSize(NULL, size);
+        if (blob == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        unsigned char *b = (unsigned char *)PyBytes_AS_STRING(blob);
+        uint64_t zeros = 0;
+        int32_t offset = (int32_t)k;
+        uint32_t length = (uint32_t)w;
+        b[0] = 0;
+        b[1] = (unsigned char)version;
+        b[2] = 0;
+        memcpy(b + 3, &accuracy, 8);
+        memcpy(b + 11, &mn[s], 8);
+        memcpy(b + 19, &mx[s], 8);
+        memcpy(b + 27, &zeros, 8);
+        memcpy(b + 35, &offset, 4);
+        memcpy(b + 39, &length, 4);
+        b[43] = (unsigned char)code;
+        unsigned char *d = b + head;
+        switch (code) {
+        case 0: for (int64_t j = 0; j < w; j++) d[j] = (uint8_t)c[j]; break;
+        case 1: for (int64_t j = 0; j < w; j++) { uint16_t v = (uint16_t)c[j]; memcpy(d + 2 * j, &v, 2); } break;
+        case 2: for (int64_t j = 0; j < w; j++) { uint32_t v = (uint32_t)c[j]; memcpy(d + 4 * j, &v, 4); } break;
+        default: memcpy(d, c, (size_t)w * 8);
+        }
+        memset(b + size - 9, 0, 9);
+        PyList_SET_ITEM(out, s, blob);
+    }
+    return out;
+}
+
+PyDoc_STRVAR(fold_doc,
+"fold(ids, ts, values, logs, width, mode, apdex_t, slow_ms, floor, multiplier, accuracy, version,\n"
+"     max_buckets) -> tuple or None\n\n"
+"One family's pending columns (ids int64: lookup values, series id in the low 36 bits, flag bits above; ts,\n"
+"values, logs = numpy's log of the values: float64) per (series, window) segment, in (series, window) order.\n"
+"mode: 0 request, 1 external, 2 db, 3 cache, 4 task, 5 task.queue_wait, 6 metric. None (nothing done) when\n"
+"a time is negative, NaN or past 2 ** 52, the width past 2 ** 52, the keys too many for a table or a bucket\n"
+"key not finite: the numpy path does those. Else (every, tmin, tmax, then bytearrays: series int64, window\n"
+"int64, counts int64, errors int64, sums, mins, maxs float64, positive bool, kmin, widths, base int64,\n"
+"binned int64 bucket counts, extras float64 (per counter, nseg each), order int64 (the values' places\n"
+"sorted by segment, stably: only when not every, else empty), then per segment its sketch's quick form\n"
+"(bytes, see quick_forms) or None).");
+
+static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "fold() takes 13 arguments");
+        return NULL;
+    }
+    Py_buffer vw[4];
+    int nv = 0;
+    PyObject *result = NULL;
+    int64_t *win = NULL;
+    int32_t *table = NULL, *seg_of = NULL;
+    int64_t *bkey = NULL;
+    PyObject *arrays[15] = {0};
+    long long width = PyLong_AsLongLong(args[4]);
+    int mode = (int)PyLong_AsLong(args[5]);
+    double apdex = PyFloat_AsDouble(args[6]), slow = PyFloat_AsDouble(args[7]), floor_ = PyFloat_AsDouble(args[8]),
+           mult = PyFloat_AsDouble(args[9]), accuracy = PyFloat_AsDouble(args[10]);
+    long version = PyLong_AsLong(args[11]);
+    long long max_buckets = PyLong_AsLongLong(args[12]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (mode < 0 || mode >= F_MODES || width <= 0) {
+        PyErr_SetString(PyExc_ValueError, "fold: bad mode or width");
+        return NULL;
+    }
+    static const char *names[4] = {"ids", "ts", "values", "logs"};
+    for (; nv < 4; nv++)
+        if (view_of(args[nv], &vw[nv], 8, nv ? "d" : "qlQL", 0, names[nv]) < 0)
+            goto done;
+    Py_ssize_t n = vw[0].len / 8;
+    if (n == 0 || vw[1].len / 8 != n || vw[2].len / 8 != n || vw[3].len / 8 != n) {
+        PyErr_SetString(PyExc_ValueError, "fold: columns of one positive length");
+        goto done;
+    }
+    const int64_t *ids = vw[0].buf;
+    const double *ts = vw[1].buf, *val = vw[2].buf, *lg = vw[3].buf;
+    if ((double)width >= EXACT_FLOAT)
+        goto decline;
+    win = malloc((size_t)n * sizeof(int64_t));
+    seg_of = malloc((size_t)n * sizeof(int32_t));
+    bkey = malloc((size_t)n * sizeof(int64_t));
+    if (win == NULL || seg_of == NULL || bkey == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    double tmin = ts[0], tmax = ts[0], wd = (double)width;
+    int64_t wmin = INT64_MAX, wmax = INT64_MIN, smax = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double t = ts[i];
+        if (!(t >= 0.0 && t < EXACT_FLOAT))
+            goto decline;
+        if (t < tmin)
+            tmin = t;
+        if (t > tmax)
+            tmax = t;
+        /* floor(t) // width, as the numpy path takes it: the quotient in doubles, then made exact */
+        int64_t whole = (int64_t)t, q = (int64_t)((double)whole / wd);
+        if (q * width > whole)
+            q--;
+        else if ((q + 1) * width <= whole)
+            q++;
+        win[i] = q;
+        if (q < wmin)
+            wmin = q;
+        if (q > wmax)
+            wmax = q;
+        int64_t s = ids[i] & INDEX_MASK;
+        if (s > smax)
+            smax = s;
+    }
+    int64_t span = wmax - wmin + 1;
+    if ((double)(smax + 1) * (double)span > (double)(n > DIRECT_MAX ? n : DIRECT_MAX))
+        goto decline;
+    int64_t nkeys = (smax + 1) * span;
+    table = calloc((size_t)nkeys, sizeof(int32_t)); /* 0: no segment, else its number + 1 */
+    if (table == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        table[(ids[i] & INDEX_MASK) * span + (win[i] - wmin)] = 1;
+    Py_ssize_t nseg = 0;
+    for (int64_t k = 0; k < nkeys; k++)
+        if (table[k])
+            table[k] = (int32_t)++nseg;
+    int nextra = NEXTRA[mode];
+    int64_t *o_series, *o_win, *o_count, *o_err, *o_kmin, *o_width, *o_base, *o_kmax;
+    double *o_sum, *o_min, *o_max, *o_extra;
+    char *o_pos;
+    void *p;
+#define NEW(i, size, ptr)                                                                                         \
+    do {                                                                                                          \
+        if ((arrays[i] = new_bytes(size, &p)) == NULL)                                                            \
+            goto done;                                                                                            \
+        ptr = p;                                                                                                  \
+    } while (0)
+    NEW(0, nseg * 8, o_series);
+    NEW(1, nseg * 8, o_win);
+    NEW(2, nseg * 8, o_count);
+    NEW(3, nseg * 8, o_err);
+    NEW(4, nseg * 8, o_sum);
+    NEW(5, nseg * 8, o_min);
+    NEW(6, nseg * 8, o_max);
+    NEW(7, nseg, o_pos);
+    NEW(8, nseg * 8, o_kmin);
+    NEW(9, nseg * 8, o_width);
+    NEW(10, nseg * 8, o_base);
+    NEW(12, nseg * nextra * 8, o_extra);
+    o_kmax = (int64_t *)o_base; /* the key maxima, until the bases replace them */
+    for (int64_t k = 0, s = 0; k < nkeys; k++)
+        if (table[k]) {
+            o_series[s] = k / span;
+            o_win[s] = k % span + wmin;
+            s++;
+        }
+    for (Py_ssize_t s = 0; s < nseg; s++) {
+        o_count[s] = o_err[s] = 0;
+        o_sum[s] = 0.0;
+        o_min[s] = INFINITY;
+        o_max[s] = -INFINITY;
+        o_pos[s] = 1;
+        o_kmin[s] = INT64_MAX;
+        o_kmax[s] = INT64_MIN;
+    }
+    for (Py_ssize_t j = 0; j < nseg * nextra; j++)
+        o_extra[j] = 0.0;
+    double tol = 4.0 * apdex;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int32_t s = table[(ids[i] & INDEX_MASK) * span + (win[i] - wmin)] - 1;
+        seg_of[i] = s;
+        double v = val[i];
+        int bits = (int)((ids[i] >> BITS_SHIFT) & 0xF);
+        o_count[s]++;
+        o_sum[s] += v;
+        double *x = o_extra + s; /* extra e of segment s at x[e * nseg] */
+        switch (mode) {
+        case F_REQUEST:
+            o_err[s] += (bits & 3) != 0;
+            if (v <= apdex)
+                x[0] += 1.0;
+            if (v <= tol)
+                x[nseg] += 1.0; /* all within 4T: the satisfied are taken off below */
+            break;
+        case F_EXTERNAL: o_err[s] += (bits & 3) != 0; break;
+        case F_DB:
+            o_err[s] += bits & 1;
+            if (v > slow)
+                x[0] += 1.0;
+            break;
+        case F_CACHE:
+            o_err[s] += bits & 1;
+            x[0] += (bits >> 1) & 1;
+            x[nseg] += (bits >> 2) & 1;
+            break;
+        case F_TASK: {
+            int failed = ((bits & 2) != 0) | (((bits & 8) != 0) & (bits & 1));
+            o_err[s] += failed;
+            x[0] += failed;
+            x[nseg] += (bits >> 2) & 1;
+            break;
+        }
+        case F_METRIC: x[0] += (bits & 1); break;
+        default: break;
+        }
+        if (v > floor_) {
+            if (v < o_min[s])
+                o_min[s] = v;
+            if (v > o_max[s])
+                o_max[s] = v;
+            double l = lg[i] * mult;
+            if (!isfinite(l))
+                goto decline;
+            int64_t key = (int64_t)ceil(l);
+            bkey[i] = key;
+            if (key < o_kmin[s])
+                o_kmin[s] = key;
+            if (key > o_kmax[s])
+                o_kmax[s] = key;
+        } else {
+            o_pos[s] = 0;
+        }
+    }
+    if (mode == F_REQUEST)
+        for (Py_ssize_t s = 0; s < nseg; s++)
+            o_extra[nseg + s] -= o_extra[s];
+    int every = 1;
+    int64_t total = 0;
+    for (Py_ssize_t s = 0; s < nseg; s++) {
+        int64_t w = 0;
+        if (o_pos[s])
+            w = o_kmax[s] - o_kmin[s] + 1;
+        else {
+            every = 0;
+            o_kmin[s] = 0;
+        }
+        o_width[s] = w;
+        o_base[s] = total; /* (overwrites the key maximum, read just above) */
+        total += w;
+    }
+    int64_t *o_binned, *o_order;
+    NEW(11, total * 8, o_binned);
+    memset(o_binned, 0, (size_t)total * 8);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int32_t s = seg_of[i];
+        if (o_pos[s])
+            o_binned[o_base[s] + bkey[i] - o_kmin[s]]++;
+    }
+    NEW(13, every ? 0 : n * 8, o_order);
+    if (!every) { /* each segment's values in order, the segments in key order (a stable counting sort) */
+        int64_t *next = (int64_t *)bkey; /* bkey is read no more */
+        int64_t pos = 0;
+        for (Py_ssize_t s = 0; s < nseg; s++) {
+            next[s] = pos;
+            pos += o_count[s];
+        }
+        for (Py_ssize_t i = 0; i < n; i++)
+            o_order[next[seg_of[i]]++] = i;
+    }
+#undef NEW
+    if ((arrays[14] = quick_forms(nseg, o_pos, o_kmin, o_width, o_base, o_min, o_max, o_binned, accuracy, version,
+                                  max_buckets)) == NULL)
+        goto done;
+    result = PyTuple_New(3 + 15);
+    if (result == NULL)
+        goto done;
+    PyTuple_SET_ITEM(result, 0, PyBool_FromLong(every));
+    PyObject *a = PyFloat_FromDouble(tmin), *b = PyFloat_FromDouble(tmax);
+    if (a == NULL || b == NULL) {
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        Py_CLEAR(result);
+        goto done;
+    }
+    PyTuple_SET_ITEM(result, 1, a);
+    PyTuple_SET_ITEM(result, 2, b);
+    for (int i = 0; i < 15; i++) {
+        PyTuple_SET_ITEM(result, 3 + i, arrays[i]);
+        arrays[i] = NULL;
+    }
+    goto done;
+decline:
+    result = Py_NewRef(Py_None);
+done:
+    for (int i = 0; i < 15; i++)
+        Py_XDECREF(arrays[i]);
+    free(win);
+    free(table);
+    free(seg_of);
+    free(bkey);
+    for (int i = 0; i < nv; i++)
+        PyBuffer_Release(&vw[i]);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL, fold_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "aggregator._windows",
+    "The window accumulator's per-event work in C (see aggregator/windows.py).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__windows(void) {
+    if (PyType_Ready(&RouterType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Router", (PyObject *)&RouterType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
