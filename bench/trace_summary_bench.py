@@ -2,6 +2,7 @@
 ``columns.request_sums`` per part (what ``traces.finish_part`` adds), this tree against a git revision.
 
     python bench/trace_summary_bench.py --log /tmp/lb/300k.log [--against main] [--repeat 9] [--profile]
+        [--old-native none|PATH]
 
 The log is read in the engine's chunks (``CHUNK_BYTES``) and parsed once, outside the timing, with
 ``LineParser.parse_columns`` (the native scanner's columns, as a worker has them); every round then runs each
@@ -9,6 +10,10 @@ path over all the chunks' columns and each part's batches (``PART_BYTES`` of chu
 going first. CPU time (``time.process_time``) per event, medians of the rounds, and the median of the rounds'
 ratios; every chunk's batch (``TraceBatch.differences``) and every part's ``RequestSums`` are checked to be
 the same values from both paths. With ``--profile``: cProfile of this tree's path over one round instead.
+
+The revision's ``columns.py`` imports the C extension this tree built (``aggregator.insights._summary``), if it
+uses one; ``--old-native PATH`` gives it another build of the extension (a ``.so`` file, e.g. from another
+worktree), ``--old-native none`` none (its numpy path).
 """
 
 from __future__ import annotations
@@ -37,6 +42,18 @@ def module_at(rev: str) -> Any:
     module.__dict__["__name__"] = module.__name__
     sys.modules[module.__name__] = module  # (dataclasses and pickling look their module up)
     exec(compile(src, f"aggregator/insights/columns.py@{rev}", "exec"), module.__dict__)
+    return module
+
+
+def native_at(path: str) -> Any:
+    """The C extension built at ``path`` (``aggregator/insights/_summary*.so`` of another tree), as a module
+    of its own beside this tree's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("old_native._summary", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
 
 
@@ -82,6 +99,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--width", type=int, default=60)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--old-native", help="the revision's C extension: none, or the path of its build")
     args = ap.parse_args()
     parts, n = load(args.log, args.limit)
     gc.disable()  # as in the engine's workers
@@ -94,6 +112,8 @@ def main() -> None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         return
     old = module_at(args.against)
+    if args.old_native:
+        old._native = None if args.old_native == "none" else native_at(args.old_native)
     paths = {f"@{args.against}": old, "this tree": columns}
     cpu: dict[str, list[float]] = {name: [] for name in paths}
     for r in range(args.repeat):

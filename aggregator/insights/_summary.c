@@ -3,11 +3,14 @@
  * to, and which takes over wherever this returns None).
  *
  * The numpy path makes some sixty numpy calls and a sort per chunk, each a pass over a column or a subset of
- * it, plus the Python between them. Here three passes over the chunk's columns: (A) where None stands among
- * the trace ids and which spans are tasks'; (B) backwards, each operation's piece (the next closer of its
- * trace after it: a request, or a root task that drops it; none: its trace's rest); (C) forwards, the
- * requests' and root tasks' columns, the pieces' sums and the (piece, fingerprint) groups (a hash table), in
- * row order, so that every sum adds the same doubles in the same order as ``np.bincount`` does.
+ * it, plus the Python between them. Here: (A) one pass for where None stands among the trace ids and which
+ * spans are tasks'; (B) one backwards, listing the requests, root tasks and kept operations, each operation
+ * with its piece (the next closer of its trace after it: a request, or a root task that drops it; none: its
+ * trace's rest); (C) one over each list forwards: the requests' and root tasks' columns, the pieces' sums, then
+ * the (piece, fingerprint) groups of the queries (a hash table), all in row order, so that every sum adds the
+ * same doubles in the same order as ``np.bincount`` does. (B) and (C) branch little on the kind of a row (it
+ * is as good as random): every row writes its list entries and only the rows of the kind move on, which took
+ * 8% off the whole against one switch per row in (B) and (C) (bench/trace_summary_bench.py --old-native).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -232,28 +235,13 @@ static PyObject *recoded_values(const Recoder *r) {
     return out;
 }
 
-/* ---- the newest end of a part of the rows, as `float(part.max())` (NaN if one is NaN) ---- */
-
-typedef struct {
-    int64_t n;
-    int nan;
-    double max;
-} Newest;
-
-static inline void newest_add(Newest *w, double x) {
-    if (isnan(x)) {
-        w->nan = 1;
-    } else if (w->n++ == 0 || x > w->max) {
-        w->max = x;
-    }
-}
-
-/* max(newest, part's max) as Python's max takes it (the first unless the second is greater) */
-static double newest_join(double newest, const Newest *w) {
-    if (!w->n && !w->nan) {
+/* max(newest, float(part.max())) as Python's max takes it (the first unless the second is greater), of a part of
+ * `n` rows whose largest end is `max` (NaN if one is NaN: `nan`); newest as it was for an empty part */
+static double newest_join(double newest, int64_t n, int nan, double max) {
+    if (!n) {
         return newest;
     }
-    double part = w->nan ? NAN : w->max;
+    double part = nan ? NAN : max;
     return part > newest ? part : newest;
 }
 
@@ -339,91 +327,80 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
     PyObject *fps = args[A_FPS];
 
     /* (A) where None goes among the trace ids (after the ids first seen before the first event without one),
-     * and the spans of every task (with or without a trace id): operations below them are the task's */
+     * and the spans of every task (with or without a trace id): operations below them are the task's. Spans
+     * are marked at their code + 1 (0: no parent span, never marked; nspans + 1: every other row's mark). */
     Py_ssize_t first_absent = -1;
     int64_t max_before = -1;
-    int traced_any = 0, task_spans = 0;
-    uint8_t *is_task_span = NULL;
+    int traced_any = 0;
+    uint8_t *is_task_span = arena_alloc(&arena, (size_t)nspans + 2, 0);
+    if (is_task_span == NULL) {
+        goto nomemory;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
-        int32_t t = tid[i];
+        int32_t t = tid[i], s = span[i];
         if (t < 0) {
             if (first_absent < 0) first_absent = i;
         } else {
             traced_any = 1;
-            if (t >= ntrace_table) {
-                result = Py_NewRef(Py_None);
-                goto done;
-            }
             if (first_absent < 0 && t > max_before) max_before = t;
         }
-        if (kind[i] == K_TASK && span[i] >= 0) {
-            if (span[i] >= nspans) {
-                result = Py_NewRef(Py_None);
-                goto done;
-            }
-            if (is_task_span == NULL && (is_task_span = arena_alloc(&arena, (size_t)nspans, 0)) == NULL) {
-                goto nomemory;
-            }
-            is_task_span[span[i]] = 1;
-            task_spans = 1;
+        if (t >= ntrace_table || t < -1 || (uint32_t)(s + 1) > (uint32_t)nspans
+            || (uint32_t)(parent[i] + 1) > (uint32_t)nspans) {
+            result = Py_NewRef(Py_None); /* a code outside its table */
+            goto done;
         }
+        is_task_span[kind[i] == K_TASK && s >= 0 ? s + 1 : nspans + 1] = 1;
     }
     if (!traced_any) {
         result = Py_NewRef(Py_False);
         goto done;
     }
+    is_task_span[0] = 0;
     const int64_t untraced = first_absent < 0 ? -1 : first_absent ? max_before + 1 : 0;
     const int64_t ntraces = ntrace_table + (untraced >= 0);
 #define CODE(t) ((t) < 0 ? untraced : (int64_t)(t) + (untraced >= 0 && (t) >= untraced))
 
-    /* (B) backwards: each row's part, and each operation's piece (the closer after it in its trace) */
-    uint8_t *part = arena_alloc(&arena, (size_t)n, -1);
-    int32_t *piece_of = arena_alloc(&arena, (size_t)n * 4, -1);
-    int32_t *next_closer = arena_alloc(&arena, (size_t)ntraces * 4, 0xff); /* REST */
-    uint8_t *with_rest = arena_alloc(&arena, (size_t)ntraces, 0);
-    if (!part || !piece_of || !next_closer || !with_rest) {
+    /* (B) backwards: the rows of requests, root tasks and kept operations (each with its closer: the request
+     * after it in its trace, counted from the last, or REST), with few branches: every row writes its entry
+     * and only the rows of the kind move on. Rows without a trace id use the slot after the traces'. */
+    int32_t *req_rows = arena_alloc(&arena, ((size_t)n + 1) * 4, -1);   /* (B) fills them from the end */
+    int32_t *root_rows = arena_alloc(&arena, ((size_t)n + 1) * 4, -1);
+    int32_t *root_after = arena_alloc(&arena, ((size_t)n + 1) * 4, -1); /* the requests after each */
+    int32_t *op_rows = arena_alloc(&arena, ((size_t)n + 1) * 4, -1);
+    int32_t *op_closer = arena_alloc(&arena, ((size_t)n + 1) * 4, -1);
+    int32_t *next_closer = arena_alloc(&arena, ((size_t)ntraces + 1) * 4, 0xff); /* REST */
+    uint8_t *with_rest = arena_alloc(&arena, (size_t)ntraces + 1, 0);
+    if (!req_rows || !root_rows || !root_after || !op_rows || !op_closer || !next_closer || !with_rest) {
         goto nomemory;
     }
-    int64_t nreq = 0, nroots = 0, nkept_queries = 0;
+    int64_t nreq = 0, nroots = 0, nops = 0, tasks = 0;
+    double task_max = -INFINITY;
+    int task_nan = 0;
     for (Py_ssize_t i = n - 1; i >= 0; i--) {
         int32_t t = tid[i];
         int k = kind[i];
-        part[i] = C_NONE;
-        if (t < 0 || k == K_METRIC) {
-            continue;
-        }
-        int64_t c = CODE(t);
-        if (k == K_REQUEST) {
-            part[i] = C_REQUEST;
-            next_closer[c] = (int32_t)nreq++; /* counted from the last request: made first-to-last in (C) */
-        } else if (k == K_TASK) {
-            if (parent[i] < 0) {
-                part[i] = C_ROOT;
-                next_closer[c] = DROPPED;
-                nroots++;
-            } else {
-                part[i] = C_TASK;
-            }
-        } else if (k >= K_DB && k <= K_EXTERNAL) {
-            int32_t p = parent[i];
-            if (task_spans && p >= 0) {
-                if (p >= nspans) {
-                    result = Py_NewRef(Py_None);
-                    goto done;
-                }
-                if (is_task_span[p]) {
-                    continue; /* the task's: in no piece */
-                }
-            }
-            part[i] = C_OP;
-            int32_t closer = next_closer[c];
-            piece_of[i] = closer;
-            if (closer == REST) {
-                with_rest[c] = 1;
-            }
-            if (closer != DROPPED && k == K_DB) {
-                nkept_queries++;
-            }
+        int64_t c = t < 0 ? ntraces : CODE(t);
+        int traced = (t >= 0) & (k != K_METRIC);
+        int is_req = traced & (k == K_REQUEST);
+        int is_task = traced & (k == K_TASK);
+        int is_root = is_task & (parent[i] < 0);
+        int is_op = traced & ((unsigned)(k - K_DB) <= K_EXTERNAL - K_DB) & !is_task_span[parent[i] + 1];
+        int32_t closer = next_closer[c];
+        req_rows[nreq] = (int32_t)i;
+        root_rows[nroots] = (int32_t)i;
+        root_after[nroots] = (int32_t)nreq;
+        op_rows[nops] = (int32_t)i;
+        op_closer[nops] = closer;
+        with_rest[c] |= is_op & (closer == REST);
+        next_closer[c] = is_req ? (int32_t)nreq : is_root ? DROPPED : closer;
+        nreq += is_req;
+        nroots += is_root;
+        nops += is_op & (closer != DROPPED);
+        if (is_task) {
+            tasks++;
+            double x = ts[i];
+            task_nan |= isnan(x);
+            task_max = x > task_max ? x : task_max;
         }
     }
     /* the rests in the order of their traces' codes: piece nreq + their rank */
@@ -434,7 +411,7 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
     }
     const int64_t npieces = nreq + nrest;
 
-    /* (C) forwards */
+    /* (C) forwards: requests, root tasks, the kept operations' sums per piece, then the queries' groups */
     int64_t *req_trace = arena_alloc(&arena, (size_t)nreq * 8, -1);
     double *req_end = arena_alloc(&arena, (size_t)nreq * 8, -1);
     double *req_dur = arena_alloc(&arena, (size_t)nreq * 8, -1);
@@ -445,90 +422,79 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
     int64_t *root_at = arena_alloc(&arena, (size_t)nroots * 8, -1);
     int64_t *rest_trace = arena_alloc(&arena, (size_t)nrest * 8, -1);
     int64_t *queries = arena_alloc(&arena, (size_t)npieces * 8, 0);
-    double *db_ms = arena_alloc(&arena, (size_t)npieces * 8, 0); /* (all bits zero: 0.0) */
-    double *cache_ms = arena_alloc(&arena, (size_t)npieces * 8, 0);
-    double *external_ms = arena_alloc(&arena, (size_t)npieces * 8, 0);
-    int64_t *rest_events = arena_alloc(&arena, (size_t)nrest * 8, 0);
-    double *rest_newest = arena_alloc(&arena, (size_t)nrest * 8, -1);
-    int64_t *heads = arena_alloc(&arena, (size_t)npieces * 8, 0xff);
-    int64_t *tails = arena_alloc(&arena, (size_t)npieces * 8, 0xff);
-    Group *groups = arena_alloc(&arena, (size_t)nkept_queries * sizeof(Group), -1);
-    int64_t slots = 2;
-    while (slots < 2 * nkept_queries) slots *= 2;
-    int64_t *table = arena_alloc(&arena, (size_t)slots * 8, 0xff);
-    const Py_ssize_t nfps = PyList_GET_SIZE(fps);
-    int64_t *key_of = arena_alloc(&arena, (size_t)nfps * 8, 0xff); /* per fingerprint code: its key, or -1 */
-    int64_t *keys = arena_alloc(&arena, (size_t)(nkept_queries < nfps ? nkept_queries : nfps) * 8, -1);
+    int64_t *events = arena_alloc(&arena, (size_t)npieces * 8, 0);
+    double *ms = arena_alloc(&arena, (size_t)npieces * 3 * 8, 0); /* db, cache, external (all bits 0: 0.0) */
+    double *piece_newest = arena_alloc(&arena, (size_t)npieces * 8, -1);
+    int32_t *db_rows = arena_alloc(&arena, ((size_t)nops + 1) * 4, -1);
+    int64_t *db_piece = arena_alloc(&arena, ((size_t)nops + 1) * 8, -1);
     Recoder routes, methods;
     if (!req_trace || !req_end || !req_dur || !req_failed || !req_route || !req_method || !root_trace
-        || !root_at || !rest_trace || !queries || !db_ms || !cache_ms || !external_ms || !rest_events
-        || !rest_newest || !heads || !tails || !groups || !table || !key_of || !keys
+        || !root_at || !rest_trace || !queries || !events || !ms || !piece_newest || !db_rows || !db_piece
         || recoder_init(&routes, &arena, args[A_ROUTES], empty_str, nreq) < 0
         || recoder_init(&methods, &arena, args[A_METHODS], empty_str, nreq) < 0) {
         goto nomemory;
     }
+    double *db_ms = ms, *cache_ms = ms + npieces, *external_ms = ms + 2 * npieces;
     for (int64_t c = 0, r = 0; c < ntraces; c++) {
         if (rest_rank[c] >= 0) rest_trace[r++] = c;
     }
-    for (int64_t r = 0; r < nrest; r++) rest_newest[r] = -INFINITY;
-    Newest new_req = {0, 0, 0.0}, new_task = {0, 0, 0.0}, new_op = {0, 0, 0.0};
-    int64_t ri = 0, oi = 0, tasks = 0, ngroups = 0, nkeys = 0;
+    for (int64_t p = 0; p < npieces; p++) piece_newest[p] = -INFINITY;
+    double req_max = -INFINITY, op_max = -INFINITY;
+    int req_nan = 0, op_nan = 0;
+    for (int64_t r = 0; r < nreq; r++) {
+        int32_t i = req_rows[nreq - 1 - r];
+        double x = ts[i];
+        req_trace[r] = CODE(tid[i]);
+        req_end[r] = x;
+        req_dur[r] = dur[i];
+        req_failed[r] = (outcome[i] == FAILURE) | (status[i] >= 500);
+        if ((req_route[r] = recode(&routes, route[i])) < 0 || (req_method[r] = recode(&methods, method[i])) < 0) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        req_nan |= isnan(x);
+        req_max = x > req_max ? x : req_max;
+    }
+    for (int64_t r = 0; r < nroots; r++) {
+        int32_t i = root_rows[nroots - 1 - r];
+        root_trace[r] = CODE(tid[i]);
+        root_at[r] = nreq - root_after[nroots - 1 - r]; /* the requests before it */
+    }
+    int64_t ndb = 0;
+    for (int64_t j = nops - 1; j >= 0; j--) {
+        int32_t i = op_rows[j], closer = op_closer[j];
+        int k = kind[i];
+        int64_t p = closer >= 0 ? nreq - 1 - closer : nreq + rest_rank[CODE(tid[i])];
+        double d = dur[i], x = ts[i], cur = piece_newest[p];
+        ms[(k - K_DB) * npieces + p] += d;
+        queries[p] += k == K_DB;
+        events[p]++;
+        piece_newest[p] = (cur >= x || isnan(cur)) ? cur : x; /* np.maximum.at */
+        op_nan |= isnan(x);
+        op_max = x > op_max ? x : op_max;
+        db_rows[ndb] = i;
+        db_piece[ndb] = p;
+        ndb += k == K_DB;
+    }
+
+    int64_t *heads = arena_alloc(&arena, (size_t)npieces * 8, 0xff);
+    int64_t *tails = arena_alloc(&arena, (size_t)npieces * 8, 0xff);
+    Group *groups = arena_alloc(&arena, (size_t)ndb * sizeof(Group), -1);
+    int64_t slots = 2;
+    while (slots < 2 * ndb) slots *= 2;
+    int64_t *table = arena_alloc(&arena, (size_t)slots * 8, 0xff);
+    const Py_ssize_t nfps = PyList_GET_SIZE(fps);
+    int64_t *key_of = arena_alloc(&arena, (size_t)nfps * 8, 0xff); /* per fingerprint code: its key, or -1 */
+    int64_t *keys = arena_alloc(&arena, (size_t)(ndb < nfps ? ndb : nfps) * 8, -1);
+    if (!heads || !tails || !groups || !table || !key_of || !keys) {
+        goto nomemory;
+    }
+    int64_t ngroups = 0, nkeys = 0;
     const uint64_t mask = (uint64_t)slots - 1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        switch (part[i]) {
-        case C_NONE:
-            continue;
-        case C_REQUEST: {
-            req_trace[ri] = CODE(tid[i]);
-            req_end[ri] = ts[i];
-            req_dur[ri] = dur[i];
-            req_failed[ri] = outcome[i] == FAILURE || status[i] >= 500;
-            if ((req_route[ri] = recode(&routes, route[i])) < 0
-                || (req_method[ri] = recode(&methods, method[i])) < 0) {
-                result = Py_NewRef(Py_None);
-                goto done;
-            }
-            newest_add(&new_req, ts[i]);
-            ri++;
-            continue;
-        }
-        case C_ROOT:
-            root_trace[oi] = CODE(tid[i]);
-            root_at[oi++] = ri; /* the requests before it */
-            /* fall through */
-        case C_TASK:
-            tasks++;
-            newest_add(&new_task, ts[i]);
-            continue;
-        default:
-            break;
-        }
-        int32_t closer = piece_of[i];
-        if (closer == DROPPED) {
-            continue;
-        }
-        int64_t p = closer == REST ? nreq + rest_rank[CODE(tid[i])] : nreq - 1 - closer;
+    for (int64_t j = 0; j < ndb; j++) {
+        int32_t i = db_rows[j], f = fp[i];
+        int64_t p = db_piece[j];
         double d = dur[i];
-        newest_add(&new_op, ts[i]);
-        if (p >= nreq) {
-            int64_t r = p - nreq;
-            rest_events[r]++;
-            double cur = rest_newest[r], x = ts[i];
-            rest_newest[r] = (cur >= x || isnan(cur)) ? cur : x; /* np.maximum.at */
-        }
-        switch (kind[i]) {
-        case K_CACHE:
-            cache_ms[p] += d;
-            continue;
-        case K_EXTERNAL:
-            external_ms[p] += d;
-            continue;
-        default:
-            break;
-        }
-        queries[p]++;
-        db_ms[p] += d;
-        int32_t f = fp[i];
         if (f < 0 || f >= nfps) {
             result = Py_NewRef(Py_None); /* without a fingerprint: the text's, in Python */
             goto done;
@@ -573,9 +539,7 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
         g->n++;
         g->ms += d;
-        if (!(d == 0.0 && signbit(d))) {
-            g->all_negative_zero = 0;
-        }
+        g->all_negative_zero &= d == 0.0 && signbit(d);
     }
 
     /* the groups by piece, each piece's in the order they first appear */
@@ -609,10 +573,11 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
     }
 
+    /* as `for part in (requests, tasks, kept operations): if part.size: newest = max(newest, part.max())` */
     double newest = -INFINITY;
-    newest = newest_join(newest, &new_req);
-    newest = newest_join(newest, &new_task);
-    newest = newest_join(newest, &new_op);
+    newest = newest_join(newest, nreq, req_nan, req_max);
+    newest = newest_join(newest, tasks, task_nan, task_max);
+    newest = newest_join(newest, nops, op_nan, op_max);
     PyObject *key_list = PyList_New(nkeys);
     if (key_list == NULL) {
         goto error;
@@ -645,8 +610,8 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
     out[o++] = index_array(root_trace, nroots, ntraces);
     out[o++] = index_array(root_at, nroots, nreq + 1);
     out[o++] = index_array(rest_trace, nrest, ntraces);
-    out[o++] = f64_array(rest_newest, nrest);
-    out[o++] = count_array(rest_events, nrest);
+    out[o++] = f64_array(piece_newest + nreq, nrest);
+    out[o++] = count_array(events + nreq, nrest);
     out[o++] = count_array(queries + nreq, nrest);
     out[o++] = f64_array(db_ms + nreq, nrest);
     out[o++] = f64_array(cache_ms + nreq, nrest);
