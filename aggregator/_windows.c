@@ -28,6 +28,8 @@
 #define CODE_SHIFT 40
 #define BITS_SHIFT 36
 #define INDEX_MASK ((INT64_C(1) << BITS_SHIFT) - 1)
+#define MEMO_KIND_MAX (1 << 14) /* a kind's combinations of block codes a probe's memo numbers (else: no memo) */
+#define STATUS_MAX 1000         /* statuses a probe's memo takes (-1 .. this; any other: no memo) */
 
 static const int NKEYS[NKINDS] = {4, 4, 2, 2, 2};
 static const int FIELD0[NKINDS] = {0, 4, 8, 10, 12};
@@ -162,6 +164,9 @@ typedef struct {
     Py_ssize_t missed_cap, nmissed;
     int64_t *scratch;          /* per event of the probed block: its lookup value, or -1 - its missed number */
     Py_ssize_t scratch_cap;
+    Py_ssize_t *missed_events; /* the probed block's events that missed, in order */
+    int64_t *memo;             /* the probe's memo (see probe) */
+    Py_ssize_t memo_cap;
     Py_ssize_t lo, hi;         /* the probed block */
     Py_ssize_t counts[NKINDS + 2]; /* its events per kind (metric at 5), its task events with a queue wait */
     Py_ssize_t misses[NKINDS]; /* per kind: events that missed */
@@ -180,6 +185,8 @@ static void router_dealloc(Router *self) {
     free(self->missed.slots);
     free(self->missed_keys);
     free(self->scratch);
+    free(self->missed_events);
+    free(self->memo);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -311,8 +318,8 @@ static PyObject *router_probe(Router *self, PyObject *const *args, Py_ssize_t na
     }
     Py_buffer kind_v, flag_v[4], qw_v, code_v[NFIELDS];
     int have_flags = 0, have_codes = 0, have_kind = 0, have_qw = 0;
-    int32_t *remap[NFIELDS] = {0};
-    Py_ssize_t remap_n[NFIELDS] = {0};
+    int32_t *remap[NFIELDS] = {0}, *local = NULL;
+    Py_ssize_t remap_n[NFIELDS] = {0}, nmissed_events = 0;
     PyObject *result = NULL, *misses = NULL;
     Py_ssize_t lo = PyLong_AsSsize_t(args[1]), hi = PyLong_AsSsize_t(args[2]);
     if (PyErr_Occurred())
@@ -344,7 +351,14 @@ static PyObject *router_probe(Router *self, PyObject *const *args, Py_ssize_t na
             goto done;
         }
     const int8_t *kind = kind_v.buf;
+    const int8_t *outcome = flag_v[0].buf, *hit = flag_v[2].buf, *state = flag_v[3].buf;
+    const int16_t *status = flag_v[1].buf;
     Py_ssize_t counts[NKINDS + 2] = {0};
+    /* The statuses numbered densely (for the memo, below), the flag codes checked (any other: no memo, and
+     * the key built for it says what is wrong). */
+    int16_t dense[STATUS_MAX + 2];
+    memset(dense, 0xff, sizeof dense);
+    int nstatus = 0, memo_ok = 1;
     for (Py_ssize_t i = lo; i < hi; i++) {
         int8_t c = kind[i];
         if (c < 0 || c > METRIC) {
@@ -352,6 +366,12 @@ static PyObject *router_probe(Router *self, PyObject *const *args, Py_ssize_t na
             goto done;
         }
         counts[c]++;
+        int st = status[i];
+        if (st < -1 || st > STATUS_MAX || outcome[i] < -1 || outcome[i] > 1 || hit[i] < -1 || hit[i] > 1
+            || state[i] < -1 || state[i] > 2)
+            memo_ok = 0;
+        else if (dense[st + 1] < 0)
+            dense[st + 1] = (int16_t)nstatus++;
     }
     for (; have_codes < NFIELDS; have_codes++) {
         PyObject *pair = PyTuple_GET_ITEM(fields, have_codes);
@@ -378,18 +398,19 @@ static PyObject *router_probe(Router *self, PyObject *const *args, Py_ssize_t na
     }
     if (self->scratch_cap < hi - lo) {
         int64_t *s = realloc(self->scratch, (size_t)(hi - lo) * sizeof(int64_t));
-        if (s == NULL) {
+        Py_ssize_t *e = s == NULL ? NULL : realloc(self->missed_events, (size_t)(hi - lo) * sizeof(Py_ssize_t));
+        if (s != NULL)
+            self->scratch = s;
+        if (e == NULL) {
             PyErr_NoMemory();
             goto done;
         }
-        self->scratch = s;
+        self->missed_events = e;
         self->scratch_cap = hi - lo;
     }
     table_clear(&self->missed);
     self->nmissed = 0;
     Py_ssize_t missed_per_kind[NKINDS] = {0};
-    const int8_t *outcome = flag_v[0].buf, *hit = flag_v[2].buf, *state = flag_v[3].buf;
-    const int16_t *status = flag_v[1].buf;
     const double *qw = qw_v.buf;
     int64_t *scratch = self->scratch;
     /* Per kind, four key columns and their remaps, a kind with fewer reading a constant column of code 0
@@ -407,30 +428,85 @@ static PyObject *router_probe(Router *self, PyObject *const *args, Py_ssize_t na
             rm[k][j] = real ? remap[f] + 1 : missing + 1;
             limit[k][j] = real ? remap_n[f] : 1;
         }
+    /* The memo: per kind, its combinations numbered by the block's own codes in mixed radix (the key fields'
+     * codes + 1, the outcome's + 1, the second flag's: a status's dense number, a cache hit's or task state's
+     * code + 1), each entry 0 (not seen yet), its lookup value + 1, or -1 - its missed number. An event finds
+     * its combination there with a few multiplications, the table (hashing the global codes) once per
+     * combination and block. */
+    int64_t mul[NKINDS][4], mul_outcome[NKINDS], memo_at[NKINDS];
+    Py_ssize_t memo_size = 0;
+    for (int k = 0; k < NKINDS; k++) {
+        int64_t m = FLAG2[k] == 1 ? nstatus : FLAG2[k] == 2 ? 3 : FLAG2[k] == 3 ? 4 : 1;
+        mul_outcome[k] = m;
+        m *= 3;
+        for (int j = 0; j < 4; j++) {
+            mul[k][j] = stride[k][j] ? m : 0;
+            if (stride[k][j])
+                m *= limit[k][j] + 1;
+            if (m > MEMO_KIND_MAX)
+                break;
+        }
+        memo_at[k] = -1;
+        if (memo_ok && counts[k] && m <= MEMO_KIND_MAX) {
+            memo_at[k] = memo_size;
+            memo_size += m;
+        }
+    }
+    if (self->memo_cap < memo_size) {
+        int64_t *s = realloc(self->memo, (size_t)memo_size * sizeof(int64_t));
+        if (s == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        self->memo = s;
+        self->memo_cap = memo_size;
+    }
+    if (memo_size)
+        memset(self->memo, 0, (size_t)memo_size * sizeof(int64_t));
     for (Py_ssize_t i = lo; i < hi; i++) {
         int c = kind[i];
         if (c == METRIC)
             continue;
-        int32_t g[4];
-        for (int j = 0; j < 4; j++) {
-            int32_t code = col[c][j][i * stride[c][j]];
-            if (code < -1 || code >= limit[c][j]) {
-                PyErr_Format(PyExc_ValueError, "probe: string code %d out of its table", (int)code);
-                goto done;
-            }
-            g[j] = rm[c][j][code];
-        }
-        int32_t flags2[4] = {0, status[i], hit[i], state[i]};
-        int32_t second = flags2[FLAG2[c]];
-        Key key = {{pair(c + 1, g[0]), pair(g[1], g[2]), pair(g[3], outcome[i]), pair(second, 0)}};
         if (c == 4 && !isnan(qw[i]))
             counts[NKINDS + 1]++;
+        int32_t code[4];
+        for (int j = 0; j < 4; j++) {
+            code[j] = col[c][j][i * stride[c][j]];
+            if (code[j] < -1 || code[j] >= limit[c][j]) {
+                PyErr_Format(PyExc_ValueError, "probe: string code %d out of its table", (int)code[j]);
+                goto done;
+            }
+        }
+        int64_t *memo = NULL;
+        if (memo_at[c] >= 0) {
+            int32_t dense2[4] = {0, dense[status[i] + 1], hit[i] + 1, state[i] + 1};
+            memo = self->memo + memo_at[c] + (code[0] + 1) * mul[c][0] + (code[1] + 1) * mul[c][1]
+                   + (code[2] + 1) * mul[c][2] + (code[3] + 1) * mul[c][3] + (outcome[i] + 1) * mul_outcome[c]
+                   + dense2[FLAG2[c]];
+            int64_t known = *memo;
+            if (known > 0) {
+                scratch[i - lo] = known - 1;
+                continue;
+            }
+            if (known < 0) {
+                scratch[i - lo] = known;
+                missed_per_kind[c]++;
+                self->missed_events[nmissed_events++] = i;
+                continue;
+            }
+        }
+        int32_t flags2[4] = {0, status[i], hit[i], state[i]};
+        Key key = {{pair(c + 1, rm[c][0][code[0]]), pair(rm[c][1][code[1]], rm[c][2][code[2]]),
+                    pair(rm[c][3][code[3]], outcome[i]), pair(flags2[FLAG2[c]], 0)}};
         Entry *e = table_slot(&self->table, &key);
         if (!kempty(&e->key)) {
             scratch[i - lo] = e->value;
+            if (memo != NULL)
+                *memo = e->value + 1;
             continue;
         }
         missed_per_kind[c]++;
+        self->missed_events[nmissed_events++] = i;
         Entry *m = table_slot(&self->missed, &key);
         if (kempty(&m->key)) {
             if (self->nmissed == self->missed_cap) {
@@ -450,62 +526,61 @@ static PyObject *router_probe(Router *self, PyObject *const *args, Py_ssize_t na
             self->nmissed++;
         }
         scratch[i - lo] = -1 - m->value;
+        if (memo != NULL)
+            *memo = -1 - m->value;
     }
-    /* The misses per kind: their keys (numbered per kind in the order they first come) and numbers. */
+    /* The misses per kind: their keys, numbered per kind in the order they first come (the order of their
+     * numbers here: the block's first-come order), and each missed event's number, in order. */
     misses = PyTuple_New(NKINDS);
-    if (misses == NULL)
-        goto done;
-    for (int k = 0; k < NKINDS; k++) {
-        if (!missed_per_kind[k]) {
-            PyTuple_SET_ITEM(misses, k, Py_NewRef(Py_None));
-            continue;
-        }
-        PyObject *keys = PyList_New(0), *inv = PyBytes_FromStringAndSize(NULL, missed_per_kind[k] * 4);
-        PyObject *pair = NULL;
-        int32_t *local = NULL;
-        if (keys == NULL || inv == NULL)
-            goto kind_fail;
-        local = malloc((size_t)self->nmissed * sizeof(int32_t) + 4);
-        if (local == NULL) {
+    local = malloc((size_t)(self->nmissed + 1) * sizeof(int32_t));
+    if (misses == NULL || local == NULL) {
+        if (local == NULL)
             PyErr_NoMemory();
-            goto kind_fail;
+        goto done;
+    }
+    PyObject *keys[NKINDS] = {0}, *inv[NKINDS] = {0};
+    int32_t *out[NKINDS] = {0};
+    for (int k = 0; k < NKINDS; k++) {
+        if (missed_per_kind[k]) {
+            keys[k] = PyList_New(0);
+            inv[k] = PyBytes_FromStringAndSize(NULL, missed_per_kind[k] * 4);
+            if (keys[k] == NULL || inv[k] == NULL)
+                goto misses_fail;
+            out[k] = (int32_t *)PyBytes_AS_STRING(inv[k]);
         }
-        for (Py_ssize_t m = 0; m < self->nmissed; m++)
-            local[m] = -1;
-        int32_t *out = (int32_t *)PyBytes_AS_STRING(inv);
-        Py_ssize_t at = 0;
-        for (Py_ssize_t i = lo; i < hi; i++) {
-            if (kind[i] != k || scratch[i - lo] >= 0)
-                continue;
-            Py_ssize_t m = -1 - scratch[i - lo];
-            if (local[m] < 0) {
-                local[m] = (int32_t)PyList_GET_SIZE(keys);
-                PyObject *lk = lookup_key(self, &self->missed_keys[m]);
-                if (lk == NULL || PyList_Append(keys, lk) < 0) {
-                    Py_XDECREF(lk);
-                    goto kind_fail;
-                }
-                Py_DECREF(lk);
-            }
-            out[at++] = local[m];
+    }
+    for (Py_ssize_t m = 0; m < self->nmissed; m++) {
+        Key *key = &self->missed_keys[m];
+        int k = kget(key, 0) - 1;
+        local[m] = (int32_t)PyList_GET_SIZE(keys[k]);
+        kset(key, 7, local[m]); /* emit() enters the values by these numbers */
+        PyObject *lk = lookup_key(self, key);
+        if (lk == NULL || PyList_Append(keys[k], lk) < 0) {
+            Py_XDECREF(lk);
+            goto misses_fail;
         }
-        /* the missed numbers become per kind: emit() reads the kind's values in the events' order */
-        for (Py_ssize_t i = lo; i < hi; i++)
-            if (kind[i] == k && scratch[i - lo] < 0)
-                kset(&self->missed_keys[-1 - scratch[i - lo]], 7, local[-1 - scratch[i - lo]]);
-        free(local);
-        local = NULL;
-        pair = PyTuple_Pack(2, keys, inv);
+        Py_DECREF(lk);
+    }
+    Py_ssize_t at[NKINDS] = {0};
+    for (Py_ssize_t j = 0; j < nmissed_events; j++) {
+        Py_ssize_t i = self->missed_events[j];
+        int k = kind[i];
+        out[k][at[k]++] = local[-1 - scratch[i - lo]];
+    }
+    for (int k = 0; k < NKINDS; k++) {
+        PyObject *pair = keys[k] == NULL ? Py_NewRef(Py_None) : PyTuple_Pack(2, keys[k], inv[k]);
         if (pair == NULL)
-            goto kind_fail;
-        Py_DECREF(keys);
-        Py_DECREF(inv);
+            goto misses_fail;
         PyTuple_SET_ITEM(misses, k, pair);
-        continue;
-    kind_fail:
-        free(local);
-        Py_XDECREF(keys);
-        Py_XDECREF(inv);
+        Py_CLEAR(keys[k]);
+        Py_CLEAR(inv[k]);
+    }
+    if (0) {
+    misses_fail:
+        for (int k = 0; k < NKINDS; k++) {
+            Py_XDECREF(keys[k]);
+            Py_XDECREF(inv[k]);
+        }
         goto done;
     }
     PyObject *count_tuple = PyTuple_New(NKINDS + 2);
@@ -530,6 +605,7 @@ static PyObject *router_probe(Router *self, PyObject *const *args, Py_ssize_t na
     }
 done:
     Py_XDECREF(misses);
+    free(local);
     for (int f = 0; f < NFIELDS; f++)
         free(remap[f]);
     for (int i = 0; i < have_codes; i++)
@@ -1043,8 +1119,147 @@ done:
     return result;
 }
 
+/* ---- metric events ------------------------------------------------------------------------------------ */
+
+/* A metric event's series key, as windows._metric_key makes it: ("metric", name, its tags' items sorted),
+ * () for None or no tags. */
+static PyObject *metric_key(PyObject *metric, PyObject *name, PyObject *tags) {
+    PyObject *items;
+    if (tags == Py_None || PyDict_GET_SIZE(tags) == 0) {
+        items = PyTuple_New(0);
+    } else {
+        PyObject *list = PyDict_Items(tags);
+        if (list == NULL)
+            return NULL;
+        if (PyList_GET_SIZE(list) > 1 && PyList_Sort(list) < 0) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        items = PyList_AsTuple(list);
+        Py_DECREF(list);
+    }
+    if (items == NULL)
+        return NULL;
+    PyObject *key = PyTuple_Pack(3, metric, name, items);
+    Py_DECREF(items);
+    return key;
+}
+
+PyDoc_STRVAR(metric_series_doc,
+"metric_series(kind, lo, hi, name_codes, names, tags, index, metric_type, count_type, ts, metric_value,\n"
+"              ids, out_ts, out_values) -> None or (places, keys, counted)\n\n"
+"The metric events lo:hi of a block (kind int8, name_codes int32 into the list names, tags: the block's\n"
+"metric_tags, one per metric event, metric_type int8, ts and metric_value float64): each one's series key\n"
+"(windows._metric_key's) looked up in index (its series id) and written with its time and value to\n"
+"ids / out_ts / out_values (int64, float64, float64; one per metric event): the series id, the count_type\n"
+"flag (metric_type == count_type) at bit 36. The keys index has not: -1 in ids, and (places, keys,\n"
+"counted) returned, in order.");
+
+static PyObject *metric_series(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "metric_series() takes 14 arguments");
+        return NULL;
+    }
+    Py_buffer v[8];
+    int nv = 0;
+    PyObject *result = NULL, *places = NULL, *keys = NULL, *counted = NULL;
+    PyObject *metric = PyUnicode_InternFromString("metric");
+    Py_ssize_t lo = PyLong_AsSsize_t(args[1]), hi = PyLong_AsSsize_t(args[2]);
+    long count_type = PyLong_AsLong(args[8]);
+    if (metric == NULL || PyErr_Occurred())
+        goto done;
+    PyObject *names = args[4], *tags = args[5], *index = args[6];
+    if (!PyList_Check(names) || !PyList_Check(tags) || !PyDict_Check(index)) {
+        PyErr_SetString(PyExc_TypeError, "metric_series: names and tags are lists, index a dict");
+        goto done;
+    }
+    static const int arg_of[8] = {0, 3, 7, 9, 10, 11, 12, 13};
+    static const Py_ssize_t sizes[8] = {1, 4, 1, 8, 8, 8, 8, 8};
+    static const char *codes[8] = {"bB", "iI", "bB", "d", "d", "qlQL", "d", "d"};
+    static const char *what[8] = {"kind", "name_codes", "metric_type", "ts", "metric_value", "ids", "out_ts",
+                                  "out_values"};
+    for (; nv < 8; nv++)
+        if (view_of(args[arg_of[nv]], &v[nv], sizes[nv], codes[nv], nv >= 5, what[nv]) < 0)
+            goto done;
+    Py_ssize_t n = v[0].len;
+    const int8_t *kind = v[0].buf, *mtype = v[2].buf;
+    const int32_t *name_code = v[1].buf;
+    const double *ts = v[3].buf, *value = v[4].buf;
+    int64_t *ids = v[5].buf;
+    double *out_ts = v[6].buf, *out_values = v[7].buf;
+    Py_ssize_t k = v[5].len / 8;
+    if (lo < 0 || hi < lo || hi > n || v[1].len / 4 != n || v[2].len != n || v[3].len / 8 != n
+        || v[4].len / 8 != n || v[6].len / 8 != k || v[7].len / 8 != k) {
+        PyErr_SetString(PyExc_ValueError, "metric_series: bad range or column lengths");
+        goto done;
+    }
+    Py_ssize_t first = 0, at = 0, nnames = PyList_GET_SIZE(names), ntags = PyList_GET_SIZE(tags);
+    for (Py_ssize_t i = 0; i < lo; i++)
+        first += kind[i] == METRIC;
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        if (kind[i] != METRIC)
+            continue;
+        int32_t c = name_code[i];
+        if (at >= k || first + at >= ntags || c < -1 || c >= nnames) {
+            PyErr_SetString(PyExc_ValueError, "metric_series: more metric events than outputs, tags or names");
+            goto done;
+        }
+        PyObject *t = PyList_GET_ITEM(tags, first + at);
+        if (t != Py_None && !PyDict_Check(t)) {
+            PyErr_SetString(PyExc_TypeError, "metric_series: tags are a dict or None");
+            goto done;
+        }
+        PyObject *key = metric_key(metric, c < 0 ? Py_None : PyList_GET_ITEM(names, c), t);
+        if (key == NULL)
+            goto done;
+        PyObject *sid = PyDict_GetItemWithError(index, key);
+        int64_t flag = (int64_t)(mtype[i] == count_type) << BITS_SHIFT;
+        if (sid != NULL) {
+            Py_DECREF(key);
+            ids[at] = PyLong_AsLongLong(sid) | flag;
+            if (ids[at] == -1 && PyErr_Occurred())
+                goto done;
+        } else {
+            if (PyErr_Occurred()) {
+                Py_DECREF(key);
+                goto done;
+            }
+            if (keys == NULL && ((keys = PyList_New(0)) == NULL || (places = PyList_New(0)) == NULL
+                                 || (counted = PyList_New(0)) == NULL)) {
+                Py_DECREF(key);
+                goto done;
+            }
+            PyObject *place = PyLong_FromSsize_t(at);
+            int bad = place == NULL || PyList_Append(keys, key) < 0 || PyList_Append(places, place) < 0
+                      || PyList_Append(counted, flag ? Py_True : Py_False) < 0;
+            Py_XDECREF(place);
+            Py_DECREF(key);
+            if (bad)
+                goto done;
+            ids[at] = -1;
+        }
+        out_ts[at] = ts[i];
+        out_values[at] = value[i];
+        at++;
+    }
+    if (at != k) {
+        PyErr_SetString(PyExc_ValueError, "metric_series: fewer metric events than outputs");
+        goto done;
+    }
+    result = keys == NULL ? Py_NewRef(Py_None) : PyTuple_Pack(3, places, keys, counted);
+done:
+    Py_XDECREF(metric);
+    Py_XDECREF(places);
+    Py_XDECREF(keys);
+    Py_XDECREF(counted);
+    for (int i = 0; i < nv; i++)
+        PyBuffer_Release(&v[i]);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL, fold_doc},
+    {"metric_series", (PyCFunction)(void (*)(void))metric_series, METH_FASTCALL, metric_series_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -525,7 +525,22 @@ class WindowAccumulator:
             if columns is not None:
                 pending.setdefault(family, []).append(columns)
         if counts[5]:
-            self._add_metric_columns(cols, lo, np.flatnonzero(cols.kind[lo:hi] == KIND_CODES["metric"]) + lo)
+            self._add_metrics_native(cols, lo, hi, counts[5])
+
+    def _add_metrics_native(self, cols: EventColumns, lo: int, hi: int, k: int) -> None:
+        """``_add_metric_columns`` of the ``k`` metric events among ``lo:hi`` by the native routine: each one's
+        series key (``_metric_key``'s) built and looked up in ``_index`` in C, the new ones registered here
+        in the order they come, as ``_add_metric_series`` does (~0.15 against ~0.4 us an event)."""
+        assert _native is not None
+        self._family("metric")
+        ids, ts, values = np.empty(k, dtype=np.int64), np.empty(k), np.empty(k)
+        missed = _native.metric_series(cols.kind, lo, hi, cols.codes["metric_name"], cols.tables["metric_name"],
+                                       cols.metric_tags, self._index, cols.metric_type, METRIC_TYPES["count"],
+                                       cols.ts, cols.metric_value, ids, ts, values)
+        if missed is not None:
+            places, keys, counted = missed
+            ids[places] = self._series_ids("metric", keys) | np.array(counted, dtype=np.int64) << _BITS_SHIFT
+        self._pending.setdefault("metric", []).append((ids, ts, values))
 
     def _resolve_native(self, kind: str, keys: list[Any], inv: npt.NDArray[np.int32],
                         ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:

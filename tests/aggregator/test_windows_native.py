@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -105,6 +106,16 @@ def test_decoded_events(monkeypatch: pytest.MonkeyPatch) -> None:
     both(feeder(blocks), monkeypatch)
     both(feeder(blocks), monkeypatch, max_series=3,
          admitted={"request": {make_tags(route="k1", method="GET", service="web", env="prod")}})
+
+
+def test_odd_statuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Statuses past what a probe's memo numbers (1000): those blocks look their events up in the table."""
+    events = random_events(9, 3000, kinds=["request", "external", "db"], keys=5)
+    odd = [msgspec.structs.replace(e, http_response_status_code=status) if e.kind == "request" and i % 7 == 0
+           else e for i, (e, status) in enumerate(zip(events, [1200, 32_000, 999, 1000, 1001] * 600, strict=True))]
+    blocks = [from_events(b) for b in random_cuts(5, odd, 700)]
+    assert all((b.status > 1000).any() for b in blocks)
+    both(feeder(blocks), monkeypatch)
 
 
 def test_empty_and_one_event(monkeypatch: pytest.MonkeyPatch) -> None:
