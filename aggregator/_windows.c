@@ -787,7 +787,6 @@ enum { F_REQUEST, F_EXTERNAL, F_DB, F_CACHE, F_TASK, F_QUEUE_WAIT, F_METRIC, F_M
 static const int NEXTRA[F_MODES] = {2, 0, 1, 2, 2, 0, 1};
 
 #define EXACT_FLOAT 4503599627370496.0 /* 2 ** 52 */
-#define DIRECT_MAX (1 << 20)            /* (series, window) keys a fold numbers in a table */
 
 static PyObject *new_bytes(Py_ssize_t n, void **buf) {
     PyObject *b = PyByteArray_FromStringAndSize(NULL, n);
@@ -855,28 +854,41 @@ static PyObject *quick_forms(Py_ssize_t nseg, const char *pos, const int64_t *km
 
 PyDoc_STRVAR(fold_doc,
 "fold(ids, ts, values, logs, width, mode, apdex_t, slow_ms, floor, multiplier, accuracy, version,\n"
-"     max_buckets) -> tuple or None\n\n"
+"     max_buckets, nseries) -> tuple or None\n\n"
 "One family's pending columns (ids int64: lookup values, series id in the low 36 bits, flag bits above; ts,\n"
 "values, logs = numpy's log of the values: float64) per (series, window) segment, in (series, window) order.\n"
 "mode: 0 request, 1 external, 2 db, 3 cache, 4 task, 5 task.queue_wait, 6 metric. None (nothing done) when\n"
-"a time is negative, NaN or past 2 ** 52, the width past 2 ** 52, the keys too many for a table or a bucket\n"
+"a time is negative, NaN or past 2 ** 52, the width past 2 ** 52, a series id not below nseries or a bucket\n"
 "key not finite: the numpy path does those. Else (every, tmin, tmax, then bytearrays: series int64, window\n"
 "int64, counts int64, errors int64, sums, mins, maxs float64, positive bool, kmin, widths, base int64,\n"
 "binned int64 bucket counts, extras float64 (per counter, nseg each), order int64 (the values' places\n"
 "sorted by segment, stably: only when not every, else empty), then per segment its sketch's quick form\n"
 "(bytes, see quick_forms) or None).");
 
+typedef struct {
+    int64_t sid, win, count, err, kmin, kmax;
+    double sum, mn, mx, x[2];
+    int pos;
+} Seg;
+
+static int seg_order(const void *a, const void *b) {
+    const Seg *x = *(Seg *const *)a, *y = *(Seg *const *)b;
+    if (x->sid != y->sid)
+        return x->sid < y->sid ? -1 : 1;
+    return x->win < y->win ? -1 : x->win > y->win;
+}
+
 static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 13) {
-        PyErr_SetString(PyExc_TypeError, "fold() takes 13 arguments");
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "fold() takes 14 arguments");
         return NULL;
     }
     Py_buffer vw[4];
     int nv = 0;
     PyObject *result = NULL;
-    int64_t *win = NULL;
-    int32_t *table = NULL, *seg_of = NULL;
-    int64_t *bkey = NULL;
+    Seg *segs = NULL, **sorted = NULL;
+    int32_t *slots = NULL, *seg_of = NULL, *last_seg = NULL, *rank = NULL;
+    int64_t *bkey = NULL, *last_win = NULL;
     PyObject *arrays[15] = {0};
     long long width = PyLong_AsLongLong(args[4]);
     int mode = (int)PyLong_AsLong(args[5]);
@@ -884,10 +896,11 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
            mult = PyFloat_AsDouble(args[9]), accuracy = PyFloat_AsDouble(args[10]);
     long version = PyLong_AsLong(args[11]);
     long long max_buckets = PyLong_AsLongLong(args[12]);
+    Py_ssize_t nseries = PyLong_AsSsize_t(args[13]);
     if (PyErr_Occurred())
         return NULL;
-    if (mode < 0 || mode >= F_MODES || width <= 0) {
-        PyErr_SetString(PyExc_ValueError, "fold: bad mode or width");
+    if (mode < 0 || mode >= F_MODES || width <= 0 || nseries < 0) {
+        PyErr_SetString(PyExc_ValueError, "fold: bad mode, width or series count");
         return NULL;
     }
     static const char *names[4] = {"ids", "ts", "values", "logs"};
@@ -903,15 +916,24 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const double *ts = vw[1].buf, *val = vw[2].buf, *lg = vw[3].buf;
     if ((double)width >= EXACT_FLOAT)
         goto decline;
-    win = malloc((size_t)n * sizeof(int64_t));
+    Py_ssize_t cap = 64, nseg = 0, mask = 63;
+    segs = malloc((size_t)cap / 2 * sizeof(Seg));
+    slots = malloc((size_t)cap * sizeof(int32_t));
     seg_of = malloc((size_t)n * sizeof(int32_t));
     bkey = malloc((size_t)n * sizeof(int64_t));
-    if (win == NULL || seg_of == NULL || bkey == NULL) {
+    last_win = malloc((size_t)(nseries ? nseries : 1) * sizeof(int64_t));
+    last_seg = malloc((size_t)(nseries ? nseries : 1) * sizeof(int32_t));
+    if (segs == NULL || slots == NULL || seg_of == NULL || bkey == NULL || last_win == NULL || last_seg == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    double tmin = ts[0], tmax = ts[0], wd = (double)width;
-    int64_t wmin = INT64_MAX, wmax = INT64_MIN, smax = 0;
+    memset(slots, 0xff, (size_t)cap * sizeof(int32_t));
+    for (Py_ssize_t j = 0; j < nseries; j++)
+        last_win[j] = -1; /* no window: the windows are from 0 on */
+    double tmin = ts[0], tmax = ts[0], wd = (double)width, tol = 4.0 * apdex;
+    /* One pass: each event's window (floor(t) // width, as the numpy path takes it: the quotient in doubles,
+     * then made exact), its segment (its series' last one, as the events come in time order, else the
+     * segments' hash), the segment's sums. The segments are numbered as they come, sorted at the end. */
     for (Py_ssize_t i = 0; i < n; i++) {
         double t = ts[i];
         if (!(t >= 0.0 && t < EXACT_FLOAT))
@@ -920,38 +942,132 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             tmin = t;
         if (t > tmax)
             tmax = t;
-        /* floor(t) // width, as the numpy path takes it: the quotient in doubles, then made exact */
         int64_t whole = (int64_t)t, q = (int64_t)((double)whole / wd);
         if (q * width > whole)
             q--;
         else if ((q + 1) * width <= whole)
             q++;
-        win[i] = q;
-        if (q < wmin)
-            wmin = q;
-        if (q > wmax)
-            wmax = q;
-        int64_t s = ids[i] & INDEX_MASK;
-        if (s > smax)
-            smax = s;
+        int64_t sid = ids[i] & INDEX_MASK;
+        if (sid >= nseries)
+            goto decline;
+        int32_t s;
+        if (last_win[sid] == q) {
+            s = last_seg[sid];
+        } else {
+            uint64_t h = ((uint64_t)sid * 0x9E3779B97F4A7C15ULL) ^ ((uint64_t)q * 0xC2B2AE3D27D4EB4FULL);
+            Py_ssize_t at = (Py_ssize_t)((h ^ (h >> 29)) & (uint64_t)mask);
+            while (slots[at] >= 0 && (segs[slots[at]].sid != sid || segs[slots[at]].win != q))
+                at = (at + 1) & mask;
+            if (slots[at] >= 0) {
+                s = slots[at];
+            } else {
+                if (2 * (nseg + 1) > cap) { /* grow: the segments and the hash */
+                    Py_ssize_t bigger = 2 * cap;
+                    Seg *more = realloc(segs, (size_t)bigger / 2 * sizeof(Seg));
+                    int32_t *again = more == NULL ? NULL : malloc((size_t)bigger * sizeof(int32_t));
+                    if (more != NULL)
+                        segs = more;
+                    if (again == NULL) {
+                        PyErr_NoMemory();
+                        goto done;
+                    }
+                    free(slots);
+                    slots = again;
+                    cap = bigger;
+                    mask = cap - 1;
+                    memset(slots, 0xff, (size_t)cap * sizeof(int32_t));
+                    for (Py_ssize_t j = 0; j < nseg; j++) {
+                        uint64_t g = ((uint64_t)segs[j].sid * 0x9E3779B97F4A7C15ULL)
+                                     ^ ((uint64_t)segs[j].win * 0xC2B2AE3D27D4EB4FULL);
+                        Py_ssize_t a = (Py_ssize_t)((g ^ (g >> 29)) & (uint64_t)mask);
+                        while (slots[a] >= 0)
+                            a = (a + 1) & mask;
+                        slots[a] = (int32_t)j;
+                    }
+                    at = (Py_ssize_t)((h ^ (h >> 29)) & (uint64_t)mask);
+                    while (slots[at] >= 0)
+                        at = (at + 1) & mask;
+                }
+                s = (int32_t)nseg++;
+                slots[at] = s;
+                Seg *g = &segs[s];
+                g->sid = sid;
+                g->win = q;
+                g->count = g->err = 0;
+                g->kmin = INT64_MAX;
+                g->kmax = INT64_MIN;
+                g->sum = g->x[0] = g->x[1] = 0.0;
+                g->mn = INFINITY;
+                g->mx = -INFINITY;
+                g->pos = 1;
+            }
+            last_win[sid] = q;
+            last_seg[sid] = s;
+        }
+        seg_of[i] = s;
+        Seg *g = &segs[s];
+        double v = val[i];
+        int bits = (int)((ids[i] >> BITS_SHIFT) & 0xF);
+        g->count++;
+        g->sum += v;
+        switch (mode) {
+        case F_REQUEST:
+            g->err += (bits & 3) != 0;
+            g->x[0] += v <= apdex;
+            g->x[1] += v <= tol; /* all within 4T: the satisfied are taken off at the end */
+            break;
+        case F_EXTERNAL: g->err += (bits & 3) != 0; break;
+        case F_DB:
+            g->err += bits & 1;
+            g->x[0] += v > slow;
+            break;
+        case F_CACHE:
+            g->err += bits & 1;
+            g->x[0] += (bits >> 1) & 1;
+            g->x[1] += (bits >> 2) & 1;
+            break;
+        case F_TASK: {
+            int failed = ((bits & 2) != 0) | (((bits & 8) != 0) & (bits & 1));
+            g->err += failed;
+            g->x[0] += failed;
+            g->x[1] += (bits >> 2) & 1;
+            break;
+        }
+        case F_METRIC: g->x[0] += bits & 1; break;
+        default: break;
+        }
+        if (v > floor_) {
+            if (v < g->mn)
+                g->mn = v;
+            if (v > g->mx)
+                g->mx = v;
+            double l = lg[i] * mult;
+            if (!isfinite(l))
+                goto decline;
+            int64_t key = (int64_t)ceil(l);
+            bkey[i] = key;
+            if (key < g->kmin)
+                g->kmin = key;
+            if (key > g->kmax)
+                g->kmax = key;
+        } else {
+            g->pos = 0;
+        }
     }
-    int64_t span = wmax - wmin + 1;
-    if ((double)(smax + 1) * (double)span > (double)(n > DIRECT_MAX ? n : DIRECT_MAX))
-        goto decline;
-    int64_t nkeys = (smax + 1) * span;
-    table = calloc((size_t)nkeys, sizeof(int32_t)); /* 0: no segment, else its number + 1 */
-    if (table == NULL) {
+    /* The segments in (series, window) order. */
+    sorted = malloc((size_t)nseg * sizeof(Seg *));
+    rank = malloc((size_t)nseg * sizeof(int32_t));
+    if (sorted == NULL || rank == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t i = 0; i < n; i++)
-        table[(ids[i] & INDEX_MASK) * span + (win[i] - wmin)] = 1;
-    Py_ssize_t nseg = 0;
-    for (int64_t k = 0; k < nkeys; k++)
-        if (table[k])
-            table[k] = (int32_t)++nseg;
+    for (Py_ssize_t j = 0; j < nseg; j++)
+        sorted[j] = &segs[j];
+    qsort(sorted, (size_t)nseg, sizeof(Seg *), seg_order);
+    for (Py_ssize_t j = 0; j < nseg; j++)
+        rank[sorted[j] - segs] = (int32_t)j;
     int nextra = NEXTRA[mode];
-    int64_t *o_series, *o_win, *o_count, *o_err, *o_kmin, *o_width, *o_base, *o_kmax;
+    int64_t *o_series, *o_win, *o_count, *o_err, *o_kmin, *o_width, *o_base;
     double *o_sum, *o_min, *o_max, *o_extra;
     char *o_pos;
     void *p;
@@ -973,115 +1089,52 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     NEW(9, nseg * 8, o_width);
     NEW(10, nseg * 8, o_base);
     NEW(12, nseg * nextra * 8, o_extra);
-    o_kmax = (int64_t *)o_base; /* the key maxima, until the bases replace them */
-    for (int64_t k = 0, s = 0; k < nkeys; k++)
-        if (table[k]) {
-            o_series[s] = k / span;
-            o_win[s] = k % span + wmin;
-            s++;
-        }
-    for (Py_ssize_t s = 0; s < nseg; s++) {
-        o_count[s] = o_err[s] = 0;
-        o_sum[s] = 0.0;
-        o_min[s] = INFINITY;
-        o_max[s] = -INFINITY;
-        o_pos[s] = 1;
-        o_kmin[s] = INT64_MAX;
-        o_kmax[s] = INT64_MIN;
-    }
-    for (Py_ssize_t j = 0; j < nseg * nextra; j++)
-        o_extra[j] = 0.0;
-    double tol = 4.0 * apdex;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int32_t s = table[(ids[i] & INDEX_MASK) * span + (win[i] - wmin)] - 1;
-        seg_of[i] = s;
-        double v = val[i];
-        int bits = (int)((ids[i] >> BITS_SHIFT) & 0xF);
-        o_count[s]++;
-        o_sum[s] += v;
-        double *x = o_extra + s; /* extra e of segment s at x[e * nseg] */
-        switch (mode) {
-        case F_REQUEST:
-            o_err[s] += (bits & 3) != 0;
-            if (v <= apdex)
-                x[0] += 1.0;
-            if (v <= tol)
-                x[nseg] += 1.0; /* all within 4T: the satisfied are taken off below */
-            break;
-        case F_EXTERNAL: o_err[s] += (bits & 3) != 0; break;
-        case F_DB:
-            o_err[s] += bits & 1;
-            if (v > slow)
-                x[0] += 1.0;
-            break;
-        case F_CACHE:
-            o_err[s] += bits & 1;
-            x[0] += (bits >> 1) & 1;
-            x[nseg] += (bits >> 2) & 1;
-            break;
-        case F_TASK: {
-            int failed = ((bits & 2) != 0) | (((bits & 8) != 0) & (bits & 1));
-            o_err[s] += failed;
-            x[0] += failed;
-            x[nseg] += (bits >> 2) & 1;
-            break;
-        }
-        case F_METRIC: x[0] += (bits & 1); break;
-        default: break;
-        }
-        if (v > floor_) {
-            if (v < o_min[s])
-                o_min[s] = v;
-            if (v > o_max[s])
-                o_max[s] = v;
-            double l = lg[i] * mult;
-            if (!isfinite(l))
-                goto decline;
-            int64_t key = (int64_t)ceil(l);
-            bkey[i] = key;
-            if (key < o_kmin[s])
-                o_kmin[s] = key;
-            if (key > o_kmax[s])
-                o_kmax[s] = key;
-        } else {
-            o_pos[s] = 0;
-        }
-    }
-    if (mode == F_REQUEST)
-        for (Py_ssize_t s = 0; s < nseg; s++)
-            o_extra[nseg + s] -= o_extra[s];
     int every = 1;
     int64_t total = 0;
-    for (Py_ssize_t s = 0; s < nseg; s++) {
+    for (Py_ssize_t j = 0; j < nseg; j++) {
+        const Seg *g = sorted[j];
+        o_series[j] = g->sid;
+        o_win[j] = g->win;
+        o_count[j] = g->count;
+        o_err[j] = g->err;
+        o_sum[j] = g->sum;
+        o_min[j] = g->mn;
+        o_max[j] = g->mx;
+        o_pos[j] = (char)g->pos;
+        for (int e = 0; e < nextra; e++)
+            o_extra[e * nseg + j] = g->x[e];
+        if (mode == F_REQUEST)
+            o_extra[nseg + j] -= g->x[0];
         int64_t w = 0;
-        if (o_pos[s])
-            w = o_kmax[s] - o_kmin[s] + 1;
-        else {
+        if (g->pos) {
+            w = g->kmax - g->kmin + 1;
+            o_kmin[j] = g->kmin;
+        } else {
             every = 0;
-            o_kmin[s] = 0;
+            o_kmin[j] = 0;
         }
-        o_width[s] = w;
-        o_base[s] = total; /* (overwrites the key maximum, read just above) */
+        o_width[j] = w;
+        o_base[j] = total;
         total += w;
     }
     int64_t *o_binned, *o_order;
     NEW(11, total * 8, o_binned);
     memset(o_binned, 0, (size_t)total * 8);
     for (Py_ssize_t i = 0; i < n; i++) {
-        int32_t s = seg_of[i];
-        if (o_pos[s])
-            o_binned[o_base[s] + bkey[i] - o_kmin[s]]++;
+        int32_t j = rank[seg_of[i]];
+        if (o_pos[j])
+            o_binned[o_base[j] + bkey[i] - o_kmin[j]]++;
     }
     NEW(13, every ? 0 : n * 8, o_order);
     if (!every) { /* each segment's values in order, the segments in key order (a stable counting sort) */
-        int64_t *next = (int64_t *)bkey; /* bkey is read no more */
+        int64_t *next = bkey; /* read no more */
         int64_t pos = 0;
-        for (Py_ssize_t s = 0; s < nseg; s++) {
-            next[s] = pos;
-            pos += o_count[s];
+        for (Py_ssize_t j = 0; j < nseg; j++) {
+            next[j] = pos;
+            pos += o_count[j];
         }
         for (Py_ssize_t i = 0; i < n; i++)
-            o_order[next[seg_of[i]]++] = i;
+            o_order[next[rank[seg_of[i]]]++] = i;
     }
 #undef NEW
     if ((arrays[14] = quick_forms(nseg, o_pos, o_kmin, o_width, o_base, o_min, o_max, o_binned, accuracy, version,
@@ -1110,12 +1163,143 @@ decline:
 done:
     for (int i = 0; i < 15; i++)
         Py_XDECREF(arrays[i]);
-    free(win);
-    free(table);
+    free(segs);
+    free(sorted);
+    free(slots);
     free(seg_of);
+    free(rank);
     free(bkey);
+    free(last_win);
+    free(last_seg);
     for (int i = 0; i < nv; i++)
         PyBuffer_Release(&vw[i]);
+    return result;
+}
+
+/* ---- the segments into the aggregates ------------------------------------------------------------------ */
+
+PyDoc_STRVAR(merge_new_doc,
+"merge_new(aggs, series, seg_series, windows, width, counts, errors, sums, mins, maxs, extras, names, blobs,\n"
+"          aggregate, from_stored) -> list\n\n"
+"WindowAccumulator._merge's loop for the segments whose sketch came made (blobs[s], bytes) and whose key\n"
+"(family, tags, start) aggs has not: aggs[key] = aggregate(series[seg_series[s]], start, width, count,\n"
+"errors, sum, min, max, {names[e]: extras[e * nseg + s]}, from_stored(blob)) (start = windows[s] * width; a\n"
+"min not below inf is inf, a max not above -inf is -inf, as _merge takes them). Every other segment, in\n"
+"order: its number in the list returned, for _merge; a new key gets None in aggs first (its place in the\n"
+"dict's order). seg_series, windows, counts, errors: int64; sums, mins, maxs, extras: float64.");
+
+static PyObject *merge_new(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 15) {
+        PyErr_SetString(PyExc_TypeError, "merge_new() takes 15 arguments");
+        return NULL;
+    }
+    PyObject *aggs = args[0], *series = args[1], *names = args[11], *blobs = args[12], *aggregate = args[13],
+             *from_stored = args[14], *width = args[4];
+    if (!PyDict_Check(aggs) || !PyList_Check(series) || !PyTuple_Check(names) || !PyList_Check(blobs)
+        || !PyLong_Check(width)) {
+        PyErr_SetString(PyExc_TypeError, "merge_new: aggs a dict, series and blobs lists, names a tuple");
+        return NULL;
+    }
+    long long w = PyLong_AsLongLong(width);
+    if (w == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer v[9];
+    int nv = 0;
+    PyObject *todo = NULL, *result = NULL, *family_name = NULL, *tags_name = NULL;
+    static const int arg_of[9] = {2, 3, 5, 6, 7, 8, 9, 10, 0};
+    static const char *what[8] = {"seg_series", "windows", "counts", "errors", "sums", "mins", "maxs", "extras"};
+    for (; nv < 8; nv++)
+        if (view_of(args[arg_of[nv]], &v[nv], 8, nv < 4 ? "qlQL" : "d", 0, what[nv]) < 0)
+            goto done;
+    Py_ssize_t nseg = v[0].len / 8, nextra = PyTuple_GET_SIZE(names), nseries = PyList_GET_SIZE(series);
+    for (int i = 1; i < 7; i++)
+        if (v[i].len / 8 != nseg) {
+            PyErr_SetString(PyExc_ValueError, "merge_new: columns of one length");
+            goto done;
+        }
+    if (v[7].len / 8 != nseg * nextra || PyList_GET_SIZE(blobs) != nseg) {
+        PyErr_SetString(PyExc_ValueError, "merge_new: extras or blobs not one per segment");
+        goto done;
+    }
+    const int64_t *sid = v[0].buf, *win = v[1].buf, *count = v[2].buf, *err = v[3].buf;
+    const double *sum = v[4].buf, *mn = v[5].buf, *mx = v[6].buf, *extra = v[7].buf;
+    todo = PyList_New(0);
+    family_name = PyUnicode_InternFromString("family");
+    tags_name = PyUnicode_InternFromString("tags");
+    if (todo == NULL || family_name == NULL || tags_name == NULL)
+        goto done;
+    for (Py_ssize_t s = 0; s < nseg; s++) {
+        if (sid[s] < 0 || sid[s] >= nseries) {
+            PyErr_SetString(PyExc_IndexError, "merge_new: a series out of range");
+            goto done;
+        }
+        PyObject *sk = PyList_GET_ITEM(series, sid[s]), *blob = PyList_GET_ITEM(blobs, s);
+        PyObject *fam = PyObject_GetAttr(sk, family_name);
+        PyObject *tags = fam == NULL ? NULL : PyObject_GetAttr(sk, tags_name);
+        PyObject *start = tags == NULL ? NULL : PyLong_FromLongLong(win[s] * w);
+        PyObject *key = start == NULL ? NULL : PyTuple_Pack(3, fam, tags, start);
+        Py_XDECREF(fam);
+        Py_XDECREF(tags);
+        if (key == NULL) {
+            Py_XDECREF(start);
+            goto done;
+        }
+        int has = PyDict_Contains(aggs, key);
+        if (has < 0 || (has == 0 && blob == Py_None && PyDict_SetItem(aggs, key, Py_None) < 0)) {
+            Py_DECREF(start);
+            Py_DECREF(key);
+            goto done;
+        }
+        if (has || blob == Py_None) { /* for _merge */
+            Py_DECREF(start);
+            Py_DECREF(key);
+            PyObject *number = PyLong_FromSsize_t(s);
+            int bad = number == NULL || PyList_Append(todo, number) < 0;
+            Py_XDECREF(number);
+            if (bad)
+                goto done;
+            continue;
+        }
+        PyObject *counters = PyDict_New(), *sketch = NULL, *agg = NULL;
+        PyObject *fields[10] = {sk, start, width, NULL, NULL, NULL, NULL, NULL, counters, NULL};
+        int bad = counters == NULL;
+        for (Py_ssize_t e = 0; !bad && e < nextra; e++) {
+            PyObject *x = PyFloat_FromDouble(extra[e * nseg + s]);
+            bad = x == NULL || PyDict_SetItem(counters, PyTuple_GET_ITEM(names, e), x) < 0;
+            Py_XDECREF(x);
+        }
+        if (!bad) {
+            fields[3] = PyLong_FromLongLong(count[s]);
+            fields[4] = PyLong_FromLongLong(err[s]);
+            fields[5] = PyFloat_FromDouble(sum[s]);
+            fields[6] = PyFloat_FromDouble(mn[s] < INFINITY ? mn[s] : INFINITY);
+            fields[7] = PyFloat_FromDouble(mx[s] > -INFINITY ? mx[s] : -INFINITY);
+            sketch = PyObject_CallOneArg(from_stored, blob);
+            fields[9] = sketch;
+            bad = fields[3] == NULL || fields[4] == NULL || fields[5] == NULL || fields[6] == NULL
+                  || fields[7] == NULL || sketch == NULL;
+        }
+        if (!bad) {
+            agg = PyObject_Vectorcall(aggregate, fields, 10, NULL);
+            bad = agg == NULL || PyDict_SetItem(aggs, key, agg) < 0;
+        }
+        for (int f = 3; f < 8; f++)
+            Py_XDECREF(fields[f]);
+        Py_XDECREF(counters);
+        Py_XDECREF(sketch);
+        Py_XDECREF(agg);
+        Py_DECREF(start);
+        Py_DECREF(key);
+        if (bad)
+            goto done;
+    }
+    result = Py_NewRef(todo);
+done:
+    Py_XDECREF(todo);
+    Py_XDECREF(family_name);
+    Py_XDECREF(tags_name);
+    for (int i = 0; i < nv; i++)
+        PyBuffer_Release(&v[i]);
     return result;
 }
 
@@ -1260,6 +1444,7 @@ done:
 static PyMethodDef methods[] = {
     {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL, fold_doc},
     {"metric_series", (PyCFunction)(void (*)(void))metric_series, METH_FASTCALL, metric_series_doc},
+    {"merge_new", (PyCFunction)(void (*)(void))merge_new, METH_FASTCALL, merge_new_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -548,17 +548,19 @@ class WindowAccumulator:
         combinations' lookup keys, in the order their first events come; ``inv``: each such event's), as
         ``_add_kind_columns`` gives them, and per key what the table takes: its value in ``_lookup`` now, or
         -1 (a key ``_lookup`` does not hold: a folded series past the memo, a full table)."""
-        values = self._combo_values(kind, keys, inv)
+        values = self._combo_values(kind, keys, inv, ordered=True)
         return values, np.fromiter(map(self._lookup.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
 
-    def _combo_values(self, kind: str, keys: list[Any], inv: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.int64]:
-        """The lookup values of events given as their combinations' lookup keys ``keys`` (in the order their
-        first events come) and each event's combination ``inv``: from the table, the misses resolved."""
+    def _combo_values(self, kind: str, keys: list[Any], inv: npt.NDArray[np.integer[Any]], ordered: bool = False,
+                      ) -> npt.NDArray[np.int64]:
+        """The lookup values of events given as their combinations' lookup keys ``keys`` and each event's
+        combination ``inv``: from the table, the misses resolved (``ordered``: ``keys`` come in the order of
+        their first events)."""
         found = np.fromiter(map(self._lookup.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
         missed = found < 0
         ev = None
         if missed.any():
-            ev = self._resolve_combos(kind, keys, found, missed, inv)
+            ev = self._resolve_combos(kind, keys, found, missed, inv, ordered)
         values = found[inv]
         if ev is not None:
             values[ev[0]] = ev[1]
@@ -593,19 +595,25 @@ class WindowAccumulator:
                 self._pending.setdefault("task.queue_wait", []).append((ids[has], ts[has], waits[has]))
 
     def _resolve_combos(self, kind: str, keys: list[Any], found: npt.NDArray[np.int64],
-                        missed: npt.NDArray[np.bool_], inv: npt.NDArray[np.integer[Any]],
+                        missed: npt.NDArray[np.bool_], inv: npt.NDArray[np.integer[Any]], ordered: bool,
                         ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]] | None:
         """``_resolve`` of the combinations that missed the table (``found`` -1), in the order their first
-        events come, once per combination. Near the memo's end (where ``_series_ids`` registers a folded key
+        events come (``ordered``: the order of ``keys``), once per combination. Near the memo's end (where ``_series_ids`` registers a folded key
         again at each of its events) the missed events' keys go one by one, as ``add``'s do: -> those events
         (places in the kind) and their lookup values, else None."""
-        ev = np.flatnonzero(missed[inv])  # the events whose key missed, in order
-        combos, first = np.unique(inv[ev], return_index=True)
-        miss = combos[np.argsort(first)]
+        ev = None
+        if ordered:  # the keys come in the order of their first events already
+            miss = np.flatnonzero(missed)
+        else:
+            ev = np.flatnonzero(missed[inv])  # the events whose key missed, in order
+            combos, first = np.unique(inv[ev], return_index=True)
+            miss = combos[np.argsort(first)]
         cap = self.max_series
         if cap is None or self._sizes[kind] + 2 * miss.size < FOLDED_MEMO + cap:  # every new key is remembered
             self._resolve_keys(kind, list(_items(keys, miss.tolist())), found, miss)
             return None
+        if ev is None:
+            ev = np.flatnonzero(missed[inv])
         ids = np.full(ev.size, -1, dtype=np.int64)
         self._resolve_keys(kind, list(_items(keys, inv[ev].tolist())), ids, np.arange(ev.size))
         return ev, ids
@@ -762,10 +770,11 @@ class WindowAccumulator:
 
     def _fold_native(self, family: str, series: list[SeriesKey], ids: npt.NDArray[np.int64],
                      ts: npt.NDArray[np.float64], values: npt.NDArray[np.float64]) -> bool:
-        """``_fold`` in C (``aggregator._windows.fold``: one pass numbers the segments in a table, one adds
-        them up, one counts the sketch buckets): the same segments, sums (added in the same order), counters,
-        extremes and buckets. -> False where it declines (times before 0 or past 2 ** 52, a width not an
-        integer, more (series, window) keys than a table of about a million): ``_fold`` does those."""
+        """``_fold`` in C (``aggregator._windows.fold``: one pass finds each value's segment, mostly its
+        series' last one, and adds it up; one counts the sketch buckets): the same segments, sums (added in the
+        same order), counters, extremes and buckets, and the new windows' aggregates made in C too
+        (``merge_new``). -> False where it declines (times before 0 or past 2 ** 52, a width not an integer):
+        ``_fold`` does those."""
         width = self.width
         if type(width) is not int or ids.dtype != np.int64:
             return False
@@ -776,7 +785,7 @@ class WindowAccumulator:
         assert _native is not None
         got = _native.fold(ids, ts, values, logs, width, _FOLD_MODES[family], float(self.apdex_t),
                            float(self.slow_ms), mapping.min_indexable, mapping._multiplier, RELATIVE_ACCURACY,
-                           _FORMAT_VERSION, MAX_BUCKETS)
+                           _FORMAT_VERSION, MAX_BUCKETS, len(series))
         if got is None:
             return False
         every, tmin, tmax, *arrays, blobs = got
@@ -791,9 +800,18 @@ class WindowAccumulator:
             v = values[order]
             mins = np.minimum.reduceat(v, starts)
             maxs = np.maximum.reduceat(v, starts)
-        extra = {name: extras[i * nseg: (i + 1) * nseg].tolist() for i, name in enumerate(_COUNTERS[family])}
-        self._merge(series, sid.tolist(), (win * width).tolist(), counts, errs, sums, mins, maxs, positive, base,
-                    widths, kmin, starts, extra, binned, v, tmin, tmax, blobs)
+        names = _COUNTERS[family]
+        # the new windows whose sketch came made, in C (_merge's loop: ~1 us a window instead of ~2.5)
+        todo = _native.merge_new(self._aggs, series, sid, win, width, counts, errs, sums, mins, maxs, extras, names,
+                                 blobs, WindowAggregate, _from_stored)
+        if todo:  # the rest, in order (a new one holds its place in the dict, as None)
+            at = np.array(todo, dtype=np.intp)
+            extra = {name: extras[i * nseg: (i + 1) * nseg][at].tolist() for i, name in enumerate(names)}
+            self._merge(series, sid[at].tolist(), (win[at] * width).tolist(), counts[at], errs[at], sums[at],
+                        mins[at], maxs[at], positive[at], base[at], widths[at], kmin[at], starts[at], extra, binned,
+                        v, tmin, tmax, [blobs[i] for i in todo])
+        else:
+            self._extend_times(tmin, tmax)
         return True
 
     def _fold(self, family: str, series: list[SeriesKey], sid: npt.NDArray[np.int64], ts: npt.NDArray[np.float64],
@@ -956,6 +974,9 @@ class WindowAccumulator:
             c = agg.counters
             for name, value in zip(names, row, strict=True):
                 c[name] = c.get(name, 0.0) + value
+        self._extend_times(tmin, tmax)
+
+    def _extend_times(self, tmin: float, tmax: float) -> None:
         self.min_ts = tmin if self.min_ts is None else min(self.min_ts, tmin)
         self.max_ts = tmax if self.max_ts is None else max(self.max_ts, tmax)
 

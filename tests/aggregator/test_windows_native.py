@@ -221,15 +221,18 @@ def test_fold_huge_counts_and_nan(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_fold_declines(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Times before 0, past 2 ** 52; more (series, window) keys than its table: ``_fold`` does those."""
+    """Times before 0, past 2 ** 52: ``_fold`` does those; many (series, window) keys (the numpy path sorts
+    them), a fold does."""
     rng = np.random.default_rng(3)
     values = rng.lognormal(3.0, 1.0, 100)
     sid = rng.integers(0, 5, 100).astype(np.int64)
     for ts in (np.linspace(-200.0, 500.0, 100), np.full(100, 2.0 ** 53), np.linspace(2.0 ** 52 - 500, 2.0 ** 52, 100)):
         with np.errstate(invalid="ignore"):
             fold_both("db", [(sid, ts, values)], monkeypatch, declines=True)
-    many = np.arange(100, dtype=np.int64) * 30  # keys: 3,000 series x 400 windows, past the table's 2 ** 20
-    fold_both("db", [(many, T0 + np.linspace(0.0, 400 * 60.0, 100), values)], monkeypatch, declines=True)
+    many = np.arange(100, dtype=np.int64) * 30  # keys: 3,000 series x 400 windows, past the direct fold's
+    fold_both("db", [(many, T0 + np.linspace(0.0, 400 * 60.0, 100), values)], monkeypatch)
+    rng_sid = rng.integers(0, SERIES, 5000).astype(np.int64)  # segments in no order, the hash grown
+    fold_both("db", [(rng_sid, T0 + rng.uniform(0.0, 3000.0, 5000), rng.lognormal(3.0, 1.0, 5000))], monkeypatch)
 
 
 # --- bad input ---------------------------------------------------------------------------------------------
