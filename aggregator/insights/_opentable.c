@@ -260,6 +260,46 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(hash_pieces_doc,
+"hash_pieces(joined, hashes) -> int\n\n"
+"``hash(piece)`` of each piece of ``joined.split(\"\\0\")`` into the writable int64 array ``hashes``, from the\n"
+"joined string's bytes (no str made per piece): how many pieces, or -1 (``hashes`` unchanged) when ``joined`` is\n"
+"not ASCII (a piece's hash then depends on its own width) or ``hashes`` is too short.");
+
+static PyObject *hash_pieces(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "hash_pieces(joined: str, hashes)");
+        return NULL;
+    }
+    PyObject *joined = args[0];
+    Py_buffer out;
+    if (view_of(args[1], &out, 8, 1, "hashes") < 0) {
+        return NULL;
+    }
+    Py_ssize_t count = -1;
+    if (PyUnicode_IS_ASCII(joined)) {
+        /* str's hash of a 1-byte-wide string is _Py_HashBytes of its bytes (unicode_hash), "" -> 0 */
+        const char *p = (const char *)PyUnicode_DATA(joined);
+        Py_ssize_t len = PyUnicode_GET_LENGTH(joined), pieces = 1;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            pieces += p[i] == '\0';
+        }
+        if (pieces <= out.len / 8) {
+            int64_t *h = out.buf;
+            Py_ssize_t start = 0;
+            count = 0;
+            for (Py_ssize_t i = 0; i <= len; i++) {
+                if (i == len || p[i] == '\0') {
+                    h[count++] = (int64_t)_Py_HashBytes(p + start, i - start);
+                    start = i + 1;
+                }
+            }
+        }
+    }
+    PyBuffer_Release(&out);
+    return PyLong_FromSsize_t(count);
+}
+
 static PyObject *Index_clear(Index *self, PyObject *Py_UNUSED(ignored)) {
     if (self->table == NULL) {
         Py_RETURN_NONE;
@@ -300,8 +340,14 @@ static PyTypeObject IndexType = {
     .tp_as_sequence = &Index_as_sequence,
 };
 
+static PyMethodDef module_methods[] = {
+    {"hash_pieces", (PyCFunction)(void (*)(void))hash_pieces, METH_FASTCALL, hash_pieces_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
+    .m_methods = module_methods,
     .m_name = "aggregator.insights._opentable",
     .m_doc = "The open traces' index in C (see aggregator/insights/_opentable.c).",
     .m_size = -1,

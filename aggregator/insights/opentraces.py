@@ -127,13 +127,14 @@ class OpenTraces:
 
     HASH_BITS = 64
 
-    __slots__ = ("alive", "events", "ids", "idx", "index", "live", "n", "newest", "overflow", "packed", "sources",
-                 "src")
+    __slots__ = ("alive", "events", "hash", "ids", "idx", "index", "keep", "live", "n", "newest", "overflow", "packed",
+                 "sources", "src")
 
     def __init__(self) -> None:
         self.n = self.live = 0
         self.newest = np.empty(0, np.float64)
         self.events = np.empty(0, np.int64)
+        self.hash = np.empty(0, np.int64)  # each slot's hash in the index
         self.src = np.empty(0, np.int32)
         self.idx = np.empty(0, np.int64)
         self.alive = np.empty(0, np.bool_)
@@ -141,6 +142,7 @@ class OpenTraces:
         self.packed: list[PackedTrace] = []
         self.sources: list[Any] = [self.packed]
         self.index = _index(self.HASH_BITS)
+        self.keep = -1 if self.HASH_BITS == 64 else (1 << self.HASH_BITS) - 1  # (the hash bits kept)
         self.overflow: dict[Any, int] = {}
 
     # --- read as a dict ------------------------------------------------------------------------------------
@@ -190,13 +192,28 @@ class OpenTraces:
             raise KeyError(trace_id)
         return self.item(slot)
 
-    def lookup(self, trace_ids: list[Any]) -> Any:
-        """Each trace's live slot, or -1 (an int64 array): a chunk's hit test."""
+    def hashes_of(self, trace_ids: list[Any]) -> Any:
+        """The index's hashes of these trace ids (an int64 array): those they came with (``columns.TraceIds``: a
+        batch's, made as it was unpickled), else made here."""
+        hashes = getattr(trace_ids, "hashes", None)
+        if hashes is None:
+            n = len(trace_ids)
+            hashes = np.empty(n, np.int64)
+            self.index.lookup(trace_ids, np.empty(n, np.int64), hashes)
+            return hashes
+        return hashes if self.keep == -1 else hashes & self.keep
+
+    def lookup(self, trace_ids: list[Any], hashes: Any = None) -> Any:
+        """Each trace's live slot, or -1 (an int64 array): a chunk's hit test. ``hashes``: theirs (``hashes_of``),
+        when the caller has them."""
         n = len(trace_ids)
         slots = np.full(n, -1, np.int64)
         if not self.live:
             return slots
-        self.index.lookup(trace_ids, slots, np.empty(n, np.int64))
+        if hashes is None:
+            self.index.lookup(trace_ids, slots, np.empty(n, np.int64))
+        else:
+            self.index.get(hashes, slots)
         found = np.flatnonzero(slots >= 0)
         if found.size:
             live = self.alive[slots[found]]
@@ -234,13 +251,16 @@ class OpenTraces:
             self.src[slot], self.idx[slot] = _PACKED, len(self.packed)
         self.packed.append(packed)
 
-    def append(self, trace_ids: list[Any], newest: Any, events: Any, source: Any, idx: Any) -> None:
-        """Open these traces (none open now, each once) at the end, their sums at ``idx`` in ``source``."""
+    def append(self, trace_ids: list[Any], newest: Any, events: Any, source: Any, idx: Any,
+               hashes: Any = None) -> None:
+        """Open these traces (none open now, each once) at the end, their sums at ``idx`` in ``source``;
+        ``hashes``: theirs (``hashes_of``), when the caller has them."""
         k = len(trace_ids)
         if not k:
             return
         self._reserve(k)
         a, b = self.n, self.n + k
+        self.hash[a:b] = self.hashes_of(trace_ids) if hashes is None else hashes
         self.newest[a:b] = newest
         self.events[a:b] = events
         if source is self.packed:
@@ -253,18 +273,15 @@ class OpenTraces:
         self.ids[a:b] = trace_ids
         self.n = b
         self.live += k
-        self._index_slots(trace_ids, a)
+        self._index_slots(a, b)
 
-    def _index_slots(self, trace_ids: list[Any], a: int) -> None:
-        """Slots ``a ..`` (live, one per trace id) into the index; those whose hash a live trace holds already
+    def _index_slots(self, a: int, b: int) -> None:
+        """Live slots ``a .. b - 1`` into the index by their hashes; those whose hash a live trace holds already
         into ``overflow``."""
-        k = len(trace_ids)
-        hashes = np.empty(k, np.int64)
-        self.index.lookup(trace_ids, np.empty(k, np.int64), hashes)
-        taken = np.empty(k, np.bool_)
-        if self.index.insert(hashes, np.arange(a, a + k, dtype=np.int64), self.alive, taken):
-            for i in np.flatnonzero(taken).tolist():
-                self.overflow[trace_ids[i]] = a + i
+        taken = np.empty(b - a, np.bool_)
+        if self.index.insert(self.hash[a:b], np.arange(a, b, dtype=np.int64), self.alive, taken):
+            for i in (np.flatnonzero(taken) + a).tolist():
+                self.overflow[self.ids[i]] = i
 
     def kill(self, slots: Any) -> None:
         """These live slots are no longer open (each given once)."""
@@ -286,7 +303,7 @@ class OpenTraces:
 
     def _grow(self, size: int) -> None:
         n = self.n
-        for name in ("newest", "events", "src", "idx", "alive", "ids"):
+        for name in ("newest", "events", "hash", "src", "idx", "alive", "ids"):
             old = getattr(self, name)
             new = np.zeros(size, old.dtype) if name == "alive" else np.empty(size, old.dtype)
             new[:n] = old[:n]
@@ -297,7 +314,7 @@ class OpenTraces:
         no live slot holds; rebuild the index."""
         slots = self.slots()
         k = slots.size
-        for name in ("newest", "events", "src", "idx", "ids"):
+        for name in ("newest", "events", "hash", "src", "idx", "ids"):
             col = getattr(self, name)
             col[:k] = col[slots]
         self.alive[:k] = True
@@ -320,7 +337,7 @@ class OpenTraces:
         self.n = self.live = k
         self.index.clear()
         self.overflow.clear()
-        self._index_slots(self.ids[:k].tolist(), 0)
+        self._index_slots(0, k)
 
 
 class OpenView:

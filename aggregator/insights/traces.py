@@ -384,7 +384,8 @@ class TraceAnalyzer:
         fps = self._fingerprints_of(b, keys)
         to_check: dict[int, Fingerprints] = {}  # requests that may have findings -> their fingerprints
 
-        hit = open_.lookup(traces) >= 0
+        hashes = open_.hashes_of(traces)
+        hit = open_.lookup(traces, hashes) >= 0
         req_hit = np.flatnonzero(hit[b.req_trace])
         root_hit = np.flatnonzero(hit[b.root_trace])
         merged: list[int] = []  # the requests that took an open trace (the others: their piece is all)
@@ -440,7 +441,7 @@ class TraceAnalyzer:
                 known = hit.copy()
                 known[b.req_trace[req_hit]] = False
                 known[b.root_trace[root_hit]] = False
-            self._open_rests(b, np.flatnonzero(known[b.rest_trace]).tolist(), keys)
+            self._open_rests(b, np.flatnonzero(known[b.rest_trace]).tolist(), keys, hashes[b.rest_trace])
 
     def _correct(self, b: TraceBatch, j: int, own: tuple[int, float, float, float], ops: OpenTrace) -> None:
         """Request ``j`` of the batch, added to its window with its own piece's (queries, db_ms, cache_ms,
@@ -462,7 +463,7 @@ class TraceAnalyzer:
             if new != old:
                 setattr(acc, name, getattr(acc, name) + (new - old))
 
-    def _open_rests(self, b: TraceBatch, known: list[int], keys: _Keys) -> None:
+    def _open_rests(self, b: TraceBatch, known: list[int], keys: _Keys, hashes: Any) -> None:
         """``_add`` of each rest (a piece without its request): merged into its open trace, or opened.
 
         Nearly every rest opens a new trace (the benchmark log: 148 of 64,868 rests find theirs open; most are
@@ -472,7 +473,7 @@ class TraceAnalyzer:
         parent's trace join). The table ends in the same order as a dict fed one rest at a time (a merged rest
         keeps its trace's place, a new one is appended in rest order), as long as no trace has two rests in one
         batch (else they go one at a time). ``known``: the rests whose trace is open here; ``keys``: the batch's
-        fingerprints (``_Rests``)."""
+        fingerprints (``_Rests``); ``hashes``: the rests' traces' in the open traces' index."""
         open_ = self._open
         rests = _Rests(b, keys)
         trace_ids = list(map(b.traces.__getitem__, b.rest_trace.tolist()))
@@ -493,9 +494,9 @@ class TraceAnalyzer:
             new[known] = False
             at = np.flatnonzero(new)
             open_.append(list(map(trace_ids.__getitem__, at.tolist())), b.rest_newest[at], b.rest_events[at], rests,
-                         at)
+                         at, hashes[at])
         else:  # (a batch's rests are of distinct traces: codes into its table of distinct trace ids)
-            open_.append(trace_ids, b.rest_newest, b.rest_events, rests, np.arange(n))
+            open_.append(trace_ids, b.rest_newest, b.rest_events, rests, np.arange(n), hashes)
         self._open_events += int(b.rest_events.sum())
 
     @staticmethod

@@ -153,3 +153,31 @@ def test_runs_with_colliding_hashes_leave_what_full_hashes_leave(tmp_path: Path,
     got = runs_states(tmp_path / "tiny.db", runs, extract, cfg, Counting)
     assert repr(got) == repr(want)
     assert max(overflowed) > 100
+
+
+@pytest.mark.skipif(opentraces._native is None, reason="_opentable not built")
+def test_unpickled_trace_ids_carry_their_hashes() -> None:
+    """A batch's trace ids come back from the pickle with ``hash()`` of each (``columns.TraceIds.hashes``, made from
+    the joined string in C: None's place too), or without (None) where the joined string is not ASCII; the index
+    finds the same slots from those hashes as from the ids."""
+    from aggregator.insights.columns import TraceIds, _packed_ids, _unpacked_ids
+
+    for ids in (["a"], ["", "a"], ["a", ""], [""], ["x", None], ["a", None, "b"], [None, "", "q"],
+                [f"{i:032x}" for i in range(3000)] + [None]):
+        packed = _packed_ids(ids)
+        assert type(packed) is tuple
+        back = _unpacked_ids(packed)
+        assert type(back) is TraceIds and back == ids and back.hashes is not None
+        assert back.hashes.tolist() == [hash(x) for x in ids]
+    assert _unpacked_ids(_packed_ids(["é", "a"])).hashes is None
+    for joined, want in (("a\x00bb\x00", ["a", "bb", ""]), ("", [""]), ("\x00", ["", ""])):
+        hashes = np.zeros(4, np.int64)
+        assert opentraces._native.hash_pieces(joined, hashes) == len(want)
+        assert hashes[:len(want)].tolist() == [hash(x) for x in want]
+    assert opentraces._native.hash_pieces("a\x00b", np.zeros(1, np.int64)) == -1  # (too short: unchanged)
+    table = OpenTraces()
+    ids = [f"{i:032x}" for i in range(50)]
+    table.append(ids[::2], np.zeros(25), np.ones(25, np.int64), _Source(), np.arange(25))
+    with_hashes = _unpacked_ids(_packed_ids(ids))
+    assert table.lookup(with_hashes, table.hashes_of(with_hashes)).tolist() == table.lookup(ids).tolist()
+    assert table.lookup(ids).tolist() == [i // 2 if i % 2 == 0 else -1 for i in range(50)]
