@@ -542,16 +542,22 @@ static inline uint64_t has_zero(uint64_t v) { return (v - ONES) & ~v & HIGHS; }
  * at the latest, and the lowest flagged byte of a vector is exact, whatever the bytes after it. With SSE2,
  * 16 bytes at a time without a bound (LINE_PAD bytes past the '\n' are readable); else 8 at a time up to
  * ``limit``. */
+#if defined(__SSE2__)
+/* bit i: byte i of v is '"', '\\' or a control character */
+static inline unsigned stop_mask(__m128i v) {
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1F);
+    __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                             _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v)); /* v <= 0x1F */
+    return (unsigned)_mm_movemask_epi8(m);
+}
+#endif
+
 static inline cp scan_plain(cp p, cp limit) {
 #if defined(__SSE2__)
     (void)limit;
-    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1F);
     for (;;) {
-        __m128i v = _mm_loadu_si128((const __m128i *)p);
-        __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-                                 _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v)); /* v <= 0x1F */
-        int mask = _mm_movemask_epi8(m);
-        if (mask) return p + __builtin_ctz((unsigned)mask);
+        unsigned mask = stop_mask(_mm_loadu_si128((const __m128i *)p));
+        if (mask) return p + __builtin_ctz(mask);
         p += 16;
     }
 #else
@@ -592,20 +598,46 @@ static inline cp parse_string(cp p, cp limit, Str *out, unsigned char **scratch)
     return parse_escaped(s, p, out, scratch);
 }
 
-/* The rest of a string with escapes (s: its first byte, p: its first backslash), decoded into scratch. */
+/* The rest of a string with escapes (s: its first byte, p: its first backslash), decoded into scratch.
+ * With SSE2 the plain bytes are copied 16 at a time, up to 15 bytes written past the decoded ones: the
+ * scratch has room (decoded bytes are never more than the raw ones: see scan), and the reads stay within
+ * the line's LINE_PAD. */
 static __attribute__((noinline)) cp parse_escaped(cp s, cp p, Str *out, unsigned char **scratch) {
     unsigned char *w = *scratch;
     unsigned char *w0 = w;
+#if defined(__SSE2__)
+    for (cp r = s; r < p; r += 16, w += 16) _mm_storeu_si128((__m128i *)w, _mm_loadu_si128((const __m128i *)r));
+    w = w0 + (p - s);
+#else
     memcpy(w, s, (size_t)(p - s));
     w += p - s;
+#endif
     for (;;) {
         unsigned char c = *p;
-        if (c == '"') break;
-        if (c < 0x20) return NULL;
         if (c != '\\') {
-            *w++ = c;
-            p++;
-            continue;
+#if defined(__SSE2__)
+            for (;;) { /* the plain bytes up to the next '"', '\\' or control character */
+                __m128i v = _mm_loadu_si128((const __m128i *)p);
+                _mm_storeu_si128((__m128i *)w, v);
+                unsigned mask = stop_mask(v);
+                if (mask) {
+                    unsigned n = (unsigned)__builtin_ctz(mask);
+                    p += n;
+                    w += n;
+                    break;
+                }
+                p += 16;
+                w += 16;
+            }
+            c = *p;
+#endif
+            if (c == '"') break;
+            if (c < 0x20) return NULL;
+            if (c != '\\') {
+                *w++ = c;
+                p++;
+                continue;
+            }
         }
         c = p[1];
         p += 2;
@@ -690,7 +722,7 @@ static inline int str_is_n(const Str *s, const char *lit, size_t n) {
 #define str_is(s, lit) str_is_n((s), (lit), sizeof(lit) - 1)
 
 /* The kind's code (KINDS), or -1. The kinds' names differ in length. */
-static inline int8_t kind_of(const Str *s) {
+static inline __attribute__((always_inline)) int8_t kind_of(const Str *s) {
     switch (s->len) {
     case 7: return str_is(s, "request") ? 0 : -1;
     case 2: return str_is(s, "db") ? 1 : -1;
@@ -760,38 +792,12 @@ static inline cp parse_int(cp p, int64_t *out) {
 static const double POW10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
                                  1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
-/* A number as msgspec reads it into a float field: an integer token as its int converted (so "-0" is
- * 0.0), any other token correctly rounded. One pass checks the token's syntax and gathers its digits. */
-static cp parse_float(cp p, double *out) {
-    cp q = p;
-    int neg = *q == '-';
-    q += neg;
-    /* mant: the digits, the fraction's included, as one integer (exact while there are at most 19 of them:
-     * 10^19 fits in 64 bits; with more, only the slow path below reads the token) */
-    uint64_t mant = 0;
-    cp digits = q;
-    if (*q == '0') {
-        q++;
-    } else if (IS_DIGIT(*q)) {
-        do mant = mant * 10 + (uint64_t)(*q++ - '0');
-        while (IS_DIGIT(*q));
-    } else {
-        return NULL;
-    }
-    int int_digits = (int)(q - digits), frac = 0;
-    if (*q == '.') {
-        q++;
-        cp f = q;
-        if (!IS_DIGIT(*q)) return NULL;
-        do mant = mant * 10 + (uint64_t)(*q++ - '0');
-        while (IS_DIGIT(*q));
-        frac = (int)(q - f);
-    } else if (*q != 'e' && *q != 'E') {
-        /* an integer token */
-        if (int_digits > 18) return NULL; /* as parse_int */
-        *out = (double)(neg ? -(int64_t)mant : (int64_t)mant);
-        return q;
-    }
+/* The rest of parse_float past the digits (q at the byte after them), out of line: an exponent, more digits
+ * than one division makes exact; with Clinger's fast path (the digits an exact integer of a double, at most
+ * 2^53, and a power of ten up to 22, exact too: one correctly rounded multiplication or division), else
+ * CPython's correctly rounded parser. */
+static __attribute__((noinline)) cp parse_float_rest(cp p, cp q, uint64_t mant, int int_digits, int frac, int neg,
+                                                     double *out) {
     int exp = 0, eneg = 0, edigits = 0;
     if (*q == 'e' || *q == 'E') {
         q++;
@@ -802,8 +808,6 @@ static cp parse_float(cp p, double *out) {
         }
     }
     if (q - p > MAX_NUMBER) return NULL;
-    /* Clinger's fast path: the digits an exact integer of a double (at most 2^53) and a power of ten up to
-     * 22 (exact too): one correctly rounded multiplication or division, as the slow path's result */
     if (int_digits + frac <= 19 && mant <= ((uint64_t)1 << 53) && edigits <= 5) {
         int e10 = (eneg ? -exp : exp) - frac;
         if (e10 >= -22 && e10 <= 22) {
@@ -825,6 +829,46 @@ static cp parse_float(cp p, double *out) {
     if (e != buf + (q - p)) return NULL;
     *out = v;
     return q;
+}
+
+/* A number as msgspec reads it into a float field: an integer token as its int converted (so "-0" is
+ * 0.0), any other token correctly rounded. One pass checks the token's syntax and gathers its digits (mant:
+ * the fraction's included, as one integer; exact while there are at most 19 of them: 10^19 fits in 64 bits).
+ * Inline for the writers' numbers (an integer; a fraction without exponent whose digits make an exact
+ * double: one correctly rounded division); parse_float_rest for the others. */
+static inline __attribute__((always_inline)) cp parse_float(cp p, double *out) {
+    cp q = p;
+    int neg = *q == '-';
+    q += neg;
+    uint64_t mant = 0;
+    cp digits = q;
+    if (*q == '0') {
+        q++;
+    } else if (IS_DIGIT(*q)) {
+        do mant = mant * 10 + (uint64_t)(*q++ - '0');
+        while (IS_DIGIT(*q));
+    } else {
+        return NULL;
+    }
+    int int_digits = (int)(q - digits), frac = 0;
+    if (*q == '.') {
+        cp f = ++q;
+        if (!IS_DIGIT(*q)) return NULL;
+        do mant = mant * 10 + (uint64_t)(*q++ - '0');
+        while (IS_DIGIT(*q));
+        frac = (int)(q - f);
+        if (int_digits + frac <= 19 && mant <= ((uint64_t)1 << 53) && *q != 'e' && *q != 'E') {
+            double v = (double)mant / POW10[frac];
+            *out = neg ? -v : v;
+            return q;
+        }
+    } else if (*q != 'e' && *q != 'E') {
+        /* an integer token */
+        if (int_digits > 18) return NULL; /* as parse_int */
+        *out = (double)(neg ? -(int64_t)mant : (int64_t)mant);
+        return q;
+    }
+    return parse_float_rest(p, q, mant, int_digits, frac, neg, out);
 }
 
 /* Skip any JSON value, validating it. */
@@ -909,7 +953,7 @@ typedef struct {
 
 static int minute_epoch(const unsigned char *t, double *base);
 
-static int read_timestamp(const Str *s, double *out, MinuteCache *mc) {
+static __attribute__((noinline)) int read_timestamp_any(const Str *s, double *out, MinuteCache *mc) {
     const unsigned char *t = (const unsigned char *)s->ptr;
     Py_ssize_t n = s->len;
     if (s->escaped || n < 20 || n > 30) return -1;
@@ -939,6 +983,25 @@ static int read_timestamp(const Str *s, double *out, MinuteCache *mc) {
     double sec = k ? (double)whole + (double)frac / POW10[k] : (double)whole;
     *out = mc->base + sec;
     return 0;
+}
+
+/* The timestamp as read_timestamp_any reads it, inline for the writers' form (milliseconds: 24 bytes, a
+ * minute already seen): the same checks and the same arithmetic, so the same double; any other form the
+ * general way. About 110 instructions -> 40 per line. */
+static inline int read_timestamp(const Str *s, double *out, MinuteCache *mc) {
+    const unsigned char *t = (const unsigned char *)s->ptr;
+    if (s->len == 24 && !s->escaped && mc->valid && t[16] == ':' && t[19] == '.' && t[23] == 'Z' &&
+        memcmp(t, mc->prefix, 16) == 0) {
+        unsigned d1 = t[17] - '0', d2 = t[18] - '0', f1 = t[20] - '0', f2 = t[21] - '0', f3 = t[22] - '0';
+        if (((d1 > 9) | (d2 > 9) | (f1 > 9) | (f2 > 9) | (f3 > 9)) == 0) {
+            int whole = (int)(d1 * 10 + d2);
+            if (whole > 60) return -1;
+            int64_t frac = (int64_t)(f1 * 100 + f2 * 10 + f3);
+            *out = mc->base + ((double)whole + (double)frac / POW10[3]);
+            return 0;
+        }
+    }
+    return read_timestamp_any(s, out, mc);
 }
 
 /* ``YYYY-MM-DDTHH:MM`` (16 bytes) to epoch seconds, as timestamps._minute_epoch checks it. */
@@ -1078,7 +1141,7 @@ typedef struct {
 /* Ids (trace, span): a new value is looked up in a table of about one entry per line (span ids), which is
  * larger than the L2 cache: the slot is a cache miss. When the value is not the field's last one, its hash is
  * taken now and its slot fetched while the rest of the line is parsed (the line is interned after it). */
-static inline void prefetch_slot(const Coding *coding, Row *row, int f) {
+static inline __attribute__((always_inline)) void prefetch_slot(const Coding *coding, Row *row, int f) {
     const Interner *t = &coding->tables[table_of(f)];
     const Str *o = &row->strs[f];
     if (is_last(t, coding->last[f], o->ptr, o->len)) return;
@@ -1094,10 +1157,11 @@ static inline void prefetch_slot(const Coding *coding, Row *row, int f) {
  * the layout 6cc7966 measured (when scan() grew, gcc had inlined this one into it and called intern). */
 static inline __attribute__((always_inline)) int parse_line_body(cp p, cp end, cp limit, Row *row,
                                                                  unsigned char *scratch, double past,
-                                                                 double future, int *pred, MinuteCache *mc,
+                                                                 double future, int (*pred)[N_KEYS + 2], MinuteCache *mc,
                                                                  const Coding *coding) {
     uint64_t seen = 0, nulls = 0; /* keys read; those of them null */
     int prev = N_KEYS;
+    int *pk = pred[0]; /* the predictions of the line's kind (none known yet: row 0) */
     double nan = quiet_nan();
     row->kind = -1;
     row->outcome = row->cache_hit = row->task_state = row->metric_type = -1;
@@ -1116,7 +1180,7 @@ static inline __attribute__((always_inline)) int parse_line_body(cp p, cp end, c
     for (;;) {
         /* p past a value. The writers' separator and the key that followed this one last time (writers keep
          * an order), `,"name":`, compared in place at once */
-        k = pred[prev];
+        k = pk[prev];
         if (k >= 0 && predicted_entry(k, p, end)) {
             p += key_len[k] + 4; /* past the colon */
         } else {
@@ -1133,14 +1197,14 @@ static inline __attribute__((always_inline)) int parse_line_body(cp p, cp end, c
         key:;
             /* the key: raw bytes, no escapes */
             cp ks = ++p;
-            k = pred[prev];
+            k = pk[prev];
             if (k >= 0 && predicted_key(k, ks, end)) {
                 p = ks + key_len[k] + 2; /* past the colon */
             } else {
                 p = scan_plain(p, limit);
                 if (*p != '"') goto fail;
                 k = find_key(ks, (size_t)(p - ks));
-                pred[prev] = k;
+                pk[prev] = k;
                 p++;
                 SKIP_WS(p);
                 if (*p != ':') goto fail;
@@ -1182,6 +1246,7 @@ static inline __attribute__((always_inline)) int parse_line_body(cp p, cp end, c
                 case T_KIND:
                     if (*p != '"' || !(p = parse_string(p, limit, &s, &scratch))) goto fail;
                     if ((row->kind = kind_of(&s)) < 0) goto fail;
+                    pk = pred[row->kind + 1];
                     break;
                 case T_DURATION:
                     if (!(p = parse_float(p, &dv)) || !(dv >= 0.0 && dv <= MAX_DURATION_MS)) goto fail;
@@ -1301,7 +1366,8 @@ fail:
 }
 
 #define PARSE_LINE_ARGS                                                                                       \
-    cp p, cp end, cp limit, Row *row, unsigned char *scratch, double past, double future, int *pred,           \
+    cp p, cp end, cp limit, Row *row, unsigned char *scratch, double past, double future,                       \
+        int (*pred)[N_KEYS + 2],                                                                               \
         MinuteCache *mc, const Coding *coding
 static __attribute__((noinline)) int parse_line_base(PARSE_LINE_ARGS) {
     return parse_line_body(p, end, limit, row, scratch, past, future, pred, mc, coding);
@@ -1430,22 +1496,23 @@ static int prepass_bytes(cp data, size_t i, size_t to, Ends *e, int *high) {
 #if defined(__SSE2__)
 static int prepass_sse2(cp data, size_t i, size_t to, Ends *e, int *high) {
     const __m128i zero = _mm_setzero_si128(), newline = _mm_set1_epi8('\n');
-    int hi = 0;
+    /* the NUL and non-ASCII tests accumulated in vectors, read once at the end (as prepass_avx2) */
+    __m128i low = _mm_set1_epi8(-1), any = zero;
     for (; i + 64 <= to; i += 64) {
         __m128i a = _mm_loadu_si128((const __m128i *)(data + i));
         __m128i b = _mm_loadu_si128((const __m128i *)(data + i + 16));
         __m128i c = _mm_loadu_si128((const __m128i *)(data + i + 32));
         __m128i d = _mm_loadu_si128((const __m128i *)(data + i + 48));
-        __m128i low = _mm_min_epu8(_mm_min_epu8(a, b), _mm_min_epu8(c, d)); /* a NUL: the minimum is 0 */
-        if (_mm_movemask_epi8(_mm_cmpeq_epi8(low, zero))) return 1;
-        hi |= _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d)));
+        low = _mm_min_epu8(low, _mm_min_epu8(_mm_min_epu8(a, b), _mm_min_epu8(c, d))); /* a NUL: 0 */
+        any = _mm_or_si128(any, _mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d)));
         uint64_t m = (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(a, newline)) |
                      (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(b, newline)) << 16 |
                      (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(c, newline)) << 32 |
                      (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(d, newline)) << 48;
         if (m && push_newlines(e, m, i) < 0) return -1;
     }
-    if (hi) *high = 1;
+    if (_mm_movemask_epi8(_mm_cmpeq_epi8(low, zero))) return 1;
+    if (_mm_movemask_epi8(any)) *high = 1;
     return prepass_bytes(data, i, to, e, high);
 }
 #endif
@@ -1455,17 +1522,20 @@ static int prepass_sse2(cp data, size_t i, size_t to, Ends *e, int *high) {
 #if defined(HAVE_AVX2_PASS)
 __attribute__((target("avx2"))) static int prepass_avx2(cp data, size_t i, size_t to, Ends *e, int *high) {
     const __m256i zero = _mm256_setzero_si256(), newline = _mm256_set1_epi8('\n');
-    unsigned hi = 0;
+    /* the NUL and non-ASCII tests accumulated in vectors, read once at the end (a NUL gives the whole block
+     * up: the newlines past it do no harm) */
+    __m256i low = _mm256_set1_epi8(-1), any = zero;
     for (; i + 64 <= to; i += 64) {
         __m256i a = _mm256_loadu_si256((const __m256i *)(data + i));
         __m256i b = _mm256_loadu_si256((const __m256i *)(data + i + 32));
-        if (_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(a, b), zero))) return 1;
-        hi |= (unsigned)_mm256_movemask_epi8(_mm256_or_si256(a, b));
+        low = _mm256_min_epu8(low, _mm256_min_epu8(a, b));
+        any = _mm256_or_si256(any, _mm256_or_si256(a, b));
         uint64_t m = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(a, newline)) |
                      (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, newline)) << 32;
         if (m && push_newlines(e, m, i) < 0) return -1;
     }
-    if (hi) *high = 1;
+    if (_mm256_movemask_epi8(_mm256_cmpeq_epi8(low, zero))) return 1;
+    if (_mm256_movemask_epi8(any)) *high = 1;
     return prepass_bytes(data, i, to, e, high);
 }
 #endif
@@ -1580,10 +1650,12 @@ static PyObject *scan(PyObject *self, PyObject *args) {
 
     size_t lines = 0, skipped = 0, plain_skipped = 0, stop = size;
     int stopped = 0; /* a line was declined: the lines after it are checked (the block's rules), not read */
-    int pred[N_KEYS + 2];
+    /* per kind (row 0 before the kind is read), the key that followed each key last time: the writers
+     * keep an order per kind (the kinds' own keys follow the common ones) */
+    int pred[7][N_KEYS + 2];
     Py_ssize_t last[N_STR]; /* per field: the code of its previous value (span ids: each its own) */
     for (int f = 0; f < N_STR; f++) last[f] = -1;
-    for (int k = 0; k < N_KEYS + 2; k++) pred[k] = -1;
+    memset(pred, 0xFF, sizeof(pred)); /* -1: none yet */
     MinuteCache mc;
     mc.valid = 0;
     Coding coding = {tables, last};
@@ -1635,6 +1707,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             if ((Py_ssize_t)len >= max_line) goto give_up;
             if (len >= 8 && memcmp(p, "{\"log\":\"", 8) == 0) goto give_up;
             if (stopped) continue;
+            /* room for the line's strings decoded (never longer than raw) at scratch, its ignored values' and
+             * tags' at scratch + len + 8 (parse_line's tmp), each with a vector step (16 bytes) over */
             if (2 * len + 64 > scratch_size) {
                 give(B_SCRATCH, scratch, scratch_size);
                 scratch = (unsigned char *)take(B_SCRATCH, 2 * len + 64, &scratch_size);

@@ -973,3 +973,41 @@ def test_reads_no_byte_past_the_block() -> None:
     for data, res in zip(blocks, results, strict=True):
         ref = run_range(data)
         assert res == (None if ref is None else (ref[0], ref[1], ref[2].n, ref[3])), data
+
+
+def test_timestamps_in_a_cached_minute() -> None:
+    """Milliseconds in a minute already read are read inline (the writers' form): every byte of the seconds
+    and the fraction replaced by a non-digit, seconds 00 to 61, other fraction lengths and no fraction, a
+    minute that changes, each after a line that cached the minute, with the reference's verdict and value."""
+    first = event_line("request", timestamp="2026-11-29T10:15:04.512Z")
+    stamps = [f"2026-11-29T10:15:{s:02d}.{ms:03d}Z" for s in (0, 9, 10, 59, 60, 61, 99) for ms in (0, 1, 999)]
+    stamps += ["2026-11-29T10:15:04Z", "2026-11-29T10:15:04.5Z", "2026-11-29T10:15:04.51Z",
+               "2026-11-29T10:15:04.5120Z", "2026-11-29T10:16:04.512Z", "2026-11-29T10:14:59.999Z",
+               "2026-11-29T10:15:04.512z", "2026-11-29T10:15:04.512 ", "2026-11-29T10:15:04,512Z"]
+    base = "2026-11-29T10:15:04.512Z"
+    for i in (16, 17, 18, 19, 20, 21, 22, 23):
+        for c in ":/.aZ 0":
+            stamps.append(base[:i] + c + base[i + 1 :])
+    for stamp in stamps:
+        run(block(first, event_line("db", timestamp=stamp), first))
+    for stamp in ("2026-11-29T10:15:00.000Z", "2026-11-29T10:15:60.999Z", "2026-11-29T10:15:59.001Z"):
+        got = run(block(first, event_line("db", timestamp=stamp)), accept=True)
+        whole = float(calendar.timegm((2026, 11, 29, 10, 15, 0))) + int(stamp[17:19])
+        assert got[2].ts[1] == whole + int(stamp[20:23]) / 1000
+
+
+def test_key_orders_per_kind() -> None:
+    """Keys are predicted per kind (each kind's keys follow the common ones in the writers' lines): kinds
+    interleaved, a kind whose order changes halfway, a line without its kind or with the kind last, each
+    block read as the reference reads it."""
+    rng = random.Random(8)
+    lines = [event_line(rng.choice(list(BY_KIND))) for _ in range(200)]
+    assert run(block(*lines), accept=True)[2].n == 200
+    ev = event_dict("db")
+    swapped = dict(reversed(list(ev.items())))
+    kindless = {k: v for k, v in ev.items() if k != "apm.kind"}
+    last = {**kindless, "apm.kind": "db"}
+    mixed = [event_line("db"), orjson.dumps(swapped), event_line("request"), orjson.dumps(swapped),
+             orjson.dumps(kindless), orjson.dumps(last), event_line("db"), event_line("cache"), orjson.dumps(last)]
+    for n in range(1, len(mixed) + 1):
+        run(block(*mixed[:n]))
