@@ -35,13 +35,19 @@ static PyObject *empty_str;
 /* ---- allocations of one call, freed together ---- */
 
 typedef struct {
-    void *blocks[64];
-    int n;
+    void **blocks;
+    size_t n, cap;
 } Arena;
 
 static void *arena_alloc(Arena *a, size_t bytes, int fill) {
-    if (a->n == (int)(sizeof a->blocks / sizeof a->blocks[0])) {
-        return NULL;
+    if (a->n == a->cap) {
+        size_t more = a->cap ? a->cap * 2 : 64;
+        void **blocks = realloc(a->blocks, more * sizeof(void *));
+        if (blocks == NULL) {
+            return NULL;
+        }
+        a->blocks = blocks;
+        a->cap = more;
     }
     void *p = malloc(bytes ? bytes : 1);
     if (p != NULL) {
@@ -54,10 +60,12 @@ static void *arena_alloc(Arena *a, size_t bytes, int fill) {
 }
 
 static void arena_free(Arena *a) {
-    for (int i = 0; i < a->n; i++) {
+    for (size_t i = 0; i < a->n; i++) {
         free(a->blocks[i]);
     }
-    a->n = 0;
+    free(a->blocks);
+    a->blocks = NULL;
+    a->n = a->cap = 0;
 }
 
 /* ---- input columns ---- */
@@ -290,7 +298,7 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
     enum { NCOLS = sizeof columns / sizeof columns[0] };
     Py_buffer views[NCOLS];
     int held = 0;
-    Arena arena = {.n = 0};
+    Arena arena = {NULL, 0, 0};
     PyObject *result = NULL;
     PyObject *out[NFIELDS] = {NULL};
 
@@ -654,8 +662,342 @@ done:
     return result;
 }
 
+/* ---- a part's requests summed per window and route (columns.request_sums) ---- */
+
+/* The n integers of a one-dimensional array of any integer or bool dtype (a batch's narrow columns) into out:
+ * 0, or -1 (no exception set: not such an array, or not n of them). */
+static int ints_of(PyObject *obj, int64_t *out, Py_ssize_t n) {
+    Py_buffer v;
+    if (PyObject_GetBuffer(obj, &v, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    const char *f = v.format;
+    if (f != NULL && (*f == '<' || *f == '=' || *f == '@')) {
+        f++;
+    }
+    int ok = v.ndim == 1 && v.len == n * v.itemsize && f != NULL && f[0] != '\0' && f[1] == '\0';
+    if (ok) {
+        switch (v.itemsize * 256 + f[0]) {
+#define CONVERT(size, letter, type)                                                                      \
+    case size * 256 + letter:                                                                            \
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = (int64_t)((const type *)v.buf)[i];                  \
+        break;
+            CONVERT(1, '?', uint8_t)
+            CONVERT(1, 'B', uint8_t)
+            CONVERT(1, 'b', int8_t)
+            CONVERT(2, 'H', uint16_t)
+            CONVERT(2, 'h', int16_t)
+            CONVERT(4, 'I', uint32_t)
+            CONVERT(4, 'i', int32_t)
+            CONVERT(4, 'l', int32_t)
+            CONVERT(8, 'l', int64_t)
+            CONVERT(8, 'q', int64_t)
+#undef CONVERT
+        default:
+            ok = 0;
+        }
+    }
+    PyBuffer_Release(&v);
+    return ok ? 0 : -1;
+}
+
+/* The n doubles of a float64 array into out: 0, or -1 (no exception set). */
+static int doubles_of(PyObject *obj, double *out, Py_ssize_t n) {
+    Py_buffer v;
+    if (view_of(obj, &v, 8, "d") < 0) {
+        return -1;
+    }
+    int ok = v.len == n * 8;
+    if (ok && n) {
+        memcpy(out, v.buf, (size_t)n * 8);
+    }
+    PyBuffer_Release(&v);
+    return ok ? 0 : -1;
+}
+
+/* An attribute of a batch as ints or doubles (NULL attribute: -1 with the exception set; else as above). */
+static int attr_ints(PyObject *b, const char *name, int64_t *out, Py_ssize_t n, int *failed) {
+    PyObject *a = PyObject_GetAttrString(b, name);
+    if (a == NULL) {
+        *failed = 1;
+        return -1;
+    }
+    int r = ints_of(a, out, n);
+    Py_DECREF(a);
+    return r;
+}
+
+static int attr_doubles(PyObject *b, const char *name, double *out, Py_ssize_t n, int *failed) {
+    PyObject *a = PyObject_GetAttrString(b, name);
+    if (a == NULL) {
+        *failed = 1;
+        return -1;
+    }
+    int r = doubles_of(a, out, n);
+    Py_DECREF(a);
+    return r;
+}
+
+static Py_ssize_t attr_size(PyObject *b, const char *name, int *failed) {
+    PyObject *a = PyObject_GetAttrString(b, name);
+    if (a == NULL) {
+        *failed = 1;
+        return -1;
+    }
+    Py_ssize_t n = PyObject_Size(a);
+    Py_DECREF(a);
+    if (n < 0) {
+        PyErr_Clear();
+    }
+    return n;
+}
+
+static int64_t floor_div(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+PyDoc_STRVAR(request_sums_doc,
+"request_sums(batches, width) -> list | None\n\n"
+"columns.request_sums' groups of these TraceBatch objects (each with requests) for windows of width seconds:\n"
+"the same tuples, in the same order (by window, then route), every sum added in the same order. None where\n"
+"the numpy path must do it: windows and routes, or groups and query counts, spanning a range too wide to\n"
+"count over (more than 4 per request, as numpy's own cut-off: np.unique there); an end that is not a finite\n"
+"number of windows; a column not as a TraceBatch has it.");
+
+static const char *const TIMES[3][2] = {{"req_db_at", "req_db"}, {"req_cache_at", "req_cache"},
+                                        {"req_external_at", "req_external"}};
+
+/* A batch's float64 column, held as a view (released by the caller): 0, -1 with an exception set (no such
+ * attribute), or -2 (not n float64s). */
+static int attr_view(PyObject *b, const char *name, Py_buffer *view, Py_ssize_t n) {
+    PyObject *a = PyObject_GetAttrString(b, name);
+    if (a == NULL) {
+        return -1;
+    }
+    int r = view_of(a, view, 8, "d");
+    Py_DECREF(a);
+    if (r < 0) {
+        return -2;
+    }
+    if (view->len != n * 8) {
+        PyBuffer_Release(view);
+        return -2;
+    }
+    return 0;
+}
+
+static PyObject *request_sums(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "request_sums() takes a list of batches and a width");
+        return NULL;
+    }
+    PyObject *batches = args[0];
+    const Py_ssize_t nb = PyList_GET_SIZE(batches);
+    const long long width = PyLong_AsLongLong(args[1]);
+    if (width <= 0) {
+        if (PyErr_Occurred()) PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Arena arena = {NULL, 0, 0};
+    PyObject *result = NULL, *codes = PyDict_New(), *routes = PyList_New(0), *hist = NULL;
+    int failed = 0; /* an exception is set */
+    int r = 0;
+    if (codes == NULL || routes == NULL) goto error;
+    Py_ssize_t *sizes = arena_alloc(&arena, ((size_t)nb + 1) * sizeof(Py_ssize_t), -1);
+    if (sizes == NULL) goto nomemory;
+    Py_ssize_t total = 0, most = 0;
+    for (Py_ssize_t k = 0; k < nb; k++) {
+        if ((sizes[k] = attr_size(PyList_GET_ITEM(batches, k), "req_end", &failed)) < 0) goto fallback;
+        total += sizes[k];
+        most = sizes[k] > most ? sizes[k] : most;
+    }
+    /* the batches' routes in one table, in order of first appearance; each batch's route codes into it */
+    int64_t **local = arena_alloc(&arena, ((size_t)nb + 1) * sizeof(int64_t *), 0);
+    Py_ssize_t *nlocal = arena_alloc(&arena, ((size_t)nb + 1) * sizeof(Py_ssize_t), 0);
+    if (local == NULL || nlocal == NULL) goto nomemory;
+    for (Py_ssize_t k = 0; k < nb; k++) {
+        PyObject *rs = PyObject_GetAttrString(PyList_GET_ITEM(batches, k), "routes");
+        if (rs == NULL) goto error;
+        if (!PyList_Check(rs) || (local[k] = arena_alloc(&arena, ((size_t)PyList_GET_SIZE(rs) + 1) * 8, -1)) == NULL) {
+            Py_DECREF(rs);
+            if (PyList_Check(rs)) goto nomemory;
+            goto fallback;
+        }
+        nlocal[k] = PyList_GET_SIZE(rs);
+        for (Py_ssize_t j = 0; j < nlocal[k]; j++) {
+            PyObject *next = PyLong_FromSsize_t(PyList_GET_SIZE(routes));
+            PyObject *code = next ? PyDict_SetDefault(codes, PyList_GET_ITEM(rs, j), next) : NULL;
+            if (code != NULL && code == next && PyList_Append(routes, PyList_GET_ITEM(rs, j)) < 0) code = NULL;
+            Py_XDECREF(next);
+            if (code == NULL) {
+                Py_DECREF(rs);
+                goto error;
+            }
+            local[k][j] = PyLong_AsLongLong(code);
+        }
+        Py_DECREF(rs);
+    }
+    const int64_t nroutes = PyList_GET_SIZE(routes);
+    const double limit = fmin(1e15, (double)(INT64_MAX / 4 / (nroutes + 1))); /* (numpy's int64 key would wrap) */
+
+    /* (1) each request's key, window number * routes + route (window_numbers), and their range */
+    int64_t *key = arena_alloc(&arena, ((size_t)total + 1) * 8, -1);
+    int64_t *ints = arena_alloc(&arena, ((size_t)most + 1) * 8, -1);
+    int64_t *at = arena_alloc(&arena, ((size_t)most + 1) * 8, -1);
+    double *values = arena_alloc(&arena, ((size_t)most + 1) * 8, -1);
+    if (!key || !ints || !at || !values) goto nomemory;
+    int64_t lo = INT64_MAX, hi = INT64_MIN;
+    uint64_t qmax = 0;
+    int whole = 0; /* a negative duration: every request adds its capped times, zeros too */
+    for (Py_ssize_t k = 0, o = 0; k < nb; o += sizes[k++]) {
+        PyObject *b = PyList_GET_ITEM(batches, k);
+        const Py_ssize_t n = sizes[k];
+        Py_buffer ends, durs;
+        if (attr_ints(b, "req_route", ints, n, &failed) < 0 || (r = attr_view(b, "req_end", &ends, n)) < 0) {
+            goto fallback_or_error;
+        }
+        if ((r = attr_view(b, "req_dur", &durs, n)) < 0) {
+            PyBuffer_Release(&ends);
+            goto fallback_or_error;
+        }
+        const double *end = ends.buf, *dur = durs.buf;
+        const int64_t *codes_k = local[k];
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double q = floor(end[i] / (double)width);
+            if (!(fabs(q) < limit) || (uint64_t)ints[i] >= (uint64_t)nlocal[k]) {
+                r = -2;
+                break;
+            }
+            int64_t kk = (int64_t)q * nroutes + codes_k[ints[i]];
+            key[o + i] = kk;
+            lo = kk < lo ? kk : lo;
+            hi = kk > hi ? kk : hi;
+            whole |= dur[i] < 0.0;
+        }
+        PyBuffer_Release(&ends);
+        PyBuffer_Release(&durs);
+        if (r < 0 || attr_ints(b, "req_queries", ints, n, &failed) < 0) goto fallback_or_error;
+        for (Py_ssize_t i = 0; i < n; i++) qmax = (uint64_t)ints[i] > qmax ? (uint64_t)ints[i] : qmax;
+    }
+    /* _dense and _counts: counted over the range, as numpy does where it is at most 4 per request */
+    const int64_t bound = 4 * (int64_t)total + 4096;
+    if (total == 0 || (uint64_t)(hi - lo) >= (uint64_t)bound || qmax >= (uint64_t)bound) goto fallback;
+    const int64_t span = hi - lo + 1, qspan = (int64_t)qmax + 1;
+    int32_t *rank = arena_alloc(&arena, (size_t)span * 4, 0);
+    if (rank == NULL) goto nomemory;
+    for (Py_ssize_t i = 0; i < total; i++) rank[key[i] - lo] = 1;
+    int64_t ngroups = 0;
+    for (int64_t s = 0; s < span; s++) {
+        rank[s] = rank[s] ? (int32_t)ngroups++ : -1;
+    }
+    if (ngroups * qspan > bound) goto fallback;
+    int64_t *count = arena_alloc(&arena, (size_t)ngroups * 8, 0), *nfailed = arena_alloc(&arena, (size_t)ngroups * 8, 0);
+    double *sums = arena_alloc(&arena, (size_t)ngroups * 4 * 8, 0); /* request, db, cache, external ms (0.0) */
+    int64_t *pairs = arena_alloc(&arena, (size_t)(ngroups * qspan) * 8, 0);
+    if (!count || !nfailed || !sums || !pairs) goto nomemory;
+
+    /* (2) in request order: the counts, the durations' sums, the queries per request; then the db, cache and
+     * external times capped at each request's duration (only the entries, unless a duration is negative:
+     * then the zeros too, min(0.0, duration)) */
+    for (Py_ssize_t k = 0, o = 0; k < nb; o += sizes[k++]) {
+        PyObject *b = PyList_GET_ITEM(batches, k);
+        const Py_ssize_t n = sizes[k];
+        const int64_t *key_k = key + o;
+        Py_buffer durs;
+        if ((r = attr_view(b, "req_dur", &durs, n)) < 0) goto fallback_or_error;
+        const double *dur = durs.buf;
+        if (attr_ints(b, "req_queries", ints, n, &failed) < 0) {
+            r = -2;
+        }
+        for (Py_ssize_t i = 0; i < n && r == 0; i++) {
+            int32_t g = rank[key_k[i] - lo];
+            count[g]++;
+            sums[g * 4] += dur[i];
+            pairs[g * qspan + ints[i]]++;
+        }
+        if (r == 0 && attr_ints(b, "req_failed", ints, n, &failed) < 0) {
+            r = -2;
+        }
+        for (Py_ssize_t i = 0; i < n && r == 0; i++) {
+            nfailed[rank[key_k[i] - lo]] += ints[i] != 0;
+        }
+        for (int t = 0; t < 3 && r == 0; t++) {
+            Py_ssize_t m = attr_size(b, TIMES[t][1], &failed);
+            if (m < 0 || m > n || attr_ints(b, TIMES[t][0], at, m, &failed) < 0
+                || attr_doubles(b, TIMES[t][1], values, m, &failed) < 0) {
+                r = -2;
+                break;
+            }
+            for (Py_ssize_t j = 0; j < m; j++) {
+                if ((uint64_t)at[j] >= (uint64_t)n || (j && at[j] <= at[j - 1])) r = -2;
+            }
+            if (r < 0) break;
+            double *column = sums + 1 + t;
+            if (!whole) {
+                for (Py_ssize_t j = 0; j < m; j++) {
+                    double d = dur[at[j]], x = values[j];
+                    column[rank[key_k[at[j]] - lo] * 4] += d < x ? d : x; /* np.where(d < x, d, x) */
+                }
+            } else {
+                for (Py_ssize_t i = 0, j = 0; i < n; i++) {
+                    double d = dur[i], x = j < m && at[j] == i ? values[j++] : 0.0;
+                    column[rank[key_k[i] - lo] * 4] += d < x ? d : x;
+                }
+            }
+        }
+        PyBuffer_Release(&durs);
+        if (r < 0) goto fallback_or_error;
+    }
+
+    result = PyList_New(ngroups);
+    if (result == NULL) goto error;
+    for (int64_t s = 0; s < span; s++) {
+        int64_t g = rank[s];
+        if (g < 0) continue;
+        if ((hist = PyDict_New()) == NULL) goto error;
+        for (int64_t q = 0; q < qspan; q++) {
+            int64_t c = pairs[g * qspan + q];
+            if (!c) continue;
+            PyObject *kq = PyLong_FromLongLong(q), *vc = PyLong_FromLongLong(c);
+            int e = kq && vc ? PyDict_SetItem(hist, kq, vc) : -1;
+            Py_XDECREF(kq);
+            Py_XDECREF(vc);
+            if (e < 0) goto error;
+        }
+        int64_t k = lo + s, window = floor_div(k, nroutes);
+        PyObject *item = Py_BuildValue("(LOLLddddO)", (long long)(window * width),
+                                       PyList_GET_ITEM(routes, k - window * nroutes), (long long)count[g],
+                                       (long long)nfailed[g], sums[g * 4], sums[g * 4 + 1], sums[g * 4 + 2],
+                                       sums[g * 4 + 3], hist);
+        Py_CLEAR(hist);
+        if (item == NULL) goto error;
+        PyList_SET_ITEM(result, g, item);
+    }
+    goto done;
+fallback_or_error:
+    if (r == -1) goto error;
+fallback:
+    if (failed) goto error;
+    Py_CLEAR(result);
+    result = Py_NewRef(Py_None);
+    goto done;
+nomemory:
+    PyErr_NoMemory();
+error:
+    Py_CLEAR(result);
+done:
+    Py_XDECREF(hist);
+    Py_XDECREF(codes);
+    Py_XDECREF(routes);
+    arena_free(&arena);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"summarize", (PyCFunction)(void (*)(void))summarize, METH_FASTCALL, summarize_doc},
+    {"request_sums", (PyCFunction)(void (*)(void))request_sums, METH_FASTCALL, request_sums_doc},
     {NULL, NULL, 0, NULL},
 };
 

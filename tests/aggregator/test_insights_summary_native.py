@@ -17,7 +17,7 @@ from test_insights_columns import T0, chunks_of, realistic_events
 from test_insights_columns_native import cut_at_random, stream
 
 from aggregator.insights import columns
-from aggregator.insights.columns import TraceBatch, summarize_columns
+from aggregator.insights.columns import TraceBatch, request_sums, summarize_columns
 from aggregator.loggen import generate_events, write_log
 from parsers import scan
 from parsers.columns import EventColumns, from_events
@@ -192,3 +192,74 @@ def test_queries_without_a_fingerprint_go_to_numpy(monkeypatch: pytest.MonkeyPat
         assert same(from_events([db("k"), db(key)]), monkeypatch) is None
         assert same(from_events([db(key), task, db("k")]), monkeypatch) is not None  # dropped by the root task
         assert same(from_events([db("k"), db(key, parent="9" * 16), task]), monkeypatch) is not None
+
+
+def numpy_sums(batches: list[TraceBatch], width: int, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    with monkeypatch.context() as m:
+        m.setattr(columns, "_native", None)
+        return request_sums(batches, width).groups
+
+
+def same_sums(batches: list[TraceBatch], width: int, monkeypatch: pytest.MonkeyPatch) -> list[Any] | None:
+    """C's ``request_sums`` groups of these batches, checked identical (order, types, reprs: -0.0 apart) to the
+    numpy path's; None where C leaves them to numpy."""
+    want = numpy_sums(batches, width, monkeypatch)
+    assert repr(request_sums(batches, width).groups) == repr(want)
+    with_requests = [b for b in batches if b.requests]
+    got = columns._native.request_sums(with_requests, width) if with_requests else []  # type: ignore[union-attr]
+    if got is not None:
+        assert [[type(x) for x in g] for g in got] == [[type(x) for x in g] for g in want]
+        assert repr(got) == repr(want)
+    return got
+
+
+@pytest.mark.parametrize("width", [5, 60, 3600])
+def test_request_sums_of_generated_parts(tmp_path: Path, width: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part's batches (loggen, in chunks: each batch with its own routes table), summed per window and route;
+    and parts with negative durations (every request adds its capped times, zeros too)."""
+    log = tmp_path / "plain.log"
+    write_log(log, realistic_events(12_000, seed=5), ordinary_every=13)
+    batches = [summarize_columns(cols) for cols in scanned_chunks(log, 40_000)]
+    for part in (batches, batches[:1], batches[3:9], batches[::2]):
+        got = same_sums(part, width, monkeypatch)
+        assert got  # C took them
+    rng = random.Random(width)
+    for b in batches[:6]:
+        b.req_dur = np.where(np.random.default_rng(width).random(b.requests) < 0.2, -b.req_dur, b.req_dur)
+        b.req_dur[rng.randrange(b.requests)] = -0.0
+    assert same_sums(batches[:6], width, monkeypatch)
+
+
+def test_request_sums_edges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No batch with requests; "" and None-read-as-"" routes shared across batches; a request of 100,000
+    queries (uint32 counts) and windows far apart (numpy's: too wide a range to count over); -0.0 times; an
+    end that is no number of windows (numpy's); many batches."""
+    def request(trace: str, ts: float, route: str | None, dur: float = 9.0) -> Event:
+        return Event(timestamp="-", schema=1, kind="request", duration_ms=dur, trace_id=trace, span_id="2" * 16,
+                     ts=ts, http_route=route, http_request_method="GET", http_response_status_code=200)
+
+    def db(trace: str, ts: float, dur: float = 0.5) -> Event:
+        return Event(timestamp="-", schema=1, kind="db", duration_ms=dur, trace_id=trace, span_id="1" * 16,
+                     ts=ts, db_system="sqlite", db_query_fingerprint="k", db_query_text="SELECT 1")
+
+    def batch(events: list[Event]) -> TraceBatch:
+        return summarize_columns(from_events(events))
+
+    only_rests = batch([db("a" * 32, T0)])
+    assert same_sums([only_rests], 60, monkeypatch) == []
+    a = batch([db("a" * 32, T0, -0.0), request("a" * 32, T0 + 1, ""), request("b" * 32, T0 + 2, None),
+               db("c" * 32, T0 + 3, 7.0), request("c" * 32, T0 + 4, "api/x/", 5.0)])
+    b = batch([request("d" * 32, T0 + 61, "api/x/"), request("e" * 32, T0 + 62, "api/y/")])
+    assert same_sums([a, only_rests, b], 60, monkeypatch)
+    wide = batch([db("f" * 32, T0 + i * 1e-6) for i in range(100_000)] + [request("f" * 32, T0 + 1, "api/x/")])
+    assert wide.req_queries.dtype == np.uint32
+    assert same_sums([wide, a], 60, monkeypatch) is None  # (too wide a range to count the pairs over: numpy's)
+    far = batch([request("a" * 32, T0 + i * 86_400.0, "api/x/") for i in range(50)])
+    assert same_sums([far], 1, monkeypatch) is None  # (the same for the windows)
+    assert same_sums([far], 86_400, monkeypatch)
+    never = batch([request("a" * 32, T0, "api/x/")])
+    never.req_end = np.array([math.inf])  # (not from a parser: it reads no such timestamp)
+    with np.errstate(invalid="ignore"):
+        assert same_sums([never], 60, monkeypatch) is None
+    many = [batch([request(f"{i:032x}", T0 + i, f"api/{i % 7}/")]) for i in range(150)]
+    assert same_sums(many, 60, monkeypatch)  # (more batches than the C side's first allocation table holds)
