@@ -152,6 +152,12 @@ static int table_put(Table *t, const Key *key, int64_t value) {
 
 /* ---- Router ------------------------------------------------------------------------------------------- */
 
+struct MetricEntry {
+    Py_hash_t hash; /* of the name and the tags' items (see metric_hash) */
+    PyObject *name, *items; /* the key's name and sorted items (NULL: an empty slot) */
+    int64_t sid;
+};
+
 typedef struct {
     PyObject_HEAD
     PyObject *kinds;           /* the kinds' names, by code */
@@ -167,6 +173,8 @@ typedef struct {
     Py_ssize_t *missed_events; /* the probed block's events that missed, in order */
     int64_t *memo;             /* the probe's memo (see probe) */
     Py_ssize_t memo_cap;
+    struct MetricEntry *metrics; /* metric_series' cache (see there) */
+    Py_ssize_t metrics_cap, metrics_used;
     Py_ssize_t lo, hi;         /* the probed block */
     Py_ssize_t counts[NKINDS + 2]; /* its events per kind (metric at 5), its task events with a queue wait */
     Py_ssize_t misses[NKINDS]; /* per kind: events that missed */
@@ -187,6 +195,11 @@ static void router_dealloc(Router *self) {
     free(self->scratch);
     free(self->missed_events);
     free(self->memo);
+    for (Py_ssize_t i = 0; i < self->metrics_cap; i++) {
+        Py_XDECREF(self->metrics[i].name);
+        Py_XDECREF(self->metrics[i].items);
+    }
+    free(self->metrics);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -762,25 +775,6 @@ done:
 
 static PyObject *router_size(Router *self, PyObject *unused) { return PyLong_FromSize_t(self->table.used); }
 
-static PyMethodDef router_methods[] = {
-    {"probe", (PyCFunction)(void (*)(void))router_probe, METH_FASTCALL, probe_doc},
-    {"emit", (PyCFunction)(void (*)(void))router_emit, METH_FASTCALL, emit_doc},
-    {"size", (PyCFunction)router_size, METH_NOARGS, "How many combinations the table holds."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyTypeObject RouterType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "aggregator._windows.Router",
-    .tp_basicsize = sizeof(Router),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Router(kinds, outcomes, cache_hits, task_states): a WindowAccumulator's lookup of scanned columns.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)router_init,
-    .tp_dealloc = (destructor)router_dealloc,
-    .tp_methods = router_methods,
-};
-
 /* ---- fold --------------------------------------------------------------------------------------------- */
 
 enum { F_REQUEST, F_EXTERNAL, F_DB, F_CACHE, F_TASK, F_QUEUE_WAIT, F_METRIC, F_MODES };
@@ -1337,9 +1331,71 @@ PyDoc_STRVAR(metric_series_doc,
 "(windows._metric_key's) looked up in index (its series id) and written with its time and value to\n"
 "ids / out_ts / out_values (int64, float64, float64; one per metric event): the series id, the count_type\n"
 "flag (metric_type == count_type) at bit 36. The keys index has not: -1 in ids, and (places, keys,\n"
-"counted) returned, in order.");
+"counted) returned, in order. The keys index had are kept in a cache, looked up by the hashes of the name\n"
+"and the tags' strings, then compared with the tags: no key built.");
 
-static PyObject *metric_series(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+#define METRICS_MAX (1 << 16) /* the keys metric_series' cache holds */
+
+/* A hash of a metric event's name and tags that does not depend on the tags' order; -1: an error. */
+static Py_hash_t metric_hash(PyObject *name, PyObject *tags) {
+    Py_hash_t h = PyObject_Hash(name);
+    if (h == -1)
+        return -1;
+    uint64_t sum = 0, n = 0;
+    if (tags != Py_None) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(tags, &pos, &k, &v)) {
+            Py_hash_t hk = PyObject_Hash(k), hv = hk == -1 ? -1 : PyObject_Hash(v);
+            if (hv == -1)
+                return -1;
+            uint64_t x = ((uint64_t)hk * 0x9E3779B97F4A7C15ULL) ^ (uint64_t)hv;
+            sum += (x ^ (x >> 29)) * 0xBF58476D1CE4E5B9ULL;
+            n++;
+        }
+    }
+    uint64_t out = ((uint64_t)h ^ sum ^ (n << 56)) * 0x94D049BB133111EBULL;
+    out ^= out >> 31;
+    return (Py_hash_t)(out == (uint64_t)-1 ? 1 : out);
+}
+
+/* Whether an entry's key is the one of (name, tags): equal names, the same tag names with equal values
+ * (what the key tuples' equality is: their items sorted by name); -1: an error. */
+static int metric_match(const struct MetricEntry *e, PyObject *name, PyObject *tags) {
+    Py_ssize_t n = PyTuple_GET_SIZE(e->items);
+    if (n != (tags == Py_None ? 0 : PyDict_GET_SIZE(tags)))
+        return 0;
+    int same = PyObject_RichCompareBool(e->name, name, Py_EQ);
+    for (Py_ssize_t j = 0; same == 1 && j < n; j++) {
+        PyObject *item = PyTuple_GET_ITEM(e->items, j);
+        PyObject *v = PyDict_GetItemWithError(tags, PyTuple_GET_ITEM(item, 0));
+        if (v == NULL)
+            return PyErr_Occurred() ? -1 : 0;
+        same = PyObject_RichCompareBool(PyTuple_GET_ITEM(item, 1), v, Py_EQ);
+    }
+    return same;
+}
+
+/* The cache's slot for hash h and (name, tags): its entry, or the empty slot where it would go (NULL, an
+ * exception set: an error). */
+static struct MetricEntry *metric_slot(Router *self, Py_hash_t h, PyObject *name, PyObject *tags) {
+    Py_ssize_t mask = self->metrics_cap - 1, at = (Py_ssize_t)((uint64_t)h & (uint64_t)mask);
+    for (;;) {
+        struct MetricEntry *e = &self->metrics[at];
+        if (e->name == NULL)
+            return e;
+        if (e->hash == h) {
+            int m = metric_match(e, name, tags);
+            if (m < 0)
+                return NULL;
+            if (m)
+                return e;
+        }
+        at = (at + 1) & mask;
+    }
+}
+
+static PyObject *metric_series(Router *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 14) {
         PyErr_SetString(PyExc_TypeError, "metric_series() takes 14 arguments");
         return NULL;
@@ -1393,16 +1449,69 @@ static PyObject *metric_series(PyObject *module, PyObject *const *args, Py_ssize
             PyErr_SetString(PyExc_TypeError, "metric_series: tags are a dict or None");
             goto done;
         }
-        PyObject *key = metric_key(metric, c < 0 ? Py_None : PyList_GET_ITEM(names, c), t);
+        PyObject *name = c < 0 ? Py_None : PyList_GET_ITEM(names, c);
+        int64_t flag = (int64_t)(mtype[i] == count_type) << BITS_SHIFT;
+        /* The cache first (no key built: the hashes of the name and the tags' strings, a look at the tags
+         * per name; the strings' hashes are kept by the strings), then the key in index. */
+        Py_hash_t h = metric_hash(name, t);
+        if (h == -1)
+            goto done;
+        struct MetricEntry *slot = NULL;
+        if (self->metrics_cap) {
+            if ((slot = metric_slot(self, h, name, t)) == NULL)
+                goto done;
+            if (slot->name != NULL) {
+                ids[at] = slot->sid | flag;
+                out_ts[at] = ts[i];
+                out_values[at] = value[i];
+                at++;
+                continue;
+            }
+        }
+        PyObject *key = metric_key(metric, name, t);
         if (key == NULL)
             goto done;
         PyObject *sid = PyDict_GetItemWithError(index, key);
-        int64_t flag = (int64_t)(mtype[i] == count_type) << BITS_SHIFT;
         if (sid != NULL) {
-            Py_DECREF(key);
-            ids[at] = PyLong_AsLongLong(sid) | flag;
-            if (ids[at] == -1 && PyErr_Occurred())
+            int64_t j = PyLong_AsLongLong(sid);
+            if (j == -1 && PyErr_Occurred()) {
+                Py_DECREF(key);
                 goto done;
+            }
+            ids[at] = j | flag;
+            if (self->metrics_used < METRICS_MAX) { /* index's entries never change: cached as they are */
+                if (2 * (self->metrics_used + 1) > self->metrics_cap) {
+                    Py_ssize_t cap = self->metrics_cap ? 2 * self->metrics_cap : 64;
+                    struct MetricEntry *more = calloc((size_t)cap, sizeof(struct MetricEntry));
+                    if (more == NULL) {
+                        Py_DECREF(key);
+                        PyErr_NoMemory();
+                        goto done;
+                    }
+                    for (Py_ssize_t q = 0; q < self->metrics_cap; q++) {
+                        struct MetricEntry *e = &self->metrics[q];
+                        if (e->name == NULL)
+                            continue;
+                        Py_ssize_t a = (Py_ssize_t)((uint64_t)e->hash & (uint64_t)(cap - 1));
+                        while (more[a].name != NULL)
+                            a = (a + 1) & (cap - 1);
+                        more[a] = *e;
+                    }
+                    free(self->metrics);
+                    self->metrics = more;
+                    self->metrics_cap = cap;
+                    if ((slot = metric_slot(self, h, name, t)) == NULL) {
+                        Py_DECREF(key);
+                        goto done;
+                    }
+                }
+                slot->hash = h;
+                slot->name = Py_NewRef(name);
+                slot->items = Py_NewRef(PyTuple_GET_ITEM(key, 2));
+                slot->sid = j;
+                self->metrics_used++;
+            }
+            Py_DECREF(key);
         } else {
             if (PyErr_Occurred()) {
                 Py_DECREF(key);
@@ -1441,9 +1550,28 @@ done:
     return result;
 }
 
+static PyMethodDef router_methods[] = {
+    {"probe", (PyCFunction)(void (*)(void))router_probe, METH_FASTCALL, probe_doc},
+    {"emit", (PyCFunction)(void (*)(void))router_emit, METH_FASTCALL, emit_doc},
+    {"size", (PyCFunction)router_size, METH_NOARGS, "How many combinations the table holds."},
+    {"metric_series", (PyCFunction)(void (*)(void))metric_series, METH_FASTCALL, metric_series_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RouterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aggregator._windows.Router",
+    .tp_basicsize = sizeof(Router),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Router(kinds, outcomes, cache_hits, task_states): a WindowAccumulator's lookup of scanned columns.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)router_init,
+    .tp_dealloc = (destructor)router_dealloc,
+    .tp_methods = router_methods,
+};
+
 static PyMethodDef methods[] = {
     {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL, fold_doc},
-    {"metric_series", (PyCFunction)(void (*)(void))metric_series, METH_FASTCALL, metric_series_doc},
     {"merge_new", (PyCFunction)(void (*)(void))merge_new, METH_FASTCALL, merge_new_doc},
     {NULL, NULL, 0, NULL},
 };

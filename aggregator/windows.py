@@ -529,14 +529,14 @@ class WindowAccumulator:
 
     def _add_metrics_native(self, cols: EventColumns, lo: int, hi: int, k: int) -> None:
         """``_add_metric_columns`` of the ``k`` metric events among ``lo:hi`` by the native routine: each one's
-        series key (``_metric_key``'s) built and looked up in ``_index`` in C, the new ones registered here
-        in the order they come, as ``_add_metric_series`` does (~0.15 against ~0.4 us an event)."""
-        assert _native is not None
+        series key (``_metric_key``'s) looked up in ``_index`` in C (the keys found kept in a cache read by the
+        hashes of the name and tags, no key built), the new ones registered here in the order they come, as
+        ``_add_metric_series`` does."""
         self._family("metric")
         ids, ts, values = np.empty(k, dtype=np.int64), np.empty(k), np.empty(k)
-        missed = _native.metric_series(cols.kind, lo, hi, cols.codes["metric_name"], cols.tables["metric_name"],
-                                       cols.metric_tags, self._index, cols.metric_type, METRIC_TYPES["count"],
-                                       cols.ts, cols.metric_value, ids, ts, values)
+        missed = self._native.metric_series(cols.kind, lo, hi, cols.codes["metric_name"], cols.tables["metric_name"],
+                                            cols.metric_tags, self._index, cols.metric_type, METRIC_TYPES["count"],
+                                            cols.ts, cols.metric_value, ids, ts, values)
         if missed is not None:
             places, keys, counted = missed
             ids[places] = self._series_ids("metric", keys) | np.array(counted, dtype=np.int64) << _BITS_SHIFT
@@ -548,8 +548,18 @@ class WindowAccumulator:
         combinations' lookup keys, in the order their first events come; ``inv``: each such event's), as
         ``_add_kind_columns`` gives them, and per key what the table takes: its value in ``_lookup`` now, or
         -1 (a key ``_lookup`` does not hold: a folded series past the memo, a full table)."""
-        values = self._combo_values(kind, keys, inv, ordered=True)
-        return values, np.fromiter(map(self._lookup.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        lookup = self._lookup
+        found = list(map(lookup.get, keys, repeat(-1)))
+        miss = [i for i, f in enumerate(found) if f < 0]
+        cap = self.max_series
+        if miss and cap is not None and self._sizes[kind] + 2 * len(miss) >= FOLDED_MEMO + cap:
+            values = self._combo_values(kind, keys, inv, ordered=True)  # near the memo's end: event by event
+        else:  # (as _resolve_combos does it, in lists: a block's misses are a few dozen keys)
+            if miss:
+                for i, v in zip(miss, self._key_values(kind, [keys[i] for i in miss]), strict=True):
+                    found[i] = v
+            values = np.array(found, dtype=np.int64)[inv]
+        return values, np.array(list(map(lookup.get, keys, repeat(-1))), dtype=np.int64)
 
     def _combo_values(self, kind: str, keys: list[Any], inv: npt.NDArray[np.integer[Any]], ordered: bool = False,
                       ) -> npt.NDArray[np.int64]:
@@ -632,41 +642,52 @@ class WindowAccumulator:
     def _resolve_keys(self, kind: str, keys: list[Any], ids: npt.NDArray[np.int64],
                       miss: npt.NDArray[np.intp]) -> None:
         """``_resolve`` of the lookup keys ``keys`` (in order of occurrence), whose values go to ``ids[miss]``."""
-        js = self._series_ids(kind, list(map(_SERIES_KEY[kind], keys)))
+        ids[miss] = self._key_values(kind, keys)
+
+    def _key_values(self, kind: str, keys: list[Any]) -> list[int]:
+        """The lookup values of the lookup keys ``keys`` (in order of occurrence), their series registered
+        (``_series_list``), the keys of remembered series entered in the table while it has room. In lists:
+        a block's misses are a few dozen keys, for which numpy's calls cost more than the work."""
+        js = self._series_list(kind, list(map(_SERIES_KEY[kind], keys)))
         flagged = list(map(_FLAG_PART[kind], keys))
         bits_of = {f: _flag_bits(kind, f) for f in dict.fromkeys(flagged)}  # a few values each
-        bits = np.fromiter(map(bits_of.__getitem__, flagged), dtype=np.int64, count=len(flagged))
+        bits = list(map(bits_of.__getitem__, flagged))
         code = KIND_CODES[kind] << _CODE_SHIFT
-        ids[miss] = code | bits << _BITS_SHIFT | js
+        values = [code | b << _BITS_SHIFT | j for b, j in zip(bits, js, strict=True)]
         lookup = self._lookup
         if len(lookup) < _LOOKUP_MAX:
             index = self._index
-            for lkey, b in dict(zip(keys, bits.tolist(), strict=True)).items():  # distinct keys
+            for lkey, b in dict(zip(keys, bits, strict=True)).items():  # distinct keys
                 j = index.get(_SERIES_KEY[kind](lkey))
                 if j is not None:  # a remembered series (see _register)
                     lookup[lkey] = code | b << _BITS_SHIFT | j
                     if len(lookup) >= _LOOKUP_MAX:
                         break
+        return values
 
     def _series_ids(self, kind: str, raws: list[Any]) -> npt.NDArray[np.int64]:
+        """``_series_list`` as an array."""
+        return np.array(self._series_list(kind, raws), dtype=np.int64)
+
+    def _series_list(self, kind: str, raws: list[Any]) -> list[int]:
         """The series of each series key: new ones registered in the order they first occur (Python once per
         new key, so a part's first chunk, where every key is new, costs no Python per event), and keys folded
         past the memo, which register (and count) again at every event, as documented in ``_register``."""
         index = self._index
-        js = np.fromiter(map(index.get, raws, repeat(-1)), dtype=np.int64, count=len(raws))
-        unknown = np.flatnonzero(js < 0)
-        if not unknown.size:
+        js = list(map(index.get, raws, repeat(-1)))
+        unknown = [i for i, j in enumerate(js) if j < 0]
+        if not unknown:
             return js
-        at = unknown.tolist()
-        new = list(_items(raws, at))
+        new = [raws[i] for i in unknown]
         first = {raw: self._register(kind, raw, _series(kind, raw[1:])) for raw in dict.fromkeys(new)}
-        got = np.fromiter(map(index.get, new, repeat(-1)), dtype=np.int64, count=len(new))
-        if (got < 0).any():  # keys not remembered: their first event was counted above, the others count now
-            for i in np.flatnonzero(got < 0).tolist():
+        got = list(map(index.get, new, repeat(-1)))
+        for i, g in enumerate(got):  # keys not remembered: their first event was counted above, the others now
+            if g < 0:
                 raw = new[i]
                 j = first.pop(raw, None)
                 got[i] = self._register(kind, raw, _series(kind, raw[1:])) if j is None else j
-        js[unknown] = got
+        for i, g in zip(unknown, got, strict=True):
+            js[i] = g
         return js
 
     def _register(self, kind: str, lkey: Any, sk: SeriesKey) -> int:
