@@ -11,6 +11,12 @@
  * same doubles in the same order as ``np.bincount`` does. (B) and (C) branch little on the kind of a row (it
  * is as good as random): every row writes its list entries and only the rows of the kind move on, which took
  * 8% off the whole against one switch per row in (B) and (C) (bench/trace_summary_bench.py --old-native).
+ * The groups are put in order by a counting sort on their piece (not by following a list per piece, a cache
+ * miss a group), and the fingerprints joined into fp_keys here, each read once (no list of them, no count of
+ * the separators afterwards): 14% off the whole (0.0424 -> 0.0364 us per event).
+ *
+ * request_sums: a part's requests summed per (window, route) (columns.request_sums), counted over the keys'
+ * range as numpy's _dense and _counts do: 0.0079 -> 0.0037 us per event.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -168,13 +174,12 @@ static PyObject *count_array(const int64_t *v, Py_ssize_t n) {
  * (-0.0 is kept). `at` and `values` are scratch space of n entries. */
 static int nonzero_into(PyObject **out, const double *v, Py_ssize_t n, int64_t *at, double *values) {
     Py_ssize_t k = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < n; i++) { /* (branch-free: the zeros come as they will) */
         uint64_t bits;
         memcpy(&bits, &v[i], 8);
-        if (bits) {
-            at[k] = i;
-            values[k++] = v[i];
-        }
+        at[k] = i;
+        values[k] = v[i];
+        k += bits != 0;
     }
     out[0] = index_array(at, k, n);
     out[1] = f64_array(values, k);
@@ -256,7 +261,7 @@ static double newest_join(double newest, int64_t n, int nan, double max) {
 /* ---- the (piece, fingerprint) groups ---- */
 
 typedef struct {
-    int64_t piece, key, n, first, next;
+    int64_t piece, key, n, first;
     double ms;
     int all_negative_zero;
 } Group;
@@ -265,6 +270,58 @@ static inline uint64_t group_hash(int64_t piece, int64_t key) {
     uint64_t h = (uint64_t)piece * 0x9E3779B97F4A7C15ull ^ ((uint64_t)key + 0x632BE59BD9B4E019ull)
                  * 0xC2B2AE3D27D4EB4Full;
     return h ^ (h >> 29);
+}
+
+/* The fingerprints fps[keys[k]] as TraceBatch.fp_keys has them: one string, KEY_SEPARATOR ("\0") between them,
+ * as "\0".join(...) makes it (one pass over them, no list and no count of the separators afterwards), or the
+ * list of them when one holds the separator. */
+static PyObject *joined_keys(PyObject *fps, const int64_t *keys, int64_t nkeys) {
+    Py_ssize_t length = nkeys ? nkeys - 1 : 0;
+    Py_UCS4 top = 0;
+    int separated = 1;
+    for (int64_t k = 0; k < nkeys; k++) {
+        PyObject *item = PyList_GET_ITEM(fps, keys[k]); /* (a non-empty str: summarize checked) */
+        Py_ssize_t n = PyUnicode_GET_LENGTH(item);
+        length += n;
+        Py_UCS4 most = PyUnicode_MAX_CHAR_VALUE(item);
+        top = most > top ? most : top;
+        if (separated && (PyUnicode_KIND(item) == PyUnicode_1BYTE_KIND
+                              ? memchr(PyUnicode_DATA(item), 0, (size_t)n) != NULL
+                              : PyUnicode_FindChar(item, 0, 0, n, 1) >= 0)) {
+            separated = 0;
+        }
+    }
+    if (!separated) {
+        PyObject *list = PyList_New(nkeys);
+        for (int64_t k = 0; list != NULL && k < nkeys; k++) {
+            PyObject *item = PyList_GET_ITEM(fps, keys[k]);
+            Py_INCREF(item);
+            PyList_SET_ITEM(list, k, item);
+        }
+        return list;
+    }
+    PyObject *out = PyUnicode_New(length, top);
+    if (out == NULL) {
+        return NULL;
+    }
+    const int kind = PyUnicode_KIND(out);
+    char *data = PyUnicode_DATA(out);
+    Py_ssize_t at = 0;
+    for (int64_t k = 0; k < nkeys; k++) {
+        PyObject *item = PyList_GET_ITEM(fps, keys[k]);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(item);
+        if (k) {
+            PyUnicode_WRITE(kind, data, at++, 0);
+        }
+        if (PyUnicode_KIND(item) == kind) {
+            memcpy(data + at * kind, PyUnicode_DATA(item), (size_t)(n * kind));
+        } else if (PyUnicode_CopyCharacters(out, at, item, 0, n) < 0) { /* (a narrower one: widened) */
+            Py_DECREF(out);
+            return NULL;
+        }
+        at += n;
+    }
+    return out;
 }
 
 PyDoc_STRVAR(summarize_doc,
@@ -280,8 +337,8 @@ PyDoc_STRVAR(summarize_doc,
 "(untraced, tasks, newest, req_trace, req_end, req_dur, req_failed, req_route, routes, req_method, methods,\n"
 "req_queries, req_db_at, req_db, req_cache_at, req_cache, req_external_at, req_external, root_trace,\n"
 "root_at, rest_trace, rest_newest, rest_events, rest_queries, rest_db, rest_cache, rest_external,\n"
-"fp_owner, fp_key, fp_n, fp_ms, fp_text, fp_texts, fp_table, fp_tables, fingerprints) with untraced where\n"
-"None goes in the trace table (-1: nowhere) and fingerprints the list fp_key indexes.");
+"fp_owner, fp_key, fp_n, fp_ms, fp_text, fp_texts, fp_table, fp_tables, fp_keys) with untraced where None\n"
+"goes in the trace table (-1: nowhere) and fp_keys as TraceBatch has it (one string, or a list).");
 
 enum { A_KIND, A_TID, A_NTRACES, A_TS, A_DUR, A_SPAN, A_PARENT, A_NSPANS, A_OUTCOME, A_STATUS, A_ROUTE, A_ROUTES, A_METHOD,
        A_METHODS, A_FP, A_FPS, A_TEXT, A_TEXTS, A_COLL, A_COLLS, NARGS };
@@ -404,12 +461,10 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
         nreq += is_req;
         nroots += is_root;
         nops += is_op & (closer != DROPPED);
-        if (is_task) {
-            tasks++;
-            double x = ts[i];
-            task_nan |= isnan(x);
-            task_max = x > task_max ? x : task_max;
-        }
+        double x = is_task ? ts[i] : -INFINITY;
+        tasks += is_task;
+        task_nan |= isnan(x);
+        task_max = x > task_max ? x : task_max;
     }
     /* the rests in the order of their traces' codes: piece nreq + their rank */
     int32_t *rest_rank = next_closer; /* (reused) */
@@ -485,8 +540,7 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
         ndb += k == K_DB;
     }
 
-    int64_t *heads = arena_alloc(&arena, (size_t)npieces * 8, 0xff);
-    int64_t *tails = arena_alloc(&arena, (size_t)npieces * 8, 0xff);
+    int64_t *place = arena_alloc(&arena, ((size_t)npieces + 1) * 8, 0); /* per piece: its first group's place */
     Group *groups = arena_alloc(&arena, (size_t)ndb * sizeof(Group), -1);
     int64_t slots = 2;
     while (slots < 2 * ndb) slots *= 2;
@@ -494,7 +548,7 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
     const Py_ssize_t nfps = PyList_GET_SIZE(fps);
     int64_t *key_of = arena_alloc(&arena, (size_t)nfps * 8, 0xff); /* per fingerprint code: its key, or -1 */
     int64_t *keys = arena_alloc(&arena, (size_t)(ndb < nfps ? ndb : nfps) * 8, -1);
-    if (!heads || !tails || !groups || !table || !key_of || !keys) {
+    if (!place || !groups || !table || !key_of || !keys) {
         goto nomemory;
     }
     int64_t ngroups = 0, nkeys = 0;
@@ -530,13 +584,7 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
                 g->ms = 0.0;
                 g->all_negative_zero = 1;
                 g->first = i;
-                g->next = -1;
-                if (tails[p] < 0) {
-                    heads[p] = at;
-                } else {
-                    groups[tails[p]].next = at;
-                }
-                tails[p] = at;
+                place[p + 1]++;
                 break;
             }
             g = &groups[at];
@@ -565,19 +613,24 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
         || recoder_init(&colls, &arena, args[A_COLLS], Py_None, ngroups) < 0) {
         goto nomemory;
     }
-    int64_t e = 0;
-    for (int64_t p = 0; p < npieces; p++) {
-        for (int64_t at = heads[p]; at >= 0; at = groups[at].next, e++) {
-            const Group *g = &groups[at];
-            fp_owner[e] = p;
-            fp_key[e] = g->key;
-            fp_n[e] = g->n;
-            fp_ms[e] = g->all_negative_zero ? -0.0 : g->ms; /* the loop's sum starts from the first duration */
-            if ((fp_text[e] = recode(&texts, text[g->first])) < 0
-                || (fp_table[e] = recode(&colls, coll[g->first])) < 0) {
-                result = Py_NewRef(Py_None);
-                goto done;
-            }
+    /* placed by a counting sort on the piece, which keeps each piece's in the order they were made (of their
+     * first rows); the texts and tables coded by first appearance in that order */
+    for (int64_t p = 0; p < npieces; p++) place[p + 1] += place[p];
+    int64_t *first = fp_text; /* (each group's first row, until its text's code takes its place) */
+    for (int64_t at = 0; at < ngroups; at++) {
+        const Group *g = &groups[at];
+        int64_t e = place[g->piece]++;
+        fp_owner[e] = g->piece;
+        fp_key[e] = g->key;
+        fp_n[e] = g->n;
+        fp_ms[e] = g->all_negative_zero ? -0.0 : g->ms; /* the loop's sum starts from the first duration */
+        first[e] = g->first;
+    }
+    for (int64_t e = 0; e < ngroups; e++) {
+        int64_t row = first[e];
+        if ((fp_text[e] = recode(&texts, text[row])) < 0 || (fp_table[e] = recode(&colls, coll[row])) < 0) {
+            result = Py_NewRef(Py_None);
+            goto done;
         }
     }
 
@@ -586,14 +639,9 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
     newest = newest_join(newest, nreq, req_nan, req_max);
     newest = newest_join(newest, tasks, task_nan, task_max);
     newest = newest_join(newest, nops, op_nan, op_max);
-    PyObject *key_list = PyList_New(nkeys);
+    PyObject *key_list = joined_keys(fps, keys, nkeys);
     if (key_list == NULL) {
         goto error;
-    }
-    for (int64_t k = 0; k < nkeys; k++) {
-        PyObject *item = PyList_GET_ITEM(fps, keys[k]);
-        Py_INCREF(item);
-        PyList_SET_ITEM(key_list, k, item);
     }
     int o = 0;
     out[o++] = PyLong_FromLongLong(untraced);

@@ -81,8 +81,10 @@ field (``tests/aggregator/test_insights_summary_native.py``); a chunk with a kep
 (or with an empty one, whose text's fingerprint Python computes) goes to the numpy path. Cost (``python
 bench/trace_summary_bench.py``: the first 120 MB of the 1M-event benchmark log, the scanner's columns of its
 4 MB chunks parsed once, ``extract_columns`` per chunk and ``request_sums`` per 32 MB part, CPU us per event,
-medians of 11 interleaved rounds, ``--against 6f886cc --old-native none``): 0.145 -> 0.042 (3.5x), with
-``request_sums`` in C too (0.008 -> 0.004 of it).
+medians of 11 interleaved rounds, ``--against 6f886cc --old-native none``): 0.152 -> 0.037 (the rounds' median
+ratio 4.0), with ``request_sums`` in C too (0.008 -> 0.004 of it). What is left is mostly the first touch of
+what the chunk points to: the columns, and the ~3,600 distinct fingerprint strings (each read once, for its
+width and to be joined into ``fp_keys``).
 """
 
 from __future__ import annotations
@@ -108,9 +110,6 @@ if TYPE_CHECKING:
 _REQUEST, _DB, _CACHE, _EXTERNAL, _TASK, _METRIC = map(
     KIND_CODES.__getitem__, ("request", "db", "cache", "external", "task", "metric"))
 assert _CACHE == _DB + 1 and _EXTERNAL == _DB + 2  # operations are the codes _DB.._EXTERNAL (one range test)
-# aggregator/insights/_summary.c numbers the kinds as these (None: not built, or LOGAPM_NATIVE=0)
-assert (_REQUEST, _DB, _TASK, _METRIC) == (0, 1, 4, 5) and OUTCOMES["failure"] == 1
-_native = load_native("aggregator.insights._summary")
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
@@ -120,6 +119,9 @@ F64 = npt.NDArray[np.float64]
 Codes = npt.NDArray[Any]  # indexes into a table, in the narrowest dtype that holds them (``_index_array``)
 Counts = npt.NDArray[Any]  # counts, in the narrowest unsigned dtype that holds them (``_count_array``)
 KEY_SEPARATOR = "\x00"  # between the fingerprints in ``fp_keys`` (unless one holds it)
+# aggregator/insights/_summary.c numbers the kinds as these (None: not built, or LOGAPM_NATIVE=0)
+assert (_REQUEST, _DB, _TASK, _METRIC) == (0, 1, 4, 5) and OUTCOMES["failure"] == 1 and KEY_SEPARATOR == "\x00"
+_native = load_native("aggregator.insights._summary")
 
 
 class TraceBatch:
@@ -514,12 +516,11 @@ def _summarize_native(cols: EventColumns) -> TraceBatch | None:
      b.req_method, b.methods, b.req_queries, b.req_db_at, b.req_db, b.req_cache_at, b.req_cache,
      b.req_external_at, b.req_external, b.root_trace, b.root_at, b.rest_trace, b.rest_newest, b.rest_events,
      b.rest_queries, b.rest_db, b.rest_cache, b.rest_external, b.fp_owner, b.fp_key, b.fp_n, b.fp_ms, b.fp_text,
-     b.fp_texts, b.fp_table, b.fp_tables, fp_keys) = got
+     b.fp_texts, b.fp_table, b.fp_tables, b.fp_keys) = got
     traces: list[Any] = list(trace_table)
     if untraced >= 0:
         traces.insert(untraced, None)
     b.traces = traces
-    b.fp_keys = _joined_keys(fp_keys)
     return b
 
 
@@ -812,11 +813,6 @@ def _fingerprints(b: TraceBatch, src: _FromEvents | _FromColumns, db_rows: npt.N
     b.fp_ms = ms[by_owner]
     text, b.fp_texts, table, b.fp_tables = src.firsts(db_rows[first[by_owner]])
     b.fp_text, b.fp_table = _index_array(text, len(b.fp_texts)), _index_array(table, len(b.fp_tables))
-    b.fp_keys = _joined_keys(fp_keys)
-
-
-def _joined_keys(fp_keys: list[str]) -> str | list[str]:
-    """``TraceBatch.fp_keys`` of these fingerprints: one string, or the list when one holds the separator."""
     keys = KEY_SEPARATOR.join(fp_keys)
     # (the separators are the join's alone when no fingerprint holds one)
-    return keys if keys.count(KEY_SEPARATOR) == max(len(fp_keys) - 1, 0) else fp_keys
+    b.fp_keys = keys if keys.count(KEY_SEPARATOR) == max(len(fp_keys) - 1, 0) else fp_keys

@@ -158,6 +158,19 @@ def test_one_trace_and_its_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     assert b.rest_external.tolist() == [1.0] and str(b.fp_ms[-1]) == "-0.0"
 
 
+def test_fingerprints_of_every_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fp_keys`` joined in C as ``"\0".join`` joins them: ASCII, Latin-1, BMP and astral fingerprints in one
+    chunk (the joined string as wide as the widest), and a list where one holds the separator."""
+    def db(key: str, ts: float) -> Event:
+        return Event(timestamp="-", schema=1, kind="db", duration_ms=1.0, trace_id="a" * 32, span_id="1" * 16,
+                     ts=T0 + ts, db_query_fingerprint=key, db_query_text="SELECT 1")
+
+    for keys in (["k1", "k2"], ["k1", "sé"], ["k1", "sé", "s€"], ["s€", "k1", "😀", "sé"], ["é"], ["k1", "a\x00b"]):
+        b = same(from_events([db(key, i) for i, key in enumerate(keys)]), monkeypatch)
+        assert b is not None and b.key_list() == keys
+        assert isinstance(b.fp_keys, list) == any("\x00" in key for key in keys)
+
+
 def test_wide_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     """What the narrow columns widen for: more than 65,536 traces and fingerprints (int32 codes), a group of
     70,000 executions (uint32 counts), a request of as many queries."""
