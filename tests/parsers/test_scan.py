@@ -1011,3 +1011,25 @@ def test_key_orders_per_kind() -> None:
              orjson.dumps(kindless), orjson.dumps(last), event_line("db"), event_line("cache"), orjson.dumps(last)]
     for n in range(1, len(mixed) + 1):
         run(block(*mixed[:n]))
+
+
+def test_parent_is_the_previous_span() -> None:
+    """A parent equal to the span id of the event line before it takes that span's code without a look-up:
+    chains of such lines, with ordinary lines and events without a span id between them, the parent before
+    the span in its line, escaped, equal to its own span, and parents that only resemble the previous span
+    (one byte off, a prefix), each coded as the reference codes them."""
+    ids = [f"{i:016x}" for i in range(1, 9)]
+    chain = [event_line("db", span_id=ids[0], parent_span_id=...)]
+    chain += [event_line("db", span_id=ids[i], parent_span_id=ids[i - 1]) for i in range(1, 5)]
+    nospan = event_line("request", span_id=..., parent_span_id=...)
+    first = orjson.dumps({"parent_span_id": ids[4], **event_dict("db", span_id=ids[5])})
+    escaped = event_line("db", span_id=ids[6], parent_span_id=ids[5]).replace(
+        f'"parent_span_id":"{ids[5]}"'.encode(), b'"parent_span_id":"\\u0030' + ids[5][1:].encode() + b'"')
+    own = event_line("db", span_id=ids[7], parent_span_id=ids[7])
+    near = [event_line("db", span_id=ids[1], parent_span_id=ids[0][:-1] + "f"),
+            event_line("db", span_id=ids[2], parent_span_id=ids[1][:15] + "\u00e9")]
+    got = run(block(*chain, b'{"level":"info"}', event_line("db", span_id=ids[5], parent_span_id=ids[4]), nospan,
+                    first, escaped, own, *near), accept=True)
+    assert got[2].strings("parent_span_id")[1:5] == ids[:4]
+    for n in range(1, len(chain) + 1):
+        run(block(*chain[:n], nospan, *chain[:n]), accept=True)
