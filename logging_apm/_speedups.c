@@ -43,6 +43,20 @@ static PyObject *fallback(RequestLine *self, PyObject *pending) {
 /* A str's UTF-8 bytes (NULL with an exception for a lone surrogate, as str.encode raises). */
 static const char *utf8(PyObject *s, Py_ssize_t *size) { return PyUnicode_AsUTF8AndSize(s, size); }
 
+/* ``a`` is ``b``, or both are exact str of the same text: a key tuple made of ``a`` finds what one made of ``b``
+ * finds. Django makes the method anew for each request (``environ["REQUEST_METHOD"].upper()``), and a route
+ * joined across include() too: comparing the text costs a few instructions, the key tuple, its hash (the new
+ * string's first) and the lookup about four hundred. */
+static int same_text(PyObject *a, PyObject *b) {
+    if (a == b) return 1;
+    if (b == NULL || !PyUnicode_CheckExact(a) || !PyUnicode_CheckExact(b) || !PyUnicode_IS_READY(a) ||
+        !PyUnicode_IS_READY(b))
+        return 0;
+    Py_ssize_t size = PyUnicode_GET_LENGTH(a);
+    return size == PyUnicode_GET_LENGTH(b) && PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
+           memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)size * PyUnicode_KIND(a)) == 0;
+}
+
 static PyObject *line(RequestLine *self, PyObject *pending) {
     if (!PyTuple_CheckExact(pending) || PyTuple_GET_SIZE(pending) != 9) return fallback(self, pending);
     PyObject *emitter = PyTuple_GET_ITEM(pending, 1), *duration = PyTuple_GET_ITEM(pending, 2),
@@ -81,7 +95,7 @@ static PyObject *line(RequestLine *self, PyObject *pending) {
     }
 
     PyObject *result = NULL, *key = NULL, *clock = NULL, *cache = NULL;
-    if (method == self->last_method && route == self->last_route && self->last_status != NULL &&
+    if (self->last_status != NULL && same_text(method, self->last_method) && same_text(route, self->last_route) &&
         (status == self->last_status || PyObject_RichCompareBool(status, self->last_status, Py_EQ) == 1)) {
         key = Py_NewRef(self->last_tail);  /* key holds the tail */
     } else {

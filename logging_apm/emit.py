@@ -175,9 +175,13 @@ class Emitter:
         """
         logger = self._logger
         # logger.isEnabledFor(INFO), without its call when its cache has the answer (a dict Logger keeps per
-        # level, emptied by setLevel, logging.disable and dictConfig): most of the cost of the check.
-        if logger.disabled or not (logger._cache.get(INFO)  # type: ignore[attr-defined]
-                                   or logger.isEnabledFor(INFO)):
+        # level, emptied by setLevel, logging.disable and dictConfig): most of the cost of the check. A
+        # subscript, not .get(): no method call (a miss raises, rarely: after a configuration change).
+        try:
+            enabled = logger._cache[INFO]  # type: ignore[attr-defined]
+        except KeyError:
+            enabled = logger.isEnabledFor(INFO)
+        if logger.disabled or not enabled:
             return
         handlers = logger.handlers
         if len(handlers) == 1 and not logger.propagate and not logger.filters:

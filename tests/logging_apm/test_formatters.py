@@ -408,8 +408,13 @@ def test_request_line_in_c_writes_the_bytes_of_the_python_method() -> None:
 def test_request_line_in_c_reuses_the_last_tail_only_for_the_same_kind() -> None:
     """The C request line keeps the last (method, route, status) and its tail: consecutive requests of the
     same method and route objects with the same status (the same int object, or an equal one made anew), a
-    different status, a different but equal route, and an unknown kind in between all give the Python
-    method's bytes."""
+    different status, a different but equal route or method (as Django makes them: anew per request), a str
+    subclass of the same text, other texts of the same length, and an unknown kind in between all give the
+    Python method's bytes."""
+
+    class Text(str):
+        pass
+
     from logging_apm import emit, tracing
     from logging_apm import formatters as fm
 
@@ -422,7 +427,10 @@ def test_request_line_in_c_reuses_the_last_tail_only_for_the_same_kind() -> None
     route = "api/<int:id>/"
     kinds = [("GET", route, 200), ("GET", route, 200), ("GET", route, int("503")), ("GET", route, int("503")),
              ("GET", route, 404), ("GET", "".join(["api/", "<int:id>/"]), 404), ("POST", route, 404),
-             ("GET", "never/seen/", 200), ("GET", route, 200), ("BREW", route, 200), ("GET", route, 200)]
+             ("GET", "never/seen/", 200), ("GET", route, 200), ("BREW", route, 200), ("GET", route, 200),
+             ("get".upper(), route, 200), ("".join(["G", "ET"]), "".join(["api/", "<int:id>/"]), 200),
+             ("PUT", route, 200), (Text("GET"), route, 200), ("GET", "api/<int:ix>/", 200), ("GET", route, 200),
+             ("GET", "api/<int:íd>/", 200), ("GET", "".join(["api/", "<int:íd>/"]), 200)]
     for method, path, status in kinds * 3:
         pending = (emit.REQUEST, emitter, 2.5, method, path, status, None, root, time.time())
         expected = OrjsonFormatter.format_request(formatter, pending)  # fills the tails the C line reads
