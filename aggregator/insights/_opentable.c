@@ -261,19 +261,25 @@ done:
 }
 
 PyDoc_STRVAR(hash_pieces_doc,
-"hash_pieces(joined, hashes) -> int\n\n"
+"hash_pieces(joined, hashes, starts=None) -> int\n\n"
 "``hash(piece)`` of each piece of ``joined.split(\"\\0\")`` into the writable int64 array ``hashes``, from the\n"
-"joined string's bytes (no str made per piece): how many pieces, or -1 (``hashes`` unchanged) when ``joined`` is\n"
-"not ASCII (a piece's hash then depends on its own width) or ``hashes`` is too short.");
+"joined string's bytes (no str made per piece), and where each piece starts into ``starts`` (one more: the\n"
+"length + 1 last, so that piece k is ``joined[starts[k]:starts[k + 1] - 1]``): how many pieces, or -1 (the arrays\n"
+"unchanged) when ``joined`` is not ASCII (a piece's hash then depends on its own width) or an array is too short.");
 
 static PyObject *hash_pieces(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyUnicode_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "hash_pieces(joined: str, hashes)");
+    if (nargs < 2 || nargs > 3 || !PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "hash_pieces(joined: str, hashes, starts=None)");
         return NULL;
     }
     PyObject *joined = args[0];
-    Py_buffer out;
+    Py_buffer out, at;
+    int with_starts = nargs == 3 && args[2] != Py_None;
     if (view_of(args[1], &out, 8, 1, "hashes") < 0) {
+        return NULL;
+    }
+    if (with_starts && view_of(args[2], &at, 8, 1, "starts") < 0) {
+        PyBuffer_Release(&out);
         return NULL;
     }
     Py_ssize_t count = -1;
@@ -284,19 +290,28 @@ static PyObject *hash_pieces(PyObject *module, PyObject *const *args, Py_ssize_t
         for (Py_ssize_t i = 0; i < len; i++) {
             pieces += p[i] == '\0';
         }
-        if (pieces <= out.len / 8) {
-            int64_t *h = out.buf;
+        if (pieces <= out.len / 8 && (!with_starts || pieces < at.len / 8)) {
+            int64_t *h = out.buf, *st = with_starts ? at.buf : NULL;
             Py_ssize_t start = 0;
             count = 0;
             for (Py_ssize_t i = 0; i <= len; i++) {
                 if (i == len || p[i] == '\0') {
+                    if (st != NULL) {
+                        st[count] = start;
+                    }
                     h[count++] = (int64_t)_Py_HashBytes(p + start, i - start);
                     start = i + 1;
                 }
             }
+            if (st != NULL) {
+                st[count] = len + 1;
+            }
         }
     }
     PyBuffer_Release(&out);
+    if (with_starts) {
+        PyBuffer_Release(&at);
+    }
     return PyLong_FromSsize_t(count);
 }
 

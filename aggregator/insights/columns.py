@@ -132,15 +132,16 @@ class TraceBatch:
     and external times as their nonzero entries (``*_at`` the requests that have one; ``*_ms()`` give the full
     columns); the fingerprints as one string."""
 
-    __slots__ = (
+    # (in the order of the pickled state, the trace ids last as before they were read lazily: "_traces")
+    __slots__ = (  # noqa: RUF023
         "fp_key", "fp_keys", "fp_ms", "fp_n", "fp_owner", "fp_table", "fp_tables", "fp_text", "fp_texts",
         "methods", "newest", "req_cache", "req_cache_at", "req_db", "req_db_at", "req_dur", "req_end",
         "req_external", "req_external_at", "req_failed", "req_method", "req_queries", "req_route", "req_trace",
         "rest_cache", "rest_db", "rest_events", "rest_external", "rest_newest", "rest_queries", "rest_trace",
-        "root_at", "root_trace", "routes", "tasks", "traces",
+        "root_at", "root_trace", "routes", "tasks", "_traces",
     )
 
-    traces: list[Any]
+    _traces: Any  # the trace ids (``traces``), or as unpickled (``trace_ids``)
     newest: float
     tasks: int
     req_trace: Codes
@@ -182,14 +183,32 @@ class TraceBatch:
 
     def __getstate__(self) -> tuple[Any, ...]:
         state = [getattr(self, name) for name in self.__slots__]
-        state[_TRACES] = _packed_ids(self.traces)
+        ids = self._traces
+        state[_TRACES] = ids.packed if type(ids) is PackedIds else _packed_ids(ids)
         return tuple(state)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         for name, value in zip(self.__slots__, state, strict=True):
             setattr(self, name, value)
-        if type(self.traces) is tuple:
-            self.traces = _unpacked_ids(self.traces)
+        if type(self._traces) is tuple:
+            self._traces = _unpacked_ids(self._traces)
+
+    @property
+    def traces(self) -> list[Any]:
+        """The chunk's trace ids (split here the first time when they came as ``PackedIds``)."""
+        ids = self._traces
+        if type(ids) is PackedIds:
+            ids = self._traces = ids.split()
+        return ids  # type: ignore[no-any-return]
+
+    @traces.setter
+    def traces(self, ids: list[Any]) -> None:
+        self._traces = ids
+
+    def trace_ids(self) -> Any:
+        """The trace ids as the parent reads them: ``traces``, or as unpickled, a ``PackedIds`` (ids one at a time
+        and their hashes, never a str for each)."""
+        return self._traces
 
     @property
     def requests(self) -> int:
@@ -215,6 +234,7 @@ class TraceBatch:
         other values by type and value (lists item by item)."""
         out = []
         for name in self.__slots__:
+            name = "traces" if name == "_traces" else name
             a, b = getattr(self, name), getattr(other, name)
             if isinstance(a, np.ndarray):
                 same = isinstance(b, np.ndarray) and (a.dtype, a.shape) == (b.dtype, b.shape) \
@@ -344,7 +364,7 @@ def _counts(keys: Any) -> tuple[Any, Any]:
     return present, counts[present]
 
 
-_TRACES = TraceBatch.__slots__.index("traces")
+_TRACES = TraceBatch.__slots__.index("_traces")
 
 
 def _packed_ids(ids: list[Any]) -> Any:
@@ -372,30 +392,79 @@ def _packed_ids(ids: list[Any]) -> Any:
 
 
 class TraceIds(list[Any]):
-    """A batch's trace ids as the parent unpickles them, with ``hashes``: each id's ``hash()`` (an int64 array), made
-    from the joined string while it is in the cache (``_opentable.hash_pieces``), or None (not built, or ids not
-    ASCII). The parent's hit test of a chunk's ids against its open traces (``opentraces.OpenTraces``) then reads
-    these, not the ~1,200 fresh strings, which it found out of the cache by then (~80 ns an id, most of the test)."""
+    """A batch's trace ids, with ``hashes``: each id's ``hash()`` (an int64 array) when they came as ``PackedIds``,
+    else None."""
 
     __slots__ = ("hashes",)
 
     hashes: npt.NDArray[np.int64] | None
 
 
-def _unpacked_ids(packed: tuple[str, int]) -> list[Any]:
+class PackedIds:
+    """A batch's trace ids as the parent unpickles them (ASCII, with ``_opentable`` built): the joined string as it
+    came (``packed``), each id's ``hash()`` and where each starts in it (both made in one pass of C over the
+    string, ``_opentable.hash_pieces``). The parent's trace join reads the hashes (its hit test against the open
+    traces) and makes a str only for the few ids it needs (a hit, an open trace written at the end); splitting
+    the ~1,200 ids of every chunk was ~40% of unpickling the trace records, and each fresh str was out of the
+    cache when the join read it (~80 ns an id). ``split()`` gives the list (``TraceBatch.traces``)."""
+
+    __slots__ = ("hashes", "none", "packed", "starts")
+
+    def __init__(self, packed: tuple[str, int], hashes: npt.NDArray[np.int64], starts: I64) -> None:
+        self.packed, self.none, self.hashes, self.starts = packed, packed[1], hashes, starts
+
+    def __len__(self) -> int:
+        return int(self.hashes.size)
+
+    def __getitem__(self, i: int) -> Any:
+        i = int(i)
+        none = self.none
+        if i == none:
+            return None
+        if none >= 0 and i > none:
+            i -= 1
+        starts = self.starts
+        return self.packed[0][int(starts[i]):int(starts[i + 1]) - 1]
+
+    def take(self, codes: Any) -> list[Any]:
+        """The ids of these codes (an int array), in order: cut one at a time, or from all of them split at once
+        when they are more than an eighth (``split`` is C, ~10x cheaper an id than a cut from Python)."""
+        if codes.size * 8 > len(self):
+            return list(map(_split_ids(self.packed).__getitem__, codes.tolist()))
+        return list(map(self.__getitem__, codes.tolist()))
+
+    def split(self) -> TraceIds:
+        ids = TraceIds(_split_ids(self.packed))
+        ids.hashes = self.hashes
+        return ids
+
+
+def _split_ids(packed: tuple[str, int]) -> list[Any]:
     joined, none = packed
-    ids = TraceIds(joined.split(KEY_SEPARATOR))
-    ids.hashes = None
-    if _opentable is not None:
-        hashes = np.empty(len(ids) + (none >= 0), np.int64)
-        if _opentable.hash_pieces(joined, hashes) >= 0:
-            if none >= 0:
-                hashes[none + 1:] = hashes[none:-1]
-                hashes[none] = hash(None)
-            ids.hashes = hashes
+    ids: list[Any] = joined.split(KEY_SEPARATOR)
     if none >= 0:
         ids.insert(none, None)
     return ids
+
+
+def _unpacked_ids(packed: tuple[str, int]) -> Any:
+    """The trace ids of a batch as ``_packed_ids`` gave them: a ``PackedIds`` (ASCII, with ``_opentable``), else
+    the list."""
+    if _opentable is not None:
+        joined, none = packed
+        n = joined.count(KEY_SEPARATOR) + 1
+        hashes, starts = np.empty(n + (none >= 0), np.int64), np.empty(n + 1, np.int64)
+        if _opentable.hash_pieces(joined, hashes, starts) >= 0:
+            if none >= 0:
+                hashes[none + 1:] = hashes[none:-1]
+                hashes[none] = hash(None)
+            return PackedIds(packed, hashes, starts)
+    return _split_ids(packed)
+
+
+def take_ids(ids: Any, codes: Any) -> list[Any]:
+    """The ids of these codes (an int array) of a batch's ``trace_ids()``."""
+    return ids.take(codes) if type(ids) is PackedIds else list(map(ids.__getitem__, codes.tolist()))
 
 
 def split_keys(keys: str | list[str]) -> list[str]:

@@ -19,6 +19,7 @@ have them: a trace merged keeps its slot, one opened again is appended, compacti
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Iterator
 from typing import Any
@@ -158,7 +159,7 @@ class OpenTraces:
         return np.flatnonzero(self.alive[:self.n])
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self.ids[self.slots()].tolist())
+        return iter(self.ids_of(self.slots()))
 
     def item(self, slot: int) -> Open:
         """The open trace in ``slot``, as a ``PackedTrace`` (merged ones) or an ``InColumns``."""
@@ -173,7 +174,21 @@ class OpenTraces:
 
     def items(self) -> list[tuple[Any, Open]]:
         slots = self.slots()
-        return list(zip(self.ids[slots].tolist(), map(self.item, slots.tolist()), strict=True))
+        return list(zip(self.ids_of(slots), map(self.item, slots.tolist()), strict=True))
+
+    def ids_of(self, slots: Any) -> list[Any]:
+        """The trace ids of these slots: from the ``ids`` column, or where it holds None (traces opened without
+        their ids: a batch's rests) from their sources (``trace_ids_at``), a source at a time."""
+        out = self.ids[slots]
+        lazy = np.flatnonzero(np.equal(out, None))  # type: ignore[call-overload]
+        if lazy.size:
+            at = slots[lazy]
+            by_src = np.argsort(self.src[at], kind="stable")
+            src, idx, lazy = self.src[at][by_src], self.idx[at][by_src], lazy[by_src]
+            bounds = [0, *(np.flatnonzero(src[1:] != src[:-1]) + 1).tolist(), src.size]
+            for lo, hi in itertools.pairwise(bounds):
+                out[lazy[lo:hi]] = self.sources[int(src[lo])].trace_ids_at(idx[lo:hi])
+        return out.tolist()  # type: ignore[no-any-return]
 
     def slot_of(self, trace_id: Any) -> int:
         """The live slot of this trace, or -1."""
@@ -220,7 +235,7 @@ class OpenTraces:
             slots[found[~live]] = -1
             found = found[live]
             # (a chunk's hits are a few: the rest of its ids find no slot, or a dead one)
-            for i, held in zip(found.tolist(), self.ids[slots[found]].tolist(), strict=True):
+            for i, held in zip(found.tolist(), self.ids_of(slots[found]), strict=True):
                 if held != trace_ids[i]:  # another trace of the same hash
                     slots[i] = -1
         if self.overflow:
@@ -249,18 +264,20 @@ class OpenTraces:
         else:
             self.newest[slot], self.events[slot] = packed[0], packed[1]
             self.src[slot], self.idx[slot] = _PACKED, len(self.packed)
+            self.ids[slot] = trace_id  # (the packed traces' ids are their slots' own)
         self.packed.append(packed)
 
-    def append(self, trace_ids: list[Any], newest: Any, events: Any, source: Any, idx: Any,
+    def append(self, trace_ids: list[Any] | None, newest: Any, events: Any, source: Any, idx: Any,
                hashes: Any = None) -> None:
         """Open these traces (none open now, each once) at the end, their sums at ``idx`` in ``source``;
-        ``hashes``: theirs (``hashes_of``), when the caller has them."""
-        k = len(trace_ids)
+        ``hashes``: theirs (``hashes_of``), when the caller has them. ``trace_ids`` None: their ids are read from
+        the source when needed (``trace_ids_at(idx)``), and ``hashes`` must be given."""
+        k = len(idx) if trace_ids is None else len(trace_ids)
         if not k:
             return
         self._reserve(k)
         a, b = self.n, self.n + k
-        self.hash[a:b] = self.hashes_of(trace_ids) if hashes is None else hashes
+        self.hash[a:b] = self.hashes_of(trace_ids) if hashes is None else hashes  # type: ignore[arg-type]
         self.newest[a:b] = newest
         self.events[a:b] = events
         if source is self.packed:
@@ -270,7 +287,7 @@ class OpenTraces:
             self.sources.append(source)
         self.idx[a:b] = idx
         self.alive[a:b] = True
-        self.ids[a:b] = trace_ids
+        self.ids[a:b] = trace_ids  # (None: read from the source)
         self.n = b
         self.live += k
         self._index_slots(a, b)
@@ -281,14 +298,14 @@ class OpenTraces:
         taken = np.empty(b - a, np.bool_)
         if self.index.insert(self.hash[a:b], np.arange(a, b, dtype=np.int64), self.alive, taken):
             for i in (np.flatnonzero(taken) + a).tolist():
-                self.overflow[self.ids[i]] = i
+                self.overflow[self.ids_of(np.array([i]))[0]] = i
 
     def kill(self, slots: Any) -> None:
         """These live slots are no longer open (each given once)."""
         self.alive[slots] = False
         self.live -= len(slots)
         if self.overflow:
-            for slot, trace_id in zip(slots.tolist(), self.ids[slots].tolist(), strict=True):
+            for slot, trace_id in zip(slots.tolist(), self.ids_of(slots), strict=True):
                 if self.overflow.get(trace_id) == slot:
                     del self.overflow[trace_id]
 

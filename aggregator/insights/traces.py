@@ -51,6 +51,7 @@ from aggregator.insights.columns import (
     request_sums,
     split_keys,
     summarize_batch,
+    take_ids,
 )
 from aggregator.insights.opentraces import InColumns as _InColumns
 from aggregator.insights.opentraces import OpenTraces, OpenView
@@ -167,10 +168,11 @@ class _Keys:
 class _Rests:
     """The rests of one batch (its columns' tail; see ``columns``), read by the ``_InColumns`` that point here.
 
-    Holds only the rests' own arrays and the fingerprint columns (a few KB), not the batch."""
+    Holds only the rests' own arrays, the fingerprint columns and the batch's trace ids (as unpickled: one string,
+    ``columns.PackedIds``; a few KB each), not the batch."""
 
     __slots__ = ("_keys", "bounds", "columns", "events", "fp_key", "fp_ms", "fp_n", "fp_table", "fp_tables",
-                 "fp_text", "fp_texts", "newest")
+                 "fp_text", "fp_texts", "newest", "trace_codes", "traces")
 
     def __init__(self, b: TraceBatch, keys: _Keys) -> None:
         nreq = b.requests
@@ -185,6 +187,12 @@ class _Rests:
         self.fp_texts, self.fp_tables = b.fp_texts, b.fp_tables
         # the batch's fingerprints, shared with the batch's requests (split once at most)
         self._keys = keys
+        # the batch's trace ids, read for the few rests whose id is needed (``trace_ids_at``)
+        self.traces, self.trace_codes = b.trace_ids(), b.rest_trace
+
+    def trace_ids_at(self, idx: Any) -> list[Any]:
+        """The trace ids of rests ``idx`` (an int array)."""
+        return take_ids(self.traces, self.trace_codes[idx])
 
     def key_list(self) -> list[str]:
         """The batch's fingerprints (``TraceBatch.key_list``), split once."""
@@ -378,7 +386,7 @@ class TraceAnalyzer:
         if b.newest > self._newest:
             self._newest = b.newest
         self.counts["task_traces_completed"] += b.tasks
-        open_, traces = self._open, b.traces
+        open_, traces = self._open, b.trace_ids()  # (a PackedIds gives an id at a time: a str for the few needed)
         nreq = b.requests
         keys = _Keys(b.fp_keys)  # (shared by its requests and rests)
         fps = self._fingerprints_of(b, keys)
@@ -476,15 +484,19 @@ class TraceAnalyzer:
         fingerprints (``_Rests``); ``hashes``: the rests' traces' in the open traces' index."""
         open_ = self._open
         rests = _Rests(b, keys)
-        trace_ids = list(map(b.traces.__getitem__, b.rest_trace.tolist()))
-        n = len(trace_ids)
-        if known and len(set(trace_ids)) < n:
+        n = b.rest_trace.size
+        if not known:  # (a batch's rests are of distinct traces: codes into its table of distinct trace ids)
+            open_.append(None, b.rest_newest, b.rest_events, rests, np.arange(n), hashes)
+            self._open_events += int(b.rest_events.sum())
+            return
+        trace_ids = rests.trace_ids_at(np.arange(n))
+        if len(set(trace_ids)) < n:
             for i, trace_id in enumerate(trace_ids):
                 packed = open_.get(trace_id)
                 ops = OpenTrace() if packed is None else packed.unpack()
                 ops.merge(rests.part(i, trace_id))
                 open_[trace_id] = pack(ops)
-        elif known:
+        else:
             for i in known:
                 trace_id = trace_ids[i]
                 ops = open_[trace_id].unpack()
@@ -493,10 +505,7 @@ class TraceAnalyzer:
             new = np.ones(n, np.bool_)
             new[known] = False
             at = np.flatnonzero(new)
-            open_.append(list(map(trace_ids.__getitem__, at.tolist())), b.rest_newest[at], b.rest_events[at], rests,
-                         at, hashes[at])
-        else:  # (a batch's rests are of distinct traces: codes into its table of distinct trace ids)
-            open_.append(trace_ids, b.rest_newest, b.rest_events, rests, np.arange(n), hashes)
+            open_.append(None, b.rest_newest[at], b.rest_events[at], rests, at, hashes[at])
         self._open_events += int(b.rest_events.sum())
 
     @staticmethod
@@ -572,7 +581,7 @@ class TraceAnalyzer:
             keep[where[:lo]] = False
             total -= evicted
             tied = where[lo:hi].tolist()
-            for _, i in sorted(zip(open_.ids[slots[tied]].tolist(), tied, strict=True)):
+            for _, i in sorted(zip(open_.ids_of(slots[tied]), tied, strict=True)):
                 if total <= self.pending_max_events:
                     break
                 open_.kill(slots[i:i + 1])
@@ -591,7 +600,7 @@ class TraceAnalyzer:
         if keep is not None:
             newest, events = newest[keep], events[keep]
         slots = self._open.slots()
-        trace_ids, opens = self._open.ids[slots].tolist(), OpenView(self._open, slots)
+        trace_ids, opens = self._open.ids_of(slots), OpenView(self._open, slots)
         # sorted by (newest, trace id): by newest with numpy (a sort of (newest, trace id) pairs was ~25 ms at
         # 23,500 open traces, the benchmark log's, most of this), then each run of equal newest by trace id
         order = np.argsort(newest, kind="stable")

@@ -5,6 +5,7 @@ the same store with colliding hashes as with full ones."""
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -116,14 +117,14 @@ def test_open_traces_read_as_the_dict_they_replace(monkeypatch: pytest.MonkeyPat
         elif op < 0.85 and model:
             slots = table.slots()
             drop = np.array(sorted(rng.sample(range(slots.size), rng.randint(0, slots.size))), np.int64)
-            for trace_id in table.ids[slots[drop]].tolist():
+            for trace_id in table.ids_of(slots[drop]):
                 del model[trace_id]
             table.kill(slots[drop])
         elif op < 0.9:
             table.compact()
         asked = [rng.choice(pool) for _ in range(rng.randint(0, 30))]
         slots = table.lookup(asked)
-        assert [table.ids[s] if s >= 0 else None for s in slots.tolist()] == [t if t in model else None
+        assert [table.ids_of(np.array([s]))[0] if s >= 0 else None for s in slots.tolist()] == [t if t in model else None
                                                                              for t in asked]
         assert list(table.items()) == list(model.items()) and len(table) == len(model)
         assert all((t in table) == (t in model) for t in asked)
@@ -131,12 +132,19 @@ def test_open_traces_read_as_the_dict_they_replace(monkeypatch: pytest.MonkeyPat
     assert len(table.index) > 0 and (overflowed > 0) == (bits < 64)  # (the collisions went through overflow)
 
 
+def _through_pickle(chunk: list[Any]) -> list[Any]:
+    """``extract``'s batches as the parent gets them from a worker (their trace ids a ``columns.PackedIds``)."""
+    return pickle.loads(pickle.dumps(extract(chunk)))  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("pickled", [False, True])
 @pytest.mark.parametrize("index", INDEXES)
 def test_runs_with_colliding_hashes_leave_what_full_hashes_leave(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                 index: str) -> None:
+                                                                 index: str, pickled: bool) -> None:
     """A generated log over several runs (traces carried in the store, the cap, logs going back in time), with
-    every open trace's hash cut to 2 bits (nearly all of them collide): the same aggregates, findings, counters
-    and open traces in the same order after every run as with full hashes."""
+    every open trace's hash cut to 2 bits (nearly all of them collide), the batches as made or as unpickled
+    (their ids read one at a time from the joined string): the same aggregates, findings, counters and open
+    traces in the same order after every run as with full hashes."""
     cfg = {"run.trace_pending_max_events": 300, "run.n_plus_one_threshold": 2}
     runs = _cut_log(tmp_path, 21, 25_000, True)
     want = runs_states(tmp_path / "full.db", runs, extract, cfg, TraceAnalyzer)
@@ -150,34 +158,53 @@ def test_runs_with_colliding_hashes_leave_what_full_hashes_leave(tmp_path: Path,
             overflowed.append(len(self._open.overflow))
             return super().finish()
 
-    got = runs_states(tmp_path / "tiny.db", runs, extract, cfg, Counting)
+    got = runs_states(tmp_path / "tiny.db", runs, _through_pickle if pickled else extract, cfg, Counting)
     assert repr(got) == repr(want)
     assert max(overflowed) > 100
 
 
 @pytest.mark.skipif(opentraces._native is None, reason="_opentable not built")
-def test_unpickled_trace_ids_carry_their_hashes() -> None:
-    """A batch's trace ids come back from the pickle with ``hash()`` of each (``columns.TraceIds.hashes``, made from
-    the joined string in C: None's place too), or without (None) where the joined string is not ASCII; the index
-    finds the same slots from those hashes as from the ids."""
-    from aggregator.insights.columns import TraceIds, _packed_ids, _unpacked_ids
+def test_unpickled_trace_ids_carry_their_hashes(tmp_path: Path) -> None:
+    """A batch's trace ids come back from the pickle as ``columns.PackedIds``: the joined string, ``hash()`` of each
+    id (None's place too) and each id read alone (made in C from the joined string), the list when split (the
+    batch's ``traces``), the same packed form when pickled again; as the list where the joined string is not
+    ASCII. The index finds the same slots from those hashes as from the ids."""
+    import pickle
+
+    from test_insights_columns import chunks_of, realistic_events
+
+    from aggregator.insights.columns import PackedIds, TraceBatch, _packed_ids, _unpacked_ids, take_ids
+    from aggregator.loggen import write_log
 
     for ids in (["a"], ["", "a"], ["a", ""], [""], ["x", None], ["a", None, "b"], [None, "", "q"],
                 [f"{i:032x}" for i in range(3000)] + [None]):
         packed = _packed_ids(ids)
         assert type(packed) is tuple
         back = _unpacked_ids(packed)
-        assert type(back) is TraceIds and back == ids and back.hashes is not None
+        assert type(back) is PackedIds and back.packed == packed and len(back) == len(ids)
         assert back.hashes.tolist() == [hash(x) for x in ids]
-    assert _unpacked_ids(_packed_ids(["é", "a"])).hashes is None
+        assert [back[i] for i in range(len(ids))] == ids == back.split() == take_ids(back, np.arange(len(ids)))
+        assert back.split().hashes is back.hashes
+        codes = np.array([len(ids) - 1, 0, len(ids) // 2])
+        assert back.take(codes) == [ids[i] for i in codes.tolist()] == take_ids(ids, codes)
+    assert _unpacked_ids(_packed_ids(["é", "a"])) == ["é", "a"]
     for joined, want in (("a\x00bb\x00", ["a", "bb", ""]), ("", [""]), ("\x00", ["", ""])):
-        hashes = np.zeros(4, np.int64)
-        assert opentraces._native.hash_pieces(joined, hashes) == len(want)
+        hashes, starts = np.zeros(4, np.int64), np.zeros(5, np.int64)
+        assert opentraces._native.hash_pieces(joined, hashes, starts) == len(want)
         assert hashes[:len(want)].tolist() == [hash(x) for x in want]
+        assert [joined[starts[k]:starts[k + 1] - 1] for k in range(len(want))] == want
     assert opentraces._native.hash_pieces("a\x00b", np.zeros(1, np.int64)) == -1  # (too short: unchanged)
+    assert opentraces._native.hash_pieces("a\x00b", np.zeros(2, np.int64), np.zeros(2, np.int64)) == -1
+    log = tmp_path / "app.log"
+    write_log(log, realistic_events(300, seed=2))
+    (batch,) = extract(chunks_of(log, 10**9)[0])
+    back = pickle.loads(pickle.dumps(batch))
+    assert type(back.trace_ids()) is PackedIds and type(TraceBatch.__getstate__(back)[-1]) is tuple
+    again = pickle.loads(pickle.dumps(back))
+    assert back.traces == batch.traces == again.traces and back.differences(batch) == []
     table = OpenTraces()
     ids = [f"{i:032x}" for i in range(50)]
     table.append(ids[::2], np.zeros(25), np.ones(25, np.int64), _Source(), np.arange(25))
-    with_hashes = _unpacked_ids(_packed_ids(ids))
-    assert table.lookup(with_hashes, table.hashes_of(with_hashes)).tolist() == table.lookup(ids).tolist()
+    lazy = _unpacked_ids(_packed_ids(ids))
+    assert table.lookup(lazy, table.hashes_of(lazy)).tolist() == table.lookup(ids).tolist()
     assert table.lookup(ids).tolist() == [i // 2 if i % 2 == 0 else -1 for i in range(50)]
