@@ -8,7 +8,7 @@ import calendar
 import orjson
 import pytest
 from _parser_lines import NOW, check_invariant, event_dict, event_line
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from parsers import LineParser, ParseResult
@@ -205,10 +205,14 @@ def test_out_file_wrapped_block_agrees_with_the_bare_lines(lines: list[bytes], u
 
 @FAST
 @given(st.lists(_mutations(), min_size=1, max_size=12), st.booleans())
+@example([b"\0" + event_line()[60:], event_line()], False)  # (found by hypothesis: the NUL the wrapper hides)
+@example([b"\0" + event_line()], True)
 def test_log_wrapped_block_agrees_with_the_bare_lines(lines: list[bytes], docker: bool) -> None:
     """The same lines in {"log": ...} records (Docker json-file, or unparsed Fluent Bit plain) give the
     same events, skipped and invalid counts as bare (the reason may differ for a line damaged in two
-    ways, as the wrapper's JSON escaping hides a NUL byte from the byte checks)."""
+    ways, as the wrapper's JSON escaping hides a NUL byte from the byte checks). The one line that moves:
+    a NUL without the event marker is damage in a bare file (nul_byte) but, escaped as \\u0000 in a
+    wrapper's string, an ordinary line to skip (finding it would mean decoding every ordinary record)."""
     try:
         texts = [x.decode() for x in lines]
     except UnicodeDecodeError:
@@ -220,4 +224,6 @@ def test_log_wrapped_block_agrees_with_the_bare_lines(lines: list[bytes], docker
     a, b = parser.parse(bare, "s"), parser.parse(wrapped, "s")
     check_invariant(b, wrapped)
     assert [to_json_dict(e) for e in a.events] == [to_json_dict(e) for e in b.events]
-    assert (a.lines, a.skipped, sum(a.invalid.values())) == (b.lines, b.skipped, sum(b.invalid.values()))
+    hidden = sum(b"\0" in x and b"apm.schema" not in x for x in lines)
+    assert (a.lines, a.skipped + hidden, sum(a.invalid.values()) - hidden) == (
+        b.lines, b.skipped, sum(b.invalid.values()))
