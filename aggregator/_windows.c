@@ -169,6 +169,7 @@ typedef struct {
     Key *missed_keys;          /* by number */
     Py_ssize_t missed_cap, nmissed;
     int64_t *scratch;          /* per event of the probed block: its lookup value, or -1 - its missed number */
+    int8_t *kinds_probed;      /* per event of the probed block: its kind (emit() checks it is given the same) */
     Py_ssize_t scratch_cap;
     Py_ssize_t *missed_events; /* the probed block's events that missed, in order */
     int64_t *memo;             /* the probe's memo (see probe) */
@@ -193,6 +194,7 @@ static void router_dealloc(Router *self) {
     free(self->missed.slots);
     free(self->missed_keys);
     free(self->scratch);
+    free(self->kinds_probed);
     free(self->missed_events);
     free(self->memo);
     for (Py_ssize_t i = 0; i < self->metrics_cap; i++) {
@@ -201,6 +203,17 @@ static void router_dealloc(Router *self) {
     }
     free(self->metrics);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Whether __init__ completed: Router.__new__(Router) alone, or an __init__ that failed half way, leaves NULL
+ * dicts and tables that probe() and emit() would read (a segfault): they raise instead. */
+static int router_ready(Router *self) {
+    if (self->table.slots == NULL || self->missed.slots == NULL || self->codes[NFIELDS - 1] == NULL
+        || self->strings[NFIELDS - 1] == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Router not initialised");
+        return 0;
+    }
+    return 1;
 }
 
 static int router_init(Router *self, PyObject *args, PyObject *kw) {
@@ -213,6 +226,10 @@ static int router_init(Router *self, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_ValueError, "Router: five kinds at least");
         return -1;
     }
+    self->probed = 0;
+    free(self->table.slots);
+    free(self->missed.slots);
+    self->table.slots = self->missed.slots = NULL; /* not ready (router_ready) until the end */
     Py_XSETREF(self->kinds, Py_NewRef(kinds));
     Py_XSETREF(self->flag_values[0], Py_NewRef(outcomes));
     Py_XSETREF(self->flag_values[2], Py_NewRef(hits));
@@ -223,12 +240,8 @@ static int router_init(Router *self, PyObject *args, PyObject *kw) {
         if (self->codes[f] == NULL || self->strings[f] == NULL)
             return -1;
     }
-    free(self->table.slots);
-    free(self->missed.slots);
-    self->table.slots = self->missed.slots = NULL;
     if (table_init(&self->table, 1024) < 0 || table_init(&self->missed, 256) < 0)
         return -1;
-    self->probed = 0;
     return 0;
 }
 
@@ -329,6 +342,11 @@ static PyObject *router_probe(Router *self, PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_TypeError, "probe() takes 9 arguments");
         return NULL;
     }
+    if (!router_ready(self))
+        return NULL;
+    /* the previous probe's block is gone from here on (scratch, missed keys): a probe that fails half way
+     * leaves nothing for emit() */
+    self->probed = 0;
     Py_buffer kind_v, flag_v[4], qw_v, code_v[NFIELDS];
     int have_flags = 0, have_codes = 0, have_kind = 0, have_qw = 0;
     int32_t *remap[NFIELDS] = {0}, *local = NULL;
@@ -412,15 +430,20 @@ static PyObject *router_probe(Router *self, PyObject *const *args, Py_ssize_t na
     if (self->scratch_cap < hi - lo) {
         int64_t *s = realloc(self->scratch, (size_t)(hi - lo) * sizeof(int64_t));
         Py_ssize_t *e = s == NULL ? NULL : realloc(self->missed_events, (size_t)(hi - lo) * sizeof(Py_ssize_t));
+        int8_t *kp = e == NULL ? NULL : realloc(self->kinds_probed, (size_t)(hi - lo));
         if (s != NULL)
             self->scratch = s;
-        if (e == NULL) {
+        if (e != NULL)
+            self->missed_events = e;
+        if (kp == NULL) {
             PyErr_NoMemory();
             goto done;
         }
-        self->missed_events = e;
+        self->kinds_probed = kp;
         self->scratch_cap = hi - lo;
     }
+    if (hi > lo)
+        memcpy(self->kinds_probed, kind + lo, (size_t)(hi - lo));
     table_clear(&self->missed);
     self->nmissed = 0;
     Py_ssize_t missed_per_kind[NKINDS] = {0};
@@ -668,6 +691,11 @@ static PyObject *router_emit(Router *self, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_ValueError, "emit: not the probed block's columns");
         goto done;
     }
+    /* The counts, misses and scratch are the probed kinds': other kinds (a caller's mistake) would write the
+     * outputs and read the values past their ends, or index the per-kind arrays with a code past 5. The
+     * queue waits are checked as they come (more of them than probed: past their output). */
+    if (hi > lo && memcmp((const int8_t *)in_v[0].buf + lo, self->kinds_probed, (size_t)(hi - lo)) != 0)
+        goto not_probed;
     const int64_t *values[NKINDS] = {0}, *cache[NKINDS] = {0};
     for (int k = 0; k < NKINDS; k++) {
         PyObject *r = PyTuple_GET_ITEM(resolved, k);
@@ -741,7 +769,7 @@ static PyObject *router_emit(Router *self, PyObject *const *args, Py_ssize_t nar
     const int8_t *kind = in_v[0].buf;
     const double *ts = in_v[1].buf, *dur = in_v[2].buf, *qw = in_v[3].buf;
     const int64_t *scratch = self->scratch;
-    Py_ssize_t at[NKINDS + 1] = {0}, used[NKINDS] = {0};
+    Py_ssize_t at[NKINDS + 1] = {0}, used[NKINDS] = {0}, room = self->counts[NKINDS + 1];
     for (Py_ssize_t i = lo; i < hi; i++) {
         int c = kind[i];
         if (c == METRIC)
@@ -754,6 +782,8 @@ static PyObject *router_emit(Router *self, PyObject *const *args, Py_ssize_t nar
         o_ts[c][a] = ts[i];
         o_val[c][a] = dur[i];
         if (c == 4 && !isnan(qw[i])) {
+            if (at[NKINDS] == room)
+                goto not_probed;
             Py_ssize_t b = at[NKINDS]++;
             o_ids[NKINDS][b] = v;
             o_ts[NKINDS][b] = ts[i];
@@ -761,6 +791,10 @@ static PyObject *router_emit(Router *self, PyObject *const *args, Py_ssize_t nar
         }
     }
     result = Py_NewRef(Py_None);
+    if (0) {
+    not_probed:
+        PyErr_SetString(PyExc_ValueError, "emit: kind or queue_wait is not the probed block's");
+    }
 done:
     for (int k = 0; k <= NKINDS; k++)
         for (int j = 0; j < n_out[k]; j++)
@@ -1036,7 +1070,10 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (v > g->mx)
                 g->mx = v;
             double l = lg[i] * mult;
-            if (!isfinite(l))
+            /* a key past int32 (quick_forms takes none) or not finite: the numpy path. Past int64 the cast
+             * below is undefined, and keys far apart make a segment's width (kmax - kmin + 1) overflow: the
+             * bucket counts' offsets would then point outside their array */
+            if (!(l > (double)INT32_MIN && l < (double)INT32_MAX))
                 goto decline;
             int64_t key = (int64_t)ceil(l);
             bkey[i] = key;

@@ -268,3 +268,83 @@ def test_bad_columns_raise() -> None:
     ref.add(events)
     assert [(a.series, a.start, a.count, a.total) for a in acc.take()] == \
         [(a.series, a.start, a.count, a.total) for a in ref.take()]
+
+
+def _probe(router: Any, cols: EventColumns, kind: Any = None) -> Any:
+    fields = tuple([(cols.codes[name], cols.tables[windows.TABLE_OF[name]]) for name in windows._NATIVE_FIELDS])
+    return router.probe(cols.kind if kind is None else kind, 0, cols.n, fields, cols.outcome, cols.status,
+                        cols.cache_hit, cols.task_state, cols.queue_wait_ms)
+
+
+def _outputs(counts: Sequence[int]) -> tuple[Any, ...]:
+    return tuple([None if not k else (np.empty(k, dtype=np.int64), np.empty(k), np.empty(k))
+                  for k in (*counts[:5], counts[6])])
+
+
+def _resolved(misses: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple([None if got is None else (np.zeros(len(got[1]) // 4, dtype=np.int64),
+                                            np.full(len(got[0]), -1, dtype=np.int64)) for got in misses])
+
+
+def test_misused_router_raises() -> None:
+    """The Router called otherwise than WindowAccumulator calls it raises, never reads or writes past an array:
+    without __init__ (NULL tables: a segfault before), emit() given a kind column other than the probe's (a
+    NULL values array read, kind codes past the per-kind arrays), a queue_wait column with more waits than the
+    probe's, emit() after a probe that failed (the previous block's counts with this block's misses)."""
+    events = random_events(1, 200)
+    cols = from_events(events)
+    assert native is not None
+    bare = native.Router.__new__(native.Router)
+    with pytest.raises(RuntimeError, match="not initialised"):
+        _probe(bare, cols)
+    with pytest.raises(RuntimeError, match="without probe"):
+        bare.emit(cols.kind, cols.ts, cols.duration_ms, cols.queue_wait_ms, (None,) * 5, (None,) * 6)
+    assert bare.size() == 0
+    acc = WindowAccumulator()
+    acc.add_columns(cols)  # the table holds every combination: no misses below, except where said
+    router = acc._native
+    for other in (np.zeros(cols.n, dtype=np.int8), np.full(cols.n, 100, dtype=np.int8),
+                  np.full(cols.n, -3, dtype=np.int8), np.roll(cols.kind, 1)):
+        counts, misses = _probe(router, cols)
+        with pytest.raises(ValueError, match="not the probed block's"):
+            router.emit(other, cols.ts, cols.duration_ms, cols.queue_wait_ms, _resolved(misses), _outputs(counts))
+    counts, misses = _probe(router, cols)
+    with pytest.raises(ValueError, match="not the probed block's"):
+        router.emit(cols.kind, cols.ts, cols.duration_ms, np.zeros(cols.n), _resolved(misses), _outputs(counts))
+    # new combinations: every event misses, then an emit whose kinds put more misses on a kind than it has
+    fresh = WindowAccumulator()._native
+    counts, misses = _probe(fresh, cols)
+    assert sum(len(got[1]) // 4 for got in misses if got is not None) == cols.n - counts[5]
+    with pytest.raises(ValueError, match="not the probed block's"):
+        fresh.emit(np.roll(cols.kind, 1), cols.ts, cols.duration_ms, cols.queue_wait_ms, _resolved(misses),
+                   _outputs(counts))
+    counts, misses = _probe(router, cols)
+    bad = cols.kind.copy()
+    bad[-1] = 9
+    with pytest.raises(ValueError, match="kind code"):
+        _probe(router, cols, bad)
+    with pytest.raises(RuntimeError, match="without probe"):  # the failed probe left nothing to emit
+        router.emit(cols.kind, cols.ts, cols.duration_ms, cols.queue_wait_ms, _resolved(misses), _outputs(counts))
+    acc.add_columns(cols)  # still works after all that
+    ref = WindowAccumulator()
+    ref.add(events)
+    ref.add(events)
+    assert [(a.series, a.start, a.count, a.total) for a in acc.take()] == \
+        [(a.series, a.start, a.count, a.total) for a in ref.take()]
+
+
+def test_fold_declines_keys_past_int32() -> None:
+    """fold() takes the logs it is given: logs whose bucket keys are past int32 (past int64: an undefined cast)
+    are declined (the numpy path does them), not folded into segments whose width overflows (the bucket counts
+    were then written at offsets outside their array)."""
+    assert native is not None
+    ids = np.array([0, 0, 1, 1], dtype=np.int64)
+    ts = np.full(4, T0)
+    values = np.full(4, 5.0)
+    for logs in ([1e300, 1000.0, 1e300, 1000.0], [-1e300, 1000.0, 1.0, 2.0], [2.0 ** 31, 1.0, 1.0, 1.0],
+                 [1.0, 1.0, 1.0, -(2.0 ** 31)]):
+        got = native.fold(ids, ts, values, np.array(logs), 60, 2, 100.0, 50.0, 1e-9, 1.0, 0.01, 1, 2048, 2)
+        assert got is None, logs
+    got = native.fold(ids, ts, values, np.array([3.0, 1.0, 2.0, 2.0]), 60, 2, 100.0, 50.0, 1e-9, 1.0, 0.01, 1,
+                      2048, 2)
+    assert got is not None and np.frombuffer(got[3 + 9], dtype=np.int64).tolist() == [3, 1]
