@@ -2,7 +2,7 @@
 ``columns.request_sums`` per part (what ``traces.finish_part`` adds), this tree against a git revision.
 
     python bench/trace_summary_bench.py --log /tmp/lb/300k.log [--against main] [--repeat 9] [--profile]
-        [--old-native none|PATH]
+        [--old-native none|PATH] [--fresh]
 
 The log is read in the engine's chunks (``CHUNK_BYTES``) and parsed once, outside the timing, with
 ``LineParser.parse_columns`` (the native scanner's columns, as a worker has them); every round then runs each
@@ -10,6 +10,8 @@ path over all the chunks' columns and each part's batches (``PART_BYTES`` of chu
 going first. CPU time (``time.process_time``) per event, medians of the rounds, and the median of the rounds'
 ratios; every chunk's batch (``TraceBatch.differences``) and every part's ``RequestSums`` are checked to be
 the same values from both paths. With ``--profile``: cProfile of this tree's path over one round instead.
+With ``--fresh``: each path's every chunk parsed again just before its summary (outside the timing), so that
+the columns and their strings are in the cache as a worker has them, not read back from memory.
 
 The revision's ``columns.py`` imports the C extension this tree built (``aggregator.insights._summary``), if it
 uses one; ``--old-native PATH`` gives it another build of the extension (a ``.so`` file, e.g. from another
@@ -57,37 +59,65 @@ def native_at(path: str) -> Any:
     return module
 
 
+class Chunks:
+    """The log's chunks, grouped per part: their columns pieces parsed once (``parts``), or parsed again on each
+    call of ``fresh``."""
+
+    def __init__(self, path: str, limit: int) -> None:
+        self.path = path
+        self.data = Path(path).read_bytes()[:limit] if limit else Path(path).read_bytes()
+        self.parser = LineParser(now=time.time() + 86_400)
+        self.ranges: list[list[tuple[int, int]]] = [[]]
+        pos = done = 0
+        while pos < len(self.data):
+            end = self.data.find(b"\n", min(pos + CHUNK_BYTES, len(self.data) - 1)) + 1 or len(self.data)
+            self.ranges[-1].append((pos, end))
+            done += end - pos
+            pos = end
+            if done >= PART_BYTES and pos < len(self.data):
+                self.ranges.append([])
+                done = 0
+        self.parts = [[c for pos, end in part for c in self.columns(pos, end, True)] for part in self.ranges]
+        self.n = sum(c.n for part in self.parts for c in part)
+
+    def columns(self, pos: int, end: int, say: bool = False) -> list[Any]:
+        out = []
+        for res in self.parser.parse_columns(self.data[pos:end], self.path, pos):
+            if res.columns is not None and res.columns.n:
+                out.append(res.columns)
+            elif res.events and say:  # (the log's cut last line: the scanner leaves a block without its newline)
+                print(f"left out: {len(res.events)} events parsed as objects at offset {pos}", file=sys.stderr)
+        return out
+
+    def fresh(self) -> Any:
+        """Per part, an iterator of its columns pieces, each chunk parsed when it is reached."""
+        for part in self.ranges:
+            yield (c for pos, end in part for c in self.columns(pos, end))
+
+
 def load(path: str, limit: int) -> tuple[list[list[Any]], int]:
     """The log's chunks' columns pieces, grouped per part, and the number of events."""
-    data = Path(path).read_bytes()[:limit] if limit else Path(path).read_bytes()
-    parser = LineParser(now=time.time() + 86_400)
-    parts: list[list[Any]] = [[]]
-    pos = done = n = 0
-    while pos < len(data):
-        end = data.find(b"\n", min(pos + CHUNK_BYTES, len(data) - 1)) + 1 or len(data)
-        for res in parser.parse_columns(data[pos:end], path, pos):
-            if res.columns is not None and res.columns.n:
-                parts[-1].append(res.columns)
-                n += res.columns.n
-            elif res.events:  # (the log's cut last line: the scanner leaves a block without its newline)
-                print(f"left out: {len(res.events)} events parsed as objects at offset {pos}", file=sys.stderr)
-        done += end - pos
-        pos = end
-        if done >= PART_BYTES and pos < len(data):
-            parts.append([])
-            done = 0
-    return parts, n
+    chunks = Chunks(path, limit)
+    return chunks.parts, chunks.n
 
 
-def run(module: Any, parts: list[list[Any]], width: int) -> tuple[list[Any], list[Any]]:
+def run(module: Any, parts: Any, width: int, spent: list[float] | None = None) -> tuple[list[Any], list[Any]]:
+    """Each part's batches and sums; the CPU time of the summaries alone added to ``spent[0]``."""
     batches, sums = [], []
+    cpu = 0.0
     for part in parts:
         got = []
         for cols in part:
+            t = time.process_time()
             got.extend(module.extract_columns(cols))
+            cpu += time.process_time() - t
         batches.extend(got)
+        t = time.process_time()
         if any(b.requests for b in got):
             sums.append(module.request_sums(got, width))
+        cpu += time.process_time() - t
+    if spent is not None:
+        spent[0] += cpu
     return batches, sums
 
 
@@ -100,8 +130,10 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=60)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--old-native", help="the revision's C extension: none, or the path of its build")
+    ap.add_argument("--fresh", action="store_true", help="each chunk parsed again just before its summary")
     args = ap.parse_args()
-    parts, n = load(args.log, args.limit)
+    chunks = Chunks(args.log, args.limit)
+    parts, n = chunks.parts, chunks.n
     gc.disable()  # as in the engine's workers
     if args.profile:
         import cProfile
@@ -119,9 +151,9 @@ def main() -> None:
     for r in range(args.repeat):
         got = {}
         for name in (list(paths) if r % 2 else list(paths)[::-1]):
-            t = time.process_time()
-            got[name] = run(paths[name], parts, args.width)
-            cpu[name].append(time.process_time() - t)
+            spent = [0.0]
+            got[name] = run(paths[name], chunks.fresh() if args.fresh else parts, args.width, spent)
+            cpu[name].append(spent[0])
         (ob, osums), (nb, nsums) = got.values()
         if len(ob) != len(nb) or len(osums) != len(nsums):
             raise SystemExit("the paths give different numbers of batches or sums")
@@ -134,7 +166,8 @@ def main() -> None:
         gc.collect()
     chunks = sum(map(len, parts))
     print(f"{args.log}: {n} events, {chunks} columns pieces in {len(parts)} parts; the same batches and sums; "
-          f"CPU us/event, medians (min) of {args.repeat} interleaved rounds")
+          f"CPU us/event, medians (min) of {args.repeat} interleaved rounds"
+          f"{' (each chunk parsed just before)' if args.fresh else ''}")
     for name in paths:
         print(f"{name:<16}{statistics.median(cpu[name]) / n * 1e6:>8.4f}  ({min(cpu[name]) / n * 1e6:.4f})")
     names = list(paths)

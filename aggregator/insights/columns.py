@@ -82,9 +82,10 @@ field (``tests/aggregator/test_insights_summary_native.py``); a chunk with a kep
 bench/trace_summary_bench.py``: the first 120 MB of the 1M-event benchmark log, the scanner's columns of its
 4 MB chunks parsed once, ``extract_columns`` per chunk and ``request_sums`` per 32 MB part, CPU us per event,
 medians of 11 interleaved rounds, ``--against 6f886cc --old-native none``): 0.152 -> 0.037 (the rounds' median
-ratio 4.0), with ``request_sums`` in C too (0.008 -> 0.004 of it). What is left is mostly the first touch of
-what the chunk points to: the columns, and the ~3,600 distinct fingerprint strings (each read once, for its
-width and to be joined into ``fp_keys``).
+ratio 4.0); 0.138 -> 0.030 with each chunk parsed just before its summary, as in a worker (``--fresh``, 9
+rounds). ``request_sums`` is in C too (0.008 -> 0.004 of it). Most of what is left is the C passes
+themselves (~300 instructions an event, callgrind, with the ~35 arrays made per chunk); the rest, reading the
+columns and the ~3,600 distinct fingerprint strings of a chunk where they are no longer in the cache.
 """
 
 from __future__ import annotations
