@@ -53,6 +53,7 @@
 #include <immintrin.h>
 #define HAVE_AVX2_PASS 1
 static int use_avx2;
+static int use_avx2_parse; /* the parse's AVX2 build also needs BMI1 and BMI2 */
 #endif
 
 #define MAX_DEPTH 64      /* msgspec refuses nesting somewhere between 200 and 2000: stay well below */
@@ -1382,9 +1383,9 @@ static __attribute__((noinline)) int parse_line_base(PARSE_LINE_ARGS) {
     return parse_line_body(p, end, limit, row, scratch, past, future, pred, mc, coding);
 }
 
-/* The same parse compiled for AVX2 with BMI1/2 (CPUs with AVX2 have them all), chosen at import with the
- * pass: the vector code in three-operand form (no register copies), shifts by a register without the count
- * in CL; the same results. */
+/* The same parse compiled for AVX2 with BMI1/2, chosen at import when the CPU has all three (and
+ * LOGAPM_SCAN_NO_AVX2 is unset): the vector code in three-operand form (no register copies), shifts by a
+ * register without the count in CL; the same results. */
 #if defined(HAVE_AVX2_PASS)
 static __attribute__((noinline, target("avx2,bmi,bmi2"))) int parse_line_avx2(PARSE_LINE_ARGS) {
     return parse_line_body(p, end, limit, row, scratch, past, future, pred, mc, coding);
@@ -1393,7 +1394,7 @@ static __attribute__((noinline, target("avx2,bmi,bmi2"))) int parse_line_avx2(PA
 
 static inline int parse_line(PARSE_LINE_ARGS) {
 #if defined(HAVE_AVX2_PASS)
-    if (use_avx2) return parse_line_avx2(p, end, limit, row, scratch, past, future, pred, mc, coding);
+    if (use_avx2_parse) return parse_line_avx2(p, end, limit, row, scratch, past, future, pred, mc, coding);
 #endif
     return parse_line_base(p, end, limit, row, scratch, past, future, pred, mc, coding);
 }
@@ -1889,6 +1890,8 @@ PyMODINIT_FUNC PyInit__scan(void) {
 #if defined(HAVE_AVX2_PASS)
     __builtin_cpu_init();
     use_avx2 = __builtin_cpu_supports("avx2") && getenv("LOGAPM_SCAN_NO_AVX2") == NULL;
+    /* every CPU with AVX2 has BMI1/2, but a virtual machine may hide them */
+    use_avx2_parse = use_avx2 && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
 #endif
     for (int i = 0; i < 256; i++) {
         str_stop[i] = i < 0x20 || i == '"' || i == '\\';
@@ -1969,8 +1972,10 @@ PyMODINIT_FUNC PyInit__scan(void) {
     if (PyModule_AddIntConstant(m, "SEGMENT", (long)SEGMENT) < 0) goto fail;
 #if defined(HAVE_AVX2_PASS)
     if (PyModule_AddIntConstant(m, "AVX2", use_avx2) < 0) goto fail;
+    if (PyModule_AddIntConstant(m, "AVX2_PARSE", use_avx2_parse) < 0) goto fail;
 #else
     if (PyModule_AddIntConstant(m, "AVX2", 0) < 0) goto fail;
+    if (PyModule_AddIntConstant(m, "AVX2_PARSE", 0) < 0) goto fail;
 #endif
     return m;
 fail:

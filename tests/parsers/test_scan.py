@@ -537,7 +537,8 @@ def test_columns_grow_past_the_first_segment() -> None:
 def test_avx2_pass_where_the_cpu_has_it() -> None:
     """The AVX2 pass is the one used on a CPU that has AVX2 (the kernel's flags in /proc/cpuinfo), unless
     ``LOGAPM_SCAN_NO_AVX2`` is set: a dispatch that never picked it would pass every other test on the SSE2
-    pass, the AVX2 code then never run by them."""
+    pass, the AVX2 code then never run by them. The parse's AVX2 build (compiled with BMI1/2 too) where the
+    CPU has all three: one that lacked BMI1/2 would stop at its first shift."""
     from parsers import _scan  # type: ignore[attr-defined]
 
     if sys.platform != "linux" or platform.machine() not in {"x86_64", "AMD64"}:
@@ -546,15 +547,16 @@ def test_avx2_pass_where_the_cpu_has_it() -> None:
              for f in line.split(":", 1)[1].split()}
     expected = "avx2" in flags and "LOGAPM_SCAN_NO_AVX2" not in os.environ
     assert expected == _scan.AVX2
+    assert (expected and {"bmi1", "bmi2"} <= flags) == _scan.AVX2_PARSE
 
 
 def test_pass_without_avx2() -> None:
     """The SSE2 (or byte) pass, as on a CPU without AVX2 (``LOGAPM_SCAN_NO_AVX2=1``), passes the tests of
     the pass: the vector widths, the segments, the generated blocks."""
     env = {**os.environ, "LOGAPM_SCAN_NO_AVX2": "1"}
-    code = "from parsers import _scan; print(_scan.AVX2)"
+    code = "from parsers import _scan; print(_scan.AVX2, _scan.AVX2_PARSE)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["0"]
+    assert out.stdout.split() == ["0", "0"]  # the pass and the parse's SSE2 builds
     tests = "vector_widths or segments_of_the_pass or columns_grow or generated_log_blocks"
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", tests],
                          env=env, capture_output=True, text=True)
