@@ -29,6 +29,10 @@
  *   encode_quick(quick) -> bytes       the form 2 of a quick form (b"\0" + form 1's body), not decoded to objects
  *   decode(data) -> (accuracy, min, max, zeros, pos_offset, pos_counts, neg_offset, neg_counts)
  *       form 2 only; the counts a bytearray of native int64 (empty for an empty store, offset 0)
+ *   merge_quick(blobs) -> bytes | None | NotImplemented
+ *       aggregator.sketch's ``merged_quick`` on quick forms (a list of bytes): the quick form of their sum, the
+ *       same bytes; None where that declines (a form it does not take); NotImplemented where Python must
+ *       decide (a zero count past 64 bits: its struct raises)
  *   decode_many(blobs, inflate) -> (meta, counts)
  *       for alerting.columns: per blob (form 2, quick, or form 1's zlib stream, which ``inflate`` turns into
  *       form 1's body) 8 native 8-byte fields in ``meta``: accuracy, min, max (f64), zero count (u64), the
@@ -390,6 +394,131 @@ done:
     return out;
 }
 
+/* --- merging quick forms (aggregator.sketch.merged_quick) ------------------------------------------------ */
+
+#define MAX_BUCKETS 4096
+#define QUICK_MIN (1 + V1_HEADER + 2 * V1_STORE)
+
+static const unsigned char *quick_bytes(PyObject *o, Py_ssize_t *len) {
+    if (!PyBytes_Check(o)) return NULL;
+    *len = PyBytes_GET_SIZE(o);
+    return (const unsigned char *)PyBytes_AS_STRING(o);
+}
+
+/* The quick form of the sum of the quick forms ``blobs`` (a list of bytes), as merged_quick makes it: each
+ * one version 1, of the first's accuracy, with a non-empty positive store and an empty negative one and nothing
+ * after; the extremes folded in order as the builtin min / max do (the first unless the next compares below /
+ * above), the zero counts summed, the counts summed in int64 (wrapping as numpy's do) over the union of the
+ * ranges; then the store as _Store.to_bytes writes it (edge zeros trimmed, the narrowest width for its peak). */
+static PyObject *merge_quick(PyObject *self, PyObject *arg) {
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "merge_quick takes a list of bytes");
+        return NULL;
+    }
+    Py_ssize_t m = PyList_GET_SIZE(arg);
+    if (m == 0) Py_RETURN_NONE;
+    double accuracy = 0.0, mn = 0.0, mx = 0.0;
+    uint64_t zeros = 0;
+    int64_t key_lo = 0, key_hi = 0;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        Py_ssize_t len;
+        const unsigned char *b = quick_bytes(PyList_GET_ITEM(arg, i), &len);
+        if (b == NULL || len < QUICK_MIN || b[0] != 0) Py_RETURN_NONE;
+        const unsigned char *h = b + 1;
+        double acc = le_double(h + 2), lo = le_double(h + 10), hi = le_double(h + 18);
+        uint64_t z = le64(h + 26);
+        if (i == 0) accuracy = acc;
+        int64_t offset = (int32_t)le32(h + V1_HEADER);
+        uint32_t length = le32(h + V1_HEADER + 4);
+        unsigned code = h[V1_HEADER + 8];
+        if (h[0] != 1 || acc != accuracy || !length || code > 3) Py_RETURN_NONE;
+        Py_ssize_t at = 1 + V1_HEADER + V1_STORE;
+        if ((uint64_t)(len - at) < ((uint64_t)length << code)) Py_RETURN_NONE;
+        Py_ssize_t end = at + ((Py_ssize_t)length << code);
+        if (len != end + V1_STORE) Py_RETURN_NONE;
+        for (int k = 0; k < V1_STORE; k++)
+            if (b[end + k]) Py_RETURN_NONE;
+        if (i == 0) {
+            mn = lo;
+            mx = hi;
+            zeros = z;
+            key_lo = offset;
+            key_hi = offset + length;
+        } else {
+            if (zeros + z < zeros) Py_RETURN_NOTIMPLEMENTED; /* Python's struct refuses the sum */
+            zeros += z;
+            if (lo < mn) mn = lo;
+            if (hi > mx) mx = hi;
+            if (offset < key_lo) key_lo = offset;
+            if (offset + (int64_t)length > key_hi) key_hi = offset + length;
+        }
+    }
+    int64_t width = key_hi - key_lo;
+    if (width > MAX_BUCKETS || !(0.0 < accuracy && accuracy < 1.0)) Py_RETURN_NONE;
+    uint64_t counts[MAX_BUCKETS];
+    memset(counts, 0, (size_t)width * sizeof(uint64_t));
+    for (Py_ssize_t i = 0; i < m; i++) {
+        Py_ssize_t len;
+        const unsigned char *b = quick_bytes(PyList_GET_ITEM(arg, i), &len);
+        const unsigned char *h = b + 1;
+        v1_store_t st;
+        st.offset = (int32_t)le32(h + V1_HEADER);
+        st.n = (Py_ssize_t)le32(h + V1_HEADER + 4);
+        st.code = h[V1_HEADER + 8];
+        st.data = b + 1 + V1_HEADER + V1_STORE;
+        uint64_t *c = counts + (st.offset - key_lo);
+        const unsigned char *d = st.data;
+        Py_ssize_t n = st.n;
+        switch (st.code) {
+        case 0:
+            for (Py_ssize_t j = 0; j < n; j++) c[j] += d[j];
+            break;
+        case 1:
+            for (Py_ssize_t j = 0; j < n; j++) c[j] += (uint64_t)(d[2 * j] | d[2 * j + 1] << 8);
+            break;
+        case 2:
+            for (Py_ssize_t j = 0; j < n; j++) c[j] += le32(d + 4 * j);
+            break;
+        default:
+            for (Py_ssize_t j = 0; j < n; j++) c[j] += le64(d + 8 * j);
+        }
+    }
+    /* _Store.to_bytes: the empty edge buckets trimmed (a sum that wrapped to zero), the width of the peak */
+    int64_t first = 0, last = width - 1;
+    while (first <= last && counts[first] == 0) first++;
+    while (last >= first && counts[last] == 0) last--;
+    Py_ssize_t n = first > last ? 0 : (Py_ssize_t)(last - first + 1);
+    if (n && key_lo + first > INT32_MAX) Py_RETURN_NOTIMPLEMENTED; /* Python's struct refuses the offset */
+    int64_t peak = 0;
+    for (Py_ssize_t j = 0; j < n; j++)
+        if (j == 0 || (int64_t)counts[first + j] > peak) peak = (int64_t)counts[first + j];
+    unsigned code = peak < (1 << 8) ? 0 : peak < (1 << 16) ? 1 : peak < ((int64_t)1 << 32) ? 2 : 3;
+    Py_ssize_t size = 1 + V1_HEADER + V1_STORE + (n << code) + V1_STORE;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL) return NULL;
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
+    memset(p, 0, (size_t)size);
+    p[1] = 1; /* version; flags 0 */
+    put_double(p + 3, accuracy);
+    put_double(p + 11, mn);
+    put_double(p + 19, mx);
+    for (int k = 0; k < 8; k++) p[27 + k] = (unsigned char)(zeros >> (8 * k));
+    unsigned char *s = p + 1 + V1_HEADER;
+    if (n) {
+        uint32_t off = (uint32_t)(int32_t)(key_lo + first);
+        for (int k = 0; k < 4; k++) s[k] = (unsigned char)(off >> (8 * k));
+        for (int k = 0; k < 4; k++) s[4 + k] = (unsigned char)((uint32_t)n >> (8 * k));
+        s[8] = (unsigned char)code;
+        unsigned char *q = s + V1_STORE;
+        int w = 1 << code;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            uint64_t v = counts[first + j];
+            for (int k = 0; k < w; k++) *q++ = (unsigned char)(v >> (8 * k));
+        }
+    }
+    return out; /* the empty negative store: V1_STORE zero bytes, left by the memset */
+}
+
 /* --- decoding form 2 ------------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -657,6 +786,7 @@ out:
 static PyMethodDef functions[] = {
     {"encode", encode, METH_VARARGS, "A sketch's form 2 from its fields and stores (see _sketchcodec.c)."},
     {"encode_quick", encode_quick, METH_O, "The form 2 of a sketch's quick form (see _sketchcodec.c)."},
+    {"merge_quick", merge_quick, METH_O, "The quick form of quick forms' sum (see _sketchcodec.c)."},
     {"decode", decode, METH_O, "A form 2 sketch's fields and counts (see _sketchcodec.c)."},
     {"decode_many", decode_many, METH_VARARGS, "Stored sketches' fields and positive counts (see _sketchcodec.c)."},
     {NULL, NULL, 0, NULL},

@@ -81,6 +81,8 @@ _MAPPINGS: dict[float, tuple[float, float, float]] = {}  # accuracy -> (gamma, m
 # The stored form's C codec (aggregator/_sketchcodec.c), or None: not built (it is optional) or turned off with
 # LOGAPM_NATIVE=0; then the numpy twin below writes and reads the same bytes.
 _codec: ModuleType | None = load_native("aggregator._sketchcodec")
+# merged_quick in C (an extension built before it had it lacks it: the Python path then)
+_merge_quick: Callable[[list[bytes]], Any] | None = getattr(_codec, "merge_quick", None)
 
 
 def _mapping(relative_accuracy: float) -> tuple[float, float, float]:
@@ -595,6 +597,17 @@ def merged_quick(sketches: Sequence[Any]) -> DDSketch | None:
         if blob is None or blob[:1] != b"\0" or len(blob) < 1 + _HEADER.size + 2 * _STORE_HEADER.size:
             return None
         heads.append(blob)
+    if _merge_quick is not None and heads:
+        # in C: ~40 us -> ~2 us a window (two parts' sketches), most of the parent's share of the windows
+        got = _merge_quick(heads)
+        if got is not NotImplemented:
+            return None if got is None else _from_stored(got)
+    return _merged_quick_py(heads)
+
+
+def _merged_quick_py(heads: list[bytes]) -> DDSketch | None:
+    """``merged_quick`` of the quick forms ``heads`` in Python (without the C codec, and for what it leaves to
+    Python: a zero count or an offset its struct refuses)."""
     unpack, unpack_store = _HEADER.unpack_from, _STORE_HEADER.unpack_from
     first_head = unpack(heads[0], 1)
     _, _, accuracy, mn, mx, zeros = first_head
