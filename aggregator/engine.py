@@ -25,7 +25,7 @@ from typing import Any, Final, cast
 
 from aggregator.model import Tags, WindowAggregate
 from aggregator.optional import optional_attr
-from aggregator.windows import WindowAccumulator
+from aggregator.windows import AggregateColumns, WindowAccumulator
 
 # 4 MB. With one Python object per event, 2 MB chunks halved a worker's working memory (about 44 -> 24 MB
 # of Python allocations, tracemalloc) at no CPU cost. With the native scanner's columns a chunk costs little
@@ -76,7 +76,8 @@ class PartResult:
 
     task_index: int
     part_index: int
-    aggregates: list[WindowAggregate] = field(default_factory=list)
+    # a worker's come as columns (``_work``); iterating either gives the aggregates
+    aggregates: list[WindowAggregate] | AggregateColumns = field(default_factory=list)
     lines: int = 0
     skipped: int = 0
     events: int = 0
@@ -224,7 +225,10 @@ def _close_fds_to(path: str) -> None:
 
 def _work(job: tuple[int, int, Any]) -> PartResult:
     task_index, part_index, task = job
-    return process_part(_W["source"], task, _W["settings"], task_index, part_index, _W["progress"])
+    out = process_part(_W["source"], task, _W["settings"], task_index, part_index, _W["progress"])
+    # sent to the parent as columns: pickled without an object per aggregate, merged by columns
+    out.aggregates = AggregateColumns.of(out.aggregates)
+    return out
 
 
 def task_size(task: Any) -> int | None:

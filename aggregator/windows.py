@@ -991,13 +991,7 @@ class WindowAccumulator:
                 kept.add_bucket_counts(klo, binned[b: b + w], lo, hi, adopt=True)
             else:
                 kept.add_many(v[at: at + count])
-            agg.count += count
-            agg.errors += errs
-            agg.total += total
-            if lo < agg.min:
-                agg.min = lo
-            if hi > agg.max:
-                agg.max = hi
+            _add_exact(agg, count, errs, total, lo, hi)
             c = agg.counters
             for name, value in zip(names, row, strict=True):
                 c[name] = c.get(name, 0.0) + value
@@ -1013,6 +1007,63 @@ class WindowAccumulator:
         out = list(self._aggs.values())
         self._aggs = {}
         return out
+
+
+_AGG_FIELDS: Final = attrgetter("series", "start", "width", "count", "errors", "total", "min", "max", "counters", "sketch")
+
+
+class AggregateColumns:
+    """A part's aggregates as columns, the form a worker sends them in (``engine._work``): a list per field, the
+    sketches as what they pickle as (``DDSketch.__reduce__``: the quick form's bytes; another sketch type as
+    itself, None for none). Pickled as those lists (in C), with no object per aggregate; the parent merges them
+    by columns (``WindowState.merge``), making an aggregate only for a window new to it (about half: almost every
+    window lies across two parts). 32 MB parts of the 5M-event log (198 aggregates each), CPU medians of 25
+    interleaved rounds: the worker's ``of`` + dumps 0.32 -> 0.18 ms a part, the parent's loads + merge (+ the
+    settling of the windows two parts hold) 0.65 -> 0.62 ms: the parent's rest is its loop per aggregate and
+    the sketches' merge and seal. Iterating gives the aggregates themselves, as the list it replaces did."""
+
+    __slots__ = ("columns",)
+
+    def __init__(self, columns: tuple[list[Any], ...]) -> None:
+        self.columns = columns
+
+    @classmethod
+    def of(cls, aggs: Iterable[WindowAggregate]) -> AggregateColumns:
+        cols = _columns(aggs)
+        cols[9][:] = [None if s is None else s.__reduce__()[1][0] if type(s) is DDSketch else s for s in cols[9]]
+        return cls(cols)
+
+    def __reduce__(self) -> tuple[Any, tuple[tuple[list[Any], ...]]]:
+        return AggregateColumns, (self.columns,)
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def __iter__(self) -> Iterator[WindowAggregate]:
+        for series, start, width, count, errors, total, lo, hi, counters, form in zip(*self.columns, strict=True):
+            yield WindowAggregate(series, start, width, count, errors, total, lo, hi, counters, _sketch_of(form))
+
+
+def _sketch_of(form: Any) -> Any:
+    """A sketch from its ``AggregateColumns`` form."""
+    return _from_stored(form) if type(form) is bytes else form
+
+
+def _add_exact(agg: WindowAggregate, count: int, errors: int, total: float, lo: float, hi: float) -> None:
+    """``merge_into``'s exact fields (count, errors, sum; the extremes by comparison, ties keep the first)."""
+    agg.count += count
+    agg.errors += errors
+    agg.total += total
+    if lo < agg.min:
+        agg.min = lo
+    if hi > agg.max:
+        agg.max = hi
+
+
+def _columns(aggs: Iterable[WindowAggregate]) -> tuple[list[Any], ...]:
+    """Aggregates as ``AggregateColumns``' lists, the sketches as they are (``WindowState.merge`` of objects)."""
+    rows = list(map(_AGG_FIELDS, aggs))
+    return tuple(map(list, zip(*rows, strict=True))) if rows else tuple([] for _ in range(10))
 
 
 def pipeline_aggregate(start: int, width: int, *, read: int, parsed: int, skipped: int, invalid: int,
@@ -1095,39 +1146,12 @@ class WindowState:
         else:
             cur.sketch = merged([DDSketch(theirs[0].relative_accuracy), *theirs])
 
-    def merge(self, partials: Iterable[WindowAggregate], max_ts: float | None = None) -> None:
+    def merge(self, partials: Iterable[WindowAggregate] | AggregateColumns, max_ts: float | None = None) -> None:
         aggs = self._aggs
         pending_sketches = self._pending
         unsealed = self._unsealed
-        first: int | None = None
-        resealed = 0
-        waiting_now = self._waiting
-        for p in partials:
-            start = p.start
-            k = (p.series.family, p.series.tags, start)
-            cur = aggs.get(k)
-            if cur is None:
-                aggs[k] = cur = p
-            else:
-                merge_into(cur, p, sketch=False)
-                theirs = p.sketch
-                if theirs is not None:
-                    waiting = pending_sketches.get(k)
-                    if waiting is None:
-                        kept = cur.sketch  # a sealed sketch changes (counted once, as its first merge unseals it)
-                        if type(kept) is DDSketch and kept._stored is not None:
-                            resealed += 1
-                        pending_sketches[k] = [theirs]
-                    else:
-                        waiting.append(theirs)
-                    waiting_now += 1
-            pending = unsealed.get(start)
-            if pending is None:
-                unsealed[start] = {k: cur}
-            else:
-                pending[k] = cur
-            if first is None or start < first:
-                first = start
+        columns = partials.columns if type(partials) is AggregateColumns else _columns(partials)
+        first, resealed, waiting_now = self._merge_columns(columns)
         if max_ts is not None and (self.max_ts is None or max_ts > self.max_ts):
             self.max_ts = max_ts
         self._resealed += resealed
@@ -1148,6 +1172,48 @@ class WindowState:
                     sketch.seal()
                     sealed += 1
         self._sealed += sealed
+
+    def _merge_columns(self, columns: tuple[list[Any], ...]) -> tuple[int | None, int, int]:
+        """``merge``'s loop over aggregates as columns (``AggregateColumns``, or ``_columns``): ``merge_into``'s
+        fields added in its order, an aggregate made only for a window new here. -> the first start, the sealed
+        sketches changed again, the sketches waiting."""
+        aggs = self._aggs
+        pending_sketches = self._pending
+        unsealed = self._unsealed
+        first: int | None = None
+        resealed = 0
+        waiting_now = self._waiting
+        for series, start, width, count, errors, total, lo, hi, counters, form in zip(*columns, strict=True):
+            k = (series.family, series.tags, start)
+            cur = aggs.get(k)
+            if cur is None:
+                aggs[k] = cur = WindowAggregate(series, start, width, count, errors, total, lo, hi, counters,
+                                                _from_stored(form) if type(form) is bytes else form)
+            else:
+                _add_exact(cur, count, errors, total, lo, hi)
+                if counters:
+                    mine = cur.counters
+                    for name, v in counters.items():
+                        mine[name] = mine.get(name, 0.0) + v
+                if form is not None:
+                    theirs = _from_stored(form) if type(form) is bytes else form
+                    waiting = pending_sketches.get(k)
+                    if waiting is None:
+                        kept = cur.sketch  # a sealed sketch changes (counted once, as its first merge unseals it)
+                        if type(kept) is DDSketch and kept._stored is not None:
+                            resealed += 1
+                        pending_sketches[k] = [theirs]
+                    else:
+                        waiting.append(theirs)
+                    waiting_now += 1
+            pending = unsealed.get(start)
+            if pending is None:
+                unsealed[start] = {k: cur}
+            else:
+                pending[k] = cur
+            if first is None or start < first:
+                first = start
+        return first, resealed, waiting_now
 
     def apply(self, ws: WindowsStore, *, lateness_seconds: int, max_series: int, now: float,
               warn: Any = None) -> ApplyResult:
