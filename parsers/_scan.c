@@ -39,7 +39,8 @@
  *
  * The result: ``(lines, skipped, n, arena, offsets, tables, tags, stop)``; offsets: where each column's n
  * values start in the arena, the numeric ones in columns.NUMERIC_FIELDS' order then the codes in
- * STRING_FIELDS' order; tables: per string field, its table (a list of str; parent_span_id's is span_id's).
+ * STRING_FIELDS' order; tables: per string field, its table (a list of str; span_id's a Strings, read
+ * like one; parent_span_id's is span_id's).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -336,7 +337,8 @@ typedef struct {
     uint64_t hash;
     const char *ptr;   /* the value's UTF-8: in the data (alive for the call) or in obj */
     Py_ssize_t len;
-    PyObject *obj;     /* the value as a str (a reference owned here until interner_list) */
+    PyObject *obj;     /* the value as a str (a reference owned here until interner_list), or NULL: a lazy
+                        * table's value in the data (its str made only when read, see Strings) */
 } Entry;
 
 typedef struct {
@@ -350,6 +352,7 @@ typedef struct {
     size_t used;       /* the codes given: entries[:used] */
     PyObject *list;    /* the table (str values in order of first appearance), made at the end by
                         * interner_list: one allocation instead of a list grown value by value */
+    int lazy;          /* the table is a Strings (no str per value), not a list */
 } Interner;
 
 static inline uint64_t hash_bytes(const char *s, size_t n) {
@@ -384,13 +387,14 @@ static int interner_init(Interner *t, int id, size_t expect) {
     t->entries = (Entry *)take(B_ENTRIES + id, t->entries_cap * sizeof(Entry), &t->entries_size);
     t->used = 0;
     t->list = NULL;
+    t->lazy = 0;
     if (!t->slots || !t->entries) return -1;
     memset(t->slots, 0, t->cap * sizeof(uint64_t));
     return 0;
 }
 
 static void interner_free(Interner *t) {
-    for (size_t code = 0; code < t->used; code++) Py_DECREF(t->entries[code].obj);
+    for (size_t code = 0; code < t->used; code++) Py_XDECREF(t->entries[code].obj);
     t->used = 0;
     give(B_SLOTS + t->id, t->slots, t->slots_size);
     give(B_ENTRIES + t->id, t->entries, t->entries_size);
@@ -399,8 +403,187 @@ static void interner_free(Interner *t) {
     Py_CLEAR(t->list);
 }
 
+/* ---- Strings: a table whose str are made when read ----------------------------------------------------
+ * Nearly every event has its own span id, and nobody in the columns path reads them (the codes and the
+ * table's size are what the trace summary uses): a str per span id (PyUnicode_New, and its dealloc with the
+ * list's) was ~15% of a worker's samples at 5M events. A Strings holds the values' UTF-8 bytes one after the
+ * other in one buffer of its own (a copy: ~16 bytes an id, so it outlives the scanned data and the scan's
+ * tail buffer) and makes a value's str when it is read. It reads like the list it replaces: len, index
+ * (negative too), slices (a list), iteration, == / != with a list or another Strings, pickled as a list. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+    uint32_t *off;   /* n + 1 offsets into buf */
+    char *buf;
+} Strings;
+
+static PyTypeObject StringsType;
+
+static void strings_dealloc(Strings *self) {
+    PyMem_Free(self->off);
+    PyMem_Free(self->buf);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t strings_len(Strings *self) { return self->n; }
+
+static inline int is_ascii(const char *s, Py_ssize_t n);
+
+/* the bytes were valid UTF-8 when scanned (the block's rule, or decoded once when escaped) */
+static PyObject *strings_str(Strings *self, Py_ssize_t i) {
+    const char *s = self->buf + self->off[i];
+    Py_ssize_t n = (Py_ssize_t)(self->off[i + 1] - self->off[i]);
+    if (is_ascii(s, n)) {
+        PyObject *str = PyUnicode_New(n, 127);
+        if (str) memcpy(PyUnicode_DATA(str), s, (size_t)n);
+        return str;
+    }
+    return PyUnicode_DecodeUTF8(s, n, "strict");
+}
+
+static PyObject *strings_item(Strings *self, Py_ssize_t i) {
+    if (i < 0 || i >= self->n) {
+        PyErr_SetString(PyExc_IndexError, "list index out of range");
+        return NULL;
+    }
+    return strings_str(self, i);
+}
+
+/* the values start, start + step, ... (len of them) as a list of str */
+static PyObject *strings_range(Strings *self, Py_ssize_t start, Py_ssize_t step, Py_ssize_t len) {
+    PyObject *list = PyList_New(len);
+    if (!list) return NULL;
+    for (Py_ssize_t k = 0, i = start; k < len; k++, i += step) {
+        PyObject *s = strings_str(self, i);
+        if (!s) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, k, s);
+    }
+    return list;
+}
+
+static PyObject *strings_list(Strings *self) { return strings_range(self, 0, 1, self->n); }
+
+static PyObject *strings_subscript(Strings *self, PyObject *key) {
+    if (PyIndex_Check(key)) {
+        Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred()) return NULL;
+        if (i < 0) i += self->n;
+        return strings_item(self, i);
+    }
+    if (PySlice_Check(key)) {
+        Py_ssize_t start, stop, step;
+        if (PySlice_Unpack(key, &start, &stop, &step) < 0) return NULL;
+        Py_ssize_t len = PySlice_AdjustIndices(self->n, &start, &stop, step);
+        return strings_range(self, start, step, len);
+    }
+    PyErr_Format(PyExc_TypeError, "list indices must be integers or slices, not %.200s", Py_TYPE(key)->tp_name);
+    return NULL;
+}
+
+static PyObject *strings_richcompare(PyObject *a, PyObject *b, int op) {
+    if ((op != Py_EQ && op != Py_NE) || !(PyList_Check(b) || PyObject_TypeCheck(b, &StringsType)))
+        Py_RETURN_NOTIMPLEMENTED;
+    Strings *self = (Strings *)a;
+    Py_ssize_t n = PyObject_Length(b);
+    if (n < 0) return NULL;
+    int same = n == self->n;
+    for (Py_ssize_t i = 0; same && i < n; i++) {
+        PyObject *x = strings_str(self, i);
+        if (!x) return NULL;
+        PyObject *y = PySequence_GetItem(b, i);
+        if (!y) {
+            Py_DECREF(x);
+            return NULL;
+        }
+        same = PyObject_RichCompareBool(x, y, Py_EQ);
+        Py_DECREF(x);
+        Py_DECREF(y);
+        if (same < 0) return NULL;
+    }
+    return PyBool_FromLong(op == Py_EQ ? same : !same);
+}
+
+static PyObject *strings_reduce(Strings *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *list = strings_list(self);
+    if (!list) return NULL;
+    return Py_BuildValue("(O(N))", (PyObject *)&PyList_Type, list);
+}
+
+static PyObject *strings_repr(Strings *self) {
+    PyObject *list = strings_list(self);
+    if (!list) return NULL;
+    PyObject *r = PyObject_Repr(list);
+    Py_DECREF(list);
+    return r;
+}
+
+static PySequenceMethods strings_as_sequence = {
+    .sq_length = (lenfunc)strings_len,
+    .sq_item = (ssizeargfunc)strings_item,
+};
+static PyMappingMethods strings_as_mapping = {
+    .mp_length = (lenfunc)strings_len,
+    .mp_subscript = (binaryfunc)strings_subscript,
+};
+static PyMethodDef strings_methods[] = {
+    {"__reduce__", (PyCFunction)strings_reduce, METH_NOARGS, "pickled as the list it reads as"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject StringsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "parsers._scan.Strings",
+    .tp_basicsize = sizeof(Strings),
+    .tp_dealloc = (destructor)strings_dealloc,
+    .tp_repr = (reprfunc)strings_repr,
+    .tp_as_sequence = &strings_as_sequence,
+    .tp_as_mapping = &strings_as_mapping,
+    .tp_hash = PyObject_HashNotImplemented,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A scanned string table read like a list of str, each str made when read (see parsers/_scan.c).",
+    .tp_richcompare = strings_richcompare,
+    .tp_iter = PySeqIter_New,
+    .tp_methods = strings_methods,
+};
+
+/* t->list: a Strings of the entries' bytes (their str, of escaped values, released); -1 on error */
+static int interner_strings(Interner *t) {
+    size_t total = 0;
+    for (size_t code = 0; code < t->used; code++) total += (size_t)t->entries[code].len;
+    if (total >= UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "a string table over 4 GiB");
+        return -1;
+    }
+    Strings *s = PyObject_New(Strings, &StringsType);
+    if (!s) return -1;
+    s->n = (Py_ssize_t)t->used;
+    s->off = (uint32_t *)PyMem_Malloc((t->used + 1) * sizeof(uint32_t));
+    s->buf = (char *)PyMem_Malloc(total ? total : 1);
+    if (!s->off || !s->buf) {
+        Py_DECREF(s);
+        PyErr_NoMemory();
+        return -1;
+    }
+    uint32_t at = 0;
+    for (size_t code = 0; code < t->used; code++) {
+        Entry *e = &t->entries[code];
+        s->off[code] = at;
+        memcpy(s->buf + at, e->ptr, (size_t)e->len);
+        at += (uint32_t)e->len;
+        Py_CLEAR(e->obj);
+    }
+    s->off[t->used] = at;
+    t->used = 0;
+    t->list = (PyObject *)s;
+    return 0;
+}
+
 /* t->list made from the entries' str (their references move to it); -1 when out of memory */
 static int interner_list(Interner *t) {
+    if (t->lazy) return interner_strings(t);
     PyObject *list = PyList_New((Py_ssize_t)t->used);
     if (!list) return -1;
     for (size_t code = 0; code < t->used; code++) PyList_SET_ITEM(list, (Py_ssize_t)code, t->entries[code].obj);
@@ -488,7 +671,9 @@ static inline int32_t intern(Interner *t, Py_ssize_t *last, const char *s, Py_ss
     }
     PyObject *str;
     const char *ptr = s;
-    if (is_ascii(s, n)) {
+    if (t->lazy && in_data) {
+        str = NULL; /* valid UTF-8 (the block's rule): its str is made when read */
+    } else if (is_ascii(s, n)) {
         str = PyUnicode_New(n, 127);
         if (!str) return -2;
         memcpy(PyUnicode_DATA(str), s, (size_t)n);
@@ -507,7 +692,7 @@ static inline int32_t intern(Interner *t, Py_ssize_t *last, const char *s, Py_ss
     }
     Py_ssize_t code = (Py_ssize_t)t->used;
     if (code >= INT32_MAX - 1) {
-        Py_DECREF(str);
+        Py_XDECREF(str);
         PyErr_SetString(PyExc_OverflowError, "too many distinct strings in one block");
         return -2;
     }
@@ -1704,6 +1889,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                     PyErr_NoMemory();
                     goto error;
                 }
+                tables[ntables].lazy = ntables == S_SPAN_ID;
             }
             tags = PyList_New(0);
             if (!tags) goto error;
@@ -1933,8 +2119,15 @@ PyMODINIT_FUNC PyInit__scan(void) {
             required_mask[kind] |= BIT(k);
         }
     }
+    if (PyType_Ready(&StringsType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
+    Py_INCREF(&StringsType);
+    if (PyModule_AddObject(m, "Strings", (PyObject *)&StringsType) < 0) {
+        Py_DECREF(&StringsType);
+        Py_DECREF(m);
+        return NULL;
+    }
     /* the tables the tests hold against parsers.event and parsers.columns */
     PyObject *fields = PyTuple_New(N_STR), *keys = PyDict_New(), *req = PyDict_New();
     if (!fields || !keys || !req) goto fail;

@@ -27,8 +27,11 @@ metric_value       float64     NaN when absent
 
 String columns (``STRING_FIELDS``, the ``Event`` attribute names): ``codes[name]`` and ``tables[name]``,
 except ``span_id`` and ``parent_span_id``, which share the table ``tables["span_id"]`` so that "is this
-operation's parent one of these task spans" is a comparison of codes. ``metric_tags`` holds one entry per
-metric event, in order (its dict, or None).
+operation's parent one of these task spans" is a comparison of codes. From the native scanner that table is
+a ``parsers._scan.Strings``, not a list: it reads as the list would (len, index, slices, iteration, ``==``
+with a list, pickled as a list) and makes a span id's str only when read, as the columns path reads only
+the codes and the table's size (a str per span id was ~4% of ``scan``'s instructions). ``metric_tags``
+holds one entry per metric event, in order (its dict, or None).
 """
 
 from __future__ import annotations

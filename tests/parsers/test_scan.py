@@ -172,6 +172,81 @@ def test_columns_outlive_later_calls() -> None:
     assert id(_scan.scan(blocks[1], NOW - MAX_PAST, NOW + MAX_FUTURE, MAX_LINE)[3]) == arena
 
 
+def _span_lines() -> tuple[bytes, list[str]]:
+    """Lines whose span ids are ASCII, non-ASCII raw, escaped (ASCII and not), repeated as parents; and the
+    span table the list-making scanner gave (the reference's: each event's span id, then its parent's)."""
+    ids = ["00f067aa0ba902b7", "caf\u00e9" + "0" * 12, "\u65e5\u672c" + "1" * 14, "\U0001f600" + "2" * 15,
+           "a" * 16]
+    lines, table = [], []
+    for i, sid in enumerate(ids):
+        parent = ids[i - 1] if i else None
+        ev = event_dict("request", span_id=sid, parent_span_id=parent if parent else ...)
+        lines.append(line_of(ev, ascii_only=i % 2 == 1))  # odd lines: non-ASCII as \u escapes
+        table += [x for x in (sid, parent) if x is not None and x not in table]
+    lines.append(event_line("request", span_id=ids[0]).replace(b'"00f0', b'"\\u00300f0'))  # escaped, seen
+    return block(*lines), table
+
+
+def test_span_table_reads_as_a_list() -> None:
+    """``tables["span_id"]`` is a _scan.Strings (no str per span id until read): it reads as the list the
+    scanner made before (the reference's), whatever a consumer does with it."""
+    import copy
+    import pickle
+
+    from parsers import _scan  # type: ignore[attr-defined]
+
+    data, expected = _span_lines()
+    cols = run(data, accept=True)[2]
+    t = cols.tables["span_id"]
+    assert type(t) is _scan.Strings
+    assert len(t) == len(expected) == 5
+    assert t == expected and expected == t and (t != expected) is False and t != expected[:-1]
+    assert t != [*expected[:-1], "x" * 16] and t != [] and t == t
+    assert (t == tuple(expected)) is False  # as a list: never equal to a tuple
+    assert list(t) == [*iter(t)] == [t[i] for i in range(len(t))] == expected
+    assert [t[-i] for i in range(1, 6)] == expected[::-1]
+    assert t[1:4] == expected[1:4] and t[::-2] == expected[::-2] and t[10:] == []
+    assert [*t, None][-1] is None
+    for bad in (5, -6, 10**20):
+        with pytest.raises(IndexError):
+            t[bad]
+    with pytest.raises(TypeError):
+        t["0"]
+    with pytest.raises(TypeError):
+        hash(t)
+    assert repr(t) == repr(expected)
+    for back in (pickle.loads(pickle.dumps(t)), copy.deepcopy(t), copy.copy(t)):
+        assert type(back) is list and back == expected
+    # the codes read through it as through the list (the events' span ids and parents)
+    ref = LineParser(now=NOW, max_future_seconds=MAX_FUTURE, max_past_seconds=MAX_PAST,
+                     max_line_bytes=MAX_LINE).parse(data)
+    table = [*t, None]
+    assert [table[c] for c in cols.codes["span_id"].tolist()] == [e.span_id for e in ref.events]
+    assert [table[c] for c in cols.codes["parent_span_id"].tolist()] == [e.parent_span_id for e in ref.events]
+    empty = run(block(event_line("request", span_id=None, parent_span_id=None)), accept=True)[2]
+    assert type(empty.tables["span_id"]) is _scan.Strings and empty.tables["span_id"] == [] and not list(
+        empty.tables["span_id"])
+
+
+def test_span_table_outlives_the_data() -> None:
+    """The table copies its values' bytes: it reads the same after the scanned data (bytes, a bytearray
+    changed in place, a memoryview's buffer) is gone and the module's buffers were used again."""
+    import gc
+
+    data, expected = _span_lines()
+    tables = []
+    for make in (bytes, bytearray, lambda d: memoryview(bytearray(d))):
+        buf = make(data)
+        tables.append(scan.scan(buf, NOW - MAX_PAST, NOW + MAX_FUTURE, MAX_LINE)[2].tables["span_id"])
+        if isinstance(buf, bytearray):
+            buf[:] = b"x" * len(buf)
+        del buf
+    gc.collect()
+    for b in _cut(_generated(2_000, seed=5), 50_000):  # the scratch, tail and arenas reused
+        run(b, accept=True)
+    assert all(t == expected for t in tables)
+
+
 @pytest.mark.parametrize("kind", list(BY_KIND))
 def test_each_valid_line(kind: str) -> None:
     run(block(event_line(kind)), accept=True)
@@ -323,6 +398,10 @@ REFUSED: dict[str, bytes] = {
     "lone surrogate": line_of(event_dict("request", http__route="a"), ascii_only=True)
     .replace(b'"http.route":"a"', b'"http.route":"\\ud800"'),
     "lone low surrogate": event_line("request").replace(b'"GET"', b'"\\udc00GET"'),
+    # span ids' strings are made only when read (_scan.Strings): an escaped one must still be decoded when scanned
+    "lone surrogate span id": event_line("request", span_id="0" * 15 + "Z").replace(b'0Z"', b'0\\ud800"'),
+    "lone surrogate parent span id": event_line("request", parent_span_id="0" * 15 + "Z")
+    .replace(b'0Z"', b'0\\udc00"'),
     "lone surrogate skipped": event_line("request", x="y").replace(b'"x":"y"', b'"x":["\\udc00"]'),
     "lone high surrogate skipped": event_line("request", x="y").replace(b'"x":"y"', b'"x":"\\ud800\\u0041"'),
     "raw control char": event_line("request").replace(b'"GET"', b'"G\tET"'),
