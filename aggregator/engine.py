@@ -34,13 +34,14 @@ from aggregator.windows import AggregateColumns, WindowAccumulator
 # -> 2.1-2.6 s and the wall 5.1-5.5 -> 4.5-5.0 s, for 11 MB more peak RSS per worker (55 -> 66 MB; 8 MB
 # chunks: no faster, 92 MB). Three interleaved rounds.
 CHUNK_BYTES: Final = 4 << 20
-# 64 MB. Each part has fixed costs on both sides (a fresh accumulator registering its series, the fold and
+# 32 MB. Each part has fixed costs on both sides (a fresh accumulator registering its series, the fold and
 # the pickle of its windows and trace batches, the parent's unpickle and merge): once the per-event work went
-# to C (the seventh pass) they showed. 5M-event log, in-process runs, medians of 4 (quiet machine, 23:00 UTC):
-# 32 MB 1.39 s, 48 MB 1.32, 64 MB 1.30, 128 MB 1.22; 1M-event log (medians of 5): 0.419, 0.418, 0.406 (64).
-# Peak memory grows with it (a part's trace batches wait for its end): 5M, RSS/PSS of the process tree 232/185
-# MB at 32, 241/194 at 64, 255/206 at 128, which would cross the 250 MB budget; hence 64.
-PART_BYTES: Final = 64 << 20
+# to C (the seventh pass) they showed, and larger parts run faster: 5M-event log, in-process runs, medians of 4
+# (quiet machine, 23:00 UTC): 32 MB 1.39 s, 48 MB 1.32, 64 MB 1.30, 128 MB 1.22; 1M: 0.419 s at 32, 0.406 at 64.
+# But a part's trace batches wait in its worker for its end, so the peak memory grows with the part: 10M
+# events, RSS/PSS of the process tree 243/195 MB at 32 MB, 255/208 at 64 (5M: 232/185, 241/194; 128 MB:
+# 255/206), past the 250 MB budget. Sending a part's trace batches as they are made would allow larger parts.
+PART_BYTES: Final = 32 << 20
 # glibc malloc for a run's processes: a chunk's numpy columns and a part's pickled result are arrays of a
 # few MB, which glibc's default (mmap above a dynamic threshold, trim the heap top past 128 KB) maps and
 # unmaps again chunk after chunk, page-faulting every page in afresh. Served from a heap that keeps what
