@@ -19,22 +19,16 @@ results equal the reference's is ``tests/parsers/test_scan.py``.
 
 from __future__ import annotations
 
-import importlib
-import os
 from types import ModuleType
 from typing import Final
 
 import numpy as np
 
+from logging_apm._native import load as load_native
 from parsers.columns import NUMERIC_FIELDS, STRING_FIELDS, EventColumns
 
-_native: ModuleType | None
-try:
-    _native = importlib.import_module("parsers._scan")
-except ImportError:  # pragma: no cover - the extension is optional
-    _native = None
-
-available: bool = _native is not None and os.environ.get("LOGAPM_NATIVE", "1") != "0"
+_native: ModuleType | None = load_native("parsers._scan")
+available: bool = _native is not None
 
 # the dtypes of the C function's columns, in the order of its offsets: NUMERIC_FIELDS, then the codes
 _DTYPES: Final = [np.dtype(t) for t in NUMERIC_FIELDS.values()] + [np.dtype(np.int32)] * len(STRING_FIELDS)
@@ -54,7 +48,7 @@ def scan_range(data: bytes | memoryview, past_limit: float, future_limit: float,
                max_line_bytes: int) -> tuple[int, int, EventColumns, int] | None:
     """``(lines, skipped, columns, stop)`` of ``data[:stop]``, or None (see the module docstring). ``data``
     may be a memoryview (of bytes): the C function reads the buffer in place."""
-    if _native is None or not available:
+    if _native is None:
         return None
     try:
         raw = _native.scan(data, float(past_limit), float(future_limit), int(max_line_bytes))
