@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,13 @@ def require_service(name: str) -> tuple[str, int]:
     if not service_up(name):
         unavailable(f"{name} is not reachable at {SERVICES[name][0]}:{SERVICES[name][1]}")
     return SERVICES[name]
+
+
+@pytest.fixture(scope="session")
+def skip_or_fail() -> Callable[[str], None]:
+    """``unavailable`` for test modules, which cannot import this conftest by name (a folder's own conftest
+    shadows it in a full run)."""
+    return unavailable
 
 
 @pytest.fixture(scope="session")
