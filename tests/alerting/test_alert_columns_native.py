@@ -1,6 +1,7 @@
-"""``alerting._columns`` (C) against its Python twin in ``alerting.columns``: a chunk's stored counts added into
-its matrix run by run (``_add_runs``). The C loop adds what the Python loop adds, or declines (False, the matrix
-unchanged) and leaves it to the Python loop; the whole read (``read_chunk``) is the same with it or without."""
+"""``alerting._columns`` (C) against its Python twins in ``alerting.columns``: a chunk's stored counts added into
+its matrix run by run (``_add_runs``), then summed along each row and over the rows (``_sum_rows``). The C loops
+give what the Python ones give, or decline (False, the matrix unchanged) and leave it to them; the whole read
+(``read_chunk``) is the same with them or without."""
 
 from __future__ import annotations
 
@@ -17,13 +18,57 @@ native = columns._native
 pytestmark = pytest.mark.skipif(native is None, reason="alerting._columns not built (or LOGAPM_NATIVE=0)")
 
 
-def _python_add_runs(*args: Any) -> None:
+def _python(fn: Any, *args: Any) -> None:
+    """``fn(*args)`` with the extension off: its Python (or numpy) twin."""
     saved = columns._native
     columns._native = None
     try:
-        columns._add_runs(*args)
+        fn(*args)
     finally:
         columns._native = saved
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_summed_sums_what_numpy_sums(seed: int) -> None:
+    """Matrices of 0 to 9 rows and 0 to 300 columns, counts up to 2**62 and negative ones, sums that wrap: the
+    same int64s as numpy's cumsum along the rows and adds over them."""
+    rng = np.random.default_rng(seed)
+    rows, width = int(rng.integers(0, 10)), int(rng.integers(0, 300))
+    if seed % 3 == 0:
+        flat = rng.integers(-(2**62), 2**62, rows * width, dtype=np.int64)
+    else:
+        flat = rng.integers(0, 1000, rows * width, dtype=np.int64)
+    if seed % 5 == 0 and flat.size:
+        flat[rng.integers(0, flat.size, 3)] = np.iinfo(np.int64).max
+    mine, theirs = flat.copy(), flat.copy()
+    assert native.summed(mine, rows, width) is True
+    _python(columns._sum_rows, theirs, rows, width)
+    assert mine.tobytes() == theirs.tobytes()
+    if rows and width:
+        assert mine[width - 1] == np.cumsum(flat[:width])[-1]
+
+
+@pytest.mark.parametrize("case", ["cells", "rows", "negative", "int32", "strided", "readonly"])
+def test_summed_declines_what_it_cannot_take(case: str) -> None:
+    """A matrix of another size than rows x width, a negative count of rows, or an array that is not a
+    writable C-contiguous int64 one: False and the array unchanged; ``_sum_rows`` then sums it with numpy."""
+    flat = np.arange(1, 13, dtype=np.int64)
+    rows, width = {"cells": (3, 5), "rows": (2, 4), "negative": (-3, -4)}.get(case, (3, 4))
+    target: Any = flat.copy()
+    if case == "int32":
+        target = flat.astype(np.int32)
+    if case == "strided":
+        target = np.arange(1, 25, dtype=np.int64)[::2]
+    if case == "readonly":
+        target.setflags(write=False)
+    before = target.copy()
+    assert native.summed(target, rows, width) is False
+    assert np.array_equal(target, before)
+    if case in ("int32", "strided"):
+        columns._sum_rows(target, rows, width)
+        assert target.tolist() == np.cumsum(np.cumsum(before.reshape(3, 4), axis=1), axis=0).reshape(-1).tolist()
+    with pytest.raises(TypeError):
+        native.summed(flat, 3)
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -44,7 +89,7 @@ def test_add_runs_adds_what_python_adds(seed: int) -> None:
         start[:] = np.iinfo(np.int64).max - 3
     mine, theirs = start.copy(), start.copy()
     assert native.add_runs(mine, runs, places, starts, lengths) is True
-    _python_add_runs(theirs, runs, places, starts, lengths)
+    _python(columns._add_runs, theirs, runs, places, starts, lengths)
     assert mine.tobytes() == theirs.tobytes()
     if n_runs and lengths.any():
         assert not np.array_equal(mine, start)
@@ -79,8 +124,8 @@ def test_add_runs_declines_what_it_cannot_take(case: str) -> None:
 
 
 def test_read_chunk_is_the_same_without_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A chunk of stored and quick sketches of many sizes, several series a group, read with the C loop and
-    with the Python one: the same groups, counts and quantiles, bit for bit; the C loop was used."""
+    """A chunk of stored and quick sketches of many sizes, several series a group, read with the C loops and
+    with the Python ones: the same groups, counts and quantiles, bit for bit; the C loops were used."""
     rng = np.random.default_rng(3)
     t0, w = 1_795_000_000 - 1_795_000_000 % 3600, 60
     grid = columns.Grid.of([t0 + w * (5 + i) for i in range(20)], 5 * w, w)
@@ -103,12 +148,16 @@ def test_read_chunk_is_the_same_without_the_extension(monkeypatch: pytest.Monkey
             calls.append(native.add_runs(*args))
             return calls[-1]
 
+        def summed(self, *args: Any) -> Any:
+            calls.append(native.summed(*args))
+            return calls[-1]
+
     qs = {0.5, 0.95, 0.99}
     monkeypatch.setattr(columns, "_native", Counting())
     fast = columns.read_chunk(lambda sketches: rows, ("route",), grid, qs, False)
     monkeypatch.setattr(columns, "_native", None)
     slow = columns.read_chunk(lambda sketches: rows, ("route",), grid, qs, False)
-    assert fast is not None and slow is not None and calls and all(calls)
+    assert fast is not None and slow is not None and len(calls) == 2 and all(calls)
     assert fast.keys == slow.keys
     assert np.array_equal(fast.present, slow.present) and np.array_equal(fast.counts, slow.counts)
     for q in qs:
