@@ -1,7 +1,8 @@
 """The local parallel engine: read + parse + accumulate in worker processes, merge in the parent.
 
 Each source ``ReadTask`` is split into parts of about ``PART_BYTES`` (``FileSource.split`` cuts at line
-boundaries); a pool of forked workers takes one part at a time, reads it in chunks of ``CHUNK_BYTES``,
+boundaries); a pool of forked workers takes one part at a time, reads it in chunks of ``CHUNK_BYTES`` (a
+plain file's mapped, ``FileSource.read_mapped``: the part is read again with ``read`` if its file shrank),
 parses each chunk and folds its events into a ``WindowAccumulator`` (flushed per chunk), and returns a
 ``PartResult``: the part's partial aggregates (sketches and exact counters), its counts, its dead letters,
 the trace records for the insights, and the checkpoint after its last complete line.
@@ -120,14 +121,27 @@ def process_part(source: Any, task: Any, settings: EngineSettings, task_index: i
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _process_part(source, task, settings, task_index, part_index, progress)
+        # A file source's mapped chunks (the file's pages read in place, not copied: see
+        # FileSource.read_mapped); when the file shrank under one, the part is read again with read().
+        read_mapped = getattr(source, "read_mapped", None)
+        if read_mapped is not None:
+            from aggregator.sources import MappingFaulted
+
+            done = [0]
+            try:
+                return _process_part(read_mapped, task, settings, task_index, part_index, progress, done)
+            except MappingFaulted:
+                if progress is not None:  # the bytes will be counted again
+                    with progress.get_lock():
+                        progress.value -= done[0]
+        return _process_part(source.read, task, settings, task_index, part_index, progress, [0])
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _process_part(source: Any, task: Any, settings: EngineSettings, task_index: int, part_index: int,
-                  progress: Any) -> PartResult:
+def _process_part(read: Callable[[Any, int], Iterator[Any]], task: Any, settings: EngineSettings,
+                  task_index: int, part_index: int, progress: Any, done: list[int]) -> PartResult:
     parser = _make_parser(settings)
     extract = _trace_extractor(settings.traces)
     extract_columns = _trace_extractor(settings.traces, TRACE_EXTRACT_COLUMNS)
@@ -145,7 +159,7 @@ def _process_part(source: Any, task: Any, settings: EngineSettings, task_index: 
                             max_series=settings.max_series, admitted=settings.admitted)
     out = PartResult(task_index, part_index)
     invalid = out.invalid
-    for chunk in source.read(task, settings.chunk_bytes):
+    for chunk in read(task, settings.chunk_bytes):
         for res in parse(chunk.data, chunk.source, chunk.offset):
             cols = res.columns
             if cols is not None:
@@ -167,6 +181,7 @@ def _process_part(source: Any, task: Any, settings: EngineSettings, task_index: 
         if progress is not None:
             with progress.get_lock():
                 progress.value += len(chunk.data)
+            done[0] += len(chunk.data)
     if finish_part is not None and out.trace_records:
         # the part's requests summed per window and route here, not request by request in the parent
         out.trace_records = finish_part(out.trace_records, settings.window_seconds)

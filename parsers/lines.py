@@ -195,7 +195,7 @@ class LineParser:
 
     # --- public -------------------------------------------------------------------------------------
 
-    def parse(self, data: bytes, source: str = "", base_offset: int = 0) -> ParseResult:
+    def parse(self, data: bytes | memoryview, source: str = "", base_offset: int = 0) -> ParseResult:
         """Classify every line of ``data`` (complete lines; a last line without newline counts too)."""
         if not isinstance(data, bytes):
             data = bytes(data)  # bytearray, memoryview
@@ -223,7 +223,7 @@ class LineParser:
         except Exception:  # pragma: no cover - a bug; still never take the run down
             return self._all_failed(data, source, base_offset)
 
-    def parse_columns(self, data: bytes, source: str = "", base_offset: int = 0) -> list[ParseResult]:
+    def parse_columns(self, data: bytes | memoryview, source: str = "", base_offset: int = 0) -> list[ParseResult]:
         """``parse`` of ``data`` as consecutive pieces, in order: the runs of lines the native scanner
         (``parsers.scan``) takes, with their events as columns (``result.columns``), and between them each
         line it declines (one holding the marker that it is not sure is an event: an invalid line,
@@ -234,18 +234,30 @@ class LineParser:
 
         The pieces together are ``parse(data)``: the same counts, invalid reasons and dead letters, and the
         same events in the same order (``tests/parsers/test_parse_columns.py`` holds each columns piece to
-        ``columns.from_events`` of the reference's events)."""
+        ``columns.from_events`` of the reference's events).
+
+        ``data`` may be a memoryview of bytes (a mapped file's chunk, ``FileSource.read_mapped``): the scanner
+        reads it in place, and only a block it does not take whole is copied to bytes (as ``parse`` would)."""
         scan_range = self._scan_range
-        if scan_range is None or type(data) is not bytes:
+        if scan_range is None or not (type(data) is bytes or type(data) is memoryview):
             return [self.parse(data, source, base_offset)]
         reader = self._ts
         past, future, max_line = reader.past_limit, reader.future_limit, self.max_line_bytes
+        first = None  # a memoryview's first scan, made in place
+        if type(data) is memoryview:
+            first = scan_range(data, past, future, max_line)
+            if first is None:
+                return [self.parse(data, source, base_offset)]
+            if first[3] == len(data):
+                return [ParseResult(lines=first[0], skipped=first[1], columns=first[2])] if first[0] else []
+            data = bytes(data)  # a declined line: the rest as for bytes
         view = memoryview(data)
         size = len(data)
         pieces: list[ParseResult] = []
         pos = lines = declined = 0
         while pos < size:
-            got = scan_range(view[pos:] if pos else data, past, future, max_line)
+            got = first if first is not None and not pos else scan_range(view[pos:] if pos else data, past,
+                                                                         future, max_line)
             if got is None:
                 break
             n, skipped, cols, stop = got

@@ -40,8 +40,8 @@ def _both(source: FileSource, tasks: list[ReadTask], chunk: int,
     return new, old
 
 
-@settings(max_examples=150, deadline=None)
-@given(
+# line lengths, parts, chunk and probe sizes, partial tails, start lines (test_sources_mapped.py too)
+READ_CASES = dict(
     lengths=st.lists(st.integers(0, 90), min_size=1, max_size=80),
     parts=st.integers(1, 6),
     chunk=st.integers(1, 300),
@@ -49,6 +49,10 @@ def _both(source: FileSource, tasks: list[ReadTask], chunk: int,
     tail=st.integers(0, 5),
     already=st.integers(0, 79),
 )
+
+
+@settings(max_examples=150, deadline=None)
+@given(**READ_CASES)
 def test_probed_reads_give_the_earlier_chunks(tmp_path_factory: pytest.TempPathFactory, lengths: list[int],
                                               parts: int, chunk: int, probe: int, tail: int, already: int) -> None:
     """Lines shorter and longer than the probe and than a chunk, ranges ending inside a block, a partial

@@ -34,10 +34,15 @@ def parser() -> LineParser:
 
 
 def check(data: bytes, p: LineParser | None = None) -> list[ParseResult]:
-    """``parse_columns(data)`` equals ``parse(data)`` piece by piece (see the module docstring)."""
+    """``parse_columns(data)`` equals ``parse(data)`` piece by piece (see the module docstring), and so does
+    ``parse_columns`` of a memoryview of the same bytes (a mapped file's chunk: scanned in place)."""
     p = p or parser()
+    check_pieces(p, memoryview(data), p.parse(data, SOURCE, BASE))
+    return check_pieces(p, data, p.parse(data, SOURCE, BASE))
+
+
+def check_pieces(p: LineParser, data: bytes | memoryview, ref: ParseResult) -> list[ParseResult]:
     pieces = p.parse_columns(data, SOURCE, BASE)
-    ref = p.parse(data, SOURCE, BASE)
     assert pieces and all(isinstance(r, ParseResult) for r in pieces)
     assert sum(r.lines for r in pieces) == ref.lines
     assert sum(r.skipped for r in pieces) == ref.skipped
