@@ -398,10 +398,11 @@ class FileSource:
         or without the extension, ``read``'s own.
 
         read() copies each byte from the page cache into the chunk: the kernel's copy was 12% of the
-        workers' CPU on the 5M-event benchmark log. Mapped, the scanner reads the pages in place, and its
-        first pass over them (prepass) takes about half of that back in cache misses, as it is now the
-        first to bring them from memory. A mapping is populated when made (MAP_POPULATE) and unmapped when
-        its chunk is let go: at most two chunks' pages are mapped at a time (the consumer's, the next).
+        workers' CPU on the 5M-event benchmark log. Mapped, the scanner reads the pages in place; its first
+        pass over them is now the first to bring them from memory, which took about half of that back until
+        it asked for them ahead (parsers/_scan.c, PREFETCH_AHEAD). A mapping is populated when made
+        (MAP_POPULATE) and unmapped when its chunk is let go: at most two chunks' pages are mapped at a time
+        (the consumer's, the next).
 
         Raises ``MappingFaulted`` when the consumer asks for the next chunk (or the end) after a chunk whose
         file shrank under it (a page gone, which read as zeros instead of SIGBUS, or a file now shorter than

@@ -1671,6 +1671,14 @@ static inline int push_newlines(Ends *e, uint64_t m, size_t base) {
     return 0;
 }
 
+/* How far ahead of itself the pass asks for the bytes (__builtin_prefetch, one cache line per 64 bytes read): the
+ * hardware prefetchers stop at every 4 KB page's end, and the pass is the first to read a mapped file's pages
+ * (aggregator.sources' read_mapped), from memory, not a copy read() has just made in the cache. 5M-event log,
+ * 2-core machine under load from other jobs: the workers' CPU x0.931 and x0.944 (medians of 7 interleaved
+ * logapm runs against none), process_part over 16 parts x0.910 mapped and x0.967 read; 1 KB ahead x0.947,
+ * 4 KB x0.901, 8 KB x0.917. A prefetch never faults, so asking past the block's end is harmless. */
+#define PREFETCH_AHEAD 2048
+
 /* The pass over data[i:to): its newlines appended to e, *high set when a byte is not ASCII. 1 when there is a
  * NUL byte, -1 out of memory, else 0. The vector versions below do 64 bytes at a time and leave the rest
  * (under 64 bytes, at the block's end) to this one. */
@@ -1694,6 +1702,7 @@ static int prepass_sse2(cp data, size_t i, size_t to, Ends *e, int *high) {
     /* the NUL and non-ASCII tests accumulated in vectors, read once at the end (as prepass_avx2) */
     __m128i low = _mm_set1_epi8(-1), any = zero;
     for (; i + 64 <= to; i += 64) {
+        __builtin_prefetch(data + i + PREFETCH_AHEAD);
         __m128i a = _mm_loadu_si128((const __m128i *)(data + i));
         __m128i b = _mm_loadu_si128((const __m128i *)(data + i + 16));
         __m128i c = _mm_loadu_si128((const __m128i *)(data + i + 32));
@@ -1721,6 +1730,7 @@ __attribute__((target("avx2"))) static int prepass_avx2(cp data, size_t i, size_
      * up: the newlines past it do no harm) */
     __m256i low = _mm256_set1_epi8(-1), any = zero;
     for (; i + 64 <= to; i += 64) {
+        __builtin_prefetch(data + i + PREFETCH_AHEAD);
         __m256i a = _mm256_loadu_si256((const __m256i *)(data + i));
         __m256i b = _mm256_loadu_si256((const __m256i *)(data + i + 32));
         low = _mm256_min_epu8(low, _mm256_min_epu8(a, b));
