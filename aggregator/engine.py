@@ -37,14 +37,20 @@ from aggregator.windows import AggregateColumns, WindowAccumulator
 # -> 2.1-2.6 s and the wall 5.1-5.5 -> 4.5-5.0 s, for 11 MB more peak RSS per worker (55 -> 66 MB; 8 MB
 # chunks: no faster, 92 MB). Three interleaved rounds.
 CHUNK_BYTES: Final = 4 << 20
-# 32 MB. Each part has fixed costs on both sides (a fresh accumulator registering its series, the fold and
-# the pickle of its windows and trace batches, the parent's unpickle and merge): once the per-event work went
-# to C (the seventh pass) they showed, and larger parts run faster: 5M-event log, in-process runs, medians of 4
-# (quiet machine, 23:00 UTC): 32 MB 1.39 s, 48 MB 1.32, 64 MB 1.30, 128 MB 1.22; 1M: 0.419 s at 32, 0.406 at 64.
-# But a part's trace batches wait in its worker for its end, so the peak memory grows with the part: 10M
-# events, RSS/PSS of the process tree 243/195 MB at 32 MB, 255/208 at 64 (5M: 232/185, 241/194; 128 MB:
-# 255/206), past the 250 MB budget. Sending a part's trace batches as they are made would allow larger parts.
-PART_BYTES: Final = 32 << 20
+# 48 MB. Each part has fixed costs on both sides (a fresh accumulator registering its series, the fold and
+# the pickle of its windows and trace batches, the parent's unpickle and merge, the pool's task and result
+# threads): once the per-event work went to C (the seventh pass) they showed, and larger parts run faster:
+# 5M-event log, in-process runs, medians of 4 (quiet machine, 23:00 UTC): 32 MB 1.39 s, 48 MB 1.32, 64 MB
+# 1.30, 128 MB 1.22. But a part's trace batches (and its buffered columns, FOLD_EVENTS) wait in its worker for
+# its end, so the peak memory grows with the part; it was 32 MB while 10M events took the process tree's
+# peak RSS/PSS to 243/195 MB at 32 MB, 255/208 at 64. With the file's pages mapped (read_mapped) and the cuts
+# moved to windows' ends (below), 32 -> 48 MB: peak RSS/PSS 1M 176/123 -> 180/127 MB, 5M 208/158 -> 227/175,
+# 10M 220-223/161-165 -> 237-238/178-179 (64 MB: 10M 254/197, past the 250 MB budget); 5M in-process, 6
+# interleaved rounds on a shared machine (load 3-5): the parent's CPU 0.83 -> 0.79 s (paired ratio 0.951),
+# the workers' 2.57 -> 2.54 s (0.992), the last part in 2.47 -> 2.44 s; callgrind, the workers over 256 MB
+# of it 3,372 -> 3,352 M instructions, the parent's work on the parts' results 2,786 -> 2,727 M. Sending a
+# part's trace batches as they are made would allow larger parts still.
+PART_BYTES: Final = 48 << 20
 # Parts end where a window ends. A part cut inside a window sends that window once from each side: the
 # worker on each side makes its own aggregate (a segment of the fold, a sketch, its pickle) and the parent
 # merges the two (a second entry, a sketch merge, a second (window, route) group of the trace sums). A log

@@ -2,9 +2,9 @@
 
     python bench/insights_run.py --log FILE [--runs N] [--rounds R] [--against REV] [--parts K]
 
-The log is cut as ``logapm run`` cuts it (``LocalEngine.plan``: 32 MB parts; ``FileSource.read``: 4 MB chunks;
-``LineParser.parse_columns``: the native scanner's columns, declined lines as events) and each stage of the trace
-insights is timed in CPU seconds (``time.process_time``) as a worker and the parent run it, in one process:
+The log is cut as ``logapm run`` cuts it (``LocalEngine.plan``: ``PART_BYTES`` parts; ``FileSource.read``: 4 MB
+chunks; ``LineParser.parse_columns``: the native scanner's columns, declined lines as events) and each stage of the
+trace insights is timed in CPU seconds (``time.process_time``) as a worker and the parent run it, in one process:
 
 - worker: ``columns.extract_columns`` per chunk (``traces.extract`` for a piece that came as events);
 - pickle / unpickle: of each part's trace records (what crosses the result pipe), and the bytes pickled;
