@@ -216,7 +216,7 @@ def test_tune_malloc_on_a_glibc_that_caps_the_mmap_threshold(monkeypatch: pytest
     old = FakeMallopt(32 << 20)
     libc_with(old)
     assert engine.tune_malloc() is True
-    assert old.calls == [(-3, 256 << 20), (-3, 32 << 20), (-1, 512 << 20), (-2, 64 << 20)]
+    assert old.calls == [(-3, 256 << 20), (-3, 32 << 20), (-1, 512 << 20), (-2, 64 << 20), (-8, 1)]
 
     none = FakeMallopt(0)
     libc_with(none)
