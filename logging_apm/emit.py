@@ -172,6 +172,9 @@ class Emitter:
         listener thread builds the line). Same event, same routing as ``emit("request", ...)`` with the
         attributes ``http.request.method``, ``http.route``, ``http.response.status_code`` and, for a failure
         (``error`` not None), ``error.type``. The caller has checked ``enabled``.
+
+        The C sync path of the middleware (``RequestMiddleware`` in logging_apm/_speedups.c) writes out this
+        method's plain case (the put below) and calls it for anything else: keep the two in step.
         """
         logger = self._logger
         # logger.isEnabledFor(INFO), without its call when its cache has the answer (a dict Logger keeps per

@@ -19,6 +19,10 @@ What is recorded, and what is not:
 
 A failure inside this middleware is counted and logged once (``logging_apm.errors``); the request itself
 always proceeds. Works for sync and async stacks (Django picks the matching call path).
+
+The sync path (every WSGI request) runs in C when the optional extension is built
+(``_speedups.RequestMiddleware``, APMMiddleware's base class): the same steps as ``_python_call``, the path
+without it, about 1 us less a minimal request (docs/emission.md, seventh pass).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 from logging_apm import emit as _emit
 from logging_apm import tracing
+from logging_apm._native import speedups
 from logging_apm.errors import instrumentation_failed
 
 __all__ = ["KNOWN_METHODS", "UNMATCHED_ROUTE", "APMMiddleware", "normalise_method"]
@@ -41,6 +46,12 @@ UNMATCHED_ROUTE: Final = "<unmatched>"
 OTHER_METHOD: Final = "_OTHER"
 _ERROR_ATTR: Final = "_logging_apm_error"
 _perf = time.perf_counter
+
+
+# The C sync path (logging_apm/_speedups.c): APMMiddleware's base class, whose call is _python_call's steps
+# in C. None without the extension (or with LOGAPM_NATIVE=0): then APMMiddleware.__call__ is _python_call.
+_NativeMiddleware: Any = getattr(speedups, "RequestMiddleware", None)
+_Base: Any = object if _NativeMiddleware is None else _NativeMiddleware
 
 
 def normalise_method(method: str | None) -> str:
@@ -56,7 +67,71 @@ def route_of(request: Any) -> str:
     return str(route) if route else UNMATCHED_ROUTE
 
 
-class APMMiddleware:
+# The sync path (every WSGI request) in Python: APMMiddleware's __call__ when the C extension is not built
+# (or LOGAPM_NATIVE=0), and the reference for the C one (_speedups.RequestMiddleware), which does the same
+# steps in one C function. It is written out in one frame: _begin, tracing.new_root, _finish and route_of
+# inlined, as measured with callgrind on /ping/ (see docs/emission.md): each Python call costs a frame, and
+# on a view that does nothing this middleware is most of the cost. The async path calls the helpers;
+# tests/logging_apm/test_middleware.py checks that the three give the same events and headers.
+def _python_call(self: Any, request: Any) -> Any:
+    if self._async:
+        return self.__acall__(request)
+    emitter = _emit._emitter
+    if not emitter.enabled:
+        return self.get_response(request)
+    try:
+        header = request.META.get("HTTP_TRACEPARENT")
+        if header:
+            ctx = _continued(header)
+        else:
+            try:
+                ctx = _pop_root()
+            except IndexError:
+                ctx = _new_root()
+    except Exception as exc:
+        instrumentation_failed("middleware.begin", exc)
+        ctx = None
+    token = _set_current(ctx)
+    start = _perf()
+    try:
+        response = self.get_response(request)
+    except BaseException as failure:
+        _finish(request, None, start, ctx, failure)
+        _reset_current(token)
+        raise
+    end = _perf()
+    now = _time()
+    try:
+        status = response.status_code
+        method = request.method
+        if method not in KNOWN_METHODS:
+            method = OTHER_METHOD
+        try:  # getattr(request, "resolver_match", None), without the builtin's call
+            match = request.resolver_match
+        except AttributeError:
+            match = None
+        if match is None:
+            route = UNMATCHED_ROUTE
+        else:
+            route = match.route
+            if not route:
+                route = UNMATCHED_ROUTE
+            elif type(route) is not str:
+                route = str(route)
+        # A 5xx is a failure, named by process_exception when a view raised (see _finish).
+        error = (getattr(request, _ERROR_ATTR, None) or str(status)) if status >= 500 else None
+        emitter = _emit._emitter  # read again, as _finish does: it may have been reconfigured meanwhile
+        if emitter.enabled:
+            emitter.emit_request((end - start) * 1000.0, method, route, status, error, ctx, now)
+        if ctx is not None:
+            _set_traceparent(response, ctx)
+    except Exception as err:
+        instrumentation_failed("middleware.finish", err)
+    _reset_current(token)
+    return response
+
+
+class APMMiddleware(_Base):
     sync_capable = True
     async_capable = True
 
@@ -66,66 +141,8 @@ class APMMiddleware:
         if self._async:
             markcoroutinefunction(self)
 
-    # The sync path (every WSGI request) is written out in one frame: _begin, tracing.new_root, _finish and
-    # route_of inlined, as measured with callgrind on /ping/ (see docs/emission.md): each Python call costs a
-    # frame, and on a view that does nothing this middleware is most of the cost. The async path calls the
-    # helpers; tests/logging_apm/test_middleware.py checks that both give the same events and headers.
-    def __call__(self, request: Any) -> Any:
-        if self._async:
-            return self.__acall__(request)
-        emitter = _emit._emitter
-        if not emitter.enabled:
-            return self.get_response(request)
-        try:
-            header = request.META.get("HTTP_TRACEPARENT")
-            if header:
-                ctx = _continued(header)
-            else:
-                try:
-                    ctx = _pop_root()
-                except IndexError:
-                    ctx = _new_root()
-        except Exception as exc:
-            instrumentation_failed("middleware.begin", exc)
-            ctx = None
-        token = _set_current(ctx)
-        start = _perf()
-        try:
-            response = self.get_response(request)
-        except BaseException as failure:
-            _finish(request, None, start, ctx, failure)
-            _reset_current(token)
-            raise
-        end = _perf()
-        now = _time()
-        try:
-            status = response.status_code
-            method = request.method
-            if method not in KNOWN_METHODS:
-                method = OTHER_METHOD
-            try:  # getattr(request, "resolver_match", None), without the builtin's call
-                match = request.resolver_match
-            except AttributeError:
-                match = None
-            if match is None:
-                route = UNMATCHED_ROUTE
-            else:
-                route = match.route
-                if not route:
-                    route = UNMATCHED_ROUTE
-                elif type(route) is not str:
-                    route = str(route)
-            # A 5xx is a failure, named by process_exception when a view raised (see _finish).
-            error = (getattr(request, _ERROR_ATTR, None) or str(status)) if status >= 500 else None
-            emitter = _emit._emitter  # read again, as _finish does: it may have been reconfigured meanwhile
-            if emitter.enabled:
-                emitter.emit_request((end - start) * 1000.0, method, route, status, error, ctx, now)
-            if ctx is not None:
-                _set_traceparent(response, ctx)
-        except Exception as err:
-            instrumentation_failed("middleware.finish", err)
-        _reset_current(token)
-        return response
+    if _NativeMiddleware is None:  # without the C extension the sync path is _python_call
+        __call__ = _python_call
 
     async def __acall__(self, request: Any) -> Any:
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
@@ -220,3 +237,9 @@ def _set_traceparent(response: Any, ctx: tracing.TraceContext) -> None:
 
 
 _time = time.time
+
+
+if speedups is not None and _NativeMiddleware is not None:
+    # What the C call reads at each request (this module's globals, emit's), and what it compares with.
+    speedups.middleware_setup(globals(), vars(_emit), _emit.Emitter, _emit.Emitter.emit_request, tracing._roots,
+                              tracing._current)

@@ -205,12 +205,25 @@ class _LazyRoute:
         return "lazy/route/"
 
 
-def _run_case(async_path: bool, method: str, header: str | None, match: object, outcome: object,
+class _PythonPathMiddleware:
+    """APMMiddleware with the Python sync path (middleware._python_call), whether or not the C one is built."""
+
+    def __new__(cls, get_response: Any) -> Any:
+        from logging_apm import middleware
+
+        python = type("PythonAPMMiddleware", (middleware.APMMiddleware,), {"__call__": middleware._python_call})
+        return python(get_response)
+
+
+def _run_case(path: str, method: str, header: str | None, match: object, outcome: object,
               recorded: list[tuple[Any, ...]]) -> tuple[object, ...]:
-    """One request through APMMiddleware's sync or async path: what it emitted, returned and left current."""
+    """One request through APMMiddleware's sync path (``native``: the class as installed, C when built;
+    ``python``: middleware._python_call) or its async path: what it emitted, returned and left current."""
     from django.http import HttpResponse
 
     from logging_apm.middleware import APMMiddleware
+
+    async_path = path == "async"
 
     request = _Request(method, header, match)
     seen: list[object] = []
@@ -227,7 +240,7 @@ def _run_case(async_path: bool, method: str, header: str | None, match: object, 
     async def async_view(req: object) -> object:
         return view(req)
 
-    mw = APMMiddleware(async_view if async_path else view)
+    mw = (_PythonPathMiddleware if path == "python" else APMMiddleware)(async_view if async_path else view)
     before = tracing.current()
     recorded.clear()
     try:
@@ -252,10 +265,11 @@ def _run_case(async_path: bool, method: str, header: str | None, match: object, 
 
 
 def test_sync_and_async_paths_give_the_same_event_and_header(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sync __call__ is written out in one frame (begin, finish and route inlined); the async path calls the
-    helpers. Over every kind of request (traceparent valid, unsampled, padded, invalid, absent; method known
-    or not; resolver_match absent, None, empty, a str, a lazy object; 2xx, 4xx, 5xx, a view exception answered
-    with a 500 or escaping; a response without Django's header store) both give the same request event, the
+    """The sync path is written out in one function (in C when the extension is built, else
+    middleware._python_call, begin, finish and route inlined); the async path calls the helpers. Over every
+    kind of request (traceparent valid, unsampled, padded, invalid, absent; method known or not;
+    resolver_match absent, None, empty, a str, a lazy object; 2xx, 4xx, 5xx, a view exception answered with a
+    500 or escaping; a response without Django's header store) the three give the same request event, the
     same response header, the same current span in the view and none after."""
     import logging_apm.emit as emit
     from logging_apm.conf import AppSettings
@@ -266,9 +280,10 @@ def test_sync_and_async_paths_give_the_same_event_and_header(monkeypatch: pytest
     results = []
     for case in _middleware_cases():
         method, header, match, outcome = case
-        sync = _run_case(False, method, header, match, outcome, recorded)
-        assert sync == _run_case(True, method, header, match, outcome, recorded), case
-        results.append(sync)
+        native = _run_case("native", method, header, match, outcome, recorded)
+        assert native == _run_case("python", method, header, match, outcome, recorded), case
+        assert native == _run_case("async", method, header, match, outcome, recorded), case
+        results.append(native)
     # The cases do reach every branch: both methods, every route kind, each outcome.
     assert {r[0] for r in results} == {"GET", "_OTHER"}
     assert {r[1] for r in results} == {"<unmatched>", "api/<int:id>/", "lazy/route/"}
@@ -291,8 +306,142 @@ def test_a_failing_finish_is_counted_on_both_paths(monkeypatch: pytest.MonkeyPat
     before = errors.failures["middleware.finish"]
     with capture_events():
         assert APMMiddleware(lambda req: HttpResponse(b"x"))(_Request("GET", None)).status_code == 200
+        assert _PythonPathMiddleware(lambda req: HttpResponse(b"x"))(_Request("GET", None)).status_code == 200
         assert asyncio.run(APMMiddleware(async_view)(_Request("GET", None))).status_code == 200
-    assert errors.failures["middleware.finish"] == before + 2
+    assert errors.failures["middleware.finish"] == before + 3
+
+
+def test_the_c_sync_path_is_installed_when_built(skip_or_fail: Any) -> None:
+    """With logging_apm._speedups built, APMMiddleware's call is the C one (RequestMiddleware's), not
+    _python_call; the tests comparing the paths would otherwise compare Python with itself."""
+    from logging_apm import middleware
+    from logging_apm._native import speedups
+
+    if speedups is None:
+        skip_or_fail("logging_apm._speedups is not built (or LOGAPM_NATIVE=0)")
+    assert issubclass(middleware.APMMiddleware, speedups.RequestMiddleware)
+    assert middleware.APMMiddleware.__call__ is speedups.RequestMiddleware.__call__
+
+
+class _RecordingQueue:
+    """A BackgroundHandler queue that keeps what is put on it (qsize 0: never full)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, ...]] = []
+
+    def qsize(self) -> int:
+        return 0
+
+    def put(self, item: tuple[Any, ...]) -> None:
+        self.items.append(item)
+
+
+def test_both_sync_paths_queue_the_same_event_in_every_handler_state(tmp_path: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C sync path puts the pending request on a plain BackgroundHandler's queue itself (the tuple
+    Emitter.emit_request puts, untracked by the garbage collector: it holds no container but the emitter),
+    and in every other state of the logger or handler does what the Python path does (the emit_request call):
+    a level or filter stops it, a full queue drops and counts it, a second handler gets a record, an emitter
+    with its own emit_request is called."""
+    import gc
+    import logging
+    from types import SimpleNamespace
+
+    from django.http import HttpResponse
+
+    from logging_apm import emit
+    from logging_apm._native import speedups
+    from logging_apm.conf import AppSettings
+    from logging_apm.formatters import OrjsonFormatter
+    from logging_apm.handlers import BackgroundHandler
+    from logging_apm.middleware import APMMiddleware
+
+    handler = BackgroundHandler(tmp_path / "events.log", max_queue=5)
+    handler.setFormatter(OrjsonFormatter())
+    logger = logging.getLogger("logging_apm.tests.sync_paths")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    emitter = emit.Emitter(AppSettings(enabled=True, service_name="t"), logger)
+    monkeypatch.setattr(emit, "_emitter", emitter)
+    native = APMMiddleware(lambda req: HttpResponse(b"x", status=201))
+    python = _PythonPathMiddleware(lambda req: HttpResponse(b"x", status=201))
+    enqueued: list[object] = []
+    enqueue = handler.enqueue_event
+
+    def counted(event: Any) -> bool:
+        enqueued.append(event)
+        return enqueue(event)
+
+    def request() -> _Request:
+        return _Request("PUT", None, SimpleNamespace(route="r/<int:id>/"))
+
+    def outcome(mw: Any) -> tuple[object, ...]:
+        """What one request through ``mw`` queued (values but the timings and span), wrote, dropped."""
+        recording = _RecordingQueue()
+        real, handler._queue = handler._queue, recording  # type: ignore[assignment]
+        enqueued.clear()
+        dropped = handler.stats["dropped.queue_full"]
+        try:
+            mw(request())
+        finally:
+            handler._queue = real
+        queued = [(item[0], item[1], *item[3:7], type(item[2]), type(item[8])) if type(item) is tuple
+                  else ("record", item.msg["http.route"]) for item in recording.items]  # type: ignore[attr-defined]
+        return queued, len(enqueued), handler.stats["dropped.queue_full"] - dropped
+
+    handler.enqueue_event = counted  # type: ignore[method-assign]
+    try:
+        enqueue((emit.REQUEST, emitter, 1.0, "GET", "start/", 200, None, tracing.new_root(), 1.0))  # the listener
+        plain = outcome(native)
+        assert plain == outcome(python)
+        assert plain == ([(emit.REQUEST, emitter, "PUT", "r/<int:id>/", 201, None, float, float)], 0, 0)
+        recording = _RecordingQueue()
+        real, handler._queue = handler._queue, recording  # type: ignore[assignment]
+        native(request())
+        handler._queue = real
+        [pending] = recording.items
+        if speedups is not None:
+            assert not gc.is_tracked(pending)  # the C path's tuple: no collection walks or promotes it
+        states: list[tuple[Any, Any]] = [
+            (lambda: handler.setLevel(logging.WARNING), lambda: handler.setLevel(logging.NOTSET)),
+            (lambda: handler.addFilter(lambda r: False), lambda: handler.filters.clear()),
+            (lambda: logger.setLevel(logging.WARNING), lambda: logger.setLevel(logging.INFO)),
+            (lambda: setattr(logger, "disabled", True), lambda: setattr(logger, "disabled", False)),
+            (lambda: logging.disable(logging.INFO), lambda: logging.disable(logging.NOTSET)),
+            (lambda: setattr(logger, "propagate", True), lambda: setattr(logger, "propagate", False)),
+            (lambda: setattr(handler, "max_queue", 0), lambda: setattr(handler, "max_queue", 5)),
+        ]
+        for enter, leave in states:
+            enter()
+            try:
+                assert outcome(native) == outcome(python)
+            finally:
+                leave()
+        assert outcome(native) == plain  # every state left as it was
+        second: list[logging.LogRecord] = []
+        other = logging.Handler()
+        other.emit = second.append  # type: ignore[method-assign]
+        logger.addHandler(other)
+        try:
+            assert outcome(native) == outcome(python) == ([("record", "r/<int:id>/")], 0, 0)  # Logger.handle
+        finally:
+            logger.removeHandler(other)
+        assert [r.msg["http.route"] for r in second] == ["r/<int:id>/"] * 2  # type: ignore[index]
+
+        class Own(emit.Emitter):
+            __slots__ = ()
+
+            def emit_request(self, *values: Any) -> None:
+                second.append(values)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(emit, "_emitter", Own(AppSettings(enabled=True, service_name="t"), logger))
+        second.clear()
+        assert outcome(native) == outcome(python) == ([], 0, 0)
+        assert [v[1:4] for v in second] == [("PUT", "r/<int:id>/", 201)] * 2  # type: ignore[index]
+    finally:
+        handler.close()
+        logger.removeHandler(handler)
 
 
 def test_emit_request_follows_the_loggers_level_and_switches() -> None:
