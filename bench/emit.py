@@ -8,13 +8,14 @@
    divided by N. Median of ``--runs`` runs. Target: under 10 microseconds.
 2. A minimal request (``/ping/`` of tests/djangoapp: no query, no cache) through Django's WSGI handler,
    with the APM middleware and the events written to a file, against the same handler without it, in the
-   same process, in many short interleaved rounds; CPU per request (listener thread included), medians,
-   and the ratio; the fastest rounds' ratio is shown too (least disturbed by other load). Target: under
-   10% added.
+   same process, in many short interleaved rounds (30 by default, spread over five processes run in turn);
+   CPU per request (listener thread included), medians, and the ratio; the fastest rounds' ratio is shown
+   too (least disturbed by other load). Target: under 10% added.
 3. SQL obfuscation + fingerprint + operation/table of a typical Django SELECT, for a text never seen
    (cache miss) and for a text seen before (Django reuses its SQL strings: the usual case).
 4. The same request over real HTTP: the test project under gunicorn (one sync worker) with logging_apm, and
-   without it at all (``DJANGOAPP_APM=off``), driven alternately in many short rounds; the worker's CPU
+   without it at all (``DJANGOAPP_APM=off``), driven alternately in bursts of 25 requests, 40 short rounds
+   over eight pairs of server processes started in turn; the worker's CPU
    per request: the scheduler's nanosecond runtime of each of its threads (``/proc/<pid>/task/<tid>/
    schedstat``, user and system, the listener thread that writes the events included), each round waiting
    for the listener to write its events before it is read; medians of rounds, and the ratio. This is the
@@ -30,6 +31,7 @@ JSON line from an earlier run) each figure is compared with the baseline's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
@@ -41,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,8 @@ FORMATS = ("orjson", "json", "structlog")
 TARGET_EVENT_US = 10.0
 TARGET_REQUEST_PCT = 10.0
 BURST = 25  # requests in a row to one server over HTTP (see bench_server)
+SERVER_SETS = 8  # pairs of gunicorn servers started in turn in a run (see bench_server)
+REQUEST_PROCESSES = 5  # processes the in-process item's rounds are spread over (see bench_request)
 
 
 DJANGO_SELECT = ('SELECT "djangoapp_story"."id", "djangoapp_story"."title", "djangoapp_story"."author_id", '
@@ -131,8 +136,9 @@ def _paired_pct(instrumented: list[float], plain: list[float]) -> float:
     return statistics.median((i - p) / p * 100.0 for i, p in zip(instrumented, plain, strict=True))
 
 
-def bench_request(n: int, runs: int, workdir: Path) -> dict[str, float]:
-    """Median CPU microseconds per minimal request, with and without the instrumentation."""
+def _request_rounds(n: int, rounds: int, workdir: Path) -> dict[str, list[float]]:
+    """CPU microseconds per minimal request of each round, with and without the instrumentation, in this
+    process."""
     os.environ["APM_LOG_FILE"] = str(workdir / "requests.log")
     os.environ["APM_LOG_STDOUT"] = "false"
     os.environ["DJANGOAPP_SQLITE"] = str(workdir / "bench.sqlite3")
@@ -164,7 +170,6 @@ def bench_request(n: int, runs: int, workdir: Path) -> dict[str, float]:
     flush = _events_handler().flush
     # Many short rounds, the two variants interleaved: on a shared, noisy machine a burst of load then
     # hits both alike, and the medians compare like with like.
-    rounds = runs * 6
     per_round = max(50, n // 6)
     results: dict[str, list[float]] = {"instrumented": [], "plain": []}
     for run in range(rounds + 1):
@@ -178,6 +183,20 @@ def bench_request(n: int, runs: int, workdir: Path) -> dict[str, float]:
     lines = (workdir / "requests.log").read_text().splitlines()
     expected = per_round * (rounds + 1)
     assert len(lines) == expected, f"expected {expected} request events, found {len(lines)}"
+    return results
+
+
+def bench_request(n: int, runs: int, workdir: Path) -> dict[str, float]:
+    """Median CPU microseconds per minimal request, with and without the instrumentation: the rounds of
+    REQUEST_PROCESSES processes run one after the other (each process's memory layout moves its figures by
+    a few per cent for its whole life, as over HTTP)."""
+    results: dict[str, list[float]] = {"instrumented": [], "plain": []}
+    for index in range(REQUEST_PROCESSES):
+        out = workdir / f"request-rounds-{index}.json"
+        subprocess.run([sys.executable, __file__, "--request-rounds", str(runs * 6 // REQUEST_PROCESSES),
+                        "--requests", str(n), "--json-out", str(out)], check=True)
+        for name, values in json.loads(out.read_text()).items():
+            results[name] += values
     plain = statistics.median(results["plain"])
     instrumented = statistics.median(results["instrumented"])
     return {"request_plain_us": plain, "request_instrumented_us": instrumented,
@@ -232,9 +251,9 @@ def _gunicorn_options() -> list[str]:
                                           if setting.cli) else []
 
 
-def bench_server(n: int, runs: int, workdir: Path) -> dict[str, float]:
-    """Server-side CPU per minimal request over real HTTP: gunicorn (one sync worker) with logging_apm
-    against the same project without it (``DJANGOAPP_APM=off``), driven alternately by a socket client."""
+@contextlib.contextmanager
+def _servers(workdir: Path, tag: str) -> Iterator[dict[str, tuple[subprocess.Popen[bytes], int]]]:
+    """The two gunicorn servers (one sync worker each), started, answering, and stopped on the way out."""
     servers: dict[str, tuple[subprocess.Popen[bytes], int, socket.socket]] = {}
     try:
         for name in ("plain", "instrumented"):
@@ -243,7 +262,7 @@ def bench_server(n: int, runs: int, workdir: Path) -> dict[str, float]:
             sock.listen(128)
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
                    "DJANGO_SETTINGS_MODULE": "djangoapp.settings", "APM_LOG_STDOUT": "false",
-                   "APM_LOG_FILE": str(workdir / f"server-{name}.log"),
+                   "APM_LOG_FILE": str(workdir / f"server-{name}-{tag}.log"),
                    "DJANGOAPP_SQLITE": str(workdir / "server.sqlite3"),
                    "DJANGOAPP_APM": "on" if name == "instrumented" else "off"}
             proc = subprocess.Popen(
@@ -261,34 +280,46 @@ def bench_server(n: int, runs: int, workdir: Path) -> dict[str, float]:
                     if time.monotonic() > deadline or proc.poll() is not None:
                         raise RuntimeError(f"gunicorn ({name}) did not start") from None
                     time.sleep(0.2)
-        # The worker's CPU in nanoseconds (schedstat, every thread: the listener that writes the events
-        # included). Within a round the two servers take turns request by request (A B B A A B ...), so both
-        # see the same moments of the machine's other load; /proc/<pid>/stat's 10 ms ticks could not resolve
-        # such short rounds, nor a difference of a few microseconds a request.
-        rounds = runs * 8
-        per_round = max(BURST * 4, n // 5 // BURST * BURST)
-        order = [servers["plain"], servers["instrumented"]]
-        results: dict[str, list[float]] = {"instrumented": [], "plain": []}
-        for run in range(rounds + 1):
-            before = {name: _worker_threads_cpu_ns(proc.pid) for name, (proc, _, _) in servers.items()}
-            for burst in range(per_round // BURST):
-                for _, port, _ in order if burst % 2 else order[::-1]:
-                    for _ in range(BURST):
-                        _http_get(port, "/ping/")
-            # The listener writes the round's last events within its interval (50 ms): wait for it, so that
-            # each round holds its own writes.
-            time.sleep(0.1)
-            if run:
-                for name, (proc, _, _) in servers.items():
-                    cpu = _cpu_between(before[name], _worker_threads_cpu_ns(proc.pid))
-                    results[name].append(cpu / per_round * 1e6)
+        yield {name: (proc, port) for name, (proc, port, _) in servers.items()}
     finally:
         for proc, _, sock in servers.values():
             proc.terminate()
             proc.wait(30)
             sock.close()
-    events = (workdir / "server-instrumented.log").read_text().count('"apm.kind":"request"')
-    assert events == per_round * (rounds + 1) + 1, f"instrumented server wrote {events} request events"
+
+
+def bench_server(n: int, runs: int, workdir: Path) -> dict[str, float]:
+    """Server-side CPU per minimal request over real HTTP: gunicorn (one sync worker) with logging_apm
+    against the same project without it (``DJANGOAPP_APM=off``), driven alternately by a socket client."""
+    # The worker's CPU in nanoseconds (schedstat, every thread: the listener that writes the events included).
+    # Within a round the two servers take bursts of BURST requests in turn (A B B A ...), so both see the same
+    # moments of the machine's other load; /proc/<pid>/stat's 10 ms ticks could not resolve such short
+    # rounds, nor a difference of a few microseconds a request. And the rounds are spread over SERVER_SETS
+    # pairs of server processes started one after the other: each process's memory layout (ASLR, hash
+    # seed) moves its cost for its whole life (three identical plain servers measured side by side: 338,
+    # 342 and 351 us a request; three instrumented ones 328, 358 and 363), which one pair per run would
+    # carry whole into the run's figure.
+    rounds = runs * 8 // SERVER_SETS
+    per_round = max(BURST * 4, n // 5 // BURST * BURST)
+    results: dict[str, list[float]] = {"instrumented": [], "plain": []}
+    for tag in range(SERVER_SETS):
+        with _servers(workdir, str(tag)) as servers:
+            order = [servers["plain"], servers["instrumented"]]
+            for run in range(rounds + 1):
+                before = {name: _worker_threads_cpu_ns(proc.pid) for name, (proc, _) in servers.items()}
+                for burst in range(per_round // BURST):
+                    for _, port in order if burst % 2 else order[::-1]:
+                        for _ in range(BURST):
+                            _http_get(port, "/ping/")
+                # The listener writes the round's last events within its interval (50 ms): wait for it, so
+                # that each round holds its own writes.
+                time.sleep(0.1)
+                if run:
+                    for name, (proc, _) in servers.items():
+                        cpu = _cpu_between(before[name], _worker_threads_cpu_ns(proc.pid))
+                        results[name].append(cpu / per_round * 1e6)
+        events = (workdir / f"server-instrumented-{tag}.log").read_text().count('"apm.kind":"request"')
+        assert events == per_round * (rounds + 1) + 1, f"instrumented server wrote {events} request events"
     plain = statistics.median(results["plain"])
     instrumented = statistics.median(results["instrumented"])
     fastest = min(results["plain"])
@@ -305,7 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="measured runs; the median is reported")
     parser.add_argument("--baseline", type=Path, help="a JSON line from an earlier run to compare with")
     parser.add_argument("--json-out", type=Path, help="also write the JSON line to this file")
+    parser.add_argument("--request-rounds", type=int, help=argparse.SUPPRESS)  # bench_request's processes
     args = parser.parse_args(argv)
+    if args.request_rounds:
+        with tempfile.TemporaryDirectory(prefix="bench-emit-request-") as tmp:
+            rounds = _request_rounds(args.requests, args.request_rounds, Path(tmp))
+        args.json_out.write_text(json.dumps(rounds))
+        return 0
 
     result: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-emit-") as tmp:
