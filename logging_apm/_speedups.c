@@ -483,6 +483,8 @@ static int emit_request(PyObject *emitter, PyObject *const *values) {
     if (!PyList_CheckExact(handlers) || PyList_GET_SIZE(handlers) != 1) goto call;
     if ((flag = attr_true(logger, str_propagate)) != 0) goto check;
     if ((flag = attr_true(logger, str_filters)) != 0) goto check;
+    /* Borrowed from handlers, which is held: no Python code runs until the put (the reads below are of an
+     * exact BackgroundHandler's plain attributes, its queue's methods are C). */
     PyObject *handler = PyList_GET_ITEM(handlers, 0);
     PyObject *background = global(emit_globals, str_background);
     if (background == NULL) goto done;
@@ -665,7 +667,9 @@ static int finish(PyObject *request, PyObject *response, PyObject *start, PyObje
     if (failure) {
         PyObject *name = global(mw_globals, str_error_attr);
         if (name == NULL) goto done;
+        Py_INCREF(name);  /* a request's __getattr__ may run any code */
         error = attr_or_none(request, name);
+        Py_DECREF(name);
         if (error == NULL) goto done;
         int truth = PyObject_IsTrue(error);
         if (truth < 0) goto done;
