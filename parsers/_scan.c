@@ -39,8 +39,8 @@
  *
  * The result: ``(lines, skipped, n, arena, offsets, tables, tags, stop)``; offsets: where each column's n
  * values start in the arena, the numeric ones in columns.NUMERIC_FIELDS' order then the codes in
- * STRING_FIELDS' order; tables: per string field, its table (a list of str; span_id's a Strings, read
- * like one; parent_span_id's is span_id's).
+ * STRING_FIELDS' order; tables: per string field, its table (a list of str; span_id's and trace_id's
+ * Strings, read like one; parent_span_id's is span_id's).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -406,7 +406,8 @@ static void interner_free(Interner *t) {
 /* ---- Strings: a table whose str are made when read ----------------------------------------------------
  * Nearly every event has its own span id, and nobody in the columns path reads them (the codes and the
  * table's size are what the trace summary uses): a str per span id (PyUnicode_New, and its dealloc with the
- * list's) was ~15% of a worker's samples at 5M events. A Strings holds the values' UTF-8 bytes one after the
+ * list's) was ~15% of a worker's samples at 5M events. The trace ids (about one an 8 events) are a Strings
+ * too: the worker sends them joined (join, below). A Strings holds the values' UTF-8 bytes one after the
  * other in one buffer of its own (a copy: ~16 bytes an id, so it outlives the scanned data and the scan's
  * tail buffer) and makes a value's str when it is read. It reads like the list it replaces: len, index
  * (negative too), slices (a list), iteration, == / != with a list or another Strings, pickled as a list. */
@@ -520,6 +521,51 @@ static PyObject *strings_repr(Strings *self) {
     return r;
 }
 
+/* sep.join(self) (sep a str) from the bytes, with no str per value: the trace ids go to the parent as one
+ * string (aggregator/insights/columns.py, ScannedIds), and a str per distinct id made only to be joined
+ * (made, listed, copied into the join, freed) cost ~200 instructions an id, 0.6% of a worker's (callgrind,
+ * process_part and its pickle over the 5M log's first six parts). The values and sep are valid UTF-8, so
+ * their concatenation decodes to the join; when it is all ASCII (trace ids, nearly always) it is written
+ * straight into the result. */
+static PyObject *strings_join(Strings *self, PyObject *sep) {
+    if (!PyUnicode_Check(sep)) {
+        PyErr_Format(PyExc_TypeError, "join() separator must be str, not %.200s", Py_TYPE(sep)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t slen;
+    const char *s = PyUnicode_AsUTF8AndSize(sep, &slen);
+    if (!s) return NULL;
+    Py_ssize_t n = self->n, bytes = n ? (Py_ssize_t)self->off[n] : 0;
+    if (!n) return PyUnicode_New(0, 0);
+    if (slen > (PY_SSIZE_T_MAX - bytes) / n) return PyErr_NoMemory();
+    Py_ssize_t total = bytes + slen * (n - 1);
+    int ascii = is_ascii(self->buf, bytes) && is_ascii(s, slen);
+    PyObject *out = NULL;
+    char *d = ascii ? NULL : (char *)PyMem_Malloc((size_t)total + 1);
+    if (ascii) {
+        out = PyUnicode_New(total, 127);
+        if (!out) return NULL;
+        d = (char *)PyUnicode_DATA(out);
+    } else if (!d) {
+        return PyErr_NoMemory();
+    }
+    char *at = d;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i) {
+            memcpy(at, s, (size_t)slen);
+            at += slen;
+        }
+        size_t len = self->off[i + 1] - self->off[i];
+        memcpy(at, self->buf + self->off[i], len);
+        at += len;
+    }
+    if (!ascii) {
+        out = PyUnicode_DecodeUTF8(d, total, "strict");
+        PyMem_Free(d);
+    }
+    return out;
+}
+
 static PySequenceMethods strings_as_sequence = {
     .sq_length = (lenfunc)strings_len,
     .sq_item = (ssizeargfunc)strings_item,
@@ -530,6 +576,7 @@ static PyMappingMethods strings_as_mapping = {
 };
 static PyMethodDef strings_methods[] = {
     {"__reduce__", (PyCFunction)strings_reduce, METH_NOARGS, "pickled as the list it reads as"},
+    {"join", (PyCFunction)strings_join, METH_O, "sep.join(self), made from the bytes (no str per value)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1899,7 +1946,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                     PyErr_NoMemory();
                     goto error;
                 }
-                tables[ntables].lazy = ntables == S_SPAN_ID;
+                tables[ntables].lazy = ntables == S_SPAN_ID || ntables == S_TRACE_ID;
             }
             tags = PyList_New(0);
             if (!tags) goto error;

@@ -30,8 +30,10 @@ except ``span_id`` and ``parent_span_id``, which share the table ``tables["span_
 operation's parent one of these task spans" is a comparison of codes. From the native scanner that table is
 a ``parsers._scan.Strings``, not a list: it reads as the list would (len, index, slices, iteration, ``==``
 with a list, pickled as a list) and makes a span id's str only when read, as the columns path reads only
-the codes and the table's size (a str per span id was ~4% of ``scan``'s instructions). ``metric_tags``
-holds one entry per metric event, in order (its dict, or None).
+the codes and the table's size (a str per span id was ~4% of ``scan``'s instructions). So is
+``tables["trace_id"]``: the trace summary reads its size, and a worker sends it to the parent joined
+(``Strings.join``, see ``aggregator.insights.columns.ScannedIds``). ``metric_tags`` holds one entry per metric
+event, in order (its dict, or None).
 """
 
 from __future__ import annotations

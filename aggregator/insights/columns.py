@@ -185,7 +185,8 @@ class TraceBatch:
     def __getstate__(self) -> tuple[Any, ...]:
         state = [getattr(self, name) for name in self.__slots__]
         ids = self._traces
-        state[_TRACES] = ids.packed if type(ids) is PackedIds else _packed_ids(ids)
+        state[_TRACES] = ids.packed if type(ids) is PackedIds else ids.pack() if type(ids) is ScannedIds \
+            else _packed_ids(ids)
         return tuple(state)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
@@ -200,6 +201,8 @@ class TraceBatch:
         ids = self._traces
         if type(ids) is PackedIds:
             ids = self._traces = ids.split()
+        elif type(ids) is ScannedIds:
+            ids = self._traces = ids.ids()
         return ids  # type: ignore[no-any-return]
 
     @traces.setter
@@ -209,7 +212,7 @@ class TraceBatch:
     def trace_ids(self) -> Any:
         """The trace ids as the parent reads them: ``traces``, or as unpickled, a ``PackedIds`` (ids one at a time
         and their hashes, never a str for each)."""
-        return self._traces
+        return self.traces if type(self._traces) is ScannedIds else self._traces
 
     @property
     def requests(self) -> int:
@@ -390,6 +393,35 @@ def _packed_ids(ids: list[Any]) -> Any:
     if not strs or joined.count(KEY_SEPARATOR) != len(strs) - 1:
         return ids
     return joined, none
+
+
+class ScannedIds:
+    """A batch's trace ids as the native summary leaves them in a worker: the native scanner's table (a
+    ``parsers._scan.Strings``, which makes a str per id only when read) and where None stands among them (-1:
+    nowhere). The worker only pickles them, and ``pack`` gives ``_packed_ids``' form of the list joined from
+    the table's bytes (``Strings.join``), not from a str per distinct id (~1,200 a 4 MB chunk of the 5M
+    benchmark log) made only to be joined: ~200 instructions less an id, 0.6% of a worker's (callgrind over
+    the log's first six parts, process_part and the pickle); ``ids()`` gives the list (``TraceBatch.traces``,
+    and ``trace_ids()`` when the batch is read where it was made)."""
+
+    __slots__ = ("none", "table")
+
+    def __init__(self, table: Any, none: int) -> None:
+        self.table, self.none = table, none
+
+    def ids(self) -> list[Any]:
+        ids: list[Any] = list(self.table)
+        if self.none >= 0:
+            ids.insert(self.none, None)
+        return ids
+
+    def pack(self) -> Any:
+        """``_packed_ids(self.ids())``, the same value (the list's own rules where an id holds the separator)."""
+        n = len(self.table)
+        joined = self.table.join(KEY_SEPARATOR) if n else ""
+        if not n or joined.count(KEY_SEPARATOR) != n - 1:
+            return _packed_ids(self.ids())
+        return joined, self.none
 
 
 class TraceIds(list[Any]):
@@ -587,10 +619,13 @@ def _summarize_native(cols: EventColumns) -> TraceBatch | None:
      b.req_external_at, b.req_external, b.root_trace, b.root_at, b.rest_trace, b.rest_newest, b.rest_events,
      b.rest_queries, b.rest_db, b.rest_cache, b.rest_external, b.fp_owner, b.fp_key, b.fp_n, b.fp_ms, b.fp_text,
      b.fp_texts, b.fp_table, b.fp_tables, b.fp_keys) = got
-    traces: list[Any] = list(trace_table)
-    if untraced >= 0:
-        traces.insert(untraced, None)
-    b.traces = traces
+    if type(trace_table) is list:
+        traces: list[Any] = list(trace_table)
+        if untraced >= 0:
+            traces.insert(untraced, None)
+        b.traces = traces
+    else:  # the native scanner's table (a parsers._scan.Strings): no str per id, see ScannedIds
+        b._traces = ScannedIds(trace_table, untraced)
     return b
 
 

@@ -40,6 +40,9 @@ def same(cols: EventColumns, monkeypatch: pytest.MonkeyPatch) -> TraceBatch | No
     got = columns._summarize_native(cols)
     assert summarize_columns(cols).differences(want) == []
     if got is not None:
+        # the trace ids as pickled (from the native scanner's table: ScannedIds.pack) are the list's
+        state, want_state = got.__getstate__()[columns._TRACES], want.__getstate__()[columns._TRACES]
+        assert (type(state), state) == (type(want_state), want_state)
         assert got.differences(want) == [], f"{got.differences(want)} differ"
     return got
 
@@ -58,6 +61,39 @@ def scanned_chunks(path: Path, chunk_bytes: int) -> Iterator[EventColumns]:
         assert got is not None
         yield got[2]
         pos = end
+
+
+@pytest.mark.skipif(not scan.available, reason="parsers._scan not built, or LOGAPM_NATIVE=0")
+def test_scanned_trace_ids_pickle_as_their_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch made in C from the native scanner's columns keeps its trace ids as the scanner's table
+    (``ScannedIds``, no str per id) until it is pickled or read: pickled, they are what ``_packed_ids`` gives
+    of the list (one string and where None stands; the list where an id holds the separator), and they come
+    back, and read, as the numpy path's ids: ASCII, not ASCII, with and without untraced events."""
+    import pickle
+
+    traced = generate_events(400, start=T0, seconds=600.0, seed=3)  # (every query with a fingerprint: C's)
+    base = [{k: v for k, v in e.items() if k != "trace_id" or i % 9} for i, e in enumerate(traced)]
+    first = traced[1]["trace_id"]
+    variants = {"as generated": base, "all traced": traced, "non-ASCII": [
+        {**e, "trace_id": "caf\u00e9" + e["trace_id"][4:]} if e.get("trace_id") == first else e for e in base],
+        "separator": [{**e, "trace_id": "\x00" + e["trace_id"][1:]} if e.get("trace_id") == first else e
+                      for e in base]}
+    forms = set()
+    for i, (name, events) in enumerate(variants.items()):
+        log = tmp_path / f"{i}.log"
+        write_log(log, events)
+        (cols,) = scanned_chunks(log, 1 << 30)
+        b = columns._summarize_native(cols)
+        assert b is not None and type(b._traces) is columns.ScannedIds, name
+        state = b.__getstate__()[columns._TRACES]
+        untraced = None in state if type(state) is list else state[1] >= 0
+        forms.add(f"{type(state).__name__}{' with None' if untraced else ''}")
+        same(cols, monkeypatch)  # (its pickled ids against the numpy path's)
+        back = pickle.loads(pickle.dumps(b))
+        want = numpy_batch(cols, monkeypatch).traces
+        assert back.differences(numpy_batch(cols, monkeypatch)) == [] and b.trace_ids() == want, name
+        assert [(type(x), x) for x in back.traces] == [(type(x), x) for x in want], name
+    assert forms == {"tuple with None", "tuple", "list with None"}, forms
 
 
 @pytest.mark.parametrize("chunk_bytes", [4 << 20, 40_000, 9_000])

@@ -239,6 +239,37 @@ def test_span_table_outlives_the_data() -> None:
     assert all(t == expected for t in tables)
 
 
+def test_trace_table_is_lazy_and_joins_as_its_list() -> None:
+    """``tables["trace_id"]`` is a _scan.Strings too (ASCII, non-ASCII raw and escaped ids, an escaped NUL,
+    events without one): it reads as the reference's table, and ``join(sep)`` (what a worker sends the parent,
+    made from the bytes) is ``sep.join`` of that list for any separator; a separator that is not a str is
+    refused as str.join refuses it."""
+    from parsers import _scan  # type: ignore[attr-defined]
+    from parsers.columns import from_events
+
+    ids = ["4bf92f3577b34da6a3ce929d0e0e4736", "caf\u00e9" + "0" * 28, "\u65e5\u672c" + "1" * 30,
+           "\U0001f600" * 32, "a\u0000" + "b" * 30]
+    lines = [line_of(event_dict("request", trace_id=tid), ascii_only=i % 2 == 1) for i, tid in enumerate(ids)]
+    lines += [event_line("db", trace_id=ids[2]), event_line("request", trace_id=None), event_line("cache")]
+    data = block(*lines)
+    t = run(data, accept=True)[2].tables["trace_id"]
+    ref = LineParser(now=NOW, max_future_seconds=MAX_FUTURE, max_past_seconds=MAX_PAST,
+                     max_line_bytes=MAX_LINE).parse(data)
+    expected = from_events(ref.events).tables["trace_id"]
+    assert type(t) is _scan.Strings and type(expected) is list
+    assert t == expected and list(t) == expected and len(set(expected)) == len(expected) == 5
+    for sep in ("\x00", ",", "", "--", "\u00e9", "\U0001f600"):
+        for table in (t, run(block(event_line("request"), event_line("db", trace_id="f" * 32)), accept=True)[2]
+                      .tables["trace_id"]):
+            joined = table.join(sep)
+            assert type(joined) is str and joined == sep.join(list(table))
+    empty = run(block(event_line("request", trace_id=None)), accept=True)[2].tables["trace_id"]
+    assert type(empty) is _scan.Strings and empty == [] and empty.join("\x00") == ""
+    for bad in (b"\x00", None, 0):
+        with pytest.raises(TypeError):
+            t.join(bad)
+
+
 @pytest.mark.parametrize("kind", list(BY_KIND))
 def test_each_valid_line(kind: str) -> None:
     run(block(event_line(kind)), accept=True)
