@@ -164,7 +164,15 @@ static PyObject *Index_lookup(Index *self, PyObject *const *args, Py_ssize_t nar
     }
     int64_t *s = v[1].buf, *hs = v[2].buf;
     for (Py_ssize_t i = 0; i < n; i++) {
-        Py_hash_t h = PyObject_Hash(PyList_GET_ITEM(ids, i));
+        /* an id's __hash__ may run Python code that shrinks the list (the arrays are held: they cannot): the item
+         * held while it hashes, the size checked before the next (a str's hash runs none: the caller's ids) */
+        if (PyList_GET_SIZE(ids) != n) {
+            PyErr_SetString(PyExc_RuntimeError, "lookup: ids changed size during the call");
+            goto done;
+        }
+        PyObject *id = Py_NewRef(PyList_GET_ITEM(ids, i));
+        Py_hash_t h = PyObject_Hash(id);
+        Py_DECREF(id);
         if (h == -1 && PyErr_Occurred()) {
             goto done;
         }

@@ -75,6 +75,25 @@ def test_the_index_in_c_is_its_python_twin(bits: int) -> None:
         opentraces._native.Index(0)
 
 
+@pytest.mark.skipif(opentraces._native is None, reason="_opentable not built")
+def test_lookup_of_an_id_whose_hash_empties_the_list() -> None:
+    """An id whose ``__hash__`` empties the list being looked up (no caller's id does it: they are str, whose
+    hash runs no Python code): a RuntimeError, the ids before it done (it read the freed list: a crash)."""
+    ids: list[Any] = []
+
+    class Emptying:
+        def __hash__(self) -> int:
+            ids.clear()
+            return 7
+
+    ids += ["a" * 32, Emptying(), "b" * 32, "c" * 32]
+    index = opentraces._native.Index()
+    slots, hashes = np.full(4, -9, np.int64), np.full(4, -9, np.int64)
+    with pytest.raises(RuntimeError, match="ids changed size during the call"):
+        index.lookup(ids, slots, hashes)
+    assert hashes.tolist() == [hash("a" * 32), 7, -9, -9] and slots.tolist() == [-1, -1, -9, -9]
+
+
 class _Source:
     """A batch's rests, as far as the table is concerned: something its traces point into."""
 
