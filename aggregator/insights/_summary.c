@@ -208,9 +208,9 @@ static int recoder_init(Recoder *r, Arena *a, PyObject *table, PyObject *absent,
     return r->map && r->ids ? 0 : -1;
 }
 
-/* The dense code of this code (-1 absent); -1 when it is outside the table. */
+/* The dense code of this code (-1: absent); -1 when it is outside the table (below -1 too). */
 static int64_t recode(Recoder *r, int64_t code) {
-    if (code >= PyList_GET_SIZE(r->table)) {
+    if ((uint64_t)(code + 1) > (uint64_t)PyList_GET_SIZE(r->table)) { /* (one compare: the codes are int32) */
         return -1;
     }
     if (code < 0) {
@@ -364,8 +364,10 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
             Py_RETURN_NONE;
         }
     }
+    /* the tables' sizes as the int32 codes can index them (a larger one is no parser's: it would allocate
+     * per entry and overflow the int32 codes + 1 below) */
     Py_ssize_t nspans = PyLong_AsSsize_t(args[A_NSPANS]), ntrace_table = PyLong_AsSsize_t(args[A_NTRACES]);
-    if (nspans < 0 || ntrace_table < 0) {
+    if (nspans < 0 || ntrace_table < 0 || nspans > INT32_MAX || ntrace_table > INT32_MAX) {
         PyErr_Clear();
         Py_RETURN_NONE;
     }
@@ -377,7 +379,7 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
     }
     const Py_ssize_t n = views[0].len;
     for (int k = 1; k < NCOLS; k++) {
-        if (views[k].len / views[k].itemsize != n) {
+        if (views[k].len / views[k].itemsize != n || n > INT32_MAX) { /* (rows are listed as int32) */
             result = Py_NewRef(Py_None);
             goto done;
         }
@@ -409,8 +411,8 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
             traced_any = 1;
             if (first_absent < 0 && t > max_before) max_before = t;
         }
-        if (t >= ntrace_table || t < -1 || (uint32_t)(s + 1) > (uint32_t)nspans
-            || (uint32_t)(parent[i] + 1) > (uint32_t)nspans) {
+        if (t >= ntrace_table || t < -1 || (uint64_t)((int64_t)s + 1) > (uint64_t)nspans
+            || (uint64_t)((int64_t)parent[i] + 1) > (uint64_t)nspans) {
             result = Py_NewRef(Py_None); /* a code outside its table */
             goto done;
         }
@@ -812,7 +814,8 @@ PyDoc_STRVAR(request_sums_doc,
 "the same tuples, in the same order (by window, then route), every sum added in the same order. None where\n"
 "the numpy path must do it: windows and routes, or groups and query counts, spanning a range too wide to\n"
 "count over (more than 4 per request, as numpy's own cut-off: np.unique there); an end that is not a finite\n"
-"number of windows; a column not as a TraceBatch has it.");
+"number of windows, or whose window starts past int64; a column not as a TraceBatch has it (or not the same\n"
+"at each read).");
 
 static const char *const TIMES[3][2] = {{"req_db_at", "req_db"}, {"req_cache_at", "req_cache"},
                                         {"req_external_at", "req_external"}};
@@ -841,13 +844,18 @@ static PyObject *request_sums(PyObject *self, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_TypeError, "request_sums() takes a list of batches and a width");
         return NULL;
     }
-    PyObject *batches = args[0];
-    const Py_ssize_t nb = PyList_GET_SIZE(batches);
     const long long width = PyLong_AsLongLong(args[1]);
     if (width <= 0) {
         if (PyErr_Occurred()) PyErr_Clear();
         Py_RETURN_NONE;
     }
+    /* The batches' attributes are read by getattr, which may run Python code (a property) that changes the
+     * caller's lists: the batches and each batch's routes are read from copies of them, which hold their items. */
+    PyObject *batches = PyList_GetSlice(args[0], 0, PY_SSIZE_T_MAX);
+    if (batches == NULL) {
+        return NULL;
+    }
+    const Py_ssize_t nb = PyList_GET_SIZE(batches);
     Arena arena = {NULL, 0, 0};
     PyObject *result = NULL, *codes = PyDict_New(), *routes = PyList_New(0), *hist = NULL;
     int failed = 0; /* an exception is set */
@@ -866,12 +874,18 @@ static PyObject *request_sums(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_ssize_t *nlocal = arena_alloc(&arena, ((size_t)nb + 1) * sizeof(Py_ssize_t), 0);
     if (local == NULL || nlocal == NULL) goto nomemory;
     for (Py_ssize_t k = 0; k < nb; k++) {
-        PyObject *rs = PyObject_GetAttrString(PyList_GET_ITEM(batches, k), "routes");
-        if (rs == NULL) goto error;
-        if (!PyList_Check(rs) || (local[k] = arena_alloc(&arena, ((size_t)PyList_GET_SIZE(rs) + 1) * 8, -1)) == NULL) {
-            Py_DECREF(rs);
-            if (PyList_Check(rs)) goto nomemory;
+        PyObject *attr = PyObject_GetAttrString(PyList_GET_ITEM(batches, k), "routes");
+        if (attr == NULL) goto error;
+        if (!PyList_Check(attr)) {
+            Py_DECREF(attr);
             goto fallback;
+        }
+        PyObject *rs = PyList_GetSlice(attr, 0, PY_SSIZE_T_MAX); /* (a route's __hash__ or __eq__ runs below) */
+        Py_DECREF(attr);
+        if (rs == NULL) goto error;
+        if ((local[k] = arena_alloc(&arena, ((size_t)PyList_GET_SIZE(rs) + 1) * 8, -1)) == NULL) {
+            Py_DECREF(rs);
+            goto nomemory;
         }
         nlocal[k] = PyList_GET_SIZE(rs);
         for (Py_ssize_t j = 0; j < nlocal[k]; j++) {
@@ -959,7 +973,11 @@ static PyObject *request_sums(PyObject *self, PyObject *const *args, Py_ssize_t 
         if (attr_ints(b, "req_queries", ints, n, &failed) < 0) {
             r = -2;
         }
-        for (Py_ssize_t i = 0; i < n && r == 0; i++) {
+        for (Py_ssize_t i = 0; i < n && r == 0; i++) { /* (the column read again: held to (1)'s range) */
+            if ((uint64_t)ints[i] > qmax) {
+                r = -2;
+                break;
+            }
             int32_t g = rank[key_k[i] - lo];
             count[g]++;
             sums[g * 4] += dur[i];
@@ -1004,6 +1022,8 @@ static PyObject *request_sums(PyObject *self, PyObject *const *args, Py_ssize_t 
     for (int64_t s = 0; s < span; s++) {
         int64_t g = rank[s];
         if (g < 0) continue;
+        int64_t k = lo + s, window = floor_div(k, nroutes), start;
+        if (__builtin_mul_overflow(window, (int64_t)width, &start)) goto fallback; /* (an end past 2**63 s) */
         if ((hist = PyDict_New()) == NULL) goto error;
         for (int64_t q = 0; q < qspan; q++) {
             int64_t c = pairs[g * qspan + q];
@@ -1014,8 +1034,7 @@ static PyObject *request_sums(PyObject *self, PyObject *const *args, Py_ssize_t 
             Py_XDECREF(vc);
             if (e < 0) goto error;
         }
-        int64_t k = lo + s, window = floor_div(k, nroutes);
-        PyObject *item = Py_BuildValue("(LOLLddddO)", (long long)(window * width),
+        PyObject *item = Py_BuildValue("(LOLLddddO)", (long long)start,
                                        PyList_GET_ITEM(routes, k - window * nroutes), (long long)count[g],
                                        (long long)nfailed[g], sums[g * 4], sums[g * 4 + 1], sums[g * 4 + 2],
                                        sums[g * 4 + 3], hist);
@@ -1039,6 +1058,7 @@ done:
     Py_XDECREF(hist);
     Py_XDECREF(codes);
     Py_XDECREF(routes);
+    Py_DECREF(batches);
     arena_free(&arena);
     return result;
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -292,7 +293,7 @@ def test_request_sums_of_generated_parts(tmp_path: Path, width: int, monkeypatch
 def test_request_sums_edges(monkeypatch: pytest.MonkeyPatch) -> None:
     """No batch with requests; "" and None-read-as-"" routes shared across batches; a request of 100,000
     queries (uint32 counts) and windows far apart (numpy's: too wide a range to count over); -0.0 times; an
-    end that is no number of windows (numpy's); many batches."""
+    end that is no number of windows, or whose window starts past int64 (numpy's); many batches."""
     def request(trace: str, ts: float, route: str | None, dur: float = 9.0) -> Event:
         return Event(timestamp="-", schema=1, kind="request", duration_ms=dur, trace_id=trace, span_id="2" * 16,
                      ts=ts, http_route=route, http_request_method="GET", http_response_status_code=200)
@@ -320,5 +321,86 @@ def test_request_sums_edges(monkeypatch: pytest.MonkeyPatch) -> None:
     never.req_end = np.array([math.inf])  # (not from a parser: it reads no such timestamp)
     with np.errstate(invalid="ignore"):
         assert same_sums([never], 60, monkeypatch) is None
+    past = batch([request("a" * 32, T0, "api/x/")])
+    past.req_end = np.array([1e19])  # (a window starting past 2**63 s: numpy's product wraps, C's overflowed)
+    assert same_sums([past], 10**5, monkeypatch) is None
     many = [batch([request(f"{i:032x}", T0 + i, f"api/{i % 7}/")]) for i in range(150)]
     assert same_sums(many, 60, monkeypatch)  # (more batches than the C side's first allocation table holds)
+
+
+def summarize_args(cols: EventColumns) -> list[Any]:
+    """``_native.summarize``'s arguments for these columns, as ``columns._summarize_native`` passes them."""
+    codes, tables = cols.codes, cols.tables
+    return [cols.kind, codes["trace_id"], len(tables["trace_id"]), cols.ts, cols.duration_ms, codes["span_id"],
+            codes["parent_span_id"], len(tables["span_id"]), cols.outcome, cols.status, codes["http_route"],
+            tables["http_route"], codes["http_request_method"], tables["http_request_method"],
+            codes["db_query_fingerprint"], tables["db_query_fingerprint"], codes["db_query_text"],
+            tables["db_query_text"], codes["db_collection_name"], tables["db_collection_name"]]
+
+
+def test_codes_and_sizes_outside_the_tables_go_to_numpy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No parser makes them: a route code below -1 (it was read as the absent route), a span table said to be
+    larger than int32 codes index, with a code at INT32_MAX (its + 1 overflowed, and read before the marks: a
+    crash), a trace table as large: None, the numpy path's, at once."""
+    log = tmp_path / "plain.log"
+    write_log(log, generate_events(300, start=T0, seconds=60.0, seed=4))
+    cols = next(scanned_chunks(log, 1 << 20))
+    assert same(cols, monkeypatch) is not None
+    args = summarize_args(cols)
+    args[10] = args[10].copy()
+    args[10][int(np.flatnonzero(cols.kind == 0)[0])] = -5
+    assert columns._native.summarize(*args) is None  # type: ignore[union-attr]
+    args = summarize_args(cols)
+    args[5] = args[5].copy()
+    args[5][0] = np.iinfo(np.int32).max
+    args[7] = 2**31 + 5
+    assert columns._native.summarize(*args) is None  # type: ignore[union-attr]
+    args = summarize_args(cols)
+    args[2] = 2**40
+    assert columns._native.summarize(*args) is None  # type: ignore[union-attr]
+
+
+class Proxy:
+    """A batch read through ``__getattr__`` (Python code run at each of ``request_sums``' reads): what
+    ``effect(name, reads of it so far)`` returns, or the batch's own attribute where that is None."""
+
+    def __init__(self, batch: TraceBatch, effect: Any) -> None:
+        self.batch, self.effect, self.reads = batch, effect, Counter[str]()
+
+    def __getattr__(self, name: str) -> Any:
+        self.reads[name] += 1
+        value = self.effect(name, self.reads[name])
+        return getattr(self.batch, name) if value is None else value
+
+
+def test_request_sums_of_batches_that_change_while_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What no caller does (TraceBatch has slots; routes are str), from Python code the C runs: the caller's list
+    of batches emptied by an attribute read, a batch's routes list emptied by a route's ``__hash__``: the sums of
+    the batches as they were (the C reads copies of the lists; it read the emptied ones: a crash); a batch whose
+    queries per request grow between two reads of them: left to numpy (they indexed past the counts: a write out
+    of bounds)."""
+    log = tmp_path / "plain.log"
+    write_log(log, realistic_events(3000, seed=5), ordinary_every=13)
+    batches = [summarize_columns(cols) for cols in scanned_chunks(log, 40_000)][:4]
+    want = [repr(g) for g in numpy_sums(batches, 60, monkeypatch)]
+    proxies: list[Any] = []
+    proxies += [Proxy(b, lambda name, reads: proxies.clear()) for b in batches]
+    got = columns._native.request_sums(proxies, 60)  # type: ignore[union-attr]
+    assert not proxies and [repr(g) for g in got] == want
+
+    class Emptying(str):
+        __slots__ = ()
+
+        def __hash__(self) -> int:
+            routes.clear()
+            return str.__hash__(self)
+
+    routes = [Emptying(r) for r in batches[0].routes]
+    got = columns._native.request_sums(  # type: ignore[union-attr]
+        [Proxy(batches[0], lambda name, reads: routes if name == "routes" else None), *batches[1:]], 60)
+    assert not routes and [repr(g) for g in got] == want
+
+    def growing(name: str, reads: int) -> Any:
+        return batches[0].req_queries.astype(np.int64) + 10**9 if name == "req_queries" and reads > 1 else None
+
+    assert columns._native.request_sums([Proxy(batches[0], growing)], 60) is None  # type: ignore[union-attr]
