@@ -11,7 +11,10 @@
  * by zeros (an anonymous mapping over it, MAP_FIXED), its ``faulted`` flag set, and the access retried; the
  * reader then throws away what it made of that mapping and reads the range again with read(), which sees the
  * truncation as it always did. A SIGBUS anywhere else goes to the handler that was there before (faulthandler,
- * say), or takes its default action, as without this module.
+ * say), or takes its default action, as without this module. A handler installed after the first map comes
+ * before this one (faulthandler.enable() then: a page gone is its fatal error, its re-raise by raise() is not
+ * a fault here, and the process ends, checked); nothing in logapm installs one, and taking the first place
+ * back at the next map would have two handlers that chain to each other raise back and forth.
  *
  *   map(fd, offset, length) -> Mapping
  *       the file's bytes [offset, offset + length) (offset any: the mapping starts at the page holding it),
