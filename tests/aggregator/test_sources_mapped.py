@@ -221,7 +221,9 @@ else:
 sources._filemap = real
 LineParser.parse_columns = parse_columns
 FileSource.read = read
-# what the read path makes of the file as it is now, part by part
+# what the read path makes of the file as it is now, part by part, over the same parts (planned again now, the
+# cuts of the shorter file's parts could move: window_cuts reads the lines around each cut)
+LocalEngine._plan = lambda self, tasks: (len(jobs), iter(jobs))
 want = list(LocalEngine(Plain([log]), s).run(tasks)) if where != "in-process" else [
     process_part(Plain([log]), jobs[-1][2], s, jobs[-1][0], jobs[-1][1])]
 for r in got + want:
