@@ -1186,18 +1186,17 @@ class WindowState:
         waiting_now = self._waiting
         for series, start, width, count, errors, total, lo, hi, counters, form in zip(*columns, strict=True):
             k = (series.family, series.tags, start)
+            theirs = _from_stored(form) if type(form) is bytes else form  # (``_sketch_of``, without the call)
             cur = aggs.get(k)
             if cur is None:
-                aggs[k] = cur = WindowAggregate(series, start, width, count, errors, total, lo, hi, counters,
-                                                _from_stored(form) if type(form) is bytes else form)
+                aggs[k] = cur = WindowAggregate(series, start, width, count, errors, total, lo, hi, counters, theirs)
             else:
                 _add_exact(cur, count, errors, total, lo, hi)
                 if counters:
                     mine = cur.counters
                     for name, v in counters.items():
                         mine[name] = mine.get(name, 0.0) + v
-                if form is not None:
-                    theirs = _from_stored(form) if type(form) is bytes else form
+                if theirs is not None:
                     waiting = pending_sketches.get(k)
                     if waiting is None:
                         kept = cur.sketch  # a sealed sketch changes (counted once, as its first merge unseals it)
