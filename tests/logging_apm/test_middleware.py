@@ -336,6 +336,27 @@ class _RecordingQueue:
         self.items.append(item)
 
 
+def _queued_emitter(path: Any, name: str, max_queue: int) -> tuple[Any, Any, Any]:
+    """An Emitter on logger ``logging_apm.tests.<name>`` (INFO, not propagating) whose one handler is a
+    BackgroundHandler writing orjson lines to ``path`` with a queue of ``max_queue``: the state in which
+    Emitter.emit_request and the C sync path put on the queue themselves. Returns (handler, logger, emitter);
+    the caller closes and removes the handler."""
+    import logging
+
+    from logging_apm import emit
+    from logging_apm.conf import AppSettings
+    from logging_apm.formatters import OrjsonFormatter
+    from logging_apm.handlers import BackgroundHandler
+
+    handler = BackgroundHandler(path, max_queue=max_queue)
+    handler.setFormatter(OrjsonFormatter())
+    logger = logging.getLogger(f"logging_apm.tests.{name}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    return handler, logger, emit.Emitter(AppSettings(enabled=True, service_name="t"), logger)
+
+
 def test_both_sync_paths_queue_the_same_event_in_every_handler_state(tmp_path: Any,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The C sync path puts the pending request on a plain BackgroundHandler's queue itself (the tuple
@@ -352,17 +373,9 @@ def test_both_sync_paths_queue_the_same_event_in_every_handler_state(tmp_path: A
     from logging_apm import emit
     from logging_apm._native import speedups
     from logging_apm.conf import AppSettings
-    from logging_apm.formatters import OrjsonFormatter
-    from logging_apm.handlers import BackgroundHandler
     from logging_apm.middleware import APMMiddleware
 
-    handler = BackgroundHandler(tmp_path / "events.log", max_queue=5)
-    handler.setFormatter(OrjsonFormatter())
-    logger = logging.getLogger("logging_apm.tests.sync_paths")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    emitter = emit.Emitter(AppSettings(enabled=True, service_name="t"), logger)
+    handler, logger, emitter = _queued_emitter(tmp_path / "events.log", "sync_paths", 5)
     monkeypatch.setattr(emit, "_emitter", emitter)
     native = APMMiddleware(lambda req: HttpResponse(b"x", status=201))
     python = _PythonPathMiddleware(lambda req: HttpResponse(b"x", status=201))
@@ -493,18 +506,10 @@ def test_emit_request_fast_put_keeps_the_handlers_rules(tmp_path: Any) -> None:
     import logging
 
     from logging_apm import emit
-    from logging_apm.conf import AppSettings
     from logging_apm.formatters import OrjsonFormatter
-    from logging_apm.handlers import BackgroundHandler
 
     path = tmp_path / "events.log"
-    handler = BackgroundHandler(path, max_queue=3)
-    handler.setFormatter(OrjsonFormatter())
-    logger = logging.getLogger("logging_apm.tests.fast_put")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    emitter = emit.Emitter(AppSettings(enabled=True, service_name="t"), logger)
+    handler, logger, emitter = _queued_emitter(path, "fast_put", 3)
     span = tracing.new_root()
 
     def send(route: str) -> None:
