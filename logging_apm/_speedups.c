@@ -370,7 +370,7 @@ static PyObject *str_acall, *str_emitter, *str_enabled, *str_META, *str_tracepar
     *str_logger, *str_lcache, *str_disabled, *str_handlers, *str_propagate, *str_filters, *str_background,
     *str_level, *str_thread, *str_closed, *str_queue, *str_qsize, *str_max_queue, *str_put, *str_request_marker,
     *str_set_traceparent, *str_headers, *str_store, *str_traceparent, *str_begin_name, *str_finish_name;
-static PyObject *info_level, *thousand;
+static PyObject *info_level, *thousand, *five_hundred;  /* 500 is past the small ints CPython keeps */
 
 /* A module global (borrowed), or NULL with NameError. */
 static PyObject *global(PyObject *dict, PyObject *name) {
@@ -659,10 +659,7 @@ static int finish(PyObject *request, PyObject *response, PyObject *start, PyObje
         if (unmatched == NULL) goto done;
         route = Py_NewRef(unmatched);
     }
-    PyObject *five_hundred = PyLong_FromLong(500);
-    if (five_hundred == NULL) goto done;
     int failure = PyObject_RichCompareBool(status, five_hundred, Py_GE);
-    Py_DECREF(five_hundred);
     if (failure < 0) goto done;
     if (failure) {
         PyObject *name = global(mw_globals, str_error_attr);
@@ -864,7 +861,8 @@ static int intern_all(void) {
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) return -1;
     info_level = PyLong_FromLong(20);
     thousand = PyFloat_FromDouble(1000.0);
-    return info_level == NULL || thousand == NULL ? -1 : 0;
+    five_hundred = PyLong_FromLong(500);
+    return info_level == NULL || thousand == NULL || five_hundred == NULL ? -1 : 0;
 }
 
 static PyMethodDef functions[] = {
